@@ -1,0 +1,1 @@
+"""RQ jobs: module-level functions taking ids, idempotent, run inside the app context."""

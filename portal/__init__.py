@@ -1,0 +1,69 @@
+"""The tenant self-service portal: ``create_app`` builds the Flask application."""
+
+import logging
+
+from flask import Flask, g
+
+from portal.config import BASE_DIR, INSTANCE_DIR, check_production, load_config
+from portal.extensions import init_extensions
+
+
+def create_app(overrides: dict | None = None) -> Flask:
+    app = Flask(
+        __name__,
+        template_folder=str(BASE_DIR / "templates"),
+        static_folder=str(BASE_DIR / "static"),
+        instance_path=str(INSTANCE_DIR),
+    )
+    app.config.update(load_config())
+    if overrides:
+        app.config.update(overrides)
+    check_production(app.config)
+    INSTANCE_DIR.mkdir(exist_ok=True)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    init_extensions(app)
+    _register_request_hooks(app)
+    _register_blueprints(app)
+    _register_cli(app)
+    return app
+
+
+def _register_request_hooks(app: Flask) -> None:
+    from portal import auth  # noqa: F401  (registers the Flask-Login loader)
+    from portal.access import PERMISSIONS, can, load_tenant_context
+    from portal.errors import register_error_handlers
+    from portal.web import register_security_headers
+
+    app.before_request(load_tenant_context)
+    register_error_handlers(app)
+    register_security_headers(app)
+
+    @app.context_processor
+    def portal_context():
+        return {
+            "current_tenant": g.get("tenant"),
+            "current_membership": g.get("membership"),
+            "user_memberships": g.get("memberships", []),
+            "can": can,
+            "PERMISSIONS": PERMISSIONS,
+        }
+
+
+def _register_blueprints(app: Flask) -> None:
+    from portal.activity.routes import bp as activity_bp
+    from portal.admin.routes import bp as admin_bp
+    from portal.auth.routes import bp as auth_bp
+    from portal.invitations.routes import bp as invitations_bp
+    from portal.main.routes import bp as main_bp
+    from portal.settings.routes import bp as settings_bp
+    from portal.team.routes import bp as team_bp
+
+    for blueprint in (main_bp, auth_bp, invitations_bp, team_bp, settings_bp, activity_bp, admin_bp):
+        app.register_blueprint(blueprint)
+
+
+def _register_cli(app: Flask) -> None:
+    from portal.cli import register_cli
+
+    register_cli(app)

@@ -1,0 +1,133 @@
+"""Who is asking, for which tenant, and may they: resolved once per request, here only."""
+
+from dataclasses import dataclass
+from functools import wraps
+
+from flask import abort, flash, g, redirect, request, session, url_for
+from flask_login import current_user, login_required
+from sqlalchemy import select
+
+from portal.extensions import db
+from portal.models import Membership, Tenant, User
+
+# What each role may do (DESIGN §3). Routes ask for a permission, not a role name,
+# so a later area (keys, credentials, billing) adds a row here instead of new checks.
+PERMISSIONS: dict[str, set[str]] = {
+    "tenant.read": {"owner", "admin", "developer", "viewer"},
+    "team.manage": {"owner", "admin"},
+    "settings.edit": {"owner", "admin"},
+    "tenant.delete": {"owner"},
+    "ownership.transfer": {"owner"},
+    "billing.manage": {"owner", "admin"},
+    "keys.manage": {"owner", "admin", "developer"},
+    "credentials.manage": {"owner", "admin", "developer"},
+}
+
+# Blueprints a suspended tenant's users may still change things in (DESIGN §4).
+SUSPENSION_EXEMPT_BLUEPRINTS = {"auth", "billing", "invitations", "main"}
+
+TENANT_SESSION_KEY = "tenant_id"
+
+
+@dataclass(frozen=True)
+class Actor:
+    """The person (or system) acting, handed to services instead of the request."""
+
+    user: User | None
+    ip: str | None = None
+    label: str | None = None
+
+    @property
+    def name(self) -> str:
+        if self.user is not None:
+            return self.user.email
+        return self.label or "system"
+
+
+SYSTEM = Actor(user=None, label="system")
+
+
+def current_actor() -> Actor:
+    user = current_user if current_user.is_authenticated else None
+    return Actor(user=user, ip=request.remote_addr)
+
+
+def can(permission: str, membership: Membership | None = None) -> bool:
+    membership = membership if membership is not None else g.get("membership")
+    return membership is not None and membership.role in PERMISSIONS[permission]
+
+
+def load_tenant_context() -> None:
+    """Resolve ``g.tenant`` and ``g.membership`` from the session's chosen tenant."""
+    g.tenant = None
+    g.membership = None
+    g.memberships = []
+    if not current_user.is_authenticated:
+        return
+    memberships = db.session.execute(
+        select(Membership)
+        .join(Tenant)
+        .where(Membership.user_id == current_user.id, Tenant.status != "cancelled")
+        .order_by(Tenant.company_name)
+    ).scalars().all()
+    g.memberships = memberships
+    if not memberships:
+        return
+    chosen = session.get(TENANT_SESSION_KEY)
+    membership = next((m for m in memberships if m.tenant_id == chosen), memberships[0])
+    session[TENANT_SESSION_KEY] = membership.tenant_id
+    g.membership = membership
+    g.tenant = membership.tenant
+
+
+def _guard_suspended() -> None:
+    tenant = g.tenant
+    if tenant is None or not tenant.is_suspended or request.method in ("GET", "HEAD", "OPTIONS"):
+        return
+    if request.blueprint in SUSPENSION_EXEMPT_BLUEPRINTS:
+        return
+    abort(403, f"Your account is suspended ({tenant.suspension_reason_label}). "
+               "Only billing is available until it is reactivated.")
+
+
+def tenant_required(permission: str = "tenant.read"):
+    """Signed in, member of a live tenant, and allowed ``permission`` in it."""
+
+    def decorator(view):
+        @wraps(view)
+        @login_required
+        def wrapper(*args, **kwargs):
+            if g.tenant is None:
+                if current_user.is_operator:
+                    return redirect(url_for("admin.tenants"))
+                flash("You are not a member of any active account.", "warning")
+                return redirect(url_for("main.no_tenant"))
+            if not can(permission):
+                abort(403, "Your role does not allow this.")
+            _guard_suspended()
+            return view(*args, **kwargs)
+
+        return wrapper
+
+    return decorator
+
+
+def operator_required(view):
+    @wraps(view)
+    @login_required
+    def wrapper(*args, **kwargs):
+        if not current_user.is_operator:
+            abort(404)
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
+def get_for_tenant_or_404(model, object_id: str, tenant: Tenant):
+    """Load a tenant-owned row by id; another tenant's row is simply not found."""
+    obj = db.session.execute(
+        select(model).where(model.id == object_id, model.tenant_id == tenant.tenant_id)
+    ).scalar_one_or_none()
+    if obj is None:
+        abort(404)
+    return obj

@@ -1,0 +1,160 @@
+from flask import Blueprint, abort, flash, make_response, request
+from sqlalchemy import func, or_, select
+
+from portal.access import current_actor, operator_required
+from portal.admin.forms import ActivateForm, SuspendForm
+from portal.errors import ServiceError
+from portal.extensions import db
+from portal.models import AuditEvent, EmailMessage, Membership, Tenant
+from portal.models.tenant import TENANT_STATUSES
+from portal.tasks import commit, rollback
+from portal.team.services import members as tenant_members
+from portal.tenants import services as tenant_services
+from portal.web import form_errors_status, redirect_to, render
+
+bp = Blueprint("admin", __name__, url_prefix="/admin")
+
+# Rendered email HTML is untrusted-ish content: show it with scripts and forms disabled.
+EMAIL_PREVIEW_CSP = "sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+
+
+def _page_number() -> int:
+    return max(request.args.get("page", 1, type=int) or 1, 1)
+
+
+def _load_tenant(tenant_id: str) -> Tenant:
+    tenant = db.session.get(Tenant, tenant_id)
+    if tenant is None:
+        abort(404)
+    return tenant
+
+
+@bp.get("")
+@operator_required
+def index():
+    return redirect_to("admin.tenants")
+
+
+@bp.get("/tenants")
+@operator_required
+def tenants():
+    """Tenants with search by name or id, a status filter and pages."""
+    search = request.args.get("q", "").strip()[:100]
+    status = request.args.get("status", "")
+    members = (
+        select(func.count(Membership.id)).where(Membership.tenant_id == Tenant.tenant_id).scalar_subquery()
+    )
+    query = select(Tenant, members.label("member_count")).order_by(Tenant.created_at.desc())
+    if search:
+        pattern = f"%{search.lower()}%"
+        query = query.where(or_(func.lower(Tenant.tenant_id).like(pattern), func.lower(Tenant.company_name).like(pattern)))
+    if status in TENANT_STATUSES:
+        query = query.where(Tenant.status == status)
+    else:
+        status = ""
+    per_page = 20
+    total = db.session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
+    page = _page_number()
+    rows = db.session.execute(query.limit(per_page).offset((page - 1) * per_page)).all()
+    pages = max((total + per_page - 1) // per_page, 1)
+    return render(
+        "admin/tenants.html",
+        "admin/_tenants_table.html",
+        rows=rows,
+        total=total,
+        page=page,
+        pages=pages,
+        search=search,
+        status=status,
+        statuses=TENANT_STATUSES,
+    )
+
+
+@bp.get("/tenants/<tenant_id>")
+@operator_required
+def tenant_detail(tenant_id: str):
+    """One tenant: profile, members, status and its recent activity."""
+    tenant = _load_tenant(tenant_id)
+    return _detail_page(tenant)
+
+
+def _detail_page(tenant: Tenant, suspend_form: SuspendForm | None = None, status: int = 200):
+    events = db.session.execute(
+        select(AuditEvent)
+        .where(AuditEvent.tenant_id == tenant.tenant_id)
+        .order_by(AuditEvent.created_at.desc(), AuditEvent.id.desc())
+        .limit(20)
+    ).scalars().all()
+    return render(
+        "admin/tenant_detail.html",
+        status=status,
+        tenant=tenant,
+        members=tenant_members(tenant),
+        events=events,
+        suspend_form=suspend_form or SuspendForm(formdata=None),
+        activate_form=ActivateForm(formdata=None),
+    )
+
+
+@bp.post("/tenants/<tenant_id>/suspend")
+@operator_required
+def suspend(tenant_id: str):
+    """Suspend with a reason, an optional note, and optionally tell the customer."""
+    tenant = _load_tenant(tenant_id)
+    form = SuspendForm()
+    if form.validate_on_submit():
+        try:
+            tenant_services.suspend(current_actor(), tenant, form.reason.data, form.note.data or "", form.notify.data)
+            commit()
+        except ServiceError as error:
+            rollback()
+            flash(error.message, "error")
+        else:
+            flash(f"{tenant.company_name} is suspended.", "success")
+        return redirect_to("admin.tenant_detail", tenant_id=tenant.tenant_id)
+    return _detail_page(tenant, suspend_form=form, status=form_errors_status())
+
+
+@bp.post("/tenants/<tenant_id>/activate")
+@operator_required
+def activate(tenant_id: str):
+    """Lift a suspension."""
+    tenant = _load_tenant(tenant_id)
+    if not ActivateForm().validate_on_submit():
+        abort(400, "Your form expired. Reload the page and try again.")
+    try:
+        tenant_services.activate(current_actor(), tenant)
+        commit()
+        flash(f"{tenant.company_name} is active again.", "success")
+    except ServiceError as error:
+        rollback()
+        flash(error.message, "error")
+    return redirect_to("admin.tenant_detail", tenant_id=tenant.tenant_id)
+
+
+@bp.get("/outbox")
+@operator_required
+def outbox():
+    """Every email the portal sent, newest first (the only inbox in embedded mode)."""
+    recipient = request.args.get("to", "").strip()[:254]
+    query = select(EmailMessage).order_by(EmailMessage.created_at.desc())
+    if recipient:
+        query = query.where(EmailMessage.to == recipient.lower())
+    messages = db.paginate(query, page=_page_number(), per_page=25, error_out=False)
+    return render("admin/outbox.html", messages=messages, recipient=recipient)
+
+
+@bp.get("/outbox/<message_id>")
+@operator_required
+def outbox_message(message_id: str):
+    message = db.get_or_404(EmailMessage, message_id)
+    return render("admin/outbox_message.html", message=message)
+
+
+@bp.get("/outbox/<message_id>/html")
+@operator_required
+def outbox_message_html(message_id: str):
+    message = db.get_or_404(EmailMessage, message_id)
+    response = make_response(message.html_body)
+    response.headers["Content-Security-Policy"] = EMAIL_PREVIEW_CSP
+    return response

@@ -1,0 +1,132 @@
+from flask import Blueprint, current_app, flash, redirect, request, session, url_for
+from flask_login import current_user, login_user, logout_user
+
+from portal.access import TENANT_SESSION_KEY, current_actor
+from portal.auth import services
+from portal.auth.forms import ForgotPasswordForm, ResetPasswordForm, SignInForm, SignUpForm
+from portal.errors import ServiceError
+from portal.extensions import limiter
+from portal.forms import apply_service_error
+from portal.tasks import commit, rollback
+from portal.tenants.services import suggest_tenant_id
+from portal.web import form_errors_status, render
+
+bp = Blueprint("auth", __name__)
+
+
+def _sign_in(user, tenant_id: str | None = None) -> None:
+    # A fresh session on every sign-in: nothing from before survives (no fixation).
+    session.clear()
+    services.start_session(user, request.remote_addr, request.headers.get("User-Agent"))
+    login_user(user)
+    if tenant_id:
+        session[TENANT_SESSION_KEY] = tenant_id
+
+
+def _safe_next(target: str | None) -> str | None:
+    # Only same-site paths: "//evil.example" or "https://..." would be an open redirect.
+    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return None
+
+
+@bp.route("/signup", methods=["GET", "POST"])
+def sign_up():
+    """Create a company account and become its owner."""
+    form = SignUpForm()
+    if request.method == "GET" and request.args.get("company_name"):
+        form.company_name.data = request.args["company_name"]
+        form.tenant_id.data = suggest_tenant_id(request.args["company_name"])
+    if form.validate_on_submit():
+        try:
+            user, tenant = services.sign_up(
+                current_actor(),
+                form.company_name.data,
+                form.tenant_id.data,
+                form.email.data,
+                form.password.data,
+                form.name.data or "",
+            )
+            _sign_in(user, tenant.tenant_id)
+            commit()
+        except ServiceError as error:
+            rollback()
+            apply_service_error(form, error)
+        else:
+            flash(f"Welcome! Your account {tenant.company_name} is ready.", "success")
+            return redirect(url_for("main.overview"), code=303)
+    status = form_errors_status() if form.errors or form.form_errors else 200
+    return render("auth/sign_up.html", "auth/_sign_up_form.html", status=status, form=form)
+
+
+@bp.get("/signup/suggest-id")
+def suggest_id():
+    """htmx: propose an account id from the company name as it is typed."""
+    suggestion = suggest_tenant_id(request.args.get("company_name", "")[:200])
+    return render("auth/_tenant_id_suggestion.html", suggestion=suggestion)
+
+
+@bp.route("/signin", methods=["GET", "POST"])
+@limiter.limit(lambda: current_app.config["SIGNIN_RATE_LIMIT"], methods=["POST"])
+def sign_in():
+    """Sign in with email and password."""
+    if current_user.is_authenticated and request.method == "GET":
+        return redirect(url_for("main.overview"))
+    form = SignInForm()
+    if form.validate_on_submit():
+        user = services.authenticate(form.email.data, form.password.data)
+        if user is None:
+            form.form_errors.append("Email or password is not correct.")
+        else:
+            _sign_in(user)
+            commit()
+            return redirect(_safe_next(request.args.get("next")) or url_for("main.overview"), code=303)
+    status = form_errors_status() if form.errors or form.form_errors else 200
+    return render("auth/sign_in.html", "auth/_sign_in_form.html", status=status, form=form)
+
+
+@bp.post("/signout")
+def sign_out():
+    """End this browser's session on the server, then forget the cookie."""
+    if current_user.is_authenticated:
+        services.end_session(current_user.get_id())
+        commit()
+    logout_user()
+    session.clear()
+    flash("You are signed out.", "info")
+    return redirect(url_for("auth.sign_in"), code=303)
+
+
+@bp.route("/forgot-password", methods=["GET", "POST"])
+@limiter.limit("5 per minute", methods=["POST"])
+def forgot_password():
+    """Ask for a reset link; the answer is the same whether the email is known or not."""
+    form = ForgotPasswordForm()
+    if form.validate_on_submit():
+        services.request_password_reset(form.email.data)
+        commit()
+        flash("If an account exists for that email, a reset link is on its way.", "info")
+        return redirect(url_for("auth.sign_in"), code=303)
+    return render("auth/forgot_password.html", form=form)
+
+
+@bp.route("/reset-password/<token>", methods=["GET", "POST"])
+def reset_password(token: str):
+    """Choose a new password from an emailed link; signs out every other session."""
+    if services.find_password_reset(token) is None:
+        return render("auth/reset_invalid.html", status=400)
+    form = ResetPasswordForm()
+    if form.validate_on_submit():
+        try:
+            services.reset_password(token, form.password.data, request.remote_addr)
+            commit()
+        except ServiceError as error:
+            rollback()
+            apply_service_error(form, error)
+        else:
+            logout_user()
+            session.clear()
+            flash("Your password is changed. Sign in with the new one.", "success")
+            return redirect(url_for("auth.sign_in"), code=303)
+    return render("auth/reset_password.html", form=form, token=token)
+

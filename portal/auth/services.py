@@ -1,0 +1,170 @@
+"""Accounts and sessions: sign-up, sign-in, server-side sessions, password reset."""
+
+from datetime import timedelta
+
+from email_validator import EmailNotValidError, validate_email
+from flask import current_app
+from sqlalchemy import select, update
+
+from portal import audit
+from portal.access import Actor
+from portal.errors import Conflict, ValidationFailed
+from portal.extensions import db
+from portal.models import Membership, PasswordReset, Tenant, User, UserSession, utcnow
+from portal.security import (
+    PASSWORD_MAX_LENGTH,
+    PASSWORD_MIN_LENGTH,
+    hash_password,
+    hash_token,
+    new_token,
+    password_needs_rehash,
+    verify_password,
+)
+from portal.tenants import services as tenants
+
+
+def normalize_email(email: str) -> str:
+    try:
+        # Deliverability means a DNS lookup; we only check the shape here.
+        return validate_email(email.strip(), check_deliverability=False).normalized.lower()
+    except EmailNotValidError as error:
+        raise ValidationFailed(str(error), field="email") from None
+
+
+def check_password_rules(password: str) -> None:
+    if not PASSWORD_MIN_LENGTH <= len(password) <= PASSWORD_MAX_LENGTH:
+        raise ValidationFailed(
+            f"Password must be {PASSWORD_MIN_LENGTH} to {PASSWORD_MAX_LENGTH} characters.", field="password"
+        )
+
+
+def find_user_by_email(email: str) -> User | None:
+    return db.session.execute(select(User).where(User.email == email.lower())).scalar_one_or_none()
+
+
+def create_user(email: str, password: str, name: str = "", is_operator: bool = False) -> User:
+    email = normalize_email(email)
+    check_password_rules(password)
+    if find_user_by_email(email):
+        raise Conflict("An account with this email already exists. Sign in instead.", field="email")
+    user = User(email=email, name=name.strip(), password_hash=hash_password(password), is_operator=is_operator)
+    db.session.add(user)
+    db.session.flush()
+    return user
+
+
+def sign_up(actor: Actor, company_name: str, tenant_id: str, email: str, password: str, name: str = "") -> tuple[User, Tenant]:
+    """A new company: the tenant, and the person signing up as its owner."""
+    user = create_user(email, password, name)
+    tenant = tenants.create_tenant(actor, tenant_id, company_name, contact_email=user.email)
+    db.session.add(Membership(tenant_id=tenant.tenant_id, user_id=user.id, role="owner"))
+    audit.record(Actor(user=user, ip=actor.ip), "member.joined", tenant, "user", user.id, role="owner")
+    return user, tenant
+
+
+def authenticate(email: str, password: str) -> User | None:
+    """The user for these credentials, or None; never says which part was wrong."""
+    try:
+        email = normalize_email(email)
+    except ValidationFailed:
+        verify_password(None, password)
+        return None
+    user = find_user_by_email(email)
+    if user is None or not verify_password(user.password_hash, password):
+        if user is None:
+            verify_password(None, password)
+        return None
+    if password_needs_rehash(user.password_hash):
+        user.password_hash = hash_password(password)
+    return user
+
+
+def start_session(user: User, ip: str | None, user_agent: str | None) -> str:
+    """Record a new server-side session and return the token for the cookie."""
+    token = new_token()
+    db.session.add(
+        UserSession(token_hash=hash_token(token), user_id=user.id, ip=ip, user_agent=(user_agent or "")[:255])
+    )
+    user.last_sign_in_at = utcnow()
+    user.session_token = token
+    return token
+
+
+def load_session_user(token: str) -> User | None:
+    row = db.session.execute(
+        select(UserSession).where(UserSession.token_hash == hash_token(token), UserSession.revoked_at.is_(None))
+    ).scalar_one_or_none()
+    if row is None:
+        return None
+    user = row.user
+    user.session_token = token
+    return user
+
+
+def end_session(token: str | None) -> None:
+    if token:
+        db.session.execute(
+            update(UserSession)
+            .where(UserSession.token_hash == hash_token(token), UserSession.revoked_at.is_(None))
+            .values(revoked_at=utcnow())
+        )
+
+
+def end_all_sessions(user: User, only_if_no_other_tenant: bool = False) -> None:
+    """Sign the user out everywhere (removal from a tenant, password reset, deletion)."""
+    if only_if_no_other_tenant:
+        others = [m for m in user.memberships if m.tenant.status != "cancelled"]
+        if others:
+            return
+    db.session.execute(
+        update(UserSession)
+        .where(UserSession.user_id == user.id, UserSession.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )
+
+
+def request_password_reset(email: str) -> None:
+    """Email a reset link if the account exists; the caller says the same thing either way."""
+    try:
+        user = find_user_by_email(normalize_email(email))
+    except ValidationFailed:
+        return
+    if user is None:
+        return
+    token = new_token()
+    minutes = current_app.config["PASSWORD_RESET_MINUTES"]
+    db.session.add(
+        PasswordReset(token_hash=hash_token(token), user_id=user.id, expires_at=utcnow() + timedelta(minutes=minutes))
+    )
+    from portal.mail import send_email
+    from portal.web import public_url
+
+    url = public_url("auth.reset_password", token=token)
+    send_email(user.email, "Reset your password", "password_reset", url=url, user=user, minutes=minutes)
+
+
+def find_password_reset(token: str) -> PasswordReset | None:
+    reset = db.session.execute(
+        select(PasswordReset).where(PasswordReset.token_hash == hash_token(token))
+    ).scalar_one_or_none()
+    if reset is None or reset.used_at is not None or reset.expires_at <= utcnow():
+        return None
+    return reset
+
+
+def reset_password(token: str, password: str, ip: str | None) -> User:
+    reset = find_password_reset(token)
+    if reset is None:
+        raise ValidationFailed("This reset link is invalid, expired or already used. Ask for a new one.")
+    check_password_rules(password)
+    user = reset.user
+    user.password_hash = hash_password(password)
+    reset.used_at = utcnow()
+    end_all_sessions(user)
+    audit.record(Actor(user=user, ip=ip), "user.password_reset", None, "user", user.id)
+    return user
+
+
+def confirm_password(user: User, password: str) -> None:
+    if not verify_password(user.password_hash, password):
+        raise ValidationFailed("That password is not correct.", field="password")

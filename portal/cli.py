@@ -1,0 +1,101 @@
+"""``flask --app wsgi ...`` commands: operator accounts, the RQ worker, demo data."""
+
+import click
+from flask import current_app
+from flask.cli import AppGroup
+
+from portal.access import SYSTEM
+from portal.errors import ServiceError
+from portal.extensions import db
+
+operator_cli = AppGroup("operator", help="Operator (SaaS staff) accounts.")
+demo_cli = AppGroup("demo", help="Demo data for the embedded mode.")
+
+DEMO_PASSWORD = "demo-password"  # noqa: S105 - published demo sign-in
+DEMO_OPERATOR = ("operator@example.com", "operator-password")
+DEMO_TENANT = ("demo_co", "Demo Company")
+DEMO_MEMBERS = (
+    ("owner@demo.example.com", "Olivia Owner", "owner"),
+    ("admin@demo.example.com", "Adam Admin", "admin"),
+    ("viewer@demo.example.com", "Vera Viewer", "viewer"),
+)
+DEMO_INVITEE = ("developer@demo.example.com", "developer")
+
+
+@operator_cli.command("create")
+@click.argument("email")
+@click.option("--password", envvar="OPERATOR_PASSWORD", prompt=True, hide_input=True,
+              confirmation_prompt=True, help="Or set OPERATOR_PASSWORD.")
+@click.option("--name", default="", help="Display name.")
+def create_operator(email: str, password: str, name: str) -> None:
+    """Create an operator account (or make an existing user an operator)."""
+    from portal.auth.services import create_user, find_user_by_email, normalize_email
+    from portal.tasks import commit
+
+    try:
+        existing = find_user_by_email(normalize_email(email))
+        if existing:
+            existing.is_operator = True
+            user = existing
+        else:
+            user = create_user(email, password, name, is_operator=True)
+        commit()
+    except ServiceError as error:
+        raise click.ClickException(error.message) from None
+    click.echo(f"Operator {user.email} is ready.")
+
+
+@demo_cli.command("seed")
+def seed_demo() -> None:
+    """Create the demo operator, tenant, members and a pending invitation (idempotent)."""
+    from portal.auth.services import create_user, find_user_by_email
+    from portal.invitations.services import create_invitation
+    from portal.models import Membership, Tenant
+    from portal.tasks import commit
+    from portal.tenants.services import create_tenant
+
+    if db.session.get(Tenant, DEMO_TENANT[0]) is None:
+        if find_user_by_email(DEMO_OPERATOR[0]) is None:
+            create_user(DEMO_OPERATOR[0], DEMO_OPERATOR[1], "Portal Operator", is_operator=True)
+        tenant = create_tenant(SYSTEM, DEMO_TENANT[0], DEMO_TENANT[1], DEMO_MEMBERS[0][0], "professional")
+        owner = None
+        for email, name, role in DEMO_MEMBERS:
+            user = find_user_by_email(email) or create_user(email, DEMO_PASSWORD, name)
+            db.session.add(Membership(tenant_id=tenant.tenant_id, user_id=user.id, role=role))
+            owner = owner or user
+        db.session.flush()
+        from portal.access import Actor
+
+        create_invitation(Actor(user=owner, label=None), tenant, DEMO_INVITEE[0], DEMO_INVITEE[1])
+        commit()
+        click.echo("Demo data created.")
+    else:
+        click.echo("Demo data already present.")
+    base = current_app.config["PUBLIC_BASE_URL"]
+    click.echo(f"\n  Portal:            {base}/")
+    click.echo(f"  Operator console:  {base}/admin  ({DEMO_OPERATOR[0]} / {DEMO_OPERATOR[1]})")
+    for email, _, role in DEMO_MEMBERS:
+        click.echo(f"  Demo {role:<13} {email} / {DEMO_PASSWORD}")
+    click.echo(f"  Pending invitation for {DEMO_INVITEE[0]}: its link is in the operator's Outbox.\n")
+
+
+@click.command("worker")
+@click.option("--burst", is_flag=True, help="Drain the queues, then exit.")
+def run_worker(burst: bool) -> None:
+    """Run an RQ worker on all of the app's queues, inside the app context."""
+    from rq import Queue
+
+    from portal.tasks import QUEUE_NAMES, redis_connection
+    from portal.worker import AppWorker
+
+    if current_app.config["JOBS_INLINE"]:
+        raise click.ClickException("Jobs run inline in this configuration; set REDIS_URL to use a worker.")
+    connection = redis_connection()
+    queues = [Queue(name, connection=connection) for name in QUEUE_NAMES]
+    AppWorker(queues, connection=connection).work(burst=burst, with_scheduler=True)
+
+
+def register_cli(app) -> None:
+    app.cli.add_command(operator_cli)
+    app.cli.add_command(demo_cli)
+    app.cli.add_command(run_worker)

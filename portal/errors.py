@@ -1,0 +1,130 @@
+"""Errors raised by services, and how each front door shows them.
+
+Services raise these; portal views turn them into a flash or a form message, the JSON
+API into seed 000's envelope. Anything else is a bug and becomes a friendly 500.
+"""
+
+import logging
+import uuid
+
+from flask import g, jsonify, render_template, request
+from werkzeug.exceptions import HTTPException
+
+from portal.models import utcnow
+
+log = logging.getLogger(__name__)
+
+
+class ServiceError(Exception):
+    status_code = 400
+    error_code = "BAD_REQUEST"
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class ValidationFailed(ServiceError):
+    status_code = 400
+    error_code = "VALIDATION_ERROR"
+
+
+class PermissionDenied(ServiceError):
+    status_code = 403
+    error_code = "FORBIDDEN"
+
+
+class NotFound(ServiceError):
+    status_code = 404
+    error_code = "NOT_FOUND"
+
+
+class Conflict(ServiceError):
+    status_code = 409
+    error_code = "CONFLICT"
+
+
+class TenantSuspended(ServiceError):
+    status_code = 403
+    error_code = "CUSTOMER_SUSPENDED"
+
+
+HTTP_ERROR_CODES = {
+    400: "BAD_REQUEST",
+    401: "UNAUTHORIZED",
+    403: "FORBIDDEN",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    409: "CONFLICT",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+    429: "RATE_LIMIT_EXCEEDED",
+    500: "INTERNAL_ERROR",
+    503: "SERVICE_UNAVAILABLE",
+}
+
+
+def request_id() -> str:
+    if "request_id" not in g:
+        incoming = request.headers.get("X-Request-ID", "")
+        # Echo a client's id only when it is short and printable; never reflect junk.
+        if incoming and len(incoming) <= 100 and incoming.isprintable():
+            g.request_id = incoming
+        else:
+            g.request_id = f"req_{uuid.uuid4().hex[:16]}"
+    return g.request_id
+
+
+def json_error(status: int, detail: str, error_code: str | None = None, errors=None, **extra):
+    body = {
+        "detail": detail,
+        "error_code": error_code or HTTP_ERROR_CODES.get(status, "ERROR"),
+        "timestamp": utcnow().strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "request_id": request_id(),
+    }
+    if errors:
+        body["errors"] = errors
+    body.update(extra)
+    response = jsonify(body)
+    response.status_code = status
+    return response
+
+
+def _wants_json() -> bool:
+    return request.path.startswith("/api/")
+
+
+def register_error_handlers(app) -> None:
+    @app.errorhandler(ServiceError)
+    def handle_service_error(error: ServiceError):
+        if _wants_json():
+            errors = [{"field": error.field, "message": error.message}] if error.field else None
+            return json_error(error.status_code, error.message, error.error_code, errors)
+        return (
+            render_template("errors/error.html", status=error.status_code, message=error.message),
+            error.status_code,
+        )
+
+    @app.errorhandler(HTTPException)
+    def handle_http_error(error: HTTPException):
+        status = error.code or 500
+        if _wants_json():
+            return json_error(status, error.description or error.name)
+        if status == 400 and "CSRF" in (error.description or ""):
+            message = "Your form expired or was sent from elsewhere. Reload the page and try again."
+        else:
+            message = error.description
+        return render_template("errors/error.html", status=status, message=message), status
+
+    @app.errorhandler(Exception)
+    def handle_unexpected(error: Exception):
+        if isinstance(error, HTTPException):
+            return handle_http_error(error)
+        log.exception("Unhandled error on %s %s (request %s)", request.method, request.path, request_id())
+        from portal.extensions import db
+
+        db.session.rollback()
+        if _wants_json():
+            return json_error(500, "Internal server error. Quote the request_id when contacting support.")
+        return render_template("errors/error.html", status=500, message=None), 500

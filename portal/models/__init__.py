@@ -1,0 +1,23 @@
+"""All models, importable from one place (Alembic autogenerate needs them loaded)."""
+
+from portal.models.audit import AuditEvent
+from portal.models.base import utcnow
+from portal.models.email import EmailMessage
+from portal.models.invitation import Invitation
+from portal.models.tenant import SUSPENSION_REASONS, Tenant
+from portal.models.user import INVITABLE_ROLES, ROLES, Membership, PasswordReset, User, UserSession
+
+__all__ = [
+    "AuditEvent",
+    "EmailMessage",
+    "INVITABLE_ROLES",
+    "Invitation",
+    "Membership",
+    "PasswordReset",
+    "ROLES",
+    "SUSPENSION_REASONS",
+    "Tenant",
+    "User",
+    "UserSession",
+    "utcnow",
+]

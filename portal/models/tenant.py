@@ -1,0 +1,55 @@
+from datetime import datetime
+
+from sqlalchemy import JSON, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from portal.extensions import db
+from portal.models.base import UTCDateTime, utcnow
+
+TENANT_STATUSES = ("active", "suspended", "cancelled")
+SUSPENSION_REASONS = {
+    "payment_failed": "Payment failed",
+    "terms_violation": "Terms of service violation",
+    "admin_request": "Suspended at the account's request",
+}
+
+
+class Tenant(db.Model):
+    """A customer account (seed 000 "tenant"). ``tenant_id`` is its permanent slug."""
+
+    __tablename__ = "tenants"
+
+    tenant_id: Mapped[str] = mapped_column(String(50), primary_key=True)
+    company_name: Mapped[str] = mapped_column(String(200))
+    contact_email: Mapped[str] = mapped_column(String(254))
+    # "metadata" is reserved by SQLAlchemy's declarative base, hence the attribute name.
+    metadata_json: Mapped[dict] = mapped_column("metadata", JSON, default=dict)
+    external_id: Mapped[str | None] = mapped_column(String(100), unique=True)
+    subscription_plan: Mapped[str] = mapped_column(String(50), default="starter")
+    status: Mapped[str] = mapped_column(String(20), default="active", index=True)
+    suspension_reason: Mapped[str | None] = mapped_column(String(40))
+    suspension_note: Mapped[str | None] = mapped_column(Text)
+    suspended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    stripe_customer_id: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    memberships: Mapped[list["Membership"]] = relationship(  # noqa: F821
+        back_populates="tenant", cascade="all, delete-orphan"
+    )
+
+    @property
+    def is_active(self) -> bool:
+        return self.status == "active"
+
+    @property
+    def is_suspended(self) -> bool:
+        return self.status == "suspended"
+
+    @property
+    def suspension_reason_label(self) -> str:
+        return SUSPENSION_REASONS.get(self.suspension_reason or "", "Suspended")
+
+    def __repr__(self) -> str:
+        return f"<Tenant {self.tenant_id} {self.status}>"

@@ -1,0 +1,87 @@
+from flask import Blueprint, abort, flash, g
+from flask_login import logout_user
+
+from portal.access import current_actor, tenant_required
+from portal.errors import ServiceError
+from portal.forms import apply_service_error
+from portal.settings.forms import BLANK_METADATA_ROWS, DeleteTenantForm, ProfileForm
+from portal.tasks import commit, rollback
+from portal.tenants import services as tenants
+from portal.web import form_errors_status, redirect_to, render
+
+bp = Blueprint("settings", __name__, url_prefix="/settings")
+
+
+def _profile_form_for(tenant) -> ProfileForm:
+    form = ProfileForm(formdata=None, company_name=tenant.company_name, contact_email=tenant.contact_email)
+    for key, value in sorted((tenant.metadata_json or {}).items()):
+        form.metadata.append_entry({"key": key, "value": value})
+    return form
+
+
+def _with_blank_rows(form: ProfileForm) -> ProfileForm:
+    for _ in range(BLANK_METADATA_ROWS):
+        form.metadata.append_entry()
+    return form
+
+
+def _page(profile_form=None, delete_form=None, status=200, fragment=None):
+    return render(
+        "settings/index.html",
+        fragment,
+        status=status,
+        form=profile_form or _with_blank_rows(_profile_form_for(g.tenant)),
+        delete_form=delete_form or DeleteTenantForm(formdata=None),
+    )
+
+
+@bp.get("")
+@tenant_required()
+def index():
+    """Company profile and metadata; the danger zone for the owner."""
+    return _page()
+
+
+@bp.post("")
+@tenant_required("settings.edit")
+def update():
+    """Save the company profile and metadata."""
+    form = ProfileForm()
+    if form.validate_on_submit():
+        try:
+            tenants.update_profile(
+                current_actor(), g.tenant, form.company_name.data, form.contact_email.data, form.metadata_dict()
+            )
+            commit()
+        except ServiceError as error:
+            rollback()
+            apply_service_error(form, error)
+        else:
+            flash("Settings saved.", "success")
+            return redirect_to("settings.index")
+    return _page(profile_form=form, status=form_errors_status(), fragment="settings/_profile_form.html")
+
+
+@bp.post("/delete")
+@tenant_required("tenant.delete")
+def delete():
+    """Delete (cancel) the account after the owner types its id."""
+    form = DeleteTenantForm()
+    if not form.validate_on_submit():
+        abort(400, "Your form expired. Reload the page and try again.")
+    if form.confirm_tenant_id.data != g.tenant.tenant_id:
+        form.confirm_tenant_id.errors = [f"Type {g.tenant.tenant_id} exactly to confirm."]
+        return _page(delete_form=form, status=form_errors_status(), fragment="settings/_delete_form.html")
+    company = g.tenant.company_name
+    try:
+        tenants.cancel(current_actor(), g.tenant)
+        commit()
+    except ServiceError as error:
+        rollback()
+        flash(error.message, "error")
+        return redirect_to("settings.index")
+    flash(f"{company} was deleted. Its members no longer have access.", "success")
+    if g.memberships and len(g.memberships) > 1:
+        return redirect_to("main.overview")
+    logout_user()
+    return redirect_to("auth.sign_in")

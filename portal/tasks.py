@@ -1,0 +1,64 @@
+"""Background jobs on RQ, enqueued only after the transaction that feeds them commits.
+
+Services call ``defer(job, *ids)``; the request or job calls ``commit()``, which commits
+and then enqueues. Without Redis the queue is an in-memory fakeredis with
+``is_async=False``, so jobs run inline through the very same RQ code path.
+"""
+
+from collections.abc import Callable
+
+from flask import current_app
+from rq import Queue, Retry
+
+from portal.extensions import db
+
+QUEUE_NAMES = ("default", "email")
+_PENDING_KEY = "portal_deferred_jobs"
+
+
+def redis_connection():
+    """The app's Redis connection (fakeredis in embedded mode), created once per app."""
+    ext = current_app.extensions
+    if "portal_redis" not in ext:
+        url = current_app.config.get("REDIS_URL")
+        if url:
+            from redis import Redis
+
+            ext["portal_redis"] = Redis.from_url(url)
+        else:
+            from fakeredis import FakeStrictRedis
+
+            ext["portal_redis"] = FakeStrictRedis()
+    return ext["portal_redis"]
+
+
+def get_queue(name: str = "default") -> Queue:
+    inline = current_app.config["JOBS_INLINE"]
+    return Queue(name, connection=redis_connection(), is_async=not inline)
+
+
+def defer(job: Callable, *args, queue: str = "default", retries: int = 3) -> None:
+    """Enqueue ``job(*args)`` once the current transaction commits; dropped on rollback."""
+    db.session.info.setdefault(_PENDING_KEY, []).append((job, args, queue, retries))
+
+
+def commit() -> None:
+    """Commit the unit of work, then hand its deferred jobs to the queue."""
+    pending = db.session.info.pop(_PENDING_KEY, [])
+    try:
+        db.session.commit()
+    except Exception:
+        db.session.rollback()
+        raise
+    for job, args, queue, retries in pending:
+        get_queue(queue).enqueue(
+            job,
+            *args,
+            job_timeout=120,
+            retry=Retry(max=retries, interval=[10, 60, 300][:retries]) if retries else None,
+        )
+
+
+def rollback() -> None:
+    db.session.info.pop(_PENDING_KEY, None)
+    db.session.rollback()

@@ -1,0 +1,175 @@
+from flask import Blueprint, abort, flash, g
+
+from portal.access import current_actor, get_for_tenant_or_404, tenant_required
+from portal.errors import ServiceError
+from portal.forms import apply_service_error
+from portal.invitations import services as invitations
+from portal.models import Invitation, Membership
+from portal.tasks import commit, rollback
+from portal.team import services
+from portal.team.forms import ConfirmForm, InviteForm, RoleForm, TransferOwnershipForm
+from portal.web import form_errors_status, redirect_to, render
+
+bp = Blueprint("team", __name__, url_prefix="/team")
+
+
+def _transfer_form() -> TransferOwnershipForm:
+    form = TransferOwnershipForm()
+    form.new_owner.choices = [
+        (m.id, f"{m.user.display_name} ({m.role})") for m in services.members(g.tenant) if not m.is_owner
+    ]
+    return form
+
+
+def _team_page(invite_form=None, transfer_form=None, status=200, fragment=None):
+    return render(
+        "team/index.html",
+        fragment,
+        status=status,
+        members=services.members(g.tenant),
+        invitations=invitations.pending_invitations(g.tenant),
+        invite_form=invite_form or InviteForm(formdata=None),
+        transfer_form=transfer_form or _transfer_form(),
+        role_form=RoleForm(formdata=None),
+        confirm_form=ConfirmForm(formdata=None),
+    )
+
+
+@bp.get("")
+@tenant_required()
+def index():
+    """Members and pending invitations."""
+    return _team_page()
+
+
+@bp.post("/invitations")
+@tenant_required("team.manage")
+def invite():
+    """Invite someone by email with a role."""
+    form = InviteForm()
+    if form.validate_on_submit():
+        try:
+            invitation, _ = invitations.create_invitation(
+                current_actor(), g.tenant, form.email.data, form.role.data, form.expires_in_days.data
+            )
+            commit()
+        except ServiceError as error:
+            rollback()
+            apply_service_error(form, error)
+        else:
+            flash(f"Invitation sent to {invitation.email}.", "success")
+            return redirect_to("team.index")
+    return _team_page(invite_form=form, status=form_errors_status(), fragment="team/_invite_form.html")
+
+
+def _invitation_action(invitation_id: str, action) -> object:
+    form = ConfirmForm()
+    if not form.validate_on_submit():
+        abort(400, "Your form expired. Reload the page and try again.")
+    invitation = get_for_tenant_or_404(Invitation, invitation_id, g.tenant)
+    try:
+        message = action(invitation)
+        commit()
+        flash(message, "success")
+    except ServiceError as error:
+        rollback()
+        flash(error.message, "error")
+    return redirect_to("team.index")
+
+
+@bp.post("/invitations/<invitation_id>/resend")
+@tenant_required("team.manage")
+def resend_invitation(invitation_id: str):
+    """Send a fresh link; the old one stops working."""
+
+    def action(invitation):
+        invitations.resend(current_actor(), invitation)
+        return f"A new invitation link was sent to {invitation.email}."
+
+    return _invitation_action(invitation_id, action)
+
+
+@bp.post("/invitations/<invitation_id>/revoke")
+@tenant_required("team.manage")
+def revoke_invitation(invitation_id: str):
+    """Withdraw a pending invitation."""
+
+    def action(invitation):
+        invitations.revoke(current_actor(), invitation)
+        return f"The invitation to {invitation.email} was revoked."
+
+    return _invitation_action(invitation_id, action)
+
+
+@bp.post("/members/<membership_id>/role")
+@tenant_required("team.manage")
+def change_role(membership_id: str):
+    """Give a member another role."""
+    membership = get_for_tenant_or_404(Membership, membership_id, g.tenant)
+    form = RoleForm()
+    if not form.validate_on_submit():
+        flash("Choose one of the listed roles.", "error")
+        return redirect_to("team.index")
+    try:
+        services.change_role(current_actor(), g.tenant, membership, form.role.data)
+        commit()
+        flash(f"{membership.user.display_name} is now {membership.role}.", "success")
+    except ServiceError as error:
+        rollback()
+        flash(error.message, "error")
+    return redirect_to("team.index")
+
+
+@bp.post("/members/<membership_id>/remove")
+@tenant_required("team.manage")
+def remove_member(membership_id: str):
+    """Remove a member; they are signed out at once."""
+    membership = get_for_tenant_or_404(Membership, membership_id, g.tenant)
+    if not ConfirmForm().validate_on_submit():
+        abort(400, "Your form expired. Reload the page and try again.")
+    name = membership.user.display_name
+    try:
+        services.remove_member(current_actor(), g.tenant, membership)
+        commit()
+        flash(f"{name} was removed from the account.", "success")
+    except ServiceError as error:
+        rollback()
+        flash(error.message, "error")
+    return redirect_to("team.index")
+
+
+@bp.post("/leave")
+@tenant_required()
+def leave():
+    """Leave this account (the owner must transfer ownership first)."""
+    if not ConfirmForm().validate_on_submit():
+        abort(400, "Your form expired. Reload the page and try again.")
+    company = g.tenant.company_name
+    try:
+        services.leave(current_actor(), g.tenant, g.membership)
+        commit()
+    except ServiceError as error:
+        rollback()
+        flash(error.message, "error")
+        return redirect_to("team.index")
+    flash(f"You left {company}.", "success")
+    return redirect_to("main.overview")
+
+
+@bp.post("/transfer")
+@tenant_required("ownership.transfer")
+def transfer_ownership():
+    """Make another member the owner, after re-entering the password."""
+    form = _transfer_form()
+    if form.validate_on_submit():
+        new_owner = get_for_tenant_or_404(Membership, form.new_owner.data, g.tenant)
+        try:
+            services.transfer_ownership(current_actor(), g.tenant, g.membership, new_owner, form.password.data)
+            commit()
+        except ServiceError as error:
+            rollback()
+            apply_service_error(form, error)
+        else:
+            flash(f"{new_owner.user.display_name} is now the owner. You are an admin.", "success")
+            return redirect_to("team.index")
+    return _team_page(transfer_form=form, status=form_errors_status(), fragment="team/_transfer_form.html")

@@ -1,0 +1,130 @@
+"""Tenant lifecycle: create, edit profile, suspend, activate, cancel."""
+
+import re
+
+from sqlalchemy import func, select
+
+from portal import audit
+from portal.access import Actor
+from portal.errors import Conflict, ValidationFailed
+from portal.extensions import db
+from portal.models import SUSPENSION_REASONS, Membership, Tenant, User, utcnow
+
+TENANT_ID_PATTERN = re.compile(r"^[A-Za-z0-9_]{3,50}$")
+TENANT_ID_RULE = "tenant_id must be alphanumeric with underscores, 3-50 characters"
+METADATA_MAX_KEYS = 50
+
+
+def suggest_tenant_id(company_name: str) -> str:
+    """A valid, readable slug from a company name ("ACME, Inc." -> "acme_inc")."""
+    slug = re.sub(r"[^a-z0-9]+", "_", company_name.lower()).strip("_")[:50]
+    return slug if len(slug) >= 3 else (slug + "_co")[:50] if slug else ""
+
+
+def validate_tenant_id(tenant_id: str) -> str:
+    if not TENANT_ID_PATTERN.match(tenant_id or ""):
+        raise ValidationFailed(TENANT_ID_RULE, field="tenant_id")
+    return tenant_id
+
+
+def tenant_id_taken(tenant_id: str) -> bool:
+    # Case-insensitively: "Acme" and "acme" side by side would be a phishing gift.
+    return db.session.execute(
+        select(Tenant.tenant_id).where(func.lower(Tenant.tenant_id) == tenant_id.lower())
+    ).first() is not None
+
+
+def create_tenant(
+    actor: Actor, tenant_id: str, company_name: str, contact_email: str, subscription_plan: str = "starter"
+) -> Tenant:
+    validate_tenant_id(tenant_id)
+    if tenant_id_taken(tenant_id):
+        raise Conflict(f"Tenant {tenant_id} already exists.", field="tenant_id")
+    tenant = Tenant(
+        tenant_id=tenant_id,
+        company_name=company_name.strip(),
+        contact_email=contact_email,
+        subscription_plan=subscription_plan,
+        metadata_json={},
+    )
+    db.session.add(tenant)
+    db.session.flush()
+    audit.record(actor, "tenant.created", tenant, "tenant", tenant_id, company_name=tenant.company_name)
+    return tenant
+
+
+def update_profile(actor: Actor, tenant: Tenant, company_name: str, contact_email: str, metadata: dict) -> Tenant:
+    if len(metadata) > METADATA_MAX_KEYS:
+        raise ValidationFailed(f"At most {METADATA_MAX_KEYS} metadata entries.", field="metadata")
+    changes = {}
+    for field, value in (("company_name", company_name.strip()), ("contact_email", contact_email)):
+        if getattr(tenant, field) != value:
+            changes[field] = {"from": getattr(tenant, field), "to": value}
+            setattr(tenant, field, value)
+    if (tenant.metadata_json or {}) != metadata:
+        changes["metadata"] = {"from": tenant.metadata_json, "to": metadata}
+        tenant.metadata_json = dict(metadata)
+    if changes:
+        audit.record(actor, "tenant.updated", tenant, "tenant", tenant.tenant_id, changes=changes)
+    return tenant
+
+
+def suspend(actor: Actor, tenant: Tenant, reason: str, note: str = "", notify: bool = False) -> Tenant:
+    if reason not in SUSPENSION_REASONS:
+        raise ValidationFailed(f"reason must be one of: {', '.join(SUSPENSION_REASONS)}", field="reason")
+    if tenant.status == "cancelled":
+        raise Conflict("A cancelled tenant cannot be suspended.")
+    if tenant.status == "suspended":
+        raise Conflict(f"Tenant {tenant.tenant_id} is already suspended.")
+    tenant.status = "suspended"
+    tenant.suspension_reason = reason
+    tenant.suspension_note = note.strip() or None
+    tenant.suspended_at = utcnow()
+    audit.record(actor, "tenant.suspended", tenant, "tenant", tenant.tenant_id, reason=reason, note=note, notify=notify)
+    if notify:
+        from portal.mail import send_email
+
+        send_email(
+            tenant.contact_email,
+            f"Your account {tenant.company_name} has been suspended",
+            "tenant_suspended",
+            tenant=tenant,
+            tenant_obj=tenant,
+        )
+    return tenant
+
+
+def activate(actor: Actor, tenant: Tenant) -> Tenant:
+    if tenant.status != "suspended":
+        raise Conflict(f"Tenant {tenant.tenant_id} is not suspended.")
+    tenant.status = "active"
+    previous = tenant.suspension_reason
+    tenant.suspension_reason = None
+    tenant.suspension_note = None
+    tenant.suspended_at = None
+    audit.record(actor, "tenant.activated", tenant, "tenant", tenant.tenant_id, previous_reason=previous)
+    return tenant
+
+
+def cancel(actor: Actor, tenant: Tenant) -> Tenant:
+    """Delete from the customer's point of view: members lose access, records are kept."""
+    if tenant.status == "cancelled":
+        raise Conflict("This account is already deleted.")
+    tenant.status = "cancelled"
+    tenant.cancelled_at = utcnow()
+    audit.record(actor, "tenant.cancelled", tenant, "tenant", tenant.tenant_id)
+    from portal.auth.services import end_all_sessions
+
+    for membership in tenant.memberships:
+        end_all_sessions(membership.user, only_if_no_other_tenant=True)
+    return tenant
+
+
+def member_count(tenant: Tenant) -> int:
+    return db.session.scalar(select(func.count()).select_from(Membership).where(Membership.tenant_id == tenant.tenant_id))
+
+
+def owner_of(tenant: Tenant) -> User | None:
+    return db.session.execute(
+        select(User).join(Membership).where(Membership.tenant_id == tenant.tenant_id, Membership.role == "owner")
+    ).scalar_one_or_none()

@@ -1,0 +1,66 @@
+"""Page-or-fragment rendering, htmx-aware redirects and the security headers."""
+
+from urllib.parse import urlsplit
+
+from flask import current_app, make_response, redirect, render_template, request, url_for
+
+from portal.extensions import htmx
+
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "font-src 'self'; connect-src 'self'; form-action 'self'; base-uri 'self'; "
+    "object-src 'none'; frame-ancestors 'none'"
+)
+
+
+def public_url(endpoint: str, **values) -> str:
+    """An absolute link for emails, from PUBLIC_BASE_URL; works outside a request (jobs, CLI)."""
+    base = urlsplit(current_app.config["PUBLIC_BASE_URL"])
+    adapter = current_app.url_map.bind(base.netloc, script_name=base.path or "/", url_scheme=base.scheme)
+    return adapter.build(endpoint, values, force_external=True)
+
+
+def wants_fragment() -> bool:
+    """htmx asked for a piece of a page (a boosted navigation wants the whole page)."""
+    return bool(htmx) and not htmx.boosted
+
+
+def render(page: str, fragment: str | None = None, status: int = 200, **context):
+    """Render the full page, or only ``fragment`` when htmx asked for one."""
+    template = fragment if fragment and wants_fragment() else page
+    response = make_response(render_template(template, **context), status)
+    response.vary.add("HX-Request")
+    return response
+
+
+def redirect_to(endpoint: str, **values):
+    """Post/Redirect/Get that also works for htmx requests that target a fragment."""
+    url = url_for(endpoint, **values)
+    if wants_fragment():
+        response = make_response("", 204)
+        response.headers["HX-Redirect"] = url
+        return response
+    return redirect(url, code=303)
+
+
+def form_errors_status() -> int:
+    # htmx only swaps 2xx responses by default; a plain form post gets a proper 422.
+    return 200 if htmx else 422
+
+
+def register_security_headers(app) -> None:
+    @app.after_request
+    def set_headers(response):
+        headers = response.headers
+        headers.setdefault("Content-Security-Policy", CSP)
+        headers.setdefault("X-Content-Type-Options", "nosniff")
+        headers.setdefault("X-Frame-Options", "DENY")
+        headers.setdefault("Referrer-Policy", "no-referrer")
+        if current_app.config["SESSION_COOKIE_SECURE"]:
+            headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
+        if request.endpoint != "static":
+            headers.setdefault("Cache-Control", "no-store")
+        from portal.errors import request_id
+
+        headers["X-Request-ID"] = request_id()
+        return response

@@ -1,0 +1,266 @@
+"""Fixtures: the app (schema built by the real migrations), a database rolled back per
+test, clients, factories that always take a tenant, and the real local services.
+
+Runs on SQLite by default; on PostgreSQL and Redis when DATABASE_URL / REDIS_URL are
+set (CI sets both). Under CI=true a test that needs an unreachable service fails.
+"""
+
+import os
+import re
+import uuid
+from dataclasses import dataclass
+
+import pytest
+from sqlalchemy import event
+
+from portal import create_app
+from portal.extensions import db
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+PASSWORD = "correct horse battery staple"
+
+
+def need_service(what: str, reason: str) -> None:
+    """Skip locally; under CI a missing service is a failure, never a skip."""
+    if IN_CI:
+        pytest.fail(f"{what} is required under CI=true: {reason}")
+    pytest.skip(f"{what} not available: {reason}")
+
+
+def _worker_suffix() -> str:
+    return os.environ.get("PYTEST_XDIST_WORKER", "main")
+
+
+def _test_database_url(tmp_path_factory) -> str:
+    base = os.environ.get("DATABASE_URL")
+    if not base:
+        return f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.db'}"
+    import psycopg
+
+    name = f"portal_test_{_worker_suffix()}"
+    admin_url = re.sub(r"^postgres(ql)?(\+psycopg)?://", "postgresql://", base)
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return re.sub(r"/[^/?]*(\?|$)", f"/{name}\\1", admin_url.replace("postgresql://", "postgresql+psycopg://"), count=1) \
+        if admin_url.count("/") >= 3 else admin_url + f"/{name}"
+
+
+def _fix_sqlite_savepoints(engine) -> None:
+    # pysqlite's own transaction handling breaks SAVEPOINT; let SQLAlchemy drive it.
+    if engine.dialect.name != "sqlite":
+        return
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn):
+        conn.exec_driver_sql("BEGIN")
+
+
+def make_app(database_url: str, **overrides):
+    config = {
+        "TESTING": True,
+        "SECRET_KEY": "test-secret-key",
+        "SQLALCHEMY_DATABASE_URI": database_url,
+        "WTF_CSRF_ENABLED": False,
+        "RATELIMIT_ENABLED": False,
+        "JOBS_INLINE": True,
+        "MAIL_SERVER": "",
+        "PUBLIC_BASE_URL": "http://portal.test",
+        "SERVER_NAME": None,
+    }
+    config.update(overrides)
+    app = create_app(config)
+    with app.app_context():
+        from flask_migrate import upgrade
+
+        upgrade(directory=os.path.join(os.path.dirname(__file__), "..", "migrations"))
+        _fix_sqlite_savepoints(db.engine)
+    return app
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory):
+    try:
+        return _test_database_url(tmp_path_factory)
+    except Exception as error:  # noqa: BLE001 - any failure to reach PostgreSQL
+        need_service("PostgreSQL", str(error))
+
+
+@pytest.fixture(scope="session")
+def app(database_url):
+    return make_app(database_url)
+
+
+@pytest.fixture(autouse=True)
+def _db_transaction(request, app):
+    """Each test runs inside a transaction that is rolled back afterwards.
+
+    Code under test commits as usual; those commits release savepoints only.
+    """
+    if "live_server" in request.fixturenames:
+        yield
+        return
+    # No app context stays pushed during the test: each request must get its own `g`,
+    # or Flask-Login's cached user would leak from one client to the next.
+    with app.app_context():
+        connection = db.engine.connect()
+        outer = connection.begin()
+        original_session = db.session
+        db.session = db._make_scoped_session({"bind": connection, "join_transaction_mode": "create_savepoint", "expire_on_commit": False})
+    try:
+        yield
+    finally:
+        with app.app_context():
+            db.session.remove()
+            db.session = original_session
+            outer.rollback()
+            connection.close()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def ctx(app):
+    """A request context for calling services directly (not for tests that also use a client)."""
+    with app.test_request_context():
+        yield
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:8]}"
+
+
+@dataclass
+class Member:
+    user: object
+    membership: object
+    email: str
+    password: str = PASSWORD
+
+
+@pytest.fixture
+def make_tenant(app):
+    """make_tenant(status="active") -> Tenant, with a fresh owner."""
+
+    def factory(company_name: str | None = None, status: str = "active", owner_email: str | None = None):
+        from portal.access import SYSTEM
+        from portal.models import Membership
+        from portal.tasks import commit
+        from portal.tenants.services import create_tenant
+
+        with app.test_request_context():
+            tenant_id = unique("t")
+            owner = _create_user(owner_email or f"owner-{tenant_id}@example.com")
+            tenant = create_tenant(SYSTEM, tenant_id, company_name or f"Company {tenant_id}", owner.email)
+            db.session.add(Membership(tenant_id=tenant.tenant_id, user_id=owner.id, role="owner"))
+            tenant.status = status
+            if status == "suspended":
+                tenant.suspension_reason = "payment_failed"
+            commit()
+            return tenant
+
+    return factory
+
+
+def _create_user(email: str, name: str = "", is_operator: bool = False):
+    from portal.auth.services import create_user
+
+    return create_user(email, PASSWORD, name or email.split("@")[0].title(), is_operator=is_operator)
+
+
+@pytest.fixture
+def make_user(app):
+    """make_user(tenant=t, role="admin") -> Member (user + membership); tenant is required."""
+
+    def factory(tenant, role: str = "developer", email: str | None = None, name: str = ""):
+        from portal.models import Membership, User
+        from portal.tasks import commit
+
+        with app.test_request_context():
+            if role == "owner":
+                membership = db.session.query(Membership).filter_by(tenant_id=tenant.tenant_id, role="owner").one()
+                user = db.session.get(User, membership.user_id)
+                return Member(user=user, membership=membership, email=user.email)
+            user = _create_user(email or f"{unique(role)}@example.com", name)
+            membership = Membership(tenant_id=tenant.tenant_id, user_id=user.id, role=role)
+            db.session.add(membership)
+            commit()
+            return Member(user=user, membership=membership, email=user.email)
+
+    return factory
+
+
+@pytest.fixture
+def make_operator(app):
+    def factory(email: str | None = None):
+        from portal.tasks import commit
+
+        with app.test_request_context():
+            user = _create_user(email or f"{unique('op')}@example.com", is_operator=True)
+            commit()
+            return Member(user=user, membership=None, email=user.email)
+
+    return factory
+
+
+def sign_in(client, email: str, password: str = PASSWORD):
+    response = client.post("/signin", data={"email": email, "password": password})
+    assert response.status_code == 303, response.get_data(as_text=True)[:500]
+    return response
+
+
+@pytest.fixture
+def login():
+    """login(client, member_or_email) signs that client in."""
+
+    def do(client, who, password: str = PASSWORD):
+        email = who if isinstance(who, str) else who.email
+        return sign_in(client, email, password)
+
+    return do
+
+
+@pytest.fixture
+def outbox(app):
+    """outbox(to) -> emails sent to that address, newest first."""
+
+    def read(to: str):
+        from portal.models import EmailMessage
+
+        with app.app_context():
+            return (
+                db.session.query(EmailMessage)
+                .filter(EmailMessage.to == to.lower())
+                .order_by(EmailMessage.created_at.desc())
+                .all()
+            )
+
+    return read
+
+
+def link_in(text: str, path_prefix: str) -> str:
+    """The first URL path in ``text`` starting with ``path_prefix`` (e.g. "/invite/")."""
+    match = re.search(r"https?://[^/\s]+(" + re.escape(path_prefix) + r"[^\s\"<]+)", text)
+    assert match, f"no {path_prefix} link in: {text}"
+    return match.group(1)
+
+
+@pytest.fixture
+def redis_url():
+    url = os.environ.get("REDIS_URL")
+    if not url:
+        need_service("Redis", "REDIS_URL is not set")
+    import redis
+
+    try:
+        redis.Redis.from_url(url).ping()
+    except Exception as error:  # noqa: BLE001
+        need_service("Redis", str(error))
+    return url
