@@ -62,7 +62,7 @@ def load_tenant_context() -> None:
     g.tenant = None
     g.membership = None
     g.memberships = []
-    if not current_user.is_authenticated:
+    if request.endpoint == "static" or not current_user.is_authenticated:
         return
     memberships = db.session.execute(
         select(Membership)

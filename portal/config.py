@@ -61,7 +61,8 @@ def load_config() -> dict:
         "SESSION_COOKIE_SECURE": _bool("SESSION_COOKIE_SECURE", env == "production"),
         "WTF_CSRF_TIME_LIMIT": None,
         "MAX_CONTENT_LENGTH": 1024 * 1024,
-        "ADMIN_PAGE_SIZE": 20,
+        # How many reverse proxies in front of us set X-Forwarded-* (0: trust none).
+        "TRUSTED_PROXIES": int(os.environ.get("TRUSTED_PROXIES", "0")),
     }
 
 

@@ -7,7 +7,7 @@ API into seed 000's envelope. Anything else is a bug and becomes a friendly 500.
 import logging
 import uuid
 
-from flask import g, jsonify, render_template, request
+from flask import g, jsonify, make_response, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from portal.models import utcnow
@@ -95,16 +95,23 @@ def _wants_json() -> bool:
     return request.path.startswith("/api/")
 
 
+def error_page(status: int, message: str | None):
+    """The error page in the layout; an htmx request gets it as the whole page too."""
+    response = make_response(render_template("errors/error.html", status=status, message=message), status)
+    if request.headers.get("HX-Request"):
+        # A fragment request would otherwise paste the page into a form, or drop it.
+        response.headers["HX-Retarget"] = "body"
+        response.headers["HX-Reswap"] = "innerHTML"
+    return response
+
+
 def register_error_handlers(app) -> None:
     @app.errorhandler(ServiceError)
     def handle_service_error(error: ServiceError):
         if _wants_json():
             errors = [{"field": error.field, "message": error.message}] if error.field else None
             return json_error(error.status_code, error.message, error.error_code, errors)
-        return (
-            render_template("errors/error.html", status=error.status_code, message=error.message),
-            error.status_code,
-        )
+        return error_page(error.status_code, error.message)
 
     @app.errorhandler(HTTPException)
     def handle_http_error(error: HTTPException):
@@ -115,7 +122,7 @@ def register_error_handlers(app) -> None:
             message = "Your form expired or was sent from elsewhere. Reload the page and try again."
         else:
             message = error.description
-        return render_template("errors/error.html", status=status, message=message), status
+        return error_page(status, message)
 
     @app.errorhandler(Exception)
     def handle_unexpected(error: Exception):
@@ -127,4 +134,4 @@ def register_error_handlers(app) -> None:
         db.session.rollback()
         if _wants_json():
             return json_error(500, "Internal server error. Quote the request_id when contacting support.")
-        return render_template("errors/error.html", status=500, message=None), 500
+        return error_page(500, None)

@@ -9,7 +9,9 @@ from collections.abc import Callable
 
 from flask import current_app
 from rq import Queue, Retry
+from sqlalchemy.exc import IntegrityError
 
+from portal.errors import Conflict
 from portal.extensions import db
 
 QUEUE_NAMES = ("default", "email")
@@ -47,6 +49,10 @@ def commit() -> None:
     pending = db.session.info.pop(_PENDING_KEY, [])
     try:
         db.session.commit()
+    except IntegrityError:
+        # Two requests raced for the same unique value; the loser gets a message, not a 500.
+        db.session.rollback()
+        raise Conflict("This conflicts with a change made at the same moment. Reload and try again.") from None
     except Exception:
         db.session.rollback()
         raise

@@ -16,6 +16,8 @@ bp = Blueprint("auth", __name__)
 
 def _sign_in(user, tenant_id: str | None = None) -> None:
     # A fresh session on every sign-in: nothing from before survives (no fixation).
+    if current_user.is_authenticated:
+        services.end_session(current_user.get_id())
     session.clear()
     services.start_session(user, request.remote_addr, request.headers.get("User-Agent"))
     login_user(user)
@@ -47,12 +49,13 @@ def sign_up():
                 form.password.data,
                 form.name.data or "",
             )
-            _sign_in(user, tenant.tenant_id)
             commit()
         except ServiceError as error:
             rollback()
             apply_service_error(form, error)
         else:
+            _sign_in(user, tenant.tenant_id)
+            commit()
             flash(f"Welcome! Your account {tenant.company_name} is ready.", "success")
             return redirect(url_for("main.overview"), code=303)
     status = form_errors_status() if form.errors or form.form_errors else 200

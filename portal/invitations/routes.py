@@ -26,6 +26,9 @@ def accept(token: str):
     existing_account = find_user_by_email(invitation.email) is not None
     form = AcceptAsMemberForm() if (signed_in or existing_account) else AcceptAsNewUserForm()
 
+    if signed_in is not None and signed_in.email != invitation.email:
+        return render("invitations/accept.html", status=403, invitation=invitation, form=form, mode="wrong_user")
+
     if signed_in is None and existing_account:
         # The invitee has an account: sign in, then come back here to join.
         return render("invitations/accept.html", invitation=invitation, form=form, mode="sign_in",
