@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 export FLASK_APP := wsgi
 HOST ?= 127.0.0.1
 PORT ?= 5000
+# Links in emails (the demo invitation too) point at this server unless told otherwise.
+export PUBLIC_BASE_URL ?= http://$(HOST):$(PORT)
 # Under pytest-xdist: one worker per core (CI has 2).
 PYTEST_WORKERS ?= auto
 
@@ -25,7 +27,7 @@ $(VENV)/.dev-installed: requirements.txt requirements-dev.txt | $(BIN)/python
 run: $(VENV)/.runtime-installed
 	$(BIN)/flask db upgrade
 	$(BIN)/flask demo seed
-	PUBLIC_BASE_URL=$${PUBLIC_BASE_URL:-http://$(HOST):$(PORT)} $(BIN)/flask run --host $(HOST) --port $(PORT)
+	$(BIN)/flask run --host $(HOST) --port $(PORT)
 
 test: $(VENV)/.dev-installed
 	$(BIN)/pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)

@@ -42,7 +42,11 @@ def create_operator(email: str, password: str, name: str) -> None:
         commit()
     except ServiceError as error:
         raise click.ClickException(error.message) from None
-    click.echo(f"Operator {user.email} is ready.")
+    if existing:
+        # Say so: whoever typed a password would otherwise believe it is now the one to use.
+        click.echo(f"Operator {user.email} is ready (an existing account: its password is unchanged).")
+    else:
+        click.echo(f"Operator {user.email} is ready.")
 
 
 @demo_cli.command("seed")

@@ -1,5 +1,6 @@
 """Extension singletons, bound to the app in ``init_extensions``."""
 
+from flask import current_app
 from flask_htmx import HTMX
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
@@ -43,4 +44,13 @@ def init_extensions(app) -> None:
     htmx.init_app(app)
     app.config.setdefault("RATELIMIT_STORAGE_URI", app.config.get("REDIS_URL") or "memory://")
     app.config.setdefault("RATELIMIT_HEADERS_ENABLED", False)
+    # The Limiter singleton keeps one on/off switch for every app in the process; keep it
+    # on and let each app's own setting decide per request (see _rate_limits_off).
+    app.config["PORTAL_RATELIMIT_ENABLED"] = app.config.get("RATELIMIT_ENABLED", True)
+    app.config["RATELIMIT_ENABLED"] = True
     limiter.init_app(app)
+
+
+@limiter.request_filter
+def _rate_limits_off() -> bool:
+    return not current_app.config["PORTAL_RATELIMIT_ENABLED"]

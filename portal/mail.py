@@ -16,7 +16,8 @@ def send_email(to: str, subject: str, template: str, tenant: Tenant | None = Non
     context.setdefault("base_url", current_app.config["PUBLIC_BASE_URL"])
     message = EmailMessage(
         tenant_id=tenant.tenant_id if tenant else None,
-        to=to,
+        # Stored lower-case like every account email, so the outbox finds it by address.
+        to=to.strip().lower(),
         subject=subject,
         text_body=render_template(f"email/{template}.txt", **context),
         html_body=render_template(f"email/{template}.html", **context),

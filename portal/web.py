@@ -25,9 +25,9 @@ def wants_fragment() -> bool:
     return bool(htmx) and not htmx.boosted
 
 
-def render(page: str, fragment: str | None = None, status: int = 200, **context):
+def render(page_template: str, fragment: str | None = None, status: int = 200, **context):
     """Render the full page, or only ``fragment`` when htmx asked for one."""
-    template = fragment if fragment and wants_fragment() else page
+    template = fragment if fragment and wants_fragment() else page_template
     response = make_response(render_template(template, **context), status)
     response.vary.add("HX-Request")
     return response

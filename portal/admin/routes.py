@@ -40,18 +40,20 @@ def index():
 def tenants():
     """Tenants with search by name or id, a status filter and pages."""
     search = request.args.get("q", "").strip()[:100]
-    status = request.args.get("status", "")
+    status_filter = request.args.get("status", "")
     members = (
         select(func.count(Membership.id)).where(Membership.tenant_id == Tenant.tenant_id).scalar_subquery()
     )
     query = select(Tenant, members.label("member_count")).order_by(Tenant.created_at.desc())
     if search:
-        pattern = f"%{search.lower()}%"
-        query = query.where(or_(func.lower(Tenant.tenant_id).like(pattern), func.lower(Tenant.company_name).like(pattern)))
-    if status in TENANT_STATUSES:
-        query = query.where(Tenant.status == status)
+        # autoescape: "%" and "_" typed in the box are characters, not LIKE wildcards.
+        needle = search.lower()
+        query = query.where(or_(func.lower(Tenant.tenant_id).contains(needle, autoescape=True),
+                                func.lower(Tenant.company_name).contains(needle, autoescape=True)))
+    if status_filter in TENANT_STATUSES:
+        query = query.where(Tenant.status == status_filter)
     else:
-        status = ""
+        status_filter = ""
     per_page = 20
     total = db.session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
     page = _page_number()
@@ -65,7 +67,7 @@ def tenants():
         page=page,
         pages=pages,
         search=search,
-        status=status,
+        status_filter=status_filter,
         statuses=TENANT_STATUSES,
     )
 

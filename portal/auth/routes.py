@@ -1,3 +1,5 @@
+from urllib.parse import urlsplit
+
 from flask import Blueprint, current_app, flash, redirect, request, session, url_for
 from flask_login import current_user, login_user, logout_user
 
@@ -9,7 +11,7 @@ from portal.extensions import limiter
 from portal.forms import apply_service_error
 from portal.tasks import commit, rollback
 from portal.tenants.services import suggest_tenant_id
-from portal.web import form_errors_status, render
+from portal.web import form_errors_status, redirect_to, render
 
 bp = Blueprint("auth", __name__)
 
@@ -26,10 +28,14 @@ def _sign_in(user, tenant_id: str | None = None) -> None:
 
 
 def _safe_next(target: str | None) -> str | None:
-    # Only same-site paths: "//evil.example" or "https://..." would be an open redirect.
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
-        return target
-    return None
+    # Only same-site paths: "//evil.example" or "https://..." would be an open redirect. Browsers
+    # drop tabs and newlines and read "\\" as "/", so "/\t/evil.example" is one too; and a CR/LF
+    # in a Location header is a 500. Anything with such characters is simply not followed.
+    if not target or not target.startswith("/") or any(ch.isspace() or not ch.isprintable() for ch in target):
+        return None
+    if target.startswith("//") or "\\" in target or urlsplit(target).netloc:
+        return None
+    return target
 
 
 @bp.route("/signup", methods=["GET", "POST"])
@@ -57,7 +63,8 @@ def sign_up():
             _sign_in(user, tenant.tenant_id)
             commit()
             flash(f"Welcome! Your account {tenant.company_name} is ready.", "success")
-            return redirect(url_for("main.overview"), code=303)
+            # The form posts through htmx into itself: a plain redirect would paste the page into it.
+            return redirect_to("main.overview")
     status = form_errors_status() if form.errors or form.form_errors else 200
     return render("auth/sign_up.html", "auth/_sign_up_form.html", status=status, form=form)
 
@@ -110,7 +117,7 @@ def forgot_password():
         commit()
         flash("If an account exists for that email, a reset link is on its way.", "info")
         return redirect(url_for("auth.sign_in"), code=303)
-    return render("auth/forgot_password.html", form=form)
+    return render("auth/forgot_password.html", form=form, status=form_errors_status() if form.errors else 200)
 
 
 @bp.route("/reset-password/<token>", methods=["GET", "POST"])
@@ -131,5 +138,6 @@ def reset_password(token: str):
             session.clear()
             flash("Your password is changed. Sign in with the new one.", "success")
             return redirect(url_for("auth.sign_in"), code=303)
-    return render("auth/reset_password.html", form=form, token=token)
+    status = form_errors_status() if form.errors or form.form_errors else 200
+    return render("auth/reset_password.html", form=form, token=token, status=status)
 

@@ -56,9 +56,11 @@ def create_user(email: str, password: str, name: str = "", is_operator: bool = F
 def sign_up(actor: Actor, company_name: str, tenant_id: str, email: str, password: str, name: str = "") -> tuple[User, Tenant]:
     """A new company: the tenant, and the person signing up as its owner."""
     user = create_user(email, password, name)
+    # From here on the person signing up is the actor, so the log names them, not "system".
+    actor = Actor(user=user, ip=actor.ip)
     tenant = tenants.create_tenant(actor, tenant_id, company_name, contact_email=user.email)
     db.session.add(Membership(tenant_id=tenant.tenant_id, user_id=user.id, role="owner"))
-    audit.record(Actor(user=user, ip=actor.ip), "member.joined", tenant, "user", user.id, role="owner")
+    audit.record(actor, "member.joined", tenant, "user", user.id, role="owner")
     return user, tenant
 
 
@@ -159,7 +161,12 @@ def reset_password(token: str, password: str, ip: str | None) -> User:
     check_password_rules(password)
     user = reset.user
     user.password_hash = hash_password(password)
-    reset.used_at = utcnow()
+    # Every outstanding link is spent, not just this one: an older email must not reset it again.
+    db.session.execute(
+        update(PasswordReset)
+        .where(PasswordReset.user_id == user.id, PasswordReset.used_at.is_(None))
+        .values(used_at=utcnow())
+    )
     end_all_sessions(user)
     audit.record(Actor(user=user, ip=ip), "user.password_reset", None, "user", user.id)
     return user

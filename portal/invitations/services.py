@@ -53,7 +53,11 @@ def create_invitation(
     if existing_user and _membership(tenant, existing_user):
         raise Conflict(f"{email} is already a member of this account.", field="email")
     for pending in pending_invitations(tenant):
-        if pending.email == email:
+        if pending.email != email:
+            continue
+        if pending.effective_status == "expired":
+            pending.status = "expired"  # superseded by the new invitation below
+        else:
             raise Conflict(f"{email} already has a pending invitation. Resend it instead.", field="email")
     token = new_token()
     invitation = Invitation(
@@ -124,6 +128,11 @@ def usable_or_error(invitation: Invitation | None) -> Invitation:
         raise ValidationFailed("This invitation has already been used. Sign in to continue.")
     if invitation.tenant.status == "cancelled":
         raise ValidationFailed("This account no longer exists.")
+    if invitation.tenant.status == "suspended":
+        raise ValidationFailed(
+            "This account is suspended at the moment. The invitation stays valid until it expires; "
+            "try again once the account is reactivated."
+        )
     return invitation
 
 

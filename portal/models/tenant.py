@@ -1,6 +1,6 @@
 from datetime import datetime
 
-from sqlalchemy import JSON, String, Text
+from sqlalchemy import JSON, Index, String, Text, func
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.extensions import db
@@ -53,3 +53,7 @@ class Tenant(db.Model):
 
     def __repr__(self) -> str:
         return f"<Tenant {self.tenant_id} {self.status}>"
+
+
+# "Acme" beside "acme" would be a phishing gift: ids are unique whatever their case.
+Index("uq_tenants_lower_tenant_id", func.lower(Tenant.tenant_id), unique=True)

@@ -1,4 +1,4 @@
-from flask import Blueprint, abort, flash, g
+from flask import Blueprint, flash, g
 from flask_login import logout_user
 
 from portal.access import current_actor, tenant_required
@@ -67,9 +67,9 @@ def update():
 def delete():
     """Delete (cancel) the account after the owner types its id."""
     form = DeleteTenantForm()
-    if not form.validate_on_submit():
-        abort(400, "Your form expired. Reload the page and try again.")
-    if form.confirm_tenant_id.data != g.tenant.tenant_id:
+    # CSRFProtect has already vouched for the form, so a failed validation is an empty
+    # or oversized confirmation: the same "type it exactly" answer as a wrong one.
+    if not form.validate_on_submit() or form.confirm_tenant_id.data != g.tenant.tenant_id:
         form.confirm_tenant_id.errors = [f"Type {g.tenant.tenant_id} exactly to confirm."]
         return _page(delete_form=form, status=form_errors_status(), fragment="settings/_delete_form.html")
     company = g.tenant.company_name

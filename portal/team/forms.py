@@ -26,5 +26,7 @@ class ConfirmForm(FlaskForm):
 
 
 class TransferOwnershipForm(FlaskForm):
-    new_owner = SelectField("New owner", validators=[DataRequired()], choices=[])
+    # The route looks the id up within the tenant (another tenant's member is a 404, like every
+    # other object id), so the choice list is for display only.
+    new_owner = SelectField("New owner", validators=[DataRequired()], choices=[], validate_choice=False)
     password = PasswordField("Your password", validators=[DataRequired()])

@@ -10,15 +10,24 @@ from portal.errors import Conflict, ValidationFailed
 from portal.extensions import db
 from portal.models import SUSPENSION_REASONS, Membership, Tenant, User, utcnow
 
-TENANT_ID_PATTERN = re.compile(r"^[A-Za-z0-9_]{3,50}$")
+# \Z, not $: "$" also matches before a trailing newline, which would let "acme\n" in.
+TENANT_ID_PATTERN = re.compile(r"^[A-Za-z0-9_]{3,50}\Z")
 TENANT_ID_RULE = "tenant_id must be alphanumeric with underscores, 3-50 characters"
 METADATA_MAX_KEYS = 50
 
 
 def suggest_tenant_id(company_name: str) -> str:
-    """A valid, readable slug from a company name ("ACME, Inc." -> "acme_inc")."""
+    """A free, valid, readable slug from a company name ("ACME, Inc." -> "acme_inc", "acme_inc_2")."""
     slug = re.sub(r"[^a-z0-9]+", "_", company_name.lower()).strip("_")[:50]
-    return slug if len(slug) >= 3 else (slug + "_co")[:50] if slug else ""
+    if not slug:
+        return ""
+    if len(slug) < 3:
+        slug = f"{slug}_co"
+    # Numbered alternatives keep within 50 characters: "acme_inc_2" ... "acme_inc_99".
+    for candidate in [slug] + [f"{slug[:47].rstrip('_')}_{n}" for n in range(2, 100)]:
+        if not tenant_id_taken(candidate):
+            return candidate
+    return ""
 
 
 def validate_tenant_id(tenant_id: str) -> str:
