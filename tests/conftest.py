@@ -8,16 +8,26 @@ set (CI sets both). Under CI=true a test that needs an unreachable service fails
 import os
 import re
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
+from argon2 import PasswordHasher
+from flask_sqlalchemy.session import Session as FlaskSQLAlchemySession
 from sqlalchemy import event
+from sqlalchemy.engine import make_url
 
-from portal import create_app
+from portal import create_app, security
 from portal.extensions import db
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 PASSWORD = "correct horse battery staple"
+# Unique per run, so two suites on one PostgreSQL server never drop each other's databases.
+RUN_ID = uuid.uuid4().hex[:8]
+
+# Still argon2id, at its lowest cost: the production cost is ~0.5 s a hash on this machine,
+# and the suite hashes on every sign-up, sign-in and member it creates.
+security._hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
 
 
 def need_service(what: str, reason: str) -> None:
@@ -31,19 +41,30 @@ def _worker_suffix() -> str:
     return os.environ.get("PYTEST_XDIST_WORKER", "main")
 
 
-def _test_database_url(tmp_path_factory) -> str:
+@contextmanager
+def database(kind: str, tmp_path_factory):
+    """A fresh database for one purpose ("test", "live", "migrations"), dropped afterwards.
+
+    SQLite file by default; a scratch PostgreSQL database on DATABASE_URL's server when set.
+    """
     base = os.environ.get("DATABASE_URL")
     if not base:
-        return f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.db'}"
+        yield f"sqlite:///{tmp_path_factory.mktemp(kind) / (kind + '.db')}"
+        return
     import psycopg
 
-    name = f"portal_test_{_worker_suffix()}"
-    admin_url = re.sub(r"^postgres(ql)?(\+psycopg)?://", "postgresql://", base)
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return re.sub(r"/[^/?]*(\?|$)", f"/{name}\\1", admin_url.replace("postgresql://", "postgresql+psycopg://"), count=1) \
-        if admin_url.count("/") >= 3 else admin_url + f"/{name}"
+    name = f"portal_{kind}_{RUN_ID}_{_worker_suffix()}_{uuid.uuid4().hex[:6]}"
+    admin_url = make_url(base).set(drivername="postgresql").render_as_string(hide_password=False)
+    try:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError as error:
+        need_service("PostgreSQL", str(error))
+    try:
+        yield make_url(base).set(drivername="postgresql+psycopg", database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _fix_sqlite_savepoints(engine) -> None:
@@ -82,12 +103,18 @@ def make_app(database_url: str, **overrides):
     return app
 
 
+class _ConnectionBoundSession(FlaskSQLAlchemySession):
+    """Flask-SQLAlchemy's get_bind ignores the session's own bind and picks the app's engine,
+    which would commit past the test's transaction; the test's connection must win."""
+
+    def get_bind(self, mapper=None, clause=None, bind=None, **kwargs):
+        return bind if bind is not None else self.bind
+
+
 @pytest.fixture(scope="session")
 def database_url(tmp_path_factory):
-    try:
-        return _test_database_url(tmp_path_factory)
-    except Exception as error:  # noqa: BLE001 - any failure to reach PostgreSQL
-        need_service("PostgreSQL", str(error))
+    with database("test", tmp_path_factory) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -110,7 +137,8 @@ def _db_transaction(request, app):
         connection = db.engine.connect()
         outer = connection.begin()
         original_session = db.session
-        db.session = db._make_scoped_session({"bind": connection, "join_transaction_mode": "create_savepoint", "expire_on_commit": False})
+        db.session = db._make_scoped_session({"bind": connection, "join_transaction_mode": "create_savepoint",
+                                              "expire_on_commit": False, "class_": _ConnectionBoundSession})
     try:
         yield
     finally:

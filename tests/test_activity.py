@@ -1,0 +1,164 @@
+"""Activity: the tenant's own audit log, who did what, when and from where."""
+
+import re
+from datetime import UTC, datetime
+
+import pytest
+
+from portal import audit
+from portal.access import Actor
+from portal.extensions import db
+from portal.models import AuditEvent, Tenant
+
+
+def rows(page: str) -> list[str]:
+    """The audit rows of a rendered activity page, as their text cells joined by '|'."""
+    found = re.findall(r'<tr data-testid="audit-row" data-action="[^"]*">(.*?)</tr>', page, flags=re.S)
+    return ["|".join(re.sub(r"<[^>]+>", " ", cell).strip() for cell in re.findall(r"<td>(.*?)</td>", row, flags=re.S))
+            for row in found]
+
+
+def add_events(app, tenant, count: int, action: str = "test.event", actor: Actor | None = None) -> None:
+    with app.test_request_context():
+        for index in range(count):
+            audit.record(actor or Actor(user=None, label="script"), action, db.session.get(Tenant, tenant.tenant_id),
+                         "thing", str(index), n=index)
+        db.session.commit()
+
+
+@pytest.fixture
+def tenant(make_tenant):
+    return make_tenant(company_name="Audited Co")
+
+
+def test_change_shows_who_what_when_and_from_which_address(client, tenant, make_user, login):
+    admin = make_user(tenant, role="admin")
+    client.environ_base["REMOTE_ADDR"] = "203.0.113.7"
+    login(client, admin)
+    before = datetime.now(UTC).replace(microsecond=0, tzinfo=None)
+    client.post("/settings", data={"company_name": "Renamed Co", "contact_email": tenant.contact_email})
+    client.post("/team/invitations", data={"email": "newbie@example.com", "role": "viewer", "expires_in_days": 7})
+
+    response = client.get("/activity")
+    assert response.status_code == 200
+    page = response.get_data(as_text=True)
+    [invited, updated, created] = rows(page)
+    assert invited.split("|")[1:] == [admin.email, "invitation.created", invited.split("|")[3], "203.0.113.7"]
+    assert "newbie@example.com" in invited
+    assert updated.split("|")[1:3] == [admin.email, "tenant.updated"]
+    assert "Renamed Co" in updated and updated.endswith("203.0.113.7")
+    when = datetime.strptime(updated.split("|")[0], "%Y-%m-%d %H:%M:%S")
+    assert abs((when - before).total_seconds()) < 60
+    # The account was created by the test factory, with no address.
+    assert created.split("|")[1:3] == ["system", "tenant.created"]
+    assert created.endswith("—")
+
+
+@pytest.mark.parametrize("role", ["owner", "admin", "developer", "viewer"])
+def test_every_member_can_read_the_activity_log(client, tenant, make_user, login, role):
+    login(client, make_user(tenant, role=role))
+    response = client.get("/activity")
+    assert response.status_code == 200
+    assert "tenant.created" in response.get_data(as_text=True)
+
+
+def test_signed_out_visitor_is_sent_to_sign_in(client):
+    response = client.get("/activity")
+    assert response.status_code == 302
+    assert "/signin" in response.headers["Location"]
+
+
+def test_another_tenants_events_never_appear(client, tenant, make_tenant, make_user, login, app):
+    other = make_tenant(company_name="Neighbour Co")
+    neighbour = make_user(other, role="owner")
+    neighbour_client = app.test_client()
+    login(neighbour_client, neighbour)
+    neighbour_client.post("/settings", data={"company_name": "Neighbour Secret Rename", "contact_email": other.contact_email})
+    add_events(app, other, 3, action="neighbour.private")
+    # An event that belongs to no tenant (a password reset) is nobody's business either.
+    with app.test_request_context():
+        audit.record(Actor(user=None, label="nobody@example.com"), "user.password_reset", None, "user", "usr_x")
+        db.session.commit()
+
+    login(client, make_user(tenant, role="owner"))
+    page = client.get("/activity").get_data(as_text=True)
+    assert "Neighbour" not in page
+    assert "neighbour.private" not in page
+    assert other.tenant_id not in page
+    assert "user.password_reset" not in page
+    assert len(rows(page)) == 1
+    # Asking for a later page does not widen the filter.
+    assert "neighbour.private" not in client.get("/activity?page=2").get_data(as_text=True)
+
+
+def test_more_than_fifty_events_are_split_into_pages_newest_first(client, tenant, make_user, login, app):
+    add_events(app, tenant, 60)  # plus the "tenant.created" from the factory: 61 in all
+    login(client, make_user(tenant, role="viewer"))
+
+    first = client.get("/activity").get_data(as_text=True)
+    assert len(rows(first)) == 50
+    assert "Page 1 of 2" in first
+    assert 'href="/activity?page=2"' in first
+    assert "Newer" not in first
+    assert "n: 59" in rows(first)[0]
+
+    second = client.get("/activity?page=2").get_data(as_text=True)
+    second_rows = rows(second)
+    assert len(second_rows) == 11
+    assert "Page 2 of 2" in second
+    assert 'href="/activity?page=1"' in second
+    assert "Older" not in second
+    assert "tenant.created" in second_rows[-1]
+    # No event is on both pages, and none is missing.
+    assert len(set(rows(first)) | set(second_rows)) == 61
+
+
+@pytest.mark.parametrize("page", ["0", "-3", "abc", ""])
+def test_nonsense_page_number_shows_the_first_page(client, tenant, make_user, login, page):
+    login(client, make_user(tenant, role="viewer"))
+    response = client.get(f"/activity?page={page}")
+    assert response.status_code == 200
+    assert "Page 1 of 1" in response.get_data(as_text=True)
+
+
+def test_empty_log_says_nothing_has_happened_yet(client, tenant, make_user, login, app):
+    viewer = make_user(tenant, role="viewer")
+    with app.app_context():
+        db.session.query(AuditEvent).filter_by(tenant_id=tenant.tenant_id).delete()
+        db.session.commit()
+    login(client, viewer)
+    page = client.get("/activity").get_data(as_text=True)
+    assert "Nothing has happened yet." in page
+    assert "<table>" not in page
+
+
+def test_htmx_request_gets_only_the_events_fragment(client, tenant, make_user, login):
+    login(client, make_user(tenant, role="viewer"))
+    response = client.get("/activity", headers={"HX-Request": "true"})
+    page = response.get_data(as_text=True)
+    assert page.lstrip().startswith('<div id="events">')
+    assert "<html" not in page
+    assert "tenant.created" in page
+    # A boosted navigation (a plain link click under hx-boost) wants the whole page.
+    boosted = client.get("/activity", headers={"HX-Request": "true", "HX-Boosted": "true"}).get_data(as_text=True)
+    assert "<html" in boosted
+
+
+def test_event_details_are_escaped(client, tenant, make_user, login, app):
+    add_events(app, tenant, 1, actor=Actor(user=None, label="<b>mallory</b>"))
+    with app.test_request_context():
+        audit.record(Actor(user=None, label="x"), "test.xss", db.session.get(Tenant, tenant.tenant_id),
+                     note="<script>alert(1)</script>")
+        db.session.commit()
+    login(client, make_user(tenant, role="viewer"))
+    page = client.get("/activity").get_data(as_text=True)
+    assert "<script>alert(1)</script>" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<b>mallory</b>" not in page
+
+
+def test_a_page_past_the_last_says_so_instead_of_claiming_an_empty_log(client, tenant, make_user, login):
+    login(client, make_user(tenant, role="viewer"))
+    page = client.get("/activity?page=999").get_data(as_text=True)
+    assert "There is no page 999." in page
+    assert "Nothing has happened yet." not in page
