@@ -67,6 +67,10 @@ def _register_blueprints(app: Flask) -> None:
     for blueprint in (main_bp, auth_bp, invitations_bp, team_bp, settings_bp, activity_bp, admin_bp):
         app.register_blueprint(blueprint)
 
+    from portal.api import init_api
+
+    init_api(app)
+
 
 def _register_cli(app: Flask) -> None:
     from portal.cli import register_cli

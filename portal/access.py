@@ -62,7 +62,8 @@ def load_tenant_context() -> None:
     g.tenant = None
     g.membership = None
     g.memberships = []
-    if request.endpoint == "static" or not current_user.is_authenticated:
+    # The API authenticates with keys, never with the browser session.
+    if request.endpoint == "static" or request.blueprint == "api" or not current_user.is_authenticated:
         return
     memberships = db.session.execute(
         select(Membership)

@@ -55,6 +55,9 @@ def load_config() -> dict:
         "INVITATION_DEFAULT_DAYS": 7,
         "PASSWORD_RESET_MINUTES": 60,
         "SIGNIN_RATE_LIMIT": os.environ.get("SIGNIN_RATE_LIMIT", "10 per minute"),
+        # POST /api/v1/tenants/onboard without an operator token (self-service onboarding).
+        "API_PUBLIC_ONBOARDING": _bool("API_PUBLIC_ONBOARDING", False),
+        "API_ANONYMOUS_RATE_LIMIT": os.environ.get("API_ANONYMOUS_RATE_LIMIT", "60 per minute"),
         "RATELIMIT_ENABLED": _bool("RATELIMIT_ENABLED", True),
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",

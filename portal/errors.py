@@ -5,6 +5,7 @@ API into seed 000's envelope. Anything else is a bug and becomes a friendly 500.
 """
 
 import logging
+import time
 import uuid
 
 from flask import g, jsonify, make_response, render_template, request
@@ -105,11 +106,24 @@ def error_page(status: int, message: str | None):
     return response
 
 
+def _rate_limited():
+    from portal.extensions import limiter
+
+    current = limiter.current_limit
+    retry = max(int(current.reset_at - time.time()) + 1, 1) if current else 60
+    response = json_error(429, f"Rate limit exceeded. Try again in {retry} seconds.", "RATE_LIMIT_EXCEEDED",
+                          retry_after_seconds=retry)
+    response.headers["Retry-After"] = str(retry)
+    return response
+
+
 def register_error_handlers(app) -> None:
     @app.errorhandler(ServiceError)
     def handle_service_error(error: ServiceError):
         if _wants_json():
-            errors = [{"field": error.field, "message": error.message}] if error.field else None
+            errors = getattr(error, "errors", None)
+            if errors is None and error.field:
+                errors = [{"field": error.field, "message": error.message}]
             return json_error(error.status_code, error.message, error.error_code, errors)
         return error_page(error.status_code, error.message)
 
@@ -117,6 +131,8 @@ def register_error_handlers(app) -> None:
     def handle_http_error(error: HTTPException):
         status = error.code or 500
         if _wants_json():
+            if status == 429:
+                return _rate_limited()
             return json_error(status, error.description or error.name)
         if status == 400 and "CSRF" in (error.description or ""):
             message = "Your form expired or was sent from elsewhere. Reload the page and try again."

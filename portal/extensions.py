@@ -43,7 +43,7 @@ def init_extensions(app) -> None:
     csrf.init_app(app)
     htmx.init_app(app)
     app.config.setdefault("RATELIMIT_STORAGE_URI", app.config.get("REDIS_URL") or "memory://")
-    app.config.setdefault("RATELIMIT_HEADERS_ENABLED", False)
+    app.config.setdefault("RATELIMIT_HEADERS_ENABLED", True)
     # The Limiter singleton keeps one on/off switch for every app in the process; keep it
     # on and let each app's own setting decide per request (see _rate_limits_off).
     app.config["PORTAL_RATELIMIT_ENABLED"] = app.config.get("RATELIMIT_ENABLED", True)

@@ -44,8 +44,19 @@ def create_invitation(
     actor: Actor, tenant: Tenant, email: str, role: str, expires_in_days: int | None = None
 ) -> tuple[Invitation, str]:
     """Invite ``email`` with ``role``; returns the invitation and its one-time token."""
-    email = normalize_email(email)
     check_role(role)
+    return _invite(actor, tenant, email, role, expires_in_days)
+
+
+def invite_first_owner(actor: Actor, tenant: Tenant, email: str) -> tuple[Invitation, str]:
+    """An operator-onboarded tenant has no members yet: its contact is invited as owner."""
+    if any(m.role == "owner" for m in tenant.memberships):
+        raise Conflict("This account already has an owner.")
+    return _invite(actor, tenant, email, "owner", None)
+
+
+def _invite(actor: Actor, tenant: Tenant, email: str, role: str, expires_in_days: int | None) -> tuple[Invitation, str]:
+    email = normalize_email(email)
     days = current_app.config["INVITATION_DEFAULT_DAYS"] if expires_in_days is None else expires_in_days
     if not 1 <= days <= MAX_EXPIRY_DAYS:
         raise ValidationFailed(f"expires_in_days must be between 1 and {MAX_EXPIRY_DAYS}.", field="expires_in_days")

@@ -1,5 +1,6 @@
 """All models, importable from one place (Alembic autogenerate needs them loaded)."""
 
+from portal.models.api_key import ADMIN_SCOPE, API_SCOPES, ApiKey, OperatorToken
 from portal.models.audit import AuditEvent
 from portal.models.base import utcnow
 from portal.models.email import EmailMessage
@@ -8,11 +9,15 @@ from portal.models.tenant import SUSPENSION_REASONS, Tenant
 from portal.models.user import INVITABLE_ROLES, ROLES, Membership, PasswordReset, User, UserSession
 
 __all__ = [
+    "ADMIN_SCOPE",
+    "API_SCOPES",
+    "ApiKey",
     "AuditEvent",
     "EmailMessage",
     "INVITABLE_ROLES",
     "Invitation",
     "Membership",
+    "OperatorToken",
     "PasswordReset",
     "ROLES",
     "SUSPENSION_REASONS",

@@ -103,7 +103,7 @@ def suspend(actor: Actor, tenant: Tenant, reason: str, note: str = "", notify: b
     return tenant
 
 
-def activate(actor: Actor, tenant: Tenant) -> Tenant:
+def activate(actor: Actor, tenant: Tenant, notify: bool = False, note: str = "") -> Tenant:
     if tenant.status != "suspended":
         raise Conflict(f"Tenant {tenant.tenant_id} is not suspended.")
     tenant.status = "active"
@@ -111,7 +111,12 @@ def activate(actor: Actor, tenant: Tenant) -> Tenant:
     tenant.suspension_reason = None
     tenant.suspension_note = None
     tenant.suspended_at = None
-    audit.record(actor, "tenant.activated", tenant, "tenant", tenant.tenant_id, previous_reason=previous)
+    audit.record(actor, "tenant.activated", tenant, "tenant", tenant.tenant_id, previous_reason=previous, note=note)
+    if notify:
+        from portal.mail import send_email
+
+        send_email(tenant.contact_email, f"Your account {tenant.company_name} is active again",
+                   "tenant_activated", tenant=tenant, tenant_obj=tenant, note=note.strip())
     return tenant
 
 

@@ -1,0 +1,37 @@
+"""The JSON API (``/api/v1``, DESIGN §5): same services as the portal, seed 000's contract."""
+
+from flask import current_app, request
+
+from portal.api.principal import current_principal
+from portal.api.registry import bp
+from portal.extensions import csrf, limiter
+
+# Seed 000's limits per key, by the tenant's plan; operators get the largest.
+PLAN_RATE_LIMITS = {
+    "starter": "100 per minute;5000 per hour",
+    "professional": "300 per minute;20000 per hour",
+    "enterprise": "1000 per minute;100000 per hour",
+}
+ANONYMOUS_RATE_LIMIT = "60 per minute"
+
+
+def _rate_limit() -> str:
+    principal = current_principal()
+    if principal is None:
+        return current_app.config.get("API_ANONYMOUS_RATE_LIMIT", ANONYMOUS_RATE_LIMIT)
+    if principal.is_operator:
+        return PLAN_RATE_LIMITS["enterprise"]
+    return PLAN_RATE_LIMITS.get(principal.api_key.tenant.subscription_plan, PLAN_RATE_LIMITS["starter"])
+
+
+def _rate_limit_key() -> str:
+    principal = current_principal()
+    return principal.rate_limit_identity if principal else f"ip:{request.remote_addr}"
+
+
+def init_api(app) -> None:
+    from portal.api import invitations, keys, members, openapi, tenants  # noqa: F401  (register operations)
+
+    csrf.exempt(bp)
+    limiter.limit(_rate_limit, key_func=_rate_limit_key)(bp)
+    app.register_blueprint(bp)

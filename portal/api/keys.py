@@ -1,0 +1,1 @@
+"""Filled in by the API work (issue 3)."""

@@ -1,0 +1,76 @@
+"""Who is calling the API: a tenant's key, an operator token, or nobody. Resolved once."""
+
+import hmac
+from dataclasses import dataclass
+
+from flask import current_app, g, request
+
+from portal.access import Actor
+from portal.api_keys import services as keys
+from portal.models import ApiKey, OperatorToken
+
+
+@dataclass(frozen=True)
+class Principal:
+    kind: str  # "tenant_key" | "operator"
+    label: str
+    api_key: ApiKey | None = None
+    operator_token: OperatorToken | None = None
+
+    @property
+    def is_operator(self) -> bool:
+        return self.kind == "operator"
+
+    @property
+    def rate_limit_identity(self) -> str:
+        if self.api_key is not None:
+            return f"key:{self.api_key.id}"
+        return f"operator:{self.operator_token.id if self.operator_token else 'bootstrap'}"
+
+    def actor(self) -> Actor:
+        return Actor(user=None, ip=request.remote_addr, label=self.label)
+
+
+def _presented_credential() -> tuple[str, str] | None:
+    """("header name", value) of the credential the request carries, if any."""
+    api_key = request.headers.get("X-API-Key", "").strip()
+    if api_key:
+        return "X-API-Key", api_key
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return "Bearer", value.strip()
+    return None
+
+
+def current_principal() -> Principal | None:
+    if "api_principal" in g:
+        return g.api_principal
+    g.api_principal = _resolve()
+    return g.api_principal
+
+
+def credential_was_presented() -> bool:
+    return _presented_credential() is not None
+
+
+def _resolve() -> Principal | None:
+    presented = _presented_credential()
+    if presented is None:
+        return None
+    header, secret = presented
+    if header == "Bearer":
+        bootstrap = current_app.config.get("PORTAL_ADMIN_TOKEN") or ""
+        if bootstrap and hmac.compare_digest(secret.encode(), bootstrap.encode()):
+            return Principal(kind="operator", label="operator:bootstrap token")
+        if secret.startswith(keys.OPERATOR_TOKEN_PREFIX):
+            token = keys.find_operator_token(secret)
+            if token is None:
+                return None
+            keys.mark_operator_token_used(token)
+            return Principal(kind="operator", label=f"operator token {token.name} ({token.prefix}…)",
+                             operator_token=token)
+    key = keys.find_key(secret)
+    if key is None:
+        return None
+    keys.mark_used(key)
+    return Principal(kind="tenant_key", label=f"API key {key.name} ({key.prefix}…)", api_key=key)

@@ -1,0 +1,165 @@
+"""One decorator per endpoint: authenticate, authorise, parse, and describe it for OpenAPI.
+
+Every route of the API is declared with ``operation(...)``; the OpenAPI document is built
+from the same declarations (``portal.api.openapi``), so the two cannot drift apart.
+"""
+
+from dataclasses import dataclass, field
+from functools import wraps
+
+from flask import Blueprint, request
+from pydantic import BaseModel, ValidationError
+
+from portal.api.principal import Principal, credential_was_presented, current_principal
+from portal.errors import PermissionDenied, ServiceError, TenantSuspended
+from portal.extensions import db
+from portal.models import ADMIN_SCOPE, Tenant
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+
+PUBLIC = "public"
+OPERATOR = "operator"
+TENANT = "tenant"  # a tenant key (of that tenant) or an operator token
+
+
+class ApiError(ServiceError):
+    """An API-only error with its own code (401 INVALID_API_KEY, 415, ...)."""
+
+    def __init__(self, status: int, error_code: str, message: str, errors: list | None = None):
+        super().__init__(message)
+        self.status_code = status
+        self.error_code = error_code
+        self.errors = errors
+
+
+@dataclass
+class Operation:
+    method: str
+    rule: str
+    endpoint: str
+    summary: str
+    auth: str
+    scope: str | None
+    body: type[BaseModel] | None
+    query: type[BaseModel] | None
+    response: type[BaseModel] | None
+    status: int
+    tags: list[str]
+    allowed_when_suspended: bool
+    description: str = ""
+    errors: list[int] = field(default_factory=list)
+
+
+OPERATIONS: list[Operation] = []
+
+
+def _authenticate(auth: str) -> Principal | None:
+    if auth == PUBLIC:
+        return current_principal() if credential_was_presented() else None
+    principal = current_principal()
+    if principal is None:
+        if credential_was_presented():
+            raise ApiError(401, "INVALID_API_KEY", "API key is invalid, expired or revoked.")
+        raise ApiError(401, "UNAUTHORIZED", "Authentication required: send X-API-Key or Authorization: Bearer.")
+    if auth == OPERATOR and not principal.is_operator:
+        raise PermissionDenied("This endpoint needs an operator token.")
+    return principal
+
+
+def _tenant_for(principal: Principal | None, tenant_id: str, scope: str | None, allowed_when_suspended: bool) -> Tenant:
+    if principal is not None and not principal.is_operator:
+        key = principal.api_key
+        if key.tenant_id != tenant_id:
+            # Seed 000: another tenant's id is "Access denied", whether it exists or not.
+            raise PermissionDenied("Access denied")
+        if scope and not key.allows(scope):
+            raise ApiError(403, "INSUFFICIENT_SCOPE", f"This API key lacks the scope {scope}.")
+        tenant = key.tenant
+    else:
+        tenant = db.session.get(Tenant, tenant_id)
+        if tenant is None:
+            raise ApiError(404, "RESOURCE_NOT_FOUND", "Customer not found")
+    if tenant.status == "cancelled" and (principal is None or not principal.is_operator):
+        raise ApiError(404, "RESOURCE_NOT_FOUND", "Customer not found")
+    if tenant.is_suspended and not allowed_when_suspended and not principal.is_operator:
+        raise TenantSuspended("Customer account is suspended")
+    return tenant
+
+
+def _parse_body(model: type[BaseModel]) -> BaseModel:
+    if request.content_length == 0 or (not request.data and request.method in ("POST", "PATCH")):
+        payload = {}
+    else:
+        if not request.is_json:
+            raise ApiError(415, "UNSUPPORTED_MEDIA_TYPE", "Send the body as JSON with Content-Type: application/json.")
+        payload = request.get_json(silent=True)
+        if payload is None:
+            raise ApiError(400, "MALFORMED_JSON", "The request body is not valid JSON.")
+    if not isinstance(payload, dict):
+        raise ApiError(400, "VALIDATION_ERROR", "The request body must be a JSON object.")
+    return _validate(model, payload)
+
+
+def _validate(model: type[BaseModel], data: dict) -> BaseModel:
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        errors = [
+            {"field": ".".join(str(part) for part in item["loc"]) or None, "message": item["msg"]}
+            for item in error.errors(include_url=False, include_input=False)
+        ]
+        first = errors[0]
+        detail = f"{first['field']}: {first['message']}" if first["field"] else first["message"]
+        raise ApiError(400, "VALIDATION_ERROR", detail, errors) from None
+
+
+def operation(
+    method: str, rule: str, *, summary: str, auth: str = TENANT, scope: str | None = None,
+    body: type[BaseModel] | None = None, query: type[BaseModel] | None = None,
+    response: type[BaseModel] | None = None, status: int = 200, tags: list[str] | None = None,
+    allowed_when_suspended: bool = False, description: str = "", errors: list[int] | None = None,
+):
+    """Register an API endpoint. The view gets ``principal``, ``tenant`` (when the rule has
+    ``<tenant_id>``), ``body`` and ``query`` (parsed models) as keyword arguments."""
+
+    def decorator(view):
+        @wraps(view)
+        def wrapper(**path):
+            principal = _authenticate(auth)
+            if scope and principal is not None and not principal.is_operator and "tenant_id" not in path:
+                if not principal.api_key.allows(scope):
+                    raise ApiError(403, "INSUFFICIENT_SCOPE", f"This API key lacks the scope {scope}.")
+            kwargs = dict(path)
+            kwargs["principal"] = principal
+            if "tenant_id" in path:
+                kwargs["tenant"] = _tenant_for(principal, kwargs.pop("tenant_id"), scope, allowed_when_suspended)
+            if query is not None:
+                kwargs["query"] = _validate(query, request.args.to_dict())
+            if body is not None:
+                kwargs["body"] = _parse_body(body)
+            result = view(**kwargs)
+            return result if not isinstance(result, dict) else (result, status)
+
+        endpoint = view.__name__
+        bp.add_url_rule(rule, endpoint=endpoint, view_func=wrapper, methods=[method])
+        OPERATIONS.append(Operation(
+            method=method, rule=rule, endpoint=endpoint, summary=summary, auth=auth, scope=scope, body=body,
+            query=query, response=response, status=status, tags=tags or [], description=description,
+            allowed_when_suspended=allowed_when_suspended, errors=errors or [],
+        ))
+        return wrapper
+
+    return decorator
+
+
+def require_admin_scope(principal: Principal | None) -> None:
+    """Seed 000's "customer API key (with admin scope)" endpoints."""
+    if principal is not None and not principal.is_operator and not principal.api_key.allows(ADMIN_SCOPE):
+        raise ApiError(403, "INSUFFICIENT_SCOPE", f"This API key lacks the scope {ADMIN_SCOPE}.")
+
+
+def not_found(what: str = "Resource"):
+    raise ApiError(404, "RESOURCE_NOT_FOUND", f"{what} not found")
+
+
+

@@ -1,0 +1,150 @@
+"""Request and response bodies of the JSON API (pydantic); the OpenAPI document uses them."""
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+
+from portal.models import SUSPENSION_REASONS
+
+TenantIdStr = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_]{3,50}$")]
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+MetadataKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,40}$")]
+MetadataValue = Annotated[str, StringConstraints(max_length=500)]
+PlanName = Literal["starter", "professional", "enterprise"]
+SuspensionReason = Literal[tuple(SUSPENSION_REASONS)]  # type: ignore[valid-type]
+
+
+class Body(BaseModel):
+    """Request bodies: unknown fields and wrong JSON types are refused, never coerced."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class Query(BaseModel):
+    """Query strings arrive as text, so numbers are parsed (leniently) from it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class Pagination(Out):
+    page: int
+    page_size: int
+    total_items: int
+    total_pages: int
+    has_next: bool
+    has_previous: bool
+
+
+class PageQuery(Query):
+    page: int = Field(1, ge=1, le=100_000)
+    page_size: int = Field(50, ge=1, le=100)
+
+
+class Message(Out):
+    message: str
+
+
+# --- tenants -----------------------------------------------------------------------------
+
+
+class OnboardIn(Body):
+    tenant_id: TenantIdStr
+    company_name: Name
+    contact_email: EmailStr
+    subscription_plan: PlanName = "starter"
+    # Seed 000's BigQuery switches: accepted only as false, refused with a clear message.
+    force_recreate_dataset: bool = False
+    force_recreate_tables: bool = False
+
+
+class InvitationSummary(Out):
+    invitation_id: str
+    invited_email: str
+    role: str
+    expires_at: datetime
+    status: str
+
+
+class OnboardOut(Out):
+    tenant_id: str
+    company_name: str
+    subscription_plan: str
+    api_key_id: str
+    api_key: str
+    owner_invitation: InvitationSummary
+    message: str
+
+
+class TenantOut(Out):
+    tenant_id: str
+    company_name: str
+    contact_email: str
+    subscription_plan: str
+    status: str
+    suspension_reason: str | None = None
+    suspended_at: datetime | None = None
+    created_at: datetime
+    updated_at: datetime
+    metadata: dict[str, str]
+
+
+class TenantPatchIn(Body):
+    company_name: Name | None = None
+    contact_email: EmailStr | None = None
+    metadata: dict[MetadataKey, MetadataValue] | None = Field(None, max_length=50)
+
+
+class TenantListItem(Out):
+    tenant_id: str
+    company_name: str
+    subscription_plan: str
+    status: str
+    created_at: datetime
+
+
+class TenantListOut(Out):
+    tenants: list[TenantListItem]
+    pagination: Pagination
+
+
+class TenantListQuery(PageQuery):
+    status: Literal["active", "suspended", "cancelled", "all"] = "all"
+    subscription_plan: Literal["starter", "professional", "enterprise", "all"] = "all"
+    search: Annotated[str, StringConstraints(max_length=100)] | None = None
+
+
+class SuspendIn(Body):
+    reason: SuspensionReason
+    notify_customer: bool = True
+    suspension_note: Annotated[str, StringConstraints(max_length=1000)] | None = None
+
+
+class SuspendOut(Out):
+    tenant_id: str
+    status: str
+    suspended_at: datetime
+    suspension_reason: str
+    message: str
+
+
+class ActivateIn(Body):
+    notify_customer: bool = False
+    activation_note: Annotated[str, StringConstraints(max_length=1000)] | None = None
+
+
+class ActivateOut(Out):
+    tenant_id: str
+    status: str
+    activated_at: datetime
+    message: str
+
+
+def pagination(page: int, page_size: int, total: int) -> Pagination:
+    pages = max((total + page_size - 1) // page_size, 1)
+    return Pagination(page=page, page_size=page_size, total_items=total, total_pages=pages,
+                      has_next=page < pages, has_previous=page > 1)
