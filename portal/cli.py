@@ -71,8 +71,12 @@ def seed_demo() -> None:
         from portal.access import Actor
 
         create_invitation(Actor(user=owner, label=None), tenant, DEMO_INVITEE[0], DEMO_INVITEE[1])
+        from portal.api_keys.services import create_key
+
+        _, demo_key = create_key(Actor(user=owner, label=None), tenant, "Demo key", scopes=None, expires_in_days=None)
         commit()
         click.echo("Demo data created.")
+        click.echo(f"  Demo API key (shown this once): {demo_key}")
     else:
         click.echo("Demo data already present.")
     base = current_app.config["PUBLIC_BASE_URL"]
@@ -80,7 +84,8 @@ def seed_demo() -> None:
     click.echo(f"  Operator console:  {base}/admin  ({DEMO_OPERATOR[0]} / {DEMO_OPERATOR[1]})")
     for email, _, role in DEMO_MEMBERS:
         click.echo(f"  Demo {role:<13} {email} / {DEMO_PASSWORD}")
-    click.echo(f"  Pending invitation for {DEMO_INVITEE[0]}: its link is in the operator's Outbox.\n")
+    click.echo(f"  Pending invitation for {DEMO_INVITEE[0]}: its link is in the operator's Outbox.")
+    click.echo(f"  API:               curl -H 'X-API-Key: <key>' {base}/api/v1/tenants/{DEMO_TENANT[0]}\n")
 
 
 @click.command("worker")

@@ -273,6 +273,26 @@ def outbox(app):
     return read
 
 
+HTMX = {"HX-Request": "true"}
+
+
+def field_error(page: str, field_id: str) -> str:
+    """The message shown beside one form field ("" when there is none)."""
+    match = re.search(rf'<small class="field-error" id="{re.escape(field_id)}-error">([^<]*)</small>', page)
+    return match.group(1) if match else ""
+
+
+def form_error(page: str) -> str:
+    """The form-wide message at the top of a form ("" when there is none)."""
+    match = re.search(r'<div class="form-errors" role="alert">(.*?)</div>', page, flags=re.S)
+    return re.sub(r"<[^>]+>", "", match.group(1)).strip() if match else ""
+
+
+def signed_in(client) -> bool:
+    """Whether this browser currently reaches the portal (not bounced to sign-in)."""
+    return client.get("/overview").status_code == 200
+
+
 def link_in(text: str, path_prefix: str) -> str:
     """The first URL path in ``text`` starting with ``path_prefix`` (e.g. "/invite/")."""
     match = re.search(r"https?://[^/\s]+(" + re.escape(path_prefix) + r"[^\s\"<]+)", text)

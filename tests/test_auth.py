@@ -10,22 +10,10 @@ from sqlalchemy import func, select, text, update
 from portal.extensions import db
 from portal.models import AuditEvent, Membership, PasswordReset, Tenant, User, utcnow
 from portal.security import hash_token
-from tests.conftest import PASSWORD, link_in, make_app
+from tests.conftest import HTMX, PASSWORD, field_error, form_error, link_in, make_app, signed_in
 
-HTMX = {"HX-Request": "true"}
 NEW_PASSWORD = "a brand new passphrase"
 
-
-
-def field_error(page: str, field_id: str) -> str:
-    """The message shown beside one form field ("" when there is none)."""
-    match = re.search(rf'<small class="field-error" id="{re.escape(field_id)}-error">([^<]*)</small>', page)
-    return match.group(1) if match else ""
-
-
-def form_error(page: str) -> str:
-    match = re.search(r'<div class="form-errors" role="alert">(.*?)</div>', page, flags=re.S)
-    return re.sub(r"<[^>]+>", "", match.group(1)).strip() if match else ""
 
 
 def sign_up_data(**changes) -> dict:
@@ -49,12 +37,6 @@ def count(app, model, *where) -> int:
 def user_by_email(app, email: str) -> User | None:
     with app.app_context():
         return db.session.execute(select(User).where(User.email == email.lower())).scalar_one_or_none()
-
-
-def signed_in(client) -> bool:
-    """Whether this browser currently reaches the portal (not bounced to sign-in)."""
-    response = client.get("/overview")
-    return response.status_code == 200
 
 
 def session_cookie(client) -> str:

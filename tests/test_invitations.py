@@ -10,16 +10,10 @@ from sqlalchemy import select, text, update
 from portal.extensions import db
 from portal.models import EmailMessage, Invitation, Membership, Tenant, User, utcnow
 from portal.security import hash_token
-from tests.conftest import PASSWORD, link_in, make_app, unique
+from tests.conftest import HTMX, PASSWORD, field_error, link_in, make_app, unique
 
-HTMX = {"HX-Request": "true"}
 NEW_PASSWORD = "the invitees own passphrase"
 
-
-
-def field_error(page: str, field_id: str) -> str:
-    match = re.search(rf'<small class="field-error" id="{re.escape(field_id)}-error">([^<]*)</small>', page)
-    return match.group(1) if match else ""
 
 
 def problem(page: str) -> str:

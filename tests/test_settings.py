@@ -1,13 +1,11 @@
 """Settings: the company profile, metadata, and deleting the account (owner only)."""
 
-import re
 
 import pytest
 
 from portal.extensions import db
 from portal.models import AuditEvent, Membership, Tenant
-
-HTMX = {"HX-Request": "true"}
+from tests.conftest import HTMX, field_error
 
 
 def tenant_row(app, tenant_id: str) -> Tenant:
@@ -25,11 +23,6 @@ def profile(tenant, company_name=None, contact_email=None, metadata=()):
         data[f"metadata-{index}-key"] = key
         data[f"metadata-{index}-value"] = value
     return data
-
-
-def field_error(page: str, field_id: str) -> str:
-    match = re.search(rf'<small class="field-error" id="{re.escape(field_id)}-error">([^<]*)</small>', page)
-    return match.group(1) if match else ""
 
 
 @pytest.fixture

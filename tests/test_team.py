@@ -9,15 +9,7 @@ from sqlalchemy import func, select
 
 from portal.extensions import db
 from portal.models import Invitation, Membership, Tenant, User
-from tests.conftest import PASSWORD, link_in
-
-HTMX = {"HX-Request": "true"}
-
-
-
-def field_error(page: str, field_id: str) -> str:
-    match = re.search(rf'<small class="field-error" id="{re.escape(field_id)}-error">([^<]*)</small>', page)
-    return match.group(1) if match else ""
+from tests.conftest import HTMX, PASSWORD, field_error, link_in, signed_in
 
 
 def flashes(page: str) -> list[str]:
@@ -37,10 +29,6 @@ def invitation_state(app, invitation_id: str) -> tuple[str, str, int]:
     with app.app_context():
         invitation = db.session.get(Invitation, invitation_id)
         return invitation.status, invitation.token_hash, invitation.send_count
-
-
-def signed_in(client) -> bool:
-    return client.get("/overview").status_code == 200
 
 
 def shown_roles(page: str) -> dict[str, str]:
