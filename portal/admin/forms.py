@@ -1,5 +1,5 @@
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, SelectField, TextAreaField
+from wtforms import BooleanField, SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length
 
 from portal.models import SUSPENSION_REASONS
@@ -13,3 +13,15 @@ class SuspendForm(FlaskForm):
 
 class ActivateForm(FlaskForm):
     """CSRF only."""
+
+
+class OperatorTokenForm(FlaskForm):
+    name = StringField(
+        "Name",
+        validators=[DataRequired("Give the token a name."), Length(max=100, message="Use at most 100 characters.")],
+        description="The program that will use it, e.g. “billing sync”.",
+    )
+
+
+class RevokeTokenForm(FlaskForm):
+    """CSRF only: the confirmation button is the answer."""

@@ -2,10 +2,12 @@ from flask import Blueprint, abort, flash, make_response, request
 from sqlalchemy import func, or_, select
 
 from portal.access import current_actor, operator_required
-from portal.admin.forms import ActivateForm, SuspendForm
+from portal.admin.forms import ActivateForm, OperatorTokenForm, RevokeTokenForm, SuspendForm
+from portal.api_keys import services as api_key_services
 from portal.errors import ServiceError
 from portal.extensions import db
-from portal.models import AuditEvent, EmailMessage, Membership, Tenant
+from portal.forms import apply_service_error
+from portal.models import AuditEvent, EmailMessage, Membership, OperatorToken, Tenant
 from portal.models.tenant import TENANT_STATUSES
 from portal.tasks import commit, rollback
 from portal.team.services import members as tenant_members
@@ -160,3 +162,55 @@ def outbox_message_html(message_id: str):
     response = make_response(message.html_body)
     response.headers["Content-Security-Policy"] = EMAIL_PREVIEW_CSP
     return response
+
+
+@bp.get("/tokens")
+@operator_required
+def tokens():
+    """Operator API tokens for the company's own programs."""
+    return _tokens_page()
+
+
+def _tokens_page(form: OperatorTokenForm | None = None, created=None, status: int = 200, fragment=None):
+    return render(
+        "admin/tokens.html",
+        fragment,
+        status=status,
+        tokens=api_key_services.list_operator_tokens(),
+        form=form or OperatorTokenForm(formdata=None),
+        created=created,
+    )
+
+
+@bp.post("/tokens")
+@operator_required
+def create_token():
+    """Issue an operator token and show it once, in this response only."""
+    form = OperatorTokenForm()
+    if form.validate_on_submit():
+        try:
+            token, plaintext = api_key_services.create_operator_token(current_actor(), form.name.data)
+            commit()
+        except ServiceError as error:
+            rollback()
+            apply_service_error(form, error)
+        else:
+            return _tokens_page(created={"token": token, "plaintext": plaintext}, fragment="admin/_token_created.html")
+    return _tokens_page(form=form, status=form_errors_status(), fragment="admin/_token_form.html")
+
+
+@bp.post("/tokens/<token_id>/revoke")
+@operator_required
+def revoke_token(token_id: str):
+    """Revoke an operator token; programs using it get 401 from then on."""
+    token = db.get_or_404(OperatorToken, token_id)
+    if not RevokeTokenForm().validate_on_submit():
+        abort(400, "Your form expired. Reload the page and try again.")
+    try:
+        api_key_services.revoke_operator_token(current_actor(), token)
+        commit()
+        flash(f"The token “{token.name}” ({token.prefix}…) was revoked.", "success")
+    except ServiceError as error:
+        rollback()
+        flash(error.message, "error")
+    return redirect_to("admin.tokens")

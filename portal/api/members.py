@@ -1,1 +1,59 @@
-"""Filled in by the API work (issue 3)."""
+"""Members of a tenant over the API: list, change role, remove (DESIGN §5, from seed 004)."""
+
+from sqlalchemy import select
+
+from portal.api import schemas
+from portal.api.registry import not_found, operation
+from portal.extensions import db
+from portal.models import ADMIN_SCOPE, Membership, Tenant
+from portal.tasks import commit
+from portal.team import services as team
+
+
+def member_out(membership: Membership) -> schemas.MemberOut:
+    return schemas.MemberOut(
+        user_id=membership.user_id, email=membership.user.email, name=membership.user.name, role=membership.role,
+        joined_at=membership.created_at,
+    )
+
+
+def _membership_or_404(tenant: Tenant, user_id: str) -> Membership:
+    # Another tenant's user under this tenant's path is simply not found.
+    membership = db.session.execute(
+        select(Membership).where(Membership.tenant_id == tenant.tenant_id, Membership.user_id == user_id)
+    ).scalar_one_or_none()
+    if membership is None:
+        not_found("Member")
+    return membership
+
+
+@operation("GET", "/tenants/<tenant_id>/members", query=schemas.PageQuery, response=schemas.MemberListOut,
+           tags=["team"], errors=[400, 401, 403, 404], summary="List the tenant's members and their roles")
+def list_members(principal, tenant: Tenant, query: schemas.PageQuery):
+    rows = team.members(tenant)
+    start = (query.page - 1) * query.page_size
+    return schemas.MemberListOut(
+        members=[member_out(m) for m in rows[start:start + query.page_size]],
+        pagination=schemas.pagination(query.page, query.page_size, len(rows)),
+    ).model_dump(mode="json")
+
+
+@operation("PATCH", "/tenants/<tenant_id>/members/<user_id>", scope=ADMIN_SCOPE, body=schemas.MemberPatchIn,
+           response=schemas.MemberOut, tags=["team"], errors=[400, 401, 403, 404, 409, 415],
+           summary="Change a member's role (not the owner's: transfer ownership in the portal)")
+def change_member_role(principal, tenant: Tenant, user_id: str, body: schemas.MemberPatchIn):
+    membership = team.change_role(principal.actor(), tenant, _membership_or_404(tenant, user_id), body.role)
+    commit()
+    return member_out(membership).model_dump(mode="json")
+
+
+@operation("DELETE", "/tenants/<tenant_id>/members/<user_id>", scope=ADMIN_SCOPE,
+           response=schemas.MemberRemovedOut, tags=["team"], errors=[401, 403, 404, 409],
+           summary="Remove a member (not the owner); their portal sessions end at once")
+def remove_member(principal, tenant: Tenant, user_id: str):
+    membership = _membership_or_404(tenant, user_id)
+    email = membership.user.email
+    team.remove_member(principal.actor(), tenant, membership)
+    commit()
+    removed = schemas.MemberRemovedOut(user_id=user_id, message=f"{email} was removed from {tenant.company_name}.")
+    return removed.model_dump(mode="json")

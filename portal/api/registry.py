@@ -87,7 +87,7 @@ def _tenant_for(principal: Principal | None, tenant_id: str, scope: str | None, 
 
 
 def _parse_body(model: type[BaseModel]) -> BaseModel:
-    if request.content_length == 0 or (not request.data and request.method in ("POST", "PATCH")):
+    if request.content_length == 0 or (not request.get_data() and request.method in ("POST", "PATCH")):
         payload = {}
     else:
         if not request.is_json:

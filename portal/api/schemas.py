@@ -5,7 +5,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
 
-from portal.models import SUSPENSION_REASONS
+from portal.models import API_SCOPES, INVITABLE_ROLES, SUSPENSION_REASONS
 
 TenantIdStr = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_]{3,50}$")]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
@@ -148,3 +148,128 @@ def pagination(page: int, page_size: int, total: int) -> Pagination:
     pages = max((total + page_size - 1) // page_size, 1)
     return Pagination(page=page, page_size=page_size, total_items=total, total_pages=pages,
                       has_next=page < pages, has_previous=page > 1)
+
+
+# --- API keys ------------------------------------------------------------------------------
+
+ScopeName = Literal[tuple(API_SCOPES)]  # type: ignore[valid-type]
+InvitableRole = Literal[tuple(INVITABLE_ROLES)]  # type: ignore[valid-type]
+
+
+class ApiKeyCreateIn(Body):
+    key_name: Annotated[str, StringConstraints(strip_whitespace=True, max_length=100)] | None = None
+    scopes: list[ScopeName] | None = Field(None, max_length=len(API_SCOPES) * 2)
+    # null = never expires (seed 000); omitted = 90 days.
+    expires_in_days: int | None = Field(90, ge=1, le=3650)
+
+
+class ApiKeyCreateOut(Out):
+    api_key_id: str
+    api_key: str
+    key_name: str
+    prefix: str
+    scopes: list[str]
+    expires_at: datetime | None
+    created_at: datetime
+    message: str
+
+
+class ApiKeyOut(Out):
+    api_key_id: str
+    key_name: str
+    prefix: str
+    scopes: list[str]
+    is_active: bool
+    status: Literal["active", "expired", "revoked"]
+    expires_at: datetime | None
+    last_used_at: datetime | None
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class ApiKeyListOut(Out):
+    api_keys: list[ApiKeyOut]
+    pagination: Pagination
+
+
+class ApiKeyRevokeIn(Body):
+    revocation_reason: Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)] | None = None
+
+
+class ApiKeyRevokeOut(Out):
+    api_key_id: str
+    is_active: bool
+    revoked_at: datetime
+    message: str
+
+
+# --- invitations ---------------------------------------------------------------------------
+
+
+class InvitationCreateIn(Body):
+    invited_email: EmailStr
+    role: InvitableRole
+    # Omitted: the default (7 days, seed 000).
+    expires_in_days: int | None = Field(None, ge=1, le=30)
+
+
+class InvitationCreateOut(Out):
+    invitation_id: str
+    invited_email: str
+    role: str
+    invitation_token: str
+    invitation_url: str
+    expires_at: datetime
+    status: str
+
+
+class InvitationOut(Out):
+    invitation_id: str
+    invited_email: str
+    role: str
+    status: Literal["pending", "accepted", "revoked", "expired"]
+    expires_at: datetime
+    created_at: datetime
+
+
+class InvitationListOut(Out):
+    invitations: list[InvitationOut]
+    pagination: Pagination
+
+
+class InvitationAcceptIn(Body):
+    user_name: Name
+    password: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+class InvitationAcceptOut(Out):
+    invitation_id: str
+    tenant_id: str
+    user_email: str
+    role: str
+    message: str
+
+
+# --- members -------------------------------------------------------------------------------
+
+
+class MemberOut(Out):
+    user_id: str
+    email: str
+    name: str
+    role: Literal["owner", "admin", "developer", "viewer"]
+    joined_at: datetime
+
+
+class MemberListOut(Out):
+    members: list[MemberOut]
+    pagination: Pagination
+
+
+class MemberPatchIn(Body):
+    role: InvitableRole
+
+
+class MemberRemovedOut(Out):
+    user_id: str
+    message: str

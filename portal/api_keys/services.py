@@ -4,6 +4,7 @@ import secrets
 from datetime import timedelta
 
 from sqlalchemy import select, update
+from sqlalchemy.orm import contains_eager
 
 from portal import audit
 from portal.access import Actor
@@ -92,7 +93,10 @@ def find_key(presented: str) -> ApiKey | None:
     if not presented or len(presented) > 200:
         return None
     key = db.session.execute(
-        select(ApiKey).join(ApiKey.tenant).where(ApiKey.key_hash == hash_token(presented))
+        select(ApiKey)
+        .join(ApiKey.tenant)
+        .options(contains_eager(ApiKey.tenant))
+        .where(ApiKey.key_hash == hash_token(presented))
     ).scalar_one_or_none()
     if key is None or not key.is_active:
         return None

@@ -152,7 +152,7 @@ def accept(token: str, user: User | None = None, name: str = "", password: str =
     invitation = usable_or_error(find_by_token(token))
     if user is None:
         if find_user_by_email(invitation.email):
-            raise Conflict("You already have an account. Sign in to accept this invitation.")
+            raise Conflict("You already have an account. Sign in to the portal to accept this invitation.")
         user = create_user(invitation.email, password, name)
     elif user.email != invitation.email:
         raise PermissionDenied(

@@ -1,0 +1,252 @@
+"""Benchmark (not a test): authenticated ``GET /api/v1/tenants/{id}`` against a bare Flask route.
+
+    .venv/bin/python bench/api.py [--duration 10] [--connections 16]
+
+Creates a scratch PostgreSQL database on DATABASE_URL's server (default
+postgresql://postgres@127.0.0.1:5432/postgres), migrates it, creates an enterprise tenant and a
+key, then runs the portal and a bare Flask app returning the same JSON under the same gunicorn
+setup (2 workers, gthread, 4 threads each) on 127.0.0.1, one after the other, and loads each
+with the same client for the same time. Prints req/s, p50 and p99 of both and their ratio
+(target: portal / bare >= 0.5). The scratch database is dropped at the end.
+
+Rate limiting is switched off for the run (RATELIMIT_ENABLED=false): at 1,000/min even an
+enterprise key would be throttled within the first second, and the bench measures the request
+path, not the limiter's refusals.
+"""
+
+import argparse
+import http.client
+import json
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+HOST = "127.0.0.1"  # loopback only
+# gunicorn's default worker class (sync, one request at a time per worker, no keep-alive) is
+# what `gunicorn -w 2 wsgi:app` runs; gthread keeps connections alive and serves 4 at a time.
+WORKER_CLASSES = {
+    "sync": ["--workers", "2", "--worker-class", "sync"],
+    "gthread": ["--workers", "2", "--worker-class", "gthread", "--threads", "4"],
+}
+GUNICORN_ARGS = WORKER_CLASSES["sync"] + ["--log-level", "warning"]
+
+
+def bare_app():
+    """The baseline: Flask and one route returning the portal's JSON, nothing else."""
+    from flask import Flask, jsonify
+
+    app = Flask("bare")
+    payload = json.loads(os.environ["BENCH_JSON"])
+
+    @app.get("/api/v1/tenants/<tenant_id>")
+    def tenant(tenant_id):
+        return jsonify(payload)
+
+    return app
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def scratch_database(base_url: str) -> tuple[str, str, str]:
+    """(admin URL, scratch database name, scratch URL)."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(base_url)
+    if url.host not in (None, "127.0.0.1", "localhost", "::1"):
+        sys.exit(f"DATABASE_URL must point at a loopback PostgreSQL, not {url.host}")
+    name = f"portal_bench_{uuid.uuid4().hex[:8]}"
+    admin = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    scratch = url.set(drivername="postgresql", database=name).render_as_string(hide_password=False)
+    return admin, name, scratch
+
+
+def prepare(env: dict) -> tuple[str, str]:
+    """Migrate the scratch database; create an enterprise tenant and a key. -> (tenant_id, key)."""
+    subprocess.run(  # noqa: S603 - our own venv's flask
+        [str(VENV_BIN / "flask"), "--app", "wsgi", "db", "upgrade"],
+        cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    code = (
+        "from portal import create_app\n"
+        "from portal.access import SYSTEM\n"
+        "from portal.api_keys.services import create_key\n"
+        "from portal.tasks import commit\n"
+        "from portal.tenants.services import create_tenant\n"
+        "app = create_app()\n"
+        "with app.test_request_context():\n"
+        "    t = create_tenant(SYSTEM, 'bench_tenant', 'Bench Ltd', 'bench@example.com', 'enterprise')\n"
+        "    _, key = create_key(SYSTEM, t, 'bench', scopes=None)\n"
+        "    commit()\n"
+        "    print(t.tenant_id, key)\n"
+    )
+    out = subprocess.run(  # noqa: S603 - this interpreter, fixed code
+        [sys.executable, "-c", code], cwd=ROOT, env=env, check=True, capture_output=True, text=True,
+    )
+    tenant_id, key = out.stdout.split()[-2:]
+    return tenant_id, key
+
+
+class Server:
+    def __init__(self, target: str, env: dict):
+        self.port = free_port()
+        self.process = subprocess.Popen(  # noqa: S603 - our own venv's gunicorn
+            [str(VENV_BIN / "gunicorn"), *GUNICORN_ARGS, "--bind", f"{HOST}:{self.port}", target],
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )
+
+    def wait_ready(self, path: str, headers: dict, timeout: float = 30) -> bytes:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                sys.exit(f"gunicorn exited early:\n{self.process.stderr.read()}")
+            try:
+                conn = http.client.HTTPConnection(HOST, self.port, timeout=2)
+                conn.request("GET", path, headers=headers)
+                response = conn.getresponse()
+                body = response.read()
+                conn.close()
+                if response.status != 200:
+                    sys.exit(f"GET {path} answered {response.status}: {body[:300]!r}")
+                return body
+            except OSError:
+                time.sleep(0.2)
+        sys.exit("gunicorn did not answer in time")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+_WRK_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+
+
+def load_wrk(port: int, path: str, headers: dict, connections: int, duration: int) -> dict:
+    command = ["wrk", "-t", "2", "-c", str(connections), "-d", f"{duration}s", "--latency"]
+    for name, value in headers.items():
+        command += ["-H", f"{name}: {value}"]
+    out = subprocess.run(  # noqa: S603 - wrk, on loopback
+        [*command, f"http://{HOST}:{port}{path}"], capture_output=True, text=True, check=True,
+    ).stdout
+    if "Non-2xx" in out or "Socket errors" in out:
+        sys.exit(f"the load run had errors:\n{out}")
+
+    def latency(percent: str) -> float:
+        value, unit = re.search(rf"^\s+{percent}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M).groups()
+        return float(value) * _WRK_UNITS[unit]
+
+    return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+            "p50": latency("50"), "p99": latency("99")}
+
+
+def load_threads(port: int, path: str, headers: dict, connections: int, duration: int) -> dict:
+    """Fallback without wrk: one keep-alive connection per thread (the GIL caps this client)."""
+    latencies: list[list[float]] = [[] for _ in range(connections)]
+    failures: list[str] = []
+    deadline = time.monotonic() + duration
+
+    def worker(samples: list[float]) -> None:
+        conn = http.client.HTTPConnection(HOST, port, timeout=10)
+        while time.monotonic() < deadline:
+            start = time.perf_counter()
+            conn.request("GET", path, headers=headers)
+            response = conn.getresponse()
+            response.read()
+            samples.append((time.perf_counter() - start) * 1000)
+            if response.status != 200:
+                failures.append(str(response.status))
+            if response.will_close:
+                conn.close()
+                conn = http.client.HTTPConnection(HOST, port, timeout=10)
+        conn.close()
+
+    threads = [threading.Thread(target=worker, args=(samples,)) for samples in latencies]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.monotonic() - started
+    if failures:
+        sys.exit(f"{len(failures)} requests failed, e.g. status {failures[0]}")
+    merged = sorted(sample for samples in latencies for sample in samples)
+    cuts = statistics.quantiles(merged, n=100)
+    return {"rps": len(merged) / elapsed, "p50": cuts[49], "p99": cuts[98]}
+
+
+def measure(server: Server, path: str, headers: dict, connections: int, duration: int) -> dict:
+    load = load_wrk if shutil.which("wrk") else load_threads
+    load(server.port, path, headers, connections, 2)  # warm-up: connections, pools, caches
+    return load(server.port, path, headers, connections, duration)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--duration", type=int, default=10, help="seconds per measurement (default 10)")
+    parser.add_argument("--connections", type=int, default=16, help="concurrent connections (default 16)")
+    parser.add_argument("--worker-class", choices=sorted(WORKER_CLASSES), default="sync",
+                        help="gunicorn worker class for both servers (default sync, gunicorn's own default)")
+    args = parser.parse_args()
+    GUNICORN_ARGS[:] = WORKER_CLASSES[args.worker_class] + ["--log-level", "warning"]
+
+    import psycopg
+
+    admin_url, name, scratch_url = scratch_database(os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL)
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "FLASK_APP")}
+    env.update({"DATABASE_URL": scratch_url, "RATELIMIT_ENABLED": "false", "PORTAL_ENV": "development",
+                "SECRET_KEY": uuid.uuid4().hex * 2, "JOBS_INLINE": "true", "PYTHONPATH": str(ROOT)})
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    servers: list[Server] = []
+    try:
+        tenant_id, key = prepare(env)
+        path = f"/api/v1/tenants/{tenant_id}"
+        headers = {"X-API-Key": key}
+
+        portal = Server("wsgi:app", env)
+        servers.append(portal)
+        body = portal.wait_ready(path, headers)
+        portal_figures = measure(portal, path, headers, args.connections, args.duration)
+        portal.stop()
+
+        bare = Server("bench.api:bare_app()", {**env, "BENCH_JSON": body.decode()})
+        servers.append(bare)
+        assert json.loads(bare.wait_ready(path, headers)) == json.loads(body)
+        bare_figures = measure(bare, path, headers, args.connections, args.duration)
+        bare.stop()
+    finally:
+        for server in servers:
+            server.stop()
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    client = "wrk (2 threads)" if shutil.which("wrk") else "Python threads + http.client keep-alive"
+    print(f"GET {path} with X-API-Key, {args.connections} connections, {args.duration}s each, client: {client}")
+    print(f"gunicorn {' '.join(GUNICORN_ARGS[:-2])} on {HOST}; PostgreSQL scratch database {name} (dropped); "
+          "rate limiting off (RATELIMIT_ENABLED=false), enterprise tenant")
+    print(f"{'':8}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}")
+    for label, figures in (("portal", portal_figures), ("bare", bare_figures)):
+        print(f"{label:8}{figures['rps']:>10.0f}{figures['p50']:>10.2f}{figures['p99']:>10.2f}")
+    ratio = portal_figures["rps"] / bare_figures["rps"]
+    print(f"ratio portal/bare req/s: {ratio:.2f} (target >= 0.5: {'met' if ratio >= 0.5 else 'NOT met'})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+from flask_wtf import FlaskForm
+from wtforms import BooleanField, IntegerField, SelectMultipleField, StringField
+from wtforms.fields.choices import SelectChoice
+from wtforms.validators import DataRequired, Length, StopValidation
+
+from portal.api_keys.services import DEFAULT_EXPIRY_DAYS, MAX_EXPIRY_DAYS
+from portal.models import API_SCOPES
+
+NAME_MAX_LENGTH = 100
+REASON_MAX_LENGTH = 500
+
+
+def _expiry(form, field) -> None:
+    """A whole number of days in range, unless the key never expires (then the box is ignored)."""
+    field.errors[:] = []  # WTForms' own "Not a valid integer value." is replaced by one clear message
+    if form.never_expires.data:
+        raise StopValidation()
+    if field.data is None:
+        typed = (field.raw_data or [""])[0].strip()
+        raise StopValidation(
+            f"Enter a whole number of days from 1 to {MAX_EXPIRY_DAYS}." if typed
+            else "Enter a number of days, or tick “Never expires”."
+        )
+    if not 1 <= field.data <= MAX_EXPIRY_DAYS:
+        raise StopValidation(f"Enter a number of days from 1 to {MAX_EXPIRY_DAYS}.")
+
+
+class CreateKeyForm(FlaskForm):
+    # Field names match the service's ValidationFailed.field, so its messages land beside them.
+    key_name = StringField(
+        "Name",
+        validators=[
+            DataRequired("Give the key a name you will recognise later."),
+            Length(max=NAME_MAX_LENGTH, message=f"Use at most {NAME_MAX_LENGTH} characters."),
+        ],
+        description="Where the key is used, e.g. “CI pipeline”.",
+    )
+    # Which scopes exist is the service's rule (check_scopes): no choice validation here.
+    scopes = SelectMultipleField(
+        "Scopes", choices=[SelectChoice(scope, description) for scope, description in API_SCOPES.items()], default=list(API_SCOPES), validate_choice=False
+    )
+    expires_in_days = IntegerField(
+        "Expires after (days)",
+        default=DEFAULT_EXPIRY_DAYS,
+        validators=[_expiry],
+    )
+    never_expires = BooleanField("Never expires")
+
+    @property
+    def expiry(self) -> int | None:
+        """Days until the key expires; None for a key that never does."""
+        return None if self.never_expires.data else self.expires_in_days.data
+
+
+class RevokeKeyForm(FlaskForm):
+    reason = StringField(
+        "Reason",
+        validators=[
+            DataRequired("Say why the key is revoked."),
+            Length(max=REASON_MAX_LENGTH, message=f"Use at most {REASON_MAX_LENGTH} characters."),
+        ],
+    )

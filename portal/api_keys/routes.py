@@ -1,0 +1,74 @@
+"""The API keys page: create (the key is shown once, in the response to the POST), list, revoke."""
+
+from flask import Blueprint, abort, flash, g
+
+from portal.access import current_actor, get_for_tenant_or_404, tenant_required
+from portal.api_keys import services
+from portal.api_keys.forms import CreateKeyForm, RevokeKeyForm
+from portal.errors import ServiceError
+from portal.forms import apply_service_error
+from portal.models import ApiKey
+from portal.tasks import commit, rollback
+from portal.web import form_errors_status, redirect_to, render
+
+bp = Blueprint("api_keys", __name__, url_prefix="/api-keys")
+
+
+def _keys_page(create_form=None, created=None, status=200, fragment=None):
+    return render(
+        "api_keys/index.html",
+        fragment,
+        status=status,
+        keys=services.list_keys(g.tenant),
+        create_form=create_form or CreateKeyForm(formdata=None),
+        revoke_form=RevokeKeyForm(formdata=None),
+        created=created,
+    )
+
+
+@bp.get("")
+@tenant_required()
+def index():
+    """The tenant's keys; members who manage keys also get the create form."""
+    return _keys_page()
+
+
+@bp.post("")
+@tenant_required("keys.manage")
+def create():
+    """Issue a key and show it once: it lives only in this response, never in the session."""
+    form = CreateKeyForm()
+    if form.validate_on_submit():
+        try:
+            key, plaintext = services.create_key(
+                current_actor(), g.tenant, form.key_name.data, form.scopes.data, form.expiry
+            )
+            commit()
+        except ServiceError as error:
+            rollback()
+            apply_service_error(form, error)
+        else:
+            # No redirect: after one, the key could only be shown again by storing it somewhere.
+            return _keys_page(created={"key": key, "plaintext": plaintext}, fragment="api_keys/_created.html")
+    return _keys_page(create_form=form, status=form_errors_status(), fragment="api_keys/_create.html")
+
+
+@bp.post("/<key_id>/revoke")
+@tenant_required("keys.manage")
+def revoke(key_id: str):
+    """Revoke a key with a reason; programs using it get 401 from then on."""
+    key = get_for_tenant_or_404(ApiKey, key_id, g.tenant)
+    form = RevokeKeyForm()
+    if not form.validate_on_submit():
+        if "csrf_token" in form.errors:
+            abort(400, "Your form expired. Reload the page and try again.")
+        flash(" ".join(form.reason.errors), "error")
+        return redirect_to("api_keys.index")
+    try:
+        services.revoke_key(current_actor(), g.tenant, key, form.reason.data)
+        commit()
+        flash(f"The key “{key.name}” ({key.prefix}…) was revoked.", "success")
+    except ServiceError as error:
+        rollback()
+        flash(error.message, "error")
+    return redirect_to("api_keys.index")

@@ -1,0 +1,55 @@
+// Behaviour that the strict CSP keeps out of the markup: no inline handlers, no eval.
+// Listeners are delegated from the document, so content htmx swaps in later works too.
+(function () {
+  "use strict";
+
+  function copyText(text, source) {
+    if (navigator.clipboard && window.isSecureContext) {
+      return navigator.clipboard.writeText(text);
+    }
+    // Older browsers and plain-http hosts: select the field and use the legacy command.
+    return new Promise(function (resolve, reject) {
+      if (source && source.select) {
+        source.select();
+      }
+      (document.execCommand && document.execCommand("copy")) ? resolve() : reject(new Error("copy failed"));
+    });
+  }
+
+  function showCopyResult(button, ok) {
+    var status = button.closest("article, section, form, div");
+    status = status && status.querySelector("[data-copy-status]");
+    var label = button.dataset.label || button.textContent;
+    button.dataset.label = label;
+    button.textContent = ok ? "Copied" : "Copy failed";
+    if (status) {
+      status.textContent = ok ? "Copied to the clipboard." : "Could not copy: select the text and copy it yourself.";
+    }
+    window.clearTimeout(button._copyTimer);
+    button._copyTimer = window.setTimeout(function () { button.textContent = label; }, 2500);
+  }
+
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest("[data-copy-target]");
+    if (!button) {
+      return;
+    }
+    event.preventDefault();
+    var source = document.querySelector(button.dataset.copyTarget);
+    if (!source) {
+      return;
+    }
+    var text = "value" in source ? source.value : source.textContent;
+    copyText(text.trim(), source).then(
+      function () { showCopyResult(button, true); },
+      function () { showCopyResult(button, false); }
+    );
+  });
+
+  // Clicking a shown-once secret selects all of it, so a manual copy cannot miss a character.
+  document.addEventListener("focusin", function (event) {
+    if (event.target.matches && event.target.matches("input[readonly][data-testid='secret-value']")) {
+      event.target.select();
+    }
+  });
+})();
