@@ -5,7 +5,7 @@
 Creates a scratch PostgreSQL database on DATABASE_URL's server (default
 postgresql://postgres@127.0.0.1:5432/postgres), migrates it, creates an enterprise tenant and a
 key, then runs the portal and a bare Flask app returning the same JSON under the same gunicorn
-setup (2 workers, gthread, 4 threads each) on 127.0.0.1, one after the other, and loads each
+setup (2 workers; sync by default, --worker-class gthread for 4 threads each) on 127.0.0.1, one after the other, and loads each
 with the same client for the same time. Prints req/s, p50 and p99 of both and their ratio
 (target: portal / bare >= 0.5). The scratch database is dropped at the end.
 
