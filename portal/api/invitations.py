@@ -35,10 +35,10 @@ def create_invitation(principal, tenant: Tenant, body: schemas.InvitationCreateI
            summary="List pending invitations (expired ones included until resent; never tokens)")
 def list_invitations(principal, tenant: Tenant, query: schemas.PageQuery):
     rows = invitations.pending_invitations(tenant)
-    start = (query.page - 1) * query.page_size
+    page, pagination = schemas.page_of(rows, query)
     return schemas.InvitationListOut(
-        invitations=[invitation_out(i) for i in rows[start:start + query.page_size]],
-        pagination=schemas.pagination(query.page, query.page_size, len(rows)),
+        invitations=[invitation_out(i) for i in page],
+        pagination=pagination,
     ).model_dump(mode="json")
 
 

@@ -37,10 +37,10 @@ def create_api_key(principal, tenant: Tenant, body: schemas.ApiKeyCreateIn):
            summary="List the tenant's API keys (prefixes only, never the keys)")
 def list_api_keys(principal, tenant: Tenant, query: schemas.PageQuery):
     rows = keys.list_keys(tenant)
-    start = (query.page - 1) * query.page_size
+    page, pagination = schemas.page_of(rows, query)
     return schemas.ApiKeyListOut(
-        api_keys=[api_key_out(key) for key in rows[start:start + query.page_size]],
-        pagination=schemas.pagination(query.page, query.page_size, len(rows)),
+        api_keys=[api_key_out(key) for key in page],
+        pagination=pagination,
     ).model_dump(mode="json")
 
 

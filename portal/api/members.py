@@ -31,10 +31,10 @@ def _membership_or_404(tenant: Tenant, user_id: str) -> Membership:
            tags=["team"], errors=[400, 401, 403, 404], summary="List the tenant's members and their roles")
 def list_members(principal, tenant: Tenant, query: schemas.PageQuery):
     rows = team.members(tenant)
-    start = (query.page - 1) * query.page_size
+    page, pagination = schemas.page_of(rows, query)
     return schemas.MemberListOut(
-        members=[member_out(m) for m in rows[start:start + query.page_size]],
-        pagination=schemas.pagination(query.page, query.page_size, len(rows)),
+        members=[member_out(m) for m in page],
+        pagination=pagination,
     ).model_dump(mode="json")
 
 

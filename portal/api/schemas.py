@@ -144,6 +144,12 @@ class ActivateOut(Out):
     message: str
 
 
+def page_of(rows: list, query: PageQuery) -> tuple[list, Pagination]:
+    """One page of a tenant-sized list (members, keys, invitations) and its pagination."""
+    start = (query.page - 1) * query.page_size
+    return rows[start:start + query.page_size], pagination(query.page, query.page_size, len(rows))
+
+
 def pagination(page: int, page_size: int, total: int) -> Pagination:
     pages = max((total + page_size - 1) // page_size, 1)
     return Pagination(page=page, page_size=page_size, total_items=total, total_pages=pages,
