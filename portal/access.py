@@ -76,7 +76,8 @@ def load_tenant_context() -> None:
         return
     chosen = session.get(TENANT_SESSION_KEY)
     membership = next((m for m in memberships if m.tenant_id == chosen), memberships[0])
-    session[TENANT_SESSION_KEY] = membership.tenant_id
+    if chosen != membership.tenant_id:
+        session[TENANT_SESSION_KEY] = membership.tenant_id
     g.membership = membership
     g.tenant = membership.tenant
 

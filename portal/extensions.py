@@ -40,6 +40,11 @@ def init_extensions(app) -> None:
     login_manager.login_view = "auth.sign_in"
     login_manager.login_message = "Please sign in to continue."
     login_manager.login_message_category = "info"
+    # "basic" protection writes _fresh=False into every anonymous session, so a response to
+    # a request sent just before sign-in (an htmx suggestion, say) would set the old cookie
+    # again and sign the person out. Sessions are server-side rows (revocable) and nothing
+    # asks for a fresh login, so the protection only did harm.
+    login_manager.session_protection = None
     csrf.init_app(app)
     htmx.init_app(app)
     app.config.setdefault("RATELIMIT_STORAGE_URI", app.config.get("REDIS_URL") or "memory://")

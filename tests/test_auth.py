@@ -503,3 +503,19 @@ def test_the_database_refuses_a_tenant_id_differing_only_in_case(app):
         with pytest.raises(IntegrityError):
             db.session.commit()
         db.session.rollback()
+
+
+def test_a_late_answer_to_a_request_sent_before_sign_up_does_not_sign_the_person_out(app):
+    # The sign-up page fires an htmx suggestion while the person types; its answer can come
+    # back after the sign-up's. It must not set the old anonymous cookie again.
+    browser = app.test_client()
+    browser.get("/signup")  # an anonymous session with a CSRF token
+    anonymous_cookie = browser.get_cookie("session").value
+    assert browser.post("/signup", data=sign_up_data()).status_code == 303
+
+    late = app.test_client()
+    late.set_cookie("session", anonymous_cookie)
+    response = late.get("/signup/suggest-id", query_string={"company_name": "Acme"}, headers=HTMX)
+    assert response.status_code == 200
+    assert "Set-Cookie" not in response.headers
+    assert signed_in(browser)
