@@ -10,6 +10,7 @@ from portal.extensions import db
 
 operator_cli = AppGroup("operator", help="Operator (SaaS staff) accounts.")
 demo_cli = AppGroup("demo", help="Demo data for the embedded mode.")
+credentials_cli = AppGroup("credentials", help="The cloud credentials vault's encryption keys.")
 
 DEMO_PASSWORD = "demo-password"  # noqa: S105 - published demo sign-in
 DEMO_OPERATOR = ("operator@example.com", "operator-password")
@@ -104,7 +105,50 @@ def run_worker(burst: bool) -> None:
     AppWorker(queues, connection=connection).work(burst=burst, with_scheduler=True)
 
 
+@credentials_cli.command("rotate-keys")
+@click.option("--batch-size", default=100, show_default=True, type=click.IntRange(1, 10_000),
+              help="Credentials re-encrypted per transaction.")
+def rotate_credential_keys(batch_size: int) -> None:
+    """Re-encrypt every credential under the primary (first) CREDENTIALS_KEYS key; safe to re-run."""
+    from portal.credentials.crypto import CredentialKeyError, current_keyring
+    from portal.credentials.services import count_by_key, rotate_batch
+    from portal.tasks import commit
+
+    try:
+        keyring = current_keyring()
+    except CredentialKeyError as error:
+        raise click.ClickException(str(error)) from None
+    already, pending = count_by_key(keyring)
+    click.echo(f"Primary key {keyring.primary_id}: {already} credential(s) already under it, {pending} to rotate.")
+    rotated, failed, after = 0, [], ""
+    while True:
+        done, batch_failed, after = rotate_batch(keyring, after, batch_size)
+        if after is None:
+            break
+        commit()  # one transaction per batch: an interrupted run resumes where it stopped
+        rotated += done
+        failed += batch_failed
+        click.echo(f"  rotated {rotated} so far")
+    click.echo(f"Rotated {rotated} credential(s); {len(failed)} could not be decrypted.")
+    if failed:
+        raise click.ClickException(
+            "Not rotated (their key is missing from CREDENTIALS_KEYS, or the row is damaged): " + ", ".join(failed)
+        )
+    click.echo("Every credential is under the primary key; keys after the first can now be removed.")
+
+
+@credentials_cli.command("generate-key")
+def generate_credentials_key() -> None:
+    """Print a new random key for CREDENTIALS_KEYS (put it first to make it the primary)."""
+    from portal.credentials.crypto import generate_key, parse_keys
+
+    key = generate_key()
+    click.echo(key)
+    click.echo(f"(key id {parse_keys(key).primary_id})", err=True)
+
+
 def register_cli(app) -> None:
     app.cli.add_command(operator_cli)
     app.cli.add_command(demo_cli)
+    app.cli.add_command(credentials_cli)
     app.cli.add_command(run_worker)

@@ -66,6 +66,10 @@ def load_config() -> dict:
         "MAX_CONTENT_LENGTH": 1024 * 1024,
         # How many reverse proxies in front of us set X-Forwarded-* (0: trust none).
         "TRUSTED_PROXIES": int(os.environ.get("TRUSTED_PROXIES", "0")),
+        # Comma-separated url-safe base64 32-byte keys; the first encrypts, all decrypt.
+        # Unset (embedded mode only): a key file is created under instance/ on first use.
+        "CREDENTIALS_KEYS": os.environ.get("CREDENTIALS_KEYS", ""),
+        "CREDENTIALS_KEY_FILE": os.environ.get("CREDENTIALS_KEY_FILE", str(INSTANCE_DIR / "credentials.key")),
     }
 
 
@@ -78,5 +82,14 @@ def check_production(config: dict) -> None:
         problems.append("SECRET_KEY must be set to a random value of at least 32 characters")
     if config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
         problems.append("DATABASE_URL must point at PostgreSQL")
+    if not config.get("CREDENTIALS_KEYS"):
+        problems.append("CREDENTIALS_KEYS must be set (generate one with `flask credentials generate-key`)")
+    else:
+        from portal.credentials.crypto import CredentialKeyError, parse_keys
+
+        try:
+            parse_keys(config["CREDENTIALS_KEYS"])
+        except CredentialKeyError as error:
+            problems.append(str(error))
     if problems:
         raise RuntimeError("Refusing to start in production: " + "; ".join(problems))

@@ -315,7 +315,8 @@ def test_production_names_every_problem_at_once():
 
 
 def test_production_with_real_settings_starts():
-    check_production({"PORTAL_ENV": "production", "SECRET_KEY": STRONG_KEY, "SQLALCHEMY_DATABASE_URI": PG_URL})
+    check_production({"PORTAL_ENV": "production", "SECRET_KEY": STRONG_KEY, "SQLALCHEMY_DATABASE_URI": PG_URL,
+                      "CREDENTIALS_KEYS": "A" * 43})
     # Development happily runs on the defaults.
     check_production({"PORTAL_ENV": "development", "SECRET_KEY": DEV_SECRET_KEY, "SQLALCHEMY_DATABASE_URI": "sqlite://"})
 

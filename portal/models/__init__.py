@@ -3,6 +3,7 @@
 from portal.models.api_key import ADMIN_SCOPE, API_SCOPES, ApiKey, OperatorToken
 from portal.models.audit import AuditEvent
 from portal.models.base import utcnow
+from portal.models.credential import CREDENTIAL_TYPES, PROVIDERS, Credential
 from portal.models.email import EmailMessage
 from portal.models.invitation import Invitation
 from portal.models.tenant import SUSPENSION_REASONS, Tenant
@@ -13,12 +14,15 @@ __all__ = [
     "API_SCOPES",
     "ApiKey",
     "AuditEvent",
+    "CREDENTIAL_TYPES",
+    "Credential",
     "EmailMessage",
     "INVITABLE_ROLES",
     "Invitation",
     "Membership",
     "OperatorToken",
     "PasswordReset",
+    "PROVIDERS",
     "ROLES",
     "SUSPENSION_REASONS",
     "Tenant",

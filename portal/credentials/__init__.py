@@ -1,0 +1,1 @@
+"""Cloud credentials: validated on entry, encrypted at rest, decrypted only for the platform's use."""
