@@ -3,29 +3,17 @@
 import json
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import text
 
 from portal.extensions import db
 from portal.models import AuditEvent, Credential
 from tests.api_support import assert_envelope, count, fetch, issue_key, send_json, with_key
+from tests.credential_samples import AWS_SECRET, PRIVATE_KEY, TRUNCATED_KEY
 
-AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
-TRUNCATED_KEY = "-----BEGIN PRIVATE KEY-----\nMIIEvQ...\n-----END PRIVATE KEY-----"
 WRITE = ["credentials:read", "credentials:write"]
 LIST_FIELDS = {"credential_id", "provider", "credential_type", "credential_name", "identity", "fingerprint",
                "is_active", "created_at", "last_validated_at"}
 
-
-def _rsa_pem() -> str:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-
-
-PRIVATE_KEY = _rsa_pem()
 
 
 def seed_gcp(private_key: str = PRIVATE_KEY) -> dict:

@@ -8,24 +8,13 @@ import json
 import re
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import select, text
 
 from portal.extensions import db
 from portal.models import Credential
 from tests.conftest import field_error, form_error
+from tests.credential_samples import AWS_SECRET, PRIVATE_KEY
 
-
-def rsa_pem() -> str:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-
-
-PRIVATE_KEY = rsa_pem()
-AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
 AZURE_SECRET = "az~Secret.Value_0123456789abcdefXYZ"
 
 

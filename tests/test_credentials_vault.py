@@ -6,7 +6,7 @@ import stat
 
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import select, text
 
 from portal import create_app
@@ -17,24 +17,15 @@ from portal.credentials.crypto import CredentialDecryptError
 from portal.credentials.validation import CredentialInvalid, validate
 from portal.extensions import db
 from portal.models import AuditEvent, Credential, User
+from tests.credential_samples import AWS_SECRET, PRIVATE_KEY
 
 KEY_A = crypto.generate_key()
 KEY_B = crypto.generate_key()
 ID_A = crypto.parse_keys(KEY_A).primary_id
 ID_B = crypto.parse_keys(KEY_B).primary_id
 
-AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
 AZURE_SECRET = "azure~client~secret~value~0123456789"  # noqa: S105 - test value
 
-
-def rsa_pem() -> str:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-
-
-PRIVATE_KEY = rsa_pem()
 
 
 def seed_gcp(private_key: str = PRIVATE_KEY) -> dict:
