@@ -1,8 +1,9 @@
 """Page-or-fragment rendering, htmx-aware redirects and the security headers."""
 
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
-from flask import current_app, make_response, redirect, render_template, request, url_for
+from flask import current_app, flash, make_response, redirect, render_template, request, url_for
 
 from portal.extensions import htmx
 
@@ -41,6 +42,23 @@ def redirect_to(endpoint: str, **values):
         response.headers["HX-Redirect"] = url
         return response
     return redirect(url, code=303)
+
+
+def act(action: Callable[[], str], endpoint: str, **values):
+    """One button's work as a unit: run ``action`` (it returns the success message), commit,
+    flash the outcome (the service's complaint after a rollback), and redirect (PRG)."""
+    from portal.errors import ServiceError
+    from portal.tasks import commit, rollback
+
+    try:
+        message = action()
+        commit()
+    except ServiceError as error:
+        rollback()
+        flash(error.message, "error")
+    else:
+        flash(message, "success")
+    return redirect_to(endpoint, **values)
 
 
 def form_errors_status() -> int:

@@ -2,7 +2,7 @@ from flask import Blueprint, abort, flash, make_response, request
 from sqlalchemy import func, or_, select
 
 from portal.access import current_actor, operator_required
-from portal.admin.forms import ActivateForm, OperatorTokenForm, RevokeTokenForm, SuspendForm
+from portal.admin.forms import ActivateForm, OperatorTokenForm, SuspendForm
 from portal.api_keys import services as api_key_services
 from portal.errors import ServiceError
 from portal.extensions import db
@@ -12,7 +12,7 @@ from portal.models.tenant import TENANT_STATUSES
 from portal.tasks import commit, rollback
 from portal.team.services import members as tenant_members
 from portal.tenants import services as tenant_services
-from portal.web import form_errors_status, redirect_to, render
+from portal.web import act, form_errors_status, redirect_to, render
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -124,16 +124,12 @@ def suspend(tenant_id: str):
 def activate(tenant_id: str):
     """Lift a suspension."""
     tenant = _load_tenant(tenant_id)
-    if not ActivateForm().validate_on_submit():
-        abort(400, "Your form expired. Reload the page and try again.")
-    try:
+
+    def activate_tenant():
         tenant_services.activate(current_actor(), tenant)
-        commit()
-        flash(f"{tenant.company_name} is active again.", "success")
-    except ServiceError as error:
-        rollback()
-        flash(error.message, "error")
-    return redirect_to("admin.tenant_detail", tenant_id=tenant.tenant_id)
+        return f"{tenant.company_name} is active again."
+
+    return act(activate_tenant, "admin.tenant_detail", tenant_id=tenant.tenant_id)
 
 
 @bp.get("/outbox")
@@ -204,13 +200,9 @@ def create_token():
 def revoke_token(token_id: str):
     """Revoke an operator token; programs using it get 401 from then on."""
     token = db.get_or_404(OperatorToken, token_id)
-    if not RevokeTokenForm().validate_on_submit():
-        abort(400, "Your form expired. Reload the page and try again.")
-    try:
+
+    def revoke():
         api_key_services.revoke_operator_token(current_actor(), token)
-        commit()
-        flash(f"The token “{token.name}” ({token.prefix}…) was revoked.", "success")
-    except ServiceError as error:
-        rollback()
-        flash(error.message, "error")
-    return redirect_to("admin.tokens")
+        return f"The token “{token.name}” ({token.prefix}…) was revoked."
+
+    return act(revoke, "admin.tokens")

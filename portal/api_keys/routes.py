@@ -9,7 +9,7 @@ from portal.errors import ServiceError
 from portal.forms import apply_service_error
 from portal.models import ApiKey
 from portal.tasks import commit, rollback
-from portal.web import form_errors_status, redirect_to, render
+from portal.web import act, form_errors_status, redirect_to, render
 
 bp = Blueprint("api_keys", __name__, url_prefix="/api-keys")
 
@@ -64,11 +64,9 @@ def revoke(key_id: str):
             abort(400, "Your form expired. Reload the page and try again.")
         flash(" ".join(form.reason.errors), "error")
         return redirect_to("api_keys.index")
-    try:
+
+    def revoke_it():
         services.revoke_key(current_actor(), g.tenant, key, form.reason.data)
-        commit()
-        flash(f"The key “{key.name}” ({key.prefix}…) was revoked.", "success")
-    except ServiceError as error:
-        rollback()
-        flash(error.message, "error")
-    return redirect_to("api_keys.index")
+        return f"The key “{key.name}” ({key.prefix}…) was revoked."
+
+    return act(revoke_it, "api_keys.index")

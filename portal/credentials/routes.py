@@ -19,7 +19,7 @@ from portal.errors import NotFound, ServiceError
 from portal.forms import apply_service_error
 from portal.models import PROVIDERS
 from portal.tasks import commit, rollback
-from portal.web import form_errors_status, redirect_to, render
+from portal.web import act, form_errors_status, redirect_to, render
 
 bp = Blueprint("credentials", __name__, url_prefix="/credentials")
 
@@ -52,11 +52,6 @@ def _credential_or_404(credential_id: str):
         return services.get_credential(g.tenant, credential_id)
     except NotFound:
         abort(404)
-
-
-def _check_csrf(form) -> None:
-    if not form.validate_on_submit() and "csrf_token" in form.errors:
-        abort(400, "Your form expired. Reload the page and try again.")
 
 
 @bp.get("")
@@ -100,23 +95,19 @@ def add(provider: str):
 def rename(credential_id: str):
     credential = _credential_or_404(credential_id)
     form = RenameCredentialForm()
-    _check_csrf(form)
-    try:
-        old = credential.name
+    old = credential.name
+
+    def rename_it():
         services.rename_credential(current_actor(), g.tenant, credential, form.credential_name.data or "")
-        commit()
-        flash(f"“{old}” is now called “{credential.name}”.", "success")
-    except ServiceError as error:
-        rollback()
-        flash(error.message, "error")
-    return redirect_to("credentials.index")
+        return f"“{old}” is now called “{credential.name}”."
+
+    return act(rename_it, "credentials.index")
 
 
 @bp.post("/<credential_id>/validate")
 @tenant_required("credentials.manage")
 def revalidate(credential_id: str):
     credential = _credential_or_404(credential_id)
-    _check_csrf(RenameCredentialForm())
     try:
         errors = services.revalidate_credential(current_actor(), g.tenant, credential)
         commit()
@@ -136,12 +127,9 @@ def revalidate(credential_id: str):
 @tenant_required("credentials.manage")
 def delete(credential_id: str):
     credential = _credential_or_404(credential_id)
-    _check_csrf(RenameCredentialForm())
-    try:
+
+    def delete_it():
         services.delete_credential(current_actor(), g.tenant, credential)
-        commit()
-        flash(f"The credential “{credential.name}” was deleted.", "success")
-    except ServiceError as error:
-        rollback()
-        flash(error.message, "error")
-    return redirect_to("credentials.index")
+        return f"The credential “{credential.name}” was deleted."
+
+    return act(delete_it, "credentials.index")

@@ -1,4 +1,4 @@
-from flask import Blueprint, abort, flash, g
+from flask import Blueprint, flash, g
 
 from portal.access import current_actor, get_for_tenant_or_404, tenant_required
 from portal.errors import ServiceError
@@ -8,7 +8,7 @@ from portal.models import Invitation, Membership
 from portal.tasks import commit, rollback
 from portal.team import services
 from portal.team.forms import ConfirmForm, InviteForm, RoleForm, TransferOwnershipForm
-from portal.web import form_errors_status, redirect_to, render
+from portal.web import act, form_errors_status, redirect_to, render
 
 bp = Blueprint("team", __name__, url_prefix="/team")
 
@@ -63,18 +63,8 @@ def invite():
 
 
 def _invitation_action(invitation_id: str, action) -> object:
-    form = ConfirmForm()
-    if not form.validate_on_submit():
-        abort(400, "Your form expired. Reload the page and try again.")
     invitation = get_for_tenant_or_404(Invitation, invitation_id, g.tenant)
-    try:
-        message = action(invitation)
-        commit()
-        flash(message, "success")
-    except ServiceError as error:
-        rollback()
-        flash(error.message, "error")
-    return redirect_to("team.index")
+    return act(lambda: action(invitation), "team.index")
 
 
 @bp.post("/invitations/<invitation_id>/resend")
@@ -110,14 +100,12 @@ def change_role(membership_id: str):
     if not form.validate_on_submit():
         flash("Choose one of the listed roles.", "error")
         return redirect_to("team.index")
-    try:
+
+    def change():
         services.change_role(current_actor(), g.tenant, membership, form.role.data)
-        commit()
-        flash(f"{membership.user.display_name} is now {membership.role}.", "success")
-    except ServiceError as error:
-        rollback()
-        flash(error.message, "error")
-    return redirect_to("team.index")
+        return f"{membership.user.display_name} is now {membership.role}."
+
+    return act(change, "team.index")
 
 
 @bp.post("/members/<membership_id>/remove")
@@ -125,25 +113,19 @@ def change_role(membership_id: str):
 def remove_member(membership_id: str):
     """Remove a member; they are signed out at once."""
     membership = get_for_tenant_or_404(Membership, membership_id, g.tenant)
-    if not ConfirmForm().validate_on_submit():
-        abort(400, "Your form expired. Reload the page and try again.")
     name = membership.user.display_name
-    try:
+
+    def remove():
         services.remove_member(current_actor(), g.tenant, membership)
-        commit()
-        flash(f"{name} was removed from the account.", "success")
-    except ServiceError as error:
-        rollback()
-        flash(error.message, "error")
-    return redirect_to("team.index")
+        return f"{name} was removed from the account."
+
+    return act(remove, "team.index")
 
 
 @bp.post("/leave")
 @tenant_required()
 def leave():
     """Leave this account (the owner must transfer ownership first)."""
-    if not ConfirmForm().validate_on_submit():
-        abort(400, "Your form expired. Reload the page and try again.")
     company = g.tenant.company_name
     try:
         services.leave(current_actor(), g.tenant, g.membership)
