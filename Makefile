@@ -26,6 +26,7 @@ $(VENV)/.dev-installed: requirements.txt requirements-dev.txt | $(BIN)/python
 
 run: $(VENV)/.runtime-installed
 	$(BIN)/flask db upgrade
+	$(BIN)/flask catalog sync
 	$(BIN)/flask demo seed
 	$(BIN)/flask run --host $(HOST) --port $(PORT)
 
@@ -37,6 +38,7 @@ lint: $(VENV)/.dev-installed
 
 migrate-db: $(VENV)/.runtime-installed
 	$(BIN)/flask db upgrade
+	$(BIN)/flask catalog sync
 
 worker: $(VENV)/.runtime-installed
 	$(BIN)/flask worker

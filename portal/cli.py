@@ -11,6 +11,8 @@ from portal.extensions import db
 operator_cli = AppGroup("operator", help="Operator (SaaS staff) accounts.")
 demo_cli = AppGroup("demo", help="Demo data for the embedded mode.")
 credentials_cli = AppGroup("credentials", help="The cloud credentials vault's encryption keys.")
+catalog_cli = AppGroup("catalog", help="The plan catalog.")
+billing_cli = AppGroup("billing", help="Billing runs.")
 
 DEMO_PASSWORD = "demo-password"  # noqa: S105 - published demo sign-in
 DEMO_OPERATOR = ("operator@example.com", "operator-password")
@@ -62,7 +64,18 @@ def seed_demo() -> None:
     if db.session.get(Tenant, DEMO_TENANT[0]) is None:
         if find_user_by_email(DEMO_OPERATOR[0]) is None:
             create_user(DEMO_OPERATOR[0], DEMO_OPERATOR[1], "Portal Operator", is_operator=True)
-        tenant = create_tenant(SYSTEM, DEMO_TENANT[0], DEMO_TENANT[1], DEMO_MEMBERS[0][0], "professional")
+        from datetime import timedelta
+
+        from portal.billing import invoices, subscriptions
+        from portal.models import utcnow
+
+        # Subscribed 40 days ago: the 14-day trial is over and the first month has been
+        # invoiced (and paid by bank transfer), so the billing pages have something to show.
+        now = utcnow()
+        tenant = create_tenant(SYSTEM, DEMO_TENANT[0], DEMO_TENANT[1], DEMO_MEMBERS[0][0], "professional",
+                               subscribed_at=now - timedelta(days=40))
+        for invoice in subscriptions.renew(subscriptions.subscription_of(tenant), now):
+            invoices.mark_paid(SYSTEM, invoice, "Demo bank transfer", invoice.issued_at + timedelta(days=2))
         owner = None
         for email, name, role in DEMO_MEMBERS:
             user = find_user_by_email(email) or create_user(email, DEMO_PASSWORD, name)
@@ -102,7 +115,65 @@ def run_worker(burst: bool) -> None:
         raise click.ClickException("Jobs run inline in this configuration; set REDIS_URL to use a worker.")
     connection = redis_connection()
     queues = [Queue(name, connection=connection) for name in QUEUE_NAMES]
+    interval = current_app.config["BILLING_RUN_INTERVAL_SECONDS"]
+    if interval > 0 and not burst:
+        from jobs.billing import schedule_tick
+
+        schedule_tick(min(interval, 60))  # the first run soon after start, then every interval
     AppWorker(queues, connection=connection).work(burst=burst, with_scheduler=True)
+
+
+@catalog_cli.command("sync")
+@click.option("--file", "path", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="A catalog file (default: the one shipped in portal/billing/catalog.toml).")
+def sync_catalog_command(path: str | None) -> None:
+    """Load the plan catalog file into the database; a changed price becomes a new version (idempotent)."""
+    from portal.billing.catalog import DEFAULT_CATALOG_PATH, CatalogError, load_catalog
+    from portal.billing.plans import sync_catalog
+    from portal.tasks import commit
+
+    try:
+        catalog = load_catalog(path or DEFAULT_CATALOG_PATH)
+    except CatalogError as error:
+        raise click.ClickException(str(error)) from None
+    result = sync_catalog(catalog.plans)
+    commit()
+    click.echo(f"Catalog synced: {len(result.created)} new plan(s), {len(result.new_versions)} new version(s), "
+               f"{len(result.unchanged)} unchanged.")
+    for key in result.new_versions:
+        click.echo(f"  {key}: new version (existing subscriptions keep their price until they change plan)")
+
+
+@billing_cli.command("run")
+@click.option("--at", "at", default=None, metavar="ISO8601",
+              help="Bill as of this instant, e.g. 2026-01-31T00:00:00Z (default: now).")
+def billing_run_command(at: str | None) -> None:
+    """Run one billing run now, in this process, and print its summary."""
+    from datetime import UTC, datetime
+
+    from portal.billing.money import format_money
+    from portal.billing.runs import create_run, execute
+    from portal.tasks import commit
+
+    instant = None
+    if at:
+        try:
+            instant = datetime.fromisoformat(at.replace("Z", "+00:00"))
+        except ValueError:
+            raise click.BadParameter(f"{at!r} is not an ISO 8601 instant such as 2026-01-31T00:00:00Z",
+                                     param_hint="--at") from None
+        instant = instant.replace(tzinfo=UTC) if instant.tzinfo is None else instant
+    run = create_run("cli", instant)
+    commit()
+    run = execute(run)
+    totals = ", ".join(format_money(amount, currency) for currency, amount in sorted(run.totals.items())) or "nothing"
+    click.echo(f"Billing run {run.id} as of {run.as_of.isoformat()}: {run.subscriptions_due} due, "
+               f"{run.subscriptions_billed} billed, {run.invoices_created} invoice(s), {totals} invoiced, "
+               f"{len(run.errors)} error(s).")
+    for error in run.errors:
+        click.echo(f"  {error['subscription_id']}: {error['error']}", err=True)
+    if run.errors:
+        raise SystemExit(1)
 
 
 @credentials_cli.command("rotate-keys")
@@ -151,4 +222,6 @@ def register_cli(app) -> None:
     app.cli.add_command(operator_cli)
     app.cli.add_command(demo_cli)
     app.cli.add_command(credentials_cli)
+    app.cli.add_command(catalog_cli)
+    app.cli.add_command(billing_cli)
     app.cli.add_command(run_worker)

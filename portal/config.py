@@ -42,6 +42,9 @@ def load_config() -> dict:
         "SQLALCHEMY_DATABASE_URI": _database_url(),
         "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
         "REDIS_URL": os.environ.get("REDIS_URL", ""),
+        # Per-process cache of API key lookups for reads, invalidated through Redis at once;
+        # this is only its safety-net lifetime. Needs REDIS_URL; 0 turns it off.
+        "API_KEY_CACHE_SECONDS": int(os.environ.get("API_KEY_CACHE_SECONDS", "30")),
         "PORTAL_ADMIN_TOKEN": os.environ.get("PORTAL_ADMIN_TOKEN", ""),
         "PUBLIC_BASE_URL": os.environ.get("PUBLIC_BASE_URL", "http://127.0.0.1:5000").rstrip("/"),
         "MAIL_SERVER": os.environ.get("MAIL_SERVER", ""),
@@ -70,6 +73,13 @@ def load_config() -> dict:
         # Unset (embedded mode only): a key file is created under instance/ on first use.
         "CREDENTIALS_KEYS": os.environ.get("CREDENTIALS_KEYS", ""),
         "CREDENTIALS_KEY_FILE": os.environ.get("CREDENTIALS_KEY_FILE", str(INSTANCE_DIR / "credentials.key")),
+        # Billing (DESIGN §6). The seller printed on invoices; days until an invoice is due;
+        # how often the worker's scheduler starts a billing run (0: only by hand or CLI).
+        "BILLING_SELLER_NAME": os.environ.get("BILLING_SELLER_NAME", "Portal SaaS Inc."),
+        "BILLING_SELLER_ADDRESS": os.environ.get("BILLING_SELLER_ADDRESS", "1 Example Street, Springfield"),
+        "BILLING_SELLER_EMAIL": os.environ.get("BILLING_SELLER_EMAIL", "billing@example.com"),
+        "INVOICE_DUE_DAYS": int(os.environ.get("INVOICE_DUE_DAYS", "14")),
+        "BILLING_RUN_INTERVAL_SECONDS": int(os.environ.get("BILLING_RUN_INTERVAL_SECONDS", "3600")),
     }
 
 

@@ -39,9 +39,9 @@ def get_queue(name: str = "default") -> Queue:
     return Queue(name, connection=redis_connection(), is_async=not inline)
 
 
-def defer(job: Callable, *args, queue: str = "default", retries: int = 3) -> None:
+def defer(job: Callable, *args, queue: str = "default", retries: int = 3, timeout: int = 120) -> None:
     """Enqueue ``job(*args)`` once the current transaction commits; dropped on rollback."""
-    db.session.info.setdefault(_PENDING_KEY, []).append((job, args, queue, retries))
+    db.session.info.setdefault(_PENDING_KEY, []).append((job, args, queue, retries, timeout))
 
 
 def commit() -> None:
@@ -56,11 +56,11 @@ def commit() -> None:
     except Exception:
         db.session.rollback()
         raise
-    for job, args, queue, retries in pending:
+    for job, args, queue, retries, timeout in pending:
         get_queue(queue).enqueue(
             job,
             *args,
-            job_timeout=120,
+            job_timeout=timeout,
             retry=Retry(max=retries, interval=[10, 60, 300][:retries]) if retries else None,
         )
 

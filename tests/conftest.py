@@ -100,6 +100,12 @@ def make_app(database_url: str, **overrides):
 
         upgrade(directory=os.path.join(os.path.dirname(__file__), "..", "migrations"))
         _fix_sqlite_savepoints(db.engine)
+        # What `make run` does after migrating: every tenant starts a subscription on a plan.
+        from portal.billing.catalog import load_catalog
+        from portal.billing.plans import sync_catalog
+
+        sync_catalog(load_catalog().plans)
+        db.session.commit()
     return app
 
 
@@ -126,9 +132,10 @@ def app(database_url):
 def _db_transaction(request, app):
     """Each test runs inside a transaction that is rolled back afterwards.
 
-    Code under test commits as usual; those commits release savepoints only.
+    Code under test commits as usual; those commits release savepoints only. Tests with a
+    server of their own (another thread or process) use a committed database instead.
     """
-    if "live_server" in request.fixturenames:
+    if {"live_server", "portal_process"} & set(request.fixturenames):
         yield
         return
     # No app context stays pushed during the test: each request must get its own `g`,

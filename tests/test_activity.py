@@ -42,7 +42,9 @@ def test_change_shows_who_what_when_and_from_which_address(client, tenant, make_
     response = client.get("/activity")
     assert response.status_code == 200
     page = response.get_data(as_text=True)
-    [invited, updated, created] = rows(page)
+    # Creating the account also started its subscription and issued its first invoice.
+    [invited, updated, *billing, created] = rows(page)
+    assert sorted(row.split("|")[2] for row in billing) == ["invoice.issued", "subscription.started"]
     assert invited.split("|")[1:] == [admin.email, "invitation.created", invited.split("|")[3], "203.0.113.7"]
     assert "newbie@example.com" in invited
     assert updated.split("|")[1:3] == [admin.email, "tenant.updated"]
@@ -86,7 +88,9 @@ def test_another_tenants_events_never_appear(client, tenant, make_tenant, make_u
     assert "neighbour.private" not in page
     assert other.tenant_id not in page
     assert "user.password_reset" not in page
-    assert len(rows(page)) == 1
+    # This tenant's own history only: its creation, subscription and first invoice.
+    assert sorted(row.split("|")[2] for row in rows(page)) == ["invoice.issued", "subscription.started",
+                                                                "tenant.created"]
     # Asking for a later page does not widen the filter.
     assert "neighbour.private" not in client.get("/activity?page=2").get_data(as_text=True)
 
@@ -104,13 +108,13 @@ def test_more_than_fifty_events_are_split_into_pages_newest_first(client, tenant
 
     second = client.get("/activity?page=2").get_data(as_text=True)
     second_rows = rows(second)
-    assert len(second_rows) == 11
+    assert len(second_rows) == 13  # 60 events + the account's creation, subscription and first invoice
     assert "Page 2 of 2" in second
     assert 'href="/activity?page=1"' in second
     assert "Older" not in second
     assert "tenant.created" in second_rows[-1]
     # No event is on both pages, and none is missing.
-    assert len(set(rows(first)) | set(second_rows)) == 61
+    assert len(set(rows(first)) | set(second_rows)) == 63
 
 
 @pytest.mark.parametrize("page", ["0", "-3", "abc", ""])

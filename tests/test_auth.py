@@ -82,7 +82,7 @@ def test_sign_up_is_recorded_as_done_by_the_person_from_their_address(client, ap
     page = client.get("/activity").get_data(as_text=True)
     rows = re.findall(r'<tr data-testid="audit-row" data-action="([^"]+)">(.*?)</tr>', page, flags=re.S)
     actions = {action: row for action, row in rows}
-    assert set(actions) == {"tenant.created", "member.joined"}
+    assert set(actions) == {"tenant.created", "member.joined", "subscription.started", "invoice.issued"}
     for row in actions.values():
         assert data["email"] in row
         assert "198.51.100.4" in row

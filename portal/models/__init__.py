@@ -3,6 +3,18 @@
 from portal.models.api_key import ADMIN_SCOPE, API_SCOPES, ApiKey, OperatorToken
 from portal.models.audit import AuditEvent
 from portal.models.base import utcnow
+from portal.models.billing import (
+    BILLABLE_STATUSES,
+    CANCELLATION_REASONS,
+    INVOICE_STATUSES,
+    BillingRun,
+    Invoice,
+    InvoiceCounter,
+    InvoiceLine,
+    Plan,
+    PlanVersion,
+    Subscription,
+)
 from portal.models.credential import CREDENTIAL_TYPES, PROVIDERS, Credential
 from portal.models.email import EmailMessage
 from portal.models.invitation import Invitation
@@ -14,17 +26,27 @@ __all__ = [
     "API_SCOPES",
     "ApiKey",
     "AuditEvent",
+    "BILLABLE_STATUSES",
+    "BillingRun",
+    "CANCELLATION_REASONS",
     "CREDENTIAL_TYPES",
     "Credential",
     "EmailMessage",
     "INVITABLE_ROLES",
+    "INVOICE_STATUSES",
+    "Invoice",
+    "InvoiceCounter",
+    "InvoiceLine",
     "Invitation",
     "Membership",
     "OperatorToken",
     "PasswordReset",
+    "Plan",
+    "PlanVersion",
     "PROVIDERS",
     "ROLES",
     "SUSPENSION_REASONS",
+    "Subscription",
     "Tenant",
     "User",
     "UserSession",

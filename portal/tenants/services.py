@@ -1,11 +1,13 @@
 """Tenant lifecycle: create, edit profile, suspend, activate, cancel."""
 
 import re
+from datetime import datetime
 
 from sqlalchemy import func, select
 
 from portal import audit
 from portal.access import Actor
+from portal.billing import plans, subscriptions
 from portal.errors import Conflict, ValidationFailed
 from portal.extensions import db
 from portal.models import SUSPENSION_REASONS, Membership, Tenant, User, utcnow
@@ -44,9 +46,11 @@ def tenant_id_taken(tenant_id: str) -> bool:
 
 
 def create_tenant(
-    actor: Actor, tenant_id: str, company_name: str, contact_email: str, subscription_plan: str = "starter"
+    actor: Actor, tenant_id: str, company_name: str, contact_email: str, subscription_plan: str = "starter",
+    subscribed_at: datetime | None = None,
 ) -> Tenant:
     validate_tenant_id(tenant_id)
+    plans.current_version(subscription_plan)  # an unknown plan is refused before anything is created
     if tenant_id_taken(tenant_id):
         raise Conflict(f"Tenant {tenant_id} already exists.", field="tenant_id")
     tenant = Tenant(
@@ -59,6 +63,7 @@ def create_tenant(
     db.session.add(tenant)
     db.session.flush()
     audit.record(actor, "tenant.created", tenant, "tenant", tenant_id, company_name=tenant.company_name)
+    subscriptions.start(actor, tenant, subscription_plan, at=subscribed_at)
     return tenant
 
 
@@ -127,6 +132,9 @@ def cancel(actor: Actor, tenant: Tenant) -> Tenant:
     tenant.status = "cancelled"
     tenant.cancelled_at = utcnow()
     audit.record(actor, "tenant.cancelled", tenant, "tenant", tenant.tenant_id)
+    subscription = subscriptions.subscription_of(tenant)
+    if subscription is not None and subscription.is_live:
+        subscriptions.cancel(actor, subscription, at_period_end=False, reason="account_deleted")
     from portal.auth.services import end_all_sessions
 
     for membership in tenant.memberships:

@@ -1,0 +1,39 @@
+"""Billing jobs: one billing run, and the worker's periodic tick that starts them."""
+
+from datetime import timedelta
+
+from flask import current_app
+
+from portal.extensions import db
+from portal.models import BillingRun
+from portal.tasks import commit, get_queue
+
+TICK_JOB_ID = "billing-run-tick"
+
+
+def execute_billing_run(run_id: str) -> None:
+    from portal.billing.runs import execute
+
+    run = db.session.get(BillingRun, run_id)
+    if run is None or run.finished:
+        return  # already done: a redelivered job changes nothing
+    execute(run)
+
+
+def billing_tick() -> None:
+    """Start a run as of now, then schedule the next tick. The fixed job id means one pending
+    tick however many workers are running."""
+    from portal.billing.runs import create_run, execute
+
+    interval = current_app.config["BILLING_RUN_INTERVAL_SECONDS"]
+    if interval <= 0:
+        return
+    schedule_tick(interval)
+    run = create_run("scheduler")
+    commit()
+    execute(run)
+
+
+def schedule_tick(delay_seconds: int) -> None:
+    get_queue().enqueue_in(timedelta(seconds=delay_seconds), billing_tick, job_id=TICK_JOB_ID,
+                           job_timeout=3600)

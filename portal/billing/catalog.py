@@ -1,0 +1,122 @@
+"""The plan catalog: the operator's file (``catalog.toml``) and the schema it must follow."""
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from portal.billing.pricing import FeatureSpec
+
+DEFAULT_CATALOG_PATH = Path(__file__).with_name("catalog.toml")
+
+
+class CatalogError(ValueError):
+    """The catalog file cannot be read or does not follow the schema; says where and why."""
+
+
+class Quotas(BaseModel):
+    """Seed 000's quota names, shown to tenants and enforced by the platform."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    monthly_pipeline_quota: int = Field(ge=0)
+    concurrent_pipeline_quota: int = Field(ge=0)
+    storage_quota_gb: int = Field(ge=0)
+
+
+class RateLimits(BaseModel):
+    """API requests a tenant's keys may make (seed 000, per plan)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    per_minute: int = Field(ge=1)
+    per_hour: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _hour_covers_minute(self):
+        if self.per_hour < self.per_minute:
+            raise ValueError(f"per_hour ({self.per_hour}) is below per_minute ({self.per_minute})")
+        return self
+
+
+class PlanSpec(BaseModel):
+    """One plan as the catalog file describes it; prices in minor units of ``currency``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: str = Field(pattern=r"^[a-z][a-z0-9_-]{1,63}$")
+    name: str = Field(min_length=1, max_length=100)
+    description: str = ""
+    price: int = Field(ge=0)
+    currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
+    interval: Literal["month", "year"] = "month"
+    trial_days: int = Field(default=0, ge=0, le=365)
+    quotas: Quotas
+    rate_limits: RateLimits
+    features: list[FeatureSpec] = Field(default_factory=list)
+    sort_order: int = 0
+    public: bool = True
+
+    @field_validator("currency", mode="before")
+    @classmethod
+    def _upper_currency(cls, value):
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("features")
+    @classmethod
+    def _unique_feature_keys(cls, features: list[FeatureSpec]) -> list[FeatureSpec]:
+        if duplicates := _duplicates(feature.key for feature in features):
+            raise ValueError(f"feature keys must be unique within a plan; repeated: {', '.join(duplicates)}")
+        return features
+
+
+class CatalogFile(BaseModel):
+    """The whole catalog file: ``[[plans]]`` tables."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    plans: list[PlanSpec] = Field(min_length=1)
+
+    @field_validator("plans")
+    @classmethod
+    def _unique_plan_keys(cls, plans: list[PlanSpec]) -> list[PlanSpec]:
+        if duplicates := _duplicates(plan.key for plan in plans):
+            raise ValueError(f"plan keys must be unique; repeated: {', '.join(duplicates)}")
+        return plans
+
+
+def _duplicates(keys) -> list[str]:
+    seen, repeated = set(), []
+    for key in keys:
+        if key in seen and key not in repeated:
+            repeated.append(key)
+        seen.add(key)
+    return repeated
+
+
+def _field_path(loc: tuple) -> str:
+    """("plans", 1, "features", 0, "unit_price") -> "plans[1].features[0].unit_price"."""
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}" if path else str(part)
+    return path or "(file)"
+
+
+def load_catalog(path: Path | str = DEFAULT_CATALOG_PATH) -> CatalogFile:
+    """Read and validate a catalog file; any problem is a CatalogError naming the file and field."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise CatalogError(f"{path}: cannot read the catalog: {error.strerror or error}") from error
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise CatalogError(f"{path}: invalid TOML: {error}") from error
+    try:
+        return CatalogFile.model_validate(data)
+    except ValidationError as error:
+        problems = "\n".join(
+            f"  {_field_path(problem['loc'])}: {problem['msg'].removeprefix('Value error, ')}"
+            for problem in error.errors(include_url=False)
+        )
+        raise CatalogError(f"{path}: {error.error_count()} problem(s) in the catalog:\n{problems}") from error

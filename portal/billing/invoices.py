@@ -1,0 +1,171 @@
+"""Issuing invoices (gap-free numbers, exact totals) and what happens to them afterwards."""
+
+import csv
+import io
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from flask import current_app
+from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from portal import audit
+from portal.access import Actor
+from portal.billing.money import format_money
+from portal.errors import Conflict, ValidationFailed
+from portal.extensions import db
+from portal.models import INVOICE_STATUSES, Invoice, InvoiceCounter, InvoiceLine, Subscription, Tenant
+
+PAYMENT_REFERENCE_MAX = 200
+
+
+@dataclass(frozen=True)
+class Line:
+    """An invoice line before it is stored; ``amount`` is already rounded to minor units."""
+
+    type: str
+    description: str
+    amount: int
+    quantity: Decimal = Decimal(1)
+    unit_amount: Decimal | None = None
+    period_start: datetime | None = None
+    period_end: datetime | None = None
+
+
+def next_number(year: int) -> str:
+    """``INV-YYYY-NNNNNN``, taken inside the caller's transaction: the counter row stays locked
+    until it commits, and a rollback hands the number back, so numbers never skip."""
+    bump = (
+        update(InvoiceCounter)
+        .where(InvoiceCounter.year == year)
+        .values(last_number=InvoiceCounter.last_number + 1)
+        .returning(InvoiceCounter.last_number)
+    )
+    number = db.session.execute(bump).scalar()
+    if number is None:
+        try:
+            with db.session.begin_nested():
+                db.session.execute(insert(InvoiceCounter).values(year=year, last_number=1))
+            number = 1
+        except IntegrityError:  # another transaction started the year first
+            number = db.session.execute(bump).scalar()
+    return f"INV-{year}-{number:06d}"
+
+
+BILLING = Actor(user=None, label="billing run")
+
+
+def issue(subscription: Subscription, kind: str, period_start: datetime, period_end: datetime,
+          lines: list[Line], at: datetime, actor: Actor = BILLING) -> Invoice:
+    """Create an open invoice (paid at once when nothing is due). The unique constraint on
+    (subscription, kind, period_start) makes a second attempt for the same period fail."""
+    tenant = subscription.tenant
+    subtotal = sum(line.amount for line in lines)
+    if subtotal < 0:
+        raise ValidationFailed("An invoice cannot total less than zero.")
+    invoice = Invoice(
+        number=next_number(at.year),
+        tenant_id=tenant.tenant_id,
+        subscription_id=subscription.id,
+        kind=kind,
+        period_start=period_start,
+        period_end=period_end,
+        currency=subscription.plan_version.currency,
+        subtotal=subtotal,
+        credits_applied=0,
+        total=subtotal,
+        status="open" if subtotal > 0 else "paid",
+        issued_at=at,
+        paid_at=at if subtotal == 0 else None,
+        due_at=at + timedelta(days=current_app.config["INVOICE_DUE_DAYS"]),
+        billing_name=tenant.company_name,
+        billing_email=tenant.contact_email,
+        plan_name=subscription.plan_version.name,
+        lines=[
+            InvoiceLine(
+                position=position, type=line.type, description=line.description[:300],
+                quantity=line.quantity, unit_amount=line.unit_amount if line.unit_amount is not None else line.amount,
+                amount=line.amount, period_start=line.period_start, period_end=line.period_end,
+            )
+            for position, line in enumerate(lines)
+        ],
+    )
+    db.session.add(invoice)
+    db.session.flush()
+    audit.record(actor, "invoice.issued", tenant, "invoice", invoice.id,
+                 number=invoice.number, total=invoice.total, currency=invoice.currency)
+    return invoice
+
+
+def for_tenant(tenant: Tenant, status: str | None = None):
+    """The statement listing a tenant's invoices, newest first (callers paginate it)."""
+    statement = select(Invoice).where(Invoice.tenant_id == tenant.tenant_id)
+    if status:
+        if status not in INVOICE_STATUSES:
+            raise ValidationFailed(f"Unknown status {status!r}; use one of {', '.join(INVOICE_STATUSES)}.",
+                                   field="status")
+        statement = statement.where(Invoice.status == status)
+    return statement.order_by(Invoice.issued_at.desc(), Invoice.number.desc())
+
+
+def get_for_tenant(tenant: Tenant, invoice_id: str) -> Invoice | None:
+    invoice = db.session.get(Invoice, invoice_id)
+    return invoice if invoice is not None and invoice.tenant_id == tenant.tenant_id else None
+
+
+def mark_paid(actor: Actor, invoice: Invoice, reference: str, at: datetime) -> Invoice:
+    """The operator records a payment made outside Stripe (a bank transfer, say)."""
+    reference = (reference or "").strip()
+    if not reference or len(reference) > PAYMENT_REFERENCE_MAX:
+        raise ValidationFailed(f"Give the payment reference (1 to {PAYMENT_REFERENCE_MAX} characters), "
+                               "e.g. the bank transfer id.", field="reference")
+    if invoice.status == "paid":
+        raise Conflict(f"Invoice {invoice.number} is already paid.")
+    if invoice.status != "open":
+        raise Conflict(f"Invoice {invoice.number} is {invoice.status}; only open invoices can be marked paid.")
+    invoice.status = "paid"
+    invoice.amount_paid = invoice.total
+    invoice.paid_at = at
+    invoice.payment_reference = reference
+    audit.record(actor, "invoice.marked_paid", invoice.tenant, "invoice", invoice.id,
+                 number=invoice.number, reference=reference)
+    return invoice
+
+
+def void(actor: Actor, invoice: Invoice, reason: str, at: datetime) -> Invoice:
+    reason = (reason or "").strip()
+    if not reason or len(reason) > 500:
+        raise ValidationFailed("Say why the invoice is voided (1 to 500 characters).", field="reason")
+    if invoice.status not in ("open", "draft", "uncollectible"):
+        raise Conflict(f"Invoice {invoice.number} is {invoice.status} and cannot be voided.")
+    invoice.status = "void"
+    invoice.voided_at = at
+    invoice.void_reason = reason
+    audit.record(actor, "invoice.voided", invoice.tenant, "invoice", invoice.id, number=invoice.number,
+                 reason=reason)
+    return invoice
+
+
+CSV_COLUMNS = ("number", "issued", "period_start", "period_end", "status", "currency", "subtotal", "credits",
+               "total", "paid", "due")
+
+
+def to_csv(invoices: list[Invoice]) -> str:
+    """Amounts in major units with two decimals, which is what a spreadsheet user expects."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(CSV_COLUMNS)
+    for invoice in invoices:
+        writer.writerow([
+            invoice.number, invoice.issued_at.date().isoformat(), invoice.period_start.isoformat(),
+            invoice.period_end.isoformat(), invoice.status, invoice.currency,
+            *(f"{Decimal(amount) / 100:.2f}" for amount in (invoice.subtotal, invoice.credits_applied,
+                                                            invoice.total, invoice.amount_paid)),
+            invoice.due_at.date().isoformat(),
+        ])
+    return buffer.getvalue()
+
+
+def describe_total(invoice: Invoice) -> str:
+    return format_money(invoice.total, invoice.currency)

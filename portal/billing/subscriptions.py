@@ -1,0 +1,352 @@
+"""A tenant's subscription: start, change plan (with exact proration), cancel, resume, and the
+one step the billing run takes for it (DESIGN §6).
+
+Every function takes the instant it acts at (``at``), so tests and ``billing run --at`` can
+travel in time; instants are truncated to whole seconds because proration is by the second.
+"""
+
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+
+from sqlalchemy import select
+
+from portal import audit
+from portal.access import Actor
+from portal.billing import plans
+from portal.billing.invoices import BILLING, Line, issue
+from portal.billing.money import format_money, round_half_up
+from portal.billing.periods import add_interval, period_bounds, remaining_fraction
+from portal.errors import Conflict, ValidationFailed
+from portal.extensions import db
+from portal.models import CANCELLATION_REASONS, Invoice, PlanVersion, Subscription, Tenant, utcnow
+
+
+def to_second(at: datetime | None) -> datetime:
+    at = at or utcnow()
+    if at.tzinfo is None:
+        raise ValueError("naive datetime")
+    return at.astimezone(UTC).replace(microsecond=0)
+
+
+def subscription_of(tenant: Tenant) -> Subscription | None:
+    return db.session.execute(
+        select(Subscription).where(Subscription.tenant_id == tenant.tenant_id)
+    ).scalar_one_or_none()
+
+
+def _span(start: datetime, end: datetime) -> str:
+    return f"{start:%b %-d, %Y} – {end:%b %-d, %Y}"
+
+
+def _plan_line(version: PlanVersion, start: datetime, end: datetime) -> Line:
+    return Line(type="plan", description=f"{version.name} plan ({version.interval}ly), {_span(start, end)}",
+                amount=version.price, unit_amount=version.price, period_start=start, period_end=end)
+
+
+def usage_lines(subscription: Subscription, start: datetime, end: datetime) -> list[Line]:
+    """Usage of a closed period, billed in arrears. Metering (a later issue) fills this in;
+    until then no feature has recorded usage, so there is nothing to bill."""
+    return []
+
+
+def _issue_period_invoice(subscription: Subscription, start: datetime, end: datetime, at: datetime,
+                          extra: list[Line] = (), actor: Actor = BILLING) -> Invoice:
+    lines = [_plan_line(subscription.plan_version, start, end), *extra]
+    return issue(subscription, "period", start, end, lines, at, actor)
+
+
+def _set_plan(subscription: Subscription, version: PlanVersion) -> None:
+    subscription.plan_version = version
+    subscription.plan_version_id = version.id
+    # The tenant row carries the plan key too: rate limits and seed 000's tenant body read it.
+    subscription.tenant.subscription_plan = version.key
+
+
+def start(actor: Actor, tenant: Tenant, plan_key: str, at: datetime | None = None) -> Subscription:
+    """Sign-up and onboarding: a trial when the plan has trial days, else the first period
+    invoiced in advance at once."""
+    at = to_second(at)
+    version = plans.current_version(plan_key)
+    subscription = subscription_of(tenant)
+    if subscription is not None and subscription.status != "canceled":
+        raise Conflict(f"{tenant.tenant_id} already has a subscription.")
+    if subscription is None:
+        subscription = Subscription(tenant=tenant, tenant_id=tenant.tenant_id, created_at=at)
+    else:
+        # Subscribing again after an ended subscription: the same row starts afresh (its old
+        # invoices keep pointing at it).
+        subscription.trial_end = subscription.ended_at = subscription.cancel_requested_at = None
+        subscription.cancel_reason = subscription.cancel_feedback = None
+        subscription.cancel_at_period_end = False
+    _set_plan(subscription, version)
+    if version.trial_days:
+        trial_end = at + timedelta(days=version.trial_days)
+        subscription.status, subscription.trial_end = "trialing", trial_end
+        subscription.billing_anchor, subscription.period_index = trial_end, -1
+        subscription.current_period_start, subscription.current_period_end = at, trial_end
+    else:
+        subscription.status, subscription.billing_anchor, subscription.period_index = "active", at, 0
+        subscription.current_period_start, subscription.current_period_end = period_bounds(at, version.interval, 0)
+    db.session.add(subscription)
+    db.session.flush()
+    if subscription.status == "active":
+        _issue_period_invoice(subscription, subscription.current_period_start, subscription.current_period_end, at,
+                              actor=actor)
+    audit.record(actor, "subscription.started", tenant, "subscription", subscription.id, plan=version.key,
+                 status=subscription.status)
+    return subscription
+
+
+@dataclass
+class ChangePreview:
+    """What a plan change will do, shown to the user before they confirm it."""
+
+    old: PlanVersion
+    new: PlanVersion
+    direction: str  # "upgrade" | "downgrade"
+    effective_at: datetime
+    immediate: bool
+    prorate: bool
+    lines: list[Line] = field(default_factory=list)
+
+    @property
+    def credit(self) -> int:
+        return -sum(line.amount for line in self.lines if line.amount < 0)
+
+    @property
+    def charge(self) -> int:
+        return sum(line.amount for line in self.lines if line.amount > 0)
+
+    @property
+    def total(self) -> int:
+        return sum(line.amount for line in self.lines)
+
+    def money(self, cents: int) -> str:
+        return format_money(cents, self.new.currency)
+
+
+def _require_live(subscription: Subscription | None) -> Subscription:
+    if subscription is None:
+        raise ValidationFailed("This account has no subscription.")
+    if not subscription.is_live:
+        raise Conflict(f"The subscription is {subscription.status}; it cannot be changed.")
+    return subscription
+
+
+def _effective_instant(effective_date: date | datetime | None, at: datetime) -> datetime:
+    if effective_date is None:
+        return at
+    if isinstance(effective_date, datetime):
+        instant = to_second(effective_date)
+    else:
+        instant = datetime.combine(effective_date, time(0, 0), tzinfo=UTC)
+    if instant < at - timedelta(days=1):
+        raise ValidationFailed("effective_date is in the past; leave it out to change the plan now.",
+                               field="effective_date")
+    return max(instant, at)
+
+
+def _proration_lines(subscription: Subscription, new: PlanVersion, at: datetime, prorate: bool) -> list[Line]:
+    """Unused time of the old price credited, remaining time of the new price charged, each by
+    the second and rounded once. A change of interval starts a new period at ``at`` instead."""
+    old = subscription.plan_version
+    start, end = subscription.current_period_start, subscription.current_period_end
+    fraction = remaining_fraction(start, end, at)
+    credit = round_half_up(old.price * fraction) if prorate and subscription.status != "trialing" else 0
+    lines = []
+    if credit:
+        lines.append(Line(type="proration", description=f"Unused time on {old.name}, {_span(at, end)}",
+                          amount=-credit, unit_amount=-credit, period_start=at, period_end=end))
+    if new.interval != old.interval:
+        new_end = add_interval(at, new.interval, 1)
+        lines.insert(0, _plan_line(new, at, new_end))
+    elif prorate:
+        charge = round_half_up(new.price * fraction)
+        if charge:
+            lines.append(Line(type="proration", description=f"Remaining time on {new.name}, {_span(at, end)}",
+                              amount=charge, unit_amount=charge, period_start=at, period_end=end))
+    return lines
+
+
+def preview_change(subscription: Subscription | None, plan_key: str, at: datetime | None = None,
+                   prorate: bool = True, effective_date: date | datetime | None = None) -> ChangePreview:
+    at = to_second(at)
+    subscription = _require_live(subscription)
+    new = plans.current_version(plan_key)
+    old = subscription.plan_version
+    if new.plan_id == old.plan_id:
+        raise ValidationFailed(f"You are already on the {old.name} plan.", field="plan")
+    if new.currency != old.currency:
+        raise ValidationFailed("Plans in another currency cannot be switched to; contact support.", field="plan")
+    direction = "upgrade" if new.monthly_price >= old.monthly_price else "downgrade"
+    effective_at = _effective_instant(effective_date, at)
+    if subscription.status == "trialing":
+        # No money has changed hands during a trial: any change applies at once, free, unless
+        # an upgrade is dated (seed 000's effective_date), which the billing run then honours.
+        if direction == "upgrade" and effective_at > at:
+            return ChangePreview(old, new, direction, effective_at, False, prorate)
+        return ChangePreview(old, new, direction, at, True, prorate)
+    if direction == "downgrade":
+        return ChangePreview(old, new, direction, subscription.current_period_end, False, prorate)
+    if effective_at > at:
+        return ChangePreview(old, new, direction, effective_at, False, prorate)
+    if new.interval == old.interval and not prorate:
+        return ChangePreview(old, new, direction, at, True, prorate)
+    return ChangePreview(old, new, direction, at, True, prorate, _proration_lines(subscription, new, at, prorate))
+
+
+def _apply_now(subscription: Subscription, new: PlanVersion, at: datetime, prorate: bool,
+               actor: Actor = BILLING) -> Invoice | None:
+    old = subscription.plan_version
+    lines = _proration_lines(subscription, new, at, prorate) if subscription.status != "trialing" else []
+    _set_plan(subscription, new)
+    subscription.scheduled_plan_version_id = None
+    subscription.scheduled_change_at = None
+    if subscription.status == "trialing":
+        return None
+    if new.interval != old.interval:
+        # A new interval starts a new billing cycle today, anchored here.
+        subscription.billing_anchor, subscription.period_index = at, 0
+        subscription.current_period_start, subscription.current_period_end = period_bounds(at, new.interval, 0)
+        return issue(subscription, "period", at, subscription.current_period_end, lines, at, actor)
+    if not lines:
+        return None
+    return issue(subscription, "proration", at, subscription.current_period_end, lines, at, actor)
+
+
+def change_plan(actor: Actor, subscription: Subscription | None, plan_key: str, at: datetime | None = None,
+                prorate: bool = True, effective_date: date | datetime | None = None
+                ) -> tuple[ChangePreview, Invoice | None]:
+    """Upgrade at once (or on ``effective_date``), downgrade at the period's end."""
+    at = to_second(at)
+    preview = preview_change(subscription, plan_key, at, prorate, effective_date)
+    invoice = None
+    if preview.immediate:
+        invoice = _apply_now(subscription, preview.new, at, prorate, actor)
+    else:
+        subscription.scheduled_plan_version_id = preview.new.id
+        subscription.scheduled_plan_version = preview.new
+        subscription.scheduled_change_at = preview.effective_at
+        subscription.scheduled_change_prorate = prorate
+    # A plan change (immediate or scheduled) replaces a pending cancellation: the user has decided to stay.
+    subscription.cancel_at_period_end = False
+    audit.record(actor, f"subscription.{preview.direction}{'' if preview.immediate else '_scheduled'}",
+                 subscription.tenant, "subscription", subscription.id, old_plan=preview.old.key,
+                 new_plan=preview.new.key, effective_at=preview.effective_at.isoformat(),
+                 invoice=invoice.number if invoice else None)
+    return preview, invoice
+
+
+def cancel_scheduled_change(actor: Actor, subscription: Subscription | None) -> Subscription:
+    subscription = _require_live(subscription)
+    if subscription.scheduled_plan_version_id is None:
+        raise Conflict("There is no scheduled plan change to cancel.")
+    plan = subscription.scheduled_plan_version.key
+    subscription.scheduled_plan_version_id = None
+    subscription.scheduled_plan_version = None
+    subscription.scheduled_change_at = None
+    audit.record(actor, "subscription.scheduled_change_cancelled", subscription.tenant, "subscription",
+                 subscription.id, plan=plan)
+    return subscription
+
+
+def cancel(actor: Actor, subscription: Subscription | None, at_period_end: bool = True, reason: str | None = None,
+           feedback: str = "", at: datetime | None = None) -> Subscription:
+    at = to_second(at)
+    subscription = _require_live(subscription)
+    reason = (reason or "").strip() or None
+    if reason is not None and len(reason) > 40:
+        known = ", ".join(CANCELLATION_REASONS)
+        raise ValidationFailed(f"Keep the cancellation reason under 40 characters, e.g. one of {known}.",
+                               field="reason")
+    feedback = (feedback or "").strip()
+    if len(feedback) > 2000:
+        raise ValidationFailed("Keep the feedback under 2,000 characters.", field="feedback")
+    if at_period_end and subscription.cancel_at_period_end:
+        raise Conflict("The subscription is already set to end at the end of this period.")
+    subscription.cancel_requested_at = at
+    subscription.cancel_reason, subscription.cancel_feedback = reason, feedback or None
+    subscription.scheduled_plan_version_id = None
+    subscription.scheduled_change_at = None
+    if at_period_end:
+        subscription.cancel_at_period_end = True
+    else:
+        subscription.status, subscription.ended_at = "canceled", at
+        subscription.cancel_at_period_end = False
+    audit.record(actor, "subscription.cancel_scheduled" if at_period_end else "subscription.canceled",
+                 subscription.tenant, "subscription", subscription.id, reason=reason)
+    return subscription
+
+
+def resume(actor: Actor, subscription: Subscription | None, at: datetime | None = None) -> Subscription:
+    at = to_second(at)
+    if subscription is not None and subscription.status == "canceled":
+        raise Conflict("The subscription has already ended; choose a plan to subscribe again.")
+    subscription = _require_live(subscription)
+    if not subscription.cancel_at_period_end:
+        raise Conflict("The subscription is not set to cancel, so there is nothing to resume.")
+    if at >= subscription.current_period_end:
+        raise Conflict("The period has already ended; choose a plan to subscribe again.")
+    subscription.cancel_at_period_end = False
+    subscription.cancel_requested_at = None
+    audit.record(actor, "subscription.resumed", subscription.tenant, "subscription", subscription.id)
+    return subscription
+
+
+def renew(subscription: Subscription, at: datetime) -> list[Invoice]:
+    """The billing run's step for one subscription, as of ``at``: every boundary that has
+    passed is settled in order (a run that was down for months catches up)."""
+    at = to_second(at)
+    issued: list[Invoice] = []
+    system = BILLING
+    while subscription.is_live:
+        boundary = subscription.current_period_end
+        change_at = subscription.scheduled_change_at
+        if change_at is not None and change_at < boundary and change_at <= at:
+            # An upgrade dated inside the period (seed 000's effective_date).
+            new = subscription.scheduled_plan_version
+            invoice = _apply_now(subscription, new, change_at, subscription.scheduled_change_prorate)
+            issued += [invoice] if invoice else []
+            audit.record(system, "subscription.upgraded", subscription.tenant, "subscription", subscription.id,
+                         new_plan=new.key)
+            continue
+        if boundary > at:
+            break
+        closed_start, old_version = subscription.current_period_start, subscription.plan_version
+        arrears = usage_lines(subscription, closed_start, boundary)
+        if subscription.cancel_at_period_end:
+            subscription.status, subscription.ended_at = "canceled", boundary
+            subscription.cancel_at_period_end = False
+            if arrears:
+                issued.append(issue(subscription, "period", boundary, boundary, arrears, boundary))
+            audit.record(system, "subscription.canceled", subscription.tenant, "subscription", subscription.id,
+                         plan=old_version.key)
+            break
+        if subscription.scheduled_plan_version_id is not None and (change_at is None or change_at <= boundary):
+            _set_plan(subscription, subscription.scheduled_plan_version)
+            subscription.scheduled_plan_version_id = None
+            subscription.scheduled_plan_version = None
+            subscription.scheduled_change_at = None
+            audit.record(system, "subscription.downgraded", subscription.tenant, "subscription", subscription.id,
+                         old_plan=old_version.key, new_plan=subscription.plan_version.key)
+        if subscription.plan_version.interval != old_version.interval:
+            # Monthly to yearly or back: the new cycle is anchored at this boundary.
+            subscription.billing_anchor, subscription.period_index = boundary, -1
+        if subscription.status == "trialing":
+            subscription.status = "active"
+        version = subscription.plan_version
+        subscription.period_index += 1
+        start, end = period_bounds(subscription.billing_anchor, version.interval, subscription.period_index)
+        subscription.current_period_start, subscription.current_period_end = start, end
+        issued.append(_issue_period_invoice(subscription, start, end, boundary, arrears))
+    return issued
+
+
+def next_invoice_estimate(subscription: Subscription) -> tuple[datetime, int, str] | None:
+    """(date, amount, plan name) of the next renewal invoice, or None when none will come."""
+    if not subscription.is_live or subscription.cancel_at_period_end:
+        return None
+    version = subscription.scheduled_plan_version or subscription.plan_version
+    if subscription.scheduled_change_at and subscription.scheduled_change_at < subscription.current_period_end:
+        version = subscription.plan_version
+    return subscription.current_period_end, version.price, version.name

@@ -1,0 +1,237 @@
+"""Plans and their versions, subscriptions, invoices and billing runs.
+
+Every money column is an integer in the currency's minor units (cents). Unit prices that need
+sub-cent precision (usage lines) are ``Numeric`` and only ever multiplied, then rounded once.
+"""
+
+from datetime import datetime
+from decimal import Decimal
+from fractions import Fraction
+
+from sqlalchemy import JSON, Boolean, ForeignKey, Integer, Numeric, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from portal.extensions import db
+from portal.models.base import UTCDateTime, new_id, utcnow
+
+SUBSCRIPTION_STATUSES = ("trialing", "active", "past_due", "unpaid", "paused", "canceled", "incomplete")
+# A subscription in one of these still renews and is billed by the billing run.
+BILLABLE_STATUSES = ("trialing", "active", "past_due")
+INVOICE_STATUSES = ("draft", "open", "paid", "void", "uncollectible")
+LINE_TYPES = ("plan", "proration", "usage", "credit", "adjustment")
+# One invoice per subscription, period and kind (a unique constraint below).
+INVOICE_KINDS = ("period", "proration")
+CANCELLATION_REASONS = {
+    "too_expensive": "Too expensive",
+    "missing_features": "Missing features",
+    "switching_to_competitor": "Switching to a competitor",
+    "unused": "Not using it enough",
+    "technical_issues": "Technical issues",
+    "other": "Other",
+}
+
+
+class Plan(db.Model):
+    """A plan of the operator's catalog; what it costs lives in its versions."""
+
+    __tablename__ = "plans"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("plan"))
+    key: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(100))
+    description: Mapped[str] = mapped_column(Text, default="")
+    sort_order: Mapped[int] = mapped_column(Integer, default=0)
+    public: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    versions: Mapped[list["PlanVersion"]] = relationship(
+        back_populates="plan", order_by="PlanVersion.version", cascade="all, delete-orphan"
+    )
+
+    @property
+    def current_version(self) -> "PlanVersion":
+        return self.versions[-1]
+
+    def __repr__(self) -> str:
+        return f"<Plan {self.key}>"
+
+
+class PlanVersion(db.Model):
+    """What a plan costs and grants from one catalog change to the next. Never edited: a price
+    change is a new version, and subscriptions keep the version they signed up for."""
+
+    __tablename__ = "plan_versions"
+    __table_args__ = (UniqueConstraint("plan_id", "version"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("planv"))
+    plan_id: Mapped[str] = mapped_column(ForeignKey("plans.id"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    price: Mapped[int] = mapped_column(Integer)
+    currency: Mapped[str] = mapped_column(String(3), default="USD")
+    interval: Mapped[str] = mapped_column(String(10), default="month")
+    trial_days: Mapped[int] = mapped_column(Integer, default=0)
+    quotas: Mapped[dict] = mapped_column(JSON, default=dict)
+    rate_limits: Mapped[dict] = mapped_column(JSON, default=dict)
+    features: Mapped[list] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    plan: Mapped[Plan] = relationship(back_populates="versions", lazy="joined")
+
+    @property
+    def key(self) -> str:
+        return self.plan.key
+
+    @property
+    def name(self) -> str:
+        return self.plan.name
+
+    @property
+    def months(self) -> int:
+        return 12 if self.interval == "year" else 1
+
+    @property
+    def monthly_price(self) -> Fraction:
+        """For telling an upgrade from a downgrade across monthly and yearly plans."""
+        return Fraction(self.price, self.months)
+
+    def feature_specs(self) -> list:
+        from portal.billing.pricing import FeatureSpec
+
+        return [FeatureSpec.model_validate(feature) for feature in self.features or []]
+
+    def __repr__(self) -> str:
+        return f"<PlanVersion {self.plan_id} v{self.version} {self.price} {self.currency}/{self.interval}>"
+
+
+class Subscription(db.Model):
+    """A tenant's one current subscription. Periods are counted from ``billing_anchor``
+    (index 0 starts at the anchor; -1 is a trial before it), so month ends never drift."""
+
+    __tablename__ = "subscriptions"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("sub"))
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.tenant_id"), unique=True)
+    plan_version_id: Mapped[str] = mapped_column(ForeignKey("plan_versions.id"), index=True)
+    status: Mapped[str] = mapped_column(String(20), default="active", index=True)
+    billing_anchor: Mapped[datetime] = mapped_column(UTCDateTime)
+    period_index: Mapped[int] = mapped_column(Integer, default=0)
+    current_period_start: Mapped[datetime] = mapped_column(UTCDateTime)
+    current_period_end: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    trial_end: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    cancel_at_period_end: Mapped[bool] = mapped_column(Boolean, default=False)
+    cancel_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    cancel_reason: Mapped[str | None] = mapped_column(String(40))
+    cancel_feedback: Mapped[str | None] = mapped_column(Text)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    scheduled_plan_version_id: Mapped[str | None] = mapped_column(ForeignKey("plan_versions.id"))
+    scheduled_change_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    scheduled_change_prorate: Mapped[bool] = mapped_column(Boolean, default=True)
+    stripe_subscription_id: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    tenant: Mapped["Tenant"] = relationship()  # noqa: F821
+    plan_version: Mapped[PlanVersion] = relationship(foreign_keys=[plan_version_id], lazy="joined")
+    scheduled_plan_version: Mapped[PlanVersion | None] = relationship(foreign_keys=[scheduled_plan_version_id])
+
+    @property
+    def is_live(self) -> bool:
+        return self.status in BILLABLE_STATUSES
+
+    def __repr__(self) -> str:
+        return f"<Subscription {self.id} {self.tenant_id} {self.status}>"
+
+
+class Invoice(db.Model):
+    __tablename__ = "invoices"
+    # A crashed, repeated or concurrent billing run can never bill a period twice.
+    __table_args__ = (UniqueConstraint("subscription_id", "kind", "period_start"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("inv"))
+    number: Mapped[str] = mapped_column(String(20), unique=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.tenant_id"), index=True)
+    subscription_id: Mapped[str] = mapped_column(ForeignKey("subscriptions.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    period_start: Mapped[datetime] = mapped_column(UTCDateTime)
+    period_end: Mapped[datetime] = mapped_column(UTCDateTime)
+    currency: Mapped[str] = mapped_column(String(3))
+    subtotal: Mapped[int] = mapped_column(Integer, default=0)
+    credits_applied: Mapped[int] = mapped_column(Integer, default=0)
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    amount_paid: Mapped[int] = mapped_column(Integer, default=0)
+    amount_refunded: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[str] = mapped_column(String(20), default="open", index=True)
+    issued_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    paid_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    payment_reference: Mapped[str | None] = mapped_column(String(200))
+    voided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    void_reason: Mapped[str | None] = mapped_column(Text)
+    # The buyer as they were when the invoice was issued: an invoice never changes afterwards.
+    billing_name: Mapped[str] = mapped_column(String(200))
+    billing_email: Mapped[str] = mapped_column(String(254))
+    plan_name: Mapped[str] = mapped_column(String(100), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    lines: Mapped[list["InvoiceLine"]] = relationship(
+        back_populates="invoice", order_by="InvoiceLine.position", cascade="all, delete-orphan"
+    )
+    tenant: Mapped["Tenant"] = relationship()  # noqa: F821
+    subscription: Mapped[Subscription] = relationship()
+
+    @property
+    def amount_due(self) -> int:
+        return max(self.total - self.amount_paid, 0) if self.status == "open" else 0
+
+    def __repr__(self) -> str:
+        return f"<Invoice {self.number} {self.status} {self.total} {self.currency}>"
+
+
+class InvoiceLine(db.Model):
+    __tablename__ = "invoice_lines"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("il"))
+    invoice_id: Mapped[str] = mapped_column(ForeignKey("invoices.id"), index=True)
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    type: Mapped[str] = mapped_column(String(20))
+    description: Mapped[str] = mapped_column(String(300))
+    quantity: Mapped[Decimal] = mapped_column(Numeric(20, 6), default=1)
+    unit_amount: Mapped[Decimal] = mapped_column(Numeric(20, 6))
+    amount: Mapped[int] = mapped_column(Integer)
+    period_start: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    period_end: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    invoice: Mapped[Invoice] = relationship(back_populates="lines")
+
+
+class InvoiceCounter(db.Model):
+    """The last invoice number of each year. Taken and bumped inside the invoice's own
+    transaction, so a rolled-back invoice gives its number back: numbers have no gaps."""
+
+    __tablename__ = "invoice_counters"
+
+    year: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    last_number: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class BillingRun(db.Model):
+    __tablename__ = "billing_runs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("run"))
+    as_of: Mapped[datetime] = mapped_column(UTCDateTime)
+    status: Mapped[str] = mapped_column(String(20), default="queued")  # queued|running|completed|failed
+    triggered_by: Mapped[str] = mapped_column(String(254), default="")
+    subscriptions_due: Mapped[int] = mapped_column(Integer, default=0)
+    subscriptions_done: Mapped[int] = mapped_column(Integer, default=0)
+    subscriptions_billed: Mapped[int] = mapped_column(Integer, default=0)
+    invoices_created: Mapped[int] = mapped_column(Integer, default=0)
+    totals: Mapped[dict] = mapped_column(JSON, default=dict)  # currency -> minor units invoiced
+    errors: Mapped[list] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    @property
+    def finished(self) -> bool:
+        return self.status in ("completed", "failed")
