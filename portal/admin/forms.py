@@ -1,8 +1,15 @@
-from flask_wtf import FlaskForm
-from wtforms import BooleanField, SelectField, StringField, TextAreaField
-from wtforms.validators import DataRequired, Length
+from datetime import UTC, timedelta
 
-from portal.models import SUSPENSION_REASONS
+from flask_wtf import FlaskForm
+from wtforms import BooleanField, DateTimeLocalField, SelectField, StringField, TextAreaField
+from wtforms.validators import DataRequired, Length, Optional, ValidationError
+
+from portal.billing.invoices import PAYMENT_REFERENCE_MAX
+from portal.models import SUSPENSION_REASONS, utcnow
+
+# A run far in the future would issue years of invoices at once; more than this is a typo.
+RUN_AHEAD_LIMIT = timedelta(days=366)
+VOID_REASON_MAX = 500
 
 
 class SuspendForm(FlaskForm):
@@ -25,3 +32,37 @@ class OperatorTokenForm(FlaskForm):
 
 class RevokeTokenForm(FlaskForm):
     """CSRF only: the confirmation button is the answer."""
+
+
+class BillingRunForm(FlaskForm):
+    # The console shows every time in UTC, so the datetime-local input is read as UTC too.
+    as_of = DateTimeLocalField(
+        "As of (UTC)",
+        format=["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S"],
+        tz=UTC,
+        invalid_value_message="Enter a date and time such as 2026-01-31T00:00 (UTC), or leave it blank for now.",
+        validators=[Optional()],
+        description="Blank means now. Every subscription whose period ended by then is renewed and invoiced.",
+    )
+
+    def validate_as_of(self, field):
+        if field.data is not None and field.data > utcnow() + RUN_AHEAD_LIMIT:
+            raise ValidationError("Choose a date at most a year from now: a later one would invoice years ahead.")
+
+
+class MarkPaidForm(FlaskForm):
+    reference = StringField(
+        "Payment reference",
+        validators=[DataRequired("Give the payment reference, e.g. the bank transfer id."),
+                    Length(max=PAYMENT_REFERENCE_MAX, message=f"Use at most {PAYMENT_REFERENCE_MAX} characters.")],
+        description="The bank transfer id or whatever identifies the payment.",
+    )
+
+
+class VoidInvoiceForm(FlaskForm):
+    reason = TextAreaField(
+        "Reason",
+        validators=[DataRequired("Say why the invoice is voided."),
+                    Length(max=VOID_REASON_MAX, message=f"Use at most {VOID_REASON_MAX} characters.")],
+        description="Kept with the invoice and in the tenant's activity log.",
+    )

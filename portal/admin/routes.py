@@ -1,23 +1,62 @@
+from decimal import Decimal
+
 from flask import Blueprint, abort, flash, make_response, request
 from sqlalchemy import func, or_, select
 
 from portal.access import current_actor, operator_required
-from portal.admin.forms import ActivateForm, OperatorTokenForm, SuspendForm
+from portal.admin.forms import (
+    ActivateForm,
+    BillingRunForm,
+    MarkPaidForm,
+    OperatorTokenForm,
+    SuspendForm,
+    VoidInvoiceForm,
+)
 from portal.api_keys import services as api_key_services
+from portal.billing import invoices as billing_invoices
+from portal.billing import plans as billing_plans
+from portal.billing import runs as billing_runs
+from portal.billing.money import format_amount, format_money
+from portal.billing.subscriptions import subscription_of
 from portal.errors import ServiceError
 from portal.extensions import db
 from portal.forms import apply_service_error
-from portal.models import AuditEvent, EmailMessage, Membership, OperatorToken, Tenant
+from portal.models import (
+    AuditEvent,
+    BillingRun,
+    EmailMessage,
+    Invoice,
+    Membership,
+    OperatorToken,
+    Subscription,
+    Tenant,
+    utcnow,
+)
 from portal.models.tenant import TENANT_STATUSES
 from portal.tasks import commit, rollback
 from portal.team.services import members as tenant_members
 from portal.tenants import services as tenant_services
-from portal.web import act, form_errors_status, redirect_to, render
+from portal.web import act, form_errors_status, redirect_to, render, wants_fragment
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
 # Rendered email HTML is untrusted-ish content: show it with scripts and forms disabled.
 EMAIL_PREVIEW_CSP = "sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+
+
+# htmx stops polling an element whose response has this status (the finished run's block).
+HTMX_STOP_POLLING = 286
+TENANT_INVOICES_SHOWN = 20
+
+
+def _quantity(value) -> str:
+    """1.000000 -> "1", 2.500000 -> "2.5": invoice quantities without storage padding."""
+    return format(Decimal(value).normalize(), "f")
+
+
+@bp.context_processor
+def money_helpers():
+    return {"money": format_money, "amount": format_amount, "quantity": _quantity}
 
 
 def _page_number() -> int:
@@ -89,12 +128,18 @@ def _detail_page(tenant: Tenant, suspend_form: SuspendForm | None = None, status
         .order_by(AuditEvent.created_at.desc(), AuditEvent.id.desc())
         .limit(20)
     ).scalars().all()
+    invoices = db.session.execute(
+        billing_invoices.for_tenant(tenant).limit(TENANT_INVOICES_SHOWN)
+    ).scalars().all()
     return render(
         "admin/tenant_detail.html",
         status=status,
         tenant=tenant,
         members=tenant_members(tenant),
         events=events,
+        subscription=subscription_of(tenant),
+        invoices=invoices,
+        invoices_shown=TENANT_INVOICES_SHOWN,
         suspend_form=suspend_form or SuspendForm(formdata=None),
         activate_form=ActivateForm(formdata=None),
     )
@@ -206,3 +251,124 @@ def revoke_token(token_id: str):
         return f"The token “{token.name}” ({token.prefix}…) was revoked."
 
     return act(revoke, "admin.tokens")
+
+
+@bp.get("/plans")
+@operator_required
+def plans():
+    """The plan catalog with every version and how many live subscriptions each one has."""
+    return render("admin/plans.html", plans=billing_plans.list_plans(), counts=billing_plans.subscriber_counts())
+
+
+@bp.get("/billing")
+@operator_required
+def billing():
+    """Start a billing run by hand and see the recent ones."""
+    return _billing_page()
+
+
+def _billing_page(form: BillingRunForm | None = None, status: int = 200):
+    return render(
+        "admin/billing.html",
+        status=status,
+        form=form or BillingRunForm(formdata=None),
+        runs=billing_runs.recent_runs(),
+    )
+
+
+@bp.post("/billing/runs")
+@operator_required
+def run_billing():
+    """Queue a billing run as of now or of the given instant (UTC), then show its progress."""
+    form = BillingRunForm()
+    if not form.validate_on_submit():
+        return _billing_page(form=form, status=form_errors_status())
+    try:
+        run = billing_runs.request_run(triggered_by=current_actor().name, at=form.as_of.data)
+        run_id = run.id
+        commit()  # in the embedded mode the run executes right here, inline
+    except ServiceError as error:
+        rollback()
+        flash(error.message, "error")
+        return redirect_to("admin.billing")
+    flash("Billing run started.", "success")
+    return redirect_to("admin.billing_run", run_id=run_id)
+
+
+@bp.get("/billing/runs/<run_id>")
+@operator_required
+def billing_run(run_id: str):
+    """One run's progress; htmx polls the progress block until the run has finished."""
+    # A worker in another process moves the run on: read its row afresh on every poll.
+    run = db.session.get(BillingRun, run_id, populate_existing=True)
+    if run is None:
+        abort(404)
+    failed_ids = [error.get("subscription_id") for error in run.errors or []]
+    tenant_of = dict(db.session.execute(
+        select(Subscription.id, Subscription.tenant_id).where(Subscription.id.in_(failed_ids))
+    ).all()) if failed_ids else {}
+    response = render("admin/billing_run.html", "admin/_run_progress.html", run=run, tenant_of=tenant_of)
+    if run.finished and wants_fragment():
+        response.status_code = HTMX_STOP_POLLING
+    return response
+
+
+def _load_invoice(invoice_id: str) -> Invoice:
+    return db.get_or_404(Invoice, invoice_id)
+
+
+@bp.get("/invoices/<invoice_id>")
+@operator_required
+def invoice(invoice_id: str):
+    """One invoice of any tenant, with the operator's mark-paid and void actions."""
+    return _invoice_page(_load_invoice(invoice_id))
+
+
+def _invoice_page(invoice: Invoice, paid_form: MarkPaidForm | None = None, void_form: VoidInvoiceForm | None = None,
+                  status: int = 200):
+    return render(
+        "admin/invoice.html",
+        status=status,
+        invoice=invoice,
+        paid_form=paid_form or MarkPaidForm(formdata=None),
+        void_form=void_form or VoidInvoiceForm(formdata=None),
+    )
+
+
+def _invoice_action(invoice: Invoice, form_name: str, form, action, success: str):
+    """Validate ``form``, run ``action(form)`` on the invoice, commit; a refusal changes nothing."""
+    if not form.validate_on_submit():
+        return _invoice_page(invoice, status=form_errors_status(), **{form_name: form})
+    try:
+        action(form)
+        commit()
+    except ServiceError as error:
+        rollback()
+        flash(error.message, "error")
+    else:
+        flash(success, "success")
+    return redirect_to("admin.invoice", invoice_id=invoice.id)
+
+
+@bp.post("/invoices/<invoice_id>/mark-paid")
+@operator_required
+def mark_invoice_paid(invoice_id: str):
+    """Record a payment made outside Stripe (a bank transfer)."""
+    invoice = _load_invoice(invoice_id)
+    return _invoice_action(
+        invoice, "paid_form", MarkPaidForm(),
+        lambda form: billing_invoices.mark_paid(current_actor(), invoice, form.reference.data, utcnow()),
+        f"Invoice {invoice.number} is marked paid.",
+    )
+
+
+@bp.post("/invoices/<invoice_id>/void")
+@operator_required
+def void_invoice(invoice_id: str):
+    """Void an invoice that should never have been issued; it no longer counts as due."""
+    invoice = _load_invoice(invoice_id)
+    return _invoice_action(
+        invoice, "void_form", VoidInvoiceForm(),
+        lambda form: billing_invoices.void(current_actor(), invoice, form.reason.data, utcnow()),
+        f"Invoice {invoice.number} is void.",
+    )

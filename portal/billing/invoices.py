@@ -56,6 +56,12 @@ def next_number(year: int) -> str:
 BILLING = Actor(user=None, label="billing run")
 
 
+def _is_same_period(error: IntegrityError) -> bool:
+    """The (subscription, kind, period_start) constraint, as PostgreSQL and SQLite name it."""
+    text = str(error.orig)
+    return "uq_invoices_subscription_id" in text or "invoices.subscription_id, invoices.kind" in text
+
+
 def issue(subscription: Subscription, kind: str, period_start: datetime, period_end: datetime,
           lines: list[Line], at: datetime, actor: Actor = BILLING) -> Invoice:
     """Create an open invoice (paid at once when nothing is due). The unique constraint on
@@ -92,7 +98,15 @@ def issue(subscription: Subscription, kind: str, period_start: datetime, period_
         ],
     )
     db.session.add(invoice)
-    db.session.flush()
+    try:
+        db.session.flush()
+    except IntegrityError as error:
+        if not _is_same_period(error):
+            raise
+        # Two changes in one second (or a sign-up and a change of interval) would start two
+        # invoices of one kind at the same instant: refuse with a message, never a 500.
+        raise Conflict("This subscription already has an invoice starting at this very second; "
+                       "try again in a moment.") from None
     audit.record(actor, "invoice.issued", tenant, "invoice", invoice.id,
                  number=invoice.number, total=invoice.total, currency=invoice.currency)
     return invoice

@@ -51,10 +51,11 @@ def request_run(triggered_by: str, at: datetime | None = None) -> BillingRun:
 
 def _lock(subscription_id: str) -> Subscription | None:
     # FOR UPDATE on PostgreSQL (a concurrent run waits, then sees the period already moved on);
-    # SQLite has one writer at a time anyway and ignores it.
+    # SQLite has one writer at a time anyway and ignores it. OF the subscription only: its plan
+    # versions are eager-loaded through outer joins, which PostgreSQL refuses to lock.
     return db.session.execute(
-        select(Subscription).where(Subscription.id == subscription_id).with_for_update().execution_options(
-            populate_existing=True)
+        select(Subscription).where(Subscription.id == subscription_id).with_for_update(of=Subscription)
+        .execution_options(populate_existing=True)
     ).scalar_one_or_none()
 
 
