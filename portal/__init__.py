@@ -60,13 +60,15 @@ def _register_blueprints(app: Flask) -> None:
     from portal.admin.routes import bp as admin_bp
     from portal.api_keys.routes import bp as api_keys_bp
     from portal.auth.routes import bp as auth_bp
+    from portal.billing_pages.routes import bp as billing_bp
     from portal.credentials.routes import bp as credentials_bp
     from portal.invitations.routes import bp as invitations_bp
     from portal.main.routes import bp as main_bp
     from portal.settings.routes import bp as settings_bp
     from portal.team.routes import bp as team_bp
 
-    for blueprint in (main_bp, auth_bp, invitations_bp, team_bp, api_keys_bp, credentials_bp, settings_bp, activity_bp, admin_bp):
+    for blueprint in (main_bp, auth_bp, invitations_bp, team_bp, api_keys_bp, credentials_bp, billing_bp, settings_bp,
+                      activity_bp, admin_bp):
         app.register_blueprint(blueprint)
 
     from portal.api import init_api

@@ -102,6 +102,12 @@ def test_viewer_cannot_revoke_api_key(app, client, team, login):
     assert client.get("/api/v1/tenants/" + secret.split("_api_")[0], headers={"X-API-Key": secret}).status_code == 200
 
 
+@pytest.mark.parametrize("bad_id", ["%00", "key_%00x", "x" * 300])
+def test_an_id_no_key_could_have_is_not_found_not_an_error(client, team, login, bad_id):
+    login(client, team["owner"])
+    assert client.post(f"/api-keys/{bad_id}/revoke", data={"reason": "x"}).status_code == 404
+
+
 @pytest.mark.parametrize("role", ["owner", "admin", "developer"])
 def test_key_managers_can_create_and_revoke(app, client, team, login, role):
     login(client, team[role])

@@ -20,7 +20,7 @@ from schemathesis.specs.openapi.checks import (
 
 import portal.api  # noqa: F401
 import portal.api.credentials  # noqa: F401  (register every operation)
-from portal.api import invitations, keys, members, openapi, tenants  # noqa: F401
+from portal.api import billing, invitations, keys, members, openapi, tenants  # noqa: F401
 from portal.api.openapi import build_document, openapi_path
 from portal.api.registry import OPERATIONS, OPERATOR, PUBLIC, TENANT, bp
 from portal.models import ADMIN_SCOPE
@@ -134,7 +134,9 @@ def credentials(app, make_tenant, make_user):
     """An operator token, a tenant with a key holding every scope, and ids worth aiming at."""
     from portal.access import SYSTEM
     from portal.api_keys.services import create_key
+    from portal.billing.invoices import for_tenant
     from portal.credentials.services import add_credential
+    from portal.extensions import db
     from portal.invitations.services import create_invitation
     from portal.tasks import commit
 
@@ -150,12 +152,15 @@ def credentials(app, make_tenant, make_user):
             "aws_access_key_id": "AKIAIOSFODNN7EXAMPLE", "region": "us-east-1",
             "aws_secret_access_key": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"})
         commit()
+        # make_tenant starts the starter plan, whose first invoice is issued at once.
+        invoice = db.session.execute(for_tenant(tenant)).scalars().first()
     yield {
         "key": plaintext,
         # Per test, so which cases aim at real ids does not depend on the tests run before.
         "counter": itertools.count(),
         "path": {"tenant_id": tenant.tenant_id, "key_id": spare.id, "user_id": developer.user.id,
-                 "token": invitation_token, "credential_id": credential.id},
+                 "token": invitation_token, "credential_id": credential.id,
+                 "invoice_id": invoice.id},
     }
     app.config["PORTAL_ADMIN_TOKEN"] = previous_token
 

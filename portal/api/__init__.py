@@ -30,7 +30,7 @@ def _rate_limit_key() -> str:
 
 
 def init_api(app) -> None:
-    from portal.api import credentials, invitations, keys, members, openapi, tenants  # noqa: F401  (register operations)
+    from portal.api import billing, credentials, invitations, keys, members, openapi, tenants  # noqa: F401  (register operations)
 
     csrf.exempt(bp)
     limiter.limit(_rate_limit, key_func=_rate_limit_key)(bp)

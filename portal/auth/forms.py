@@ -1,9 +1,26 @@
 from flask_wtf import FlaskForm
-from wtforms import PasswordField, StringField
+from wtforms import PasswordField, RadioField, StringField
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, Regexp
 
+from portal.billing.money import format_money
+from portal.billing.plans import list_plans
 from portal.forms import email_field, new_password_field
 from portal.tenants.services import TENANT_ID_PATTERN
+
+DEFAULT_PLAN = "starter"
+
+
+def plan_choices() -> list[SelectChoice]:
+    """The public plans, each with its price and any free trial, as sign-up offers them."""
+    choices = []
+    for plan in list_plans(public_only=True):
+        version = plan.current_version
+        label = f"{plan.name}: {format_money(version.price, version.currency)} / {version.interval}"
+        if version.trial_days:
+            label += f", {version.trial_days}-day free trial first"
+        choices.append(SelectChoice(plan.key, label))
+    return choices
 
 
 class SignUpForm(FlaskForm):
@@ -19,6 +36,13 @@ class SignUpForm(FlaskForm):
     name = StringField("Your name", validators=[Length(max=120)])
     email = email_field("Work email")
     password = new_password_field()
+    plan = RadioField(
+        "Plan",
+        choices=plan_choices,
+        default=DEFAULT_PLAN,
+        invalid_choice_message="Choose one of the plans listed.",
+        description="You can change plan or cancel at any time on the Billing page.",
+    )
 
 
 class SignInForm(FlaskForm):

@@ -54,6 +54,7 @@ def sign_up():
                 form.email.data,
                 form.password.data,
                 form.name.data or "",
+                plan=form.plan.data,
             )
             commit()
         except ServiceError as error:

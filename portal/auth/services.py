@@ -53,12 +53,13 @@ def create_user(email: str, password: str, name: str = "", is_operator: bool = F
     return user
 
 
-def sign_up(actor: Actor, company_name: str, tenant_id: str, email: str, password: str, name: str = "") -> tuple[User, Tenant]:
-    """A new company: the tenant, and the person signing up as its owner."""
+def sign_up(actor: Actor, company_name: str, tenant_id: str, email: str, password: str, name: str = "",
+            plan: str = "starter") -> tuple[User, Tenant]:
+    """A new company on ``plan``: the tenant, its subscription, and the person signing up as its owner."""
     user = create_user(email, password, name)
     # From here on the person signing up is the actor, so the log names them, not "system".
     actor = Actor(user=user, ip=actor.ip)
-    tenant = tenants.create_tenant(actor, tenant_id, company_name, contact_email=user.email)
+    tenant = tenants.create_tenant(actor, tenant_id, company_name, contact_email=user.email, subscription_plan=plan)
     db.session.add(Membership(tenant_id=tenant.tenant_id, user_id=user.id, role="owner"))
     audit.record(actor, "member.joined", tenant, "user", user.id, role="owner")
     return user, tenant

@@ -9,6 +9,7 @@ from decimal import Decimal
 from flask import current_app
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import make_transient_to_detached
 
 from portal import audit
 from portal.access import Actor
@@ -16,6 +17,7 @@ from portal.billing.money import format_money
 from portal.errors import Conflict, ValidationFailed
 from portal.extensions import db
 from portal.models import INVOICE_STATUSES, Invoice, InvoiceCounter, InvoiceLine, Subscription, Tenant
+from portal.models.base import new_id, utcnow
 
 PAYMENT_REFERENCE_MAX = 200
 
@@ -36,20 +38,23 @@ class Line:
 def next_number(year: int) -> str:
     """``INV-YYYY-NNNNNN``, taken inside the caller's transaction: the counter row stays locked
     until it commits, and a rollback hands the number back, so numbers never skip."""
+    counters = InvoiceCounter.__table__
     bump = (
-        update(InvoiceCounter)
-        .where(InvoiceCounter.year == year)
-        .values(last_number=InvoiceCounter.last_number + 1)
-        .returning(InvoiceCounter.last_number)
+        update(counters)
+        .where(counters.c.year == year)
+        .values(last_number=counters.c.last_number + 1)
+        .returning(counters.c.last_number)
     )
-    number = db.session.execute(bump).scalar()
+    # On the session's connection, not through the ORM: no autoflush and no ORM bulk-update
+    # bookkeeping, which were a third of a billing run's time per invoice.
+    number = db.session.connection().execute(bump).scalar()
     if number is None:
         try:
             with db.session.begin_nested():
                 db.session.execute(insert(InvoiceCounter).values(year=year, last_number=1))
             number = 1
         except IntegrityError:  # another transaction started the year first
-            number = db.session.execute(bump).scalar()
+            number = db.session.connection().execute(bump).scalar()
     return f"INV-{year}-{number:06d}"
 
 
@@ -70,36 +75,32 @@ def issue(subscription: Subscription, kind: str, period_start: datetime, period_
     subtotal = sum(line.amount for line in lines)
     if subtotal < 0:
         raise ValidationFailed("An invoice cannot total less than zero.")
-    invoice = Invoice(
-        number=next_number(at.year),
-        tenant_id=tenant.tenant_id,
-        subscription_id=subscription.id,
-        kind=kind,
-        period_start=period_start,
-        period_end=period_end,
-        currency=subscription.plan_version.currency,
-        subtotal=subtotal,
-        credits_applied=0,
-        total=subtotal,
-        status="open" if subtotal > 0 else "paid",
-        issued_at=at,
-        paid_at=at if subtotal == 0 else None,
-        due_at=at + timedelta(days=current_app.config["INVOICE_DUE_DAYS"]),
-        billing_name=tenant.company_name,
-        billing_email=tenant.contact_email,
-        plan_name=subscription.plan_version.name,
-        lines=[
-            InvoiceLine(
-                position=position, type=line.type, description=line.description[:300],
-                quantity=line.quantity, unit_amount=line.unit_amount if line.unit_amount is not None else line.amount,
-                amount=line.amount, period_start=line.period_start, period_end=line.period_end,
-            )
-            for position, line in enumerate(lines)
-        ],
-    )
-    db.session.add(invoice)
+    # The unit of work costs more than the SQL for a row it only inserts (most of a billing run's
+    # time per subscription): the invoice and its lines go in as two plain INSERTs, and the
+    # objects returned are attached as already stored, every column set, so nothing reloads.
+    if db.session.new:
+        db.session.flush()  # what they refer to (a new subscription, say) must exist first
+    now = utcnow()
+    values = {
+        "id": new_id("inv"), "number": next_number(at.year), "tenant_id": tenant.tenant_id,
+        "subscription_id": subscription.id, "kind": kind, "period_start": period_start, "period_end": period_end,
+        "currency": subscription.plan_version.currency, "subtotal": subtotal, "credits_applied": 0,
+        "total": subtotal, "amount_paid": 0, "amount_refunded": 0, "status": "open" if subtotal > 0 else "paid",
+        "issued_at": at, "due_at": at + timedelta(days=current_app.config["INVOICE_DUE_DAYS"]),
+        "paid_at": at if subtotal == 0 else None, "payment_reference": None, "voided_at": None,
+        "void_reason": None, "billing_name": tenant.company_name, "billing_email": tenant.contact_email,
+        "plan_name": subscription.plan_version.name, "created_at": now, "updated_at": now,
+    }
+    line_values = [
+        {"id": new_id("il"), "invoice_id": values["id"], "position": position, "type": line.type,
+         "description": line.description[:300], "quantity": Decimal(line.quantity),
+         "unit_amount": Decimal(line.unit_amount if line.unit_amount is not None else line.amount),
+         "amount": line.amount, "period_start": line.period_start, "period_end": line.period_end}
+        for position, line in enumerate(lines)
+    ]
+    connection = db.session.connection()
     try:
-        db.session.flush()
+        connection.execute(insert(Invoice.__table__), values)
     except IntegrityError as error:
         if not _is_same_period(error):
             raise
@@ -107,6 +108,12 @@ def issue(subscription: Subscription, kind: str, period_start: datetime, period_
         # invoices of one kind at the same instant: refuse with a message, never a 500.
         raise Conflict("This subscription already has an invoice starting at this very second; "
                        "try again in a moment.") from None
+    if line_values:
+        connection.execute(insert(InvoiceLine.__table__), line_values)
+    invoice = Invoice(**values, lines=[InvoiceLine(**line) for line in line_values])
+    for stored in (invoice, *invoice.lines):
+        make_transient_to_detached(stored)
+    db.session.add(invoice)
     audit.record(actor, "invoice.issued", tenant, "invoice", invoice.id,
                  number=invoice.number, total=invoice.total, currency=invoice.currency)
     return invoice
@@ -124,6 +131,9 @@ def for_tenant(tenant: Tenant, status: str | None = None):
 
 
 def get_for_tenant(tenant: Tenant, invoice_id: str) -> Invoice | None:
+    # An id no invoice can have is simply not found (PostgreSQL refuses a NUL in a query: a 500).
+    if not invoice_id or len(invoice_id) > 32 or "\x00" in invoice_id:
+        return None
     invoice = db.session.get(Invoice, invoice_id)
     return invoice if invoice is not None and invoice.tenant_id == tenant.tenant_id else None
 

@@ -186,7 +186,9 @@ def preview_change(subscription: Subscription | None, plan_key: str, at: datetim
         if direction == "upgrade" and effective_at > at:
             return ChangePreview(old, new, direction, effective_at, False, prorate)
         return ChangePreview(old, new, direction, at, True, prorate)
-    if direction == "downgrade":
+    if direction == "downgrade" or new.months < old.months:
+        # A shorter interval (yearly to monthly) waits for the paid-for period to end too: its
+        # unused credit can exceed the new plan's first period, and there is no balance to carry it.
         return ChangePreview(old, new, direction, subscription.current_period_end, False, prorate)
     if effective_at > at:
         return ChangePreview(old, new, direction, effective_at, False, prorate)
@@ -302,8 +304,11 @@ def renew(subscription: Subscription, at: datetime) -> list[Invoice]:
     while subscription.is_live:
         boundary = subscription.current_period_end
         change_at = subscription.scheduled_change_at
-        if change_at is not None and change_at < boundary and change_at <= at:
-            # An upgrade dated inside the period (seed 000's effective_date).
+        if change_at is not None and change_at < boundary and change_at <= at and not (
+                subscription.status != "trialing"
+                and subscription.scheduled_plan_version.months < subscription.plan_version.months):
+            # An upgrade dated inside the period (seed 000's effective_date). One to a shorter
+            # interval waits for the boundary instead, like in preview_change.
             new = subscription.scheduled_plan_version
             invoice = _apply_now(subscription, new, change_at, subscription.scheduled_change_prorate)
             issued += [invoice] if invoice else []

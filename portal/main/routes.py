@@ -3,6 +3,7 @@ from flask_login import current_user, login_required
 from sqlalchemy import text
 
 from portal.access import TENANT_SESSION_KEY, tenant_required
+from portal.billing.subscriptions import next_invoice_estimate, subscription_of
 from portal.extensions import db
 from portal.invitations.services import pending_invitations
 from portal.tenants.services import member_count
@@ -23,10 +24,13 @@ def home():
 @tenant_required()
 def overview():
     """The tenant's status at a glance."""
+    subscription = subscription_of(g.tenant)
     return render(
         "main/overview.html",
         members=member_count(g.tenant),
         pending=len(pending_invitations(g.tenant)),
+        subscription=subscription,
+        next_invoice=next_invoice_estimate(subscription) if subscription is not None else None,
     )
 
 

@@ -1,0 +1,62 @@
+"""How billing figures read on the page: dates, quantities, plan quotas and feature prices."""
+
+from datetime import datetime
+from decimal import Decimal
+
+from portal.billing.money import format_amount, format_money
+from portal.billing.pricing import FeatureSpec
+
+QUOTA_LABELS = {
+    "monthly_pipeline_quota": "pipeline runs a month",
+    "concurrent_pipeline_quota": "concurrent pipelines",
+    "storage_quota_gb": "GB storage",
+}
+
+
+def day(value: datetime | None) -> str:
+    """Dec 31, 2026 (the portal labels these UTC)."""
+    return f"{value:%b} {value.day}, {value.year}" if value else "—"
+
+
+def number(value: Decimal | int) -> str:
+    """1250 -> "1,250", Decimal("1.500000") -> "1.5"."""
+    text = f"{Decimal(value):,f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def price(version) -> str:
+    """$499.00 / month."""
+    return f"{format_money(version.price, version.currency)} / {version.interval}"
+
+
+def quotas(version) -> list[str]:
+    return [f"{number(amount)} {QUOTA_LABELS.get(key, key.replace('_', ' '))}"
+            for key, amount in (version.quotas or {}).items()]
+
+
+def _unit(feature: FeatureSpec) -> str:
+    return feature.unit_label.removesuffix("s") if feature.unit_label.endswith("s") else feature.unit_label
+
+
+def feature_summary(feature: FeatureSpec, currency: str) -> str:
+    """One line per feature: what is included and what more costs."""
+    included = f"{number(feature.included_units)} {feature.unit_label} included" if feature.included_units else ""
+    if feature.pricing == "included":
+        if feature.limit is not None:
+            return f"{feature.name}: up to {number(feature.limit)} {feature.unit_label}"
+        return f"{feature.name}: included"
+    if feature.pricing == "per_unit":
+        extra = f"{format_amount(feature.unit_price, currency)} per {_unit(feature)}"
+    elif feature.pricing == "package":
+        extra = (f"{format_money(feature.package_price, currency)} per {number(feature.package_size)} "
+                 f"{feature.unit_label}")
+    else:
+        cheapest = min(tier.unit_price for tier in feature.tiers)
+        first = feature.tiers[0].unit_price
+        extra = (f"{format_amount(first, currency)} per {_unit(feature)}" if first == cheapest else
+                 f"{format_amount(first, currency)} down to {format_amount(cheapest, currency)} per {_unit(feature)}")
+    return f"{feature.name}: {included}, then {extra}" if included else f"{feature.name}: {extra}"
+
+
+def features(version) -> list[str]:
+    return [feature_summary(feature, version.currency) for feature in version.feature_specs()]

@@ -1,0 +1,46 @@
+"""Forms of the Billing page: confirm a plan change (with its signed quote), cancel."""
+
+from flask_wtf import FlaskForm
+from wtforms import HiddenField, RadioField, SelectField, TextAreaField
+from wtforms.fields.choices import SelectChoice
+from wtforms.validators import Length, ValidationError
+
+from portal.models import CANCELLATION_REASONS
+
+FEEDBACK_MAX_LENGTH = 2000
+
+
+def _no_nul(form, field) -> None:
+    # A NUL cannot be stored (PostgreSQL refuses it); say so instead of failing on save.
+    if field.data and "\x00" in field.data:
+        raise ValidationError("Remove the NUL character from the feedback; it cannot be stored.")
+
+
+class ConfirmChangeForm(FlaskForm):
+    # The preview's instant and figures, signed: confirming charges exactly what was shown.
+    quote = HiddenField()
+
+
+class CancelForm(FlaskForm):
+    reason = SelectField(
+        "Why are you cancelling?",
+        choices=[SelectChoice("", "Prefer not to say"),
+                 *(SelectChoice(value, label) for value, label in CANCELLATION_REASONS.items())],
+        default="",
+        invalid_choice_message="Choose one of the listed reasons.",
+    )
+    feedback = TextAreaField(
+        "Anything we could do better? (optional)",
+        validators=[Length(max=FEEDBACK_MAX_LENGTH,
+                           message=f"Keep the feedback under {FEEDBACK_MAX_LENGTH:,} characters."), _no_nul],
+    )
+    when = RadioField(
+        "When should it end?",
+        choices=[SelectChoice("period_end", "At the end of the current period"), SelectChoice("now", "Immediately")],
+        default="period_end",
+        invalid_choice_message="Choose when the subscription ends.",
+    )
+
+    @property
+    def at_period_end(self) -> bool:
+        return self.when.data != "now"

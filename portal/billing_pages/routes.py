@@ -1,0 +1,342 @@
+"""The Billing page: plan cards, plan change with its exact preview, cancel and resume, invoices
+(list, detail, PDF, CSV). Every member reads; owners and admins (billing.manage) change things.
+
+A plan change is confirmed against a signed quote of its preview: the confirmation applies the
+change as of the instant the preview was calculated, so the invoice is exactly what was shown.
+A quote is good for QUOTE_MAX_AGE and only while the subscription and both prices are unchanged.
+"""
+
+from datetime import UTC, datetime, timedelta
+
+from flask import Blueprint, abort, current_app, flash, g, make_response, request, url_for
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+
+from portal.access import current_actor, tenant_required
+from portal.billing import invoices as invoice_service
+from portal.billing import plans as plan_service
+from portal.billing import subscriptions
+from portal.billing.money import format_amount, format_money
+from portal.billing_pages import display
+from portal.billing_pages.forms import CancelForm, ConfirmChangeForm
+from portal.errors import ServiceError
+from portal.extensions import db
+from portal.models import INVOICE_STATUSES, Plan, Subscription, utcnow
+from portal.tasks import commit, rollback
+from portal.web import act, form_errors_status, redirect_to, render
+
+bp = Blueprint("billing", __name__, url_prefix="/billing")
+
+INVOICES_PER_PAGE = 20
+RECENT_INVOICES = 5
+# Beyond any real number of pages; keeps the OFFSET inside what a database accepts.
+MAX_PAGE = 100_000
+QUOTE_MAX_AGE = 30 * 60
+
+
+@bp.context_processor
+def billing_helpers():
+    return {"day": display.day, "money": format_money, "amount": format_amount, "number": display.number,
+            "plan_price": display.price, "plan_quotas": display.quotas, "plan_features": display.features}
+
+
+def seller() -> dict:
+    config = current_app.config
+    return {"name": config["BILLING_SELLER_NAME"], "address": config["BILLING_SELLER_ADDRESS"],
+            "email": config["BILLING_SELLER_EMAIL"]}
+
+
+def _subscription() -> Subscription | None:
+    return subscriptions.subscription_of(g.tenant)
+
+
+def _can_subscribe(subscription: Subscription | None) -> bool:
+    return subscription is None or subscription.status == "canceled"
+
+
+def _public_plan_or_404(plan_key: str) -> Plan:
+    plan = next((plan for plan in plan_service.list_plans(public_only=True) if plan.key == plan_key), None)
+    if plan is None or not plan.versions:
+        abort(404, "There is no such plan.")
+    return plan
+
+
+def _plan_cards(subscription: Subscription | None) -> list[Plan]:
+    cards = plan_service.list_plans(public_only=True)
+    # A tenant on a plan no longer offered still sees it, marked as theirs.
+    if subscription is not None and subscription.is_live and subscription.plan_version.plan not in cards:
+        cards.insert(0, subscription.plan_version.plan)
+    return cards
+
+
+def _index_page(cancel_form: CancelForm | None = None, status: int = 200):
+    subscription = _subscription()
+    live = subscription is not None and subscription.is_live
+    recent = db.session.execute(invoice_service.for_tenant(g.tenant).limit(RECENT_INVOICES)).scalars().all()
+    return render(
+        "billing/index.html",
+        status=status,
+        subscription=subscription,
+        live=live,
+        estimate=subscriptions.next_invoice_estimate(subscription) if live else None,
+        plans=_plan_cards(subscription),
+        can_subscribe=_can_subscribe(subscription),
+        cancel_form=cancel_form or CancelForm(formdata=None),
+        cancel_open=cancel_form is not None,
+        recent_invoices=recent,
+    )
+
+
+@bp.get("")
+@tenant_required()
+def index():
+    """The plan, its period and next invoice, the plan cards, cancel/resume, recent invoices."""
+    return _index_page()
+
+
+# --- changing plan -----------------------------------------------------------------------
+
+
+def _quotes() -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(current_app.secret_key, salt="billing.plan-change-quote")
+
+
+def _quote_state(subscription: Subscription | None, plan: Plan) -> dict:
+    """What a quote is only good for: this tenant, this subscription as it is now, these prices."""
+    return {
+        "tenant": g.tenant.tenant_id,
+        "subscription": subscription.id if subscription else None,
+        "state": subscription.updated_at.isoformat() if subscription else None,
+        "from": subscription.plan_version_id if subscription else None,
+        "to": plan.current_version.id,
+    }
+
+
+def _quoted_instant(token: str, subscription: Subscription | None, plan: Plan) -> datetime | None:
+    """The instant a still-valid quote was calculated at; None when it no longer holds."""
+    try:
+        quote = _quotes().loads(token or "", max_age=QUOTE_MAX_AGE)
+    except BadSignature:  # also SignatureExpired
+        return None
+    if not isinstance(quote, dict) or not isinstance(quote.get("at"), int):
+        return None
+    if {key: quote.get(key) for key in _quote_state(subscription, plan)} != _quote_state(subscription, plan):
+        return None
+    at, now = datetime.fromtimestamp(quote["at"], UTC), utcnow()
+    if not now - timedelta(seconds=QUOTE_MAX_AGE) <= at <= now:
+        return None
+    if subscription is not None and at < subscription.current_period_start:
+        return None
+    return at
+
+
+def _already_on(subscription: Subscription | None, plan: Plan) -> bool:
+    return subscription is not None and subscription.is_live and subscription.plan_version.plan_id == plan.id
+
+
+@bp.get("/change/<plan_key>")
+@tenant_required("billing.manage")
+def change(plan_key: str):
+    """What switching to (or subscribing to) this plan does, exactly, before it is confirmed."""
+    plan = _public_plan_or_404(plan_key)
+    subscription = _subscription()
+    if _already_on(subscription, plan):
+        flash(f"You are already on the {plan.name} plan.", "info")
+        return redirect_to("billing.index")
+    at = subscriptions.to_second(None)
+    preview = None
+    if not _can_subscribe(subscription):
+        try:
+            preview = subscriptions.preview_change(subscription, plan.key, at)
+        except ServiceError as error:
+            flash(error.message, "error")
+            return redirect_to("billing.index")
+    form = ConfirmChangeForm(formdata=None)
+    form.quote.data = _quotes().dumps({**_quote_state(subscription, plan), "at": int(at.timestamp())})
+    version = plan.current_version
+    return render("billing/change.html", plan=plan, version=version, subscription=subscription, preview=preview,
+                  at=at, trial_end=at + timedelta(days=version.trial_days), form=form,
+                  quote_minutes=QUOTE_MAX_AGE // 60)
+
+
+def _change_message(preview, invoice, subscription: Subscription, withdrew_cancellation: bool) -> str:
+    new, old = preview.new, preview.old
+    if not preview.immediate:
+        message = (f"{preview.direction.capitalize()} to {new.name} scheduled for {display.day(preview.effective_at)}. "
+                   f"You keep {old.name} until then.")
+    elif invoice is not None:
+        message = (f"{preview.direction.capitalize()}d to {new.name}. Invoice {invoice.number} for "
+                   f"{format_money(invoice.total, invoice.currency)} issued.")
+    elif subscription.status == "trialing":
+        message = (f"Switched to {new.name}. Your free trial continues until {display.day(subscription.trial_end)}; "
+                   "nothing is charged until then.")
+    else:
+        message = f"{preview.direction.capitalize()}d to {new.name}. Nothing is charged for the rest of this period."
+    if withdrew_cancellation:
+        message += " Your subscription no longer ends at the end of this period."
+    return message
+
+
+def _subscribe_message(subscription: Subscription) -> str:
+    version = subscription.plan_version
+    if subscription.status == "trialing":
+        return (f"Your {version.trial_days}-day {version.name} trial has started. It ends on "
+                f"{display.day(subscription.trial_end)}; the first invoice comes then.")
+    invoice = db.session.execute(invoice_service.for_tenant(g.tenant).limit(1)).scalar_one_or_none()
+    issued = (f" Invoice {invoice.number} for {format_money(invoice.total, invoice.currency)} issued."
+              if invoice is not None and invoice.subscription_id == subscription.id else "")
+    return f"Subscribed to {version.name}.{issued}"
+
+
+@bp.post("/change/<plan_key>")
+@tenant_required("billing.manage")
+def confirm_change(plan_key: str):
+    """Apply the previewed change (or start the subscription) and say what happened."""
+    plan = _public_plan_or_404(plan_key)
+    form = ConfirmChangeForm()
+    if not form.validate_on_submit():
+        abort(400, "Your form expired. Reload the page and try again.")
+    subscription = _subscription()
+    if _already_on(subscription, plan):
+        flash(f"You are already on the {plan.name} plan.", "info")
+        return redirect_to("billing.index")
+    at = _quoted_instant(form.quote.data, subscription, plan)
+    if at is None:
+        flash(f"Prices or your subscription changed since that preview, or it is more than {QUOTE_MAX_AGE // 60} "
+              "minutes old. These are the figures as of now: check them and confirm again.", "warning")
+        return redirect_to("billing.change", plan_key=plan.key)
+    try:
+        if _can_subscribe(subscription):
+            subscription = subscriptions.start(current_actor(), g.tenant, plan.key)
+            message = _subscribe_message(subscription)
+        else:
+            withdrew = subscription.cancel_at_period_end
+            preview, invoice = subscriptions.change_plan(current_actor(), subscription, plan.key, at=at)
+            message = _change_message(preview, invoice, subscription, withdrew)
+        commit()
+    except ServiceError as error:
+        rollback()
+        flash(error.message, "error")
+    else:
+        flash(message, "success")
+    return redirect_to("billing.index")
+
+
+@bp.post("/scheduled-change/cancel")
+@tenant_required("billing.manage")
+def keep_plan():
+    """Drop the scheduled downgrade: the current plan simply renews."""
+
+    def keep():
+        subscription = _subscription()
+        scheduled = subscription.scheduled_plan_version if subscription else None
+        subscriptions.cancel_scheduled_change(current_actor(), subscription)
+        return (f"You stay on {subscription.plan_version.name}; the change to "
+                f"{scheduled.name if scheduled else 'another plan'} is cancelled.")
+
+    return act(keep, "billing.index")
+
+
+@bp.post("/cancel")
+@tenant_required("billing.manage")
+def cancel():
+    """End the subscription at the end of the period (default) or at once."""
+    form = CancelForm()
+    if not form.validate_on_submit():
+        if "csrf_token" in form.errors:
+            abort(400, "Your form expired. Reload the page and try again.")
+        return _index_page(cancel_form=form, status=form_errors_status())
+
+    def cancel_it():
+        subscription = subscriptions.cancel(current_actor(), _subscription(), at_period_end=form.at_period_end,
+                                            reason=form.reason.data or None, feedback=form.feedback.data or "")
+        if subscription.cancel_at_period_end:
+            return (f"Your subscription will end on {display.day(subscription.current_period_end)}. "
+                    "Until then everything keeps working, and you can resume it.")
+        return "Your subscription has ended. No further invoices will be issued."
+
+    return act(cancel_it, "billing.index")
+
+
+@bp.post("/resume")
+@tenant_required("billing.manage")
+def resume():
+    """Withdraw a pending cancellation before the period ends."""
+
+    def resume_it():
+        subscription = subscriptions.resume(current_actor(), _subscription())
+        return (f"Your {subscription.plan_version.name} subscription continues; it renews on "
+                f"{display.day(subscription.current_period_end)}.")
+
+    return act(resume_it, "billing.index")
+
+
+# --- invoices ----------------------------------------------------------------------------
+
+
+def _status_filter() -> tuple[str | None, str | None]:
+    """(status, complaint): an unknown status is ignored, with a message saying so."""
+    status = request.args.get("status", "").strip()
+    if not status:
+        return None, None
+    if status not in INVOICE_STATUSES:
+        return None, f"There is no invoice status “{status[:40]}”; showing all invoices."
+    return status, None
+
+
+def _page_number() -> int:
+    return min(max(request.args.get("page", 1, type=int) or 1, 1), MAX_PAGE)
+
+
+@bp.get("/invoices")
+@tenant_required()
+def invoices():
+    """The tenant's invoices, newest first, by status, 20 a page."""
+    status, complaint = _status_filter()
+    page = db.paginate(invoice_service.for_tenant(g.tenant, status), page=_page_number(),
+                       per_page=INVOICES_PER_PAGE, error_out=False)
+    return render("billing/invoices.html", "billing/_invoices.html", invoices=page, status_filter=status,
+                  complaint=complaint, statuses=INVOICE_STATUSES)
+
+
+@bp.get("/invoices.csv")
+@tenant_required()
+def invoices_csv():
+    """The (filtered) invoice list as a spreadsheet."""
+    status, complaint = _status_filter()
+    if complaint:
+        abort(400, complaint.replace("; showing all invoices.", f". Use one of {', '.join(INVOICE_STATUSES)}."))
+    rows = db.session.execute(invoice_service.for_tenant(g.tenant, status)).scalars().all()
+    response = make_response(invoice_service.to_csv(rows))
+    response.mimetype = "text/csv"
+    response.charset = "utf-8"
+    name = f"invoices-{g.tenant.tenant_id}{'-' + status if status else ''}.csv"
+    response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
+    return response
+
+
+def _invoice_or_404(invoice_id: str):
+    invoice = invoice_service.get_for_tenant(g.tenant, invoice_id)
+    if invoice is None:
+        abort(404, "There is no such invoice in this account.")
+    return invoice
+
+
+@bp.get("/invoices/<invoice_id>")
+@tenant_required()
+def invoice(invoice_id: str):
+    """One invoice as issued: seller, buyer, lines, totals, payment."""
+    return render("billing/invoice.html", invoice=_invoice_or_404(invoice_id), seller=seller(),
+                  back=url_for("billing.invoices"))
+
+
+@bp.get("/invoices/<invoice_id>.pdf")
+@tenant_required()
+def invoice_pdf(invoice_id: str):
+    """The invoice as a PDF download named after its number."""
+    from portal.billing.pdf import render_invoice_pdf
+
+    invoice = _invoice_or_404(invoice_id)
+    response = make_response(render_invoice_pdf(invoice, seller()))
+    response.mimetype = "application/pdf"
+    response.headers["Content-Disposition"] = f'attachment; filename="{invoice.number}.pdf"'
+    return response
