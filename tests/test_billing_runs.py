@@ -1,0 +1,334 @@
+"""Billing runs under stress (DESIGN §6): a run killed half-way and re-run, two runs at once, one
+subscription failing among many, the CLI's summary and exit code, and invoice numbering.
+"""
+
+import os
+import threading
+from datetime import timedelta
+
+import pytest
+
+from portal.access import SYSTEM
+from portal.billing import invoices as invoices_module
+from portal.billing import runs
+from portal.billing import subscriptions as subscriptions_module
+from portal.billing.subscriptions import cancel, change_plan
+from portal.errors import Conflict
+from portal.extensions import db
+from portal.models import BillingRun, Subscription
+from portal.tasks import commit, rollback
+from tests.billing_engine_support import (
+    NUMBER,
+    all_invoices,
+    assert_numbers_gap_free,
+    duplicate_periods,
+    invoices_of,
+    reload,
+    run_billing,
+    subscribe,
+    utc,
+)
+from tests.conftest import database, make_app
+
+T0 = utc(2027, 1, 10, 8)
+AS_OF = utc(2027, 4, 12, 9)  # three months on: every subscription has periods to catch up
+
+
+class SimulatedCrash(BaseException):
+    """The worker process dies: not an Exception, so the run's per-subscription guard cannot catch it."""
+
+
+def build_book(count: int = 30) -> list[Subscription]:
+    """``count`` subscriptions in a mix of states; the same calls always build the same book."""
+    book = []
+    for i in range(count):
+        plan = ("starter", "enterprise", "professional")[i % 3]
+        subscription = subscribe(plan, T0 + timedelta(hours=i, seconds=i))
+        if i % 5 == 0:
+            cancel(SYSTEM, subscription, at=T0 + timedelta(days=40))  # ends at its second boundary
+        elif plan == "enterprise" and i % 5 == 1:
+            change_plan(SYSTEM, subscription, "starter", at=T0 + timedelta(days=3))  # downgrade at period end
+        elif plan == "starter" and i % 5 == 2:
+            change_plan(SYSTEM, subscription, "enterprise", at=T0 + timedelta(days=3),
+                        effective_date=T0 + timedelta(days=45, hours=i))  # a dated upgrade in period 2
+        elif plan == "starter" and i % 5 == 3:
+            change_plan(SYSTEM, subscription, "professional", at=T0 + timedelta(days=9, minutes=i))
+        commit()
+        book.append(subscription)
+    return book
+
+
+def snapshot(book: list[Subscription]) -> list[tuple]:
+    """What a tenant would see of each subscription and its invoices (numbers aside)."""
+    seen = []
+    for subscription in book:
+        subscription = reload(subscription)
+        seen.append((
+            subscription.status, subscription.plan_version.key, subscription.current_period_start,
+            subscription.current_period_end, subscription.cancel_at_period_end, subscription.ended_at,
+            subscription.scheduled_plan_version_id and subscription.scheduled_plan_version.key,
+            subscription.scheduled_change_at,
+            [(invoice.kind, invoice.period_start, invoice.period_end, invoice.total, invoice.status, invoice.issued_at,
+              [(line.type, line.amount, line.period_start, line.period_end) for line in invoice.lines])
+             for invoice in invoices_of(subscription)],
+        ))
+    return seen
+
+
+@pytest.mark.usefixtures("ctx")
+def test_a_run_killed_half_way_and_re_run_bills_exactly_what_a_clean_run_bills(monkeypatch):
+    crashed_book = build_book()
+    real_renew, calls = runs.renew, []
+
+    def renew_then_die_on_the_13th(subscription, at):
+        calls.append(subscription.id)
+        issued = real_renew(subscription, at)
+        if len(calls) == 13:  # killed after renewing it, before its commit
+            raise SimulatedCrash
+        return issued
+
+    monkeypatch.setattr(runs, "renew", renew_then_die_on_the_13th)
+    crashed = runs.create_run("worker", AS_OF)
+    commit()
+    with pytest.raises(SimulatedCrash):
+        runs.execute(crashed)
+    rollback()  # the dead process's open transaction is gone with it
+    monkeypatch.setattr(runs, "renew", real_renew)
+
+    assert db.session.get(BillingRun, crashed.id).status == "running"  # as the console would find it
+    settled = {s.id for s in crashed_book} - set(runs.due_subscription_ids(AS_OF))
+    assert settled == set(calls[:12])  # the first twelve were committed, the thirteenth was not
+
+    rerun = run_billing(AS_OF)
+    assert (rerun.subscriptions_due, rerun.errors) == (30 - 12, [])
+
+    clean_book = build_book()
+    clean = run_billing(AS_OF)
+    assert clean.errors == []
+    assert clean.invoices_created > 30  # catching up: several periods each
+    assert snapshot(crashed_book) == snapshot(clean_book)
+    assert duplicate_periods() == []
+    assert_numbers_gap_free(all_invoices())  # the killed transaction gave its numbers back
+
+
+@pytest.mark.usefixtures("ctx")
+def test_a_run_that_listed_its_work_before_another_run_did_it_bills_nothing_twice(monkeypatch):
+    book = build_book(10)
+    before = sum(len(invoices_of(s)) for s in book)
+    first, second = runs.create_run("scheduler", AS_OF), runs.create_run("operator", AS_OF)
+    commit()
+    listed_before = runs.due_subscription_ids(AS_OF)
+
+    done_by_second = runs.execute(second)
+    monkeypatch.setattr(runs, "due_subscription_ids", lambda at: listed_before)
+    done_by_first = runs.execute(first)
+
+    assert done_by_second.invoices_created > 10
+    assert (done_by_first.subscriptions_due, done_by_first.invoices_created, done_by_first.errors) == (10, 0, [])
+    assert duplicate_periods() == []
+    assert sum(len(invoices_of(s)) for s in book) == before + done_by_second.invoices_created
+
+
+@pytest.mark.usefixtures("ctx")
+def test_a_change_made_elsewhere_after_the_run_read_its_batch_is_honoured(monkeypatch):
+    from sqlalchemy import update
+
+    from portal.models import utcnow
+
+    leaving, staying = subscribe("starter", T0), subscribe("starter", T0 + timedelta(minutes=1))
+    real_load = runs._load
+
+    def load_then_the_tenant_cancels_elsewhere(ids):
+        loaded = real_load(ids)
+        # Another process (the tenant, in the portal) sets the cancellation after the run read
+        # its batch but before it locks the row: the run's copy is now out of date.
+        table = Subscription.__table__
+        db.session.connection().execute(update(table).where(table.c.id == leaving.id)
+                                        .values(cancel_at_period_end=True, updated_at=utcnow()))
+        return loaded
+
+    monkeypatch.setattr(runs, "_load", load_then_the_tenant_cancels_elsewhere)
+    run = run_billing(utc(2027, 2, 11))
+
+    assert run.invoices_created == 1
+    assert (reload(leaving).status, len(invoices_of(leaving))) == ("canceled", 1)
+    assert (reload(staying).status, len(invoices_of(staying))) == ("active", 2)
+
+
+@pytest.mark.usefixtures("ctx")
+def test_a_period_can_never_be_invoiced_twice_even_when_asked_directly():
+    subscription = subscribe("starter", T0)
+    with pytest.raises(Conflict, match="already has an invoice starting at this very second"):
+        invoices_module.issue(subscription, "period", T0, T0 + timedelta(days=31), [], T0)
+    rollback()
+    assert len(invoices_of(subscription)) == 1
+
+
+# --- failures of one subscription ---------------------------------------------------------------
+
+
+def fail_for(monkeypatch, subscription_id: str, message: str = "card network down") -> None:
+    real_renew = runs.renew
+
+    def renew(subscription, at):
+        if subscription.id == subscription_id:
+            raise RuntimeError(message)
+        return real_renew(subscription, at)
+
+    monkeypatch.setattr(runs, "renew", renew)
+
+
+@pytest.mark.usefixtures("ctx")
+def test_a_failing_subscription_is_recorded_and_the_others_are_still_billed(monkeypatch):
+    book = [subscribe("starter", T0 + timedelta(minutes=i)) for i in range(5)]
+    broken = book[1]
+    fail_for(monkeypatch, broken.id)
+
+    run = run_billing(utc(2027, 2, 11))
+
+    assert run.status == "completed"
+    assert run.errors == [{"subscription_id": broken.id, "error": "RuntimeError: card network down"}]
+    assert (run.subscriptions_due, run.subscriptions_done, run.subscriptions_billed, run.invoices_created) == (5, 5, 4, 4)
+    assert run.totals == {"USD": 4 * 4900}
+    assert reload(broken).current_period_end == utc(2027, 2, 10, 8, 1)  # untouched, still due
+    assert len(invoices_of(broken)) == 1
+
+    monkeypatch.undo()
+    retry = run_billing(utc(2027, 2, 11))
+    assert (retry.subscriptions_due, retry.invoices_created, retry.errors) == (1, 1, [])
+
+
+@pytest.mark.usefixtures("ctx")
+def test_a_failure_after_some_periods_were_invoiced_rolls_back_that_subscription_only(monkeypatch):
+    victim, bystander = subscribe("starter", T0), subscribe("enterprise", T0 + timedelta(minutes=1))
+    real_usage, seen = subscriptions_module.usage_lines, []
+
+    def usage_fails_on_the_third_period(subscription, start, end):
+        if subscription.id == victim.id:
+            seen.append(start)
+            if len(seen) == 3:
+                raise ValueError("usage store unavailable")
+        return real_usage(subscription, start, end)
+
+    monkeypatch.setattr(subscriptions_module, "usage_lines", usage_fails_on_the_third_period)
+    run = run_billing(AS_OF)
+
+    assert [error["subscription_id"] for error in run.errors] == [victim.id]
+    assert len(invoices_of(victim)) == 1  # its first two renewals went with the failed transaction
+    assert reload(victim).current_period_end == utc(2027, 2, 10, 8)
+    assert len(invoices_of(bystander)) == 4
+    assert_numbers_gap_free(all_invoices())
+
+
+@pytest.mark.usefixtures("ctx")
+def test_recorded_errors_are_capped_but_every_subscription_is_attempted(monkeypatch):
+    monkeypatch.setattr(runs, "MAX_RECORDED_ERRORS", 3)
+    book = [subscribe("starter", T0 + timedelta(minutes=i)) for i in range(6)]
+    monkeypatch.setattr(runs, "renew", lambda subscription, at: (_ for _ in ()).throw(RuntimeError("down")))
+    run = run_billing(utc(2027, 2, 11))
+    assert (run.subscriptions_done, len(run.errors), run.invoices_created) == (6, 3, 0)
+    assert all(reload(s).current_period_end < utc(2027, 2, 11) for s in book)
+
+
+# --- the CLI ------------------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("ctx")
+def test_cli_prints_the_summary_and_exits_zero_when_all_went_well(app):
+    subscribe("starter", T0)
+    subscribe("enterprise", T0 + timedelta(hours=1))
+    result = app.test_cli_runner().invoke(args=["billing", "run", "--at", "2027-02-10T09:00:00Z"])
+    assert result.exit_code == 0, result.output
+    assert "as of 2027-02-10T09:00:00+00:00: 2 due, 2 billed, 2 invoice(s), $2,048.00 invoiced, 0 error(s)." \
+        in result.stdout
+
+
+@pytest.mark.usefixtures("ctx")
+def test_cli_prints_each_error_and_exits_non_zero_when_a_subscription_failed(app, monkeypatch):
+    ok, broken = subscribe("starter", T0), subscribe("starter", T0 + timedelta(minutes=1))
+    fail_for(monkeypatch, broken.id, "payment gateway timeout")
+
+    result = app.test_cli_runner().invoke(args=["billing", "run", "--at", "2027-02-11T00:00:00Z"])
+
+    assert result.exit_code == 1
+    assert "2 due, 1 billed, 1 invoice(s), $49.00 invoiced, 1 error(s)." in result.stdout
+    assert f"{broken.id}: RuntimeError: payment gateway timeout" in result.stderr
+    assert len(invoices_of(ok)) == 2 and len(invoices_of(broken)) == 1
+
+
+# --- numbering ----------------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("ctx")
+def test_invoice_numbers_are_inv_year_and_six_digits_consecutive_across_tenants_and_runs():
+    book = [subscribe(plan, T0 + timedelta(minutes=i)) for i, plan in enumerate(["starter", "enterprise"] * 4)]
+    run_billing(utc(2027, 2, 11))
+    run_billing(utc(2027, 3, 11))
+    numbers = sorted(invoice.number for s in book for invoice in invoices_of(s))
+    assert all(NUMBER.match(number) and number.startswith("INV-2027-") for number in numbers)
+    sequence = [int(number[-6:]) for number in numbers]
+    assert sequence == list(range(sequence[0], sequence[0] + 24))
+    # Issued in the order billed: a later period never has a smaller number.
+    for subscription in book:
+        issued = invoices_of(subscription)
+        assert [i.period_start for i in issued] == sorted(i.period_start for i in issued)
+
+
+# --- two runs at once, for real (PostgreSQL) ------------------------------------------------------
+
+
+@pytest.fixture
+def committed_app(tmp_path_factory):
+    """An app on a scratch database of its own where commits are real, so two threads with their
+    own sessions see each other's work; only PostgreSQL has the row locks this is about."""
+    if not os.environ.get("DATABASE_URL"):
+        pytest.skip("two runs at once are tested on PostgreSQL (set DATABASE_URL)")
+    test_session = db.session
+    db.session = db._make_scoped_session({})  # real sessions, one per app context (and so per thread)
+    try:
+        with database("billing_runs", tmp_path_factory) as url:
+            yield make_app(url)
+    finally:
+        # Each app context removed its own session when it was popped.
+        db.session = test_session
+
+
+def test_two_runs_at_once_bill_what_one_run_bills_and_nothing_twice(committed_app):
+    with committed_app.test_request_context():
+        racing_book = [s.id for s in build_book()]
+        first, second = runs.create_run("scheduler", AS_OF), runs.create_run("operator", AS_OF)
+        commit()
+        run_ids = [first.id, second.id]
+
+    barrier, failures = threading.Barrier(2), []
+
+    def execute(run_id):
+        try:
+            with committed_app.app_context():
+                run = db.session.get(BillingRun, run_id)
+                barrier.wait()
+                runs.execute(run)
+        except BaseException as error:  # noqa: BLE001 - reported by the test below
+            failures.append(repr(error))
+
+    threads = [threading.Thread(target=execute, args=(run_id,)) for run_id in run_ids]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert failures == []
+    assert not any(thread.is_alive() for thread in threads)
+
+    with committed_app.test_request_context():
+        racing = [db.session.get(BillingRun, run_id) for run_id in run_ids]
+        assert [run.status for run in racing] == ["completed", "completed"]
+        assert [run.errors for run in racing] == [[], []]
+
+        clean_book = build_book()
+        alone = run_billing(AS_OF)
+        assert alone.errors == []
+        assert sum(run.invoices_created for run in racing) == alone.invoices_created
+        racing_subscriptions = [db.session.get(Subscription, sid) for sid in racing_book]
+        assert snapshot(racing_subscriptions) == snapshot(clean_book)
+        assert duplicate_periods() == []
+        assert_numbers_gap_free(all_invoices())
