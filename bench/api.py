@@ -12,6 +12,9 @@ with the same client for the same time. Prints req/s, p50 and p99 of both and th
 Rate limiting is switched off for the run (RATELIMIT_ENABLED=false): at 1,000/min even an
 enterprise key would be throttled within the first second, and the bench measures the request
 path, not the limiter's refusals.
+
+REDIS_URL, when set, is passed to the portal as production would have it; the per-process API
+key cache (portal/api_keys/cache.py) needs it. Without it every request queries PostgreSQL.
 """
 
 import argparse
@@ -76,11 +79,13 @@ def scratch_database(base_url: str) -> tuple[str, str, str]:
 
 
 def prepare(env: dict) -> tuple[str, str]:
-    """Migrate the scratch database; create an enterprise tenant and a key. -> (tenant_id, key)."""
-    subprocess.run(  # noqa: S603 - our own venv's flask
-        [str(VENV_BIN / "flask"), "--app", "wsgi", "db", "upgrade"],
-        cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    """Migrate the scratch database (`make migrate-db`: schema, then the plan catalog); create an
+    enterprise tenant and a key. -> (tenant_id, key)."""
+    for command in (["db", "upgrade"], ["catalog", "sync"]):
+        subprocess.run(  # noqa: S603 - our own venv's flask
+            [str(VENV_BIN / "flask"), "--app", "wsgi", *command],
+            cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
     code = (
         "from portal import create_app\n"
         "from portal.access import SYSTEM\n"
@@ -209,7 +214,9 @@ def main() -> None:
     import psycopg
 
     admin_url, name, scratch_url = scratch_database(os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL)
-    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "FLASK_APP")}
+    # REDIS_URL passes through when set: production runs with Redis, and the API key cache
+    # (the reason a warm read touches no database) exists only with it.
+    env = {k: v for k, v in os.environ.items() if k != "FLASK_APP"}
     env.update({"DATABASE_URL": scratch_url, "RATELIMIT_ENABLED": "false", "PORTAL_ENV": "development",
                 "SECRET_KEY": uuid.uuid4().hex * 2, "JOBS_INLINE": "true", "PYTHONPATH": str(ROOT)})
     with psycopg.connect(admin_url, autocommit=True) as conn:
@@ -240,7 +247,8 @@ def main() -> None:
     client = "wrk (2 threads)" if shutil.which("wrk") else "Python threads + http.client keep-alive"
     print(f"GET {path} with X-API-Key, {args.connections} connections, {args.duration}s each, client: {client}")
     print(f"gunicorn {' '.join(GUNICORN_ARGS[:-2])} on {HOST}; PostgreSQL scratch database {name} (dropped); "
-          "rate limiting off (RATELIMIT_ENABLED=false), enterprise tenant")
+          "rate limiting off (RATELIMIT_ENABLED=false), enterprise tenant; "
+          + ("Redis set (API key cache on)" if env.get("REDIS_URL") else "no REDIS_URL (API key cache off)"))
     print(f"{'':8}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}")
     for label, figures in (("portal", portal_figures), ("bare", bare_figures)):
         print(f"{label:8}{figures['rps']:>10.0f}{figures['p50']:>10.2f}{figures['p99']:>10.2f}")

@@ -28,6 +28,9 @@ def create_app(overrides: dict | None = None) -> Flask:
         hops = app.config["TRUSTED_PROXIES"]
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
     init_extensions(app)
+    from portal.api_keys.cache import register_session_hooks
+
+    register_session_hooks()  # commits that change a tenant or key evict the API key cache
     _register_request_hooks(app)
     _register_blueprints(app)
     _register_cli(app)

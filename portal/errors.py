@@ -5,8 +5,8 @@ API into seed 000's envelope. Anything else is a bug and becomes a friendly 500.
 """
 
 import logging
+import secrets
 import time
-import uuid
 
 from flask import g, jsonify, make_response, render_template, request
 from werkzeug.exceptions import HTTPException
@@ -73,7 +73,7 @@ def request_id() -> str:
         if incoming and len(incoming) <= 100 and incoming.isprintable():
             g.request_id = incoming
         else:
-            g.request_id = f"req_{uuid.uuid4().hex[:16]}"
+            g.request_id = f"req_{secrets.token_hex(8)}"
     return g.request_id
 
 

@@ -30,7 +30,18 @@ migrate = Migrate()
 login_manager = LoginManager()
 csrf = CSRFProtect()
 htmx = HTMX()
-limiter = Limiter(key_func=get_remote_address, default_limits=[])
+
+
+class PortalLimiter(Limiter):
+    """Flask-Limiter keeps one on/off switch for every app in the process; here each app's own
+    RATELIMIT_ENABLED decides, for the per-request hooks and the decorated views alike."""
+
+    def _check_request_limit(self, callable_name: str | None = None, in_middleware: bool = True) -> None:
+        if current_app.config["PORTAL_RATELIMIT_ENABLED"]:
+            super()._check_request_limit(callable_name, in_middleware)
+
+
+limiter = PortalLimiter(key_func=get_remote_address, default_limits=[])
 
 
 def init_extensions(app) -> None:
@@ -50,12 +61,9 @@ def init_extensions(app) -> None:
     app.config.setdefault("RATELIMIT_STORAGE_URI", app.config.get("REDIS_URL") or "memory://")
     app.config.setdefault("RATELIMIT_HEADERS_ENABLED", True)
     # The Limiter singleton keeps one on/off switch for every app in the process; keep it
-    # on and let each app's own setting decide per request (see _rate_limits_off).
+    # on and let each app's own setting decide (see PortalLimiter). An app with rate limiting
+    # off gets none of its per-request hooks, which would only find every limit exempt.
     app.config["PORTAL_RATELIMIT_ENABLED"] = app.config.get("RATELIMIT_ENABLED", True)
     app.config["RATELIMIT_ENABLED"] = True
-    limiter.init_app(app)
-
-
-@limiter.request_filter
-def _rate_limits_off() -> bool:
-    return not current_app.config["PORTAL_RATELIMIT_ENABLED"]
+    if app.config["PORTAL_RATELIMIT_ENABLED"]:
+        limiter.init_app(app)

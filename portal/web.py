@@ -66,19 +66,36 @@ def form_errors_status() -> int:
     return 200 if htmx else 422
 
 
+# Added to every response unless the view set its own value.
+SECURITY_HEADERS = (
+    ("Content-Security-Policy", CSP),
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"),
+    ("Referrer-Policy", "no-referrer"),
+)
+HSTS = ("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
+NO_STORE = ("Cache-Control", "no-store")
+
+
 def register_security_headers(app) -> None:
+    from portal.errors import request_id
+
+    # Which defaults apply, by (HTTPS-only cookies, static file): worked out once, not per response.
+    defaults = {
+        (secure, static): SECURITY_HEADERS + ((HSTS,) if secure else ()) + (() if static else (NO_STORE,))
+        for secure in (False, True) for static in (False, True)
+    }
+
     @app.after_request
     def set_headers(response):
         headers = response.headers
-        headers.setdefault("Content-Security-Policy", CSP)
-        headers.setdefault("X-Content-Type-Options", "nosniff")
-        headers.setdefault("X-Frame-Options", "DENY")
-        headers.setdefault("Referrer-Policy", "no-referrer")
-        if current_app.config["SESSION_COOKIE_SECURE"]:
-            headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
-        if request.endpoint != "static":
-            headers.setdefault("Cache-Control", "no-store")
-        from portal.errors import request_id
-
-        headers["X-Request-ID"] = request_id()
+        # One pass over the response's own headers; Headers.setdefault would scan them per name.
+        present = {name.lower() for name in headers.keys()}
+        for name, value in defaults[bool(app.config["SESSION_COOKIE_SECURE"]), request.endpoint == "static"]:
+            if name.lower() not in present:
+                headers.add(name, value)
+        if "x-request-id" in present:
+            headers.set("X-Request-ID", request_id())
+        else:
+            headers.add("X-Request-ID", request_id())
         return response

@@ -346,6 +346,17 @@ def test_api_changes_are_audited_with_the_key_as_actor(client, app, make_tenant)
         assert event_.actor_user_id is None
 
 
+def test_a_signed_in_browser_session_neither_authenticates_nor_follows_api_calls(client, tenant_and_key,
+                                                                                   make_user, login):
+    tenant, plaintext = tenant_and_key
+    login(client, make_user(tenant, role="owner"))
+    assert_envelope(client.get(f"/api/v1/tenants/{tenant.tenant_id}"), 401, "UNAUTHORIZED")
+    response = client.get(f"/api/v1/tenants/{tenant.tenant_id}", headers=with_key(plaintext))
+    assert response.status_code == 200
+    assert "Set-Cookie" not in response.headers and "Cookie" not in response.vary
+    assert client.get("/overview").status_code == 200  # still signed in to the portal
+
+
 def test_request_id_is_echoed_or_generated(client, tenant_and_key):
     tenant, plaintext = tenant_and_key
     echoed = client.get(f"/api/v1/tenants/{tenant.tenant_id}", headers={**with_key(plaintext),
@@ -398,8 +409,9 @@ def test_authenticated_get_tenant_takes_at_most_three_sql_statements(client, app
     finally:
         event.remove(engine, "before_cursor_execute", count_statement)
     assert response.status_code == 200
-    # One SELECT (the key, its tenant joined); the issue allows three.
-    assert len(statements) == 1, statements
+    # One SELECT (the key, its tenant joined), or none when the key cache (Redis) answered;
+    # the issue allows three.
+    assert len(statements) <= 1, statements
 
 
 def test_unknown_api_route_is_a_json_404(client, tenant_and_key):

@@ -1,6 +1,7 @@
 """The JSON API (``/api/v1``, DESIGN §5): same services as the portal, seed 000's contract."""
 
 from flask import current_app, request
+from flask.sessions import SecureCookieSessionInterface
 
 from portal.api.principal import current_principal
 from portal.api.registry import bp
@@ -29,9 +30,25 @@ def _rate_limit_key() -> str:
     return principal.rate_limit_identity if principal else f"ip:{request.remote_addr}"
 
 
+class ApiWithoutCookieSession(SecureCookieSessionInterface):
+    """The API authenticates with keys, never with the browser session: an /api/ request gets
+    an empty session, whatever cookie it carries, and its response sets no cookie."""
+
+    def open_session(self, app, request):
+        if request.path.startswith(bp.url_prefix + "/"):
+            return self.session_class()
+        return super().open_session(app, request)
+
+    def save_session(self, app, session, response) -> None:
+        if request.path.startswith(bp.url_prefix + "/"):
+            return
+        super().save_session(app, session, response)
+
+
 def init_api(app) -> None:
     from portal.api import billing, credentials, invitations, keys, members, openapi, tenants  # noqa: F401  (register operations)
 
     csrf.exempt(bp)
+    app.session_interface = ApiWithoutCookieSession()
     limiter.limit(_rate_limit, key_func=_rate_limit_key)(bp)
     app.register_blueprint(bp)

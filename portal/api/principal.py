@@ -9,6 +9,8 @@ from portal.access import Actor
 from portal.api_keys import services as keys
 from portal.models import ApiKey, OperatorToken
 
+SAFE_METHODS = ("GET", "HEAD")
+
 
 @dataclass(frozen=True)
 class Principal:
@@ -69,7 +71,10 @@ def _resolve() -> Principal | None:
             keys.mark_operator_token_used(token)
             return Principal(kind="operator", label=f"operator token {token.name} ({token.prefix}…)",
                              operator_token=token)
-    key = keys.find_key(secret)
+    # Reads may be answered from the per-process key cache; a write always checks the database,
+    # so it never acts on a key revoked, or for a tenant suspended, a moment ago elsewhere,
+    # even if that change's invalidation message were lost.
+    key = keys.find_key(secret, cached=request.method in SAFE_METHODS)
     if key is None:
         return None
     keys.mark_used(key)

@@ -8,6 +8,7 @@ from sqlalchemy.orm import contains_eager
 
 from portal import audit
 from portal.access import Actor
+from portal.api_keys import cache as key_cache
 from portal.errors import Conflict, ValidationFailed
 from portal.extensions import db
 from portal.models import API_SCOPES, ApiKey, OperatorToken, Tenant, utcnow
@@ -88,26 +89,45 @@ def revoke_key(actor: Actor, tenant: Tenant, key: ApiKey, reason: str = "") -> A
     return key
 
 
-def find_key(presented: str) -> ApiKey | None:
-    """The active key for a presented secret: one indexed query on its hash, tenant joined."""
+def find_key(presented: str, cached: bool = False) -> ApiKey | None:
+    """The active key for a presented secret: one indexed query on its hash, tenant joined.
+
+    ``cached`` (safe requests only) lets a warm lookup come from the per-process cache
+    without SQL; see ``portal.api_keys.cache``.
+    """
     if not presented or len(presented) > 200:
         return None
+    key_hash = hash_token(presented)
+    cache = key_cache.active_cache() if cached else None
+    if cache is not None:
+        key = cache.load(key_hash, key_cache.ttl())
+        if key is not None:
+            return key if key.is_active else None  # expiry is checked on every hit
+        generation = cache.generation  # before the query: a change committed meanwhile wins
     key = db.session.execute(
         select(ApiKey)
         .join(ApiKey.tenant)
         .options(contains_eager(ApiKey.tenant))
-        .where(ApiKey.key_hash == hash_token(presented))
+        .where(ApiKey.key_hash == key_hash)
     ).scalar_one_or_none()
     if key is None or not key.is_active:
         return None
+    if cache is not None:
+        cache.store(key_hash, key, generation)
     return key
 
 
 def mark_used(key: ApiKey) -> None:
     now = utcnow()
     if key.last_used_at is None or now - key.last_used_at >= LAST_USED_RESOLUTION:
-        db.session.execute(update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now))
+        key_hash = key.key_hash
+        # Not a change the key cache must announce: hits refresh last_used_at themselves.
+        db.session.execute(update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now)
+                           .execution_options(**{key_cache.NO_INVALIDATION: True}))
         db.session.commit()
+        cache = key_cache.active_cache()
+        if cache is not None:
+            cache.note_last_used(key_hash, now)
 
 
 def create_operator_token(actor: Actor, name: str) -> tuple[OperatorToken, str]:

@@ -1,0 +1,458 @@
+"""Per-process cache of API key lookups, invalidated across processes through Redis pub/sub.
+
+A warm authenticated read (GET/HEAD) finds its key and tenant here and touches no database:
+the entry holds plain copies of both rows' columns, rebuilt on each hit into detached ORM
+instances (columns only; a view that needs the tenant's related rows queries them by
+tenant_id). Writes always authenticate against the database (see ``portal.api.principal``).
+Operator tokens are not cached.
+
+Correctness rests on invalidation, not on the TTL:
+
+- Every commit of ``db.session`` that changed or deleted a tenant or an API key (ORM unit of
+  work or a bulk UPDATE/DELETE on those tables) evicts that tenant's entries in this process
+  at once and PUBLISHes the tenant ids on the database's channel (``channel_for``).
+- Each process runs one listener thread subscribed to that channel. A message evicts; every
+  (re)subscription clears the whole cache, since messages sent while unsubscribed are lost.
+  While not subscribed (not yet, or the connection broke) the cache is bypassed: every
+  lookup goes to the database, and nothing is stored.
+- A fill races an invalidation through a generation counter: it is read before the query and
+  the entry is stored only if no eviction happened meanwhile.
+- ``API_KEY_CACHE_SECONDS`` is a safety net for changes made behind the ORM's back (psql, a
+  migration), not the way revocation works.
+
+Only with a real Redis (``REDIS_URL``): without one there is no way to tell other processes,
+so there is no cache. A process whose cache is off still publishes its invalidations.
+"""
+
+import hashlib
+import json
+import logging
+import os
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+
+from flask import current_app, has_app_context
+from flask_sqlalchemy.session import Session as FlaskSession
+from sqlalchemy import event, inspect
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.orm.attributes import instance_dict, set_committed_value
+
+from portal.models import ApiKey, Tenant
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "portal:api-key-cache"  # followed by ":<digest of the database URL>", see channel_for
+MAX_ENTRIES = 10_000
+# Execution option for writes the cache may ignore (last_used_at, refreshed by hits themselves).
+NO_INVALIDATION = "portal_api_key_cache_ignore"
+ALL = "*"
+_CACHED_TABLES = {ApiKey.__tablename__, Tenant.__tablename__}
+_PENDING = "portal_api_key_cache_pending"  # session.info: tenant ids changed in this transaction
+_APP_CACHE = "portal_api_key_cache"  # app.extensions
+_APP_CHANNEL = "portal_api_key_cache_channel"
+# The listener pings Redis when idle; a connection silent for longer is treated as broken.
+_PING_EVERY = 5.0
+_SILENT_LIMIT = 15.0
+_RECONNECT_DELAY = 1.0
+
+
+@dataclass
+class Entry:
+    key_values: dict
+    tenant_values: dict
+    tenant_id: str
+    stored_at: float
+    # Which values are mutable (JSON lists and objects): each hit gets its own copy of those.
+    key_mutable: tuple = ()
+    tenant_mutable: tuple = ()
+
+
+class ApiKeyCache:
+    """key_hash -> Entry for one Redis URL and database in one process, with its listener thread."""
+
+    def __init__(self, redis_url: str, channel: str):
+        self.redis_url = redis_url
+        self.channel = channel
+        self.pid = os.getpid()
+        self._entries: dict[str, Entry] = {}
+        self._lock = threading.Lock()
+        self._generation = 0
+        self._subscribed = threading.Event()
+        self._listener: threading.Thread | None = None
+
+    # --- reads and fills ----------------------------------------------------------------
+
+    @property
+    def generation(self) -> int:
+        return self._generation
+
+    @property
+    def subscribed(self) -> bool:
+        return self._subscribed.is_set()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def load(self, key_hash: str, ttl: float) -> ApiKey | None:
+        """The cached key and its tenant, rebuilt without SQL and outside any session."""
+        entry = self._entries.get(key_hash)
+        if entry is None or not self._subscribed.is_set():
+            return None
+        if time.monotonic() - entry.stored_at > ttl:
+            self.discard(key_hash, entry)
+            return None
+        # Detached, as if loaded by a session since closed: every column is there, and nothing
+        # is attached to db.session (creating a session only to attach them would cost a fifth
+        # of the request). A view that needs more of the tenant than its columns queries by
+        # tenant_id; a lazy relationship load would raise DetachedInstanceError, not guess.
+        tenant = _rebuild(Tenant, entry.tenant_values, entry.tenant_mutable)
+        make_transient_to_detached(tenant)
+        key = _rebuild(ApiKey, entry.key_values, entry.key_mutable)
+        make_transient_to_detached(key)
+        set_committed_value(key, "tenant", tenant)  # as if loaded together
+        return key
+
+    def store(self, key_hash: str, key: ApiKey, generation: int) -> None:
+        """Remember a key just read from the database, unless an eviction happened since
+        ``generation`` was read (the read may predate the change that caused it)."""
+        key_values = _snapshot(key)
+        tenant = key.tenant if key_values is not None else None
+        tenant_values = _snapshot(tenant) if tenant is not None else None
+        if key_values is None or tenant_values is None:
+            return
+        entry = Entry(key_values, tenant_values, tenant.tenant_id, time.monotonic(),
+                      _mutable(key_values), _mutable(tenant_values))
+        with self._lock:
+            if generation != self._generation or not self._subscribed.is_set():
+                return
+            self._entries.pop(key_hash, None)
+            if len(self._entries) >= MAX_ENTRIES:
+                del self._entries[next(iter(self._entries))]  # the oldest
+            self._entries[key_hash] = entry
+
+    def note_last_used(self, key_hash: str, when) -> None:
+        """The database now says ``last_used_at = when``; keep the hit path from writing again."""
+        with self._lock:
+            entry = self._entries.get(key_hash)
+            if entry is not None:
+                entry.key_values = {**entry.key_values, "last_used_at": when}
+
+    def discard(self, key_hash: str, entry: Entry | None = None) -> None:
+        with self._lock:
+            if entry is None or self._entries.get(key_hash) is entry:
+                self._entries.pop(key_hash, None)
+
+    # --- invalidation -------------------------------------------------------------------
+
+    def evict(self, tenant_ids) -> None:
+        """Forget the entries of these tenants (``ALL`` among them: every entry)."""
+        tenant_ids = set(tenant_ids)
+        with self._lock:
+            self._generation += 1
+            if ALL in tenant_ids:
+                self._entries.clear()
+                return
+            for key_hash in [h for h, e in self._entries.items() if e.tenant_id in tenant_ids]:
+                del self._entries[key_hash]
+
+    def clear(self) -> None:
+        self.evict({ALL})
+
+    # --- the listener -------------------------------------------------------------------
+
+    def ensure_listener(self) -> None:
+        if self._listener is not None:
+            return
+        with self._lock:
+            if self._listener is None:
+                self._listener = threading.Thread(target=self._listen, name="api-key-cache-listener", daemon=True)
+                self._listener.start()
+
+    def wait_until_subscribed(self, timeout: float) -> bool:
+        self.ensure_listener()
+        return self._subscribed.wait(timeout)
+
+    def _listen(self) -> None:
+        lost_logged = False
+        while True:
+            client = pubsub = None
+            try:
+                client = _redis_client(self.redis_url, connect_timeout=2, name=listener_name())
+                pubsub = client.pubsub()
+                pubsub.subscribe(self.channel)
+                heard = pinged = time.monotonic()
+                while True:
+                    message = pubsub.get_message(timeout=1.0)
+                    now = time.monotonic()
+                    if message is not None:
+                        heard = now
+                        if self._handle(message):
+                            if lost_logged:
+                                log.info("API key cache: subscribed to Redis again")
+                            lost_logged = False
+                    elif now - heard > _SILENT_LIMIT:
+                        raise ConnectionError("no reply from Redis")
+                    elif now - max(heard, pinged) > _PING_EVERY:
+                        pubsub.ping()
+                        pinged = now
+            except Exception as error:  # noqa: BLE001 - any failure: bypass, then resubscribe
+                self._unsubscribed()
+                if not lost_logged:
+                    # The exception's class only: its text may carry the Redis URL.
+                    log.warning("API key cache: not subscribed to Redis (%s); API reads query the database "
+                                "until it is back", type(error).__name__)
+                    lost_logged = True
+            finally:
+                for closable in (pubsub, client):
+                    try:
+                        if closable is not None:
+                            closable.close()
+                    except Exception:  # noqa: BLE001, S110 - the connection is being dropped anyway
+                        pass
+            time.sleep(_RECONNECT_DELAY)
+
+    def _handle(self, message: dict) -> bool:
+        """Apply one pub/sub message; True when it (re)confirmed the subscription."""
+        kind = message["type"]
+        if kind == "subscribe":
+            # Whatever was published while we were not listening is lost: start empty.
+            with self._lock:
+                self._generation += 1
+                self._entries.clear()
+                self._subscribed.set()
+            return True
+        if kind == "message":
+            origin, tenant_ids = _decode(message["data"])
+            # Our own message: publish() evicted here already, right after the commit. Evicting
+            # again would only throw away fills that read the committed data.
+            if origin != _origin():
+                self.evict(tenant_ids)
+        elif kind == "unsubscribe":
+            raise ConnectionError("unsubscribed")
+        return False
+
+    def _unsubscribed(self) -> None:
+        with self._lock:
+            self._subscribed.clear()
+            self._generation += 1
+            self._entries.clear()
+
+
+def _json_copy(value):
+    if isinstance(value, dict):
+        return {k: _json_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_copy(v) for v in value]
+    return value
+
+
+def _mutable(values: dict) -> tuple:
+    return tuple(k for k, v in values.items() if isinstance(v, dict | list))
+
+
+def _rebuild(model, values: dict, mutable: tuple):
+    """A new instance holding ``values`` the way a query result fills one: straight into its
+    state, without per-attribute change events (make_transient_to_detached then marks them
+    loaded and gives it its identity)."""
+    obj = model()
+    loaded = instance_dict(obj)
+    loaded.update(values)
+    # A handler mutating a JSON value in place must not change what the next request sees.
+    for name in mutable:
+        loaded[name] = _json_copy(values[name])
+    return obj
+
+
+def _snapshot(obj) -> dict | None:
+    """Plain copies of a clean, fully loaded row's column values (None if it is not)."""
+    state = inspect(obj)
+    if not state.persistent or state.modified:
+        return None
+    loaded = state.dict
+    values = {}
+    for attr in state.mapper.column_attrs:
+        if attr.key not in loaded:
+            return None
+        values[attr.key] = loaded[attr.key]
+    return {k: _json_copy(v) for k, v in values.items()}  # not shared with the live instance
+
+
+def _encode(tenant_ids: set[str]) -> str:
+    return json.dumps({"origin": _origin(), "tenants": [ALL] if ALL in tenant_ids else sorted(tenant_ids)})
+
+
+def _decode(data) -> tuple[str | None, set[str]]:
+    """(the publishing process, tenant ids) of a message."""
+    try:
+        message = json.loads(data)
+        tenant_ids = message["tenants"]
+        if isinstance(tenant_ids, list) and all(isinstance(i, str) for i in tenant_ids):
+            return message.get("origin"), set(tenant_ids)
+    except (ValueError, TypeError, KeyError):
+        pass
+    return None, {ALL}  # unreadable: forget everything rather than keep something stale
+
+
+_origins: dict[int, str] = {}
+
+
+def _origin() -> str:
+    """This process's name on the channel (a fork gets its own)."""
+    pid = os.getpid()
+    if pid not in _origins:
+        _origins[pid] = f"{pid}-{secrets.token_hex(6)}"
+    return _origins[pid]
+
+
+# --- one cache per Redis URL and database, per process ---------------------------------
+
+_caches: dict[tuple[str, str], ApiKeyCache] = {}
+_publishers: dict[tuple[int, str], object] = {}
+_registry_lock = threading.Lock()
+
+
+def _redis_client(url: str, connect_timeout: float, timeout: float | None = None, name: str | None = None):
+    from redis import Redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    # No silent retries: a broken connection must surface, so the listener can stop serving.
+    return Redis.from_url(url, socket_connect_timeout=connect_timeout, socket_timeout=timeout,
+                          socket_keepalive=True, retry=Retry(NoBackoff(), 0), client_name=name)
+
+
+def listener_name() -> str:
+    """This process's listener, as Redis's CLIENT LIST shows it."""
+    return f"portal-api-key-cache-{os.getpid()}"
+
+
+def channel_for(database_uri: str) -> str:
+    """The invalidation channel of one database. Processes on another database that share the
+    Redis (staging, test runs) neither hear its messages nor disturb its cache."""
+    url = make_url(database_uri)
+    identity = url.set(drivername=url.get_backend_name(), password=None).render_as_string(hide_password=False)
+    return f"{CHANNEL}:{hashlib.sha256(identity.encode()).hexdigest()[:16]}"
+
+
+def cache_for(redis_url: str, channel: str, create: bool = True) -> ApiKeyCache | None:
+    key = (redis_url, channel)
+    cache = _caches.get(key)
+    if cache is not None and cache.pid == os.getpid():
+        return cache
+    if not create:
+        return None
+    with _registry_lock:
+        cache = _caches.get(key)
+        if cache is None or cache.pid != os.getpid():  # none yet, or inherited through fork()
+            cache = _caches[key] = ApiKeyCache(redis_url, channel)
+        return cache
+
+
+def enabled(config) -> bool:
+    return bool(config.get("REDIS_URL")) and config.get("API_KEY_CACHE_SECONDS", 0) > 0
+
+
+def _channel(app) -> str:
+    channel = app.extensions.get(_APP_CHANNEL)
+    if channel is None:
+        channel = app.extensions[_APP_CHANNEL] = channel_for(app.config["SQLALCHEMY_DATABASE_URI"])
+    return channel
+
+
+def active_cache(app=None) -> ApiKeyCache | None:
+    """The app's cache (shared by every app of the process on the same Redis and database),
+    its listener started; None when it is off (no Redis, or 0 seconds)."""
+    app = app or current_app
+    cache = app.extensions.get(_APP_CACHE)
+    if cache is None or cache.pid != os.getpid():
+        if not enabled(app.config):
+            return None
+        cache = app.extensions[_APP_CACHE] = cache_for(app.config["REDIS_URL"], _channel(app))
+        cache.ensure_listener()
+    return cache
+
+
+def ttl() -> float:
+    return float(current_app.config["API_KEY_CACHE_SECONDS"])
+
+
+def publish(redis_url: str, channel: str, tenant_ids: set[str]) -> None:
+    """Evict here at once, then tell every other process. A failure is logged, not raised:
+    the change is committed, and other processes drop the entries within the TTL."""
+    local = cache_for(redis_url, channel, create=False)
+    if local is not None:
+        local.evict(tenant_ids)
+    payload = _encode(tenant_ids)
+    try:
+        key = (os.getpid(), redis_url)
+        client = _publishers.get(key)
+        if client is None:
+            client = _publishers[key] = _redis_client(redis_url, connect_timeout=1, timeout=1)
+        client.publish(channel, payload)
+    except Exception as error:  # noqa: BLE001
+        log.warning("API key cache: could not publish the invalidation of %d tenant(s) (%s); other processes "
+                    "drop their entries within API_KEY_CACHE_SECONDS", len(tenant_ids), type(error).__name__)
+
+
+# --- session hooks: what a commit changed -----------------------------------------------
+
+
+def _changed_tenant_ids(session) -> set[str]:
+    ids: set[str] = set()
+    for obj in list(session.dirty) + list(session.deleted):
+        if isinstance(obj, Tenant):
+            ids.add(inspect(obj).identity[0])
+        elif isinstance(obj, ApiKey):
+            state = inspect(obj)
+            # Its tenant now and, had it changed, before; unknown (expired) means everyone's.
+            found = {v for v in (state.dict.get("tenant_id"), state.committed_state.get("tenant_id"))
+                     if isinstance(v, str)}
+            ids |= found or {ALL}
+    return ids
+
+
+def _after_flush(session, _flush_context) -> None:
+    ids = _changed_tenant_ids(session)
+    if ids:
+        session.info.setdefault(_PENDING, set()).update(ids)
+
+
+def _do_orm_execute(state) -> None:
+    if not (state.is_update or state.is_delete) or state.execution_options.get(NO_INVALIDATION):
+        return
+    table = getattr(state.statement, "table", None)
+    if getattr(table, "name", None) in _CACHED_TABLES:
+        # Which rows a bulk statement hits is unknown here: drop everything.
+        state.session.info.setdefault(_PENDING, set()).add(ALL)
+
+
+def _after_commit(session) -> None:
+    if session.in_nested_transaction():
+        return  # a released savepoint: the outer transaction may still roll back
+    pending = session.info.pop(_PENDING, None)
+    if pending and has_app_context() and current_app.config.get("REDIS_URL"):
+        publish(current_app.config["REDIS_URL"], _channel(current_app), pending)
+
+
+def _after_transaction_end(session, transaction) -> None:
+    if transaction.parent is None:
+        # Rolled back (or closed) without a commit: nothing changed, nothing to announce.
+        session.info.pop(_PENDING, None)
+
+
+_HOOKS = (
+    ("after_flush", _after_flush),
+    ("do_orm_execute", _do_orm_execute),
+    ("after_commit", _after_commit),
+    ("after_transaction_end", _after_transaction_end),
+)
+
+
+def register_session_hooks() -> None:
+    """Listen on the class of every app's ``db.session`` (Flask-SQLAlchemy's); idempotent."""
+    for name, hook in _HOOKS:
+        if not event.contains(FlaskSession, name, hook):
+            event.listen(FlaskSession, name, hook)
