@@ -339,15 +339,12 @@ def _invoice_action(invoice: Invoice, form_name: str, form, action, success: str
     """Validate ``form``, run ``action(form)`` on the invoice, commit; a refusal changes nothing."""
     if not form.validate_on_submit():
         return _invoice_page(invoice, status=form_errors_status(), **{form_name: form})
-    try:
+
+    def run() -> str:
         action(form)
-        commit()
-    except ServiceError as error:
-        rollback()
-        flash(error.message, "error")
-    else:
-        flash(success, "success")
-    return redirect_to("admin.invoice", invoice_id=invoice.id)
+        return success
+
+    return act(run, "admin.invoice", invoice_id=invoice.id)
 
 
 @bp.post("/invoices/<invoice_id>/mark-paid")

@@ -21,7 +21,6 @@ from portal.billing_pages.forms import CancelForm, ConfirmChangeForm
 from portal.errors import ServiceError
 from portal.extensions import db
 from portal.models import INVOICE_STATUSES, Plan, Subscription, utcnow
-from portal.tasks import commit, rollback
 from portal.web import act, form_errors_status, redirect_to, render
 
 bp = Blueprint("billing", __name__, url_prefix="/billing")
@@ -204,21 +203,14 @@ def confirm_change(plan_key: str):
         flash(f"Prices or your subscription changed since that preview, or it is more than {QUOTE_MAX_AGE // 60} "
               "minutes old. These are the figures as of now: check them and confirm again.", "warning")
         return redirect_to("billing.change", plan_key=plan.key)
-    try:
+    def change() -> str:
         if _can_subscribe(subscription):
-            subscription = subscriptions.start(current_actor(), g.tenant, plan.key)
-            message = _subscribe_message(subscription)
-        else:
-            withdrew = subscription.cancel_at_period_end
-            preview, invoice = subscriptions.change_plan(current_actor(), subscription, plan.key, at=at)
-            message = _change_message(preview, invoice, subscription, withdrew)
-        commit()
-    except ServiceError as error:
-        rollback()
-        flash(error.message, "error")
-    else:
-        flash(message, "success")
-    return redirect_to("billing.index")
+            return _subscribe_message(subscriptions.start(current_actor(), g.tenant, plan.key))
+        withdrew = subscription.cancel_at_period_end
+        preview, invoice = subscriptions.change_plan(current_actor(), subscription, plan.key, at=at)
+        return _change_message(preview, invoice, subscription, withdrew)
+
+    return act(change, "billing.index")
 
 
 @bp.post("/scheduled-change/cancel")
