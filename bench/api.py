@@ -65,16 +65,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def scratch_database(base_url: str) -> tuple[str, str, str]:
-    """(admin URL, scratch database name, scratch URL)."""
+def scratch_database(base_url: str, prefix: str = "portal_bench", driver: str = "postgresql") -> tuple[str, str, str]:
+    """(admin URL, scratch database name, scratch URL with ``driver``); loopback servers only."""
     from sqlalchemy.engine import make_url
 
     url = make_url(base_url)
     if url.host not in (None, "127.0.0.1", "localhost", "::1"):
         sys.exit(f"DATABASE_URL must point at a loopback PostgreSQL, not {url.host}")
-    name = f"portal_bench_{uuid.uuid4().hex[:8]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
     admin = url.set(drivername="postgresql").render_as_string(hide_password=False)
-    scratch = url.set(drivername="postgresql", database=name).render_as_string(hide_password=False)
+    scratch = url.set(drivername=driver, database=name).render_as_string(hide_password=False)
     return admin, name, scratch
 
 

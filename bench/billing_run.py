@@ -32,6 +32,8 @@ from unittest import mock
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import api as api_bench  # noqa: E402 - needs ROOT on the path
+
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 T0 = datetime(2027, 1, 10, 8, 0, tzinfo=UTC)
 AS_OF = datetime(2027, 2, 10, 8, 0, tzinfo=UTC)  # one monthly period later
@@ -42,15 +44,7 @@ EXTRA: dict = {}
 
 def scratch_database(base_url: str) -> tuple[str, str, str]:
     """(admin URL, scratch database name, SQLAlchemy URL of the scratch database)."""
-    from sqlalchemy.engine import make_url
-
-    url = make_url(base_url)
-    if url.host not in (None, "127.0.0.1", "localhost", "::1"):
-        sys.exit(f"DATABASE_URL must point at a loopback PostgreSQL, not {url.host}")
-    name = f"portal_bench_billing_{uuid.uuid4().hex[:8]}"
-    admin = url.set(drivername="postgresql").render_as_string(hide_password=False)
-    scratch = url.set(drivername="postgresql+psycopg", database=name).render_as_string(hide_password=False)
-    return admin, name, scratch
+    return api_bench.scratch_database(base_url, prefix="portal_bench_billing", driver="postgresql+psycopg")
 
 
 def build_app(database_url: str):

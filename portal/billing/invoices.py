@@ -13,7 +13,6 @@ from sqlalchemy.orm import make_transient_to_detached
 
 from portal import audit
 from portal.access import Actor
-from portal.billing.money import format_money
 from portal.errors import Conflict, ValidationFailed
 from portal.extensions import db
 from portal.models import INVOICE_STATUSES, Invoice, InvoiceCounter, InvoiceLine, Subscription, Tenant
@@ -189,7 +188,3 @@ def to_csv(invoices: list[Invoice]) -> str:
             invoice.due_at.date().isoformat(),
         ])
     return buffer.getvalue()
-
-
-def describe_total(invoice: Invoice) -> str:
-    return format_money(invoice.total, invoice.currency)
