@@ -1,8 +1,24 @@
 """The audit log: every change records who did what to which object, when, from where."""
 
+from sqlalchemy import insert
+
 from portal.access import Actor
 from portal.extensions import db
-from portal.models import AuditEvent, Tenant
+from portal.models import AuditEvent, Tenant, utcnow
+
+
+def _values(actor: Actor, action: str, tenant: Tenant | None, target_type: str | None, target_id: str | None,
+            details: dict) -> dict:
+    return {
+        "tenant_id": tenant.tenant_id if tenant else None,
+        "actor_user_id": actor.user.id if actor.user else None,
+        "actor_label": actor.name,
+        "action": action,
+        "target_type": target_type,
+        "target_id": target_id,
+        "details": details,
+        "ip": actor.ip,
+    }
 
 
 def record(
@@ -13,15 +29,16 @@ def record(
     target_id: str | None = None,
     **details,
 ) -> AuditEvent:
-    event = AuditEvent(
-        tenant_id=tenant.tenant_id if tenant else None,
-        actor_user_id=actor.user.id if actor.user else None,
-        actor_label=actor.name,
-        action=action,
-        target_type=target_type,
-        target_id=target_id,
-        details=details,
-        ip=actor.ip,
-    )
+    event = AuditEvent(**_values(actor, action, tenant, target_type, target_id, details))
     db.session.add(event)
     return event
+
+
+def record_now(actor: Actor, action: str, tenant: Tenant | None = None, target_type: str | None = None,
+               target_id: str | None = None, **details) -> None:
+    """``record`` as one INSERT at once, for hot paths (a billing run writes one per invoice)
+    where the unit of work's bookkeeping would cost more than the row."""
+    db.session.connection().execute(
+        insert(AuditEvent.__table__),
+        {**_values(actor, action, tenant, target_type, target_id, details), "created_at": utcnow()},
+    )

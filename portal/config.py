@@ -80,6 +80,10 @@ def load_config() -> dict:
         "BILLING_SELLER_EMAIL": os.environ.get("BILLING_SELLER_EMAIL", "billing@example.com"),
         "INVOICE_DUE_DAYS": int(os.environ.get("INVOICE_DUE_DAYS", "14")),
         "BILLING_RUN_INTERVAL_SECONDS": int(os.environ.get("BILLING_RUN_INTERVAL_SECONDS", "3600")),
+        # A run with at least BILLING_RUN_PARALLEL_FROM subscriptions due (PostgreSQL only) is
+        # shared among BILLING_RUN_PROCESSES forked processes (0: one per CPU).
+        "BILLING_RUN_PROCESSES": int(os.environ.get("BILLING_RUN_PROCESSES", "0")),
+        "BILLING_RUN_PARALLEL_FROM": int(os.environ.get("BILLING_RUN_PARALLEL_FROM", "500")),
     }
 
 

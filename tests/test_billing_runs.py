@@ -332,3 +332,42 @@ def test_two_runs_at_once_bill_what_one_run_bills_and_nothing_twice(committed_ap
         assert snapshot(racing_subscriptions) == snapshot(clean_book)
         assert duplicate_periods() == []
         assert_numbers_gap_free(all_invoices())
+
+
+def test_a_run_shared_among_processes_bills_what_one_process_bills(committed_app, monkeypatch):
+    """A large run is split among forked processes; the result, figures and errors included,
+    is the same as one process's, and a subscription failing in a child is recorded."""
+    with committed_app.test_request_context():
+        shared_book = [subscription.id for subscription in build_book()]
+        failing = shared_book[7]
+    real_renew = runs.renew
+
+    def renew_failing_one(subscription, at):
+        if subscription.id == failing:
+            raise ValueError("the tax service is down")
+        return real_renew(subscription, at)
+
+    monkeypatch.setattr(runs, "renew", renew_failing_one)  # inherited by the forked children
+    committed_app.config.update(BILLING_RUN_PARALLEL_FROM=2, BILLING_RUN_PROCESSES=3)
+    with committed_app.test_request_context():
+        shared = run_billing(AS_OF)
+        assert (shared.status, shared.subscriptions_due, shared.subscriptions_done) == ("completed", 30, 30)
+        assert shared.errors == [{"subscription_id": failing, "error": "ValueError: the tax service is down"}]
+
+    monkeypatch.setattr(runs, "renew", real_renew)
+    committed_app.config.update(BILLING_RUN_PARALLEL_FROM=10**9)
+    with committed_app.test_request_context():
+        assert runs.due_subscription_ids(AS_OF) == [failing]  # left as it was, for the next run
+        catch_up = run_billing(AS_OF)
+        assert (catch_up.subscriptions_done, catch_up.errors) == (1, [])
+
+        clean_book = build_book()
+        alone = run_billing(AS_OF)
+        assert alone.errors == []
+        assert shared.invoices_created + catch_up.invoices_created == alone.invoices_created
+        assert {currency: shared.totals.get(currency, 0) + catch_up.totals.get(currency, 0)
+                for currency in alone.totals} == alone.totals
+        shared_subscriptions = [db.session.get(Subscription, sid) for sid in shared_book]
+        assert snapshot(shared_subscriptions) == snapshot(clean_book)
+        assert duplicate_periods() == []
+        assert_numbers_gap_free(all_invoices())

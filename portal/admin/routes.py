@@ -303,7 +303,7 @@ def billing_run(run_id: str):
     run = db.session.get(BillingRun, run_id, populate_existing=True)
     if run is None:
         abort(404)
-    failed_ids = [error.get("subscription_id") for error in run.errors or []]
+    failed_ids = [error["subscription_id"] for error in run.errors or [] if error.get("subscription_id")]
     tenant_of = dict(db.session.execute(
         select(Subscription.id, Subscription.tenant_id).where(Subscription.id.in_(failed_ids))
     ).all()) if failed_ids else {}
@@ -322,6 +322,15 @@ def _load_invoice(invoice_id: str) -> Invoice:
 def invoice(invoice_id: str):
     """One invoice of any tenant, with the operator's mark-paid and void actions."""
     return _invoice_page(_load_invoice(invoice_id))
+
+
+@bp.get("/invoices/<invoice_id>.pdf")
+@operator_required
+def invoice_pdf(invoice_id: str):
+    """The PDF exactly as the customer downloads it."""
+    from portal.billing.pdf import pdf_download
+
+    return pdf_download(_load_invoice(invoice_id))
 
 
 def _invoice_page(invoice: Invoice, paid_form: MarkPaidForm | None = None, void_form: VoidInvoiceForm | None = None,

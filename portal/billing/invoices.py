@@ -77,8 +77,10 @@ def issue(subscription: Subscription, kind: str, period_start: datetime, period_
     # The unit of work costs more than the SQL for a row it only inserts (most of a billing run's
     # time per subscription): the invoice and its lines go in as two plain INSERTs, and the
     # objects returned are attached as already stored, every column set, so nothing reloads.
-    if db.session.new:
-        db.session.flush()  # what they refer to (a new subscription, say) must exist first
+    # Whatever the session holds is written first, so that taking the number, which locks the
+    # year's counter until commit, is followed only by these few INSERTs: parallel billing
+    # processes queue on that lock for as short a time as possible.
+    db.session.flush()
     now = utcnow()
     values = {
         "id": new_id("inv"), "number": next_number(at.year), "tenant_id": tenant.tenant_id,
@@ -113,8 +115,8 @@ def issue(subscription: Subscription, kind: str, period_start: datetime, period_
     for stored in (invoice, *invoice.lines):
         make_transient_to_detached(stored)
     db.session.add(invoice)
-    audit.record(actor, "invoice.issued", tenant, "invoice", invoice.id,
-                 number=invoice.number, total=invoice.total, currency=invoice.currency)
+    audit.record_now(actor, "invoice.issued", tenant, "invoice", invoice.id,
+                     number=invoice.number, total=invoice.total, currency=invoice.currency)
     return invoice
 
 

@@ -7,8 +7,13 @@ constraint refuses a second invoice for a period whatever happens.
 """
 
 import logging
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
 from datetime import datetime
 
+from flask import current_app
 from sqlalchemy import or_, select
 from sqlalchemy.orm import joinedload, lazyload
 
@@ -85,72 +90,147 @@ def _lock(subscription_id: str, loaded: Subscription | None = None) -> Subscript
 
 
 def execute(run: BillingRun) -> BillingRun:
-    """Run it to the end; a failing subscription is recorded and skipped, never fatal."""
+    """Run it to the end; a failing subscription is recorded and skipped, never fatal.
+
+    A large run on PostgreSQL is split into shards renewed by forked processes at once (the
+    per-subscription work is mostly Python, so one process leaves cores idle); each shard adds
+    its figures to the run's row as it goes, so the console's progress is the sum of all.
+    """
     run_id, at = run.id, run.as_of
     run.status, run.started_at = "running", utcnow()
     ids = due_subscription_ids(at)
     run.subscriptions_due = len(ids)
     commit()
-    totals: dict[str, int] = dict(run.totals or {})
-    errors: list[dict] = list(run.errors or [])
+    try:
+        shards = _shards(ids)
+        if len(shards) > 1:
+            _renew_in_processes(run_id, at, shards)
+        else:
+            _renew_shard(run_id, at, ids)
+    except Exception as error:
+        # Not one subscription's failure (those are recorded and skipped) but the run's own:
+        # say so in the console instead of leaving it "running" for ever, and let RQ see it.
+        rollback()
+        _finish(run_id, "failed", f"The run stopped: {type(error).__name__}: {error}")
+        raise
+    return _finish(run_id, "completed")
+
+
+def _finish(run_id: str, status: str, error: str | None = None) -> BillingRun:
+    run = db.session.get(BillingRun, run_id, populate_existing=True)
+    run.status, run.finished_at = status, utcnow()
+    if error:
+        run.errors = [*(run.errors or []), {"subscription_id": None, "error": error[:500]}]
+    commit()
+    return run
+
+
+def _shards(ids: list[str]) -> list[list[str]]:
+    config = current_app.config
+    processes = min(config["BILLING_RUN_PROCESSES"] or os.cpu_count() or 1, len(ids))
+    if (processes < 2 or len(ids) < config["BILLING_RUN_PARALLEL_FROM"]
+            or db.engine.dialect.name != "postgresql"):  # SQLite has one writer at a time
+        return [ids]
+    # Interleaved, so every shard gets early and late period ends alike.
+    return [ids[shard::processes] for shard in range(processes)]
+
+
+_forked_app = None
+
+
+def _renew_in_processes(run_id: str, at: datetime, shards: list[list[str]]) -> None:
+    global _forked_app
+    _forked_app = current_app._get_current_object()
+    db.session.remove()  # nothing of this session's may be shared with the children
+    try:
+        with ProcessPoolExecutor(len(shards), mp_context=multiprocessing.get_context("fork")) as pool:
+            for finished in [pool.submit(_renew_shard_in_child, run_id, at, shard) for shard in shards]:
+                finished.result()
+    finally:
+        _forked_app = None
+
+
+def _renew_shard_in_child(run_id: str, at: datetime, ids: list[str]) -> None:
+    with _forked_app.app_context():
+        # The parent's pooled connections are the parent's: open our own.
+        db.engine.dispose(close=False)
+        try:
+            _renew_shard(run_id, at, ids)
+        finally:
+            db.session.remove()
+            db.engine.dispose()
+
+
+@dataclass
+class _Tally:
+    """What a shard has done and not yet added to the run's row."""
+
+    done: int = 0
+    billed: int = 0
+    invoices: int = 0
+    totals: dict[str, int] = field(default_factory=dict)
+    errors: list[dict] = field(default_factory=list)
+
+    def plus(self, done: int = 1, issued: list[tuple[str, int]] = (), error: dict | None = None) -> "_Tally":
+        totals = dict(self.totals)
+        for currency, total in issued:
+            totals[currency] = totals.get(currency, 0) + total
+        return _Tally(self.done + done, self.billed + bool(issued), self.invoices + len(issued), totals,
+                      [*self.errors, *([error] if error else [])])
+
+
+def _report(run_id: str, tally: _Tally) -> None:
+    """Add a shard's tally to the run, its row locked for the (short) rest of the transaction."""
+    if tally == _Tally():
+        return
+    run = db.session.get(BillingRun, run_id, with_for_update=True, populate_existing=True)
+    run.subscriptions_done += tally.done
+    run.subscriptions_billed += tally.billed
+    run.invoices_created += tally.invoices
+    totals = dict(run.totals or {})
+    for currency, total in tally.totals.items():
+        totals[currency] = totals.get(currency, 0) + total
+    run.totals = totals
+    run.errors = [*(run.errors or []), *tally.errors][:MAX_RECORDED_ERRORS]
+
+
+def _renew_shard(run_id: str, at: datetime, ids: list[str]) -> None:
+    """Each due subscription in its own transaction, the tally added to the run every
+    ``PROGRESS_EVERY`` subscriptions (in that subscription's transaction) and at the end."""
     # Each subscription is re-read under its lock and plan versions are never edited, so the
     # per-subscription commits need not expire (and re-fetch) what the session holds. The
     # versions are loaded once and kept referenced: subscriptions find theirs without a query.
     session = db.session()
     expire_on_commit, session.expire_on_commit = session.expire_on_commit, False
     versions = list(db.session.execute(select(PlanVersion)).scalars())
+    unreported = _Tally()
+    loaded: dict[str, Subscription] = {}
     try:
-        done, billed, invoices = _renew_each(run_id, at, ids, totals, errors)
+        for position, subscription_id in enumerate(ids, start=1):
+            if subscription_id not in loaded:
+                loaded = _load(ids[position - 1:position - 1 + LOAD_BATCH])
+            try:
+                subscription = _lock(subscription_id, loaded.get(subscription_id))
+                issued = renew(subscription, at) if subscription is not None else []
+                # Read now: after a failed commit (rolled back, so expired) they could not be.
+                tally = unreported.plus(issued=[(invoice.currency, invoice.total) for invoice in issued])
+                if position % PROGRESS_EVERY == 0:
+                    _report(run_id, tally)
+                    commit()
+                    unreported = _Tally()
+                else:
+                    commit()
+                    unreported = tally
+            except Exception as error:  # one bad subscription must not stop everyone else's billing
+                rollback()
+                log.exception("Billing run %s: subscription %s failed", run_id, subscription_id)
+                unreported = unreported.plus(error={"subscription_id": subscription_id,
+                                                    "error": f"{type(error).__name__}: {error}"[:500]})
+        _report(run_id, unreported)
+        commit()
     finally:
         session.expire_on_commit = expire_on_commit
         del versions
-    run = db.session.get(BillingRun, run_id)
-    run.subscriptions_done, run.subscriptions_billed, run.invoices_created = done, billed, invoices
-    run.totals, run.errors = totals, errors
-    run.status, run.finished_at = "completed", utcnow()
-    commit()
-    return run
-
-
-def _renew_each(run_id: str, at: datetime, ids: list[str], totals: dict[str, int], errors: list[dict]
-                ) -> tuple[int, int, int]:
-    """Each due subscription in its own transaction; returns (done, billed, invoices)."""
-    done = billed = invoices = 0
-    loaded: dict[str, Subscription] = {}
-    for position, subscription_id in enumerate(ids, start=1):
-        if subscription_id not in loaded:
-            loaded = _load(ids[position - 1:position - 1 + LOAD_BATCH])
-        try:
-            subscription = _lock(subscription_id, loaded.get(subscription_id))
-            issued = renew(subscription, at) if subscription is not None else []
-            # Read here: after a failed commit (rolled back, so expired) they could not be read.
-            amounts = [(invoice.currency, invoice.total) for invoice in issued]
-            if position % PROGRESS_EVERY == 0:
-                _progress(run_id, done + 1, billed + bool(issued), invoices + len(issued), totals, errors,
-                          amounts)
-            commit()
-        except Exception as error:  # one bad subscription must not stop everyone else's billing
-            rollback()
-            log.exception("Billing run %s: subscription %s failed", run_id, subscription_id)
-            if len(errors) < MAX_RECORDED_ERRORS:
-                errors.append({"subscription_id": subscription_id, "error": f"{type(error).__name__}: {error}"})
-            done += 1
-            continue
-        done += 1
-        billed += bool(issued)
-        invoices += len(issued)
-        for currency, total in amounts:
-            totals[currency] = totals.get(currency, 0) + total
-    return done, billed, invoices
-
-
-def _progress(run_id, done, billed, invoices, totals, errors, amounts) -> None:
-    run = db.session.get(BillingRun, run_id)
-    running_totals = dict(totals)
-    for currency, total in amounts:
-        running_totals[currency] = running_totals.get(currency, 0) + total
-    run.subscriptions_done, run.subscriptions_billed, run.invoices_created = done, billed, invoices
-    run.totals, run.errors = running_totals, list(errors)
 
 
 def recent_runs(limit: int = 20) -> list[BillingRun]:
