@@ -31,6 +31,9 @@ def create_app(overrides: dict | None = None) -> Flask:
     from portal.api_keys.cache import register_session_hooks
 
     register_session_hooks()  # commits that change a tenant or key evict the API key cache
+    from portal import timezones
+
+    timezones.init_app(app)
     _register_request_hooks(app)
     _register_blueprints(app)
     _register_cli(app)

@@ -52,4 +52,14 @@
       event.target.select();
     }
   });
+  // The server shows times in the viewer's timezone: tell it the browser's (portal/timezones.py).
+  try {
+    var zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+    var current = document.cookie.split("; ").filter(function (c) { return c.indexOf("tz=") === 0; })[0];
+    if (zone && current !== "tz=" + zone) {
+      document.cookie = "tz=" + zone + "; path=/; max-age=31536000; SameSite=Lax";
+    }
+  } catch (ignored) {
+    // No Intl support: times stay in UTC, which the footer says.
+  }
 })();

@@ -1,5 +1,5 @@
 from flask_wtf import FlaskForm
-from wtforms import PasswordField, RadioField, StringField
+from wtforms import PasswordField, RadioField, SelectField, StringField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, Regexp
 
@@ -56,3 +56,12 @@ class ForgotPasswordForm(FlaskForm):
 
 class ResetPasswordForm(FlaskForm):
     password = new_password_field("New password")
+
+
+class AccountForm(FlaskForm):
+    timezone = SelectField(
+        "Timezone",
+        description="Dates and times everywhere in the portal are shown in this timezone. "
+                    "Billing itself always runs on UTC instants.",
+        validate_choice=False,  # the service says what is wrong with an unknown zone
+    )

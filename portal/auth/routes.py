@@ -1,14 +1,17 @@
 from urllib.parse import urlsplit
 
 from flask import Blueprint, current_app, flash, redirect, request, session, url_for
-from flask_login import current_user, login_user, logout_user
+from flask_login import current_user, login_required, login_user, logout_user
+from wtforms.fields.choices import SelectChoice
 
+from portal import timezones
 from portal.access import TENANT_SESSION_KEY, current_actor
 from portal.auth import services
-from portal.auth.forms import ForgotPasswordForm, ResetPasswordForm, SignInForm, SignUpForm
+from portal.auth.forms import AccountForm, ForgotPasswordForm, ResetPasswordForm, SignInForm, SignUpForm
 from portal.errors import ServiceError
 from portal.extensions import limiter
 from portal.forms import apply_service_error
+from portal.models import utcnow
 from portal.tasks import commit, rollback
 from portal.tenants.services import suggest_tenant_id
 from portal.web import form_errors_status, redirect_to, render
@@ -106,6 +109,29 @@ def sign_out():
     session.clear()
     flash("You are signed out.", "info")
     return redirect(url_for("auth.sign_in"), code=303)
+
+
+@bp.route("/account", methods=["GET", "POST"])
+@login_required
+def account():
+    """The signed-in person's own preferences (today: the timezone they read times in)."""
+    form = AccountForm(formdata=request.form if request.method == "POST" else None,
+                       timezone=current_user.timezone or "")
+    browser = timezones.browser_name()
+    form.timezone.choices = [SelectChoice("", f"Automatic: your browser's ({browser or 'not known yet, so UTC'})"),
+                             *(SelectChoice(name, name.replace("_", " ")) for name in timezones.names())]
+    if request.method == "POST" and form.validate():
+        try:
+            services.set_timezone(current_actor(), current_user._get_current_object(), form.timezone.data)
+            commit()
+        except ServiceError as error:
+            rollback()
+            apply_service_error(form, error)
+        else:
+            flash(f"Times are now shown in {current_user.timezone or 'your browser’s timezone'}.", "success")
+            return redirect(url_for("auth.account"), code=303)
+    return render("auth/account.html", form=form, now=utcnow(),
+                  status=form_errors_status() if form.errors else 200)
 
 
 @bp.route("/forgot-password", methods=["GET", "POST"])

@@ -6,7 +6,7 @@ from email_validator import EmailNotValidError, validate_email
 from flask import current_app
 from sqlalchemy import select, update
 
-from portal import audit
+from portal import audit, timezones
 from portal.access import Actor
 from portal.errors import Conflict, ValidationFailed
 from portal.extensions import db
@@ -176,3 +176,13 @@ def reset_password(token: str, password: str, ip: str | None) -> User:
 def confirm_password(user: User, password: str) -> None:
     if not verify_password(user.password_hash, password):
         raise ValidationFailed("That password is not correct.", field="password")
+
+
+def set_timezone(actor: Actor, user: User, name: str | None) -> User:
+    """The timezone ``user`` reads times in; None (or "") follows their browser."""
+    name = (name or "").strip() or None
+    if name is not None and timezones.zone(name) is None:
+        raise ValidationFailed(f"{name[:64]!r} is not a timezone; pick one from the list.", field="timezone")
+    user.timezone = name
+    audit.record(actor, "user.timezone_changed", None, "user", user.id, timezone=name or "browser")
+    return user

@@ -5,6 +5,7 @@ from decimal import Decimal
 
 from portal.billing.money import format_amount, format_money
 from portal.billing.pricing import FeatureSpec
+from portal.timezones import format_local
 
 QUOTA_LABELS = {
     "monthly_pipeline_quota": "pipeline runs a month",
@@ -14,8 +15,8 @@ QUOTA_LABELS = {
 
 
 def day(value: datetime | None) -> str:
-    """Dec 31, 2026 (the portal labels these UTC)."""
-    return f"{value:%b} {value.day}, {value.year}" if value else "—"
+    """Dec 31, 2026, in the viewer's timezone."""
+    return format_local(value, "day")
 
 
 def number(value: Decimal | int) -> str:

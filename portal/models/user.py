@@ -24,6 +24,8 @@ class User(db.Model):
     is_operator: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_sign_in_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # IANA name chosen on the account page; None follows the browser (portal/timezones.py).
+    timezone: Mapped[str | None] = mapped_column(String(64))
 
     memberships: Mapped[list["Membership"]] = relationship(back_populates="user")
 

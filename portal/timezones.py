@@ -1,0 +1,91 @@
+"""Instants are stored and computed in UTC; people read them in their own timezone.
+
+The viewer's timezone is the one they chose on their account page, else the one their browser
+reports (static/app.js keeps it in the ``tz`` cookie), else UTC. Templates format every instant
+with the ``local`` filter, so a billing period that ends at 12:00 UTC reads 07:00 EST in
+February and 08:00 EDT in April, while the instant itself never moves.
+"""
+
+from datetime import UTC, datetime
+from functools import cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+from flask import Flask, g, has_app_context, has_request_context, request
+from flask_login import current_user
+
+COOKIE = "tz"
+# Longest IANA name today is 32 characters; anything much longer is not a timezone.
+NAME_MAX = 64
+
+STYLES = {
+    "date": "%Y-%m-%d",
+    "datetime": "%Y-%m-%d %H:%M %Z",
+    "seconds": "%Y-%m-%d %H:%M:%S %Z",
+    "time": "%H:%M %Z",
+    "clock": "%H:%M:%S %Z",
+}
+
+
+@cache
+def names() -> tuple[str, ...]:
+    """Every IANA timezone this machine knows, sorted, for the account page's choice."""
+    return tuple(sorted(name for name in available_timezones() if "/" in name or name == "UTC"))
+
+
+def zone(name: str | None) -> ZoneInfo | None:
+    """The timezone called ``name``, or None when there is no such zone."""
+    if not name or len(name) > NAME_MAX or name not in names():
+        return None
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+
+
+def chosen_name() -> str | None:
+    """The timezone the signed-in user picked on their account page, if any."""
+    if has_request_context() and current_user.is_authenticated:
+        return getattr(current_user, "timezone", None)
+    return None
+
+
+def browser_name() -> str | None:
+    """What the browser reported, when it is a real timezone."""
+    name = request.cookies.get(COOKIE) if has_request_context() else None
+    return name if zone(name) else None
+
+
+def viewer_zone() -> ZoneInfo:
+    if not has_app_context():  # a script or job formatting a date: nobody is viewing
+        return ZoneInfo("UTC")
+    if "viewer_zone" not in g:
+        g.viewer_zone = zone(chosen_name()) or zone(browser_name()) or ZoneInfo("UTC")
+    return g.viewer_zone
+
+
+def localize(value: datetime) -> datetime:
+    if value.tzinfo is None:  # the database hands back naive UTC
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(viewer_zone())
+
+
+def format_local(value: datetime | None, style: str = "datetime") -> str:
+    """``value`` in the viewer's timezone: "2027-03-14 08:00 EDT"; "—" for no value.
+
+    Styles: date, datetime (default), seconds, time, clock (time with seconds), and day
+    ("Mar 14, 2027").
+    """
+    if value is None:
+        return "—"
+    local = localize(value)
+    if style == "day":
+        return f"{local:%b} {local.day}, {local.year}"
+    return local.strftime(STYLES[style])
+
+
+def init_app(app: Flask) -> None:
+    app.add_template_filter(format_local, "local")
+
+    @app.context_processor
+    def timezone_context():
+        return {"viewer_zone": viewer_zone}
