@@ -84,3 +84,19 @@ HOSTILE_JSON = [
     {"expires_in_days": -1, "scopes": ["root:*"], "role": "owner", "metadata": {"k": {"nested": "x"}}},
     {"expires_in_days": 1.5, "scopes": [], "role": "", "invited_email": "not-an-email", "user_name": "   "},
 ]
+
+
+def limit_tenant_to(app, tenant, per_minute: int) -> None:
+    """Move ``tenant`` onto a plan of its own whose API rate limit is ``per_minute``."""
+    from portal.extensions import db
+    from portal.models import Subscription, Tenant
+    from portal.tasks import commit
+    from tests.billing_engine_support import add_plan
+    from tests.conftest import unique
+
+    with app.test_request_context():
+        version = add_plan(unique("tight"), 4900, rate_limits={"per_minute": per_minute, "per_hour": 5000})
+        subscription = db.session.execute(db.select(Subscription).filter_by(tenant_id=tenant.tenant_id)).scalar_one()
+        subscription.plan_version_id = version.id
+        db.session.get(Tenant, tenant.tenant_id).subscription_plan = version.plan.key
+        commit()

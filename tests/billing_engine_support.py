@@ -50,11 +50,12 @@ def catalog_spec(plan_key: str) -> PlanSpec:
 
 
 def add_plan(key: str, price: int, interval: str = "month", trial_days: int = 0, name: str | None = None,
-             currency: str = "USD") -> PlanVersion:
+             currency: str = "USD", rate_limits: dict | None = None) -> PlanVersion:
     """A plan of the test's own, synced through the catalog like the shipped ones."""
     base = catalog_spec("starter")
     spec = PlanSpec(key=key, name=name or key.replace("_", " ").title(), price=price, currency=currency,
-                    interval=interval, trial_days=trial_days, quotas=base.quotas, rate_limits=base.rate_limits)
+                    interval=interval, trial_days=trial_days, quotas=base.quotas,
+                    rate_limits=rate_limits or base.rate_limits)
     sync_catalog([spec])
     commit()
     return current_version(key)

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from portal.api_keys import cache as key_cache
 from portal.extensions import db
 from portal.models import ApiKey, utcnow
-from tests.api_support import assert_envelope, bearer, issue_key, operator_token, send_json, with_key
+from tests.api_support import assert_envelope, bearer, issue_key, limit_tenant_to, operator_token, send_json, with_key
 from tests.conftest import database, make_app, unique
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -218,13 +218,11 @@ def test_operator_tokens_are_not_cached(cache_client, cache_app, tenant_and_key)
     assert use.statements
 
 
-def test_cached_reads_still_count_against_the_keys_rate_limit(database_url, redis_url, make_tenant, monkeypatch):
-    import portal.api
-
+def test_cached_reads_still_count_against_the_keys_rate_limit(database_url, redis_url, make_tenant):
     app = make_app(database_url, REDIS_URL=redis_url, API_KEY_CACHE_SECONDS=30, RATELIMIT_ENABLED=True)
     assert key_cache.active_cache(app).wait_until_subscribed(10)
-    monkeypatch.setitem(portal.api.PLAN_RATE_LIMITS, "starter", "3 per minute")
     tenant = make_tenant()
+    limit_tenant_to(app, tenant, per_minute=3)
     _, plaintext = issue_key(app, tenant)
     client = app.test_client()
     statuses = [get_tenant(client, tenant.tenant_id, plaintext).status_code for _ in range(4)]

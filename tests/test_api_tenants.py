@@ -4,7 +4,6 @@ plus what every API response shares (auth headers, request ids, envelopes, rate 
 import pytest
 from sqlalchemy import event
 
-import portal.api
 from portal.extensions import db
 from portal.models import ApiKey, AuditEvent, Invitation, Tenant, utcnow
 from tests.api_support import (
@@ -14,6 +13,7 @@ from tests.api_support import (
     count,
     fetch,
     issue_key,
+    limit_tenant_to,
     operator_token,
     send_json,
     with_key,
@@ -443,9 +443,20 @@ def test_api_responses_carry_rate_limit_headers(limited_app, app, make_tenant):
     assert denied.status_code == 403 and "X-RateLimit-Remaining" in denied.headers
 
 
-def test_exceeding_the_rate_limit_is_429_with_retry_after(limited_app, app, make_tenant, monkeypatch):
-    monkeypatch.setitem(portal.api.PLAN_RATE_LIMITS, "starter", "3 per minute")
+def test_the_limit_is_the_one_of_the_plan_version_the_tenant_subscribes_to(limited_app, app, make_tenant):
     tenant = make_tenant()
+    _, plaintext = issue_key(app, tenant)
+    client = limited_app.test_client()
+    assert client.get(f"/api/v1/tenants/{tenant.tenant_id}", headers=with_key(plaintext)).headers[
+        "X-RateLimit-Limit"] == "100"
+    limit_tenant_to(app, tenant, per_minute=42)  # a plan change is seen by the very next request
+    assert client.get(f"/api/v1/tenants/{tenant.tenant_id}", headers=with_key(plaintext)).headers[
+        "X-RateLimit-Limit"] == "42"
+
+
+def test_exceeding_the_rate_limit_is_429_with_retry_after(limited_app, app, make_tenant):
+    tenant = make_tenant()
+    limit_tenant_to(app, tenant, per_minute=3)
     _, plaintext = issue_key(app, tenant)
     client = limited_app.test_client()
     for _ in range(3):

@@ -1,19 +1,46 @@
 """The JSON API (``/api/v1``, DESIGN §5): same services as the portal, seed 000's contract."""
 
+import time
+
 from flask import current_app, request
 from flask.sessions import SecureCookieSessionInterface
+from sqlalchemy import select
 
 from portal.api.principal import current_principal
 from portal.api.registry import bp
-from portal.extensions import csrf, limiter
+from portal.extensions import csrf, db, limiter
+from portal.models import PlanVersion, Subscription
 
-# Seed 000's limits per key, by the tenant's plan; operators get the largest.
-PLAN_RATE_LIMITS = {
-    "starter": "100 per minute;5000 per hour",
-    "professional": "300 per minute;20000 per hour",
-    "enterprise": "1000 per minute;100000 per hour",
-}
+# A tenant's keys get the rate limits of the plan version it subscribes to (seed 000: 100 a
+# minute on Starter); operators get the largest plan's, and a tenant with no subscription the
+# smallest. Looked up once a minute per tenant and plan, not on every request.
+OPERATOR_RATE_LIMIT = "1000 per minute;100000 per hour"
+UNSUBSCRIBED_RATE_LIMIT = "100 per minute;5000 per hour"
 ANONYMOUS_RATE_LIMIT = "60 per minute"
+PLAN_LIMIT_SECONDS = 60
+_plan_limits: dict[tuple[str, str], tuple[float, str]] = {}
+
+
+def limit_text(rate_limits: dict | None) -> str | None:
+    """{"per_minute": 100, "per_hour": 5000} -> "100 per minute;5000 per hour" (Flask-Limiter's)."""
+    parts = [f"{rate_limits[key]} per {unit}" for key, unit in (("per_minute", "minute"), ("per_hour", "hour"))
+             if (rate_limits or {}).get(key)]
+    return ";".join(parts) or None
+
+
+def tenant_rate_limit(tenant) -> str:
+    # Keyed by the plan too: a plan change rewrites tenant.subscription_plan, so it is seen at once.
+    key, now = (tenant.tenant_id, tenant.subscription_plan or ""), time.monotonic()
+    cached = _plan_limits.get(key)
+    if cached is not None and cached[0] > now:
+        return cached[1]
+    rate_limits = db.session.execute(
+        select(PlanVersion.rate_limits).join(Subscription, Subscription.plan_version_id == PlanVersion.id)
+        .where(Subscription.tenant_id == tenant.tenant_id)
+    ).scalar()
+    text = limit_text(rate_limits) or UNSUBSCRIBED_RATE_LIMIT
+    _plan_limits[key] = (now + PLAN_LIMIT_SECONDS, text)
+    return text
 
 
 def _rate_limit() -> str:
@@ -21,8 +48,8 @@ def _rate_limit() -> str:
     if principal is None:
         return current_app.config.get("API_ANONYMOUS_RATE_LIMIT", ANONYMOUS_RATE_LIMIT)
     if principal.is_operator:
-        return PLAN_RATE_LIMITS["enterprise"]
-    return PLAN_RATE_LIMITS.get(principal.api_key.tenant.subscription_plan, PLAN_RATE_LIMITS["starter"])
+        return OPERATOR_RATE_LIMIT
+    return tenant_rate_limit(principal.api_key.tenant)
 
 
 def _rate_limit_key() -> str:
