@@ -1,6 +1,7 @@
 """The operator console for billing: the plan catalog, billing runs and their live progress,
 a tenant's subscription and invoices, and marking invoices paid or void."""
 
+import io
 import re
 from datetime import timedelta
 
@@ -84,7 +85,8 @@ def console_urls(app, tenant):
 
         run = create_run("someone@example.com")
         commit()
-    gets = ["/admin/plans", "/admin/billing", f"/admin/billing/runs/{run.id}", f"/admin/invoices/{invoice.id}"]
+    gets = ["/admin/plans", "/admin/billing", f"/admin/billing/runs/{run.id}", f"/admin/invoices/{invoice.id}",
+            f"/admin/invoices/{invoice.id}.pdf"]
     posts = {
         "/admin/billing/runs": {"as_of": ""},
         f"/admin/invoices/{invoice.id}/mark-paid": {"reference": "TRX-1"},
@@ -357,6 +359,20 @@ def test_operator_invoice_page_shows_lines_and_totals(operator_client, app, tena
 
 
 # --- mark paid and void ------------------------------------------------------------------
+
+
+def test_the_operator_downloads_the_pdf_the_customer_gets(operator_client, app, tenant):
+    from pypdf import PdfReader
+
+    invoice = first_invoice(app, tenant)
+    page = operator_client.get(f"/admin/invoices/{invoice.id}").get_data(as_text=True)
+    assert f'href="/admin/invoices/{invoice.id}.pdf" download' in page
+    response = operator_client.get(f"/admin/invoices/{invoice.id}.pdf")
+    assert response.status_code == 200 and response.mimetype == "application/pdf"
+    assert response.headers["Content-Disposition"] == f'attachment; filename="{invoice.number}.pdf"'
+    text = PdfReader(io.BytesIO(response.data)).pages[0].extract_text()
+    assert invoice.number in text and "Billed Co" in text and "$49.00" in text
+    assert operator_client.get("/admin/invoices/inv_nothing.pdf").status_code == 404
 
 
 def test_mark_paid_with_a_reference_shows_the_invoice_paid(operator_client, operator, app, tenant):

@@ -4,6 +4,7 @@ import unicodedata
 from datetime import UTC, datetime
 from decimal import Decimal
 
+from flask import Response, current_app, make_response
 from fpdf import FPDF, FontFace
 from fpdf.enums import TableBordersLayout, XPos, YPos
 
@@ -304,3 +305,17 @@ def _draw_closing(pdf: FPDF, invoice: Invoice, seller: dict) -> None:
         pdf.set_font(FONT, style, 9.5)
         pdf.multi_cell(0, 5, safe_text(text), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
         pdf.ln(1.5)
+
+
+def seller_from_config() -> dict:
+    config = current_app.config
+    return {"name": config["BILLING_SELLER_NAME"], "address": config["BILLING_SELLER_ADDRESS"],
+            "email": config["BILLING_SELLER_EMAIL"]}
+
+
+def pdf_download(invoice: Invoice) -> Response:
+    """The invoice as a PDF attachment named after its number (the customer's and the operator's)."""
+    response = make_response(render_invoice_pdf(invoice, seller_from_config()))
+    response.mimetype = "application/pdf"
+    response.headers["Content-Disposition"] = f'attachment; filename="{invoice.number}.pdf"'
+    return response

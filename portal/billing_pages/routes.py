@@ -39,9 +39,9 @@ def billing_helpers():
 
 
 def seller() -> dict:
-    config = current_app.config
-    return {"name": config["BILLING_SELLER_NAME"], "address": config["BILLING_SELLER_ADDRESS"],
-            "email": config["BILLING_SELLER_EMAIL"]}
+    from portal.billing.pdf import seller_from_config
+
+    return seller_from_config()
 
 
 def _subscription() -> Subscription | None:
@@ -325,10 +325,6 @@ def invoice(invoice_id: str):
 @tenant_required()
 def invoice_pdf(invoice_id: str):
     """The invoice as a PDF download named after its number."""
-    from portal.billing.pdf import render_invoice_pdf
+    from portal.billing.pdf import pdf_download
 
-    invoice = _invoice_or_404(invoice_id)
-    response = make_response(render_invoice_pdf(invoice, seller()))
-    response.mimetype = "application/pdf"
-    response.headers["Content-Disposition"] = f'attachment; filename="{invoice.number}.pdf"'
-    return response
+    return pdf_download(_invoice_or_404(invoice_id))
