@@ -12,6 +12,8 @@ from datetime import datetime
 from sqlalchemy import or_, select
 from sqlalchemy.orm import joinedload, lazyload
 
+from portal.billing import credits
+from portal.billing.invoices import BILLING
 from portal.billing.subscriptions import renew, to_second
 from portal.extensions import db
 from portal.models import BILLABLE_STATUSES, BillingRun, PlanVersion, Subscription, utcnow
@@ -91,6 +93,10 @@ def execute(run: BillingRun) -> BillingRun:
     ids = due_subscription_ids(at)
     run.subscriptions_due = len(ids)
     commit()
+    # Expired credit is written off even for tenants with nothing to invoice today.
+    written_off = credits.write_off_expired(at, BILLING)
+    if written_off:
+        log.info("Billing run %s: expired credit written off for %d tenants", run_id, written_off)
     totals: dict[str, int] = dict(run.totals or {})
     errors: list[dict] = list(run.errors or [])
     # Each subscription is re-read under its lock and plan versions are never edited, so the
