@@ -20,7 +20,7 @@ from schemathesis.specs.openapi.checks import (
 
 import portal.api  # noqa: F401
 import portal.api.credentials  # noqa: F401  (register every operation)
-from portal.api import billing, invitations, keys, members, openapi, tenants  # noqa: F401
+from portal.api import billing, credits, invitations, keys, members, openapi, tenants  # noqa: F401
 from portal.api.openapi import build_document, openapi_path
 from portal.api.registry import OPERATIONS, OPERATOR, PUBLIC, TENANT, bp
 from portal.models import ADMIN_SCOPE

@@ -1,15 +1,27 @@
 from datetime import UTC, timedelta
+from decimal import Decimal
 
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, DateTimeLocalField, SelectField, StringField, TextAreaField
-from wtforms.validators import DataRequired, Length, Optional, ValidationError
+from wtforms import (
+    BooleanField,
+    DateTimeLocalField,
+    DecimalField,
+    HiddenField,
+    SelectField,
+    StringField,
+    TextAreaField,
+)
+from wtforms.validators import DataRequired, InputRequired, Length, Optional, ValidationError
 
+from portal.billing.credits import MAX_AMOUNT
+from portal.billing.credits import REASON_MAX as CREDIT_REASON_MAX
 from portal.billing.invoices import PAYMENT_REFERENCE_MAX
 from portal.models import SUSPENSION_REASONS, utcnow
 
 # A run far in the future would issue years of invoices at once; more than this is a typo.
 RUN_AHEAD_LIMIT = timedelta(days=366)
 VOID_REASON_MAX = 500
+MAX_CREDIT = MAX_AMOUNT // 100  # in major units
 
 
 class SuspendForm(FlaskForm):
@@ -66,3 +78,49 @@ class VoidInvoiceForm(FlaskForm):
                     Length(max=VOID_REASON_MAX, message=f"Use at most {VOID_REASON_MAX} characters.")],
         description="Kept with the invoice and in the tenant's activity log.",
     )
+
+
+def _positive_cents(form, field):
+    if field.data is None:
+        return
+    if field.data <= 0:
+        raise ValidationError("Enter an amount more than zero.")
+    if field.data != field.data.quantize(Decimal("0.01")):
+        raise ValidationError("Use at most two decimal places (whole cents).")
+    if field.data > MAX_CREDIT:
+        raise ValidationError(f"Enter at most {MAX_CREDIT:,}.")
+
+
+class CreditForm(FlaskForm):
+    """A deduction; the grant adds an expiry. ``confirmed`` is set by the confirmation step."""
+
+    amount = DecimalField(
+        "Amount", places=2, validators=[InputRequired("Enter an amount, e.g. 25.00."), _positive_cents],
+        description="In major units of the currency, e.g. 25.00.",
+    )
+    currency = StringField("Currency", validators=[DataRequired(), Length(min=3, max=3, message="Use a three-letter "
+                                                                                          "code such as USD.")])
+    reason = TextAreaField(
+        "Reason", validators=[DataRequired("Say why (it is kept in the ledger)."), Length(max=CREDIT_REASON_MAX)],
+        description="Shown in the tenant's credit ledger.",
+    )
+    confirmed = HiddenField(default="")
+
+    @property
+    def cents(self) -> int:
+        return int(self.data["amount"] * 100)
+
+
+class CreditGrantForm(CreditForm):
+    expires_at = DateTimeLocalField(
+        "Expires (UTC)",
+        format=["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d"],
+        tz=UTC,
+        invalid_value_message="Enter a date and time such as 2026-12-31T23:59 (UTC), or leave it blank.",
+        validators=[Optional()],
+        description="Blank: the credit never expires.",
+    )
+
+    def validate_expires_at(self, field):
+        if field.data is not None and field.data <= utcnow():
+            raise ValidationError("Choose a moment in the future.")

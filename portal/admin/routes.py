@@ -7,12 +7,15 @@ from portal.access import current_actor, operator_required
 from portal.admin.forms import (
     ActivateForm,
     BillingRunForm,
+    CreditForm,
+    CreditGrantForm,
     MarkPaidForm,
     OperatorTokenForm,
     SuspendForm,
     VoidInvoiceForm,
 )
 from portal.api_keys import services as api_key_services
+from portal.billing import credits as billing_credits
 from portal.billing import invoices as billing_invoices
 from portal.billing import plans as billing_plans
 from portal.billing import runs as billing_runs
@@ -47,6 +50,7 @@ EMAIL_PREVIEW_CSP = "sandbox; default-src 'none'; style-src 'unsafe-inline'; img
 # htmx stops polling an element whose response has this status (the finished run's block).
 HTMX_STOP_POLLING = 286
 TENANT_INVOICES_SHOWN = 20
+CREDIT_ENTRIES_PER_PAGE = 20
 
 
 def _quantity(value) -> str:
@@ -121,7 +125,20 @@ def tenant_detail(tenant_id: str):
     return _detail_page(tenant)
 
 
-def _detail_page(tenant: Tenant, suspend_form: SuspendForm | None = None, status: int = 200):
+def _credit_forms(tenant: Tenant) -> tuple[CreditGrantForm, CreditForm]:
+    currency = billing_credits.currency_of(tenant.tenant_id)
+    return (CreditGrantForm(formdata=None, currency=currency, prefix="grant"),
+            CreditForm(formdata=None, currency=currency, prefix="deduct"))
+
+
+def _credit_ledger(tenant: Tenant, currency: str):
+    page = max(request.args.get("credit_page", 1, type=int) or 1, 1)
+    return db.paginate(billing_credits.entries(tenant.tenant_id, currency), page=min(page, 100_000),
+                       per_page=CREDIT_ENTRIES_PER_PAGE, error_out=False)
+
+
+def _detail_page(tenant: Tenant, suspend_form: SuspendForm | None = None, status: int = 200,
+                 grant_form: CreditGrantForm | None = None, deduct_form: CreditForm | None = None):
     events = db.session.execute(
         select(AuditEvent)
         .where(AuditEvent.tenant_id == tenant.tenant_id)
@@ -131,9 +148,15 @@ def _detail_page(tenant: Tenant, suspend_form: SuspendForm | None = None, status
     invoices = db.session.execute(
         billing_invoices.for_tenant(tenant).limit(TENANT_INVOICES_SHOWN)
     ).scalars().all()
+    default_grant, default_deduct = _credit_forms(tenant)
+    credit = billing_credits.summary(tenant.tenant_id)
     return render(
         "admin/tenant_detail.html",
         status=status,
+        credit=credit,
+        credit_entries=_credit_ledger(tenant, credit.currency),
+        grant_form=grant_form or default_grant,
+        deduct_form=deduct_form or default_deduct,
         tenant=tenant,
         members=tenant_members(tenant),
         events=events,
@@ -175,6 +198,46 @@ def activate(tenant_id: str):
         return f"{tenant.company_name} is active again."
 
     return act(activate_tenant, "admin.tenant_detail", tenant_id=tenant.tenant_id)
+
+
+def _credit_change(tenant: Tenant, form: CreditForm, kind: str):
+    """Validate, ask for confirmation, then grant or deduct; a refusal re-shows the form."""
+    forms = {"grant_form": form} if kind == "grant" else {"deduct_form": form}
+    if not form.validate_on_submit():
+        return _detail_page(tenant, status=form_errors_status(), **forms)
+    if form.confirmed.data != "yes":
+        return render("admin/credit_confirm.html", tenant=tenant, form=form, kind=kind,
+                      amount=format_money(form.cents, form.currency.data.upper()))
+    actor = current_actor()
+    try:
+        if kind == "grant":
+            billing_credits.grant(actor, tenant, form.cents, currency=form.currency.data,
+                                  expires_at=form.expires_at.data, reason=form.reason.data)
+        else:
+            billing_credits.deduct(actor, tenant, form.cents, currency=form.currency.data, reason=form.reason.data)
+        commit()
+    except ServiceError as error:
+        rollback()
+        apply_service_error(form, error)
+        form.confirmed.data = ""
+        return _detail_page(tenant, status=form_errors_status(), **forms)
+    verb = "granted to" if kind == "grant" else "deducted from"
+    flash(f"{format_money(form.cents, form.currency.data.upper())} of credit {verb} {tenant.company_name}.", "success")
+    return redirect_to("admin.tenant_detail", tenant_id=tenant.tenant_id)
+
+
+@bp.post("/tenants/<tenant_id>/credits/grant")
+@operator_required
+def grant_credit(tenant_id: str):
+    """Give the tenant credit (after a confirmation step); billing runs apply it to invoices."""
+    return _credit_change(_load_tenant(tenant_id), CreditGrantForm(prefix="grant"), "grant")
+
+
+@bp.post("/tenants/<tenant_id>/credits/deduct")
+@operator_required
+def deduct_credit(tenant_id: str):
+    """Take credit away (after a confirmation step); never more than the balance."""
+    return _credit_change(_load_tenant(tenant_id), CreditForm(prefix="deduct"), "deduct")
 
 
 @bp.get("/outbox")

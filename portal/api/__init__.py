@@ -73,7 +73,7 @@ class ApiWithoutCookieSession(SecureCookieSessionInterface):
 
 
 def init_api(app) -> None:
-    from portal.api import billing, credentials, invitations, keys, members, openapi, tenants  # noqa: F401  (register operations)
+    from portal.api import billing, credentials, credits, invitations, keys, members, openapi, tenants  # noqa: F401  (register operations)
 
     csrf.exempt(bp)
     app.session_interface = ApiWithoutCookieSession()

@@ -13,6 +13,7 @@ from sqlalchemy.orm import make_transient_to_detached
 
 from portal import audit
 from portal.access import Actor
+from portal.billing import credits
 from portal.errors import Conflict, ValidationFailed
 from portal.extensions import db
 from portal.models import INVOICE_STATUSES, Invoice, InvoiceCounter, InvoiceLine, Subscription, Tenant
@@ -68,8 +69,9 @@ def _is_same_period(error: IntegrityError) -> bool:
 
 def issue(subscription: Subscription, kind: str, period_start: datetime, period_end: datetime,
           lines: list[Line], at: datetime, actor: Actor = BILLING) -> Invoice:
-    """Create an open invoice (paid at once when nothing is due). The unique constraint on
-    (subscription, kind, period_start) makes a second attempt for the same period fail."""
+    """Create an open invoice (paid at once when nothing is due, or credit covers it all). The
+    unique constraint on (subscription, kind, period_start) makes a second attempt for the same
+    period fail, so credit is never applied twice to one period either."""
     tenant = subscription.tenant
     subtotal = sum(line.amount for line in lines)
     if subtotal < 0:
@@ -111,12 +113,23 @@ def issue(subscription: Subscription, kind: str, period_start: datetime, period_
                        "try again in a moment.") from None
     if line_values:
         connection.execute(insert(InvoiceLine.__table__), line_values)
+    # Credit is taken in the invoice's own transaction: a rolled-back invoice gives it back.
+    applied = credits.apply_to_invoice(actor, tenant.tenant_id, values["currency"], values["id"], values["number"],
+                                       subtotal, at)
+    if applied:
+        total = subtotal - applied
+        values.update(credits_applied=applied, total=total, status="open" if total > 0 else "paid",
+                      paid_at=None if total > 0 else at)
+        connection.execute(
+            update(Invoice.__table__).where(Invoice.__table__.c.id == values["id"])
+            .values(credits_applied=applied, total=total, status=values["status"], paid_at=values["paid_at"])
+        )
     invoice = Invoice(**values, lines=[InvoiceLine(**line) for line in line_values])
     for stored in (invoice, *invoice.lines):
         make_transient_to_detached(stored)
     db.session.add(invoice)
-    audit.record_now(actor, "invoice.issued", tenant, "invoice", invoice.id,
-                     number=invoice.number, total=invoice.total, currency=invoice.currency)
+    audit.record_now(actor, "invoice.issued", tenant, "invoice", invoice.id, number=invoice.number,
+                     total=invoice.total, credits_applied=invoice.credits_applied, currency=invoice.currency)
     return invoice
 
 

@@ -17,6 +17,8 @@ from flask import current_app
 from sqlalchemy import or_, select
 from sqlalchemy.orm import joinedload, lazyload
 
+from portal.billing import credits
+from portal.billing.invoices import BILLING
 from portal.billing.subscriptions import renew, to_second
 from portal.extensions import db
 from portal.models import BILLABLE_STATUSES, BillingRun, PlanVersion, Subscription, utcnow
@@ -102,6 +104,11 @@ def execute(run: BillingRun) -> BillingRun:
     run.subscriptions_due = len(ids)
     commit()
     try:
+        # Expired credit is written off even for tenants with nothing to invoice today.
+        written_off = credits.write_off_expired(at, BILLING)
+        commit()
+        if written_off:
+            log.info("Billing run %s: expired credit written off for %d tenants", run_id, written_off)
         shards = _shards(ids)
         if len(shards) > 1:
             _renew_in_processes(run_id, at, shards)

@@ -12,6 +12,7 @@ from flask import Blueprint, abort, current_app, flash, g, make_response, reques
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from portal.access import current_actor, tenant_required
+from portal.billing import credits as credit_service
 from portal.billing import invoices as invoice_service
 from portal.billing import plans as plan_service
 from portal.billing import subscriptions
@@ -27,6 +28,8 @@ bp = Blueprint("billing", __name__, url_prefix="/billing")
 
 INVOICES_PER_PAGE = 20
 RECENT_INVOICES = 5
+RECENT_CREDIT_ENTRIES = 5
+CREDIT_ENTRIES_PER_PAGE = 20
 # Beyond any real number of pages; keeps the OFFSET inside what a database accepts.
 MAX_PAGE = 100_000
 QUOTE_MAX_AGE = 30 * 60
@@ -71,9 +74,13 @@ def _index_page(cancel_form: CancelForm | None = None, status: int = 200):
     subscription = _subscription()
     live = subscription is not None and subscription.is_live
     recent = db.session.execute(invoice_service.for_tenant(g.tenant).limit(RECENT_INVOICES)).scalars().all()
+    credit = credit_service.summary(g.tenant.tenant_id)
     return render(
         "billing/index.html",
         status=status,
+        credit=credit,
+        credit_entries=db.paginate(credit_service.entries(g.tenant.tenant_id, credit.currency), page=1,
+                                   per_page=RECENT_CREDIT_ENTRIES, error_out=False),
         subscription=subscription,
         live=live,
         estimate=subscriptions.next_invoice_estimate(subscription) if live else None,
@@ -90,6 +97,17 @@ def _index_page(cancel_form: CancelForm | None = None, status: int = 200):
 def index():
     """The plan, its period and next invoice, the plan cards, cancel/resume, recent invoices."""
     return _index_page()
+
+
+@bp.get("/credits")
+@tenant_required()
+def credits():
+    """The account's credit balance and its whole ledger, newest first, a page at a time."""
+    credit = credit_service.summary(g.tenant.tenant_id)
+    page = min(max(request.args.get("page", 1, type=int) or 1, 1), MAX_PAGE)
+    entries = db.paginate(credit_service.entries(g.tenant.tenant_id, credit.currency), page=page,
+                          per_page=CREDIT_ENTRIES_PER_PAGE, error_out=False)
+    return render("billing/credits.html", credit=credit, credit_entries=entries)
 
 
 # --- changing plan -----------------------------------------------------------------------

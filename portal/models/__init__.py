@@ -16,6 +16,7 @@ from portal.models.billing import (
     Subscription,
 )
 from portal.models.credential import CREDENTIAL_TYPES, PROVIDERS, Credential
+from portal.models.credits import CREDIT_ENTRY_KINDS, CreditEntry, CreditGrant
 from portal.models.email import EmailMessage
 from portal.models.invitation import Invitation
 from portal.models.tenant import SUSPENSION_REASONS, Tenant
@@ -30,7 +31,10 @@ __all__ = [
     "BillingRun",
     "CANCELLATION_REASONS",
     "CREDENTIAL_TYPES",
+    "CREDIT_ENTRY_KINDS",
     "Credential",
+    "CreditEntry",
+    "CreditGrant",
     "EmailMessage",
     "INVITABLE_ROLES",
     "INVOICE_STATUSES",

@@ -1,6 +1,6 @@
 """user timezone
 
-Revision ID: 0009
+Revision ID: 0006
 Revises: 0005
 Create Date: 2026-11-23 15:55:00
 
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = '0009'
+revision = '0006'
 down_revision = '0005'
 branch_labels = None
 depends_on = None

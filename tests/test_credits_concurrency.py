@@ -1,0 +1,68 @@
+"""Deductions racing for one tenant's credit on real PostgreSQL row locks: exactly as many
+succeed as the balance allows, the rest are refused, and the balance never goes below zero."""
+
+import os
+import threading
+
+import pytest
+from sqlalchemy import select
+
+from portal.access import SYSTEM
+from portal.billing import credits
+from portal.extensions import db
+from portal.models import CreditEntry, Tenant
+from portal.tasks import commit, rollback
+from tests.conftest import database, make_app, unique
+
+
+@pytest.fixture
+def committed_app(tmp_path_factory):
+    """Real commits on a scratch database, one session per thread (only PostgreSQL locks rows)."""
+    if not os.environ.get("DATABASE_URL"):
+        pytest.skip("concurrent deductions are tested on PostgreSQL (set DATABASE_URL)")
+    test_session = db.session
+    db.session = db._make_scoped_session({})
+    try:
+        with database("credits_race", tmp_path_factory) as url:
+            yield make_app(url)
+    finally:
+        db.session = test_session
+
+
+def test_racing_deductions_never_take_more_than_the_balance(committed_app):
+    with committed_app.test_request_context():
+        tenant_id = unique("t")
+        tenant = Tenant(tenant_id=tenant_id, company_name="Race Co", contact_email="race@example.com")
+        db.session.add(tenant)
+        credits.grant(SYSTEM, tenant, 1000)
+        commit()
+
+    barrier, outcomes = threading.Barrier(8), []
+
+    def deduct():
+        with committed_app.test_request_context():
+            barrier.wait()
+            try:
+                credits.deduct(SYSTEM, db.session.get(Tenant, tenant_id), 300, reason="race")
+                commit()
+                outcomes.append("ok")
+            except credits.InsufficientCredit:
+                rollback()
+                outcomes.append("refused")
+            except BaseException as error:  # noqa: BLE001 - reported by the assertion below
+                rollback()
+                outcomes.append(repr(error))
+
+    threads = [threading.Thread(target=deduct) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(outcomes) == ["ok"] * 3 + ["refused"] * 5
+
+    with committed_app.test_request_context():
+        assert credits.summary(tenant_id).balance == 100
+        balances = db.session.execute(
+            select(CreditEntry.balance_after).where(CreditEntry.tenant_id == tenant_id)
+            .order_by(CreditEntry.created_at)).scalars().all()
+        assert balances == [1000, 700, 400, 100]
