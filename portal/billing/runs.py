@@ -87,6 +87,11 @@ def _lock(subscription_id: str, loaded: Subscription | None = None) -> Subscript
 def execute(run: BillingRun) -> BillingRun:
     """Run it to the end; a failing subscription is recorded and skipped, never fatal."""
     run_id, at = run.id, run.as_of
+    # API requests still counted in Redis become events first, so the run bills them.
+    from portal.usage.api_requests import flush
+
+    flush()
+    run = db.session.get(BillingRun, run_id)
     run.status, run.started_at = "running", utcnow()
     ids = due_subscription_ids(at)
     run.subscriptions_due = len(ids)
