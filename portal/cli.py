@@ -13,6 +13,7 @@ demo_cli = AppGroup("demo", help="Demo data for the embedded mode.")
 credentials_cli = AppGroup("credentials", help="The cloud credentials vault's encryption keys.")
 catalog_cli = AppGroup("catalog", help="The plan catalog.")
 billing_cli = AppGroup("billing", help="Billing runs.")
+usage_cli = AppGroup("usage", help="Usage metering.")
 
 DEMO_PASSWORD = "demo-password"  # noqa: S105 - published demo sign-in
 DEMO_OPERATOR = ("operator@example.com", "operator-password")
@@ -120,6 +121,10 @@ def run_worker(burst: bool) -> None:
         from jobs.billing import schedule_tick
 
         schedule_tick(min(interval, 60))  # the first run soon after start, then every interval
+    if not burst:
+        from jobs.usage import FLUSH_EVERY_SECONDS, schedule_flush
+
+        schedule_flush(FLUSH_EVERY_SECONDS)
     AppWorker(queues, connection=connection).work(burst=burst, with_scheduler=True)
 
 
@@ -136,10 +141,14 @@ def sync_catalog_command(path: str | None) -> None:
         catalog = load_catalog(path or DEFAULT_CATALOG_PATH)
     except CatalogError as error:
         raise click.ClickException(str(error)) from None
+    from portal.usage.meters import sync_meters
+
     result = sync_catalog(catalog.plans)
+    meters = sync_meters(catalog.meters)
     commit()
     click.echo(f"Catalog synced: {len(result.created)} new plan(s), {len(result.new_versions)} new version(s), "
-               f"{len(result.unchanged)} unchanged.")
+               f"{len(result.unchanged)} unchanged; meters: {len(meters.created)} new, {len(meters.updated)} "
+               f"updated, {len(meters.unchanged)} unchanged.")
     for key in result.new_versions:
         click.echo(f"  {key}: new version (existing subscriptions keep their price until they change plan)")
 
@@ -174,6 +183,14 @@ def billing_run_command(at: str | None) -> None:
         click.echo(f"  {error['subscription_id']}: {error['error']}", err=True)
     if run.errors:
         raise SystemExit(1)
+
+
+@usage_cli.command("flush")
+def flush_usage_command() -> None:
+    """Turn the API request counters waiting in Redis into usage events now."""
+    from portal.usage.api_requests import flush
+
+    click.echo(f"Flushed {flush()} API request(s) into usage events.")
 
 
 @credentials_cli.command("rotate-keys")
@@ -224,4 +241,5 @@ def register_cli(app) -> None:
     app.cli.add_command(credentials_cli)
     app.cli.add_command(catalog_cli)
     app.cli.add_command(billing_cli)
+    app.cli.add_command(usage_cli)
     app.cli.add_command(run_worker)

@@ -103,8 +103,11 @@ def make_app(database_url: str, **overrides):
         # What `make run` does after migrating: every tenant starts a subscription on a plan.
         from portal.billing.catalog import load_catalog
         from portal.billing.plans import sync_catalog
+        from portal.usage.meters import sync_meters
 
-        sync_catalog(load_catalog().plans)
+        catalog = load_catalog()
+        sync_catalog(catalog.plans)
+        sync_meters(catalog.meters)
         db.session.commit()
     return app
 

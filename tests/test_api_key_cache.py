@@ -127,6 +127,18 @@ def test_every_tenant_read_endpoint_works_from_a_warm_cache(cache_client, tenant
             assert response.status_code in (200, 404), (path, response.get_data(as_text=True)[:300])
 
 
+def test_entitlement_checks_and_usage_reads_work_from_a_warm_cache(cache_client, tenant_and_key):
+    """Their tenant comes from the cache, detached: they must read it by id, never lazily."""
+    tenant, _, plaintext = tenant_and_key
+    warm(cache_client, tenant.tenant_id, plaintext)
+    for path in (f"/api/v1/entitlements/{tenant.tenant_id}/pipeline_runs",
+                 f"/api/v1/tenants/{tenant.tenant_id}/usage?month=2025-11",
+                 f"/api/v1/tenants/{tenant.tenant_id}/usage/history"):
+        for _ in range(2):
+            response = cache_client.get(path, headers=with_key(plaintext))
+            assert response.status_code == 200, (path, response.get_data(as_text=True)[:300])
+
+
 def test_cache_is_off_without_redis(database_url, make_tenant):
     app = make_app(database_url, REDIS_URL="", API_KEY_CACHE_SECONDS=30)
     tenant = make_tenant()

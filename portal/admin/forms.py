@@ -124,3 +124,21 @@ class CreditGrantForm(CreditForm):
     def validate_expires_at(self, field):
         if field.data is not None and field.data <= utcnow():
             raise ValidationError("Choose a moment in the future.")
+
+
+class MeterForm(FlaskForm):
+    """A meter as the catalog file writes it; the filter as seed 003's JSON."""
+
+    key = StringField("Feature key", validators=[DataRequired(), Length(max=64)],
+                      description="The plan feature it measures, e.g. pipeline_runs.")
+    name = StringField("Name", validators=[DataRequired(), Length(max=100)])
+    event_name = StringField("Event name", validators=[DataRequired(), Length(max=128)],
+                             description="The eventName the product backend posts, e.g. pipeline_run.")
+    aggregation = SelectField("Aggregation", choices=[(a, a) for a in
+                                                      ("count", "sum", "unique_count", "max", "min", "avg", "first",
+                                                       "last")])
+    property = StringField("Property", validators=[Optional(), Length(max=128)],
+                           description="A key of the event's properties; empty: the event's quantity.")
+    filter = TextAreaField("Filter (JSON)", validators=[Optional(), Length(max=20_000)],
+                           description='{"conditions": [{"criteria": [{"field": "status", "operator": "equals", '
+                                       '"value": "ok"}]}]} — conditions OR\'ed, criteria AND\'ed. Empty: every event.')

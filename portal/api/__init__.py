@@ -2,7 +2,7 @@
 
 import time
 
-from flask import current_app, request
+from flask import current_app, g, request
 from flask.sessions import SecureCookieSessionInterface
 from sqlalchemy import select
 
@@ -57,6 +57,19 @@ def _rate_limit_key() -> str:
     return principal.rate_limit_identity if principal else f"ip:{request.remote_addr}"
 
 
+def _count_api_request(response):
+    """Seed 000's api_requests_count: one unit per request authenticated by a tenant key."""
+    principal = g.get("api_principal")
+    if principal is not None and principal.api_key is not None:
+        from portal.usage.api_requests import record
+
+        record(principal.api_key.tenant_id)
+    return response
+
+
+bp.after_request(_count_api_request)
+
+
 class ApiWithoutCookieSession(SecureCookieSessionInterface):
     """The API authenticates with keys, never with the browser session: an /api/ request gets
     an empty session, whatever cookie it carries, and its response sets no cookie."""
@@ -73,7 +86,7 @@ class ApiWithoutCookieSession(SecureCookieSessionInterface):
 
 
 def init_api(app) -> None:
-    from portal.api import billing, credentials, credits, invitations, keys, members, openapi, tenants  # noqa: F401  (register operations)
+    from portal.api import billing, credentials, credits, invitations, keys, members, openapi, tenants, usage  # noqa: F401  (register operations)
 
     csrf.exempt(bp)
     app.session_interface = ApiWithoutCookieSession()

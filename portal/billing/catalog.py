@@ -71,12 +71,87 @@ class PlanSpec(BaseModel):
         return features
 
 
+CriterionOperator = Literal["equals", "not_equals", "in", "not_in", "contains", "not_contains",
+                            "gt", "gte", "lt", "lte", "exists", "not_exists"]
+Aggregation = Literal["count", "sum", "unique_count", "max", "min", "avg", "first", "last"]
+
+
+class Criterion(BaseModel):
+    """One test of an event property (seed 003's criterion); ``field`` is a key of the event's
+    properties, or ``quantity``/``name``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    field: str = Field(min_length=1, max_length=128)
+    operator: CriterionOperator
+    value: str | int | float | bool | list[str | int | float] | None = None
+
+    @model_validator(mode="after")
+    def _value_fits_operator(self):
+        if self.operator in ("exists", "not_exists"):
+            return self
+        if self.value is None:
+            raise ValueError(f"operator {self.operator} needs a value")
+        if self.operator in ("in", "not_in") and not isinstance(self.value, list):
+            raise ValueError(f"operator {self.operator} needs a list of values")
+        if self.operator in ("gt", "gte", "lt", "lte") and (
+                isinstance(self.value, bool) or not isinstance(self.value, int | float)):
+            raise ValueError(f"operator {self.operator} needs a number")
+        return self
+
+
+class Condition(BaseModel):
+    """Criteria that must all hold (AND)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    criteria: list[Criterion] = Field(min_length=1, max_length=20)
+
+
+class MeterFilter(BaseModel):
+    """Seed 003's filter: an event counts when any condition holds (OR); none: every event."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    conditions: list[Condition] = Field(default_factory=list, max_length=20)
+
+
+class MeterSpec(BaseModel):
+    """How the plan feature ``key`` is measured: ``aggregation`` of ``property`` (the event's
+    quantity when absent) over the events named ``event_name`` that pass ``filter``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: str = Field(pattern=r"^[a-z][a-z0-9_]{1,63}$")
+    name: str = Field(min_length=1, max_length=100)
+    event_name: str = Field(min_length=1, max_length=128)
+    aggregation: Aggregation = "count"
+    property: str | None = Field(default=None, min_length=1, max_length=128)
+    filter: MeterFilter = Field(default_factory=MeterFilter)
+
+    @model_validator(mode="after")
+    def _property_fits_aggregation(self):
+        if self.aggregation == "unique_count" and not self.property:
+            raise ValueError("unique_count needs a property to count the distinct values of")
+        if self.aggregation == "count" and self.property:
+            raise ValueError("count counts events; leave property out (or use unique_count)")
+        return self
+
+
 class CatalogFile(BaseModel):
-    """The whole catalog file: ``[[plans]]`` tables."""
+    """The whole catalog file: ``[[plans]]`` and ``[[meters]]`` tables."""
 
     model_config = ConfigDict(extra="forbid")
 
     plans: list[PlanSpec] = Field(min_length=1)
+    meters: list[MeterSpec] = Field(default_factory=list)
+
+    @field_validator("meters")
+    @classmethod
+    def _unique_meter_keys(cls, meters: list[MeterSpec]) -> list[MeterSpec]:
+        if duplicates := _duplicates(meter.key for meter in meters):
+            raise ValueError(f"meter keys must be unique; repeated: {', '.join(duplicates)}")
+        return meters
 
     @field_validator("plans")
     @classmethod

@@ -99,6 +99,11 @@ def execute(run: BillingRun) -> BillingRun:
     its figures to the run's row as it goes, so the console's progress is the sum of all.
     """
     run_id, at = run.id, run.as_of
+    # API requests still counted in Redis become events first, so the run bills them.
+    from portal.usage.api_requests import flush
+
+    flush()
+    run = db.session.get(BillingRun, run_id)
     run.status, run.started_at = "running", utcnow()
     ids = due_subscription_ids(at)
     run.subscriptions_due = len(ids)

@@ -44,9 +44,43 @@ def _plan_line(version: PlanVersion, start: datetime, end: datetime) -> Line:
 
 
 def usage_lines(subscription: Subscription, start: datetime, end: datetime) -> list[Line]:
-    """Usage of a closed period, billed in arrears. Metering (a later issue) fills this in;
-    until then no feature has recorded usage, so there is nothing to bill."""
-    return []
+    """Usage of a closed period, billed in arrears by the plan version of that period: one line
+    (or one per tier) for each priced feature with billable usage, each rounded once."""
+    from portal.billing.pricing import usage_charges
+    from portal.usage.meters import meters_by_key
+    from portal.usage.services import value_of
+
+    version = subscription.plan_version
+    priced = [feature for feature in version.feature_specs() if feature.pricing != "included"]
+    if not priced:
+        return []
+    meters = meters_by_key()
+    lines = []
+    for feature in priced:
+        meter = meters.get(feature.key)
+        if meter is None:
+            continue
+        quantity = value_of(meter, feature, subscription.tenant_id, start, end)
+        for charge in usage_charges(feature, quantity, currency=version.currency):
+            lines.append(Line(type="usage", description=charge.description[:300], amount=charge.amount,
+                              quantity=charge.quantity, unit_amount=charge.unit_amount, period_start=start,
+                              period_end=end))
+    return lines
+
+
+def _mark_invoiced(subscription: Subscription, start: datetime, end: datetime, invoice: Invoice) -> None:
+    """The closed period's events now belong to an invoice: they can no longer be deleted."""
+    from sqlalchemy import update
+
+    from portal.models import UsageEvent
+
+    db.session.execute(
+        update(UsageEvent)
+        .where(UsageEvent.tenant_id == subscription.tenant_id, UsageEvent.occurred_at >= start,
+               UsageEvent.occurred_at < end, UsageEvent.invoice_id.is_(None))
+        .values(invoice_id=invoice.id)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def _issue_period_invoice(subscription: Subscription, start: datetime, end: datetime, at: datetime,
@@ -324,6 +358,7 @@ def renew(subscription: Subscription, at: datetime) -> list[Invoice]:
             subscription.cancel_at_period_end = False
             if arrears:
                 issued.append(issue(subscription, "period", boundary, boundary, arrears, boundary))
+                _mark_invoiced(subscription, closed_start, boundary, issued[-1])
             audit.record(system, "subscription.canceled", subscription.tenant, "subscription", subscription.id,
                          plan=old_version.key)
             break
@@ -344,6 +379,8 @@ def renew(subscription: Subscription, at: datetime) -> list[Invoice]:
         start, end = period_bounds(subscription.billing_anchor, version.interval, subscription.period_index)
         subscription.current_period_start, subscription.current_period_end = start, end
         issued.append(_issue_period_invoice(subscription, start, end, boundary, arrears))
+        if arrears:
+            _mark_invoiced(subscription, closed_start, boundary, issued[-1])
     return issued
 
 

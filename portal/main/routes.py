@@ -7,6 +7,7 @@ from portal.billing.subscriptions import next_invoice_estimate, subscription_of
 from portal.extensions import db
 from portal.invitations.services import pending_invitations
 from portal.tenants.services import member_count
+from portal.usage import report as usage_report
 from portal.web import render
 
 bp = Blueprint("main", __name__)
@@ -31,6 +32,7 @@ def overview():
         pending=len(pending_invitations(g.tenant)),
         subscription=subscription,
         next_invoice=next_invoice_estimate(subscription) if subscription is not None else None,
+        usage=usage_report.build(g.tenant, with_daily=False),
     )
 
 

@@ -20,9 +20,14 @@ from portal.models.credits import CREDIT_ENTRY_KINDS, CreditEntry, CreditGrant
 from portal.models.email import EmailMessage
 from portal.models.invitation import Invitation
 from portal.models.tenant import SUSPENSION_REASONS, Tenant
+from portal.models.usage import AGGREGATIONS, Meter, QuotaNotice, UsageEvent
 from portal.models.user import INVITABLE_ROLES, ROLES, Membership, PasswordReset, User, UserSession
 
 __all__ = [
+    "AGGREGATIONS",
+    "Meter",
+    "QuotaNotice",
+    "UsageEvent",
     "ADMIN_SCOPE",
     "API_SCOPES",
     "ApiKey",

@@ -1,0 +1,261 @@
+"""Benchmark (not a test): usage ingestion, entitlement checks and the usage query.
+
+    .venv/bin/python bench/ingest.py [--duration 10] [--connections 16] [--events 1000000]
+
+On a scratch PostgreSQL database (DATABASE_URL's server, default
+postgresql://postgres@127.0.0.1:5432/postgres; dropped at the end) with the portal under
+gunicorn (2 sync workers, rate limiting off), in one run:
+
+1. batch ingestion: POST /api/v1/events/batch with 1,000 events per request from 4 connections,
+   events/s; against the baseline, raw psycopg ``executemany INSERT ... ON CONFLICT DO NOTHING``
+   of the same events, 1,000 per transaction from 4 connections, into an equivalent table
+   (same columns, unique constraint and index). Target: batch >= 25 % of raw.
+2. single events: POST /api/v1/events, one event per request, at 16 connections. Target >= 1,000 req/s.
+3. entitlement checks: GET /api/v1/entitlements/{tenant}/pipeline_runs with an operator token at
+   16 connections, req/s, p50 and p99. Target p99 <= 10 ms and >= 1,500 req/s.
+4. the usage query: GET /api/v1/tenants/{id}/usage for a tenant holding --events events this
+   month (loaded with COPY), one request at a time, p50 and p95. Target p95 <= 50 ms.
+
+Quota checks after ingestion are RQ jobs, as in production: the portal gets a REDIS_URL (db 7 of
+REDIS_URL's server, default redis://127.0.0.1:6379) and the queued jobs are deleted at the end.
+The load client is Python threads (keep-alive where gunicorn allows it); it shares the machine's
+cores with the server, so the figures are a floor.
+"""
+
+import argparse
+import http.client
+import itertools
+import json
+import os
+import statistics
+import sys
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.api import HOST, VENV_BIN, Server, scratch_database  # noqa: E402 - needs ROOT on the path
+
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+BATCH = 1000
+BATCH_CONNECTIONS = 4
+
+
+def prepare(env: dict) -> tuple[str, str, str]:
+    """Schema, catalog, an enterprise tenant, its key and an operator token."""
+    import subprocess
+
+    for command in (["db", "upgrade"], ["catalog", "sync"]):
+        subprocess.run([str(VENV_BIN / "flask"), "--app", "wsgi", *command], cwd=ROOT, env=env, check=True,  # noqa: S603
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    code = (
+        "from portal import create_app\n"
+        "from portal.access import SYSTEM\n"
+        "from portal.api_keys.services import create_key, create_operator_token\n"
+        "from portal.tasks import commit\n"
+        "from portal.tenants.services import create_tenant\n"
+        "app = create_app()\n"
+        "with app.test_request_context():\n"
+        "    t = create_tenant(SYSTEM, 'bench_tenant', 'Bench Ltd', 'bench@example.com', 'enterprise')\n"
+        "    create_tenant(SYSTEM, 'bench_big', 'Big Ltd', 'big@example.com', 'enterprise')\n"
+        "    _, key = create_key(SYSTEM, t, 'bench', scopes=None)\n"
+        "    _, token = create_operator_token(SYSTEM, 'bench')\n"
+        "    commit()\n"
+        "    print(t.tenant_id, key, token)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True,  # noqa: S603
+                         capture_output=True, text=True)
+    tenant_id, key, token = out.stdout.split()[-3:]
+    return tenant_id, key, token
+
+
+def drive(port: int, make_request, connections: int, duration: float) -> dict:
+    """``connections`` threads sending ``make_request()`` -> (method, path, body, headers) for
+    ``duration`` seconds; req/s and latency percentiles (ms)."""
+    samples: list[list[float]] = [[] for _ in range(connections)]
+    failures: list[str] = []
+    deadline = time.monotonic() + duration
+
+    def worker(out: list[float]) -> None:
+        conn = http.client.HTTPConnection(HOST, port, timeout=60)
+        while time.monotonic() < deadline:
+            method, path, body, headers = make_request()
+            start = time.perf_counter()
+            try:
+                conn.request(method, path, body=body, headers=headers)
+                response = conn.getresponse()
+                payload = response.read()
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                conn = http.client.HTTPConnection(HOST, port, timeout=60)
+                continue
+            out.append((time.perf_counter() - start) * 1000)
+            if response.status >= 300:
+                failures.append(f"{response.status} {payload[:200]!r}")
+            if response.will_close:
+                conn.close()
+                conn = http.client.HTTPConnection(HOST, port, timeout=60)
+        conn.close()
+
+    threads = [threading.Thread(target=worker, args=(s,)) for s in samples]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.monotonic() - started
+    if failures:
+        sys.exit(f"{len(failures)} requests failed, e.g. {failures[0]}")
+    merged = sorted(x for s in samples for x in s)
+    cuts = statistics.quantiles(merged, n=100) if len(merged) > 1 else [merged[0]] * 99
+    return {"requests": len(merged), "rps": len(merged) / elapsed, "p50": cuts[49], "p95": cuts[94],
+            "p99": cuts[98], "elapsed": elapsed}
+
+
+def event_factory(tenant_id: str, prefix: str):
+    counter = itertools.count()
+    lock = threading.Lock()
+    now = datetime.now(UTC).isoformat()
+
+    def make() -> dict:
+        with lock:
+            n = next(counter)
+        return {"tenant_id": tenant_id, "eventIdempotencyKey": f"{prefix}-{n}", "eventName": "compute_usage",
+                "occurredAt": now, "quantity": 1.5, "properties": {"job": f"job-{n % 97}"}}
+
+    return make
+
+
+def raw_baseline(scratch_url: str, tenant_id: str, total: int) -> float:
+    """events/s of psycopg executemany ... ON CONFLICT DO NOTHING into an equivalent table."""
+    import psycopg
+    from psycopg.types.json import Jsonb  # noqa: F401 - json column below takes text
+
+    with psycopg.connect(scratch_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE raw_events (LIKE usage_events INCLUDING DEFAULTS INCLUDING INDEXES)")
+    make = event_factory(tenant_id, "raw")
+    per_thread = max(total // BATCH_CONNECTIONS // BATCH, 1)
+    now = datetime.now(UTC).replace(tzinfo=None)
+
+    def worker() -> None:
+        with psycopg.connect(scratch_url) as conn:
+            for _ in range(per_thread):
+                rows = []
+                for _ in range(BATCH):
+                    e = make()
+                    rows.append((f"evt_{uuid.uuid4().hex[:16]}", e["tenant_id"], e["eventIdempotencyKey"],
+                                 e["eventName"], now, e["quantity"], json.dumps(e["properties"]), now))
+                with conn.cursor() as cur:
+                    cur.executemany(
+                        "INSERT INTO raw_events (id, tenant_id, idempotency_key, name, occurred_at, quantity, "
+                        "properties, received_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
+                        "ON CONFLICT DO NOTHING", rows)
+                conn.commit()
+
+    threads = [threading.Thread(target=worker) for _ in range(BATCH_CONNECTIONS)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return per_thread * BATCH_CONNECTIONS * BATCH / (time.monotonic() - started)
+
+
+def load_big_tenant(scratch_url: str, tenant_id: str, count: int) -> None:
+    """``count`` pipeline runs this month, with COPY (the usage query is measured, not loading)."""
+    import psycopg
+
+    now = datetime.now(UTC).replace(tzinfo=None)
+    start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    span = max((now - start).total_seconds(), 1)
+    with psycopg.connect(scratch_url) as conn, conn.cursor() as cur:
+        with cur.copy("COPY usage_events (id, tenant_id, idempotency_key, name, occurred_at, quantity, properties, "
+                      "received_at) FROM STDIN") as copy:
+            for n in range(count):
+                at = datetime.fromtimestamp(start.timestamp() + span * n / count)
+                copy.write_row((f"evt_big{n:016d}"[:32], tenant_id, f"big-{n}", "pipeline_run", at, 1, "{}", now))
+        conn.commit()
+        cur.execute("ANALYZE usage_events")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--duration", type=int, default=10, help="seconds per HTTP measurement (default 10)")
+    parser.add_argument("--connections", type=int, default=16, help="connections for single events and checks")
+    parser.add_argument("--events", type=int, default=1_000_000, help="events of the usage-query tenant")
+    args = parser.parse_args()
+
+    import psycopg
+    import redis
+
+    admin_url, name, scratch_url = scratch_database(os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL)
+    plain_url = scratch_url  # plain postgresql://, for psycopg (the portal picks its own driver)
+    redis_url = (os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0").rsplit("/", 1)[0] + "/7"
+    env = {k: v for k, v in os.environ.items() if k != "FLASK_APP"}
+    env.update({"DATABASE_URL": scratch_url, "REDIS_URL": redis_url, "RATELIMIT_ENABLED": "false",
+                "PORTAL_ENV": "development", "SECRET_KEY": uuid.uuid4().hex * 2, "PYTHONPATH": str(ROOT),
+                "BILLING_RUN_INTERVAL_SECONDS": "0"})
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    server = None
+    figures = {}
+    try:
+        tenant_id, key, token = prepare(env)
+        operator = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        server = Server("wsgi:app", env)
+        server.wait_ready(f"/api/v1/tenants/{tenant_id}", {"X-API-Key": key})
+
+        make = event_factory(tenant_id, "batch")
+        batch_request = lambda: ("POST", "/api/v1/events/batch",  # noqa: E731
+                                 json.dumps({"events": [make() for _ in range(BATCH)]}), operator)
+        drive(server.port, batch_request, BATCH_CONNECTIONS, 2)  # warm-up
+        batch = drive(server.port, batch_request, BATCH_CONNECTIONS, args.duration)
+        figures["batch_events_per_s"] = batch["rps"] * BATCH
+        figures["raw_events_per_s"] = raw_baseline(plain_url, tenant_id, int(batch["requests"] * BATCH) or BATCH * 4)
+
+        single_make = event_factory(tenant_id, "single")
+        single_request = lambda: ("POST", "/api/v1/events", json.dumps(single_make()), operator)  # noqa: E731
+        drive(server.port, single_request, args.connections, 2)
+        figures["single"] = drive(server.port, single_request, args.connections, args.duration)
+
+        check = ("GET", f"/api/v1/entitlements/{tenant_id}/pipeline_runs", None, operator)
+        drive(server.port, lambda: check, args.connections, 2)
+        figures["entitlement"] = drive(server.port, lambda: check, args.connections, args.duration)
+
+        load_big_tenant(plain_url, "bench_big", args.events)
+        usage = ("GET", "/api/v1/tenants/bench_big/usage", None, operator)
+        drive(server.port, lambda: usage, 1, 2)
+        figures["usage"] = drive(server.port, lambda: usage, 1, args.duration)
+    finally:
+        if server is not None:
+            server.stop()
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        client = redis.Redis.from_url(redis_url)
+        stale = list(client.scan_iter(match="rq:*")) + list(client.scan_iter(match="usage:*"))
+        if stale:
+            client.delete(*stale)
+
+    ratio = figures["batch_events_per_s"] / figures["raw_events_per_s"]
+    single, check, usage = figures["single"], figures["entitlement"], figures["usage"]
+    print(f"gunicorn 2 sync workers on {HOST}; PostgreSQL scratch database {name} (dropped); rate limiting off; "
+          f"Redis {redis_url} (quota checks queued as RQ jobs); client: Python threads")
+    print(f"batch ingestion     {figures['batch_events_per_s']:>10,.0f} events/s  ({BATCH_CONNECTIONS} connections, "
+          f"{BATCH} events per request)")
+    print(f"raw psycopg         {figures['raw_events_per_s']:>10,.0f} events/s  (executemany ... ON CONFLICT DO NOTHING)")
+    print(f"ratio batch/raw: {ratio:.2f} (target >= 0.25: {'met' if ratio >= 0.25 else 'NOT met'})")
+    print(f"single events       {single['rps']:>10,.0f} req/s     p50 {single['p50']:.1f} ms, p99 {single['p99']:.1f} ms "
+          f"({args.connections} connections; target >= 1,000: {'met' if single['rps'] >= 1000 else 'NOT met'})")
+    met = check["p99"] <= 10 and check["rps"] >= 1500
+    print(f"entitlement checks  {check['rps']:>10,.0f} req/s     p50 {check['p50']:.1f} ms, p99 {check['p99']:.1f} ms "
+          f"(target p99 <= 10 ms and >= 1,500 req/s: {'met' if met else 'NOT met'})")
+    print(f"usage query         {args.events:,} events: p50 {usage['p50']:.1f} ms, p95 {usage['p95']:.1f} ms "
+          f"(target p95 <= 50 ms: {'met' if usage['p95'] <= 50 else 'NOT met'})")
+
+
+if __name__ == "__main__":
+    main()

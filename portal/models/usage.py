@@ -1,0 +1,74 @@
+"""Usage metering: the events the operator's product backend reports, the meters that turn
+them into per-feature quantities, and the quota notices already sent (DESIGN §3)."""
+
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import JSON, ForeignKey, Index, Integer, Numeric, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from portal.extensions import db
+from portal.models.base import UTCDateTime, new_id, utcnow
+
+AGGREGATIONS = ("count", "sum", "unique_count", "max", "min", "avg", "first", "last")
+
+
+class UsageEvent(db.Model):
+    """One reported event. ``(tenant_id, idempotency_key)`` is unique, so a retried or concurrent
+    repeat of an event is stored once, whatever races."""
+
+    __tablename__ = "usage_events"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "idempotency_key"),
+        # Every meter reads one tenant's events of one name over a time range.
+        Index("ix_usage_events_tenant_name_time", "tenant_id", "name", "occurred_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("evt"))
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.tenant_id"))
+    idempotency_key: Mapped[str] = mapped_column(String(200))
+    name: Mapped[str] = mapped_column(String(128))
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    quantity: Mapped[Decimal] = mapped_column(Numeric(20, 6), default=1)
+    properties: Mapped[dict] = mapped_column(JSON, default=dict)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Set when the billing run has invoiced the event's period: from then on it is not deleted.
+    invoice_id: Mapped[str | None] = mapped_column(ForeignKey("invoices.id"), index=True)
+
+
+class Meter(db.Model):
+    """How a plan feature (``key``) is measured from events (seed 003's meter)."""
+
+    __tablename__ = "meters"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("meter"))
+    key: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(100))
+    event_name: Mapped[str] = mapped_column(String(128))
+    aggregation: Mapped[str] = mapped_column(String(20), default="count")
+    # A key of the event's properties; None: the event's quantity.
+    property: Mapped[str | None] = mapped_column(String(128))
+    # Seed 003's filter: {"conditions": [{"criteria": [{"field", "operator", "value"}]}]}.
+    filter: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    def __repr__(self) -> str:
+        return f"<Meter {self.key} {self.aggregation}({self.property or 'quantity'}) of {self.event_name}>"
+
+
+class QuotaNotice(db.Model):
+    """A 90 % or 100 % quota warning sent for one feature and period; the unique constraint
+    makes it once, however many ingestions cross the line at the same moment."""
+
+    __tablename__ = "quota_notices"
+    __table_args__ = (UniqueConstraint("tenant_id", "feature_key", "period_start", "threshold"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("qn"))
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.tenant_id"), index=True)
+    feature_key: Mapped[str] = mapped_column(String(64))
+    period_start: Mapped[datetime] = mapped_column(UTCDateTime)
+    threshold: Mapped[int] = mapped_column(Integer)
+    used: Mapped[Decimal] = mapped_column(Numeric(20, 6))
+    limit: Mapped[Decimal] = mapped_column(Numeric(20, 6))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -1,0 +1,1 @@
+"""Usage metering: ingestion, meters, usage per period, entitlements and quota notices."""

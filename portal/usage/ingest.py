@@ -1,0 +1,307 @@
+"""Usage event ingestion: validate each event (the seeds' field names accepted), then store a
+whole batch in one INSERT ... ON CONFLICT DO NOTHING, so a repeated idempotency key, even
+sent twice at the same instant, is stored once and answered with the original event's id."""
+
+import json
+import secrets
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
+from datetime import datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+
+from sqlalchemy import or_, select, tuple_
+
+from portal.extensions import db
+from portal.models import Subscription, Tenant, UsageEvent, utcnow
+from portal.models.base import new_id
+
+MAX_BATCH = 1000
+MAX_NAME = 128
+MAX_KEY = 200
+MAX_PROPERTIES_BYTES = 8 * 1024
+FUTURE_TOLERANCE = timedelta(minutes=5)
+MAX_QUANTITY = Decimal(10) ** 14  # Numeric(20, 6)
+SIX_PLACES = Decimal("0.000001")
+
+# Each field under the names the seeds give it: ours / seed 002 / seed 001 / seed 003.
+ALIASES = {
+    "tenant": ("tenant_id", "customerReferenceId", "customerAlias"),
+    "key": ("eventIdempotencyKey", "eventId", "idempotency_key", "ref"),
+    "name": ("eventName", "event_name", "name", "metric"),
+    "occurred_at": ("occurredAt", "occurred_at", "timestamp"),
+    "quantity": ("quantity", "usageUnits"),
+    "properties": ("properties", "meta", "metadata", "data"),
+}
+# Seed 002 fields a client may send that have no meaning here: accepted and ignored.
+IGNORED = {"flowId", "featureKey", "featureId", "costAmount", "subscriptionId", "entitlementId", "customerId"}
+_KNOWN = {name for names in ALIASES.values() for name in names} | IGNORED
+
+
+class Rejected(ValueError):
+    def __init__(self, reason: str, field: str | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.field = field
+
+
+@dataclass
+class EventDraft:
+    tenant_ref: str
+    key: str
+    name: str
+    occurred_at: datetime
+    quantity: Decimal
+    properties: dict
+    tenant_id: str | None = None
+
+
+@dataclass
+class Outcome:
+    """What became of one event of a request: accepted, duplicate or rejected."""
+
+    index: int
+    status: str
+    event_id: str | None = None
+    tenant_id: str | None = None
+    key: str | None = None
+    reason: str | None = None
+    field: str | None = None
+    draft: EventDraft | None = dataclass_field(default=None, repr=False)
+
+
+def _one(raw: dict, what: str):
+    given = [(name, raw[name]) for name in ALIASES[what] if name in raw]
+    if len(given) > 1:
+        names = " and ".join(name for name, _ in given)
+        raise Rejected(f"give one of {names}, not both", given[1][0])
+    return given[0] if given else (ALIASES[what][0], None)
+
+
+def _text(raw: dict, what: str, limit: int, required: bool) -> str | None:
+    name, value = _one(raw, what)
+    if value is None:
+        if required:
+            raise Rejected(f"{name} is required", name)
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise Rejected(f"{name} must be a non-empty string", name)
+    value = value.strip()
+    if len(value) > limit:
+        raise Rejected(f"{name} is longer than {limit} characters", name)
+    if "\x00" in value:
+        raise Rejected(f"{name} contains a NUL character", name)
+    return value
+
+
+def _instant(raw: dict, now: datetime) -> datetime:
+    from portal.api.schemas import _iso_instant
+
+    name, value = _one(raw, "occurred_at")
+    if value is None:
+        return now
+    try:
+        instant = _iso_instant(value)
+    except ValueError as error:
+        raise Rejected(f"{name}: {error}", name) from None
+    if instant > now + FUTURE_TOLERANCE:
+        raise Rejected(f"{name} is more than 5 minutes in the future", name)
+    return instant
+
+
+def _quantity(raw: dict) -> Decimal:
+    name, value = _one(raw, "quantity")
+    if value is None:
+        return Decimal(1)
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+        raise Rejected(f"{name} must be a number", name)
+    try:
+        quantity = Decimal(str(value))
+    except InvalidOperation:
+        raise Rejected(f"{name} must be a finite number", name) from None
+    if not quantity.is_finite():
+        raise Rejected(f"{name} must be a finite number", name)
+    if quantity < 0:
+        raise Rejected(f"{name} must not be negative", name)
+    if quantity >= MAX_QUANTITY:
+        raise Rejected(f"{name} is too large (at most 14 digits before the decimal point)", name)
+    return quantity.quantize(SIX_PLACES, rounding=ROUND_HALF_UP)
+
+
+def _properties(raw: dict) -> dict:
+    name, value = _one(raw, "properties")
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise Rejected(f"{name} must be a JSON object", name)
+    try:
+        size = len(json.dumps(value, separators=(",", ":"), allow_nan=False).encode())
+    except ValueError:
+        raise Rejected(f"{name} must hold finite numbers only", name) from None
+    if size > MAX_PROPERTIES_BYTES:
+        raise Rejected(f"{name} is {size:,} bytes; at most {MAX_PROPERTIES_BYTES:,} are accepted", name)
+    if "\\u0000" in json.dumps(value):
+        raise Rejected(f"{name} contains a NUL character", name)
+    return value
+
+
+def draft(raw, now: datetime, header_key: str | None = None) -> EventDraft:
+    """One event's fields checked on their own (the tenant and its periods are checked later)."""
+    if not isinstance(raw, dict):
+        raise Rejected("an event must be a JSON object")
+    if unknown := sorted(set(raw) - _KNOWN, key=str)[:5]:
+        raise Rejected(f"unknown field(s): {', '.join(map(str, unknown))}", str(unknown[0]))
+    tenant_ref = _text(raw, "tenant", 100, required=True)
+    key = header_key or _text(raw, "key", MAX_KEY, required=False) or f"auto_{secrets.token_hex(12)}"
+    return EventDraft(tenant_ref=tenant_ref, key=key, name=_text(raw, "name", MAX_NAME, required=True),
+                      occurred_at=_instant(raw, now), quantity=_quantity(raw), properties=_properties(raw))
+
+
+def _tenants(refs: set[str]) -> dict[str, tuple[str, datetime | None]]:
+    """ref (tenant_id or external id) -> (tenant_id, start of its oldest open period)."""
+    if not refs:
+        return {}
+    rows = db.session.execute(
+        select(Tenant.tenant_id, Tenant.external_id, Subscription.current_period_start)
+        .outerjoin(Subscription, Subscription.tenant_id == Tenant.tenant_id)
+        .where(or_(Tenant.tenant_id.in_(refs), Tenant.external_id.in_(refs)), Tenant.status != "cancelled")
+    ).all()
+    found = {}
+    for tenant_id, external_id, period_start in rows:
+        for ref in (tenant_id, external_id):
+            if ref in refs:
+                found[ref] = (tenant_id, period_start)
+    return found
+
+
+def validate(raw_events: list, now: datetime | None = None, header_key: str | None = None) -> list[Outcome]:
+    """Every event checked; accepted ones carry their draft (status "valid" until stored)."""
+    now = now or utcnow()
+    outcomes: list[Outcome] = []
+    for index, raw in enumerate(raw_events):
+        try:
+            outcomes.append(Outcome(index, "valid", draft=draft(raw, now, header_key)))
+        except Rejected as error:
+            outcomes.append(Outcome(index, "rejected", reason=error.reason, field=error.field))
+    tenants = _tenants({o.draft.tenant_ref for o in outcomes if o.draft})
+    for outcome in outcomes:
+        event = outcome.draft
+        if event is None:
+            continue
+        if event.tenant_ref not in tenants:
+            outcome.status, outcome.reason, outcome.field = "rejected", f"unknown tenant {event.tenant_ref!r}", "tenant_id"
+            outcome.draft = None
+            continue
+        event.tenant_id, period_start = tenants[event.tenant_ref]
+        outcome.tenant_id, outcome.key = event.tenant_id, event.key
+        if period_start is not None and event.occurred_at < period_start:
+            outcome.status, outcome.field = "rejected", "occurredAt"
+            outcome.reason = (f"occurredAt is before the oldest open billing period, which started "
+                              f"{period_start.isoformat().replace('+00:00', 'Z')}")
+            outcome.draft = None
+    return outcomes
+
+
+def _insert_statement_for(table):
+    """The dialect's INSERT, which has ON CONFLICT DO NOTHING (PostgreSQL and SQLite alike)."""
+    dialect = db.session.connection().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(table)
+
+
+def _insert_statement():
+    return _insert_statement_for(UsageEvent.__table__)
+
+
+def store(outcomes: list[Outcome], now: datetime | None = None) -> list[Outcome]:
+    """Store the valid events in one statement; a key already stored (before, concurrently, or
+    earlier in this batch) makes its event a duplicate naming the stored event's id."""
+    now = now or utcnow()
+    first_of: dict[tuple[str, str], Outcome] = {}
+    repeats: list[Outcome] = []
+    rows = []
+    for outcome in outcomes:
+        if outcome.status != "valid":
+            continue
+        event = outcome.draft
+        pair = (event.tenant_id, event.key)
+        if pair in first_of:
+            repeats.append(outcome)
+            continue
+        first_of[pair] = outcome
+        outcome.event_id = new_id("evt")
+        rows.append({"id": outcome.event_id, "tenant_id": event.tenant_id, "idempotency_key": event.key,
+                     "name": event.name, "occurred_at": event.occurred_at, "quantity": event.quantity,
+                     "properties": event.properties, "received_at": now, "invoice_id": None})
+    inserted: set[str] = set()
+    if rows:
+        table = UsageEvent.__table__
+        statement = (_insert_statement().values(rows)
+                     .on_conflict_do_nothing(index_elements=["tenant_id", "idempotency_key"])
+                     .returning(table.c.id))
+        inserted = set(db.session.connection().execute(statement).scalars())
+    missing = [pair for pair, outcome in first_of.items() if outcome.event_id not in inserted]
+    existing = {}
+    if missing:
+        existing = {(tenant_id, key): event_id for event_id, tenant_id, key in db.session.execute(
+            select(UsageEvent.id, UsageEvent.tenant_id, UsageEvent.idempotency_key)
+            .where(tuple_(UsageEvent.tenant_id, UsageEvent.idempotency_key).in_(missing))
+        ).all()}
+    for pair, outcome in first_of.items():
+        if outcome.event_id in inserted:
+            outcome.status = "accepted"
+        else:
+            outcome.status, outcome.event_id = "duplicate", existing.get(pair)
+    for outcome in repeats:
+        first = first_of[(outcome.draft.tenant_id, outcome.draft.key)]
+        outcome.status, outcome.event_id = "duplicate", first.event_id
+    return outcomes
+
+
+def ingest(raw_events: list, header_key: str | None = None) -> list[Outcome]:
+    """Validate and store; the caller commits, then defers the quota checks."""
+    now = utcnow()
+    return store(validate(raw_events, now, header_key), now)
+
+
+def find(ref: str, tenant_id: str | None = None) -> UsageEvent | None:
+    """An event by its id, or by its idempotency key within ``tenant_id``."""
+    if not ref or len(ref) > MAX_KEY or "\x00" in ref:
+        return None
+    event = db.session.get(UsageEvent, ref) if len(ref) <= 32 else None
+    if event is not None and (tenant_id is None or event.tenant_id == tenant_id):
+        return event
+    if tenant_id is None:
+        return None
+    return db.session.execute(
+        select(UsageEvent).where(UsageEvent.tenant_id == tenant_id, UsageEvent.idempotency_key == ref)
+    ).scalar_one_or_none()
+
+
+@dataclass
+class DeleteResult:
+    deleted: list[UsageEvent]
+    invoiced: list[str]
+    not_found: list[str]
+
+
+def delete_by_refs(refs: list[str], tenant_id: str | None = None) -> DeleteResult:
+    """Delete events not yet invoiced; invoiced and unknown refs are reported, not deleted."""
+    result = DeleteResult([], [], [])
+    seen = set()
+    for ref in refs:
+        if ref in seen:
+            continue
+        seen.add(ref)
+        event = find(ref, tenant_id)
+        if event is None:
+            result.not_found.append(ref)
+        elif event.invoice_id is not None:
+            result.invoiced.append(ref)
+        else:
+            result.deleted.append(event)
+            db.session.delete(event)
+    db.session.flush()
+    return result

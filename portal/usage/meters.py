@@ -1,0 +1,247 @@
+"""Meters (seed 003): synced from the catalog file, edited in the operator console, and the
+one place that turns a tenant's events into a feature's quantity for a time window.
+
+A meter without filter over the event's quantity is computed by the database (one aggregate
+over the (tenant, name, time) index); one with a filter or over a property reads the events'
+properties and aggregates them here, in the order they occurred.
+"""
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
+
+from sqlalchemy import func, select
+
+from portal.billing.catalog import MeterFilter, MeterSpec
+from portal.extensions import db
+from portal.models import Meter, UsageEvent
+
+ZERO = Decimal(0)
+
+
+@dataclass
+class MeterSyncResult:
+    created: list[str]
+    updated: list[str]
+    unchanged: list[str]
+
+
+def spec_of(meter: Meter) -> MeterSpec:
+    return MeterSpec(key=meter.key, name=meter.name, event_name=meter.event_name, aggregation=meter.aggregation,
+                     property=meter.property, filter=MeterFilter.model_validate(meter.filter or {}))
+
+
+def _apply(meter: Meter, spec: MeterSpec) -> None:
+    meter.name, meter.event_name, meter.aggregation = spec.name, spec.event_name, spec.aggregation
+    meter.property = spec.property
+    meter.filter = spec.filter.model_dump(mode="json", exclude_none=False)
+
+
+def sync_meters(specs: list[MeterSpec]) -> MeterSyncResult:
+    """Create or update the catalog file's meters; meters only in the database are kept."""
+    result = MeterSyncResult([], [], [])
+    existing = {meter.key: meter for meter in db.session.execute(select(Meter)).scalars()}
+    for spec in specs:
+        meter = existing.get(spec.key)
+        if meter is None:
+            meter = Meter(key=spec.key)
+            _apply(meter, spec)
+            db.session.add(meter)
+            result.created.append(spec.key)
+        elif spec_of(meter) == spec:
+            result.unchanged.append(spec.key)
+        else:
+            _apply(meter, spec)
+            result.updated.append(spec.key)
+    db.session.flush()
+    return result
+
+
+def save_meter(spec: MeterSpec) -> Meter:
+    """The console's create-or-edit of one meter."""
+    meter = db.session.execute(select(Meter).where(Meter.key == spec.key)).scalar_one_or_none()
+    if meter is None:
+        meter = Meter(key=spec.key)
+        db.session.add(meter)
+    _apply(meter, spec)
+    db.session.flush()
+    return meter
+
+
+def list_meters() -> list[Meter]:
+    return list(db.session.execute(select(Meter).order_by(Meter.key)).scalars())
+
+
+def meters_by_key() -> dict[str, MeterSpec]:
+    return {meter.key: spec_of(meter) for meter in list_meters()}
+
+
+# --- filters -----------------------------------------------------------------------------
+
+_MISSING = object()
+
+
+def _field(event_name: str, quantity: Decimal, properties: dict, field: str):
+    if field in properties:
+        return properties[field]
+    if field == "quantity":
+        return quantity
+    if field == "name":
+        return event_name
+    return _MISSING
+
+
+def _number(value) -> Decimal | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        number = Decimal(str(value)) if not isinstance(value, Decimal) else value
+    except (InvalidOperation, ValueError):
+        return None
+    return number if number.is_finite() else None
+
+
+def _same(a, b) -> bool:
+    left, right = _number(a), _number(b)
+    if left is not None and right is not None:
+        return left == right
+    return str(a) == str(b) if not isinstance(a, dict | list) else False
+
+
+def _criterion_holds(criterion, value) -> bool:
+    op, expected = criterion.operator, criterion.value
+    if op == "exists":
+        return value is not _MISSING and value is not None
+    if op == "not_exists":
+        return value is _MISSING or value is None
+    if value is _MISSING:
+        return op in ("not_equals", "not_in", "not_contains")
+    if op == "equals":
+        return _same(value, expected)
+    if op == "not_equals":
+        return not _same(value, expected)
+    if op == "in":
+        return any(_same(value, item) for item in expected)
+    if op == "not_in":
+        return not any(_same(value, item) for item in expected)
+    if op in ("contains", "not_contains"):
+        found = (str(expected) in value if isinstance(value, str)
+                 else any(_same(item, expected) for item in value) if isinstance(value, list) else False)
+        return found if op == "contains" else not found
+    number, bound = _number(value), _number(expected)
+    if number is None or bound is None:
+        return False
+    return {"gt": number > bound, "gte": number >= bound, "lt": number < bound, "lte": number <= bound}[op]
+
+
+def passes(meter_filter: MeterFilter, event_name: str, quantity: Decimal, properties: dict) -> bool:
+    """Seed 003: any condition (OR) whose criteria all hold (AND); no conditions: every event."""
+    if not meter_filter.conditions:
+        return True
+    properties = properties if isinstance(properties, dict) else {}
+    return any(
+        all(_criterion_holds(c, _field(event_name, quantity, properties, c.field)) for c in condition.criteria)
+        for condition in meter_filter.conditions
+    )
+
+
+# --- aggregation -------------------------------------------------------------------------
+
+
+def aggregate(aggregation: str, values: list) -> Decimal:
+    """``values`` in the order the events occurred; counts and sums of nothing are 0."""
+    if aggregation == "count":
+        return Decimal(len(values))
+    if aggregation == "unique_count":
+        return Decimal(len({json.dumps(v, sort_keys=True, default=str) for v in values}))
+    numbers = [n for n in (_number(v) for v in values) if n is not None]
+    if not numbers:
+        return ZERO
+    if aggregation == "sum":
+        return sum(numbers, ZERO)
+    if aggregation == "max":
+        return max(numbers)
+    if aggregation == "min":
+        return min(numbers)
+    if aggregation == "avg":
+        return sum(numbers, ZERO) / len(numbers)
+    if aggregation == "first":
+        return numbers[0]
+    if aggregation == "last":
+        return numbers[-1]
+    raise ValueError(f"unknown aggregation {aggregation!r}")
+
+
+def _window(statement, tenant_id: str, event_name: str, start: datetime | None, end: datetime):
+    statement = statement.where(UsageEvent.tenant_id == tenant_id, UsageEvent.name == event_name,
+                                UsageEvent.occurred_at < end)
+    return statement.where(UsageEvent.occurred_at >= start) if start is not None else statement
+
+
+_ORDER = (UsageEvent.occurred_at, UsageEvent.received_at, UsageEvent.id)
+_SQL_AGGREGATES = {"count": func.count(), "sum": func.sum(UsageEvent.quantity), "max": func.max(UsageEvent.quantity),
+                   "min": func.min(UsageEvent.quantity), "avg": func.avg(UsageEvent.quantity)}
+
+
+def _in_database(spec: MeterSpec) -> bool:
+    return not spec.filter.conditions and spec.property is None and spec.aggregation != "unique_count"
+
+
+def _event_values(spec: MeterSpec, rows: Iterable) -> list:
+    values = []
+    for quantity, properties in rows:
+        properties = properties if isinstance(properties, dict) else {}
+        if not passes(spec.filter, spec.event_name, quantity, properties):
+            continue
+        if spec.property is None:
+            values.append(quantity)
+        elif spec.property in properties and properties[spec.property] is not None:
+            values.append(properties[spec.property])
+    return values
+
+
+def meter_value(spec: MeterSpec, tenant_id: str, start: datetime | None, end: datetime) -> Decimal:
+    """The meter's value for one tenant over [start, end) (start None: from the beginning)."""
+    if _in_database(spec):
+        if spec.aggregation in ("first", "last"):
+            order = [column.desc() for column in _ORDER] if spec.aggregation == "last" else list(_ORDER)
+            value = db.session.execute(
+                _window(select(UsageEvent.quantity), tenant_id, spec.event_name, start, end).order_by(*order).limit(1)
+            ).scalar()
+        else:
+            value = db.session.execute(
+                _window(select(_SQL_AGGREGATES[spec.aggregation]), tenant_id, spec.event_name, start, end)
+            ).scalar()
+        return _clean(Decimal(value) if value is not None else ZERO)
+    rows = db.session.execute(
+        _window(select(UsageEvent.quantity, UsageEvent.properties), tenant_id, spec.event_name, start, end)
+        .order_by(*_ORDER)
+    ).all()
+    return _clean(aggregate(spec.aggregation, _event_values(spec, rows)))
+
+
+def _clean(value: Decimal) -> Decimal:
+    """12.000000 -> 12, and an average's 28 digits cut to the storage's 6 decimals."""
+    value = value.quantize(Decimal("0.000001")) if value.as_tuple().exponent < -6 else value
+    return value.normalize() if value != 0 else ZERO
+
+
+def daily_values(spec: MeterSpec, tenant_id: str, start: datetime, end: datetime) -> dict[date, Decimal]:
+    """The meter per UTC day of [start, end), each day aggregated on its own."""
+    rows = db.session.execute(
+        _window(select(UsageEvent.occurred_at, UsageEvent.quantity, UsageEvent.properties), tenant_id,
+                spec.event_name, start, end).order_by(*_ORDER)
+    ).all()
+    by_day: dict[date, list] = {}
+    for occurred_at, quantity, properties in rows:
+        by_day.setdefault(occurred_at.date(), []).append((quantity, properties))
+    return {day: _clean(aggregate(spec.aggregation, _event_values(spec, day_rows)))
+            for day, day_rows in by_day.items()}
+
+
+def last_event_at(tenant_id: str, event_name: str, start: datetime, end: datetime) -> datetime | None:
+    return db.session.execute(
+        _window(select(func.max(UsageEvent.occurred_at)), tenant_id, event_name, start, end)
+    ).scalar()

@@ -1,0 +1,80 @@
+"""Quota notices: at 90 % and at 100 % of a feature's quota in a period, the tenant's owner and
+admins get one email each (a unique row per tenant, feature, period and threshold makes it
+once, even when two ingestions cross the line together)."""
+
+import logging
+from decimal import Decimal
+
+from sqlalchemy import select
+
+from portal.extensions import db
+from portal.mail import send_email
+from portal.models import Membership, QuotaNotice, Tenant, User
+from portal.models.base import new_id, utcnow
+from portal.usage.periods import current_period
+from portal.usage.services import FeatureUsage, feature_usage, subscription_for
+
+log = logging.getLogger(__name__)
+
+THRESHOLDS = (90, 100)
+NOTIFIED_ROLES = ("owner", "admin")
+
+
+def send_quota_webhook(tenant_id: str, event_type: str, data: dict) -> None:
+    """Outbound webhooks (a later issue) deliver seed 000's ``quota.approaching_limit`` and
+    ``quota.exceeded`` from here; until they exist there is nobody to tell."""
+
+
+def _claim(tenant_id: str, usage: FeatureUsage, period_start, threshold: int) -> bool:
+    """Insert the notice row unless it exists; True when this call inserted it."""
+    from portal.usage.ingest import _insert_statement_for
+
+    statement = (_insert_statement_for(QuotaNotice.__table__).values(
+        id=new_id("qn"), tenant_id=tenant_id, feature_key=usage.key, period_start=period_start,
+        threshold=threshold, used=usage.used, limit=usage.quota, created_at=utcnow(),
+    ).on_conflict_do_nothing(index_elements=["tenant_id", "feature_key", "period_start", "threshold"])
+     .returning(QuotaNotice.__table__.c.id))
+    return db.session.connection().execute(statement).first() is not None
+
+
+def _recipients(tenant_id: str) -> list[str]:
+    return list(db.session.execute(
+        select(User.email).join(Membership, Membership.user_id == User.id)
+        .where(Membership.tenant_id == tenant_id, Membership.role.in_(NOTIFIED_ROLES)).order_by(User.email)
+    ).scalars())
+
+
+def check_quotas(tenant_id: str) -> list[tuple[str, int]]:
+    """Send what the tenant's usage has newly crossed; returns (feature, threshold) notified."""
+    tenant = db.session.get(Tenant, tenant_id)
+    subscription = subscription_for(tenant_id)
+    if tenant is None or subscription is None or not subscription.is_live:
+        return []
+    start, end = current_period(subscription)
+    sent = []
+    for usage in feature_usage(tenant_id, subscription.plan_version, start, end):
+        if not usage.quota or usage.quota <= 0:
+            continue
+        crossed = [t for t in THRESHOLDS if usage.used * 100 >= usage.quota * Decimal(t)]
+        # Every crossed threshold is claimed (a jump straight past 100 % claims 90 % too), and
+        # only the highest newly claimed one is worth an email.
+        new = [t for t in crossed if _claim(tenant_id, usage, start, t)]
+        if not new:
+            continue
+        threshold = max(new)
+        _notify(tenant, usage, threshold, end)
+        sent.append((usage.key, threshold))
+    return sent
+
+
+def _notify(tenant: Tenant, usage: FeatureUsage, threshold: int, resets_at) -> None:
+    exceeded = threshold >= 100
+    subject = (f"{usage.name}: quota reached" if exceeded else f"{usage.name}: {threshold}% of your quota used")
+    for email in _recipients(tenant.tenant_id):
+        send_email(email, subject, "quota_warning", tenant=tenant, usage=usage, threshold=threshold,
+                   exceeded=exceeded, resets_at=resets_at, company=tenant.company_name)
+    send_quota_webhook(tenant.tenant_id, "quota.exceeded" if exceeded else "quota.approaching_limit", {
+        "feature": usage.key, "usage_percentage": usage.percent, "used": float(usage.used),
+        "quota": float(usage.quota),
+    })
+    log.info("Quota notice %s%% for %s of %s", threshold, usage.key, tenant.tenant_id)

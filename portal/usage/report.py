@@ -1,0 +1,68 @@
+"""What the portal's usage page and the overview show: a window's usage per feature with its
+quota and warning level, and the daily series for the chart and the CSV export."""
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+
+from portal.models import Tenant
+from portal.usage.meters import daily_values, meters_by_key
+from portal.usage.periods import current_period, month_start, next_month
+from portal.usage.services import FeatureUsage, feature_usage, has_usage, plan_version_of, subscription_for
+
+WARN_AT = 90
+
+
+@dataclass
+class FeatureLine:
+    usage: FeatureUsage
+
+    @property
+    def level(self) -> str:
+        """"exceeded" at 100 %, "warning" from 90 %, else "ok"."""
+        percent = self.usage.percent
+        if percent is None:
+            return "ok"
+        return "exceeded" if percent >= 100 else "warning" if percent >= WARN_AT else "ok"
+
+    @property
+    def bar_value(self) -> float:
+        return min(self.usage.percent or 0.0, 100.0)
+
+
+@dataclass
+class UsageReport:
+    start: datetime
+    end: datetime
+    month: str | None  # "2025-11" for a calendar month, None for the current billing period
+    features: list[FeatureLine] = field(default_factory=list)
+    days: list[date] = field(default_factory=list)
+    daily: dict[str, list[float]] = field(default_factory=dict)
+    any_usage: bool = False
+
+    @property
+    def warnings(self) -> list[FeatureLine]:
+        return [line for line in self.features if line.level != "ok"]
+
+
+def build(tenant: Tenant, month: str | None = None, with_daily: bool = True) -> UsageReport:
+    """The current billing period, or the calendar month ``month`` (YYYY-MM, 400 if malformed)."""
+    subscription = subscription_for(tenant.tenant_id)
+    if month:
+        start = month_start(month)
+        end = next_month(start)
+    else:
+        start, end = current_period(subscription)
+    report = UsageReport(start=start, end=end, month=month, any_usage=has_usage(tenant.tenant_id))
+    version = plan_version_of(subscription, tenant.subscription_plan)
+    if version is None or not report.any_usage and not with_daily:
+        return report
+    meters = meters_by_key()
+    report.features = [FeatureLine(usage) for usage in
+                       feature_usage(tenant.tenant_id, version, start, end, meters=meters)]
+    if with_daily:
+        last = min(end, datetime.now(start.tzinfo) + timedelta(days=1))
+        report.days = [(start + timedelta(days=i)).date() for i in range(max((last - start).days, 1))]
+        for line in report.features:
+            by_day = daily_values(meters[line.usage.key], tenant.tenant_id, start, end)
+            report.daily[line.usage.key] = [float(by_day.get(day, 0)) for day in report.days]
+    return report

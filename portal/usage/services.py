@@ -1,0 +1,102 @@
+"""A tenant's usage per plan feature over a window, with its quota: what the usage API, the
+usage page, entitlements, quota notices and the billing run all read."""
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import select
+
+from portal.billing.catalog import MeterSpec
+from portal.billing.pricing import FeatureSpec
+from portal.extensions import db
+from portal.models import PlanVersion, Subscription, UsageEvent
+from portal.usage import api_requests
+from portal.usage.meters import meter_value, meters_by_key
+
+# Seed 000's quota names for the features they limit.
+QUOTA_OF_FEATURE = {
+    "pipeline_runs": "monthly_pipeline_quota",
+    "concurrent_pipelines": "concurrent_pipeline_quota",
+    "storage_gb": "storage_quota_gb",
+}
+
+
+@dataclass
+class FeatureUsage:
+    key: str
+    name: str
+    unit_label: str
+    used: Decimal
+    # The quota shown and warned about: the feature's hard limit, else seed 000's quota (an
+    # included amount beyond which usage is billed); None: unlimited.
+    quota: Decimal | None
+    hard_limit: bool
+    pricing: str
+
+    @property
+    def percent(self) -> float | None:
+        if not self.quota:
+            return None
+        return round(float(self.used / self.quota * 100), 1)
+
+    @property
+    def remaining(self) -> Decimal | None:
+        return None if self.quota is None else max(self.quota - self.used, Decimal(0))
+
+
+def quota_of(feature: FeatureSpec, quotas: dict) -> Decimal | None:
+    if feature.limit is not None:
+        return feature.limit
+    name = QUOTA_OF_FEATURE.get(feature.key)
+    return Decimal(quotas[name]) if name and quotas.get(name) is not None else None
+
+
+def value_of(meter: MeterSpec, feature: FeatureSpec | None, tenant_id: str, start: datetime, end: datetime
+             ) -> Decimal:
+    """One feature's usage; an ``accumulate`` feature (storage) counts from the beginning."""
+    since = None if feature is not None and feature.reset_mode == "accumulate" else start
+    value = meter_value(meter, tenant_id, since, end)
+    if meter.event_name == api_requests.EVENT_NAME and meter.aggregation in ("sum", "count"):
+        value += api_requests.pending(tenant_id, since, end)
+    return value
+
+
+def feature_usage(tenant_id: str, version: PlanVersion, start: datetime, end: datetime,
+                  only: set[str] | None = None, meters: dict[str, MeterSpec] | None = None) -> list[FeatureUsage]:
+    """Usage of each metered feature of ``version`` over [start, end)."""
+    meters = meters_by_key() if meters is None else meters
+    quotas = version.quotas or {}
+    result = []
+    for feature in version.feature_specs():
+        meter = meters.get(feature.key)
+        if meter is None or (only is not None and feature.key not in only):
+            continue
+        result.append(FeatureUsage(
+            key=feature.key, name=feature.name, unit_label=feature.unit_label,
+            used=value_of(meter, feature, tenant_id, start, end), quota=quota_of(feature, quotas),
+            hard_limit=feature.limit is not None, pricing=feature.pricing,
+        ))
+    return result
+
+
+def plan_version_of(subscription: Subscription | None, plan_key: str) -> PlanVersion | None:
+    if subscription is not None:
+        return subscription.plan_version
+    from portal.billing.plans import current_version
+    from portal.errors import ValidationFailed
+
+    try:
+        return current_version(plan_key)
+    except ValidationFailed:
+        return None
+
+
+def subscription_for(tenant_id: str) -> Subscription | None:
+    """By tenant id, never through a (possibly detached, cached) tenant's relationships."""
+    return db.session.execute(select(Subscription).where(Subscription.tenant_id == tenant_id)).scalar_one_or_none()
+
+
+def has_usage(tenant_id: str) -> bool:
+    return db.session.execute(select(UsageEvent.id).where(UsageEvent.tenant_id == tenant_id).limit(1)).first() \
+        is not None
