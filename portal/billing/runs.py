@@ -15,6 +15,7 @@ from sqlalchemy.orm import joinedload, lazyload
 from portal.billing.subscriptions import renew, to_second
 from portal.extensions import db
 from portal.models import BILLABLE_STATUSES, BillingRun, PlanVersion, Subscription, utcnow
+from portal.payments.services import charge_after_issue
 from portal.tasks import commit, defer, rollback
 
 log = logging.getLogger(__name__)
@@ -104,6 +105,7 @@ def execute(run: BillingRun) -> BillingRun:
     finally:
         session.expire_on_commit = expire_on_commit
         del versions
+    _retry_failed_payments(run_id, at)
     run = db.session.get(BillingRun, run_id)
     run.subscriptions_done, run.subscriptions_billed, run.invoices_created = done, billed, invoices
     run.totals, run.errors = totals, errors
@@ -123,6 +125,8 @@ def _renew_each(run_id: str, at: datetime, ids: list[str], totals: dict[str, int
         try:
             subscription = _lock(subscription_id, loaded.get(subscription_id))
             issued = renew(subscription, at) if subscription is not None else []
+            for invoice in issued:
+                charge_after_issue(invoice)  # a job after this commit: no HTTP call inside it
             # Read here: after a failed commit (rolled back, so expired) they could not be read.
             amounts = [(invoice.currency, invoice.total) for invoice in issued]
             if position % PROGRESS_EVERY == 0:
@@ -142,6 +146,18 @@ def _renew_each(run_id: str, at: datetime, ids: list[str], totals: dict[str, int
         for currency, total in amounts:
             totals[currency] = totals.get(currency, 0) + total
     return done, billed, invoices
+
+
+def _retry_failed_payments(run_id: str, at: datetime) -> None:
+    """Dunning retries due as of the run's instant (so ``billing run --at`` travels them too)."""
+    from portal.payments.dunning import retry_due
+
+    try:
+        retry_due(at)
+        commit()
+    except Exception:  # never lose the run's own results over a dunning problem
+        rollback()
+        log.exception("Billing run %s: dunning retries failed", run_id)
 
 
 def _progress(run_id, done, billed, invoices, totals, errors, amounts) -> None:

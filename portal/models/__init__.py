@@ -18,6 +18,7 @@ from portal.models.billing import (
 from portal.models.credential import CREDENTIAL_TYPES, PROVIDERS, Credential
 from portal.models.email import EmailMessage
 from portal.models.invitation import Invitation
+from portal.models.payments import PAYMENT_ATTEMPT_STATUSES, STRIPE_EVENT_STATUSES, PaymentAttempt, StripeEvent
 from portal.models.tenant import SUSPENSION_REASONS, Tenant
 from portal.models.user import INVITABLE_ROLES, ROLES, Membership, PasswordReset, User, UserSession
 
@@ -41,11 +42,15 @@ __all__ = [
     "Membership",
     "OperatorToken",
     "PasswordReset",
+    "PAYMENT_ATTEMPT_STATUSES",
+    "PaymentAttempt",
     "Plan",
     "PlanVersion",
     "PROVIDERS",
     "ROLES",
     "SUSPENSION_REASONS",
+    "STRIPE_EVENT_STATUSES",
+    "StripeEvent",
     "Subscription",
     "Tenant",
     "User",
