@@ -7,6 +7,7 @@ its current state matters, and the services it calls only ever move state forwar
 from datetime import UTC, datetime
 
 from sqlalchemy import insert, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from portal import audit
@@ -29,6 +30,13 @@ def store(event: dict) -> bool:
         "stripe_created_at": datetime.fromtimestamp(created, UTC) if isinstance(created, int) else None,
         "received_at": utcnow(),
     }
+    # ON CONFLICT DO NOTHING (PostgreSQL and SQLite alike): one round trip, where a SAVEPOINT
+    # around a plain INSERT took three on every delivery, duplicate or not.
+    dialect = db.session.get_bind().dialect.name
+    if dialect in ("postgresql", "sqlite"):
+        module = {"postgresql": postgresql, "sqlite": sqlite}[dialect]
+        statement = module.insert(StripeEvent.__table__).values(values).on_conflict_do_nothing(index_elements=["id"])
+        return db.session.execute(statement.returning(StripeEvent.__table__.c.id)).first() is not None
     try:
         with db.session.begin_nested():
             db.session.execute(insert(StripeEvent.__table__), values)

@@ -215,7 +215,26 @@ def authenticate(invoice_id: str):
     return _stripe_page("payments/authenticate.html", invoice=invoice, client_secret=intent["client_secret"],
                         publishable_key=current_app.config["STRIPE_PUBLISHABLE_KEY"],
                         stripe_js_url=current_app.config["STRIPE_JS_URL"],
-                        return_url=url_for("billing.invoice", invoice_id=invoice.id))
+                        return_url=url_for("payments.authenticated", invoice_id=invoice.id, attempt=attempt.number),
+                        invoice_url=url_for("billing.invoice", invoice_id=invoice.id))
+
+
+@bp.get("/billing/invoices/<invoice_id>/authenticated")
+@tenant_required("billing.manage")
+def authenticated(invoice_id: str):
+    """Back from the 3-D Secure step: read the PaymentIntent back from Stripe (never the
+    browser's word). A failed authentication emits no webhook of its own, so without this the
+    invoice would wait for the bank for ever; a completed one shows as sent until the webhook."""
+    _require_stripe()
+    invoice = _invoice_or_404(invoice_id)
+    attempt = services.attempt_for(invoice, request.args.get("attempt", 0, type=int) or 0)
+    if attempt is not None and attempt.status == "requires_action" and attempt.payment_intent_id:
+        try:
+            services.apply_payment_intent(gateway.retrieve_payment_intent(attempt.payment_intent_id))
+            commit()
+        except (ServiceError, gateway.GatewayError):
+            rollback()  # the webhook still brings the outcome; the page waits for it
+    return redirect_to("billing.invoice", invoice_id=invoice_id)
 
 
 @bp.get("/billing/invoices/<invoice_id>/payment")
@@ -226,4 +245,8 @@ def payment_status(invoice_id: str):
     response = render("payments/_invoice_payment.html", invoice=invoice)
     if not _payment_state(invoice)["waiting"]:
         response.status_code = 286
+    if invoice.status != "open" and request.headers.get("HX-Request"):
+        # Paid (or voided) meanwhile: the status, the amounts and "Paid on" live outside this
+        # block, so the whole invoice page is reloaded rather than showing an empty block.
+        response.headers["HX-Refresh"] = "true"
     return response
