@@ -70,12 +70,13 @@ def _register_blueprints(app: Flask) -> None:
     from portal.credentials.routes import bp as credentials_bp
     from portal.invitations.routes import bp as invitations_bp
     from portal.main.routes import bp as main_bp
+    from portal.payments.routes import bp as payments_bp
     from portal.settings.routes import bp as settings_bp
     from portal.team.routes import bp as team_bp
     from portal.usage_pages.routes import bp as usage_bp
 
     for blueprint in (main_bp, auth_bp, invitations_bp, team_bp, api_keys_bp, credentials_bp, billing_bp, usage_bp,
-                      settings_bp, activity_bp, admin_bp):
+                      settings_bp, activity_bp, admin_bp, payments_bp):
         app.register_blueprint(blueprint)
 
     from portal.api import init_api

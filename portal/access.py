@@ -24,7 +24,7 @@ PERMISSIONS: dict[str, set[str]] = {
 }
 
 # Blueprints a suspended tenant's users may still change things in (DESIGN §4).
-SUSPENSION_EXEMPT_BLUEPRINTS = {"auth", "billing", "invitations", "main"}
+SUSPENSION_EXEMPT_BLUEPRINTS = {"auth", "billing", "invitations", "main", "payments"}
 
 TENANT_SESSION_KEY = "tenant_id"
 

@@ -84,6 +84,16 @@ def load_config() -> dict:
         # shared among BILLING_RUN_PROCESSES forked processes (0: one per CPU).
         "BILLING_RUN_PROCESSES": int(os.environ.get("BILLING_RUN_PROCESSES", "0")),
         "BILLING_RUN_PARALLEL_FROM": int(os.environ.get("BILLING_RUN_PARALLEL_FROM", "500")),
+        # Stripe (DESIGN §6, §7). Without a secret key card payment is simply unavailable.
+        # STRIPE_API_BASE points the SDK at an emulator (localstripe); empty means api.stripe.com.
+        "STRIPE_SECRET_KEY": os.environ.get("STRIPE_SECRET_KEY", ""),
+        "STRIPE_PUBLISHABLE_KEY": os.environ.get("STRIPE_PUBLISHABLE_KEY", ""),
+        "STRIPE_WEBHOOK_SECRET": os.environ.get("STRIPE_WEBHOOK_SECRET", ""),
+        "STRIPE_API_BASE": os.environ.get("STRIPE_API_BASE", "").rstrip("/"),
+        "STRIPE_JS_URL": os.environ.get("STRIPE_JS_URL", "https://js.stripe.com/v3/"),
+        # Days after the first failed payment on which it is tried again; after the last one
+        # fails the subscription is unpaid and the tenant suspended (payment_failed).
+        "DUNNING_RETRY_DAYS": os.environ.get("DUNNING_RETRY_DAYS", "3,5,7"),
     }
 
 

@@ -67,7 +67,7 @@ def database(kind: str, tmp_path_factory):
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def _fix_sqlite_savepoints(engine) -> None:
+def _fix_sqlite_savepoints(engine, begin: str = "BEGIN") -> None:
     # pysqlite's own transaction handling breaks SAVEPOINT; let SQLAlchemy drive it.
     if engine.dialect.name != "sqlite":
         return
@@ -78,10 +78,13 @@ def _fix_sqlite_savepoints(engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _begin(conn):
-        conn.exec_driver_sql("BEGIN")
+        conn.exec_driver_sql(begin)
 
 
-def make_app(database_url: str, **overrides):
+def make_app(database_url: str, sqlite_begin: str = "BEGIN", **overrides):
+    """``sqlite_begin="BEGIN IMMEDIATE"`` for a server that writes from several threads at once:
+    a deferred transaction that later wants to write fails with "database is locked" at once,
+    where an immediate one waits its turn."""
     config = {
         "TESTING": True,
         "SECRET_KEY": "test-secret-key",
@@ -99,7 +102,7 @@ def make_app(database_url: str, **overrides):
         from flask_migrate import upgrade
 
         upgrade(directory=os.path.join(os.path.dirname(__file__), "..", "migrations"))
-        _fix_sqlite_savepoints(db.engine)
+        _fix_sqlite_savepoints(db.engine, sqlite_begin)
         # What `make run` does after migrating: every tenant starts a subscription on a plan.
         from portal.billing.catalog import load_catalog
         from portal.billing.plans import sync_catalog
@@ -138,7 +141,7 @@ def _db_transaction(request, app):
     Code under test commits as usual; those commits release savepoints only. Tests with a
     server of their own (another thread or process) use a committed database instead.
     """
-    if {"live_server", "portal_process"} & set(request.fixturenames):
+    if {"live_server", "portal_process", "stripe_portal"} & set(request.fixturenames):
         yield
         return
     # No app context stays pushed during the test: each request must get its own `g`,

@@ -513,3 +513,57 @@ def edit_meter(meter_key: str | None = None):
     commit()
     flash(f"Meter {spec.key} saved.", "success")
     return redirect_to("admin.meters")
+# --- Stripe events and failed jobs ---------------------------------------------------------
+
+
+@bp.get("/stripe-events")
+@operator_required
+def stripe_events():
+    """Inbound Stripe webhooks, newest first, with their processing status and last error."""
+    from portal.models import STRIPE_EVENT_STATUSES, StripeEvent
+
+    status = request.args.get("status", "").strip()
+    query = select(StripeEvent).order_by(StripeEvent.received_at.desc())
+    if status in STRIPE_EVENT_STATUSES:
+        query = query.where(StripeEvent.status == status)
+    else:
+        status = ""
+    events = db.paginate(query, page=_page_number(), per_page=50, error_out=False)
+    return render("admin/stripe_events.html", events=events, status_filter=status, statuses=STRIPE_EVENT_STATUSES)
+
+
+@bp.post("/stripe-events/<event_id>/replay")
+@operator_required
+def replay_stripe_event(event_id: str):
+    """Process a stored event again (its handler is idempotent)."""
+    from portal.models import StripeEvent
+    from portal.payments.events import replay
+
+    event = db.get_or_404(StripeEvent, event_id)
+
+    def replay_it() -> str:
+        replay(current_actor(), event)
+        return f"Event {event.id} ({event.type}) queued for processing again."
+
+    return act(replay_it, "admin.stripe_events")
+
+
+@bp.get("/jobs/failed")
+@operator_required
+def failed_jobs():
+    """Jobs that failed after their retries, per queue, with the error, to requeue."""
+    from portal.jobs_admin import failed_jobs as list_failed
+
+    return render("admin/failed_jobs.html", jobs=list_failed())
+
+
+@bp.post("/jobs/<job_id>/requeue")
+@operator_required
+def requeue_job(job_id: str):
+    from portal.jobs_admin import requeue
+
+    def requeue_it() -> str:
+        requeue(job_id)
+        return f"Job {job_id} requeued."
+
+    return act(requeue_it, "admin.failed_jobs")

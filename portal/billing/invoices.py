@@ -203,3 +203,29 @@ def to_csv(invoices: list[Invoice]) -> str:
             invoice.due_at.date().isoformat(),
         ])
     return buffer.getvalue()
+
+
+def record_card_payment(invoice: Invoice, amount: int, reference: str, at: datetime, actor: Actor = BILLING) -> bool:
+    """Stripe says the invoice was paid. False when it already was: an invoice never goes back
+    from paid, and a repeated notice changes nothing."""
+    if invoice.status not in ("open", "uncollectible"):
+        return False
+    invoice.status = "paid"
+    invoice.amount_paid = max(invoice.amount_paid, min(amount, invoice.total) if amount else invoice.total)
+    invoice.paid_at = at
+    invoice.payment_reference = reference[:PAYMENT_REFERENCE_MAX]
+    invoice.next_payment_attempt_at = None
+    audit.record(actor, "invoice.paid", invoice.tenant, "invoice", invoice.id, number=invoice.number,
+                 reference=reference, amount=amount)
+    return True
+
+
+def record_refund(invoice: Invoice, amount_refunded: int, reference: str, actor: Actor = BILLING) -> bool:
+    """Stripe's running total of what was refunded; it only ever grows, so replays are no-ops."""
+    amount_refunded = min(max(amount_refunded, 0), invoice.amount_paid or invoice.total)
+    if amount_refunded <= invoice.amount_refunded:
+        return False
+    invoice.amount_refunded = amount_refunded
+    audit.record(actor, "invoice.refunded", invoice.tenant, "invoice", invoice.id, number=invoice.number,
+                 amount_refunded=amount_refunded, reference=reference)
+    return True

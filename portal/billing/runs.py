@@ -22,6 +22,7 @@ from portal.billing.invoices import BILLING
 from portal.billing.subscriptions import renew, to_second
 from portal.extensions import db
 from portal.models import BILLABLE_STATUSES, BillingRun, PlanVersion, Subscription, utcnow
+from portal.payments.services import charge_after_issue
 from portal.tasks import commit, defer, rollback
 
 log = logging.getLogger(__name__)
@@ -119,6 +120,7 @@ def execute(run: BillingRun) -> BillingRun:
             _renew_in_processes(run_id, at, shards)
         else:
             _renew_shard(run_id, at, ids)
+        _retry_failed_payments(run_id, at)
     except Exception as error:
         # Not one subscription's failure (those are recorded and skipped) but the run's own:
         # say so in the console instead of leaving it "running" for ever, and let RQ see it.
@@ -191,6 +193,18 @@ class _Tally:
                       [*self.errors, *([error] if error else [])])
 
 
+def _retry_failed_payments(run_id: str, at: datetime) -> None:
+    """Dunning retries due as of the run's instant (so ``billing run --at`` travels them too)."""
+    from portal.payments.dunning import retry_due
+
+    try:
+        retry_due(at)
+        commit()
+    except Exception:  # never lose the run's own results over a dunning problem
+        rollback()
+        log.exception("Billing run %s: dunning retries failed", run_id)
+
+
 def _report(run_id: str, tally: _Tally) -> None:
     """Add a shard's tally to the run, its row locked for the (short) rest of the transaction."""
     if tally == _Tally():
@@ -224,6 +238,8 @@ def _renew_shard(run_id: str, at: datetime, ids: list[str]) -> None:
             try:
                 subscription = _lock(subscription_id, loaded.get(subscription_id))
                 issued = renew(subscription, at) if subscription is not None else []
+                for invoice in issued:
+                    charge_after_issue(invoice)  # a job after this commit: no HTTP call inside it
                 # Read now: after a failed commit (rolled back, so expired) they could not be.
                 tally = unreported.plus(issued=[(invoice.currency, invoice.total) for invoice in issued])
                 if position % PROGRESS_EVERY == 0:

@@ -19,6 +19,7 @@ from portal.models.credential import CREDENTIAL_TYPES, PROVIDERS, Credential
 from portal.models.credits import CREDIT_ENTRY_KINDS, CreditEntry, CreditGrant
 from portal.models.email import EmailMessage
 from portal.models.invitation import Invitation
+from portal.models.payments import PAYMENT_ATTEMPT_STATUSES, STRIPE_EVENT_STATUSES, PaymentAttempt, StripeEvent
 from portal.models.tenant import SUSPENSION_REASONS, Tenant
 from portal.models.usage import AGGREGATIONS, Meter, QuotaNotice, UsageEvent
 from portal.models.user import INVITABLE_ROLES, ROLES, Membership, PasswordReset, User, UserSession
@@ -50,11 +51,15 @@ __all__ = [
     "Membership",
     "OperatorToken",
     "PasswordReset",
+    "PAYMENT_ATTEMPT_STATUSES",
+    "PaymentAttempt",
     "Plan",
     "PlanVersion",
     "PROVIDERS",
     "ROLES",
     "SUSPENSION_REASONS",
+    "STRIPE_EVENT_STATUSES",
+    "StripeEvent",
     "Subscription",
     "Tenant",
     "User",

@@ -165,6 +165,10 @@ class Invoice(db.Model):
     due_at: Mapped[datetime] = mapped_column(UTCDateTime)
     paid_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     payment_reference: Mapped[str | None] = mapped_column(String(200))
+    # Dunning (DESIGN §6): when a payment first failed, how many failed, when to try again.
+    payment_failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    payment_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    next_payment_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     voided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     void_reason: Mapped[str | None] = mapped_column(Text)
     # The buyer as they were when the invoice was issued: an invoice never changes afterwards.

@@ -85,8 +85,8 @@ def live_server(tmp_path_factory):
         yield from _serve(database_url)
 
 
-def _serve(database_url: str):
-    app = make_app(database_url, WTF_CSRF_ENABLED=True, RATELIMIT_ENABLED=False)
+def _serve(database_url: str, **overrides):
+    app = make_app(database_url, **{"WTF_CSRF_ENABLED": True, "RATELIMIT_ENABLED": False, **overrides})
     # Threaded: Chromium opens speculative connections that would stall a one-at-a-time server.
     server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=_QuietHandler)
     url = f"http://127.0.0.1:{server.server_port}"

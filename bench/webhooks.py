@@ -1,0 +1,267 @@
+"""Benchmark (not a test): Stripe webhooks, acknowledged by gunicorn and processed by one worker.
+
+    .venv/bin/python bench/webhooks.py [--events 2000] [--connections 16] [--redis-db 15]
+
+A scratch PostgreSQL database on DATABASE_URL's server (default
+postgresql://postgres@127.0.0.1:5432/postgres), migrated, with N open Starter invoices (one
+tenant made by the services, cloned N-1 times: bench/billing_run.py's ``populate``). Setup is
+not timed.
+
+1. **Ack.** The portal under gunicorn (2 sync workers, as bench/api.py runs it) with REDIS_URL
+   set and jobs not inline, as production runs it. N ``invoice.paid`` events, each naming one of
+   our invoices in its metadata, signed exactly as Stripe signs them (tests/stripe_support.py's
+   ``signature``), plus a redelivery of every 10th one, are POSTed to ``/webhooks/stripe`` from
+   16 connections (Python threads, http.client). Timed per request: verify, insert, enqueue,
+   answer. The first 5 % are a warm-up and not counted. Every answer must be 200.
+2. **Processing.** gunicorn stopped, ONE worker process (this process) drains the queue:
+   ``portal.worker.AppWorker`` (the RQ SimpleWorker that ``flask worker`` runs) in burst mode
+   against real Redis, each job being ``jobs.stripe.process_stripe_event``. Checked: every
+   event ``processed`` and every invoice paid. Prints events/s.
+
+``invoice.paid`` is the busiest handler that needs no call to Stripe (it marks our invoice
+paid, records the attempt, audits, and checks dunning); handlers that re-read a PaymentIntent
+wait on Stripe's API as well, which no local bench can stand for. Stripe is not configured
+(no secret key), so an accidental call fails the event and the bench.
+
+Targets: ack p99 <= 25 ms; >= 200 events/s per worker. Redis: the given database number of
+REDIS_URL's server (default 15) must be empty at the start; the bench removes its rq keys after.
+"""
+
+import argparse
+import contextlib
+import http.client
+import io
+import json
+import logging
+import os
+import statistics
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench import api as api_bench  # noqa: E402 - needs ROOT on the path
+from bench import billing_run  # noqa: E402
+from tests.stripe_support import signature  # noqa: E402 - Stripe's signing scheme, shared with the tests
+
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+WEBHOOK_SECRET = "whsec_bench_" + uuid.uuid4().hex
+PATH = "/webhooks/stripe"
+HOST = api_bench.HOST
+
+
+def redis_url(base: str, number: int) -> str:
+    from redis.connection import parse_url
+
+    parts = parse_url(base)
+    if parts.get("host", "127.0.0.1") not in ("127.0.0.1", "localhost", "::1"):
+        sys.exit(f"REDIS_URL must point at a loopback Redis, not {parts['host']}")
+    return f"redis://{parts.get('host', '127.0.0.1')}:{parts.get('port', 6379)}/{number}"
+
+
+def open_invoices(app) -> list[tuple[str, str]]:
+    from sqlalchemy import select
+
+    from portal.extensions import db
+    from portal.models import Invoice
+
+    with app.app_context():
+        return [tuple(row) for row in db.session.execute(
+            select(Invoice.id, Invoice.tenant_id).where(Invoice.status == "open").order_by(Invoice.number))]
+
+
+def invoice_paid_event(invoice_id: str, tenant_id: str) -> bytes:
+    """Stripe's ``invoice.paid`` for a Stripe invoice that carries ours in its metadata."""
+    created = int(time.time())
+    return json.dumps({
+        "id": f"evt_{uuid.uuid4().hex[:24]}", "object": "event", "api_version": "2024-06-20", "created": created,
+        "livemode": False, "pending_webhooks": 1, "request": {"id": None, "idempotency_key": None},
+        "type": "invoice.paid",
+        "data": {"object": {
+            "id": f"in_{uuid.uuid4().hex[:24]}", "object": "invoice", "amount_due": billing_run.PRICE,
+            "amount_paid": billing_run.PRICE, "amount_remaining": 0, "currency": "usd", "status": "paid",
+            "customer": f"cus_{uuid.uuid4().hex[:14]}", "payment_intent": None, "paid": True,
+            "metadata": {"invoice_id": invoice_id, "tenant_id": tenant_id},
+            "status_transitions": {"paid_at": created}}},
+    }, indent=2).encode()
+
+
+def post_all(port: int, bodies: list[bytes], connections: int) -> tuple[list[float], float]:
+    """POST every body once, ``connections`` at a time -> (latencies in ms, elapsed s)."""
+    latencies: list[float] = []
+    failures: list[str] = []
+    lock = threading.Lock()
+    cursor = iter(range(len(bodies)))
+
+    def worker() -> None:
+        conn = http.client.HTTPConnection(HOST, port, timeout=10)
+        samples = []
+        while True:
+            with lock:
+                index = next(cursor, None)
+            if index is None:
+                break
+            body = bodies[index]
+            headers = {"Content-Type": "application/json", "Stripe-Signature": signature(body, WEBHOOK_SECRET),
+                       "User-Agent": "Stripe/1.0 (+https://stripe.com/docs/webhooks)"}
+            start = time.perf_counter()
+            conn.request("POST", PATH, body=body, headers=headers)
+            response = conn.getresponse()
+            response.read()
+            samples.append((time.perf_counter() - start) * 1000)
+            if response.status != 200:
+                failures.append(f"{response.status}")
+            if response.will_close:
+                conn.close()
+                conn = http.client.HTTPConnection(HOST, port, timeout=10)
+        conn.close()
+        with lock:
+            latencies.extend(samples)
+
+    threads = [threading.Thread(target=worker) for _ in range(connections)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    if failures:
+        sys.exit(f"{len(failures)} webhook deliveries failed, e.g. status {failures[0]}")
+    return latencies, elapsed
+
+
+def wait_ready(server: api_bench.Server, timeout: float = 30) -> None:
+    """The webhook endpoint answers (a 400 for an unsigned body is an answer)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            sys.exit(f"gunicorn exited early:\n{server.process.stderr.read()}")
+        try:
+            conn = http.client.HTTPConnection(HOST, server.port, timeout=2)
+            conn.request("POST", PATH, body=b"{}")
+            status = conn.getresponse().status
+            conn.close()
+            if status != 400:
+                sys.exit(f"POST {PATH} without a signature answered {status}, not 400")
+            return
+        except OSError:
+            time.sleep(0.2)
+    sys.exit("gunicorn did not answer in time")
+
+
+def process_queue(config: dict, expected: int) -> tuple[float, float, dict]:
+    """Drain the default queue with one AppWorker in this process -> (seconds, CPU s, statuses)."""
+    from rq import Queue
+    from sqlalchemy import func, select
+
+    from portal import create_app
+    from portal.extensions import db
+    from portal.models import Invoice, StripeEvent
+    from portal.tasks import redis_connection
+    from portal.worker import AppWorker
+
+    app = create_app(config)
+    with app.app_context():
+        queue = Queue("default", connection=redis_connection())
+        if queue.count != expected:
+            sys.exit(f"{queue.count} jobs queued, expected {expected} (one per new event)")
+        worker = AppWorker([queue], connection=redis_connection(), name=f"bench-{uuid.uuid4().hex[:8]}")
+        started, cpu_started = time.perf_counter(), time.process_time()
+        worker.work(burst=True, logging_level="WARNING")
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+        statuses = dict(db.session.execute(select(StripeEvent.status, func.count()).group_by(StripeEvent.status)).all())
+        errors = db.session.execute(select(StripeEvent.last_error).where(StripeEvent.last_error.is_not(None))
+                                    .limit(3)).scalars().all()
+        still_open = db.session.execute(select(func.count()).select_from(Invoice)
+                                        .where(Invoice.status == "open")).scalar()
+        db.session.remove()
+        db.engine.dispose()
+    if statuses != {"processed": expected} or still_open:
+        sys.exit(f"processing went wrong: events {statuses}, {still_open} invoices still open, errors {errors}")
+    return elapsed, cpu, statuses
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=2000, help="distinct events, one per invoice (default 2000)")
+    parser.add_argument("--connections", type=int, default=16, help="concurrent connections (default 16)")
+    parser.add_argument("--redis-db", type=int, default=15, help="an empty Redis database number (default 15)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    import psycopg
+    from redis import Redis
+
+    base_url = os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
+    admin_url, name, scratch_url = api_bench.scratch_database(base_url, prefix="portal_bench_webhooks",
+                                                              driver="postgresql+psycopg")
+    queue_url = redis_url(os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL, args.redis_db)
+    redis = Redis.from_url(queue_url)
+    if redis.dbsize():
+        sys.exit(f"Redis database {args.redis_db} is not empty; pick an empty one with --redis-db")
+    config = {"SQLALCHEMY_DATABASE_URI": scratch_url, "REDIS_URL": queue_url, "JOBS_INLINE": False,
+              "SECRET_KEY": uuid.uuid4().hex * 2, "MAIL_SERVER": "", "RATELIMIT_ENABLED": False,
+              "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET, "STRIPE_SECRET_KEY": "", "STRIPE_PUBLISHABLE_KEY": ""}
+    env = {k: v for k, v in os.environ.items() if k != "FLASK_APP"}
+    env.update({"DATABASE_URL": scratch_url, "REDIS_URL": queue_url, "JOBS_INLINE": "false",
+                "RATELIMIT_ENABLED": "false", "PORTAL_ENV": "development", "SECRET_KEY": config["SECRET_KEY"],
+                "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET, "STRIPE_SECRET_KEY": "", "STRIPE_PUBLISHABLE_KEY": "",
+                "MAIL_SERVER": "", "PYTHONPATH": str(ROOT)})
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    server = None
+    load_before = os.getloadavg()[0]
+    try:
+        app = billing_run.build_app(scratch_url)
+        with contextlib.redirect_stdout(io.StringIO()):
+            billing_run.populate(app, args.events)
+        invoices = open_invoices(app)
+        with app.app_context():
+            from portal.extensions import db
+
+            db.engine.dispose()
+        assert len(invoices) == args.events, f"{len(invoices)} open invoices, expected {args.events}"
+        bodies = [invoice_paid_event(*invoice) for invoice in invoices]
+        redeliveries = bodies[::10]
+        warm = max(args.events // 20, 1)
+
+        server = api_bench.Server("wsgi:app", env)
+        wait_ready(server)
+        post_all(server.port, bodies[:warm], args.connections)  # warm-up: imports, pools, connections
+        deliveries = bodies[warm:] + redeliveries
+        latencies, elapsed = post_all(server.port, deliveries, args.connections)
+        server.stop()
+        server = None
+
+        seconds, cpu, _ = process_queue(config, args.events)
+    finally:
+        if server is not None:
+            server.stop()
+        for key in redis.scan_iter(match="rq:*"):
+            redis.delete(key)
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    latencies.sort()
+    cuts = statistics.quantiles(latencies, n=100)
+    p50, p99 = cuts[49], cuts[98]
+    rate = args.events / seconds
+    print(f"POST {PATH}: {len(deliveries)} signed deliveries ({len(deliveries) - len(redeliveries)} new invoice.paid, "
+          f"{len(redeliveries)} redeliveries; {warm} more as warm-up), {args.connections} connections "
+          f"(Python threads + http.client), gunicorn {' '.join(api_bench.GUNICORN_ARGS[:-2])}, jobs to Redis db "
+          f"{args.redis_db}; PostgreSQL scratch database {name} (dropped); {os.cpu_count()} CPU(s), load average "
+          f"{load_before:.2f} before, {os.getloadavg()[0]:.2f} after")
+    print(f"ack      {len(latencies) / elapsed:>8.0f} req/s   p50 {p50:6.2f} ms   p99 {p99:6.2f} ms   max {latencies[-1]:.1f} ms"
+          f"   (target p99 <= 25 ms: {'met' if p99 <= 25 else 'NOT met'})")
+    print(f"worker   {rate:>8.0f} events/s   {args.events} invoice.paid events in {seconds:.2f} s ({cpu:.2f} s CPU in "
+          f"the worker process), one AppWorker (RQ SimpleWorker) in burst mode "
+          f"(target >= 200/s: {'met' if rate >= 200 else 'NOT met'})")
+
+
+if __name__ == "__main__":
+    main()

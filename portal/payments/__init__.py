@@ -1,0 +1,1 @@
+"""Card payments through Stripe: the gateway, webhooks, saved cards, paying invoices, dunning."""

@@ -1,0 +1,264 @@
+"""Saved cards and collecting invoices through Stripe, for the portal, the jobs and webhooks.
+
+Every outcome of a PaymentIntent goes through ``apply_payment_intent``, whoever learns of it
+first (the request that confirmed it, the charge job, or the webhook), so each attempt counts
+once and a paid invoice is never reopened.
+"""
+
+import logging
+from datetime import datetime
+
+from sqlalchemy import select
+
+from portal import audit
+from portal.access import Actor
+from portal.billing import invoices as invoice_service
+from portal.errors import Conflict, ValidationFailed
+from portal.extensions import db
+from portal.models import Invoice, PaymentAttempt, Tenant, utcnow
+from portal.payments import dunning, gateway
+
+log = logging.getLogger(__name__)
+
+
+def ensure_customer(tenant: Tenant) -> str:
+    """The tenant's Stripe customer, created on first use (idempotently, keyed by the tenant)."""
+    if not tenant.stripe_customer_id:
+        customer = gateway.create_customer(tenant.tenant_id, tenant.company_name, tenant.contact_email,
+                                           idempotency_key=f"customer-{tenant.tenant_id}")
+        tenant.stripe_customer_id = customer["id"]
+    return tenant.stripe_customer_id
+
+
+def start_card_setup(tenant: Tenant):
+    """A SetupIntent the browser confirms with Stripe.js Elements."""
+    return gateway.create_setup_intent(ensure_customer(tenant), tenant.tenant_id)
+
+
+def setup_intent_for(tenant: Tenant, setup_intent_id: str):
+    """The tenant's own SetupIntent; another customer's is simply not found."""
+    if not setup_intent_id or not setup_intent_id.startswith("seti_") or len(setup_intent_id) > 255:
+        raise ValidationFailed("That card setup is unknown.")
+    try:
+        intent = gateway.retrieve_setup_intent(setup_intent_id)
+    except gateway.GatewayUnavailable:
+        raise
+    except gateway.GatewayError:
+        raise ValidationFailed("That card setup is unknown.") from None
+    if not tenant.stripe_customer_id or intent.get("customer") != tenant.stripe_customer_id:
+        raise ValidationFailed("That card setup is unknown.")
+    return intent
+
+
+def save_card(actor: Actor, tenant: Tenant, setup_intent) -> Tenant:
+    """Make the SetupIntent's card the tenant's card: attached, the default, shown by brand and
+    last 4. The card it replaces is detached. Safe to repeat (the webhook does it too)."""
+    if setup_intent.get("status") != "succeeded" or not setup_intent.get("payment_method"):
+        raise ValidationFailed("The card was not confirmed. Enter it again.")
+    payment_method_id = setup_intent["payment_method"]
+    if isinstance(payment_method_id, dict):
+        payment_method_id = payment_method_id["id"]
+    if tenant.stripe_payment_method_id == payment_method_id:
+        return tenant
+    method = gateway.retrieve_payment_method(payment_method_id)
+    if method.get("customer") != tenant.stripe_customer_id:
+        # Stripe attaches it when the SetupIntent names the customer; an emulator may not.
+        method = gateway.attach_payment_method(payment_method_id, tenant.stripe_customer_id)
+    gateway.set_default_payment_method(tenant.stripe_customer_id, payment_method_id)
+    previous = tenant.stripe_payment_method_id
+    _show_card(tenant, method)
+    if previous:
+        _detach_quietly(previous)
+    audit.record(actor, "payment_method.saved", tenant, "payment_method", payment_method_id,
+                 brand=tenant.card_brand, last4=tenant.card_last4, replaced=previous)
+    return tenant
+
+
+def _show_card(tenant: Tenant, method) -> None:
+    card = method.get("card") or {}
+    tenant.stripe_payment_method_id = method["id"]
+    tenant.card_brand = str(card.get("brand") or "card")[:30]
+    tenant.card_last4 = str(card.get("last4") or "")[:4] or None
+    tenant.card_exp_month = card.get("exp_month")
+    tenant.card_exp_year = card.get("exp_year")
+
+
+def _forget_card(tenant: Tenant) -> None:
+    tenant.stripe_payment_method_id = None
+    tenant.card_brand = tenant.card_last4 = None
+    tenant.card_exp_month = tenant.card_exp_year = None
+
+
+def _detach_quietly(payment_method_id: str) -> None:
+    try:
+        gateway.detach_payment_method(payment_method_id)
+    except gateway.GatewayError as error:  # already gone at Stripe: nothing left to remove
+        log.info("Detaching %s: %s", payment_method_id, error.message)
+
+
+def remove_card(actor: Actor, tenant: Tenant) -> None:
+    if not tenant.stripe_payment_method_id:
+        raise Conflict("There is no card on file.")
+    removed = tenant.stripe_payment_method_id
+    _detach_quietly(removed)
+    gateway.set_default_payment_method(tenant.stripe_customer_id, None)
+    _forget_card(tenant)
+    audit.record(actor, "payment_method.removed", tenant, "payment_method", removed)
+
+
+def sync_customer(tenant: Tenant, customer) -> str:
+    """customer.updated / customer.deleted: follow Stripe's idea of the default card."""
+    if customer.get("deleted"):
+        tenant.stripe_customer_id = None
+        _forget_card(tenant)
+        return "customer deleted: card forgotten"
+    default = (customer.get("invoice_settings") or {}).get("default_payment_method")
+    if isinstance(default, dict):
+        default = default.get("id")
+    if not default:
+        if tenant.stripe_payment_method_id:
+            _forget_card(tenant)
+            return "default card removed at Stripe"
+        return "no change"
+    if default == tenant.stripe_payment_method_id:
+        return "no change"
+    _show_card(tenant, gateway.retrieve_payment_method(default))
+    return f"default card is now {tenant.card_brand} {tenant.card_last4}"
+
+
+# --- paying invoices -------------------------------------------------------------------------
+
+
+def attempt_for(invoice: Invoice, number: int) -> PaymentAttempt | None:
+    return db.session.execute(
+        select(PaymentAttempt).where(PaymentAttempt.invoice_id == invoice.id, PaymentAttempt.number == number)
+    ).scalar_one_or_none()
+
+
+def latest_attempt(invoice: Invoice) -> PaymentAttempt | None:
+    return db.session.execute(
+        select(PaymentAttempt).where(PaymentAttempt.invoice_id == invoice.id).order_by(PaymentAttempt.number.desc())
+        .limit(1)
+    ).scalar_one_or_none()
+
+
+def charge(invoice: Invoice, number: int, off_session: bool, at: datetime | None = None) -> PaymentAttempt | None:
+    """Attempt ``number`` at collecting ``invoice`` with the saved card. The idempotency key is
+    the invoice and the attempt number: a repeated call (a retried job) charges once."""
+    at = at or utcnow()
+    if invoice.status != "open" or invoice.amount_due <= 0:
+        return None
+    tenant = invoice.tenant
+    if not tenant.stripe_payment_method_id or not tenant.stripe_customer_id:
+        raise Conflict("Add a card first: there is no card on file to pay with.")
+    attempt = attempt_for(invoice, number)
+    if attempt is not None and attempt.status != "pending":
+        return attempt  # this attempt already happened
+    if attempt is None:
+        attempt = PaymentAttempt(invoice_id=invoice.id, tenant_id=tenant.tenant_id, number=number,
+                                 amount=invoice.amount_due, currency=invoice.currency, off_session=off_session)
+        db.session.add(attempt)
+        db.session.flush()
+    try:
+        intent = gateway.create_payment_intent(
+            amount=attempt.amount, currency=attempt.currency, customer_id=tenant.stripe_customer_id,
+            payment_method_id=tenant.stripe_payment_method_id,
+            metadata={"invoice_id": invoice.id, "tenant_id": tenant.tenant_id, "attempt": str(number)},
+            off_session=off_session, idempotency_key=attempt.idempotency_key)
+    except gateway.PaymentDeclined as declined:
+        if declined.payment_intent_id:
+            attempt.payment_intent_id = declined.payment_intent_id
+        _attempt_failed(invoice, attempt, declined.message, at)
+        return attempt
+    if intent.get("status") == "succeeded":
+        # Paid only when Stripe's webhook says so (the single source of truth for money received).
+        attempt.payment_intent_id = intent["id"]
+        attempt.status = "processing"
+    else:
+        apply_payment_intent(intent, at)
+    return attempt
+
+
+def _attempt_failed(invoice: Invoice, attempt: PaymentAttempt, message: str, at: datetime) -> None:
+    if attempt.status in ("failed", "succeeded"):
+        return
+    attempt.status = "failed"
+    attempt.failure_message = (message or "The payment failed.")[:500]
+    dunning.payment_failed(invoice, attempt.failure_message, at)
+
+
+def _find_attempt(invoice: Invoice, intent) -> PaymentAttempt:
+    attempt = db.session.execute(
+        select(PaymentAttempt).where(PaymentAttempt.payment_intent_id == intent["id"])
+    ).scalar_one_or_none()
+    number = str((intent.get("metadata") or {}).get("attempt") or "")
+    if attempt is None and number.isdigit():
+        attempt = attempt_for(invoice, int(number))
+    if attempt is None:  # a PaymentIntent made elsewhere (the Stripe dashboard, say)
+        attempt = PaymentAttempt(invoice_id=invoice.id, tenant_id=invoice.tenant_id,
+                                 number=dunning.next_attempt_number(invoice), amount=intent.get("amount") or 0,
+                                 currency=invoice.currency, off_session=False)
+        db.session.add(attempt)
+    attempt.payment_intent_id = intent["id"]
+    return attempt
+
+
+def invoice_of(metadata: dict | None) -> Invoice | None:
+    """Our invoice named by a Stripe object's metadata, only if the tenant matches too."""
+    metadata = metadata or {}
+    invoice_id, tenant_id = metadata.get("invoice_id"), metadata.get("tenant_id")
+    if not isinstance(invoice_id, str) or not invoice_id or len(invoice_id) > 32:
+        return None
+    invoice = db.session.get(Invoice, invoice_id)
+    if invoice is None or (tenant_id and invoice.tenant_id != tenant_id):
+        return None
+    return invoice
+
+
+def apply_payment_intent(intent, at: datetime | None = None) -> str:
+    """Bring our invoice in line with the PaymentIntent's current state; returns what happened."""
+    at = at or utcnow()
+    invoice = invoice_of(intent.get("metadata"))
+    if invoice is None:
+        return "ignored: no invoice of ours in its metadata"
+    attempt = _find_attempt(invoice, intent)
+    status = intent.get("status")
+    if status == "succeeded":
+        attempt.status = "succeeded"
+        amount = intent.get("amount_received") or intent.get("amount") or invoice.total
+        if invoice_service.record_card_payment(invoice, amount, intent["id"], at):
+            dunning.recovered(invoice)
+            return f"invoice {invoice.number} paid"
+        return f"invoice {invoice.number} already {invoice.status}"
+    if status == "requires_action":
+        attempt.status = "requires_action"
+        return f"invoice {invoice.number}: waiting for the customer's authentication"
+    if status == "processing":
+        attempt.status = "processing"
+        return f"invoice {invoice.number}: payment processing"
+    if status == "canceled" or (status == "requires_payment_method" and intent.get("last_payment_error")):
+        error = intent.get("last_payment_error") or {}
+        already = attempt.status == "failed"
+        _attempt_failed(invoice, attempt, error.get("message") or f"The payment was {status}.", at)
+        return f"invoice {invoice.number}: payment failed" + (" (already counted)" if already else "")
+    return f"invoice {invoice.number}: payment is {status}"
+
+
+def pay_now(invoice: Invoice) -> PaymentAttempt:
+    """The customer pays an open invoice with the card on file (on-session: 3-D Secure may follow)."""
+    if invoice.status != "open" or invoice.amount_due <= 0:
+        raise Conflict(f"Invoice {invoice.number} is {invoice.status}; there is nothing to pay.")
+    pending = latest_attempt(invoice)
+    if pending is not None and pending.status in ("pending", "processing"):
+        raise Conflict("A payment of this invoice is already under way.")
+    return charge(invoice, dunning.next_attempt_number(invoice), off_session=False)
+
+
+def charge_after_issue(invoice: Invoice) -> None:
+    """Billing runs: charge a newly issued invoice off-session when a card is on file, from a
+    job so the run's transaction is not held during the call to Stripe."""
+    from jobs.stripe import charge_invoice
+    from portal.tasks import defer
+
+    if invoice.status == "open" and invoice.tenant.stripe_payment_method_id and gateway.configured():
+        defer(charge_invoice, invoice.id, 1)

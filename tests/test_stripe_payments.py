@@ -1,0 +1,219 @@
+"""Cards and payments end to end against localstripe: real SDK calls, and real signed webhooks
+that localstripe POSTs to a live portal, processed by the jobs into invoices, dunning and
+suspension."""
+
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+from werkzeug.serving import WSGIRequestHandler, make_server
+
+from portal.extensions import db
+from tests.conftest import database, make_app
+from tests.stripe_support import localstripe  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.usefixtures("localstripe")
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_request(self, *args, **kwargs):
+        pass
+
+
+@pytest.fixture(scope="module")
+def stripe_portal(tmp_path_factory, localstripe):  # noqa: F811
+    """The portal served on a free port, on a database of its own, with localstripe's webhooks
+    pointed at it."""
+    with database("stripe", tmp_path_factory) as url:
+        app = make_app(url, sqlite_begin="BEGIN IMMEDIATE", **localstripe.config())
+        server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=_Quiet)
+        base = f"http://127.0.0.1:{server.server_port}"
+        app.config["PUBLIC_BASE_URL"] = base
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        localstripe.register_webhook(f"{base}/webhooks/stripe", name=f"portal-{server.server_port}")
+        try:
+            yield app
+        finally:
+            server.shutdown()
+            thread.join(timeout=10)
+            with app.app_context():
+                db.session.remove()
+                db.engine.dispose()
+
+
+def _new_tenant(app):
+    """A tenant on Starter, whose first month is invoiced (open) at sign-up, with an owner and an admin."""
+    import uuid
+
+    from portal.access import SYSTEM
+    from portal.auth.services import create_user
+    from portal.models import Membership
+    from portal.tasks import commit
+    from portal.tenants.services import create_tenant
+
+    with app.test_request_context():
+        tenant_id = f"t_{uuid.uuid4().hex[:8]}"
+        owner = create_user(f"owner-{tenant_id}@example.com", "pw-123456789", "Owner")
+        admin = create_user(f"admin-{tenant_id}@example.com", "pw-123456789", "Admin")
+        create_tenant(SYSTEM, tenant_id, f"Company {tenant_id}", owner.email)
+        db.session.add(Membership(tenant_id=tenant_id, user_id=owner.id, role="owner"))
+        db.session.add(Membership(tenant_id=tenant_id, user_id=admin.id, role="admin"))
+        commit()
+        return tenant_id, owner.email, admin.email
+
+
+def _save_card(app, localstripe, tenant_id, number):  # noqa: F811
+    from portal.access import SYSTEM
+    from portal.models import Tenant
+    from portal.payments import services
+    from portal.tasks import commit
+
+    with app.test_request_context():
+        tenant = db.session.get(Tenant, tenant_id)
+        intent = services.start_card_setup(tenant)
+        commit()
+        assert localstripe.confirm_setup_intent(intent["client_secret"], number)["status"] == "succeeded"
+        tenant = db.session.get(Tenant, tenant_id)
+        services.save_card(SYSTEM, tenant, services.setup_intent_for(tenant, intent["id"]))
+        commit()
+        return tenant.card_brand, tenant.card_last4
+
+
+def _open_invoice(app, tenant_id):
+    from portal.models import Invoice
+
+    with app.app_context():
+        return db.session.execute(select(Invoice).where(Invoice.tenant_id == tenant_id, Invoice.status == "open")
+                                  ).scalars().one().id
+
+
+def _pay_now(app, invoice_id):
+    from portal.models import Invoice
+    from portal.payments import services
+    from portal.tasks import commit
+
+    with app.test_request_context():
+        attempt = services.pay_now(db.session.get(Invoice, invoice_id))
+        commit()
+        return attempt.status
+
+
+def _state(app, tenant_id, invoice_id):
+    from portal.models import Invoice, Subscription, Tenant
+
+    with app.app_context():
+        db.session.expire_all()
+        invoice = db.session.get(Invoice, invoice_id)
+        tenant = db.session.get(Tenant, tenant_id)
+        subscription = db.session.execute(select(Subscription).where(Subscription.tenant_id == tenant_id)).scalar_one()
+        return {"invoice": invoice.status, "failures": invoice.payment_failures, "paid": invoice.amount_paid,
+                "total": invoice.total, "subscription": subscription.status, "tenant": tenant.status,
+                "reason": tenant.suspension_reason, "next": invoice.next_payment_attempt_at,
+                "first_failure": invoice.payment_failed_at}
+
+
+def _wait_for(predicate, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError("timed out waiting for a webhook to land")
+
+
+def _events(app, event_type):
+    from portal.models import StripeEvent
+
+    with app.app_context():
+        db.session.expire_all()
+        return [(e.status, e.result) for e in db.session.execute(
+            select(StripeEvent).where(StripeEvent.type == event_type)).scalars()]
+
+
+def _emails(app, address):
+    from portal.models import EmailMessage
+
+    with app.app_context():
+        return [m.subject for m in db.session.execute(
+            select(EmailMessage).where(EmailMessage.to == address.lower()).order_by(EmailMessage.created_at)).scalars()]
+
+
+def _billing_run(app, at):
+    from portal.billing.runs import request_run
+    from portal.tasks import commit
+
+    with app.test_request_context():
+        request_run("test", at)
+        commit()
+
+
+def test_saved_card_pays_an_invoice_when_the_succeeded_webhook_lands(stripe_portal, localstripe):  # noqa: F811
+    tenant_id, _, _ = _new_tenant(stripe_portal)
+    assert _save_card(stripe_portal, localstripe, tenant_id, "4242424242424242") == ("visa", "4242")
+    invoice_id = _open_invoice(stripe_portal, tenant_id)
+
+    assert _pay_now(stripe_portal, invoice_id) == "processing"
+    # Not paid on the browser's word: only when Stripe's signed webhook has been processed.
+    state = _wait_for(lambda: (s := _state(stripe_portal, tenant_id, invoice_id))["invoice"] == "paid" and s)
+    assert state["paid"] == state["total"] > 0
+    assert any(status == "processed" and "paid" in result
+               for status, result in _events(stripe_portal, "payment_intent.succeeded"))
+
+
+def test_declined_card_goes_past_due_then_suspended_then_reactivated_by_a_payment(stripe_portal, localstripe):  # noqa: F811
+    tenant_id, owner, admin = _new_tenant(stripe_portal)
+    _save_card(stripe_portal, localstripe, tenant_id, "4000000000000341")  # attaches, then declines charges
+    invoice_id = _open_invoice(stripe_portal, tenant_id)
+
+    assert _pay_now(stripe_portal, invoice_id) == "failed"
+    state = _state(stripe_portal, tenant_id, invoice_id)
+    assert (state["invoice"], state["subscription"], state["failures"]) == ("open", "past_due", 1)
+    assert state["next"] == state["first_failure"] + timedelta(days=3)
+    for address in (owner, admin):  # owner and admins are told, with a pay link
+        assert any("failed" in subject for subject in _emails(stripe_portal, address))
+    # localstripe's own payment_failed webhook arrives too; the failure is counted once.
+    _wait_for(lambda: _events(stripe_portal, "payment_intent.payment_failed"))
+    time.sleep(0.5)
+    assert _state(stripe_portal, tenant_id, invoice_id)["failures"] == 1
+
+    # The retries on days 3, 5 and 7 (the billing run processes due retries) all decline.
+    first = state["first_failure"]
+    for days, failures in ((3, 2), (5, 3)):
+        _billing_run(stripe_portal, first + timedelta(days=days, minutes=1))
+        state = _state(stripe_portal, tenant_id, invoice_id)
+        assert (state["failures"], state["subscription"], state["tenant"]) == (failures, "past_due", "active")
+    _billing_run(stripe_portal, first + timedelta(days=7, minutes=1))
+    state = _state(stripe_portal, tenant_id, invoice_id)
+    assert (state["subscription"], state["tenant"], state["reason"]) == ("unpaid", "suspended", "payment_failed")
+    assert any("suspended" in subject.lower() for subject in _emails(stripe_portal, owner))
+
+    # A working card and a payment bring everything back.
+    _save_card(stripe_portal, localstripe, tenant_id, "4242424242424242")
+    assert _pay_now(stripe_portal, invoice_id) == "processing"
+    state = _wait_for(lambda: (s := _state(stripe_portal, tenant_id, invoice_id))["invoice"] == "paid" and s)
+    assert (state["subscription"], state["tenant"], state["reason"]) == ("active", "active", None)
+
+
+def test_billing_run_charges_the_card_on_file_off_session(stripe_portal, localstripe):  # noqa: F811
+    from portal.models import Invoice, PaymentAttempt, Subscription
+
+    tenant_id, _, _ = _new_tenant(stripe_portal)
+    first_invoice = _open_invoice(stripe_portal, tenant_id)
+    with stripe_portal.app_context():
+        db.session.get(Invoice, first_invoice).status = "void"  # only the renewal's invoice matters here
+        db.session.commit()
+        period_end = db.session.execute(select(Subscription.current_period_end)
+                                        .where(Subscription.tenant_id == tenant_id)).scalar_one()
+    _save_card(stripe_portal, localstripe, tenant_id, "4242424242424242")
+
+    _billing_run(stripe_portal, period_end + timedelta(minutes=1))
+    invoice_id = _open_invoice(stripe_portal, tenant_id)
+    _wait_for(lambda: _state(stripe_portal, tenant_id, invoice_id)["invoice"] == "paid")
+    with stripe_portal.app_context():
+        attempts = db.session.execute(select(PaymentAttempt).where(PaymentAttempt.invoice_id == invoice_id)
+                                      ).scalars().all()
+        assert [(a.number, a.off_session, a.status) for a in attempts] == [(1, True, "succeeded")]
