@@ -203,17 +203,24 @@ def deduct(actor: Actor, tenant: Tenant, amount: int, currency: str | None = Non
     return entry
 
 
+def may_apply(tenant_id: str, currency: str, amount_due: int) -> bool:
+    """Whether an invoice for ``amount_due`` could take any credit: most tenants have none, and
+    this one unlocked look (on the connection, no unit of work) spares them the rest."""
+    if amount_due <= 0:
+        return False
+    grants = CreditGrant.__table__
+    return db.session.connection().execute(
+        select(grants.c.id).where(grants.c.tenant_id == tenant_id, grants.c.currency == currency,
+                                  grants.c.remaining > 0).limit(1)
+    ).first() is not None
+
+
 def apply_to_invoice(actor: Actor, tenant_id: str, currency: str, invoice_id: str, number: str, amount_due: int,
                      at: datetime) -> int:
     """Take what credit there is, up to ``amount_due``, for the invoice being issued (in its
-    transaction); returns the amount applied. The invoice row must exist before the flush."""
+    transaction); returns the amount applied. The invoice row must exist before the flush.
+    Callers ask ``may_apply`` first."""
     if amount_due <= 0:
-        return 0
-    # Most tenants have no credit: one unlocked look, and no lock, for them.
-    has_credit = db.session.scalar(
-        select(CreditGrant.id).where(CreditGrant.tenant_id == tenant_id, CreditGrant.currency == currency,
-                                     CreditGrant.remaining > 0).limit(1))
-    if has_credit is None:
         return 0
     _lock(tenant_id)
     _write_off(tenant_id, at, actor, currency)

@@ -83,11 +83,13 @@ def issue(subscription: Subscription, kind: str, period_start: datetime, period_
     # year's counter until commit, is followed only by these few INSERTs: parallel billing
     # processes queue on that lock for as short a time as possible.
     db.session.flush()
+    currency = subscription.plan_version.currency
+    credit_possible = credits.may_apply(tenant.tenant_id, currency, subtotal)
     now = utcnow()
     values = {
         "id": new_id("inv"), "number": next_number(at.year), "tenant_id": tenant.tenant_id,
         "subscription_id": subscription.id, "kind": kind, "period_start": period_start, "period_end": period_end,
-        "currency": subscription.plan_version.currency, "subtotal": subtotal, "credits_applied": 0,
+        "currency": currency, "subtotal": subtotal, "credits_applied": 0,
         "total": subtotal, "amount_paid": 0, "amount_refunded": 0, "status": "open" if subtotal > 0 else "paid",
         "issued_at": at, "due_at": at + timedelta(days=current_app.config["INVOICE_DUE_DAYS"]),
         "paid_at": at if subtotal == 0 else None, "payment_reference": None, "voided_at": None,
@@ -114,8 +116,8 @@ def issue(subscription: Subscription, kind: str, period_start: datetime, period_
     if line_values:
         connection.execute(insert(InvoiceLine.__table__), line_values)
     # Credit is taken in the invoice's own transaction: a rolled-back invoice gives it back.
-    applied = credits.apply_to_invoice(actor, tenant.tenant_id, values["currency"], values["id"], values["number"],
-                                       subtotal, at)
+    applied = credits.apply_to_invoice(actor, tenant.tenant_id, currency, values["id"], values["number"],
+                                       subtotal, at) if credit_possible else 0
     if applied:
         total = subtotal - applied
         values.update(credits_applied=applied, total=total, status="open" if total > 0 else "paid",

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 
+from flask import g
 from sqlalchemy import func, select
 
 from portal.billing.catalog import MeterFilter, MeterSpec
@@ -19,6 +20,7 @@ from portal.extensions import db
 from portal.models import Meter, UsageEvent
 
 ZERO = Decimal(0)
+_MEMO = "usage_meters_by_key"
 
 
 @dataclass
@@ -34,6 +36,7 @@ def spec_of(meter: Meter) -> MeterSpec:
 
 
 def _apply(meter: Meter, spec: MeterSpec) -> None:
+    _forget_meters()
     meter.name, meter.event_name, meter.aggregation = spec.name, spec.event_name, spec.aggregation
     meter.property = spec.property
     meter.filter = spec.filter.model_dump(mode="json", exclude_none=False)
@@ -75,7 +78,15 @@ def list_meters() -> list[Meter]:
 
 
 def meters_by_key() -> dict[str, MeterSpec]:
-    return {meter.key: spec_of(meter) for meter in list_meters()}
+    """Every meter by its feature key, read once per request or job (a billing run asks for
+    every subscription): an edit made meanwhile counts from the next one."""
+    if _MEMO not in g:
+        setattr(g, _MEMO, {meter.key: spec_of(meter) for meter in list_meters()})
+    return getattr(g, _MEMO)
+
+
+def _forget_meters() -> None:
+    g.pop(_MEMO, None)
 
 
 # --- filters -----------------------------------------------------------------------------
