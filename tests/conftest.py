@@ -325,3 +325,19 @@ def redis_url():
     except Exception as error:  # noqa: BLE001
         need_service("Redis", str(error))
     return url
+
+
+@pytest.fixture
+def committed_app(request, tmp_path_factory):
+    """An app on a scratch database of its own where commits are real, one session per app
+    context (so per thread): for races that need PostgreSQL's row locks and constraints."""
+    if not os.environ.get("DATABASE_URL"):
+        need_service("postgres", "races are tested on PostgreSQL (set DATABASE_URL)")
+    test_session = db.session
+    db.session = db._make_scoped_session({})  # real sessions, one per app context
+    try:
+        with database(request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_")[:20], tmp_path_factory) as url:
+            yield make_app(url)
+    finally:
+        # Each app context removed its own session when it was popped.
+        db.session = test_session

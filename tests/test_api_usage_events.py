@@ -2,7 +2,6 @@
 and deletion; idempotency (also under concurrency) and every validation rule."""
 
 import json
-import os
 import threading
 from datetime import timedelta
 
@@ -11,7 +10,6 @@ import pytest
 from portal.extensions import db
 from portal.models import UsageEvent, utcnow
 from tests.api_support import assert_envelope, bearer, count, issue_key, operator_token, send_json, with_key
-from tests.conftest import database, make_app
 
 
 @pytest.fixture
@@ -244,19 +242,6 @@ def test_delete_by_refs_keeps_invoiced_events(app, client, operator, make_tenant
 
 # --- concurrency (PostgreSQL) --------------------------------------------------------------
 
-
-@pytest.fixture
-def committed_app(tmp_path_factory):
-    """Real commits on a scratch database, so parallel requests race for real."""
-    if not os.environ.get("DATABASE_URL"):
-        pytest.skip("concurrent ingestion is tested on PostgreSQL (set DATABASE_URL)")
-    test_session = db.session
-    db.session = db._make_scoped_session({})
-    try:
-        with database("usage_race", tmp_path_factory) as url:
-            yield make_app(url)
-    finally:
-        db.session = test_session
 
 
 def test_parallel_posts_of_one_key_store_one_event(committed_app):

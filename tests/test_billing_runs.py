@@ -2,7 +2,6 @@
 subscription failing among many, the CLI's summary and exit code, and invoice numbering.
 """
 
-import os
 import threading
 from datetime import timedelta
 
@@ -28,7 +27,6 @@ from tests.billing_engine_support import (
     subscribe,
     utc,
 )
-from tests.conftest import database, make_app
 
 T0 = utc(2027, 1, 10, 8)
 AS_OF = utc(2027, 4, 12, 9)  # three months on: every subscription has periods to catch up
@@ -276,21 +274,6 @@ def test_invoice_numbers_are_inv_year_and_six_digits_consecutive_across_tenants_
 
 # --- two runs at once, for real (PostgreSQL) ------------------------------------------------------
 
-
-@pytest.fixture
-def committed_app(tmp_path_factory):
-    """An app on a scratch database of its own where commits are real, so two threads with their
-    own sessions see each other's work; only PostgreSQL has the row locks this is about."""
-    if not os.environ.get("DATABASE_URL"):
-        pytest.skip("two runs at once are tested on PostgreSQL (set DATABASE_URL)")
-    test_session = db.session
-    db.session = db._make_scoped_session({})  # real sessions, one per app context (and so per thread)
-    try:
-        with database("billing_runs", tmp_path_factory) as url:
-            yield make_app(url)
-    finally:
-        # Each app context removed its own session when it was popped.
-        db.session = test_session
 
 
 def test_two_runs_at_once_bill_what_one_run_bills_and_nothing_twice(committed_app):

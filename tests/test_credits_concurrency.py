@@ -1,10 +1,8 @@
 """Deductions racing for one tenant's credit on real PostgreSQL row locks: exactly as many
 succeed as the balance allows, the rest are refused, and the balance never goes below zero."""
 
-import os
 import threading
 
-import pytest
 from sqlalchemy import select
 
 from portal.access import SYSTEM
@@ -12,21 +10,7 @@ from portal.billing import credits
 from portal.extensions import db
 from portal.models import CreditEntry, Tenant
 from portal.tasks import commit, rollback
-from tests.conftest import database, make_app, unique
-
-
-@pytest.fixture
-def committed_app(tmp_path_factory):
-    """Real commits on a scratch database, one session per thread (only PostgreSQL locks rows)."""
-    if not os.environ.get("DATABASE_URL"):
-        pytest.skip("concurrent deductions are tested on PostgreSQL (set DATABASE_URL)")
-    test_session = db.session
-    db.session = db._make_scoped_session({})
-    try:
-        with database("credits_race", tmp_path_factory) as url:
-            yield make_app(url)
-    finally:
-        db.session = test_session
+from tests.conftest import unique
 
 
 def test_racing_deductions_never_take_more_than_the_balance(committed_app):
