@@ -1,36 +1,87 @@
-"""Stripe jobs: process one stored webhook event; charge one invoice attempt.
+"""Stripe jobs: drain the stored webhook events; charge one invoice attempt.
 
-Both are enqueued through portal.tasks.defer, whose RQ ``Retry`` (10 s, 1 min, 5 min) covers
-transient failures such as Stripe being unreachable."""
+The webhook stores each event and wakes ``drain_stripe_events`` (deferred ``once``: one
+queued drain however many events arrive). The drain processes what is waiting, oldest first,
+each event in its own transaction with its own error bookkeeping: a failed event is retried
+later with backoff (events.RETRY_SECONDS), by the drain woken at that time, and shows in the
+operator console meanwhile. ``charge_invoice`` is enqueued through portal.tasks.defer, whose
+RQ ``Retry`` (10 s, 1 min, 5 min) covers transient failures such as Stripe being unreachable."""
 
 import logging
+import time
+from datetime import timedelta
 
 from portal.extensions import db
-from portal.models import Invoice, StripeEvent
-from portal.tasks import commit, rollback
+from portal.models import Invoice, StripeEvent, utcnow
+from portal.tasks import commit, defer, get_queue, rollback
 
 log = logging.getLogger(__name__)
 
+# A drain hands over to a fresh job after this long, so a backlog never runs into RQ's
+# job timeout and other jobs on the queue get their turn.
+DRAIN_SECONDS = 60
+
+
+def drain_stripe_events() -> int:
+    """Process every stored event that is waiting, oldest first; returns how many were tried."""
+    from portal.payments.events import next_pending
+
+    deadline = time.monotonic() + DRAIN_SECONDS
+    tried = 0
+    while True:
+        if time.monotonic() > deadline:
+            defer(drain_stripe_events, once=True)
+            commit()
+            break
+        event = next_pending(utcnow())
+        if event is None:
+            rollback()  # ends the read-only transaction; the connection stays with the session
+            break
+        _process_one(event)
+        tried += 1
+    return tried
+
 
 def process_stripe_event(event_id: str) -> None:
-    """Apply one stored event; safe to run again (a replay, a redelivered job)."""
-    from portal.payments.events import process
-
-    event = db.session.get(StripeEvent, event_id)
+    """Apply one stored event if it is still waiting. Jobs enqueued per event before the drain
+    existed still name this function; a replay, a redelivered job is a no-op once done."""
+    event = db.session.get(StripeEvent, event_id, with_for_update=True)
     if event is None or event.status in ("processed", "ignored"):
+        rollback()
         return
+    _process_one(event)
+
+
+def _process_one(event: StripeEvent) -> None:
+    from portal.payments.events import process, record_failure
+
+    event_id = event.id
     try:
         process(event)
         commit()
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001 - any failure is recorded on the event and retried
         rollback()
-        event = db.session.get(StripeEvent, event_id)
-        event.attempts += 1
-        event.status = "failed"
-        event.last_error = f"{type(error).__name__}: {getattr(error, 'message', None) or error}"[:2000]
+        failed = record_failure(event_id, error, utcnow())
+        if failed is None:
+            rollback()
+            return
+        retry_at, event_type, message = failed.next_attempt_at, failed.type, failed.last_error
         commit()
-        log.warning("Stripe event %s (%s) failed: %s", event_id, event.type, event.last_error)
-        raise  # RQ's Retry (set by portal.tasks.defer) tries again with backoff
+        log.warning("Stripe event %s (%s) failed: %s", event_id, event_type, message)
+        if retry_at is not None:
+            _wake_at(retry_at)
+
+
+def _wake_at(when) -> None:
+    """A drain at ``when`` for a failed event's retry (the worker runs RQ's scheduler). Inline,
+    nothing would ever run it: the next webhook's drain picks the event up once it is due."""
+    queue = get_queue()
+    if not queue.is_async:
+        return
+    # One scheduled drain per second at most, however many events failed together.
+    queue.enqueue_in(max(when - utcnow(), timedelta(0)) + timedelta(seconds=1), drain_stripe_events,
+                     job_id=f"{queue.name}-stripe-events-retry-{int(when.timestamp())}",
+                     job_timeout=DRAIN_SECONDS * 2)
 
 
 def charge_invoice(invoice_id: str, attempt_number: int) -> None:

@@ -57,13 +57,18 @@ def can(permission: str, membership: Membership | None = None) -> bool:
     return membership is not None and membership.role in PERMISSIONS[permission]
 
 
+SESSIONLESS_ENDPOINTS = frozenset({"static", "payments.stripe_webhook"})
+
+
 def load_tenant_context() -> None:
     """Resolve ``g.tenant`` and ``g.membership`` from the session's chosen tenant."""
     g.tenant = None
     g.membership = None
     g.memberships = []
-    # The API authenticates with keys, never with the browser session.
-    if request.endpoint == "static" or request.blueprint == "api" or not current_user.is_authenticated:
+    # The API authenticates with keys, never with the browser session; Stripe's webhook signs
+    # its body. Neither needs (nor pays for) a user lookup.
+    if (request.endpoint in SESSIONLESS_ENDPOINTS or request.blueprint == "api"
+            or not current_user.is_authenticated):
         return
     memberships = db.session.execute(
         select(Membership)

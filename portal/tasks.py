@@ -16,6 +16,12 @@ from portal.extensions import db
 
 QUEUE_NAMES = ("default", "email")
 _PENDING_KEY = "portal_deferred_jobs"
+# A job deferred with once=True carries its marker's key in job.meta; the worker deletes the
+# marker as the job starts (portal/worker.py), so whatever commits after that wakes a new run.
+ONCE_META = "portal_once"
+# Should the enqueue after a successful SET NX never happen (the process died in between), the
+# marker expires and the next commit enqueues again.
+ONCE_MARKER_SECONDS = 60
 
 
 def redis_connection():
@@ -39,9 +45,18 @@ def get_queue(name: str = "default") -> Queue:
     return Queue(name, connection=redis_connection(), is_async=not inline)
 
 
-def defer(job: Callable, *args, queue: str = "default", retries: int = 3, timeout: int = 120) -> None:
-    """Enqueue ``job(*args)`` once the current transaction commits; dropped on rollback."""
-    db.session.info.setdefault(_PENDING_KEY, []).append((job, args, queue, retries, timeout))
+def defer(job: Callable, *args, queue: str = "default", retries: int = 3, timeout: int = 120,
+          once: bool = False) -> None:
+    """Enqueue ``job(*args)`` once the current transaction commits; dropped on rollback.
+
+    ``once``: for a job that finds its own work in the database (a drain). It is enqueued only
+    when no run of it is waiting in the queue already, so a burst of commits costs one job and,
+    per commit, one Redis SET NX."""
+    db.session.info.setdefault(_PENDING_KEY, []).append((job, args, queue, retries, timeout, once))
+
+
+def once_marker(queue: Queue, job: Callable) -> str:
+    return f"portal:once:{queue.name}:{job.__module__}.{job.__qualname__}"
 
 
 def commit() -> None:
@@ -56,13 +71,32 @@ def commit() -> None:
     except Exception:
         db.session.rollback()
         raise
-    for job, args, queue, retries, timeout in pending:
-        get_queue(queue).enqueue(
-            job,
-            *args,
-            job_timeout=timeout,
-            retry=Retry(max=retries, interval=[10, 60, 300][:retries]) if retries else None,
-        )
+    woken = set()
+    for job, args, queue, retries, timeout, once in pending:
+        target = get_queue(queue)
+        meta = None
+        if once:
+            marker = once_marker(target, job)
+            if marker in woken:
+                continue
+            woken.add(marker)
+            # Inline, the job runs right here and now: there is nothing waiting to join.
+            if target.is_async:
+                if not target.connection.set(marker, b"1", nx=True, ex=ONCE_MARKER_SECONDS):
+                    continue  # a run that has not started yet will find this commit's rows
+                meta = {ONCE_META: marker}
+        try:
+            target.enqueue(
+                job,
+                *args,
+                job_timeout=timeout,
+                retry=Retry(max=retries, interval=[10, 60, 300][:retries]) if retries else None,
+                meta=meta,
+            )
+        except Exception:
+            if meta:
+                target.connection.delete(meta[ONCE_META])
+            raise
 
 
 def rollback() -> None:

@@ -8,8 +8,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 from portal.extensions import db
 from portal.models.base import UTCDateTime, new_id, utcnow
 
-# received: stored, its job not finished yet; processed / ignored: done; failed: the last
-# try raised (RQ retries transient failures; the operator can replay).
+# received: stored, not processed yet; processed / ignored: done; failed: the last try raised.
+# A failed event is tried again at next_attempt_at (backoff, a few times); when that is empty
+# the portal has given up and waits for the operator's replay.
 STRIPE_EVENT_STATUSES = ("received", "processed", "ignored", "failed")
 PAYMENT_ATTEMPT_STATUSES = ("pending", "requires_action", "processing", "succeeded", "failed")
 
@@ -25,6 +26,8 @@ class StripeEvent(db.Model):
     livemode: Mapped[bool] = mapped_column(default=False)
     status: Mapped[str] = mapped_column(String(20), default="received", index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    failures_in_row: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
     result: Mapped[str | None] = mapped_column(String(300))
     tenant_id: Mapped[str | None] = mapped_column(String(50), index=True)

@@ -88,6 +88,11 @@ def recovered(invoice: Invoice) -> None:
     from portal.tenants.services import activate
 
     subscription = invoice.subscription
+    tenant = invoice.tenant
+    # Only a suspension for non-payment is lifted by a payment; the operator's own stay.
+    lift_suspension = tenant.status == "suspended" and tenant.suspension_reason == "payment_failed"
+    if subscription.status not in ("past_due", "unpaid") and not lift_suspension:
+        return  # nothing was held back for non-payment (the usual case): no need to look further
     still_failing = db.session.execute(
         select(Invoice.id).where(Invoice.subscription_id == subscription.id, Invoice.status == "open",
                                  Invoice.payment_failures > 0, Invoice.id != invoice.id).limit(1)
@@ -98,9 +103,7 @@ def recovered(invoice: Invoice) -> None:
         subscription.status = "active"
         audit.record(BILLING, "subscription.recovered", invoice.tenant, "subscription", subscription.id,
                      invoice=invoice.number)
-    tenant = invoice.tenant
-    # Only a suspension for non-payment is lifted by a payment; the operator's own stay.
-    if tenant.status == "suspended" and tenant.suspension_reason == "payment_failed":
+    if lift_suspension:
         activate(BILLING, tenant, note=f"Invoice {invoice.number} paid.")
 
 

@@ -4,10 +4,10 @@ The job may run twice, late, or out of order: every handler re-reads the Stripe 
 its current state matters, and the services it calls only ever move state forward.
 """
 
-from datetime import UTC, datetime
+import functools
+from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import insert, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import and_, bindparam, insert, or_, select, text
 from sqlalchemy.exc import IntegrityError
 
 from portal import audit
@@ -26,23 +26,38 @@ def store(event: dict) -> bool:
     created = event.get("created")
     values = {
         "id": event["id"], "type": event["type"], "payload": event, "livemode": bool(event.get("livemode")),
-        "status": "received", "attempts": 0, "tenant_id": str(metadata.get("tenant_id") or "")[:50] or None,
+        "status": "received", "attempts": 0, "failures_in_row": 0,
+        "tenant_id": str(metadata.get("tenant_id") or "")[:50] or None,
         "stripe_created_at": datetime.fromtimestamp(created, UTC) if isinstance(created, int) else None,
         "received_at": utcnow(),
     }
-    # ON CONFLICT DO NOTHING (PostgreSQL and SQLite alike): one round trip, where a SAVEPOINT
-    # around a plain INSERT took three on every delivery, duplicate or not.
-    dialect = db.session.get_bind().dialect.name
-    if dialect in ("postgresql", "sqlite"):
-        module = {"postgresql": postgresql, "sqlite": sqlite}[dialect]
-        statement = module.insert(StripeEvent.__table__).values(values).on_conflict_do_nothing(index_elements=["id"])
-        return db.session.execute(statement.returning(StripeEvent.__table__.c.id)).first() is not None
+    connection = db.session.connection()
+    if connection.dialect.name in ("postgresql", "sqlite"):
+        return connection.execute(_insert_once(), values).first() is not None
     try:
         with db.session.begin_nested():
-            db.session.execute(insert(StripeEvent.__table__), values)
+            connection.execute(insert(StripeEvent.__table__), values)
     except IntegrityError:
         return False
     return True
+
+
+_COLUMNS = ("id", "type", "payload", "livemode", "status", "attempts", "failures_in_row", "tenant_id",
+            "stripe_created_at", "received_at")
+
+
+@functools.cache
+def _insert_once():
+    """INSERT ... ON CONFLICT (id) DO NOTHING RETURNING id, the same SQL on PostgreSQL and
+    SQLite: one round trip, where a SAVEPOINT around a plain INSERT took three. Written as text
+    because SQLAlchemy cannot cache the dialects' ON CONFLICT inserts and compiled one on every
+    delivery; the column types still convert the values (JSON, UTC times)."""
+    table = StripeEvent.__table__
+    return text(
+        "INSERT INTO stripe_events (id, type, payload, livemode, status, attempts, failures_in_row, tenant_id, "
+        "stripe_created_at, received_at) VALUES (:id, :type, :payload, :livemode, :status, :attempts, "
+        ":failures_in_row, :tenant_id, :stripe_created_at, :received_at) ON CONFLICT (id) DO NOTHING RETURNING id"
+    ).bindparams(*(bindparam(c, type_=table.c[c].type) for c in _COLUMNS)).columns(id=table.c.id.type)
 
 
 def _reread(kind: str, obj: dict):
@@ -157,9 +172,26 @@ HANDLERS = {
 }
 
 
+# After a failed try: wait this long before the next one; then give up (the operator replays).
+RETRY_SECONDS = (10, 60, 300)
+
+
+def next_pending(now) -> StripeEvent | None:
+    """The oldest event waiting to be processed (new, or failed and due for its retry), locked
+    for this transaction; another worker's drain skips it rather than waiting."""
+    return db.session.execute(
+        select(StripeEvent)
+        .where(StripeEvent.status.in_(("received", "failed")),
+               or_(StripeEvent.status == "received",
+                   and_(StripeEvent.next_attempt_at.is_not(None), StripeEvent.next_attempt_at <= now)))
+        .order_by(StripeEvent.received_at, StripeEvent.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    ).scalars().first()
+
+
 def process(event: StripeEvent) -> None:
     """Run the event's handler; unknown types are kept and marked ignored."""
-    event.attempts += 1
     handler = HANDLERS.get(event.type)
     if handler is None:
         event.status, event.result = "ignored", "not a type the portal acts on"
@@ -167,15 +199,38 @@ def process(event: StripeEvent) -> None:
         result = handler(event.payload["data"]["object"], utcnow())
         event.status = "ignored" if result.startswith("ignored") else "processed"
         event.result = result[:300]
+    # Counted after the handler, so the row is written once, at the commit, rather than also
+    # by the autoflush before the handler's first query.
+    event.attempts += 1
     event.last_error = None
+    event.failures_in_row = 0
+    event.next_attempt_at = None
     event.processed_at = utcnow()
+
+
+def record_failure(event_id: str, error: Exception, now) -> StripeEvent | None:
+    """After the handler's transaction was rolled back: count the try, keep the error, and set
+    when to try again (None once the retries are used up). None when the event is gone or was
+    processed meanwhile (by another worker)."""
+    event = db.session.get(StripeEvent, event_id, with_for_update=True)
+    if event is None or event.status in ("processed", "ignored"):
+        return None
+    event.attempts += 1
+    event.failures_in_row += 1
+    event.status = "failed"
+    event.last_error = f"{type(error).__name__}: {getattr(error, 'message', None) or error}"[:2000]
+    retry = event.failures_in_row - 1
+    event.next_attempt_at = now + timedelta(seconds=RETRY_SECONDS[retry]) if retry < len(RETRY_SECONDS) else None
+    return event
 
 
 def replay(actor: Actor, event: StripeEvent) -> None:
     """The operator runs a stored event again (after fixing what made it fail, say)."""
-    from jobs.stripe import process_stripe_event
+    from jobs.stripe import drain_stripe_events
     from portal.tasks import defer
 
     event.status = "received"
+    event.failures_in_row = 0
+    event.next_attempt_at = None
     audit.record(actor, "stripe_event.replayed", None, "stripe_event", event.id, type=event.type)
-    defer(process_stripe_event, event.id)
+    defer(drain_stripe_events, once=True)

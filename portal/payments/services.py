@@ -8,7 +8,8 @@ once and a paid invoice is never reopened.
 import logging
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
+from sqlalchemy.orm import joinedload
 
 from portal import audit
 from portal.access import Actor
@@ -188,16 +189,21 @@ def _attempt_failed(invoice: Invoice, attempt: PaymentAttempt, message: str, at:
 
 
 def _find_attempt(invoice: Invoice, intent) -> PaymentAttempt:
-    attempt = db.session.execute(
-        select(PaymentAttempt).where(PaymentAttempt.payment_intent_id == intent["id"])
-    ).scalar_one_or_none()
+    # One query for the attempt with this PaymentIntent and the invoice's attempts (to match
+    # the metadata's attempt number, or to number a new one).
+    candidates = db.session.execute(
+        select(PaymentAttempt).where(or_(PaymentAttempt.payment_intent_id == intent["id"],
+                                         PaymentAttempt.invoice_id == invoice.id))
+    ).scalars().all()
+    ours = [candidate for candidate in candidates if candidate.invoice_id == invoice.id]
+    attempt = next((candidate for candidate in candidates if candidate.payment_intent_id == intent["id"]), None)
     number = str((intent.get("metadata") or {}).get("attempt") or "")
     if attempt is None and number.isdigit():
-        attempt = attempt_for(invoice, int(number))
+        attempt = next((candidate for candidate in ours if candidate.number == int(number)), None)
     if attempt is None:  # a PaymentIntent made elsewhere (the Stripe dashboard, say)
         attempt = PaymentAttempt(invoice_id=invoice.id, tenant_id=invoice.tenant_id,
-                                 number=dunning.next_attempt_number(invoice), amount=intent.get("amount") or 0,
-                                 currency=invoice.currency, off_session=False)
+                                 number=max((candidate.number for candidate in ours), default=0) + 1,
+                                 amount=intent.get("amount") or 0, currency=invoice.currency, off_session=False)
         db.session.add(attempt)
     attempt.payment_intent_id = intent["id"]
     return attempt
@@ -209,7 +215,9 @@ def invoice_of(metadata: dict | None) -> Invoice | None:
     invoice_id, tenant_id = metadata.get("invoice_id"), metadata.get("tenant_id")
     if not isinstance(invoice_id, str) or not invoice_id or len(invoice_id) > 32:
         return None
-    invoice = db.session.get(Invoice, invoice_id)
+    # Marking it paid (or failed) touches its tenant and subscription too: one query, not three.
+    invoice = db.session.get(Invoice, invoice_id,
+                             options=(joinedload(Invoice.tenant), joinedload(Invoice.subscription)))
     if invoice is None or (tenant_id and invoice.tenant_id != tenant_id):
         return None
     return invoice
