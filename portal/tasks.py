@@ -39,9 +39,15 @@ def get_queue(name: str = "default") -> Queue:
     return Queue(name, connection=redis_connection(), is_async=not inline)
 
 
-def defer(job: Callable, *args, queue: str = "default", retries: int = 3, timeout: int = 120) -> None:
-    """Enqueue ``job(*args)`` once the current transaction commits; dropped on rollback."""
-    db.session.info.setdefault(_PENDING_KEY, []).append((job, args, queue, retries, timeout))
+def defer(job: Callable, *args, queue: str = "default", retries: int = 3, timeout: int = 120,
+          once: tuple[str, int] | None = None) -> None:
+    """Enqueue ``job(*args)`` once the current transaction commits; dropped on rollback.
+
+    ``once=(redis key, seconds)``: not enqueued while that key exists (one job stands for every
+    commit until it starts); the job deletes the key when it starts, before reading anything,
+    so a commit after that enqueues the next one. The seconds are a safety net for a job lost
+    before it started."""
+    db.session.info.setdefault(_PENDING_KEY, []).append((job, args, queue, retries, timeout, once))
 
 
 def commit() -> None:
@@ -56,13 +62,27 @@ def commit() -> None:
     except Exception:
         db.session.rollback()
         raise
-    for job, args, queue, retries, timeout in pending:
+    for job, args, queue, retries, timeout, once in pending:
+        if once is not None and not _claim(*once):
+            continue
         get_queue(queue).enqueue(
             job,
             *args,
             job_timeout=timeout,
             retry=Retry(max=retries, interval=[10, 60, 300][:retries]) if retries else None,
         )
+
+
+def _claim(key: str, seconds: int) -> bool:
+    try:
+        return bool(redis_connection().set(key, 1, nx=True, ex=seconds))
+    except Exception:  # noqa: BLE001 - without Redis the enqueue fails loudly below anyway
+        return True
+
+
+def release(key: str) -> None:
+    """A ``once`` job starting: the next commit enqueues another."""
+    redis_connection().delete(key)
 
 
 def rollback() -> None:

@@ -24,14 +24,18 @@ log = logging.getLogger(__name__)
 EVENT_NAME = "api_request"
 
 
-def _prefix() -> str:
-    """Keys of one database: staging, test runs and production may share a Redis."""
+def database_prefix() -> str:
+    """Usage keys of one database: staging, test runs and production may share a Redis."""
     app = current_app._get_current_object()
     prefix = app.extensions.get("portal_usage_prefix")
     if prefix is None:
         digest = hashlib.sha256(app.config["SQLALCHEMY_DATABASE_URI"].encode()).hexdigest()[:12]
-        prefix = app.extensions["portal_usage_prefix"] = f"usage:{digest}:api_requests"
+        prefix = app.extensions["portal_usage_prefix"] = f"usage:{digest}"
     return prefix
+
+
+def _prefix() -> str:
+    return f"{database_prefix()}:api_requests"
 
 
 def _tenants_key() -> str:
