@@ -13,7 +13,7 @@ from datetime import timedelta
 
 from portal.extensions import db
 from portal.models import Invoice, StripeEvent, utcnow
-from portal.tasks import commit, defer, get_queue, rollback
+from portal.tasks import commit, database_key, defer, get_queue, release, rollback
 
 log = logging.getLogger(__name__)
 
@@ -22,15 +22,21 @@ log = logging.getLogger(__name__)
 DRAIN_SECONDS = 60
 
 
+def drain_once() -> tuple[str, int]:
+    """``defer``'s ``once``: one queued drain stands for every event stored until it starts."""
+    return database_key("once:stripe-drain"), DRAIN_SECONDS
+
+
 def drain_stripe_events() -> int:
     """Process every stored event that is waiting, oldest first; returns how many were tried."""
     from portal.payments.events import next_pending
 
+    release(drain_once()[0])  # first: events stored from now on wake another drain
     deadline = time.monotonic() + DRAIN_SECONDS
     tried = 0
     while True:
         if time.monotonic() > deadline:
-            defer(drain_stripe_events, once=True)
+            defer(drain_stripe_events, once=drain_once())
             commit()
             break
         event = next_pending(utcnow())

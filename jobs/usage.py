@@ -10,8 +10,11 @@ FLUSH_EVERY_SECONDS = 60
 
 def check_quotas(tenant_id: str) -> None:
     """Send the quota notices the tenant's usage has newly crossed (each once per period)."""
+    from portal.tasks import release
+    from portal.usage.quotas import check_key
     from portal.usage.quotas import check_quotas as check
 
+    release(check_key(tenant_id))  # first: events committed from now on enqueue another check
     check(tenant_id)
     commit()
 

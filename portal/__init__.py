@@ -31,6 +31,12 @@ def create_app(overrides: dict | None = None) -> Flask:
     from portal.api_keys.cache import register_session_hooks
 
     register_session_hooks()  # commits that change a tenant or key evict the API key cache
+    from portal.usage import rollups
+
+    rollups.register_session_hooks()  # events changed through the ORM keep their roll-ups exact
+    from portal.usage import meters
+
+    meters.register_session_hooks()  # a committed or rolled back meter edit empties the meter cache
     from portal import timezones
 
     timezones.init_app(app)

@@ -185,6 +185,17 @@ def billing_run_command(at: str | None) -> None:
         raise SystemExit(1)
 
 
+@usage_cli.command("rebuild-rollups")
+def rebuild_rollups_command() -> None:
+    """Recompute the hourly usage roll-ups from the events (after loading events with COPY or psql)."""
+    from portal.tasks import commit
+    from portal.usage.rollups import rebuild
+
+    rows = rebuild()
+    commit()
+    click.echo(f"Rebuilt {rows} hourly usage roll-up(s) from the events.")
+
+
 @usage_cli.command("flush")
 def flush_usage_command() -> None:
     """Turn the API request counters waiting in Redis into usage events now."""

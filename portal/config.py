@@ -45,6 +45,9 @@ def load_config() -> dict:
         # Per-process cache of API key lookups for reads, invalidated through Redis at once;
         # this is only its safety-net lifetime. Needs REDIS_URL; 0 turns it off.
         "API_KEY_CACHE_SECONDS": int(os.environ.get("API_KEY_CACHE_SECONDS", "30")),
+        # How long a process reuses the meters it read (entitlement checks and usage reads ask
+        # on every request); an edit in another process counts from then on. 0: every request reads.
+        "METER_CACHE_SECONDS": float(os.environ.get("METER_CACHE_SECONDS", "5")),
         "PORTAL_ADMIN_TOKEN": os.environ.get("PORTAL_ADMIN_TOKEN", ""),
         "PUBLIC_BASE_URL": os.environ.get("PUBLIC_BASE_URL", "http://127.0.0.1:5000").rstrip("/"),
         "MAIL_SERVER": os.environ.get("MAIL_SERVER", ""),

@@ -16,12 +16,6 @@ from portal.extensions import db
 
 QUEUE_NAMES = ("default", "email")
 _PENDING_KEY = "portal_deferred_jobs"
-# A job deferred with once=True carries its marker's key in job.meta; the worker deletes the
-# marker as the job starts (portal/worker.py), so whatever commits after that wakes a new run.
-ONCE_META = "portal_once"
-# Should the enqueue after a successful SET NX never happen (the process died in between), the
-# marker expires and the next commit enqueues again.
-ONCE_MARKER_SECONDS = 60
 
 
 def redis_connection():
@@ -46,17 +40,14 @@ def get_queue(name: str = "default") -> Queue:
 
 
 def defer(job: Callable, *args, queue: str = "default", retries: int = 3, timeout: int = 120,
-          once: bool = False) -> None:
+          once: tuple[str, int] | None = None) -> None:
     """Enqueue ``job(*args)`` once the current transaction commits; dropped on rollback.
 
-    ``once``: for a job that finds its own work in the database (a drain). It is enqueued only
-    when no run of it is waiting in the queue already, so a burst of commits costs one job and,
-    per commit, one Redis SET NX."""
+    ``once=(redis key, seconds)``: not enqueued while that key exists (one job stands for every
+    commit until it starts); the job deletes the key when it starts, before reading anything,
+    so a commit after that enqueues the next one. The seconds are a safety net for a job lost
+    before it started."""
     db.session.info.setdefault(_PENDING_KEY, []).append((job, args, queue, retries, timeout, once))
-
-
-def once_marker(queue: Queue, job: Callable) -> str:
-    return f"portal:once:{queue.name}:{job.__module__}.{job.__qualname__}"
 
 
 def commit() -> None:
@@ -71,32 +62,44 @@ def commit() -> None:
     except Exception:
         db.session.rollback()
         raise
-    woken = set()
     for job, args, queue, retries, timeout, once in pending:
-        target = get_queue(queue)
-        meta = None
-        if once:
-            marker = once_marker(target, job)
-            if marker in woken:
-                continue
-            woken.add(marker)
-            # Inline, the job runs right here and now: there is nothing waiting to join.
-            if target.is_async:
-                if not target.connection.set(marker, b"1", nx=True, ex=ONCE_MARKER_SECONDS):
-                    continue  # a run that has not started yet will find this commit's rows
-                meta = {ONCE_META: marker}
+        if once is not None and not _claim(*once):
+            continue  # a run that has not started yet will find this commit's rows
         try:
-            target.enqueue(
+            get_queue(queue).enqueue(
                 job,
                 *args,
                 job_timeout=timeout,
                 retry=Retry(max=retries, interval=[10, 60, 300][:retries]) if retries else None,
-                meta=meta,
             )
         except Exception:
-            if meta:
-                target.connection.delete(meta[ONCE_META])
+            if once is not None:
+                release(once[0])  # nothing was queued: the next commit must be free to try
             raise
+
+
+def _claim(key: str, seconds: int) -> bool:
+    try:
+        return bool(redis_connection().set(key, 1, nx=True, ex=seconds))
+    except Exception:  # noqa: BLE001 - without Redis the enqueue fails loudly below anyway
+        return True
+
+
+def database_key(name: str) -> str:
+    """A Redis key of this database's own: staging, test runs and production may share a Redis."""
+    import hashlib
+
+    app = current_app._get_current_object()
+    prefix = app.extensions.get("portal_redis_prefix")
+    if prefix is None:
+        digest = hashlib.sha256(app.config["SQLALCHEMY_DATABASE_URI"].encode()).hexdigest()[:12]
+        prefix = app.extensions["portal_redis_prefix"] = f"portal:{digest}"
+    return f"{prefix}:{name}"
+
+
+def release(key: str) -> None:
+    """A ``once`` job starting: the next commit enqueues another."""
+    redis_connection().delete(key)
 
 
 def rollback() -> None:

@@ -95,6 +95,9 @@ def make_app(database_url: str, sqlite_begin: str = "BEGIN", **overrides):
         "MAIL_SERVER": "",
         "PUBLIC_BASE_URL": "http://portal.test",
         "SERVER_NAME": None,
+        # Tests roll their transactions back behind the session's back: a meter read by one
+        # test must not be reused by the next (tests/test_usage_rollups.py turns it on).
+        "METER_CACHE_SECONDS": 0,
     }
     config.update(overrides)
     app = create_app(config)

@@ -221,13 +221,57 @@ def test_a_write_succeeds_when_its_invalidation_cannot_be_published(app_without_
     assert "127.0.0.1:1" not in caplog.text  # no connection details (a URL may carry a password)
 
 
-def test_operator_tokens_are_not_cached(cache_client, cache_app, tenant_and_key):
+def _operator_token_row(app, plaintext):
+    from portal.models import OperatorToken
+    from portal.security import hash_token
+
+    with app.app_context():
+        return db.session.execute(sa.select(OperatorToken).where(OperatorToken.token_hash == hash_token(plaintext))
+                                  ).scalar_one()
+
+
+def test_warm_operator_reads_do_not_look_the_token_up(cache_client, cache_app, tenant_and_key):
     tenant, _, _ = tenant_and_key
     token = bearer(operator_token(cache_app))
-    cache_client.get(f"/api/v1/tenants/{tenant.tenant_id}", headers=token)
+    url = f"/api/v1/entitlements/{tenant.tenant_id}/pipeline_runs"
+    assert cache_client.get(url, headers=token).status_code == 200
     with database_use() as use:
-        assert cache_client.get(f"/api/v1/tenants/{tenant.tenant_id}", headers=token).status_code == 200
-    assert use.statements
+        response = cache_client.get(url, headers=token)
+    assert response.status_code == 200 and response.get_json()["data"]["isAllowed"] is True
+    assert use.statements and not [s for s in use.statements if "operator_tokens" in s], use.statements
+
+
+def test_revoking_an_operator_token_refuses_the_next_get(cache_app, cache_client, tenant_and_key):
+    from portal.access import SYSTEM
+    from portal.api_keys.services import revoke_operator_token
+    from portal.tasks import commit
+
+    tenant, _, _ = tenant_and_key
+    plaintext = operator_token(cache_app)
+    url = f"/api/v1/tenants/{tenant.tenant_id}"
+    for _ in range(2):
+        assert cache_client.get(url, headers=bearer(plaintext)).status_code == 200
+    with cache_app.test_request_context():
+        revoke_operator_token(SYSTEM, db.session.merge(_operator_token_row(cache_app, plaintext)))
+        commit()
+    assert_envelope(cache_client.get(url, headers=bearer(plaintext)), 401, "INVALID_API_KEY")
+
+
+def test_a_write_always_checks_the_operator_token_in_the_database(cache_app, cache_client, tenant_and_key):
+    tenant, _, _ = tenant_and_key
+    plaintext = operator_token(cache_app)
+    url = f"/api/v1/entitlements/{tenant.tenant_id}/pipeline_runs"
+    for _ in range(2):
+        assert cache_client.get(url, headers=bearer(plaintext)).status_code == 200
+    token_id = _operator_token_row(cache_app, plaintext).id
+    with cache_app.app_context():  # revoked behind the ORM's back: nothing announced
+        db.session.execute(sa.text("UPDATE operator_tokens SET revoked_at = CURRENT_TIMESTAMP WHERE id = :id"),
+                           {"id": token_id})
+        db.session.commit()
+    assert cache_client.get(url, headers=bearer(plaintext)).status_code == 200  # the cached read
+    event = {"tenant_id": tenant.tenant_id, "eventName": "pipeline_run", "eventIdempotencyKey": "after-revoke"}
+    assert_envelope(send_json(cache_client, "post", "/api/v1/events", event, bearer(plaintext)), 401,
+                    "INVALID_API_KEY")
 
 
 def test_cached_reads_still_count_against_the_keys_rate_limit(database_url, redis_url, make_tenant):

@@ -148,3 +148,39 @@ def test_tenant_staff_cannot_reach_the_meter_console(client, make_tenant, login)
     login(client, tenant.contact_email)
     assert client.get("/admin/meters").status_code == 404
     assert client.post("/admin/meters/new", data={"key": "x"}).status_code == 404
+
+
+def test_with_the_meter_cache_on_an_edit_counts_from_the_next_request(app, client, make_operator, make_tenant, login,
+                                                                       monkeypatch):
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    from portal.usage import meters
+    from tests.api_support import bearer, operator_token
+
+    monkeypatch.setitem(app.config, "METER_CACHE_SECONDS", 30)
+    monkeypatch.setattr(meters, "_process_meters", None)
+    tenant = make_tenant()
+    with app.test_request_context():
+        record(tenant.tenant_id, "pipeline_run", many=3)
+        record(tenant.tenant_id, "nightly_run", many=2)
+    token = bearer(operator_token(app))
+    url = f"/api/v1/tenants/{tenant.tenant_id}/usage"
+    assert client.get(url, headers=token).get_json()["pipelines_run_count"] == 3
+    statements = []
+
+    def seen(conn, cursor, statement, *args):
+        statements.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", seen)
+    try:
+        assert client.get(url, headers=token).get_json()["pipelines_run_count"] == 3
+    finally:
+        event.remove(Engine, "before_cursor_execute", seen)
+    assert statements and not [s for s in statements if "FROM meters" in s]  # reused, not read
+
+    login(client, make_operator())
+    response = client.post("/admin/meters/pipeline_runs", data={
+        "name": "Nightly runs", "event_name": "nightly_run", "aggregation": "count", "property": "", "filter": ""})
+    assert response.status_code == 303
+    assert client.get(url, headers=token).get_json()["pipelines_run_count"] == 2

@@ -57,3 +57,28 @@ def test_a_jump_past_100_percent_sends_only_the_quota_reached_email(app, client,
     # Claimed both thresholds: 90 % never comes later in this period.
     with app.app_context():
         assert db.session.query(QuotaNotice).filter_by(tenant_id=tenant.tenant_id).count() == 2
+
+
+def test_one_queued_check_stands_for_every_ingestion_until_it_starts(app, client, make_tenant, make_user, outbox):
+    from jobs.usage import check_quotas
+    from portal.tasks import redis_connection
+    from portal.usage.quotas import check_key
+
+    tenant = make_tenant()
+    owner = make_user(tenant, "owner")
+    headers = bearer(operator_token(app))
+    with app.app_context():
+        key = check_key(tenant.tenant_id)
+        redis_connection().set(key, 1, ex=60)  # as if an ingestion had just queued a check
+    try:
+        sent = send_runs(client, headers, tenant, 900)
+        assert quota_emails(outbox, owner.email) == []  # no second check queued behind the first
+        with app.test_request_context():
+            check_quotas(tenant.tenant_id)  # the queued check runs: it sees every event so far
+            assert not redis_connection().exists(key)
+        assert quota_emails(outbox, owner.email) == ["Pipeline runs: 90% of your quota used"]
+        send_runs(client, headers, tenant, 100, sent)  # after it started: a new check is queued
+        assert quota_emails(outbox, owner.email)[0] == "Pipeline runs: quota reached"
+    finally:
+        with app.app_context():
+            redis_connection().delete(key)

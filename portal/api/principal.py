@@ -65,7 +65,8 @@ def _resolve() -> Principal | None:
         if bootstrap and hmac.compare_digest(secret.encode(), bootstrap.encode()):
             return Principal(kind="operator", label="operator:bootstrap token")
         if secret.startswith(keys.OPERATOR_TOKEN_PREFIX):
-            token = keys.find_operator_token(secret)
+            # Like keys below: reads may use the per-process cache, writes check the database.
+            token = keys.find_operator_token(secret, cached=request.method in SAFE_METHODS)
             if token is None:
                 return None
             keys.mark_operator_token_used(token)

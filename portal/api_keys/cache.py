@@ -4,7 +4,10 @@ A warm authenticated read (GET/HEAD) finds its key and tenant here and touches n
 the entry holds plain copies of both rows' columns, rebuilt on each hit into detached ORM
 instances (columns only; a view that needs the tenant's related rows queries them by
 tenant_id). Writes always authenticate against the database (see ``portal.api.principal``).
-Operator tokens are not cached.
+
+Operator tokens are cached the same way (a plain copy of the token row, under the same rules,
+for reads only); a commit that changes or deletes one evicts every operator token entry
+(``OPERATOR_TOKENS``), in this process and, through the channel, in the others.
 
 Correctness rests on invalidation, not on the TTL:
 
@@ -40,7 +43,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.orm.attributes import instance_dict, set_committed_value
 
-from portal.models import ApiKey, Tenant
+from portal.models import ApiKey, OperatorToken, Tenant
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +52,10 @@ MAX_ENTRIES = 10_000
 # Execution option for writes the cache may ignore (last_used_at, refreshed by hits themselves).
 NO_INVALIDATION = "portal_api_key_cache_ignore"
 ALL = "*"
-_CACHED_TABLES = {ApiKey.__tablename__, Tenant.__tablename__}
+# Evicts the operator token entries; "*" keeps it from ever being a tenant id.
+OPERATOR_TOKENS = "*operator-tokens"
+_CACHED_TABLES = {ApiKey.__tablename__, Tenant.__tablename__, OperatorToken.__tablename__}
+_TOKEN_ENTRY = "operator:"  # noqa: S105 - entry keys of operator tokens: this + the token hash
 _PENDING = "portal_api_key_cache_pending"  # session.info: tenant ids changed in this transaction
 _APP_CACHE = "portal_api_key_cache"  # app.extensions
 _APP_CHANNEL = "portal_api_key_cache_channel"
@@ -132,6 +138,36 @@ class ApiKeyCache:
             if len(self._entries) >= MAX_ENTRIES:
                 del self._entries[next(iter(self._entries))]  # the oldest
             self._entries[key_hash] = entry
+
+    def load_operator_token(self, token_hash: str, ttl: float) -> OperatorToken | None:
+        """The cached operator token, detached, without SQL (None: not cached)."""
+        entry_key = _TOKEN_ENTRY + token_hash
+        entry = self._entries.get(entry_key)
+        if entry is None or not self._subscribed.is_set():
+            return None
+        if time.monotonic() - entry.stored_at > ttl:
+            self.discard(entry_key, entry)
+            return None
+        token = _rebuild(OperatorToken, entry.key_values, entry.key_mutable)
+        make_transient_to_detached(token)
+        return token
+
+    def store_operator_token(self, token_hash: str, token: OperatorToken, generation: int) -> None:
+        values = _snapshot(token)
+        if values is None:
+            return
+        entry = Entry(values, {}, OPERATOR_TOKENS, time.monotonic(), _mutable(values))
+        with self._lock:
+            if generation != self._generation or not self._subscribed.is_set():
+                return
+            entry_key = _TOKEN_ENTRY + token_hash
+            self._entries.pop(entry_key, None)
+            if len(self._entries) >= MAX_ENTRIES:
+                del self._entries[next(iter(self._entries))]
+            self._entries[entry_key] = entry
+
+    def note_operator_token_used(self, token_hash: str, when) -> None:
+        self.note_last_used(_TOKEN_ENTRY + token_hash, when)
 
     def note_last_used(self, key_hash: str, when) -> None:
         """The database now says ``last_used_at = when``; keep the hit path from writing again."""
@@ -405,6 +441,8 @@ def _changed_tenant_ids(session) -> set[str]:
     for obj in list(session.dirty) + list(session.deleted):
         if isinstance(obj, Tenant):
             ids.add(inspect(obj).identity[0])
+        elif isinstance(obj, OperatorToken):
+            ids.add(OPERATOR_TOKENS)
         elif isinstance(obj, ApiKey):
             state = inspect(obj)
             # Its tenant now and, had it changed, before; unknown (expired) means everyone's.
@@ -424,7 +462,9 @@ def _do_orm_execute(state) -> None:
     if not (state.is_update or state.is_delete) or state.execution_options.get(NO_INVALIDATION):
         return
     table = getattr(state.statement, "table", None)
-    if getattr(table, "name", None) in _CACHED_TABLES:
+    if getattr(table, "name", None) == OperatorToken.__tablename__:
+        state.session.info.setdefault(_PENDING, set()).add(OPERATOR_TOKENS)
+    elif getattr(table, "name", None) in _CACHED_TABLES:
         # Which rows a bulk statement hits is unknown here: drop everything.
         state.session.info.setdefault(_PENDING, set()).add(ALL)
 

@@ -159,17 +159,35 @@ def revoke_operator_token(actor: Actor, token: OperatorToken) -> OperatorToken:
     return token
 
 
-def find_operator_token(presented: str) -> OperatorToken | None:
+def find_operator_token(presented: str, cached: bool = False) -> OperatorToken | None:
+    """The active token for a presented secret; ``cached`` (safe requests only) as for keys."""
     if not presented or len(presented) > 200:
         return None
+    token_hash = hash_token(presented)
+    cache = key_cache.active_cache() if cached else None
+    if cache is not None:
+        token = cache.load_operator_token(token_hash, key_cache.ttl())
+        if token is not None:
+            return token if token.is_active else None
+        generation = cache.generation
     token = db.session.execute(
-        select(OperatorToken).where(OperatorToken.token_hash == hash_token(presented))
+        select(OperatorToken).where(OperatorToken.token_hash == token_hash)
     ).scalar_one_or_none()
-    return token if token is not None and token.is_active else None
+    if token is None or not token.is_active:
+        return None
+    if cache is not None:
+        cache.store_operator_token(token_hash, token, generation)
+    return token
 
 
 def mark_operator_token_used(token: OperatorToken) -> None:
     now = utcnow()
     if token.last_used_at is None or now - token.last_used_at >= LAST_USED_RESOLUTION:
-        db.session.execute(update(OperatorToken).where(OperatorToken.id == token.id).values(last_used_at=now))
+        token_hash = token.token_hash
+        # As for keys: hits refresh last_used_at themselves, nothing to announce.
+        db.session.execute(update(OperatorToken).where(OperatorToken.id == token.id).values(last_used_at=now)
+                           .execution_options(**{key_cache.NO_INVALIDATION: True}))
         db.session.commit()
+        cache = key_cache.active_cache()
+        if cache is not None:
+            cache.note_operator_token_used(token_hash, now)

@@ -21,7 +21,7 @@ from portal.models.email import EmailMessage
 from portal.models.invitation import Invitation
 from portal.models.payments import PAYMENT_ATTEMPT_STATUSES, STRIPE_EVENT_STATUSES, PaymentAttempt, StripeEvent
 from portal.models.tenant import SUSPENSION_REASONS, Tenant
-from portal.models.usage import AGGREGATIONS, Meter, QuotaNotice, UsageEvent
+from portal.models.usage import AGGREGATIONS, Meter, QuotaNotice, UsageEvent, UsageRollup
 from portal.models.user import INVITABLE_ROLES, ROLES, Membership, PasswordReset, User, UserSession
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "Meter",
     "QuotaNotice",
     "UsageEvent",
+    "UsageRollup",
     "ADMIN_SCOPE",
     "API_SCOPES",
     "ApiKey",

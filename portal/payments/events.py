@@ -226,11 +226,11 @@ def record_failure(event_id: str, error: Exception, now) -> StripeEvent | None:
 
 def replay(actor: Actor, event: StripeEvent) -> None:
     """The operator runs a stored event again (after fixing what made it fail, say)."""
-    from jobs.stripe import drain_stripe_events
+    from jobs.stripe import drain_once, drain_stripe_events
     from portal.tasks import defer
 
     event.status = "received"
     event.failures_in_row = 0
     event.next_attempt_at = None
     audit.record(actor, "stripe_event.replayed", None, "stripe_event", event.id, type=event.type)
-    defer(drain_stripe_events, once=True)
+    defer(drain_stripe_events, once=drain_once())

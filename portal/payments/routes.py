@@ -44,7 +44,7 @@ def stripe_webhook():
     Kept lean, as Stripe times its deliveries: no user or tenant is loaded (nobody signs in),
     the event is one INSERT ... ON CONFLICT DO NOTHING on the session's connection and one
     commit, and waking the worker is one Redis SET NX (an enqueue only when no drain is queued)."""
-    from jobs.stripe import drain_stripe_events
+    from jobs.stripe import drain_once, drain_stripe_events
 
     try:
         event = gateway.verify_webhook(request.get_data(cache=False), request.headers.get("Stripe-Signature"))
@@ -53,7 +53,7 @@ def stripe_webhook():
     if not events.store(event):
         rollback()
         return jsonify(received=True, duplicate=True), 200
-    defer(drain_stripe_events, once=True)
+    defer(drain_stripe_events, once=drain_once())
     commit()
     return jsonify(received=True, duplicate=False), 200
 

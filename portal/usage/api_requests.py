@@ -8,30 +8,27 @@ idempotency key derived from the flush, so a flush that crashed half-way is redo
 counting anything twice. Reads of usage add what is still waiting in Redis.
 """
 
-import hashlib
 import logging
 import secrets
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from flask import current_app
 from redis.exceptions import ResponseError
 
-from portal.tasks import redis_connection
+from portal.tasks import database_key, redis_connection
 
 log = logging.getLogger(__name__)
 
 EVENT_NAME = "api_request"
 
 
+def database_prefix() -> str:
+    """Usage keys of one database (see tasks.database_key)."""
+    return database_key("usage")
+
+
 def _prefix() -> str:
-    """Keys of one database: staging, test runs and production may share a Redis."""
-    app = current_app._get_current_object()
-    prefix = app.extensions.get("portal_usage_prefix")
-    if prefix is None:
-        digest = hashlib.sha256(app.config["SQLALCHEMY_DATABASE_URI"].encode()).hexdigest()[:12]
-        prefix = app.extensions["portal_usage_prefix"] = f"usage:{digest}:api_requests"
-    return prefix
+    return f"{database_prefix()}:api_requests"
 
 
 def _tenants_key() -> str:

@@ -11,7 +11,7 @@ from decimal import Decimal
 from portal.models import Subscription
 from portal.usage.meters import meters_by_key
 from portal.usage.periods import current_period
-from portal.usage.services import value_of
+from portal.usage.services import plan_features, value_of
 
 REASONS = {
     "TENANT_SUSPENDED": "The customer's account is suspended.",
@@ -61,7 +61,7 @@ def decide(tenant_id: str, tenant_status: str, subscription: Subscription | None
         return Decision(False, "SUBSCRIPTION_CANCELED", requested=requested)
     if subscription.status == "unpaid" or not subscription.is_live:
         return Decision(False, "SUBSCRIPTION_UNPAID", requested=requested)
-    feature = next((f for f in subscription.plan_version.feature_specs() if f.key == feature_key), None)
+    feature = next((f for f in plan_features(subscription.plan_version_id) if f.key == feature_key), None)
     if feature is None:
         return Decision(False, "FEATURE_NOT_IN_PLAN", requested=requested)
     meter = meters_by_key().get(feature_key)

@@ -7,20 +7,24 @@ properties and aggregates them here, in the order they occurred.
 """
 
 import json
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 
-from flask import g
-from sqlalchemy import func, select
+from flask import current_app, g
+from sqlalchemy import event, func, select
+from sqlalchemy.orm import Session
 
 from portal.billing.catalog import MeterFilter, MeterSpec
 from portal.extensions import db
 from portal.models import Meter, UsageEvent
+from portal.usage import rollups
 
 ZERO = Decimal(0)
 _MEMO = "usage_meters_by_key"
+_CHANGED = "usage_meters_changed"  # session.info: meters changed in this transaction
 
 
 @dataclass
@@ -77,16 +81,51 @@ def list_meters() -> list[Meter]:
     return list(db.session.execute(select(Meter).order_by(Meter.key)).scalars())
 
 
+# (database, read at, meters) shared by the requests of this process; see METER_CACHE_SECONDS.
+_process_meters: tuple[str, float, dict[str, MeterSpec]] | None = None
+
+
 def meters_by_key() -> dict[str, MeterSpec]:
     """Every meter by its feature key, read once per request or job (a billing run asks for
-    every subscription): an edit made meanwhile counts from the next one."""
-    if _MEMO not in g:
-        setattr(g, _MEMO, {meter.key: spec_of(meter) for meter in list_meters()})
-    return getattr(g, _MEMO)
+    every subscription), and reused by this process's requests for METER_CACHE_SECONDS: an
+    edit made meanwhile counts from the next read. Not while this session has changed meters
+    and not committed them (what it reads must not outlive a rollback)."""
+    global _process_meters
+    if _MEMO in g:
+        return getattr(g, _MEMO)
+    lifetime = current_app.config.get("METER_CACHE_SECONDS", 0)
+    database = current_app.config["SQLALCHEMY_DATABASE_URI"]
+    cached = _process_meters
+    if lifetime > 0 and cached is not None and cached[0] == database and time.monotonic() - cached[1] < lifetime \
+            and not db.session.info.get(_CHANGED):
+        setattr(g, _MEMO, cached[2])
+        return cached[2]
+    read_at = time.monotonic()
+    meters = {meter.key: spec_of(meter) for meter in list_meters()}
+    setattr(g, _MEMO, meters)
+    if lifetime > 0 and not db.session.info.get(_CHANGED):
+        _process_meters = (database, read_at, meters)
+    return meters
 
 
 def _forget_meters() -> None:
+    global _process_meters
     g.pop(_MEMO, None)
+    _process_meters = None
+    db.session.info[_CHANGED] = True
+
+
+def _meters_settled(session, *_args) -> None:
+    """A commit or rollback: whatever this session changed in meters is settled either way."""
+    global _process_meters
+    if session.info.pop(_CHANGED, None):
+        _process_meters = None
+
+
+def register_session_hooks() -> None:
+    for name in ("after_commit", "after_soft_rollback"):
+        if not event.contains(Session, name, _meters_settled):
+            event.listen(Session, name, _meters_settled)
 
 
 # --- filters -----------------------------------------------------------------------------
@@ -215,6 +254,8 @@ def _event_values(spec: MeterSpec, rows: Iterable) -> list:
 
 def meter_value(spec: MeterSpec, tenant_id: str, start: datetime | None, end: datetime) -> Decimal:
     """The meter's value for one tenant over [start, end) (start None: from the beginning)."""
+    if _in_database(spec) and rollups.serves(spec.aggregation):
+        return _clean(rollups.value(spec.aggregation, tenant_id, spec.event_name, start, end))
     if _in_database(spec):
         if spec.aggregation in ("first", "last"):
             order = [column.desc() for column in _ORDER] if spec.aggregation == "last" else list(_ORDER)
@@ -241,6 +282,9 @@ def _clean(value: Decimal) -> Decimal:
 
 def daily_values(spec: MeterSpec, tenant_id: str, start: datetime, end: datetime) -> dict[date, Decimal]:
     """The meter per UTC day of [start, end), each day aggregated on its own."""
+    if _in_database(spec) and rollups.serves(spec.aggregation):
+        return {day: _clean(value) for day, value in
+                rollups.daily(spec.aggregation, tenant_id, spec.event_name, start, end).items()}
     rows = db.session.execute(
         _window(select(UsageEvent.occurred_at, UsageEvent.quantity, UsageEvent.properties), tenant_id,
                 spec.event_name, start, end).order_by(*_ORDER)

@@ -17,6 +17,15 @@ from portal.usage.services import FeatureUsage, feature_usage, subscription_for
 log = logging.getLogger(__name__)
 
 THRESHOLDS = (90, 100)
+# One queued check per tenant stands for every ingestion until it starts (see tasks.defer's
+# ``once``); a check lost before starting frees the way after this long.
+CHECK_PENDING_SECONDS = 60
+
+
+def check_key(tenant_id: str) -> str:
+    from portal.tasks import database_key
+
+    return database_key(f"once:quota-check:{tenant_id}")
 NOTIFIED_ROLES = ("owner", "admin")
 
 

@@ -80,6 +80,22 @@ def feature_usage(tenant_id: str, version: PlanVersion, start: datetime, end: da
     return result
 
 
+_plan_features: dict[str, tuple[FeatureSpec, ...]] = {}
+
+
+def plan_features(plan_version_id: str) -> tuple[FeatureSpec, ...]:
+    """A plan version's features, parsed once per process: versions are never edited (a change
+    is a new version with a new id)."""
+    features = _plan_features.get(plan_version_id)
+    if features is None:
+        version = db.session.get(PlanVersion, plan_version_id)
+        features = tuple(version.feature_specs()) if version is not None else ()
+        if len(_plan_features) >= 1000:
+            _plan_features.clear()
+        _plan_features[plan_version_id] = features
+    return features
+
+
 def plan_version_of(subscription: Subscription | None, plan_key: str) -> PlanVersion | None:
     if subscription is not None:
         return subscription.plan_version

@@ -1,0 +1,306 @@
+"""Hourly roll-ups of usage events (``usage_rollups``): what a meter without filter or property
+reads instead of the events themselves, so a month costs ~720 rows whatever the volume.
+
+Kept exact, in the transaction that changes the events:
+
+- ``add`` after an INSERT ... ON CONFLICT DO NOTHING, with the rows that INSERT reported as
+  stored (a duplicate adds nothing), as one INSERT ... ON CONFLICT DO UPDATE of the hours they
+  fall in. Concurrent ingestions into one hour serialise on that roll-up row until they commit;
+  rows are sent in key order, so two batches cannot deadlock on each other.
+- events added, changed or deleted through the ORM's unit of work (``delete-by-refs``) recompute
+  their hours from the events, after locking those roll-up rows (see ``recompute``).
+- ``rebuild`` recomputes everything, for events written behind the application's back
+  (COPY, psql): ``flask --app wsgi usage rebuild-rollups``.
+
+A window [start, end) is read as its whole hours from the roll-ups plus, from the events, the
+partial hours at either edge (a billing period starting at 14:23 reads 14:23-15:00 from events).
+"""
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+
+from sqlalchemy import bindparam, delete, event, func, inspect, literal, select, union_all
+from sqlalchemy.orm import Session
+
+from portal.extensions import db
+from portal.models import UsageEvent, UsageRollup
+
+HOUR = timedelta(hours=1)
+# Meters the roll-ups can answer: no filter, no property, and one of these aggregations.
+AGGREGATIONS = ("count", "sum", "max", "min", "avg")
+ZERO = Decimal(0)
+
+
+def hour_of(at: datetime) -> datetime:
+    return at.replace(minute=0, second=0, microsecond=0)
+
+
+def _ceil_hour(at: datetime) -> datetime:
+    floor = hour_of(at)
+    return floor if floor == at else floor + HOUR
+
+
+def _dialect(connection) -> str:
+    return connection.dialect.name
+
+
+def _insert(connection):
+    if _dialect(connection) == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(UsageRollup.__table__)
+
+
+@dataclass
+class Bucket:
+    count: int = 0
+    total: Decimal = ZERO
+    max: Decimal | None = None
+    min: Decimal | None = None
+
+    def add(self, count: int, total: Decimal, high: Decimal, low: Decimal) -> None:
+        self.count += count
+        self.total += total
+        self.max = high if self.max is None or high > self.max else self.max
+        self.min = low if self.min is None or low < self.min else self.min
+
+    def value(self, aggregation: str) -> Decimal:
+        if not self.count:
+            return ZERO
+        if aggregation == "count":
+            return Decimal(self.count)
+        if aggregation == "sum":
+            return self.total
+        if aggregation == "max":
+            return self.max
+        if aggregation == "min":
+            return self.min
+        return self.total / self.count  # avg
+
+
+# --- keeping them -------------------------------------------------------------------------
+
+
+def add(rows: Iterable[dict], connection=None) -> None:
+    """Count freshly stored events (dicts with tenant_id, name, occurred_at, quantity)."""
+    buckets: dict[tuple, Bucket] = {}
+    for row in rows:
+        quantity = Decimal(row["quantity"])
+        key = (row["tenant_id"], row["name"], hour_of(row["occurred_at"]))
+        bucket = buckets.get(key)
+        if bucket is None:
+            buckets[key] = Bucket(1, quantity, quantity, quantity)
+        else:
+            bucket.add(1, quantity, quantity, quantity)
+    if not buckets:
+        return
+    connection = connection or db.session.connection()
+    values = [{"tenant_id": t, "name": n, "hour": h, "count": b.count, "total": b.total, "max": b.max, "min": b.min}
+              for (t, n, h), b in sorted(buckets.items())]
+    connection.execute(_upsert(connection), values)
+
+
+_upserts: dict[str, object] = {}
+
+
+def _upsert(connection):
+    """INSERT ... ON CONFLICT DO UPDATE adding to the hour's row, built once per dialect; a list
+    of rows goes as one multi-row statement ("insertmanyvalues"), in the order given."""
+    dialect = _dialect(connection)
+    statement = _upserts.get(dialect)
+    if statement is None:
+        statement = _insert(connection)
+        greatest, least = (func.greatest, func.least) if dialect == "postgresql" else (func.max, func.min)
+        table, new = UsageRollup.__table__, statement.excluded
+        statement = _upserts[dialect] = statement.on_conflict_do_update(
+            index_elements=["tenant_id", "name", "hour"],
+            set_={"count": table.c.count + new.count, "total": table.c.total + new.total,
+                  "max": greatest(table.c.max, new.max), "min": least(table.c.min, new.min)},
+        )
+    return statement
+
+
+def recompute(keys: Iterable[tuple[str, str, datetime]], connection=None) -> None:
+    """Recompute these (tenant, name, hour) roll-ups from the events.
+
+    The roll-up rows are locked first: whoever added to them before has committed once the lock
+    is ours, so the next statement (a fresh snapshot, under READ COMMITTED) sees their events;
+    whoever adds after waits for our commit and adds on top of what we write."""
+    connection = connection or db.session.connection()
+    keys = sorted(set(keys))
+    if not keys:
+        return
+    table, events = UsageRollup.__table__, UsageEvent.__table__
+    for tenant_id, name, hour in keys:
+        where = (table.c.tenant_id == tenant_id, table.c.name == name, table.c.hour == hour)
+        connection.execute(select(table.c.count).where(*where).with_for_update())
+        count, total, high, low = connection.execute(
+            select(func.count(), func.sum(events.c.quantity), func.max(events.c.quantity), func.min(events.c.quantity))
+            .where(events.c.tenant_id == tenant_id, events.c.name == name, events.c.occurred_at >= hour,
+                   events.c.occurred_at < hour + HOUR)
+        ).one()
+        connection.execute(delete(table).where(*where))
+        if count:
+            connection.execute(_insert(connection).values(tenant_id=tenant_id, name=name, hour=hour, count=count,
+                                                          total=total, max=high, min=low))
+
+
+def rebuild(connection=None) -> int:
+    """Every roll-up recomputed from the events; returns the number of roll-up rows."""
+    connection = connection or db.session.connection()
+    events = UsageEvent.__table__
+    hour = (func.date_trunc("hour", events.c.occurred_at) if _dialect(connection) == "postgresql"
+            else func.strftime("%Y-%m-%d %H:00:00.000000", events.c.occurred_at))
+    connection.execute(delete(UsageRollup.__table__))
+    connection.execute(UsageRollup.__table__.insert().from_select(
+        ["tenant_id", "name", "hour", "count", "total", "max", "min"],
+        select(events.c.tenant_id, events.c.name, hour, func.count(), func.sum(events.c.quantity),
+               func.max(events.c.quantity), func.min(events.c.quantity))
+        .group_by(events.c.tenant_id, events.c.name, hour),
+    ))
+    return connection.execute(select(func.count()).select_from(UsageRollup.__table__)).scalar()
+
+
+# --- the ORM's unit of work ---------------------------------------------------------------
+
+
+_EVENT_COLUMNS = ("tenant_id", "name", "occurred_at", "quantity")
+
+
+def _before_flush(session, _context, _instances) -> None:
+    """Note the hours of events about to be deleted or changed (their old values, which the
+    flush forgets) and the events about to be inserted."""
+    touched = session.info.setdefault("usage_rollup_touched", set())
+    added = session.info.setdefault("usage_rollup_added", [])
+    for obj in session.deleted:
+        if isinstance(obj, UsageEvent):
+            touched.add((obj.tenant_id, obj.name, hour_of(obj.occurred_at)))
+    for obj in session.dirty:
+        if isinstance(obj, UsageEvent) and session.is_modified(obj):
+            state = inspect(obj)
+            if any(state.attrs[c].history.has_changes() for c in _EVENT_COLUMNS):
+                old = {c: (state.attrs[c].history.deleted or [getattr(obj, c)])[0] for c in _EVENT_COLUMNS}
+                touched.add((old["tenant_id"], old["name"], hour_of(old["occurred_at"])))
+                touched.add((obj.tenant_id, obj.name, hour_of(obj.occurred_at)))
+    added.extend(obj for obj in session.new if isinstance(obj, UsageEvent))
+
+
+def _after_flush_postexec(session, _context) -> None:
+    touched = session.info.pop("usage_rollup_touched", set())
+    added = session.info.pop("usage_rollup_added", [])
+    if not touched and not added:
+        return
+    connection = session.connection()
+    add(({c: getattr(obj, c) for c in _EVENT_COLUMNS} for obj in added
+         if (obj.tenant_id, obj.name, hour_of(obj.occurred_at)) not in touched), connection)
+    recompute(touched, connection)
+
+
+def _after_soft_rollback(session, _previous) -> None:
+    session.info.pop("usage_rollup_touched", None)
+    session.info.pop("usage_rollup_added", None)
+
+
+def register_session_hooks() -> None:
+    """On every session (the app's and the jobs'); idempotent."""
+    for name, hook in (("before_flush", _before_flush), ("after_flush_postexec", _after_flush_postexec),
+                       ("after_soft_rollback", _after_soft_rollback)):
+        if not event.contains(Session, name, hook):
+            event.listen(Session, name, hook)
+
+
+# --- reading them -------------------------------------------------------------------------
+
+
+def serves(aggregation: str) -> bool:
+    return aggregation in AGGREGATIONS
+
+
+def _edges(start: datetime | None, end: datetime) -> tuple[datetime | None, datetime, list]:
+    """(first whole hour or None, end of the last whole hour, partial windows to read from events)."""
+    high = hour_of(end)
+    low = _ceil_hour(start) if start is not None else None
+    if low is not None and low >= high:
+        return None, high, [(start, end)]  # no whole hour: the events only
+    partial = []
+    if start is not None and start < low:
+        partial.append((start, low))
+    if high < end:
+        partial.append((high, end))
+    return low, high, partial
+
+
+def _event_window(statement, tenant_id: str, name: str, start: datetime, end: datetime):
+    return statement.where(UsageEvent.tenant_id == tenant_id, UsageEvent.name == name,
+                           UsageEvent.occurred_at >= start, UsageEvent.occurred_at < end)
+
+
+_statements: dict[tuple, object] = {}
+
+
+def _value_statement(rolled: str | None, edges: int):
+    """The statement for one shape of window (``rolled``: None, "to" or "between" for the
+    roll-ups' part; ``edges``: how many partial hours), built once: its parameters are bound
+    per call, so SQLAlchemy neither rebuilds nor re-keys it on every entitlement check."""
+    shape = (rolled, edges)
+    statement = _statements.get(shape)
+    if statement is not None:
+        return statement
+    tenant, name = bindparam("tenant_id"), bindparam("event_name")
+    parts = []
+    if rolled is not None:
+        part = select(func.sum(UsageRollup.count).label("c"), func.sum(UsageRollup.total).label("t"),
+                      func.max(UsageRollup.max).label("hi"), func.min(UsageRollup.min).label("lo")).where(
+            UsageRollup.tenant_id == tenant, UsageRollup.name == name,
+            UsageRollup.hour < bindparam("high", type_=UsageRollup.hour.type))
+        if rolled == "between":
+            part = part.where(UsageRollup.hour >= bindparam("low", type_=UsageRollup.hour.type))
+        parts.append(part)
+    for n in range(edges):
+        parts.append(select(func.count().label("c"), func.sum(UsageEvent.quantity).label("t"),
+                            func.max(UsageEvent.quantity).label("hi"), func.min(UsageEvent.quantity).label("lo"))
+                     .where(UsageEvent.tenant_id == tenant, UsageEvent.name == name,
+                            UsageEvent.occurred_at >= bindparam(f"edge{n}_start", type_=UsageEvent.occurred_at.type),
+                            UsageEvent.occurred_at < bindparam(f"edge{n}_end", type_=UsageEvent.occurred_at.type)))
+    both = union_all(*parts).subquery() if len(parts) > 1 else parts[0].subquery()
+    statement = _statements[shape] = select(func.coalesce(func.sum(both.c.c), literal(0)), func.sum(both.c.t),
+                                            func.max(both.c.hi), func.min(both.c.lo))
+    return statement
+
+
+def value(aggregation: str, tenant_id: str, event_name: str, start: datetime | None, end: datetime) -> Decimal:
+    """count/sum/max/min/avg of the quantities of ``event_name`` events in [start, end), in one
+    statement: whole hours from the roll-ups, the edges' partial hours from the events."""
+    low, high, partial = _edges(start, end)
+    rolled = None if low is None and start is not None else "between" if low is not None else "to"
+    params = {"tenant_id": tenant_id, "event_name": event_name, "high": high, "low": low}
+    for n, (edge_start, edge_end) in enumerate(partial):
+        params[f"edge{n}_start"], params[f"edge{n}_end"] = edge_start, edge_end
+    count, total, high_value, low_value = db.session.execute(_value_statement(rolled, len(partial)), params).one()
+    if not count:
+        return ZERO
+    bucket = Bucket(int(count), Decimal(total), Decimal(high_value), Decimal(low_value))
+    return bucket.value(aggregation)
+
+
+def daily(aggregation: str, tenant_id: str, event_name: str, start: datetime, end: datetime) -> dict[date, Decimal]:
+    """The same per UTC day of [start, end): the roll-ups' hours, the edges' events."""
+    low, high, partial = _edges(start, end)
+    days: dict[date, Bucket] = {}
+    if low is not None:
+        for hour, count, total, high_value, low_value in db.session.execute(
+            select(UsageRollup.hour, UsageRollup.count, UsageRollup.total, UsageRollup.max, UsageRollup.min)
+            .where(UsageRollup.tenant_id == tenant_id, UsageRollup.name == event_name, UsageRollup.hour >= low,
+                   UsageRollup.hour < high)
+        ):
+            days.setdefault(hour.date(), Bucket()).add(count, Decimal(total), Decimal(high_value), Decimal(low_value))
+    for edge_start, edge_end in partial:
+        for occurred_at, quantity in db.session.execute(
+            _event_window(select(UsageEvent.occurred_at, UsageEvent.quantity), tenant_id, event_name,
+                          edge_start, edge_end)
+        ):
+            days.setdefault(occurred_at.date(), Bucket()).add(1, quantity, quantity, quantity)
+    return {day: bucket.value(aggregation) for day, bucket in days.items() if bucket.count}
