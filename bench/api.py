@@ -161,28 +161,35 @@ def load_wrk(port: int, path: str, headers: dict, connections: int, duration: in
             "p50": latency("50"), "p99": latency("99")}
 
 
-def load_threads(port: int, path: str, headers: dict, connections: int, duration: int) -> dict:
-    """Fallback without wrk: one keep-alive connection per thread (the GIL caps this client)."""
-    latencies: list[list[float]] = [[] for _ in range(connections)]
+def drive(port: int, make_request, connections: int, duration: float) -> dict:
+    """``connections`` threads sending ``make_request()`` -> (method, path, body, headers) for
+    ``duration`` seconds; req/s and latency percentiles (ms)."""
+    samples: list[list[float]] = [[] for _ in range(connections)]
     failures: list[str] = []
     deadline = time.monotonic() + duration
 
-    def worker(samples: list[float]) -> None:
-        conn = http.client.HTTPConnection(HOST, port, timeout=10)
+    def worker(out: list[float]) -> None:
+        conn = http.client.HTTPConnection(HOST, port, timeout=60)
         while time.monotonic() < deadline:
+            method, path, body, headers = make_request()
             start = time.perf_counter()
-            conn.request("GET", path, headers=headers)
-            response = conn.getresponse()
-            response.read()
-            samples.append((time.perf_counter() - start) * 1000)
-            if response.status != 200:
-                failures.append(str(response.status))
+            try:
+                conn.request(method, path, body=body, headers=headers)
+                response = conn.getresponse()
+                payload = response.read()
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                conn = http.client.HTTPConnection(HOST, port, timeout=60)
+                continue
+            out.append((time.perf_counter() - start) * 1000)
+            if response.status >= 300:
+                failures.append(f"{response.status} {payload[:200]!r}")
             if response.will_close:
                 conn.close()
-                conn = http.client.HTTPConnection(HOST, port, timeout=10)
+                conn = http.client.HTTPConnection(HOST, port, timeout=60)
         conn.close()
 
-    threads = [threading.Thread(target=worker, args=(samples,)) for samples in latencies]
+    threads = [threading.Thread(target=worker, args=(s,)) for s in samples]
     started = time.monotonic()
     for thread in threads:
         thread.start()
@@ -190,10 +197,17 @@ def load_threads(port: int, path: str, headers: dict, connections: int, duration
         thread.join()
     elapsed = time.monotonic() - started
     if failures:
-        sys.exit(f"{len(failures)} requests failed, e.g. status {failures[0]}")
-    merged = sorted(sample for samples in latencies for sample in samples)
-    cuts = statistics.quantiles(merged, n=100)
-    return {"rps": len(merged) / elapsed, "p50": cuts[49], "p99": cuts[98]}
+        sys.exit(f"{len(failures)} requests failed, e.g. {failures[0]}")
+    merged = sorted(x for s in samples for x in s)
+    cuts = statistics.quantiles(merged, n=100) if len(merged) > 1 else [merged[0]] * 99
+    return {"requests": len(merged), "rps": len(merged) / elapsed, "p50": cuts[49], "p95": cuts[94],
+            "p99": cuts[98], "elapsed": elapsed}
+
+
+def load_threads(port: int, path: str, headers: dict, connections: int, duration: int) -> dict:
+    """Fallback without wrk: one keep-alive connection per thread (the GIL caps this client)."""
+    figures = drive(port, lambda: ("GET", path, None, headers), connections, duration)
+    return {"rps": figures["rps"], "p50": figures["p50"], "p99": figures["p99"]}
 
 
 def measure(server: Server, path: str, headers: dict, connections: int, duration: int) -> dict:

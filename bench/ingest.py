@@ -24,11 +24,9 @@ cores with the server, so the figures are a floor.
 """
 
 import argparse
-import http.client
 import itertools
 import json
 import os
-import statistics
 import sys
 import threading
 import time
@@ -39,7 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.api import HOST, VENV_BIN, Server, scratch_database  # noqa: E402 - needs ROOT on the path
+from bench.api import HOST, VENV_BIN, Server, drive, scratch_database  # noqa: E402 - needs ROOT on the path
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 BATCH = 1000
@@ -78,49 +76,6 @@ def prepare(env: dict) -> tuple[str, str, str]:
                          capture_output=True, text=True)
     tenant_id, key, token = out.stdout.split()[-3:]
     return tenant_id, key, token
-
-
-def drive(port: int, make_request, connections: int, duration: float) -> dict:
-    """``connections`` threads sending ``make_request()`` -> (method, path, body, headers) for
-    ``duration`` seconds; req/s and latency percentiles (ms)."""
-    samples: list[list[float]] = [[] for _ in range(connections)]
-    failures: list[str] = []
-    deadline = time.monotonic() + duration
-
-    def worker(out: list[float]) -> None:
-        conn = http.client.HTTPConnection(HOST, port, timeout=60)
-        while time.monotonic() < deadline:
-            method, path, body, headers = make_request()
-            start = time.perf_counter()
-            try:
-                conn.request(method, path, body=body, headers=headers)
-                response = conn.getresponse()
-                payload = response.read()
-            except (OSError, http.client.HTTPException):
-                conn.close()
-                conn = http.client.HTTPConnection(HOST, port, timeout=60)
-                continue
-            out.append((time.perf_counter() - start) * 1000)
-            if response.status >= 300:
-                failures.append(f"{response.status} {payload[:200]!r}")
-            if response.will_close:
-                conn.close()
-                conn = http.client.HTTPConnection(HOST, port, timeout=60)
-        conn.close()
-
-    threads = [threading.Thread(target=worker, args=(s,)) for s in samples]
-    started = time.monotonic()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.monotonic() - started
-    if failures:
-        sys.exit(f"{len(failures)} requests failed, e.g. {failures[0]}")
-    merged = sorted(x for s in samples for x in s)
-    cuts = statistics.quantiles(merged, n=100) if len(merged) > 1 else [merged[0]] * 99
-    return {"requests": len(merged), "rps": len(merged) / elapsed, "p50": cuts[49], "p95": cuts[94],
-            "p99": cuts[98], "elapsed": elapsed}
 
 
 def event_factory(tenant_id: str, prefix: str):
