@@ -2,7 +2,7 @@
 
 from datetime import datetime
 
-from sqlalchemy import JSON, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from portal.extensions import db
@@ -19,6 +19,13 @@ class StripeEvent(db.Model):
     """One webhook delivery, stored before it is processed; Stripe's id makes repeats no-ops."""
 
     __tablename__ = "stripe_events"
+    # The drain's "oldest waiting event": processed events pile up for ever, and an index over
+    # them all would be walked past them on every pick; this one holds only the waiting ones.
+    __table_args__ = (
+        Index("ix_stripe_events_waiting", "received_at", "id",
+              postgresql_where=text("status IN ('received', 'failed')"),
+              sqlite_where=text("status IN ('received', 'failed')")),
+    )
 
     id: Mapped[str] = mapped_column(String(255), primary_key=True)  # Stripe's evt_...
     type: Mapped[str] = mapped_column(String(100), index=True)

@@ -134,10 +134,10 @@ def _stripe_invoice(obj: dict, at, paid: bool) -> str:
         return "ignored: not one of our invoices"
     if paid:
         return services.apply_payment_intent({"id": obj.get("id"), "metadata": obj["metadata"], "status": "succeeded",
-                                              "amount": obj.get("amount_paid")}, at)
+                                              "amount": obj.get("amount_paid")}, at, invoice)
     return services.apply_payment_intent({"id": obj.get("id"), "metadata": obj["metadata"],
                                           "status": "requires_payment_method",
-                                          "last_payment_error": {"message": "The payment failed."}}, at)
+                                          "last_payment_error": {"message": "The payment failed."}}, at, invoice)
 
 
 def _checkout_completed(obj: dict, at) -> str:

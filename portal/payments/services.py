@@ -223,10 +223,11 @@ def invoice_of(metadata: dict | None) -> Invoice | None:
     return invoice
 
 
-def apply_payment_intent(intent, at: datetime | None = None) -> str:
-    """Bring our invoice in line with the PaymentIntent's current state; returns what happened."""
+def apply_payment_intent(intent, at: datetime | None = None, invoice: Invoice | None = None) -> str:
+    """Bring our invoice in line with the PaymentIntent's current state; returns what happened.
+    ``invoice``: the one its metadata names, when the caller has already loaded it."""
     at = at or utcnow()
-    invoice = invoice_of(intent.get("metadata"))
+    invoice = invoice or invoice_of(intent.get("metadata"))
     if invoice is None:
         return "ignored: no invoice of ours in its metadata"
     attempt = _find_attempt(invoice, intent)
