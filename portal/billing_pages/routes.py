@@ -41,12 +41,6 @@ def billing_helpers():
             "plan_price": display.price, "plan_quotas": display.quotas, "plan_features": display.features}
 
 
-def seller() -> dict:
-    from portal.billing.pdf import seller_from_config
-
-    return seller_from_config()
-
-
 def _subscription() -> Subscription | None:
     return subscriptions.subscription_of(g.tenant)
 
@@ -335,7 +329,9 @@ def _invoice_or_404(invoice_id: str):
 @tenant_required()
 def invoice(invoice_id: str):
     """One invoice as issued: seller, buyer, lines, totals, payment."""
-    return render("billing/invoice.html", invoice=_invoice_or_404(invoice_id), seller=seller(),
+    from portal.billing.pdf import seller_from_config
+
+    return render("billing/invoice.html", invoice=_invoice_or_404(invoice_id), seller=seller_from_config(),
                   back=url_for("billing.invoices"))
 
 
