@@ -1,7 +1,9 @@
 """Form pieces shared by several areas."""
 
-from wtforms import PasswordField, StringField
-from wtforms.validators import DataRequired, Email, Length
+from datetime import UTC
+
+from wtforms import DateTimeLocalField, PasswordField, StringField
+from wtforms.validators import DataRequired, Email, Length, Optional
 
 from portal.security import PASSWORD_MAX_LENGTH, PASSWORD_MIN_LENGTH
 
@@ -25,3 +27,17 @@ def apply_service_error(form, error) -> None:
         field.errors = list(field.errors or []) + [error.message]
     else:
         form.form_errors.append(error.message)
+
+
+def utc_instant_field(label: str, example: str, description: str, leave_blank: str = "leave it blank"
+                      ) -> DateTimeLocalField:
+    """An optional instant typed into a datetime-local input and read as UTC (the label says
+    so): pages show times in the viewer's timezone, but the operator's inputs are UTC."""
+    return DateTimeLocalField(
+        f"{label} (UTC)",
+        format=["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d"],
+        tz=UTC,
+        invalid_value_message=f"Enter a date and time such as {example} (UTC), or {leave_blank}.",
+        validators=[Optional()],
+        description=description,
+    )

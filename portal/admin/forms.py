@@ -1,10 +1,9 @@
-from datetime import UTC, timedelta
+from datetime import timedelta
 from decimal import Decimal
 
 from flask_wtf import FlaskForm
 from wtforms import (
     BooleanField,
-    DateTimeLocalField,
     DecimalField,
     HiddenField,
     SelectField,
@@ -16,6 +15,7 @@ from wtforms.validators import DataRequired, InputRequired, Length, Optional, Va
 from portal.billing.credits import MAX_AMOUNT
 from portal.billing.credits import REASON_MAX as CREDIT_REASON_MAX
 from portal.billing.invoices import PAYMENT_REFERENCE_MAX
+from portal.forms import utc_instant_field
 from portal.models import SUSPENSION_REASONS, utcnow
 
 # A run far in the future would issue years of invoices at once; more than this is a typo.
@@ -47,15 +47,8 @@ class RevokeTokenForm(FlaskForm):
 
 
 class BillingRunForm(FlaskForm):
-    # The console shows every time in UTC, so the datetime-local input is read as UTC too.
-    as_of = DateTimeLocalField(
-        "As of (UTC)",
-        format=["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S"],
-        tz=UTC,
-        invalid_value_message="Enter a date and time such as 2026-01-31T00:00 (UTC), or leave it blank for now.",
-        validators=[Optional()],
-        description="Blank means now. Every subscription whose period ended by then is renewed and invoiced.",
-    )
+    as_of = utc_instant_field("As of", "2026-01-31T00:00", "Blank means now. Every subscription whose period "
+                              "ended by then is renewed and invoiced.", leave_blank="leave it blank for now")
 
     def validate_as_of(self, field):
         if field.data is not None and field.data > utcnow() + RUN_AHEAD_LIMIT:
@@ -112,14 +105,7 @@ class CreditForm(FlaskForm):
 
 
 class CreditGrantForm(CreditForm):
-    expires_at = DateTimeLocalField(
-        "Expires (UTC)",
-        format=["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d"],
-        tz=UTC,
-        invalid_value_message="Enter a date and time such as 2026-12-31T23:59 (UTC), or leave it blank.",
-        validators=[Optional()],
-        description="Blank: the credit never expires.",
-    )
+    expires_at = utc_instant_field("Expires", "2026-12-31T23:59", "Blank: the credit never expires.")
 
     def validate_expires_at(self, field):
         if field.data is not None and field.data <= utcnow():
