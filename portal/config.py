@@ -40,7 +40,10 @@ def load_config() -> dict:
         "PORTAL_ENV": env,
         "SECRET_KEY": os.environ.get("SECRET_KEY", DEV_SECRET_KEY),
         "SQLALCHEMY_DATABASE_URI": _database_url(),
-        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        "SQLALCHEMY_ENGINE_OPTIONS": {},
+        # A pooled connection idle this long is pinged before use (a restarted database or a
+        # dropped connection is replaced, not served an error); one in steady use is not.
+        "DATABASE_PING_IDLE_SECONDS": float(os.environ.get("DATABASE_PING_IDLE_SECONDS", "10")),
         "REDIS_URL": os.environ.get("REDIS_URL", ""),
         # Per-process cache of API key lookups for reads, invalidated through Redis at once;
         # this is only its safety-net lifetime. Needs REDIS_URL; 0 turns it off.

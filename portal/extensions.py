@@ -1,5 +1,7 @@
 """Extension singletons, bound to the app in ``init_extensions``."""
 
+import time
+
 from flask import current_app
 from flask_htmx import HTMX
 from flask_limiter import Limiter
@@ -8,7 +10,7 @@ from flask_login import LoginManager
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf import CSRFProtect
-from sqlalchemy import MetaData
+from sqlalchemy import MetaData, event, exc
 from sqlalchemy.orm import DeclarativeBase
 
 # Named constraints so Alembic can alter them later (SQLite batch mode needs names).
@@ -44,8 +46,34 @@ class PortalLimiter(Limiter):
 limiter = PortalLimiter(key_func=get_remote_address, default_limits=[])
 
 
+def ping_when_idle(engine, idle_seconds: float) -> None:
+    """Pessimistic disconnect handling, as ``pool_pre_ping`` does, but only for a connection
+    that sat in the pool for ``idle_seconds``: pinging on every checkout cost each request a
+    round trip, and a connection used a moment ago is as good as a ping. A failed ping makes
+    the pool discard the connection and hand out a fresh one."""
+    dialect = engine.dialect
+
+    @event.listens_for(engine.pool, "checkin")
+    def _idle_from(dbapi_connection, record):
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine.pool, "checkout")
+    def _ping_if_idle(dbapi_connection, record, proxy):
+        idle_since = record.info.get("idle_since")
+        if idle_since is not None and time.monotonic() - idle_since < idle_seconds:
+            return
+        try:
+            alive = dialect.do_ping(dbapi_connection)
+        except dialect.loaded_dbapi.Error as error:
+            raise exc.DisconnectionError("the pooled connection did not answer a ping") from error
+        if not alive:
+            raise exc.DisconnectionError("the pooled connection did not answer a ping")
+
+
 def init_extensions(app) -> None:
     db.init_app(app)
+    with app.app_context():
+        ping_when_idle(db.engine, app.config.get("DATABASE_PING_IDLE_SECONDS", 10.0))
     migrate.init_app(app, db, render_as_batch=True)
     login_manager.init_app(app)
     login_manager.login_view = "auth.sign_in"
