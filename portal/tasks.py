@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from flask import current_app
 from rq import Queue, Retry
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from portal.errors import Conflict
@@ -76,6 +77,15 @@ def commit() -> None:
             if once is not None:
                 release(once[0])  # nothing was queued: the next commit must be free to try
             raise
+
+
+def autocommit_statements() -> None:
+    """Run the rest of this read-only request without a transaction, saving the BEGIN and
+    ROLLBACK round trips (each statement sees committed data; nothing spans them that needs
+    more). Only before anything was read, and only on an Engine (tests bind a connection)."""
+    session = db.session()
+    if not session.in_transaction() and isinstance(session.get_bind(), Engine):
+        session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
 
 
 def _claim(key: str, seconds: int) -> bool:

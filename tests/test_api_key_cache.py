@@ -257,21 +257,54 @@ def test_revoking_an_operator_token_refuses_the_next_get(cache_app, cache_client
     assert_envelope(cache_client.get(url, headers=bearer(plaintext)), 401, "INVALID_API_KEY")
 
 
+def _revoke_unannounced(app, token_id):
+    with app.app_context():  # revoked behind the ORM's back: nothing announced
+        db.session.execute(sa.text("UPDATE operator_tokens SET revoked_at = CURRENT_TIMESTAMP WHERE id = :id"),
+                           {"id": token_id})
+        db.session.commit()
+
+
 def test_a_write_always_checks_the_operator_token_in_the_database(cache_app, cache_client, tenant_and_key):
     tenant, _, _ = tenant_and_key
     plaintext = operator_token(cache_app)
     url = f"/api/v1/entitlements/{tenant.tenant_id}/pipeline_runs"
     for _ in range(2):
         assert cache_client.get(url, headers=bearer(plaintext)).status_code == 200
-    token_id = _operator_token_row(cache_app, plaintext).id
-    with cache_app.app_context():  # revoked behind the ORM's back: nothing announced
-        db.session.execute(sa.text("UPDATE operator_tokens SET revoked_at = CURRENT_TIMESTAMP WHERE id = :id"),
-                           {"id": token_id})
-        db.session.commit()
+    _revoke_unannounced(cache_app, _operator_token_row(cache_app, plaintext).id)
     assert cache_client.get(url, headers=bearer(plaintext)).status_code == 200  # the cached read
-    event = {"tenant_id": tenant.tenant_id, "eventName": "pipeline_run", "eventIdempotencyKey": "after-revoke"}
-    assert_envelope(send_json(cache_client, "post", "/api/v1/events", event, bearer(plaintext)), 401,
+    grant = {"tenant_id": tenant.tenant_id, "amount": 500, "reason": "after revoke"}
+    assert_envelope(send_json(cache_client, "post", "/api/v1/credits/grant", grant, bearer(plaintext)), 401,
                     "INVALID_API_KEY")
+
+
+def test_usage_ingestion_authenticates_from_the_cache_like_a_read(cache_app, cache_client, tenant_and_key):
+    """Ingestion is the operator's highest-volume write: its token comes from the cache, so
+    only an announced revocation (or the TTL) refuses it; a revocation through the portal is."""
+    tenant, _, _ = tenant_and_key
+    plaintext = operator_token(cache_app)
+
+    def post(ref):
+        event = {"tenant_id": tenant.tenant_id, "eventName": "pipeline_run", "eventIdempotencyKey": ref}
+        return send_json(cache_client, "post", "/api/v1/events", event, bearer(plaintext))
+
+    assert post("warm").status_code == 201
+    with database_use() as use:
+        assert post("cached").status_code == 201
+    assert not [s for s in use.statements if "operator_tokens" in s], use.statements
+    _revoke_unannounced(cache_app, _operator_token_row(cache_app, plaintext).id)
+    assert post("unannounced").status_code == 201
+
+    from portal.access import SYSTEM
+    from portal.api_keys.services import revoke_operator_token
+    from portal.tasks import commit
+
+    with cache_app.test_request_context():
+        token = db.session.merge(_operator_token_row(cache_app, plaintext))
+        token.revoked_at = None  # undo the unannounced revocation, then revoke as the console does
+        commit()
+        revoke_operator_token(SYSTEM, db.session.merge(_operator_token_row(cache_app, plaintext)))
+        commit()
+    assert_envelope(post("announced"), 401, "INVALID_API_KEY")
 
 
 def test_cached_reads_still_count_against_the_keys_rate_limit(database_url, redis_url, make_tenant):
@@ -509,5 +542,97 @@ def test_revoking_in_one_process_refuses_the_key_in_another_within_a_second(port
             status, _ = get()
         assert status == 401
         assert get()[0] == 401
+    finally:
+        other.close()
+
+
+# --- entitlement snapshots ------------------------------------------------------------------
+
+
+def _check(client, tenant_id, plaintext):
+    response = client.get(f"/api/v1/entitlements/{tenant_id}/pipeline_runs", headers=bearer(plaintext))
+    assert response.status_code == 200, response.get_data(as_text=True)[:300]
+    return response.get_json()["data"]
+
+
+def test_a_warm_entitlement_check_issues_no_sql(cache_app, cache_client, tenant_and_key):
+    tenant, _, _ = tenant_and_key
+    cache_app.config["METER_CACHE_SECONDS"] = 5  # as deployed (tests read meters afresh by default)
+    plaintext = operator_token(cache_app)
+    cold = _check(cache_client, tenant.tenant_id, plaintext)
+    with database_use() as use:
+        assert _check(cache_client, tenant.tenant_id, plaintext) == cold
+    assert use.statements == [] and use.transactions == 0, use.statements
+
+
+def test_an_ingested_event_and_a_suspension_are_seen_by_the_next_check(cache_app, cache_client, tenant_and_key):
+    tenant, _, _ = tenant_and_key
+    plaintext = operator_token(cache_app)
+    before = _check(cache_client, tenant.tenant_id, plaintext)
+    assert before["isAllowed"] is True
+    for ref in ("one", "two"):
+        event = {"tenant_id": tenant.tenant_id, "eventName": "pipeline_run", "eventIdempotencyKey": ref}
+        assert send_json(cache_client, "post", "/api/v1/events", event, bearer(plaintext)).status_code == 201
+    after = _check(cache_client, tenant.tenant_id, plaintext)
+    assert after["usage"]["used"] == before["usage"]["used"] + 2
+
+    response = send_json(cache_client, "post", f"/api/v1/tenants/{tenant.tenant_id}/suspend",
+                         {"reason": "payment_failed"}, bearer(plaintext))
+    assert response.status_code == 200, response.get_data(as_text=True)
+    suspended = _check(cache_client, tenant.tenant_id, plaintext)
+    assert (suspended["isAllowed"], suspended["meta"]["reason"]["code"]) == (False, "TENANT_SUSPENDED")
+
+
+def test_deleting_events_is_seen_by_the_next_check(cache_app, cache_client, tenant_and_key):
+    tenant, _, _ = tenant_and_key
+    plaintext = operator_token(cache_app)
+    event = {"tenant_id": tenant.tenant_id, "eventName": "pipeline_run", "eventIdempotencyKey": "gone"}
+    assert send_json(cache_client, "post", "/api/v1/events", event, bearer(plaintext)).status_code == 201
+    used = _check(cache_client, tenant.tenant_id, plaintext)["usage"]["used"]
+    response = send_json(cache_client, "post", "/api/v1/events/delete-by-refs",
+                         {"tenant_id": tenant.tenant_id, "refs": ["gone"]}, bearer(plaintext))
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert _check(cache_client, tenant.tenant_id, plaintext)["usage"]["used"] == used - 1
+
+
+def test_events_and_a_suspension_in_one_process_are_seen_by_checks_in_another(portal_process):
+    from portal.access import SYSTEM
+    from portal.models import Tenant
+    from portal.tasks import commit
+    from portal.tenants.services import create_tenant, suspend
+
+    app, port = portal_process
+    with app.test_request_context():
+        tenant = create_tenant(SYSTEM, unique("t"), "Cross Process Ltd", "owner@example.com")
+        commit()
+        tenant_id = tenant.tenant_id
+    plaintext = operator_token(app)
+    other = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    client = app.test_client()
+
+    def check() -> dict:
+        other.request("GET", f"/api/v1/entitlements/{tenant_id}/pipeline_runs", headers=bearer(plaintext))
+        response = other.getresponse()
+        assert response.status == 200
+        return json.loads(response.read())["data"]
+
+    def eventually(predicate) -> dict:
+        deadline = time.monotonic() + 1
+        data = check()
+        while not predicate(data) and time.monotonic() < deadline:
+            time.sleep(0.01)
+            data = check()
+        return data
+
+    try:
+        used = check()["usage"]["used"]
+        assert check()["usage"]["used"] == used  # warm in the other process
+        event = {"tenant_id": tenant_id, "eventName": "pipeline_run", "eventIdempotencyKey": "x-1"}
+        assert send_json(client, "post", "/api/v1/events", event, bearer(plaintext)).status_code == 201
+        assert eventually(lambda d: d["usage"]["used"] == used + 1)["usage"]["used"] == used + 1
+        with app.test_request_context():
+            suspend(SYSTEM, db.session.get(Tenant, tenant_id), "payment_failed")
+            commit()
+        assert eventually(lambda d: not d["isAllowed"])["meta"]["reason"]["code"] == "TENANT_SUSPENDED"
     finally:
         other.close()

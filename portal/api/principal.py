@@ -10,6 +10,11 @@ from portal.api_keys import services as keys
 from portal.models import ApiKey, OperatorToken
 
 SAFE_METHODS = ("GET", "HEAD")
+# Endpoints (``api.<name>``) whose writes may authenticate from the per-process cache like
+# reads do: usage ingestion and entitlement evaluation, the operator's highest-volume calls,
+# which record or decide nothing a revoked credential could abuse beyond what the cache's
+# invalidation already bounds. Filled by ``operation(..., cached_auth=True)``.
+CACHED_AUTH_ENDPOINTS: set[str] = set()
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,10 @@ def credential_was_presented() -> bool:
     return _presented_credential() is not None
 
 
+def _may_use_cache() -> bool:
+    return request.method in SAFE_METHODS or request.endpoint in CACHED_AUTH_ENDPOINTS
+
+
 def _resolve() -> Principal | None:
     presented = _presented_credential()
     if presented is None:
@@ -66,7 +75,7 @@ def _resolve() -> Principal | None:
             return Principal(kind="operator", label="operator:bootstrap token")
         if secret.startswith(keys.OPERATOR_TOKEN_PREFIX):
             # Like keys below: reads may use the per-process cache, writes check the database.
-            token = keys.find_operator_token(secret, cached=request.method in SAFE_METHODS)
+            token = keys.find_operator_token(secret, cached=_may_use_cache())
             if token is None:
                 return None
             keys.mark_operator_token_used(token)
@@ -75,7 +84,7 @@ def _resolve() -> Principal | None:
     # Reads may be answered from the per-process key cache; a write always checks the database,
     # so it never acts on a key revoked, or for a tenant suspended, a moment ago elsewhere,
     # even if that change's invalidation message were lost.
-    key = keys.find_key(secret, cached=request.method in SAFE_METHODS)
+    key = keys.find_key(secret, cached=_may_use_cache())
     if key is None:
         return None
     keys.mark_used(key)

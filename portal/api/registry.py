@@ -10,7 +10,7 @@ from functools import wraps
 from flask import Blueprint, request
 from pydantic import BaseModel, ValidationError
 
-from portal.api.principal import Principal, credential_was_presented, current_principal
+from portal.api.principal import CACHED_AUTH_ENDPOINTS, Principal, credential_was_presented, current_principal
 from portal.errors import PermissionDenied, ServiceError, TenantSuspended
 from portal.extensions import db
 from portal.models import ADMIN_SCOPE, Tenant
@@ -118,9 +118,12 @@ def operation(
     body: type[BaseModel] | None = None, query: type[BaseModel] | None = None,
     response: type[BaseModel] | None = None, status: int = 200, tags: list[str] | None = None,
     allowed_when_suspended: bool = False, description: str = "", errors: list[int] | None = None,
+    cached_auth: bool = False,
 ):
     """Register an API endpoint. The view gets ``principal``, ``tenant`` (when the rule has
-    ``<tenant_id>``), ``body`` and ``query`` (parsed models) as keyword arguments."""
+    ``<tenant_id>``), ``body`` and ``query`` (parsed models) as keyword arguments.
+    ``cached_auth``: a write that may authenticate from the per-process credential cache, as
+    reads do (see ``portal.api.principal.CACHED_AUTH_ENDPOINTS``)."""
 
     def decorator(view):
         @wraps(view)
@@ -142,6 +145,8 @@ def operation(
 
         endpoint = view.__name__
         bp.add_url_rule(rule, endpoint=endpoint, view_func=wrapper, methods=[method])
+        if cached_auth:
+            CACHED_AUTH_ENDPOINTS.add(f"{bp.name}.{endpoint}")
         OPERATIONS.append(Operation(
             method=method, rule=rule, endpoint=endpoint, summary=summary, auth=auth, scope=scope, body=body,
             query=query, response=response, status=status, tags=tags or [], description=description,

@@ -6,18 +6,17 @@ from decimal import Decimal
 
 from flask import request
 from sqlalchemy import func, or_, select
-from sqlalchemy.engine import Engine
 
 from portal.api import schemas
 from portal.api.registry import OPERATOR, TENANT, ApiError, not_found, operation
 from portal.errors import ValidationFailed
 from portal.extensions import db
-from portal.models import Subscription, Tenant, UsageEvent
-from portal.tasks import commit, defer
+from portal.models import Tenant, UsageEvent
+from portal.tasks import autocommit_statements, commit, defer
 from portal.usage import entitlements, ingest
 from portal.usage.meters import _event_values, last_event_at, meters_by_key
 from portal.usage.periods import month_start, next_month, this_month
-from portal.usage.services import feature_usage, plan_version_of, subscription_for, value_of
+from portal.usage.services import Terms, feature_usage, plan_version_of, subscription_for, value_of
 
 EVENT_TAGS = ["usage events"]
 USAGE_TAGS = ["usage"]
@@ -58,6 +57,7 @@ def _result(outcome) -> schemas.EventResultOut:
 
 @operation("POST", "/events", auth=OPERATOR, body=schemas.EventIn, response=schemas.EventIngestOut, status=201,
            tags=EVENT_TAGS, errors=[400, 401, 403, 404, 415],
+           cached_auth=True,
            summary="Record one usage event for a tenant (idempotent per tenant and key)",
            description="201 when stored. A repeat of an idempotency key already stored for the tenant answers 200 "
                        "with `duplicate: true` and the original `event_id` (concurrent repeats store one event). "
@@ -84,6 +84,7 @@ def post_event(principal, body: schemas.EventIn):
 
 @operation("POST", "/events/batch", auth=OPERATOR, body=schemas.EventBatchIn, response=schemas.EventBatchOut,
            tags=EVENT_TAGS, errors=[400, 401, 403, 415],
+           cached_auth=True,
            summary="Record up to 1,000 usage events; valid ones are stored even when others are rejected",
            description="Each event gets a result: `accepted`, `duplicate` (with the stored event's id) or "
                        "`rejected` with the reason. One INSERT for the whole batch.")
@@ -219,7 +220,7 @@ def _month_usage(tenant_id: str, version, start: datetime, meters=None, known: d
            response=schemas.UsageOut, tags=USAGE_TAGS, allowed_when_suspended=True, errors=[400, 401, 403, 404],
            summary="Usage of one calendar month with the plan's quotas and how much of them is used")
 def get_usage(principal, tenant: Tenant, query: schemas.UsageQuery):
-    _read_only_autocommit()
+    autocommit_statements()  # reads only
     start = month_start(query.month) if query.month else this_month()
     end = next_month(start)
     tenant_id = tenant.tenant_id
@@ -276,37 +277,23 @@ def get_usage_history(principal, tenant: Tenant, query: schemas.UsageHistoryQuer
 # --- entitlements (seed 002) ---------------------------------------------------------------
 
 
-def _entitled_tenant(principal, ref: str) -> tuple[str, str, Subscription | None]:
-    """(tenant_id, status, subscription) for ``ref``; a tenant key sees only its own tenant
-    (others: 404). An operator's check reads the tenant and its subscription in one query."""
+def _entitled_tenant(principal, ref: str) -> Terms:
+    """The tenant ``ref`` names, with its subscription's terms; a tenant key sees only its own
+    tenant (others: 404)."""
     if not principal.is_operator:
         tenant = principal.api_key.tenant  # columns only (may be the key cache's detached copy)
-        if ref not in (tenant.tenant_id, tenant.external_id) or tenant.status == "cancelled":
+        if ref not in (tenant.tenant_id, tenant.external_id):
             not_found("Customer")
-        return tenant.tenant_id, tenant.status, subscription_for(tenant.tenant_id)
-    row = db.session.execute(
-        select(Tenant.tenant_id, Tenant.status, Subscription)
-        .outerjoin(Subscription, Subscription.tenant_id == Tenant.tenant_id)
-        .where(or_(Tenant.tenant_id == ref, Tenant.external_id == ref))
-    ).first()
-    if row is None or row.status == "cancelled":
+        ref = tenant.tenant_id
+    terms = entitlements.terms(ref, by_external_id=principal.is_operator)
+    if terms is None or terms.tenant_status == "cancelled":
         not_found("Customer")
-    return row.tenant_id, row.status, row.Subscription
-
-
-def _read_only_autocommit() -> None:
-    """Entitlement checks and usage reads only read: without a transaction they save the BEGIN
-    and ROLLBACK round trips (each statement sees committed data; nothing spans them that needs
-    more). Only when nothing was read yet in this request, and not in tests (a connection)."""
-    session = db.session()
-    if not session.in_transaction() and isinstance(session.get_bind(), Engine):
-        session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+    return terms
 
 
 def _entitlement(principal, ref: str, feature_key: str, requested: Decimal | None, flow_id: str | None = None):
-    _read_only_autocommit()
-    tenant_id, status, subscription = _entitled_tenant(principal, ref)
-    decision = entitlements.decide(tenant_id, status, subscription, feature_key, requested)
+    terms = _entitled_tenant(principal, ref)
+    decision = entitlements.decide(terms.tenant_id, terms.tenant_status, terms.subscription, feature_key, requested)
     data = schemas.EntitlementOut(referenceCustomerId=ref, featureKey=feature_key, isAllowed=decision.allowed,
                                   flowId=flow_id)
     if decision.reason:
@@ -336,6 +323,7 @@ def check_entitlement(principal, customer_ref: str, feature_key: str):
 
 @operation("POST", "/entitlements", auth=TENANT, body=schemas.EntitlementIn,
            response=schemas.EntitlementEnvelopeOut, tags=ENTITLEMENT_TAGS, errors=[400, 401, 403, 404, 415],
+           cached_auth=True,
            summary="Evaluate an entitlement, optionally simulating track.usageUnits more (nothing is recorded)",
            description="With `track`, `simulation` says whether `usageUnits` (default 1) more would still fit the "
                        "limit, and `isAllowed` answers for that amount. Same auth and reasons as the GET check.")

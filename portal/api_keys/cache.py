@@ -1,4 +1,5 @@
-"""Per-process cache of API key lookups, invalidated across processes through Redis pub/sub.
+"""Per-process cache of API key lookups and of what entitlement checks read, invalidated
+across processes through Redis pub/sub.
 
 A warm authenticated read (GET/HEAD) finds its key and tenant here and touches no database:
 the entry holds plain copies of both rows' columns, rebuilt on each hit into detached ORM
@@ -23,10 +24,18 @@ Correctness rests on invalidation, not on the TTL:
 - ``API_KEY_CACHE_SECONDS`` is a safety net for changes made behind the ORM's back (psql, a
   migration), not the way revocation works.
 
+Snapshots (``load_snapshot``/``store_snapshot``: a tenant's subscription terms and its meter
+values, read by ingestion and entitlement checks; see ``portal.usage.services.tenant_terms``)
+live beside the keys under the same rules, with generation counters of their own. A commit
+that stores or deletes usage events publishes those tenants with ``"usage": true``, which
+evicts their meter values only; a commit that changes a tenant or its subscription evicts
+everything of theirs.
+
 Only with a real Redis (``REDIS_URL``): without one there is no way to tell other processes,
 so there is no cache. A process whose cache is off still publishes its invalidations.
 """
 
+import atexit
 import hashlib
 import json
 import logging
@@ -43,7 +52,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.orm.attributes import instance_dict, set_committed_value
 
-from portal.models import ApiKey, OperatorToken, Tenant
+from portal.models import ApiKey, OperatorToken, Subscription, Tenant, UsageEvent, UsageRollup
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +63,12 @@ NO_INVALIDATION = "portal_api_key_cache_ignore"
 ALL = "*"
 # Evicts the operator token entries; "*" keeps it from ever being a tenant id.
 OPERATOR_TOKENS = "*operator-tokens"
-_CACHED_TABLES = {ApiKey.__tablename__, Tenant.__tablename__, OperatorToken.__tablename__}
+_CACHED_TABLES = {ApiKey.__tablename__, Tenant.__tablename__, OperatorToken.__tablename__,
+                  Subscription.__tablename__}
+_USAGE_TABLES = {UsageEvent.__tablename__, UsageRollup.__tablename__}
 _TOKEN_ENTRY = "operator:"  # noqa: S105 - entry keys of operator tokens: this + the token hash
 _PENDING = "portal_api_key_cache_pending"  # session.info: tenant ids changed in this transaction
+_PENDING_USAGE = "portal_api_key_cache_pending_usage"  # session.info: tenants whose usage changed
 _APP_CACHE = "portal_api_key_cache"  # app.extensions
 _APP_CHANNEL = "portal_api_key_cache_channel"
 # The listener pings Redis when idle; a connection silent for longer is treated as broken.
@@ -86,6 +98,11 @@ class ApiKeyCache:
         self._entries: dict[str, Entry] = {}
         self._lock = threading.Lock()
         self._generation = 0
+        # Entitlement snapshots: tenant_id -> {name: (stored_at, value)}, and name -> tenant_id.
+        self._snapshots: dict[str, dict[str, tuple[float, object, bool]]] = {}
+        self._snapshot_tenants: dict[str, str] = {}
+        self._terms_generation = 0
+        self._usage_generation = 0
         self._subscribed = threading.Event()
         self._listener: threading.Thread | None = None
 
@@ -181,12 +198,63 @@ class ApiKeyCache:
             if entry is None or self._entries.get(key_hash) is entry:
                 self._entries.pop(key_hash, None)
 
+    # --- entitlement snapshots ------------------------------------------------------------
+
+    def snapshot_generation(self, usage: bool) -> int:
+        """Read before the database read whose result ``store_snapshot`` is given."""
+        return self._usage_generation if usage else self._terms_generation
+
+    def load_snapshot(self, name: str, ttl: float):
+        """The value stored under ``name`` (immutable: shared, not copied); None: not cached."""
+        tenant_id = self._snapshot_tenants.get(name)
+        if tenant_id is None or not self._subscribed.is_set():
+            return None
+        stored = self._snapshots.get(tenant_id, {}).get(name)
+        if stored is None or time.monotonic() - stored[0] > ttl:
+            return None
+        return stored[1]
+
+    def store_snapshot(self, name: str, tenant_id: str, value, generation: int, usage: bool = False) -> None:
+        """Remember ``value`` for ``tenant_id``, unless an eviction happened since ``generation``
+        was read (the database read may predate the change that caused it). ``usage``: a value
+        read from the tenant's usage events, which storing or deleting events evicts."""
+        with self._lock:
+            if generation != self.snapshot_generation(usage) or not self._subscribed.is_set():
+                return
+            if len(self._snapshot_tenants) >= MAX_ENTRIES:
+                self._snapshots.clear()
+                self._snapshot_tenants.clear()
+            previous = self._snapshot_tenants.get(name)
+            if previous is not None and previous != tenant_id:  # an external id now names another tenant
+                self._snapshots.get(previous, {}).pop(name, None)
+            self._snapshots.setdefault(tenant_id, {})[name] = (time.monotonic(), value, usage)
+            self._snapshot_tenants[name] = tenant_id
+
+    def _drop_snapshots(self, tenant_ids: set[str], usage_only: bool = False) -> None:
+        """Under the lock."""
+        self._usage_generation += 1
+        if not usage_only:
+            self._terms_generation += 1
+        if ALL in tenant_ids:
+            tenant_ids = set(self._snapshots)
+        for tenant_id in tenant_ids:
+            stored = self._snapshots.get(tenant_id)
+            if not stored:
+                continue
+            for name in [n for n, (_, _, usage) in stored.items() if usage or not usage_only]:
+                del stored[name]
+                self._snapshot_tenants.pop(name, None)
+
     # --- invalidation -------------------------------------------------------------------
 
-    def evict(self, tenant_ids) -> None:
-        """Forget the entries of these tenants (``ALL`` among them: every entry)."""
+    def evict(self, tenant_ids, usage_only: bool = False) -> None:
+        """Forget the entries of these tenants (``ALL`` among them: every entry); with
+        ``usage_only`` their entitlement snapshots only."""
         tenant_ids = set(tenant_ids)
         with self._lock:
+            self._drop_snapshots(tenant_ids, usage_only)
+            if usage_only:
+                return
             self._generation += 1
             if ALL in tenant_ids:
                 self._entries.clear()
@@ -258,14 +326,15 @@ class ApiKeyCache:
             with self._lock:
                 self._generation += 1
                 self._entries.clear()
+                self._drop_snapshots({ALL})
                 self._subscribed.set()
             return True
         if kind == "message":
-            origin, tenant_ids = _decode(message["data"])
+            origin, tenant_ids, usage_only = _decode(message["data"])
             # Our own message: publish() evicted here already, right after the commit. Evicting
             # again would only throw away fills that read the committed data.
             if origin != _origin():
-                self.evict(tenant_ids)
+                self.evict(tenant_ids, usage_only)
         elif kind == "unsubscribe":
             raise ConnectionError("unsubscribed")
         return False
@@ -275,6 +344,7 @@ class ApiKeyCache:
             self._subscribed.clear()
             self._generation += 1
             self._entries.clear()
+            self._drop_snapshots({ALL})
 
 
 def _json_copy(value):
@@ -316,20 +386,23 @@ def _snapshot(obj) -> dict | None:
     return {k: _json_copy(v) for k, v in values.items()}  # not shared with the live instance
 
 
-def _encode(tenant_ids: set[str]) -> str:
-    return json.dumps({"origin": _origin(), "tenants": [ALL] if ALL in tenant_ids else sorted(tenant_ids)})
+def _encode(tenant_ids: set[str], usage_only: bool = False) -> str:
+    message = {"origin": _origin(), "tenants": [ALL] if ALL in tenant_ids else sorted(tenant_ids)}
+    if usage_only:
+        message["usage"] = True
+    return json.dumps(message)
 
 
-def _decode(data) -> tuple[str | None, set[str]]:
-    """(the publishing process, tenant ids) of a message."""
+def _decode(data) -> tuple[str | None, set[str], bool]:
+    """(the publishing process, tenant ids, usage only?) of a message."""
     try:
         message = json.loads(data)
         tenant_ids = message["tenants"]
         if isinstance(tenant_ids, list) and all(isinstance(i, str) for i in tenant_ids):
-            return message.get("origin"), set(tenant_ids)
+            return message.get("origin"), set(tenant_ids), message.get("usage") is True
     except (ValueError, TypeError, KeyError):
         pass
-    return None, {ALL}  # unreadable: forget everything rather than keep something stale
+    return None, {ALL}, False  # unreadable: forget everything rather than keep something stale
 
 
 _origins: dict[int, str] = {}
@@ -415,13 +488,24 @@ def ttl() -> float:
     return float(current_app.config["API_KEY_CACHE_SECONDS"])
 
 
-def publish(redis_url: str, channel: str, tenant_ids: set[str]) -> None:
+def publish(redis_url: str, channel: str, tenant_ids: set[str], usage_only: bool = False) -> None:
     """Evict here at once, then tell every other process. A failure is logged, not raised:
-    the change is committed, and other processes drop the entries within the TTL."""
+    the change is committed, and other processes drop the entries within the TTL.
+
+    Usage changes (``usage_only``) come with every event ingested, a thousand a second: they
+    are sent by this process's outbox thread, gathered over ``USAGE_GATHER_SECONDS``, so the
+    request pays no round trip and the listeners get one message per interval, not per event."""
     local = cache_for(redis_url, channel, create=False)
     if local is not None:
-        local.evict(tenant_ids)
-    payload = _encode(tenant_ids)
+        local.evict(tenant_ids, usage_only)
+    if usage_only:
+        _outbox(redis_url, channel).add(tenant_ids)
+        return
+    _send(redis_url, channel, tenant_ids, usage_only)
+
+
+def _send(redis_url: str, channel: str, tenant_ids: set[str], usage_only: bool) -> None:
+    payload = _encode(tenant_ids, usage_only)
     try:
         key = (os.getpid(), redis_url)
         client = _publishers.get(key)
@@ -433,13 +517,78 @@ def publish(redis_url: str, channel: str, tenant_ids: set[str]) -> None:
                     "drop their entries within API_KEY_CACHE_SECONDS", len(tenant_ids), type(error).__name__)
 
 
+USAGE_GATHER_SECONDS = 0.005
+
+
+class _UsageOutbox:
+    """Tenants whose usage changed in this process, published together by one thread."""
+
+    def __init__(self, redis_url: str, channel: str):
+        self.redis_url, self.channel, self.pid = redis_url, channel, os.getpid()
+        self._pending: set[str] = set()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        threading.Thread(target=self._run, name="usage-invalidation-outbox", daemon=True).start()
+        atexit.register(self.flush)  # a worker stopping sends what it gathered
+
+    def add(self, tenant_ids) -> None:
+        with self._lock:
+            self._pending.update(tenant_ids)
+        self._wake.set()
+
+    def flush(self) -> None:
+        with self._lock:
+            tenant_ids, self._pending = self._pending, set()
+            self._wake.clear()
+        if tenant_ids:
+            _send(self.redis_url, self.channel, tenant_ids, usage_only=True)
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            time.sleep(USAGE_GATHER_SECONDS)
+            self.flush()
+
+
+_outboxes: dict[tuple[str, str], _UsageOutbox] = {}
+
+
+def _outbox(redis_url: str, channel: str) -> _UsageOutbox:
+    outbox = _outboxes.get((redis_url, channel))
+    if outbox is None or outbox.pid != os.getpid():  # none yet, or inherited through fork()
+        with _registry_lock:
+            outbox = _outboxes.get((redis_url, channel))
+            if outbox is None or outbox.pid != os.getpid():
+                outbox = _outboxes[(redis_url, channel)] = _UsageOutbox(redis_url, channel)
+    return outbox
+
+
 # --- session hooks: what a commit changed -----------------------------------------------
+
+
+def note_usage_changed(session, tenant_ids) -> None:
+    """Events of these tenants were stored or deleted behind the unit of work (Core): their
+    entitlement snapshots are evicted when the transaction commits."""
+    session.info.setdefault(_PENDING_USAGE, set()).update(tenant_ids)
+
+
+def _changed_usage_tenant_ids(session) -> set[str]:
+    return {obj.tenant_id for obj in (*session.new, *session.dirty, *session.deleted)
+            if isinstance(obj, UsageEvent | UsageRollup) and isinstance(obj.tenant_id, str)}
 
 
 def _changed_tenant_ids(session) -> set[str]:
     ids: set[str] = set()
+    for obj in session.new:
+        if isinstance(obj, Subscription) and isinstance(obj.tenant_id, str):
+            ids.add(obj.tenant_id)  # a first subscription changes what the tenant is entitled to
     for obj in list(session.dirty) + list(session.deleted):
-        if isinstance(obj, Tenant):
+        if isinstance(obj, Subscription):
+            state = inspect(obj)
+            found = {v for v in (state.dict.get("tenant_id"), state.committed_state.get("tenant_id"))
+                     if isinstance(v, str)}
+            ids |= found or {ALL}
+        elif isinstance(obj, Tenant):
             ids.add(inspect(obj).identity[0])
         elif isinstance(obj, OperatorToken):
             ids.add(OPERATOR_TOKENS)
@@ -456,31 +605,43 @@ def _after_flush(session, _flush_context) -> None:
     ids = _changed_tenant_ids(session)
     if ids:
         session.info.setdefault(_PENDING, set()).update(ids)
+    usage_ids = _changed_usage_tenant_ids(session)
+    if usage_ids:
+        note_usage_changed(session, usage_ids)
 
 
 def _do_orm_execute(state) -> None:
     if not (state.is_update or state.is_delete) or state.execution_options.get(NO_INVALIDATION):
         return
     table = getattr(state.statement, "table", None)
-    if getattr(table, "name", None) == OperatorToken.__tablename__:
+    name = getattr(table, "name", None)
+    if name == OperatorToken.__tablename__:
         state.session.info.setdefault(_PENDING, set()).add(OPERATOR_TOKENS)
-    elif getattr(table, "name", None) in _CACHED_TABLES:
+    elif name in _CACHED_TABLES:
         # Which rows a bulk statement hits is unknown here: drop everything.
         state.session.info.setdefault(_PENDING, set()).add(ALL)
+    elif name in _USAGE_TABLES:
+        note_usage_changed(state.session, {ALL})
 
 
 def _after_commit(session) -> None:
     if session.in_nested_transaction():
         return  # a released savepoint: the outer transaction may still roll back
     pending = session.info.pop(_PENDING, None)
-    if pending and has_app_context() and current_app.config.get("REDIS_URL"):
+    usage = session.info.pop(_PENDING_USAGE, None)
+    if not (pending or usage) or not has_app_context() or not current_app.config.get("REDIS_URL"):
+        return
+    if pending:
         publish(current_app.config["REDIS_URL"], _channel(current_app), pending)
+    if usage and (usage := usage - (pending or set())):
+        publish(current_app.config["REDIS_URL"], _channel(current_app), usage, usage_only=True)
 
 
 def _after_transaction_end(session, transaction) -> None:
     if transaction.parent is None:
         # Rolled back (or closed) without a commit: nothing changed, nothing to announce.
         session.info.pop(_PENDING, None)
+        session.info.pop(_PENDING_USAGE, None)
 
 
 _HOOKS = (

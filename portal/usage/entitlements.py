@@ -3,15 +3,25 @@
 Denied, with ``meta.reason``, when the tenant is suspended, its subscription has ended or is
 unpaid, the plan lacks the feature, or the feature's hard limit (starter's quotas) is reached.
 A simulation (``track``) asks whether ``usage_units`` more would still fit; it records nothing.
+
+Checks are the API's hottest read, so what they read (a tenant's subscription terms, and each
+meter's value for the period) is kept in the per-process cache of ``portal.api_keys.cache``
+when it is on: a commit that changes the tenant or its subscription, or stores or deletes its
+usage events, evicts it in every process at once (the TTL, API_KEY_CACHE_SECONDS, is only the
+safety net). A warm check touches neither the database nor Redis.
 """
 
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 
+from portal.api_keys import cache as key_cache
 from portal.models import Subscription
+from portal.tasks import autocommit_statements
+from portal.usage import api_requests
 from portal.usage.meters import meters_by_key
 from portal.usage.periods import current_period
-from portal.usage.services import plan_features, value_of
+from portal.usage.services import Terms, plan_features, tenant_terms, value_of
 
 REASONS = {
     "TENANT_SUSPENDED": "The customer's account is suspended.",
@@ -50,7 +60,36 @@ class Decision:
         return self.limit is not None and self.projected is not None and self.projected > self.limit
 
 
-def decide(tenant_id: str, tenant_status: str, subscription: Subscription | None, feature_key: str,
+def _snapshots():
+    return key_cache.active_cache()
+
+
+def terms(ref: str, by_external_id: bool = True) -> Terms | None:
+    """The tenant named by ``ref`` (its id, or also its external id) with its subscription."""
+    autocommit_statements()  # reads only; a no-op once something was read
+    return tenant_terms([ref], by_external_id).get(ref)
+
+
+def _used(meter, feature, tenant_id: str, start: datetime, end: datetime) -> Decimal:
+    """``value_of``, through the snapshot cache. API requests are counted in Redis until a job
+    stores them, so that meter is always read afresh."""
+    cache = _snapshots() if meter.event_name != api_requests.EVENT_NAME else None
+    if cache is None:
+        autocommit_statements()
+        return value_of(meter, feature, tenant_id, start, end)
+    # The meter's whole definition is in the name: an edited meter is a different value.
+    name = f"used:{tenant_id}:{meter.model_dump_json()}:{feature.reset_mode}:{start.isoformat()}:{end.isoformat()}"
+    cached = cache.load_snapshot(name, key_cache.ttl())
+    if cached is not None:
+        return cached
+    generation = cache.snapshot_generation(usage=True)  # before the read: a change committed meanwhile wins
+    autocommit_statements()
+    used = value_of(meter, feature, tenant_id, start, end)
+    cache.store_snapshot(name, tenant_id, used, generation, usage=True)
+    return used
+
+
+def decide(tenant_id: str, tenant_status: str, subscription: Subscription | Terms | None, feature_key: str,
            requested: Decimal | None = None) -> Decision:
     """The decision for one feature; ``requested`` units simulated on top of current usage."""
     if tenant_status == "suspended":
@@ -68,7 +107,7 @@ def decide(tenant_id: str, tenant_status: str, subscription: Subscription | None
     used = None
     if meter is not None:
         start, end = current_period(subscription)
-        used = value_of(meter, feature, tenant_id, start, end)
+        used = _used(meter, feature, tenant_id, start, end)
     decision = Decision(True, used=used, limit=feature.limit if used is not None else None, requested=requested)
     if decision.limit is not None:
         # Without a simulation the question is whether one more unit fits.

@@ -9,12 +9,14 @@ from dataclasses import field as dataclass_field
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
-from sqlalchemy import or_, select, tuple_
+from sqlalchemy import select, tuple_
 
+from portal.api_keys import cache as key_cache
 from portal.extensions import db
-from portal.models import Subscription, Tenant, UsageEvent, utcnow
+from portal.models import UsageEvent, utcnow
 from portal.models.base import new_id
 from portal.usage import rollups
+from portal.usage.services import tenant_terms
 
 MAX_BATCH = 1000
 MAX_NAME = 128
@@ -165,19 +167,8 @@ def draft(raw, now: datetime, header_key: str | None = None) -> EventDraft:
 
 def _tenants(refs: set[str]) -> dict[str, tuple[str, datetime | None]]:
     """ref (tenant_id or external id) -> (tenant_id, start of its oldest open period)."""
-    if not refs:
-        return {}
-    rows = db.session.execute(
-        select(Tenant.tenant_id, Tenant.external_id, Subscription.current_period_start)
-        .outerjoin(Subscription, Subscription.tenant_id == Tenant.tenant_id)
-        .where(or_(Tenant.tenant_id.in_(refs), Tenant.external_id.in_(refs)), Tenant.status != "cancelled")
-    ).all()
-    found = {}
-    for tenant_id, external_id, period_start in rows:
-        for ref in (tenant_id, external_id):
-            if ref in refs:
-                found[ref] = (tenant_id, period_start)
-    return found
+    return {ref: (terms.tenant_id, terms.current_period_start)
+            for ref, terms in tenant_terms(refs).items() if terms.tenant_status != "cancelled"}
 
 
 def validate(raw_events: list, now: datetime | None = None, header_key: str | None = None) -> list[Outcome]:
@@ -225,13 +216,17 @@ def _insert_statement():
 _event_inserts: dict[str, object] = {}
 
 # The whole batch as eight array parameters, sent in binary: a statement of constant text (a
-# thousand rows of placeholders would be parsed again by the driver on every batch), one round trip.
+# thousand rows of placeholders would be parsed again by the driver on every batch). The events
+# stored add to their hours' roll-ups in the same statement: one round trip, one atomic write.
+# Constant text, values bound: not an injection.
 _UNNEST_INSERT = (
-    "INSERT INTO usage_events (id, tenant_id, idempotency_key, name, occurred_at, quantity, properties, "
-    "received_at, invoice_id) "
+    "WITH stored AS (INSERT INTO usage_events (id, tenant_id, idempotency_key, name, occurred_at, quantity, "  # noqa: S608
+    "properties, received_at, invoice_id) "
     "SELECT i, t, k, n, o, q, p::json, r, NULL FROM unnest(%b::varchar[], %b::varchar[], %b::varchar[], "
     "%b::varchar[], %b::timestamp[], %b::numeric[], %b::text[], %b::timestamp[]) AS u(i, t, k, n, o, q, p, r) "
-    "ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING id"
+    "ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING id, tenant_id, name, occurred_at, quantity), "
+    "rolled AS (" + rollups.ADD_STORED_POSTGRESQL + ") "
+    "SELECT id FROM stored"
 )
 
 
@@ -286,7 +281,10 @@ def store(outcomes: list[Outcome], now: datetime | None = None) -> list[Outcome]
         else:
             # One multi-row INSERT ("insertmanyvalues"), compiled once per process.
             inserted = set(connection.execute(_event_insert(connection.dialect.name), rows).scalars())
-        rollups.add((row for row in rows if row["id"] in inserted), connection)
+            rollups.add((row for row in rows if row["id"] in inserted), connection)
+        if inserted:
+            # Entitlement checks elsewhere may hold these tenants' usage: evicted at the commit.
+            key_cache.note_usage_changed(db.session, {row["tenant_id"] for row in rows if row["id"] in inserted})
     missing = [pair for pair, outcome in first_of.items() if outcome.event_id not in inserted]
     existing = {}
     if missing:

@@ -5,7 +5,7 @@ Kept exact, in the transaction that changes the events:
 
 - ``add`` after an INSERT ... ON CONFLICT DO NOTHING, with the rows that INSERT reported as
   stored (a duplicate adds nothing), as one INSERT ... ON CONFLICT DO UPDATE of the hours they
-  fall in. Concurrent ingestions into one hour serialise on that roll-up row until they commit;
+  fall in. Ingestion on PostgreSQL does the same inside its INSERT (``ADD_STORED_POSTGRESQL``). Concurrent ingestions into one hour serialise on that roll-up row until they commit;
   rows are sent in key order, so two batches cannot deadlock on each other.
 - events added, changed or deleted through the ORM's unit of work (``delete-by-refs``) recompute
   their hours from the events, after locking those roll-up rows (see ``recompute``).
@@ -16,12 +16,13 @@ A window [start, end) is read as its whole hours from the roll-ups plus, from th
 partial hours at either edge (a billing period starting at 14:23 reads 14:23-15:00 from events).
 """
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import bindparam, delete, event, func, inspect, literal, select, union_all
+from sqlalchemy import bindparam, delete, event, func, inspect, literal, select, text, union_all
 from sqlalchemy.orm import Session
 
 from portal.extensions import db
@@ -100,27 +101,44 @@ def add(rows: Iterable[dict], connection=None) -> None:
     connection = connection or db.session.connection()
     values = [{"tenant_id": t, "name": n, "hour": h, "count": b.count, "total": b.total, "max": b.max, "min": b.min}
               for (t, n, h), b in sorted(buckets.items())]
-    connection.execute(_upsert(connection), values)
+    # A list is sent as one executemany, in the order given (key order: see the module's notes).
+    connection.execute(_upsert(connection), values if len(values) > 1 else values[0])
 
 
-_upserts: dict[str, object] = {}
+_ADD_ON_CONFLICT = (
+    "ON CONFLICT (tenant_id, name, hour) DO UPDATE SET count = usage_rollups.count + excluded.count, "
+    "total = usage_rollups.total + excluded.total, max = {greatest}(usage_rollups.max, excluded.max), "
+    "min = {least}(usage_rollups.min, excluded.min)"
+)
+_UPSERT = (
+    "INSERT INTO usage_rollups (tenant_id, name, hour, count, total, max, min) "
+    "VALUES (:tenant_id, :name, :hour, :count, :total, :max, :min) " + _ADD_ON_CONFLICT
+)
+# The same, fed by a data-modifying CTE ``stored`` (tenant_id, name, occurred_at, quantity) of the
+# events an INSERT just stored: ingestion on PostgreSQL stores events and their roll-ups in one
+# statement (one round trip), hours in key order like ``add``.
+ADD_STORED_POSTGRESQL = (
+    "INSERT INTO usage_rollups (tenant_id, name, hour, count, total, max, min) "  # noqa: S608 - constant text
+    "SELECT tenant_id, name, date_trunc('hour', occurred_at), count(*), sum(quantity), max(quantity), "
+    "min(quantity) FROM stored GROUP BY 1, 2, 3 ORDER BY 1, 2, 3 "
+    + _ADD_ON_CONFLICT.format(greatest="greatest", least="least")
+)
+
+
+@functools.cache
+def _upsert_for(dialect: str):
+    """INSERT ... ON CONFLICT DO UPDATE adding to the hour's row. Text, because SQLAlchemy
+    compiles the dialects' ON CONFLICT constructs anew on every execution (one per event
+    ingested); the column types still convert the values."""
+    greatest, least = ("greatest", "least") if dialect == "postgresql" else ("max", "min")
+    table = UsageRollup.__table__
+    return text(_UPSERT.format(greatest=greatest, least=least)).bindparams(
+        *(bindparam(name, type_=table.c[name].type) for name in ("tenant_id", "name", "hour", "count", "total",
+                                                                 "max", "min")))
 
 
 def _upsert(connection):
-    """INSERT ... ON CONFLICT DO UPDATE adding to the hour's row, built once per dialect; a list
-    of rows goes as one multi-row statement ("insertmanyvalues"), in the order given."""
-    dialect = _dialect(connection)
-    statement = _upserts.get(dialect)
-    if statement is None:
-        statement = _insert(connection)
-        greatest, least = (func.greatest, func.least) if dialect == "postgresql" else (func.max, func.min)
-        table, new = UsageRollup.__table__, statement.excluded
-        statement = _upserts[dialect] = statement.on_conflict_do_update(
-            index_elements=["tenant_id", "name", "hour"],
-            set_={"count": table.c.count + new.count, "total": table.c.total + new.total,
-                  "max": greatest(table.c.max, new.max), "min": least(table.c.min, new.min)},
-        )
-    return statement
+    return _upsert_for(_dialect(connection))
 
 
 def recompute(keys: Iterable[tuple[str, str, datetime]], connection=None) -> None:
@@ -154,6 +172,9 @@ def rebuild(connection=None) -> int:
     events = UsageEvent.__table__
     hour = (func.date_trunc("hour", events.c.occurred_at) if _dialect(connection) == "postgresql"
             else func.strftime("%Y-%m-%d %H:00:00.000000", events.c.occurred_at))
+    from portal.api_keys import cache as key_cache
+
+    key_cache.note_usage_changed(db.session, {key_cache.ALL})  # every tenant's usage may read differently now
     connection.execute(delete(UsageRollup.__table__))
     connection.execute(UsageRollup.__table__.insert().from_select(
         ["tenant_id", "name", "hour", "count", "total", "max", "min"],
@@ -279,7 +300,9 @@ def value(aggregation: str, tenant_id: str, event_name: str, start: datetime | N
     params = {"tenant_id": tenant_id, "event_name": event_name, "high": high, "low": low}
     for n, (edge_start, edge_end) in enumerate(partial):
         params[f"edge{n}_start"], params[f"edge{n}_end"] = edge_start, edge_end
-    count, total, high_value, low_value = db.session.execute(_value_statement(rolled, len(partial)), params).one()
+    # On the connection: a plain Core read needs none of the ORM's execution machinery.
+    count, total, high_value, low_value = db.session.connection().execute(
+        _value_statement(rolled, len(partial)), params).one()
     if not count:
         return ZERO
     bucket = Bucket(int(count), Decimal(total), Decimal(high_value), Decimal(low_value))

@@ -1,16 +1,19 @@
 """A tenant's usage per plan feature over a window, with its quota: what the usage API, the
 usage page, entitlements, quota notices and the billing run all read."""
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, or_, select
 
+from portal.api_keys import cache as key_cache
 from portal.billing.catalog import MeterSpec
 from portal.billing.pricing import FeatureSpec
 from portal.extensions import db
-from portal.models import PlanVersion, Subscription, UsageEvent
+from portal.models import PlanVersion, Subscription, Tenant, UsageEvent
+from portal.models.billing import BILLABLE_STATUSES
 from portal.usage import api_requests
 from portal.usage.meters import meter_value, meters_by_key
 
@@ -116,3 +119,66 @@ def subscription_for(tenant_id: str) -> Subscription | None:
 def has_usage(tenant_id: str) -> bool:
     return db.session.execute(select(UsageEvent.id).where(UsageEvent.tenant_id == tenant_id).limit(1)).first() \
         is not None
+
+
+@dataclass(frozen=True)
+class Terms:
+    """What ingestion and entitlement checks read of a tenant and its subscription: the columns,
+    not the entities. Stands in for the Subscription where ``current_period`` takes one."""
+
+    tenant_id: str
+    tenant_status: str
+    status: str | None  # the subscription's; None without one
+    plan_version_id: str | None
+    current_period_start: datetime | None
+    current_period_end: datetime | None
+
+    @property
+    def is_live(self) -> bool:
+        return self.status in BILLABLE_STATUSES
+
+    @property
+    def subscription(self) -> "Terms | None":
+        return self if self.status is not None else None
+
+
+_tenants, _subscriptions = Tenant.__table__, Subscription.__table__
+_TERMS_COLUMNS = select(
+    _tenants.c.tenant_id, _tenants.c.status, _subscriptions.c.status, _subscriptions.c.plan_version_id,
+    _subscriptions.c.current_period_start, _subscriptions.c.current_period_end, _tenants.c.external_id,
+).outerjoin(_subscriptions, _subscriptions.c.tenant_id == _tenants.c.tenant_id)
+_TERMS_BY_ID = _TERMS_COLUMNS.where(_tenants.c.tenant_id.in_(bindparam("refs", expanding=True)))
+_TERMS_BY_ID_OR_EXTERNAL_ID = _TERMS_COLUMNS.where(or_(_tenants.c.tenant_id.in_(bindparam("refs", expanding=True)),
+                                                       _tenants.c.external_id.in_(bindparam("refs", expanding=True))))
+
+
+def tenant_terms(refs: Iterable[str], by_external_id: bool = True) -> dict[str, Terms]:
+    """ref -> the tenant it names (by id, or also by external id; cancelled ones included)
+    with its subscription's terms. Ingestion and entitlement checks ask on every request, so
+    answers are kept in the per-process cache of ``portal.api_keys.cache`` (evicted at once
+    by any commit that changes the tenant or its subscription); the rest is one query."""
+    cache = key_cache.active_cache()
+    kind = "terms:1:" if by_external_id else "terms:0:"
+    found: dict[str, Terms] = {}
+    missing = []
+    for ref in refs:
+        cached = cache.load_snapshot(kind + ref, key_cache.ttl()) if cache is not None else None
+        if cached is None:
+            missing.append(ref)
+        else:
+            found[ref] = cached
+    if not missing:
+        return found
+    generation = cache.snapshot_generation(usage=False) if cache is not None else 0  # before the read
+    wanted = set(missing)
+    rows = db.session.connection().execute(_TERMS_BY_ID_OR_EXTERNAL_ID if by_external_id else _TERMS_BY_ID,
+                                           {"refs": missing})
+    for *columns, external_id in rows:
+        terms = Terms(*columns)
+        for ref in {terms.tenant_id, external_id} & wanted:
+            if ref == external_id and not by_external_id:
+                continue
+            found[ref] = terms
+            if cache is not None:
+                cache.store_snapshot(kind + ref, terms.tenant_id, terms, generation)
+    return found
