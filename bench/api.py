@@ -27,6 +27,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -143,12 +144,9 @@ class Server:
 _WRK_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
 
 
-def load_wrk(port: int, path: str, headers: dict, connections: int, duration: int) -> dict:
-    command = ["wrk", "-t", "2", "-c", str(connections), "-d", f"{duration}s", "--latency"]
-    for name, value in headers.items():
-        command += ["-H", f"{name}: {value}"]
+def _wrk(command: list[str], url: str) -> dict:
     out = subprocess.run(  # noqa: S603 - wrk, on loopback
-        [*command, f"http://{HOST}:{port}{path}"], capture_output=True, text=True, check=True,
+        [*command, url], capture_output=True, text=True, check=True,
     ).stdout
     if "Non-2xx" in out or "Socket errors" in out:
         sys.exit(f"the load run had errors:\n{out}")
@@ -158,7 +156,21 @@ def load_wrk(port: int, path: str, headers: dict, connections: int, duration: in
         return float(value) * _WRK_UNITS[unit]
 
     return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+            "requests": int(re.search(r"(\d+) requests in", out).group(1)),
             "p50": latency("50"), "p99": latency("99")}
+
+
+def load_wrk(port: int, path: str, headers: dict, connections: int, duration: int, script: str | None = None) -> dict:
+    """wrk (C, 2 threads) against one path; ``script``: Lua that builds each request instead."""
+    command = ["wrk", "-t", "2", "-c", str(connections), "-d", f"{duration}s", "--latency"]
+    for name, value in headers.items():
+        command += ["-H", f"{name}: {value}"]
+    if script is None:
+        return _wrk(command, f"http://{HOST}:{port}{path}")
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as file:
+        file.write(script)
+        file.flush()
+        return _wrk([*command, "-s", file.name], f"http://{HOST}:{port}{path}")
 
 
 def drive(port: int, make_request, connections: int, duration: float) -> dict:
