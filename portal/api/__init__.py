@@ -70,17 +70,24 @@ def _count_api_request(response):
 bp.after_request(_count_api_request)
 
 
+# Paths that never use the browser session: the API authenticates with keys, Stripe's webhook
+# signs its body.
+SESSIONLESS_PATHS = (bp.url_prefix + "/", "/webhooks/")
+
+
 class ApiWithoutCookieSession(SecureCookieSessionInterface):
     """The API authenticates with keys, never with the browser session: an /api/ request gets
-    an empty session, whatever cookie it carries, and its response sets no cookie."""
+    an empty session, whatever cookie it carries, and its response sets no cookie; so does
+    Stripe's webhook. A request without a session cookie gets an empty session without the
+    signing serializer being built (Flask builds one per request)."""
 
     def open_session(self, app, request):
-        if request.path.startswith(bp.url_prefix + "/"):
+        if request.path.startswith(SESSIONLESS_PATHS) or not request.cookies.get(self.get_cookie_name(app)):
             return self.session_class()
         return super().open_session(app, request)
 
     def save_session(self, app, session, response) -> None:
-        if request.path.startswith(bp.url_prefix + "/"):
+        if request.path.startswith(SESSIONLESS_PATHS):
             return
         super().save_session(app, session, response)
 
