@@ -82,3 +82,20 @@ def test_one_queued_check_stands_for_every_ingestion_until_it_starts(app, client
     finally:
         with app.app_context():
             redis_connection().delete(key)
+
+
+def test_events_that_feed_no_quota_queue_no_check(app, client, make_tenant, monkeypatch):
+    """Starter's quotas are on pipeline runs, concurrent pipelines and storage: compute usage
+    can never cross one, so ingesting it runs no check (jobs run inline here); a run does."""
+    from portal.usage import quotas
+
+    checked = []
+    monkeypatch.setattr(quotas, "check_quotas", lambda tenant_id: checked.append(tenant_id) or [])
+    tenant = make_tenant()
+    headers = bearer(operator_token(app))
+    event = {"tenant_id": tenant.tenant_id, "eventName": "compute_usage", "quantity": 2.5,
+             "eventIdempotencyKey": "compute-1", "occurredAt": utcnow().isoformat()}
+    assert send_json(client, "post", "/api/v1/events", event, headers).status_code == 201
+    assert checked == []
+    send_runs(client, headers, tenant, 1)
+    assert checked == [tenant.tenant_id]

@@ -16,7 +16,15 @@ from portal.tasks import autocommit_statements, commit, defer
 from portal.usage import entitlements, ingest
 from portal.usage.meters import _event_values, last_event_at, meters_by_key
 from portal.usage.periods import month_start, next_month, this_month
-from portal.usage.services import Terms, feature_usage, plan_version_of, subscription_for, value_of
+from portal.usage.services import (
+    Terms,
+    feature_usage,
+    plan_version_of,
+    quota_event_names,
+    subscription_for,
+    tenant_terms,
+    value_of,
+)
 
 EVENT_TAGS = ["usage events"]
 USAGE_TAGS = ["usage"]
@@ -41,8 +49,19 @@ def _defer_quota_checks(outcomes) -> None:
     from jobs.usage import check_quotas
     from portal.usage.quotas import CHECK_PENDING_SECONDS, check_key
 
-    # A tenant sending a thousand events a second gets one check queued at a time, not one each.
-    for tenant_id in sorted({o.tenant_id for o in outcomes if o.status == "accepted"}):
+    names: dict[str, set[str]] = {}
+    for outcome in outcomes:
+        if outcome.status == "accepted":
+            names.setdefault(outcome.tenant_id, set()).add(outcome.draft.name)
+    terms = tenant_terms(names, by_external_id=False)
+    for tenant_id in sorted(names):
+        # Only a live subscription has quotas to check, and only events that feed one of its
+        # quota'd features can cross a threshold.
+        subscription = terms[tenant_id].subscription if tenant_id in terms else None
+        if subscription is None or not subscription.is_live \
+                or not names[tenant_id] & quota_event_names(subscription.plan_version_id):
+            continue
+        # A tenant sending a thousand events a second gets one check queued at a time, not one each.
         defer(check_quotas, tenant_id, retries=1, once=(check_key(tenant_id), CHECK_PENDING_SECONDS))
 
 

@@ -83,20 +83,32 @@ def feature_usage(tenant_id: str, version: PlanVersion, start: datetime, end: da
     return result
 
 
-_plan_features: dict[str, tuple[FeatureSpec, ...]] = {}
+_plan_terms: dict[str, tuple[tuple[FeatureSpec, ...], dict]] = {}
+
+
+def _plan_terms_of(plan_version_id: str) -> tuple[tuple[FeatureSpec, ...], dict]:
+    """A plan version's features and quotas, read once per process: versions are never edited
+    (a change is a new version with a new id)."""
+    terms = _plan_terms.get(plan_version_id)
+    if terms is None:
+        version = db.session.get(PlanVersion, plan_version_id)
+        terms = (tuple(version.feature_specs()), dict(version.quotas or {})) if version is not None else ((), {})
+        if len(_plan_terms) >= 1000:
+            _plan_terms.clear()
+        _plan_terms[plan_version_id] = terms
+    return terms
 
 
 def plan_features(plan_version_id: str) -> tuple[FeatureSpec, ...]:
-    """A plan version's features, parsed once per process: versions are never edited (a change
-    is a new version with a new id)."""
-    features = _plan_features.get(plan_version_id)
-    if features is None:
-        version = db.session.get(PlanVersion, plan_version_id)
-        features = tuple(version.feature_specs()) if version is not None else ()
-        if len(_plan_features) >= 1000:
-            _plan_features.clear()
-        _plan_features[plan_version_id] = features
-    return features
+    return _plan_terms_of(plan_version_id)[0]
+
+
+def quota_event_names(plan_version_id: str) -> set[str]:
+    """The names of the events that feed a feature with a quota in this plan version: only
+    those can take a tenant across a quota threshold."""
+    features, quotas = _plan_terms_of(plan_version_id)
+    meters = meters_by_key()
+    return {meters[f.key].event_name for f in features if f.key in meters and quota_of(f, quotas)}
 
 
 def plan_version_of(subscription: Subscription | None, plan_key: str) -> PlanVersion | None:
