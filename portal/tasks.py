@@ -80,9 +80,11 @@ def commit() -> None:
 
 
 def autocommit_statements() -> None:
-    """Run the rest of this read-only request without a transaction, saving the BEGIN and
-    ROLLBACK round trips (each statement sees committed data; nothing spans them that needs
-    more). Only before anything was read, and only on an Engine (tests bind a connection)."""
+    """Run the rest of this request without a transaction: for reads that need no common
+    snapshot, and writes that are each one statement, atomic on its own. Saves the BEGIN and
+    COMMIT (or ROLLBACK) round trips, and a write's row locks end with its statement;
+    ``commit()`` still runs the after-commit work. Only before anything was read, and only on
+    an Engine (tests bind the session to a connection)."""
     session = db.session()
     if not session.in_transaction() and isinstance(session.get_bind(), Engine):
         session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
