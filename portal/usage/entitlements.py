@@ -66,8 +66,7 @@ def _snapshots():
 
 def terms(ref: str, by_external_id: bool = True) -> Terms | None:
     """The tenant named by ``ref`` (its id, or also its external id) with its subscription."""
-    autocommit_statements()  # reads only; a no-op once something was read
-    return tenant_terms([ref], by_external_id).get(ref)
+    return tenant_terms([ref], by_external_id, read_only=True).get(ref)
 
 
 def _used(meter, feature, tenant_id: str, start: datetime, end: datetime) -> Decimal:

@@ -164,11 +164,12 @@ _TERMS_BY_ID_OR_EXTERNAL_ID = _TERMS_COLUMNS.where(or_(_tenants.c.tenant_id.in_(
                                                        _tenants.c.external_id.in_(bindparam("refs", expanding=True))))
 
 
-def tenant_terms(refs: Iterable[str], by_external_id: bool = True) -> dict[str, Terms]:
+def tenant_terms(refs: Iterable[str], by_external_id: bool = True, read_only: bool = False) -> dict[str, Terms]:
     """ref -> the tenant it names (by id, or also by external id; cancelled ones included)
     with its subscription's terms. Ingestion and entitlement checks ask on every request, so
     answers are kept in the per-process cache of ``portal.api_keys.cache`` (evicted at once
-    by any commit that changes the tenant or its subscription); the rest is one query."""
+    by any commit that changes the tenant or its subscription); the rest is one query.
+    ``read_only``: the request only reads, so that query needs no transaction."""
     cache = key_cache.active_cache()
     kind = "terms:1:" if by_external_id else "terms:0:"
     found: dict[str, Terms] = {}
@@ -181,6 +182,10 @@ def tenant_terms(refs: Iterable[str], by_external_id: bool = True) -> dict[str, 
             found[ref] = cached
     if not missing:
         return found
+    if read_only:  # the caller only reads: no transaction (and none at all on a warm cache)
+        from portal.tasks import autocommit_statements
+
+        autocommit_statements()
     generation = cache.snapshot_generation(usage=False) if cache is not None else 0  # before the read
     wanted = set(missing)
     rows = db.session.connection().execute(_TERMS_BY_ID_OR_EXTERNAL_ID if by_external_id else _TERMS_BY_ID,
