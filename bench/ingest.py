@@ -46,7 +46,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.api import HOST, VENV_BIN, Server, drive, load_wrk, scratch_database  # noqa: E402 - needs ROOT on the path
+from bench.api import GUNICORN_ARGS, HOST, VENV_BIN, WORKER_CLASSES, Server, drive, load_wrk, scratch_database  # noqa: E402 - needs ROOT on the path
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 ENTITLEMENT_RATE = 1500  # the target rate, offered to measure the checks' latency at
@@ -208,7 +208,10 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10, help="seconds per HTTP measurement (default 10)")
     parser.add_argument("--connections", type=int, default=16, help="connections for single events and checks")
     parser.add_argument("--events", type=int, default=1_000_000, help="events of the usage-query tenant")
+    parser.add_argument("--worker-class", choices=sorted(WORKER_CLASSES), default="sync",
+                        help="gunicorn worker class (default sync, gunicorn's own default; gthread: 4 threads each)")
     args = parser.parse_args()
+    GUNICORN_ARGS[:] = WORKER_CLASSES[args.worker_class] + ["--log-level", "warning"]
 
     import psycopg
     import redis
@@ -273,7 +276,7 @@ def main() -> None:
     single, check, usage = figures["single"], figures["entitlement"], figures["usage"]
     at_rate = figures["entitlement_at_rate"]
     client = "wrk (2 threads)" if shutil.which("wrk") else "Python threads + http.client"
-    print(f"gunicorn 2 sync workers on {HOST}; PostgreSQL scratch database {name} (dropped); rate limiting off; "
+    print(f"gunicorn {' '.join(GUNICORN_ARGS[:-2])} on {HOST}; PostgreSQL scratch database {name} (dropped); rate limiting off; "
           f"Redis {redis_url} (quota checks queued as RQ jobs); client: {client} for single events and checks, "
           f"Python threads for batches; {os.cpu_count()} CPU(s)")
     print(f"batch ingestion     {figures['batch_events_per_s']:>10,.0f} events/s  ({BATCH_CONNECTIONS} connections, "
