@@ -70,8 +70,9 @@ def _process_batch(events: list[StripeEvent], until: float) -> int:
     kept. Returns how many were tried; those left when ``until`` passes are let go by the
     commit, for the next batch, so a run of slow events (calls to Stripe) never holds its
     locks for long."""
-    from portal.payments.events import handle, record_failure, record_success
+    from portal.payments.events import handle, preload, record_failure, record_success
 
+    _held = preload(events)  # a query per event otherwise; the session keeps them while this does
     outcomes = []
     for event in events:
         if outcomes and time.monotonic() > until:

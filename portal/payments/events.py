@@ -191,6 +191,12 @@ def pending(now, limit: int) -> list[StripeEvent]:
     ).scalars())
 
 
+def preload(events: list[StripeEvent]) -> list:
+    """What the events' handlers will look up by primary key, loaded for all of them in one
+    query (the invoices their metadata name); returns it, to hold while the events are handled."""
+    return services.load_invoices_of(event.payload["data"]["object"].get("metadata") for event in events)
+
+
 def handle(event: StripeEvent) -> str:
     """Run the event's handler and return what it did; the event itself is left untouched, for
     ``record_success`` or ``record_failure`` once the handler's changes are kept or undone."""

@@ -209,18 +209,36 @@ def _find_attempt(invoice: Invoice, intent) -> PaymentAttempt:
     return attempt
 
 
+# Marking an invoice paid (or failed) touches its tenant and subscription too: one query, not three.
+_WITH_TENANT_AND_SUBSCRIPTION = (joinedload(Invoice.tenant), joinedload(Invoice.subscription))
+
+
+def _invoice_id(metadata) -> str | None:
+    invoice_id = metadata.get("invoice_id") if isinstance(metadata, dict) else None
+    return invoice_id if isinstance(invoice_id, str) and invoice_id and len(invoice_id) <= 32 else None
+
+
 def invoice_of(metadata: dict | None) -> Invoice | None:
     """Our invoice named by a Stripe object's metadata, only if the tenant matches too."""
-    metadata = metadata or {}
-    invoice_id, tenant_id = metadata.get("invoice_id"), metadata.get("tenant_id")
-    if not isinstance(invoice_id, str) or not invoice_id or len(invoice_id) > 32:
+    invoice_id = _invoice_id(metadata)
+    if invoice_id is None:
         return None
-    # Marking it paid (or failed) touches its tenant and subscription too: one query, not three.
-    invoice = db.session.get(Invoice, invoice_id,
-                             options=(joinedload(Invoice.tenant), joinedload(Invoice.subscription)))
-    if invoice is None or (tenant_id and invoice.tenant_id != tenant_id):
+    invoice = db.session.get(Invoice, invoice_id, options=_WITH_TENANT_AND_SUBSCRIPTION)
+    if invoice is None or (metadata.get("tenant_id") and invoice.tenant_id != metadata["tenant_id"]):
         return None
     return invoice
+
+
+def load_invoices_of(metadatas) -> list[Invoice]:
+    """``invoice_of``'s invoices for many Stripe objects in one query, into the session, where
+    ``invoice_of`` then finds them without a query of its own. The session keeps them only as
+    long as something else does: hold the list while they are needed."""
+    invoice_ids = {invoice_id for metadata in metadatas if (invoice_id := _invoice_id(metadata))}
+    if not invoice_ids:
+        return []
+    return list(db.session.execute(
+        select(Invoice).options(*_WITH_TENANT_AND_SUBSCRIPTION).where(Invoice.id.in_(invoice_ids))
+    ).unique().scalars())
 
 
 def apply_payment_intent(intent, at: datetime | None = None, invoice: Invoice | None = None) -> str:
