@@ -189,7 +189,7 @@ def test_a_failing_event_among_good_ones_undoes_only_its_own_changes(app, make_t
 
 def test_a_drain_takes_the_oldest_events_first_in_batches(app, make_tenant, monkeypatch):
     import jobs.stripe
-    from portal.models import AuditEvent
+    from portal.models import AuditEvent, PaymentAttempt, utcnow
 
     monkeypatch.setattr(jobs.stripe, "BATCH_SIZE", 2)
     invoices = [open_invoice(app, make_tenant) for _ in range(5)]
@@ -202,6 +202,15 @@ def test_a_drain_takes_the_oldest_events_first_in_batches(app, make_tenant, monk
             .order_by(AuditEvent.id)).scalars().all()
     assert paid_order == [invoice.id for invoice in invoices]
     assert [state(app, i.id, e)[1].status for i, e in zip(invoices, event_ids, strict=True)] == ["processed"] * 5
+    # Each payment is recorded as an attempt, numbered after the invoice's others (none here).
+    stripe_invoice_id = state(app, invoices[0].id, event_ids[0])[1].payload["data"]["object"]["id"]
+    with app.app_context():
+        attempt = db.session.execute(select(PaymentAttempt).where(PaymentAttempt.invoice_id == invoices[0].id)
+                                     ).scalar_one()
+        assert (attempt.number, attempt.amount, attempt.currency, attempt.off_session, attempt.status,
+                attempt.payment_intent_id, attempt.failure_message) == (
+            1, invoices[0].total, invoices[0].currency, False, "succeeded", stripe_invoice_id, None)
+        assert utcnow() - timedelta(minutes=1) < attempt.created_at <= utcnow()
 
 
 def test_slow_events_end_their_batch_early_and_the_drain_hands_over_when_its_time_is_up(

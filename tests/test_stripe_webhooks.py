@@ -157,7 +157,9 @@ def test_events_of_one_invoice_drained_together_have_the_effect_they_have_one_by
     refunded = event_payload("charge.refunded", {"id": "ch_x", "object": "charge", "payment_intent": pi_paid,
                                                  "amount": invoice.total, "amount_refunded": 500,
                                                  "metadata": {"invoice_id": invoice.id, "tenant_id": invoice.tenant_id}})
-    payloads = [failed, failed.replace(b'"evt_', b'"evt_x'), paid, stripe_invoice_paid, refunded]
+    # Stripe sends invoice.payment_succeeded along with invoice.paid: the same payment again.
+    stripe_invoice_succeeded = event_payload("invoice.payment_succeeded", json.loads(stripe_invoice_paid)["data"]["object"])
+    payloads = [failed, failed.replace(b'"evt_', b'"evt_x'), paid, stripe_invoice_paid, refunded, stripe_invoice_succeeded]
     with stripe_app.app_context():
         for payload in payloads:
             assert store(json.loads(payload))
@@ -166,6 +168,7 @@ def test_events_of_one_invoice_drained_together_have_the_effect_they_have_one_by
         results = [db.session.get(StripeEvent, json.loads(payload)["id"]).result for payload in payloads]
 
     assert results[1].endswith("(already counted)") and results[3].endswith("already paid")
+    assert results[5].endswith("already paid")
     final = reload(stripe_app, invoice.id)
     assert (final.status, final.payment_failures, final.amount_refunded) == ("paid", 1, 500)
     with stripe_app.app_context():

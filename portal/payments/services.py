@@ -5,11 +5,12 @@ first (the request that confirmed it, the charge job, or the webhook), so each a
 once and a paid invoice is never reopened.
 """
 
+import functools
 import logging
 from datetime import datetime
 
-from sqlalchemy import or_, select
-from sqlalchemy.orm import joinedload
+from sqlalchemy import bindparam, or_, select, text
+from sqlalchemy.orm import joinedload, make_transient_to_detached
 
 from portal import audit
 from portal.access import Actor
@@ -17,6 +18,7 @@ from portal.billing import invoices as invoice_service
 from portal.errors import Conflict, ValidationFailed
 from portal.extensions import db
 from portal.models import Invoice, PaymentAttempt, Tenant, utcnow
+from portal.models.base import new_id
 from portal.payments import dunning, gateway
 
 log = logging.getLogger(__name__)
@@ -189,6 +191,14 @@ def _attempt_failed(invoice: Invoice, attempt: PaymentAttempt, message: str, at:
 
 
 def _find_attempt(invoice: Invoice, intent) -> PaymentAttempt:
+    """The attempt that ``intent`` is the outcome of: the one carrying it, else the invoice's
+    attempt its metadata numbers, else a new one (a PaymentIntent made elsewhere: the Stripe
+    dashboard, say, or a Stripe invoice)."""
+    number = str((intent.get("metadata") or {}).get("attempt") or "")
+    if not number.isdigit() and isinstance(intent.get("id"), str) and intent["id"]:
+        attempt = _new_attempt_unless_carried(invoice, intent)
+        if attempt is not None:
+            return attempt
     # One query for the attempt with this PaymentIntent and the invoice's attempts (to match
     # the metadata's attempt number, or to number a new one).
     candidates = db.session.execute(
@@ -197,16 +207,59 @@ def _find_attempt(invoice: Invoice, intent) -> PaymentAttempt:
     ).scalars().all()
     ours = [candidate for candidate in candidates if candidate.invoice_id == invoice.id]
     attempt = next((candidate for candidate in candidates if candidate.payment_intent_id == intent["id"]), None)
-    number = str((intent.get("metadata") or {}).get("attempt") or "")
     if attempt is None and number.isdigit():
         attempt = next((candidate for candidate in ours if candidate.number == int(number)), None)
-    if attempt is None:  # a PaymentIntent made elsewhere (the Stripe dashboard, say)
+    if attempt is None:
         attempt = PaymentAttempt(invoice_id=invoice.id, tenant_id=invoice.tenant_id,
                                  number=max((candidate.number for candidate in ours), default=0) + 1,
                                  amount=intent.get("amount") or 0, currency=invoice.currency, off_session=False)
         db.session.add(attempt)
     attempt.payment_intent_id = intent["id"]
     return attempt
+
+
+# A new attempt is written with the status apply_payment_intent gives it (a failure is
+# counted by _attempt_failed, from pending), so that its INSERT is its only statement.
+_NEW_ATTEMPT_STATUS = {"succeeded": "succeeded", "requires_action": "requires_action", "processing": "processing"}
+_NEW_ATTEMPT_COLUMNS = ("id", "invoice_id", "tenant_id", "amount", "currency", "off_session", "status",
+                        "payment_intent_id", "created_at", "updated_at")
+
+
+def _new_attempt_unless_carried(invoice: Invoice, intent) -> PaymentAttempt | None:
+    """A new attempt of ``invoice`` for ``intent``, numbered after the invoice's others; None
+    when an attempt (of any invoice) already carries this PaymentIntent. One statement where
+    looking first took two (every invoice.paid webhook comes this way)."""
+    connection = db.session.connection()
+    if connection.dialect.name not in ("postgresql", "sqlite"):
+        return None
+    db.session.flush()  # attempts still pending in the session count for the number
+    now = utcnow()
+    values = {"id": new_id("pay"), "invoice_id": invoice.id, "tenant_id": invoice.tenant_id,
+              "amount": intent.get("amount") or 0, "currency": invoice.currency, "off_session": False,
+              "status": _NEW_ATTEMPT_STATUS.get(intent.get("status"), "pending"), "payment_intent_id": intent["id"],
+              "created_at": now, "updated_at": now}
+    number = connection.execute(_insert_attempt_unless_carried(), values).scalar()
+    if number is None:
+        return None
+    attempt = PaymentAttempt(**values, number=number, failure_message=None)
+    make_transient_to_detached(attempt)  # stored already, every column set: nothing to reload
+    db.session.add(attempt)
+    return attempt
+
+
+@functools.cache
+def _insert_attempt_unless_carried():
+    """INSERT ... SELECT the next number ... ON CONFLICT (payment_intent_id) DO NOTHING, the same
+    SQL on PostgreSQL and SQLite; text, as events._insert_once, so it is compiled once."""
+    table = PaymentAttempt.__table__
+    return text(
+        "INSERT INTO payment_attempts (id, invoice_id, tenant_id, number, amount, currency, off_session, status, "
+        "payment_intent_id, created_at, updated_at) "
+        "SELECT :id, :invoice_id, :tenant_id, COALESCE(MAX(number), 0) + 1, :amount, :currency, :off_session, "
+        ":status, :payment_intent_id, :created_at, :updated_at FROM payment_attempts WHERE invoice_id = :invoice_id "
+        "ON CONFLICT (payment_intent_id) DO NOTHING RETURNING number"
+    ).bindparams(*(bindparam(c, type_=table.c[c].type) for c in _NEW_ATTEMPT_COLUMNS)).columns(
+        number=table.c.number.type)
 
 
 # Marking an invoice paid (or failed) touches its tenant and subscription too: one query, not three.
