@@ -187,6 +187,38 @@ def test_a_failing_event_among_good_ones_undoes_only_its_own_changes(app, make_t
     assert (status, event.status, event.attempts, event.last_error) == ("paid", "processed", 2, None)
 
 
+def test_an_event_after_a_failed_one_sees_the_invoice_as_the_failure_left_it(app, make_tenant, monkeypatch):
+    """The failed event had marked the invoice paid before it broke: the next event of the same
+    batch finds it open again, and pays it."""
+    from jobs.stripe import drain_stripe_events
+    from portal.models import AuditEvent, PaymentAttempt, StripeEvent
+    from portal.payments import dunning
+
+    invoice = open_invoice(app, make_tenant)
+    paid = invoice_paid(invoice)
+    # Stripe sends invoice.payment_succeeded along with invoice.paid, for the same payment.
+    succeeded = event_payload("invoice.payment_succeeded", json.loads(paid)["data"]["object"])
+    event_ids = store_waiting(app, [paid, succeeded])
+    recovered, calls = dunning.recovered, []
+
+    def fails_the_first_time(invoice):
+        calls.append(invoice.id)
+        if len(calls) == 1:
+            raise RuntimeError("dunning broke")
+        recovered(invoice)
+
+    monkeypatch.setattr(dunning, "recovered", fails_the_first_time)
+    with app.app_context():
+        assert drain_stripe_events() == 2
+        first, second = (db.session.get(StripeEvent, event_id) for event_id in event_ids)
+        assert (first.status, second.status, second.result) == ("failed", "processed", f"invoice {invoice.number} paid")
+        assert db.session.scalar(select(func.count()).select_from(PaymentAttempt)
+                                 .where(PaymentAttempt.invoice_id == invoice.id)) == 1
+        assert db.session.scalar(select(func.count()).select_from(AuditEvent).where(
+            AuditEvent.action == "invoice.paid", AuditEvent.target_id == invoice.id)) == 1
+    assert state(app, invoice.id, event_ids[1])[0] == "paid"
+
+
 def test_a_drain_takes_the_oldest_events_first_in_batches(app, make_tenant, monkeypatch):
     import jobs.stripe
     from portal.models import AuditEvent, PaymentAttempt, utcnow

@@ -218,9 +218,9 @@ def _find_attempt(invoice: Invoice, intent) -> PaymentAttempt:
     return attempt
 
 
-# A new attempt is written with the status apply_payment_intent gives it (a failure is
-# counted by _attempt_failed, from pending), so that its INSERT is its only statement.
-_NEW_ATTEMPT_STATUS = {"succeeded": "succeeded", "requires_action": "requires_action", "processing": "processing"}
+# The PaymentIntent statuses an attempt takes as they are. A failure is counted by
+# _attempt_failed instead, from pending (what any other status leaves a new attempt at).
+_INTENT_STATUSES_TAKEN = ("succeeded", "requires_action", "processing")
 _NEW_ATTEMPT_COLUMNS = ("id", "invoice_id", "tenant_id", "amount", "currency", "off_session", "status",
                         "payment_intent_id", "created_at", "updated_at")
 
@@ -236,7 +236,8 @@ def _new_attempt_unless_carried(invoice: Invoice, intent) -> PaymentAttempt | No
     now = utcnow()
     values = {"id": new_id("pay"), "invoice_id": invoice.id, "tenant_id": invoice.tenant_id,
               "amount": intent.get("amount") or 0, "currency": invoice.currency, "off_session": False,
-              "status": _NEW_ATTEMPT_STATUS.get(intent.get("status"), "pending"), "payment_intent_id": intent["id"],
+              "status": intent.get("status") if intent.get("status") in _INTENT_STATUSES_TAKEN else "pending",
+              "payment_intent_id": intent["id"],
               "created_at": now, "updated_at": now}
     number = connection.execute(_insert_attempt_unless_carried(), values).scalar()
     if number is None:
@@ -303,18 +304,18 @@ def apply_payment_intent(intent, at: datetime | None = None, invoice: Invoice | 
         return "ignored: no invoice of ours in its metadata"
     attempt = _find_attempt(invoice, intent)
     status = intent.get("status")
+    # A new attempt was stored with its status; assigning it again would still cost a flush.
+    if status in _INTENT_STATUSES_TAKEN and attempt.status != status:
+        attempt.status = status
     if status == "succeeded":
-        attempt.status = "succeeded"
         amount = intent.get("amount_received") or intent.get("amount") or invoice.total
         if invoice_service.record_card_payment(invoice, amount, intent["id"], at):
             dunning.recovered(invoice)
             return f"invoice {invoice.number} paid"
         return f"invoice {invoice.number} already {invoice.status}"
     if status == "requires_action":
-        attempt.status = "requires_action"
         return f"invoice {invoice.number}: waiting for the customer's authentication"
     if status == "processing":
-        attempt.status = "processing"
         return f"invoice {invoice.number}: payment processing"
     if status == "canceled" or (status == "requires_payment_method" and intent.get("last_payment_error")):
         error = intent.get("last_payment_error") or {}
