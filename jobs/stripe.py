@@ -2,7 +2,8 @@
 
 The webhook stores each event and wakes ``drain_stripe_events`` (deferred ``once``: one
 queued drain however many events arrive). The drain processes what is waiting, oldest first,
-each event in its own transaction with its own error bookkeeping: a failed event is retried
+in batches: each event in a savepoint of the batch's transaction, with its own error
+bookkeeping. A failed event's changes are undone without touching the others'; it is retried
 later with backoff (events.RETRY_SECONDS), by the drain woken at that time, and shows in the
 operator console meanwhile. ``charge_invoice`` is enqueued through portal.tasks.defer, whose
 RQ ``Retry`` (10 s, 1 min, 5 min) covers transient failures such as Stripe being unreachable."""
@@ -13,13 +14,19 @@ from datetime import timedelta
 
 from portal.extensions import db
 from portal.models import Invoice, StripeEvent, utcnow
-from portal.tasks import commit, database_key, defer, get_queue, release, rollback
+from portal.tasks import commit, database_key, defer, get_queue, release, rollback, savepoint
 
 log = logging.getLogger(__name__)
 
 # A drain hands over to a fresh job after this long, so a backlog never runs into RQ's
 # job timeout and other jobs on the queue get their turn.
 DRAIN_SECONDS = 60
+# Events taken (and locked) together and committed together: a transaction of its own per
+# event (its pick, BEGIN, COMMIT and the event's UPDATE) cost as much as the event's own work.
+# A batch also commits once it has run this long, so the rows its events changed (an invoice
+# a customer is paying, say) stay locked for a moment at most.
+BATCH_SIZE = 50
+BATCH_SECONDS = 1.0
 
 
 def drain_once() -> tuple[str, int]:
@@ -29,7 +36,7 @@ def drain_once() -> tuple[str, int]:
 
 def drain_stripe_events() -> int:
     """Process every stored event that is waiting, oldest first; returns how many were tried."""
-    from portal.payments.events import next_pending
+    from portal.payments.events import pending
 
     release(drain_once()[0])  # first: events stored from now on wake another drain
     deadline = time.monotonic() + DRAIN_SECONDS
@@ -39,12 +46,11 @@ def drain_stripe_events() -> int:
             defer(drain_stripe_events, once=drain_once())
             commit()
             break
-        event = next_pending(utcnow())
-        if event is None:
+        batch = pending(utcnow(), BATCH_SIZE)
+        if not batch:
             rollback()  # ends the read-only transaction; the connection stays with the session
             break
-        _process_one(event)
-        tried += 1
+        tried += _process_batch(batch, min(deadline, time.monotonic() + BATCH_SECONDS))
     return tried
 
 
@@ -55,27 +61,43 @@ def process_stripe_event(event_id: str) -> None:
     if event is None or event.status in ("processed", "ignored"):
         rollback()
         return
-    _process_one(event)
+    _process_batch([event], time.monotonic())
 
 
-def _process_one(event: StripeEvent) -> None:
-    from portal.payments.events import process, record_failure
+def _process_batch(events: list[StripeEvent], until: float) -> int:
+    """Each event's handler in a SAVEPOINT of one transaction, committed once for the batch: a
+    failing event undoes only its own changes and is recorded for its retry, the others are
+    kept. Returns how many were tried; those left when ``until`` passes are let go by the
+    commit, for the next batch, so a run of slow events (calls to Stripe) never holds its
+    locks for long."""
+    from portal.payments.events import handle, preload, record_failure, record_success
 
-    event_id = event.id
-    try:
-        process(event)
-        commit()
-    except Exception as error:  # noqa: BLE001 - any failure is recorded on the event and retried
-        rollback()
-        failed = record_failure(event_id, error, utcnow())
-        if failed is None:
-            rollback()
-            return
-        retry_at, event_type, message = failed.next_attempt_at, failed.type, failed.last_error
-        commit()
+    _held = preload(events)  # a query per event otherwise; the session keeps them while this does
+    outcomes = []
+    for event in events:
+        if outcomes and time.monotonic() > until:
+            break
+        try:
+            with savepoint():
+                outcome = handle(event)
+        except Exception as error:  # noqa: BLE001 - any failure is recorded on the event and retried
+            outcome = error
+        outcomes.append((event, outcome, utcnow()))
+    # The events' own rows are written outside the savepoints, so a rollback never touches
+    # them, and all at the commit: one executemany for the batch rather than a statement each.
+    failed = []
+    for event, outcome, at in outcomes:
+        if isinstance(outcome, Exception):
+            record_failure(event, outcome, at)
+            failed.append((event.id, event.type, event.last_error, event.next_attempt_at))
+        else:
+            record_success(event, outcome, at)
+    commit()
+    for event_id, event_type, message, retry_at in failed:
         log.warning("Stripe event %s (%s) failed: %s", event_id, event_type, message)
         if retry_at is not None:
             _wake_at(retry_at)
+    return len(outcomes)
 
 
 def _wake_at(when) -> None:

@@ -39,6 +39,8 @@ def record_now(actor: Actor, action: str, tenant: Tenant | None = None, target_t
     """``record`` as one INSERT at once, for hot paths (a billing run writes one per invoice)
     where the unit of work's bookkeeping would cost more than the row."""
     db.session.connection().execute(
-        insert(AuditEvent.__table__),
-        {**_values(actor, action, tenant, target_type, target_id, details), "created_at": utcnow()},
-    )
+        _INSERT, {**_values(actor, action, tenant, target_type, target_id, details), "created_at": utcnow()})
+
+
+# Built once, as its cache key is; inline: no RETURNING of the new id, which nobody reads.
+_INSERT = insert(AuditEvent.__table__).inline()

@@ -5,7 +5,8 @@ and then enqueues. Without Redis the queue is an in-memory fakeredis with
 ``is_async=False``, so jobs run inline through the very same RQ code path.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from flask import current_app
 from rq import Queue, Retry
@@ -117,3 +118,17 @@ def release(key: str) -> None:
 def rollback() -> None:
     db.session.info.pop(_PENDING_KEY, None)
     db.session.rollback()
+
+
+@contextmanager
+def savepoint() -> Iterator[None]:
+    """A SAVEPOINT inside the current transaction: on an error its changes are rolled back,
+    and so are the jobs deferred inside it, while the rest of the transaction goes on."""
+    pending = db.session.info.setdefault(_PENDING_KEY, [])
+    kept = len(pending)
+    try:
+        with db.session.begin_nested():
+            yield
+    except BaseException:
+        del pending[kept:]
+        raise

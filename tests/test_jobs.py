@@ -132,6 +132,23 @@ def test_job_deferred_in_a_rolled_back_transaction_is_never_enqueued(jobs_app, q
     assert email_to(jobs_app, "never@example.com") is None
 
 
+def test_job_deferred_in_a_rolled_back_savepoint_is_dropped_and_the_rest_of_the_transaction_kept(
+        jobs_app, queues, make_tenant):
+    from portal.mail import send_email
+
+    tenant = make_tenant()
+    with jobs_app.test_request_context():
+        tenant_obj = db.session.get(Tenant, tenant.tenant_id)
+        send_email("kept@example.com", "Kept", "tenant_suspended", tenant=tenant, tenant_obj=tenant_obj)
+        with pytest.raises(RuntimeError), tasks.savepoint():
+            send_email("undone@example.com", "Undone", "tenant_suspended", tenant=tenant, tenant_obj=tenant_obj)
+            raise RuntimeError("the savepoint's work fails")
+        tasks.commit()
+    [job] = queues.email.get_jobs()
+    assert job.args == (email_to(jobs_app, "kept@example.com").id,)
+    assert email_to(jobs_app, "undone@example.com") is None
+
+
 def test_nothing_is_enqueued_before_the_commit(jobs_app, queues, make_tenant):
     from portal.mail import send_email
 

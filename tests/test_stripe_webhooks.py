@@ -139,6 +139,52 @@ def test_shuffled_failure_and_success_end_paid_and_count_the_failure_once(client
         assert subscription.status == "active"
 
 
+def test_events_of_one_invoice_drained_together_have_the_effect_they_have_one_by_one(stripe_app, invoice):
+    """One drain batch (one transaction, a savepoint each): each event sees what the ones
+    before it did to the invoice, its attempts and its subscription."""
+    from jobs.stripe import drain_stripe_events
+    from portal.models import AuditEvent, PaymentAttempt, StripeEvent, Subscription
+    from portal.payments.events import store
+
+    pi_failed, pi_paid = f"pi_{uuid.uuid4().hex[:20]}", f"pi_{uuid.uuid4().hex[:20]}"
+    declined = {"message": "Your card was declined.", "code": "card_declined"}
+    failed = event_payload("payment_intent.payment_failed", intent(invoice, "requires_payment_method", pi_failed, "1",
+                                                                   declined))
+    paid = event_payload("payment_intent.succeeded", intent(invoice, "succeeded", pi_paid, "2"))
+    stripe_invoice_paid = event_payload("invoice.paid", {
+        "id": f"in_{uuid.uuid4().hex[:20]}", "object": "invoice", "amount_paid": invoice.total, "payment_intent": None,
+        "metadata": {"invoice_id": invoice.id, "tenant_id": invoice.tenant_id}})
+    refunded = event_payload("charge.refunded", {"id": "ch_x", "object": "charge", "payment_intent": pi_paid,
+                                                 "amount": invoice.total, "amount_refunded": 500,
+                                                 "metadata": {"invoice_id": invoice.id, "tenant_id": invoice.tenant_id}})
+    # Stripe sends invoice.payment_succeeded along with invoice.paid: the same payment again.
+    stripe_invoice_succeeded = event_payload("invoice.payment_succeeded", json.loads(stripe_invoice_paid)["data"]["object"])
+    payloads = [failed, failed.replace(b'"evt_', b'"evt_x'), paid, stripe_invoice_paid, refunded, stripe_invoice_succeeded]
+    with stripe_app.app_context():
+        for payload in payloads:
+            assert store(json.loads(payload))
+        db.session.commit()
+        assert drain_stripe_events() == len(payloads)
+        results = [db.session.get(StripeEvent, json.loads(payload)["id"]).result for payload in payloads]
+
+    assert results[1].endswith("(already counted)") and results[3].endswith("already paid")
+    assert results[5].endswith("already paid")
+    final = reload(stripe_app, invoice.id)
+    assert (final.status, final.payment_failures, final.amount_refunded) == ("paid", 1, 500)
+    with stripe_app.app_context():
+        subscription = db.session.execute(select(Subscription).where(Subscription.tenant_id == invoice.tenant_id)
+                                          ).scalar_one()
+        assert subscription.status == "active"  # past_due after the failure, recovered by the payment
+        attempts = db.session.execute(select(PaymentAttempt.payment_intent_id, PaymentAttempt.status)
+                                      .where(PaymentAttempt.invoice_id == invoice.id)
+                                      .order_by(PaymentAttempt.number)).all()
+        stripe_invoice_id = json.loads(stripe_invoice_paid)["data"]["object"]["id"]
+        assert [tuple(a) for a in attempts] == [(pi_failed, "failed"), (pi_paid, "succeeded"),
+                                                (stripe_invoice_id, "succeeded")]
+        assert db.session.scalar(select(func.count()).select_from(AuditEvent).where(
+            AuditEvent.action == "invoice.paid", AuditEvent.target_id == invoice.id)) == 1
+
+
 def test_refund_shows_on_the_invoice_page(client, stripe_app, invoice, make_user, login):
     pi_id = f"pi_{uuid.uuid4().hex[:20]}"
     post(client, event_payload("payment_intent.succeeded", intent(invoice, pi_id=pi_id)))

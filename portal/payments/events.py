@@ -176,52 +176,56 @@ HANDLERS = {
 RETRY_SECONDS = (10, 60, 300)
 
 
-def next_pending(now) -> StripeEvent | None:
-    """The oldest event waiting to be processed (new, or failed and due for its retry), locked
-    for this transaction; another worker's drain skips it rather than waiting."""
-    return db.session.execute(
+def pending(now, limit: int) -> list[StripeEvent]:
+    """Up to ``limit`` of the oldest events waiting to be processed (new, or failed and due for
+    their retry), locked for this transaction; another worker's drain skips them rather than
+    waiting."""
+    return list(db.session.execute(
         select(StripeEvent)
         .where(StripeEvent.status.in_(("received", "failed")),
                or_(StripeEvent.status == "received",
                    and_(StripeEvent.next_attempt_at.is_not(None), StripeEvent.next_attempt_at <= now)))
         .order_by(StripeEvent.received_at, StripeEvent.id)
-        .limit(1)
+        .limit(limit)
         .with_for_update(skip_locked=True)
-    ).scalars().first()
+    ).scalars())
 
 
-def process(event: StripeEvent) -> None:
-    """Run the event's handler; unknown types are kept and marked ignored."""
+def preload(events: list[StripeEvent]) -> list:
+    """What the events' handlers will look up by primary key, loaded for all of them in one
+    query (the invoices their metadata name); returns it, to hold while the events are handled."""
+    return services.load_invoices_of(event.payload["data"]["object"].get("metadata") for event in events)
+
+
+def handle(event: StripeEvent) -> str:
+    """Run the event's handler and return what it did; the event itself is left untouched, for
+    ``record_success`` or ``record_failure`` once the handler's changes are kept or undone."""
     handler = HANDLERS.get(event.type)
     if handler is None:
-        event.status, event.result = "ignored", "not a type the portal acts on"
-    else:
-        result = handler(event.payload["data"]["object"], utcnow())
-        event.status = "ignored" if result.startswith("ignored") else "processed"
-        event.result = result[:300]
-    # Counted after the handler, so the row is written once, at the commit, rather than also
-    # by the autoflush before the handler's first query.
+        return "ignored: not a type the portal acts on"
+    return handler(event.payload["data"]["object"], utcnow())
+
+
+def record_success(event: StripeEvent, result: str, now) -> None:
+    """The handler's changes are kept: the event is done (or ignored), its failures forgotten."""
+    event.status = "ignored" if result.startswith("ignored") else "processed"
+    event.result = result[:300]
     event.attempts += 1
     event.last_error = None
     event.failures_in_row = 0
     event.next_attempt_at = None
-    event.processed_at = utcnow()
+    event.processed_at = now
 
 
-def record_failure(event_id: str, error: Exception, now) -> StripeEvent | None:
-    """After the handler's transaction was rolled back: count the try, keep the error, and set
-    when to try again (None once the retries are used up). None when the event is gone or was
-    processed meanwhile (by another worker)."""
-    event = db.session.get(StripeEvent, event_id, with_for_update=True)
-    if event is None or event.status in ("processed", "ignored"):
-        return None
+def record_failure(event: StripeEvent, error: Exception, now) -> None:
+    """After the handler's changes were rolled back: count the try, keep the error, and set
+    when to try again (None once the retries are used up)."""
     event.attempts += 1
     event.failures_in_row += 1
     event.status = "failed"
     event.last_error = f"{type(error).__name__}: {getattr(error, 'message', None) or error}"[:2000]
     retry = event.failures_in_row - 1
     event.next_attempt_at = now + timedelta(seconds=RETRY_SECONDS[retry]) if retry < len(RETRY_SECONDS) else None
-    return event
 
 
 def replay(actor: Actor, event: StripeEvent) -> None:

@@ -5,11 +5,12 @@ first (the request that confirmed it, the charge job, or the webhook), so each a
 once and a paid invoice is never reopened.
 """
 
+import functools
 import logging
 from datetime import datetime
 
-from sqlalchemy import or_, select
-from sqlalchemy.orm import joinedload
+from sqlalchemy import bindparam, or_, select, text
+from sqlalchemy.orm import joinedload, make_transient_to_detached
 
 from portal import audit
 from portal.access import Actor
@@ -17,6 +18,7 @@ from portal.billing import invoices as invoice_service
 from portal.errors import Conflict, ValidationFailed
 from portal.extensions import db
 from portal.models import Invoice, PaymentAttempt, Tenant, utcnow
+from portal.models.base import new_id
 from portal.payments import dunning, gateway
 
 log = logging.getLogger(__name__)
@@ -189,6 +191,14 @@ def _attempt_failed(invoice: Invoice, attempt: PaymentAttempt, message: str, at:
 
 
 def _find_attempt(invoice: Invoice, intent) -> PaymentAttempt:
+    """The attempt that ``intent`` is the outcome of: the one carrying it, else the invoice's
+    attempt its metadata numbers, else a new one (a PaymentIntent made elsewhere: the Stripe
+    dashboard, say, or a Stripe invoice)."""
+    number = str((intent.get("metadata") or {}).get("attempt") or "")
+    if not number.isdigit() and isinstance(intent.get("id"), str) and intent["id"]:
+        attempt = _new_attempt_unless_carried(invoice, intent)
+        if attempt is not None:
+            return attempt
     # One query for the attempt with this PaymentIntent and the invoice's attempts (to match
     # the metadata's attempt number, or to number a new one).
     candidates = db.session.execute(
@@ -197,10 +207,9 @@ def _find_attempt(invoice: Invoice, intent) -> PaymentAttempt:
     ).scalars().all()
     ours = [candidate for candidate in candidates if candidate.invoice_id == invoice.id]
     attempt = next((candidate for candidate in candidates if candidate.payment_intent_id == intent["id"]), None)
-    number = str((intent.get("metadata") or {}).get("attempt") or "")
     if attempt is None and number.isdigit():
         attempt = next((candidate for candidate in ours if candidate.number == int(number)), None)
-    if attempt is None:  # a PaymentIntent made elsewhere (the Stripe dashboard, say)
+    if attempt is None:
         attempt = PaymentAttempt(invoice_id=invoice.id, tenant_id=invoice.tenant_id,
                                  number=max((candidate.number for candidate in ours), default=0) + 1,
                                  amount=intent.get("amount") or 0, currency=invoice.currency, off_session=False)
@@ -209,18 +218,81 @@ def _find_attempt(invoice: Invoice, intent) -> PaymentAttempt:
     return attempt
 
 
+# The PaymentIntent statuses an attempt takes as they are. A failure is counted by
+# _attempt_failed instead, from pending (what any other status leaves a new attempt at).
+_INTENT_STATUSES_TAKEN = ("succeeded", "requires_action", "processing")
+_NEW_ATTEMPT_COLUMNS = ("id", "invoice_id", "tenant_id", "amount", "currency", "off_session", "status",
+                        "payment_intent_id", "created_at", "updated_at")
+
+
+def _new_attempt_unless_carried(invoice: Invoice, intent) -> PaymentAttempt | None:
+    """A new attempt of ``invoice`` for ``intent``, numbered after the invoice's others; None
+    when an attempt (of any invoice) already carries this PaymentIntent. One statement where
+    looking first took two (every invoice.paid webhook comes this way)."""
+    connection = db.session.connection()
+    if connection.dialect.name not in ("postgresql", "sqlite"):
+        return None
+    db.session.flush()  # attempts still pending in the session count for the number
+    now = utcnow()
+    values = {"id": new_id("pay"), "invoice_id": invoice.id, "tenant_id": invoice.tenant_id,
+              "amount": intent.get("amount") or 0, "currency": invoice.currency, "off_session": False,
+              "status": intent.get("status") if intent.get("status") in _INTENT_STATUSES_TAKEN else "pending",
+              "payment_intent_id": intent["id"],
+              "created_at": now, "updated_at": now}
+    number = connection.execute(_insert_attempt_unless_carried(), values).scalar()
+    if number is None:
+        return None
+    attempt = PaymentAttempt(**values, number=number, failure_message=None)
+    make_transient_to_detached(attempt)  # stored already, every column set: nothing to reload
+    db.session.add(attempt)
+    return attempt
+
+
+@functools.cache
+def _insert_attempt_unless_carried():
+    """INSERT ... SELECT the next number ... ON CONFLICT (payment_intent_id) DO NOTHING, the same
+    SQL on PostgreSQL and SQLite; text, as events._insert_once, so it is compiled once."""
+    table = PaymentAttempt.__table__
+    return text(
+        "INSERT INTO payment_attempts (id, invoice_id, tenant_id, number, amount, currency, off_session, status, "
+        "payment_intent_id, created_at, updated_at) "
+        "SELECT :id, :invoice_id, :tenant_id, COALESCE(MAX(number), 0) + 1, :amount, :currency, :off_session, "
+        ":status, :payment_intent_id, :created_at, :updated_at FROM payment_attempts WHERE invoice_id = :invoice_id "
+        "ON CONFLICT (payment_intent_id) DO NOTHING RETURNING number"
+    ).bindparams(*(bindparam(c, type_=table.c[c].type) for c in _NEW_ATTEMPT_COLUMNS)).columns(
+        number=table.c.number.type)
+
+
+# Marking an invoice paid (or failed) touches its tenant and subscription too: one query, not three.
+_WITH_TENANT_AND_SUBSCRIPTION = (joinedload(Invoice.tenant), joinedload(Invoice.subscription))
+
+
+def _invoice_id(metadata) -> str | None:
+    invoice_id = metadata.get("invoice_id") if isinstance(metadata, dict) else None
+    return invoice_id if isinstance(invoice_id, str) and invoice_id and len(invoice_id) <= 32 else None
+
+
 def invoice_of(metadata: dict | None) -> Invoice | None:
     """Our invoice named by a Stripe object's metadata, only if the tenant matches too."""
-    metadata = metadata or {}
-    invoice_id, tenant_id = metadata.get("invoice_id"), metadata.get("tenant_id")
-    if not isinstance(invoice_id, str) or not invoice_id or len(invoice_id) > 32:
+    invoice_id = _invoice_id(metadata)
+    if invoice_id is None:
         return None
-    # Marking it paid (or failed) touches its tenant and subscription too: one query, not three.
-    invoice = db.session.get(Invoice, invoice_id,
-                             options=(joinedload(Invoice.tenant), joinedload(Invoice.subscription)))
-    if invoice is None or (tenant_id and invoice.tenant_id != tenant_id):
+    invoice = db.session.get(Invoice, invoice_id, options=_WITH_TENANT_AND_SUBSCRIPTION)
+    if invoice is None or (metadata.get("tenant_id") and invoice.tenant_id != metadata["tenant_id"]):
         return None
     return invoice
+
+
+def load_invoices_of(metadatas) -> list[Invoice]:
+    """``invoice_of``'s invoices for many Stripe objects in one query, into the session, where
+    ``invoice_of`` then finds them without a query of its own. The session keeps them only as
+    long as something else does: hold the list while they are needed."""
+    invoice_ids = {invoice_id for metadata in metadatas if (invoice_id := _invoice_id(metadata))}
+    if not invoice_ids:
+        return []
+    return list(db.session.execute(
+        select(Invoice).options(*_WITH_TENANT_AND_SUBSCRIPTION).where(Invoice.id.in_(invoice_ids))
+    ).unique().scalars())
 
 
 def apply_payment_intent(intent, at: datetime | None = None, invoice: Invoice | None = None) -> str:
@@ -232,18 +304,18 @@ def apply_payment_intent(intent, at: datetime | None = None, invoice: Invoice | 
         return "ignored: no invoice of ours in its metadata"
     attempt = _find_attempt(invoice, intent)
     status = intent.get("status")
+    # A new attempt was stored with its status; assigning it again would still cost a flush.
+    if status in _INTENT_STATUSES_TAKEN and attempt.status != status:
+        attempt.status = status
     if status == "succeeded":
-        attempt.status = "succeeded"
         amount = intent.get("amount_received") or intent.get("amount") or invoice.total
         if invoice_service.record_card_payment(invoice, amount, intent["id"], at):
             dunning.recovered(invoice)
             return f"invoice {invoice.number} paid"
         return f"invoice {invoice.number} already {invoice.status}"
     if status == "requires_action":
-        attempt.status = "requires_action"
         return f"invoice {invoice.number}: waiting for the customer's authentication"
     if status == "processing":
-        attempt.status = "processing"
         return f"invoice {invoice.number}: payment processing"
     if status == "canceled" or (status == "requires_payment_method" and intent.get("last_payment_error")):
         error = intent.get("last_payment_error") or {}
