@@ -161,6 +161,57 @@ def _wrk(command: list[str], url: str, script_args: list[str] = (), timeouts_ok:
             "p50": latency("50"), "p99": latency("99")}
 
 
+def raw_request(method: str, path: str, headers: dict, body: bytes = b"") -> bytes:
+    """One HTTP/1.1 request as sent on the wire, asking the server to close the connection."""
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {HOST}", "Connection: close", f"Content-Length: {len(body)}",
+             *(f"{name}: {value}" for name, value in headers.items())]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def paced(port: int, requests: list[bytes], rate: float, connections: int = 16, seed: int = 1) -> dict:
+    """Send ``requests`` as a Poisson stream of ``rate`` a second, as independent clients
+    would, at most ``connections`` at a time; each latency counts from the moment its request
+    was due, so a request kept waiting by a slow server is charged for the wait. -> req/s
+    achieved, p50 and p99 (ms). (wrk's per-connection delay() counts the pause itself against
+    a server that closes every connection, as gunicorn's sync workers do.)"""
+    import asyncio
+    import random
+
+    async def run() -> tuple[list[float], float, list[str]]:
+        loop = asyncio.get_running_loop()
+        slots = asyncio.Semaphore(connections)
+        draws = random.Random(seed)
+        latencies: list[float] = []
+        failures: list[str] = []
+
+        async def one(request: bytes, due: float) -> None:
+            async with slots:
+                reader, writer = await asyncio.open_connection(HOST, port)
+                writer.write(request)
+                await writer.drain()
+                answer = await reader.read()
+                writer.close()
+            latencies.append((loop.time() - due) * 1000)
+            status = answer[9:12].decode(errors="replace")
+            if not status.startswith("2"):
+                failures.append(f"{status} {answer[-200:]!r}")
+
+        started = due = loop.time()
+        tasks = []
+        for request in requests:
+            due += draws.expovariate(rate)
+            await asyncio.sleep(max(0.0, due - loop.time()))
+            tasks.append(asyncio.create_task(one(request, due)))
+        await asyncio.gather(*tasks)
+        return latencies, loop.time() - started, failures
+
+    latencies, elapsed, failures = asyncio.run(run())
+    if failures:
+        sys.exit(f"{len(failures)} paced requests failed, e.g. {failures[0]}")
+    cuts = statistics.quantiles(sorted(latencies), n=100)
+    return {"requests": len(latencies), "rps": len(latencies) / elapsed, "p50": cuts[49], "p99": cuts[98]}
+
+
 def load_wrk(port: int, path: str, headers: dict, connections: int, duration: int, script: str | None = None,
              script_args: list[str] | None = None, timeouts_ok: bool = False) -> dict:
     """wrk (C, 2 threads) against one path; ``script``: Lua that builds each request instead,
