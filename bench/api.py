@@ -46,6 +46,16 @@ WORKER_CLASSES = {
 GUNICORN_ARGS = WORKER_CLASSES["sync"] + ["--log-level", "warning"]
 
 
+def add_worker_class_argument(parser) -> None:
+    parser.add_argument("--worker-class", choices=sorted(WORKER_CLASSES), default="sync",
+                        help="gunicorn worker class (default sync, gunicorn's own default; gthread: 4 threads each)")
+
+
+def use_worker_class(name: str) -> None:
+    """Every Server started from now on runs this gunicorn worker class."""
+    GUNICORN_ARGS[:] = WORKER_CLASSES[name] + ["--log-level", "warning"]
+
+
 def bare_app():
     """The baseline: Flask and one route returning the portal's JSON, nothing else."""
     from flask import Flask, jsonify
@@ -287,10 +297,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per measurement (default 10)")
     parser.add_argument("--connections", type=int, default=16, help="concurrent connections (default 16)")
-    parser.add_argument("--worker-class", choices=sorted(WORKER_CLASSES), default="sync",
-                        help="gunicorn worker class for both servers (default sync, gunicorn's own default)")
+    add_worker_class_argument(parser)
     args = parser.parse_args()
-    GUNICORN_ARGS[:] = WORKER_CLASSES[args.worker_class] + ["--log-level", "warning"]
+    use_worker_class(args.worker_class)
 
     import psycopg
 

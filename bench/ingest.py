@@ -50,13 +50,14 @@ from bench.api import (  # noqa: E402 - needs ROOT on the path
     GUNICORN_ARGS,
     HOST,
     VENV_BIN,
-    WORKER_CLASSES,
     Server,
+    add_worker_class_argument,
     drive,
     load_wrk,
     paced,
     raw_request,
     scratch_database,
+    use_worker_class,
 )
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -219,10 +220,9 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10, help="seconds per HTTP measurement (default 10)")
     parser.add_argument("--connections", type=int, default=16, help="connections for single events and checks")
     parser.add_argument("--events", type=int, default=1_000_000, help="events of the usage-query tenant")
-    parser.add_argument("--worker-class", choices=sorted(WORKER_CLASSES), default="sync",
-                        help="gunicorn worker class (default sync, gunicorn's own default; gthread: 4 threads each)")
+    add_worker_class_argument(parser)
     args = parser.parse_args()
-    GUNICORN_ARGS[:] = WORKER_CLASSES[args.worker_class] + ["--log-level", "warning"]
+    use_worker_class(args.worker_class)
 
     import psycopg
     import redis

@@ -59,7 +59,6 @@ sys.path.insert(0, str(ROOT))
 
 from bench import api as api_bench  # noqa: E402 - needs ROOT on the path
 from bench import billing_run  # noqa: E402
-from bench.api import GUNICORN_ARGS, WORKER_CLASSES  # noqa: E402
 from tests.stripe_support import signature  # noqa: E402 - Stripe's signing scheme, shared with the tests
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -294,10 +293,9 @@ def main() -> None:
     parser.add_argument("--redis-db", type=int, default=15, help="an empty Redis database number (default 15)")
     parser.add_argument("--rate", type=float, default=200,
                         help="deliveries/s offered in the paced half (default 200: what one worker must process)")
-    parser.add_argument("--worker-class", choices=sorted(WORKER_CLASSES), default="sync",
-                        help="gunicorn worker class (default sync, gunicorn's own default; gthread: 4 threads each)")
+    api_bench.add_worker_class_argument(parser)
     args = parser.parse_args()
-    GUNICORN_ARGS[:] = WORKER_CLASSES[args.worker_class] + ["--log-level", "warning"]
+    api_bench.use_worker_class(args.worker_class)
     logging.basicConfig(level=logging.WARNING)
 
     import psycopg

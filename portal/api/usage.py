@@ -22,7 +22,6 @@ from portal.usage.services import (
     plan_version_of,
     quota_event_names,
     subscription_for,
-    tenant_terms,
     value_of,
 )
 
@@ -50,14 +49,15 @@ def _defer_quota_checks(outcomes) -> None:
     from portal.usage.quotas import CHECK_PENDING_SECONDS, check_key
 
     names: dict[str, set[str]] = {}
+    terms: dict[str, Terms] = {}
     for outcome in outcomes:
         if outcome.status == "accepted":
             names.setdefault(outcome.tenant_id, set()).add(outcome.draft.name)
-    terms = tenant_terms(names, by_external_id=False)
+            terms[outcome.tenant_id] = outcome.terms  # as validation read them: no second lookup
     for tenant_id in sorted(names):
         # Only a live subscription has quotas to check, and only events that feed one of its
         # quota'd features can cross a threshold.
-        subscription = terms[tenant_id].subscription if tenant_id in terms else None
+        subscription = terms[tenant_id].subscription
         if subscription is None or not subscription.is_live \
                 or not names[tenant_id] & quota_event_names(subscription.plan_version_id):
             continue

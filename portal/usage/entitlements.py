@@ -60,10 +60,6 @@ class Decision:
         return self.limit is not None and self.projected is not None and self.projected > self.limit
 
 
-def _snapshots():
-    return key_cache.active_cache()
-
-
 def terms(ref: str, by_external_id: bool = True) -> Terms | None:
     """The tenant named by ``ref`` (its id, or also its external id) with its subscription."""
     return tenant_terms([ref], by_external_id, read_only=True).get(ref)
@@ -72,7 +68,7 @@ def terms(ref: str, by_external_id: bool = True) -> Terms | None:
 def _used(meter, feature, tenant_id: str, start: datetime, end: datetime) -> Decimal:
     """``value_of``, through the snapshot cache. API requests are counted in Redis until a job
     stores them, so that meter is always read afresh."""
-    cache = _snapshots() if meter.event_name != api_requests.EVENT_NAME else None
+    cache = key_cache.active_cache() if meter.event_name != api_requests.EVENT_NAME else None
     if cache is None:
         autocommit_statements()
         return value_of(meter, feature, tenant_id, start, end)

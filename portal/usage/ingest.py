@@ -16,7 +16,7 @@ from portal.extensions import db
 from portal.models import UsageEvent, utcnow
 from portal.models.base import new_id
 from portal.usage import rollups
-from portal.usage.services import tenant_terms
+from portal.usage.services import Terms, tenant_terms
 
 MAX_BATCH = 1000
 MAX_NAME = 128
@@ -71,6 +71,8 @@ class Outcome:
     reason: str | None = None
     field: str | None = None
     draft: EventDraft | None = dataclass_field(default=None, repr=False)
+    # The tenant's subscription terms as validation read them (for the quota checks after it).
+    terms: Terms | None = dataclass_field(default=None, repr=False)
 
 
 def _one(raw: dict, what: str):
@@ -165,10 +167,10 @@ def draft(raw, now: datetime, header_key: str | None = None) -> EventDraft:
                       properties=properties, tenant_id=None, properties_json=properties_json)
 
 
-def _tenants(refs: set[str]) -> dict[str, tuple[str, datetime | None]]:
-    """ref (tenant_id or external id) -> (tenant_id, start of its oldest open period)."""
-    return {ref: (terms.tenant_id, terms.current_period_start)
-            for ref, terms in tenant_terms(refs).items() if terms.tenant_status != "cancelled"}
+def _tenants(refs: set[str]) -> dict[str, Terms]:
+    """ref (tenant_id or external id) -> the tenant's terms (its current period's start is the
+    oldest open one), cancelled tenants left out."""
+    return {ref: terms for ref, terms in tenant_terms(refs).items() if terms.tenant_status != "cancelled"}
 
 
 def validate(raw_events: list, now: datetime | None = None, header_key: str | None = None) -> list[Outcome]:
@@ -189,7 +191,8 @@ def validate(raw_events: list, now: datetime | None = None, header_key: str | No
             outcome.status, outcome.reason, outcome.field = "rejected", f"unknown tenant {event.tenant_ref!r}", "tenant_id"
             outcome.draft = None
             continue
-        event.tenant_id, period_start = tenants[event.tenant_ref]
+        outcome.terms = tenants[event.tenant_ref]
+        event.tenant_id, period_start = outcome.terms.tenant_id, outcome.terms.current_period_start
         outcome.tenant_id, outcome.key = event.tenant_id, event.key
         if period_start is not None and event.occurred_at < period_start:
             outcome.status, outcome.field = "rejected", "occurredAt"
