@@ -33,7 +33,6 @@ import argparse
 import itertools
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -140,27 +139,9 @@ def single_events(port: int, tenant_id: str, headers: dict, connections: int, du
 
 
 def offered_rate(port: int, path: str, headers: dict, connections: int, rate: int, duration: int) -> dict:
-    """Latency of checks sent at ``rate`` a second from ``connections``: hey's per-connection
-    rate limit when installed (Debian's ``hey``; its connections tick together, so checks
-    arrive in bursts of ``connections``: a pessimistic figure), else a Poisson stream from
-    ``bench.api.paced`` (asyncio: on 2 shared cores it cannot send 1,500 a second itself)."""
-    if not shutil.which("hey"):
-        return paced(port, [raw_request("GET", path, headers)] * int(rate * duration), rate, connections)
-    command = ["hey", "-z", f"{duration}s", "-c", str(connections), "-q", f"{rate / connections:.2f}",
-               "-disable-keepalive"]
-    for name, value in headers.items():
-        command += ["-H", f"{name}: {value}"]
-    out = subprocess.run([*command, f"http://{HOST}:{port}{path}"], capture_output=True, text=True,  # noqa: S603
-                         check=True).stdout
-    statuses = dict(re.findall(r"\[(\d{3})\]\s+(\d+) responses", out))
-    if set(statuses) != {"200"}:
-        sys.exit(f"the entitlement checks did not all answer 200:\n{out}")
-
-    def percentile(n: int) -> float:
-        return float(re.search(rf"^\s+{n}% in ([\d.]+) secs", out, re.M).group(1)) * 1000
-
-    return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), "p50": percentile(50),
-            "p99": percentile(99)}
+    """Latency of checks arriving as a Poisson stream of ``rate`` a second, at most
+    ``connections`` at a time (``bench.api.paced``)."""
+    return paced(port, [raw_request("GET", path, headers)] * int(rate * duration), rate, connections)
 
 
 def raw_baseline(scratch_url: str, tenant_id: str, total: int) -> float:

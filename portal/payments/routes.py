@@ -12,7 +12,7 @@ from portal.billing import invoices as invoice_service
 from portal.errors import ServiceError
 from portal.extensions import csrf
 from portal.payments import events, gateway, services
-from portal.tasks import commit, defer, rollback
+from portal.tasks import autocommit_statements, commit, defer, rollback
 from portal.web import CSP, act, redirect_to, render
 
 bp = Blueprint("payments", __name__)
@@ -42,14 +42,16 @@ def stripe_webhook():
     """Verify, store, wake the drain, answer: the processing happens in the worker.
 
     Kept lean, as Stripe times its deliveries: no user or tenant is loaded (nobody signs in),
-    the event is one INSERT ... ON CONFLICT DO NOTHING on the session's connection and one
-    commit, and waking the worker is one Redis SET NX (an enqueue only when no drain is queued)."""
+    the event is one INSERT ... ON CONFLICT DO NOTHING, atomic on its own, so it runs without
+    a transaction around it (one round trip, not BEGIN, INSERT and COMMIT), and waking the
+    worker is one Redis SET NX (an enqueue only when no drain is queued)."""
     from jobs.stripe import drain_once, drain_stripe_events
 
     try:
         event = gateway.verify_webhook(request.get_data(cache=False), request.headers.get("Stripe-Signature"))
     except gateway.InvalidWebhook as error:
         return jsonify(error=str(error)), 400
+    autocommit_statements()
     if not events.store(event):
         rollback()
         return jsonify(received=True, duplicate=True), 200

@@ -231,17 +231,35 @@ _UNNEST_INSERT = (
     "rolled AS (" + rollups.ADD_STORED_POSTGRESQL + ") "
     "SELECT id FROM stored"
 )
+# One event (POST /events): the same statement with scalar parameters, which the driver sends
+# for about half the cost of eight one-element arrays.
+_SINGLE_INSERT = (
+    "WITH stored AS (INSERT INTO usage_events (id, tenant_id, idempotency_key, name, occurred_at, quantity, "  # noqa: S608
+    "properties, received_at, invoice_id) VALUES (%s, %s, %s, %s, %s, %s, %s::json, %s, NULL) "
+    "ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING id, tenant_id, name, occurred_at, quantity), "
+    "rolled AS (" + rollups.ADD_STORED_POSTGRESQL + ") "
+    "SELECT id FROM stored"
+)
 
 
 def _naive_utc(at: datetime) -> datetime:
     return at.astimezone(UTC).replace(tzinfo=None)
 
 
+def _properties_json(draft: EventDraft) -> str:
+    return draft.properties_json if draft.properties_json is not None else json.dumps(draft.properties)
+
+
 def _insert_postgresql(connection, rows: list[dict], drafts: list[EventDraft]) -> set[str]:
+    if len(rows) == 1:
+        (row,), (one,) = rows, drafts
+        return {stored[0] for stored in connection.exec_driver_sql(_SINGLE_INSERT, (
+            row["id"], row["tenant_id"], row["idempotency_key"], row["name"], _naive_utc(row["occurred_at"]),
+            row["quantity"], _properties_json(one), _naive_utc(row["received_at"])))}
     columns = ([r["id"] for r in rows], [r["tenant_id"] for r in rows], [r["idempotency_key"] for r in rows],
                [r["name"] for r in rows], [_naive_utc(r["occurred_at"]) for r in rows],
                [r["quantity"] for r in rows],
-               [d.properties_json if d.properties_json is not None else json.dumps(d.properties) for d in drafts],
+               [_properties_json(d) for d in drafts],
                [_naive_utc(r["received_at"]) for r in rows])
     return {row[0] for row in connection.exec_driver_sql(_UNNEST_INSERT, columns)}
 

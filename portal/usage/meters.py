@@ -97,15 +97,20 @@ def meters_by_key() -> dict[str, MeterSpec]:
     database = current_app.config["SQLALCHEMY_DATABASE_URI"]
     cached = _process_meters
     if lifetime > 0 and cached is not None and cached[0] == database and time.monotonic() - cached[1] < lifetime \
-            and not db.session.info.get(_CHANGED):
+            and not _changed_here():
         setattr(g, _MEMO, cached[2])
         return cached[2]
     read_at = time.monotonic()
     meters = {meter.key: spec_of(meter) for meter in list_meters()}
     setattr(g, _MEMO, meters)
-    if lifetime > 0 and not db.session.info.get(_CHANGED):
+    if lifetime > 0 and not _changed_here():
         _process_meters = (database, read_at, meters)
     return meters
+
+
+def _changed_here() -> bool:
+    # Without a session in this request nothing was changed, and none is created to find out.
+    return db.session.registry.has() and bool(db.session.info.get(_CHANGED))
 
 
 def _forget_meters() -> None:
