@@ -11,7 +11,7 @@ from sqlalchemy import select
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 from portal.extensions import db
-from tests.conftest import database, make_app
+from tests.conftest import database, make_app, sign_in
 from tests.stripe_support import localstripe  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.usefixtures("localstripe")
@@ -217,3 +217,52 @@ def test_billing_run_charges_the_card_on_file_off_session(stripe_portal, localst
         attempts = db.session.execute(select(PaymentAttempt).where(PaymentAttempt.invoice_id == invoice_id)
                                       ).scalars().all()
         assert [(a.number, a.off_session, a.status) for a in attempts] == [(1, True, "succeeded")]
+
+
+def test_an_off_session_charge_the_bank_wants_authenticated_is_dunned_and_paid_on_session(stripe_portal, localstripe):  # noqa: F811
+    """Nobody is there to authenticate a billing run's charge: it counts as failed, with a
+    message saying why, the owner and admins are emailed the pay link, and the PaymentIntent
+    is cancelled; paying from the invoice page, on-session, settles it."""
+    from jobs.stripe import charge_invoice
+    from portal.models import PaymentAttempt, Tenant
+    from portal.payments import gateway
+    from portal.payments.services import AUTHENTICATION_NEEDED
+
+    tenant_id, owner, admin = _new_tenant(stripe_portal)
+    invoice_id = _open_invoice(stripe_portal, tenant_id)
+    _save_card(stripe_portal, localstripe, tenant_id, "4242424242424242")
+    with stripe_portal.app_context():
+        tenant = db.session.get(Tenant, tenant_id)
+        # The card is re-issued with strong authentication: every charge now asks for it.
+        card = gateway._call(gateway._client().v1.payment_methods.create, params={
+            "type": "card", "card": {"number": "4000002760003184", "exp_month": 12, "exp_year": 2034, "cvc": "123"}})
+        gateway.attach_payment_method(card["id"], tenant.stripe_customer_id)
+        tenant.stripe_payment_method_id = card["id"]
+        db.session.commit()
+
+    with stripe_portal.test_request_context():
+        charge_invoice(invoice_id, 1)  # the job a billing run (or a due retry) enqueues
+    state = _state(stripe_portal, tenant_id, invoice_id)
+    assert (state["invoice"], state["subscription"], state["failures"]) == ("open", "past_due", 1)
+    with stripe_portal.app_context():
+        attempt = db.session.execute(select(PaymentAttempt).where(PaymentAttempt.invoice_id == invoice_id)
+                                     ).scalar_one()
+        assert (attempt.off_session, attempt.status, attempt.failure_message) == (True, "failed", AUTHENTICATION_NEEDED)
+        assert gateway.retrieve_payment_intent(attempt.payment_intent_id)["status"] == "canceled"
+    for address in (owner, admin):
+        assert any("failed" in subject for subject in _emails(stripe_portal, address))
+    # Whatever webhooks the cancelled intent sends, the failure counts once and stays a failure.
+    time.sleep(1)
+    assert _state(stripe_portal, tenant_id, invoice_id)["failures"] == 1
+
+    # The invoice page says why, and offers to pay now, on-session, where 3-D Secure can run.
+    client = stripe_portal.test_client()
+    sign_in(client, owner, "pw-123456789")
+    page = client.get(f"/billing/invoices/{invoice_id}").get_data(as_text=True)
+    assert "Your bank asked you to confirm this payment" in page
+    assert 'data-testid="pay-now"' in page
+    # localstripe lets this card through on-session without a challenge (3-D Secure in the
+    # browser is tested in tests/browser/test_stripe_flow.py); the payment brings the subscription back.
+    assert _pay_now(stripe_portal, invoice_id) == "processing"
+    state = _wait_for(lambda: (s := _state(stripe_portal, tenant_id, invoice_id))["invoice"] == "paid" and s)
+    assert (state["subscription"], state["failures"]) == ("active", 1)

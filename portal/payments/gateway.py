@@ -152,6 +152,10 @@ def create_payment_intent(*, amount: int, currency: str, customer_id: str, payme
     return _call(_client().v1.payment_intents.create, params=params, options={"idempotency_key": idempotency_key})
 
 
+def cancel_payment_intent(payment_intent_id: str):
+    return _call(_client().v1.payment_intents.cancel, payment_intent_id)
+
+
 def retrieve_payment_intent(payment_intent_id: str):
     return _call(_client().v1.payment_intents.retrieve, payment_intent_id)
 

@@ -177,9 +177,31 @@ def charge(invoice: Invoice, number: int, off_session: bool, at: datetime | None
         # Paid only when Stripe's webhook says so (the single source of truth for money received).
         attempt.payment_intent_id = intent["id"]
         attempt.status = "processing"
+    elif off_session and intent.get("status") == "requires_action":
+        _needs_the_customer(invoice, attempt, intent["id"], at)
     else:
         apply_payment_intent(intent, at)
     return attempt
+
+
+AUTHENTICATION_NEEDED = ("Your bank asked you to confirm this payment, which it cannot do while you are away. "
+                         "Pay the invoice from the portal, where your bank can ask you.")
+
+
+def _needs_the_customer(invoice: Invoice, attempt: PaymentAttempt, payment_intent_id: str, at: datetime) -> None:
+    """An off-session charge the bank wants authenticated: nobody is there to do it, so it
+    counts as failed (past due, owner and admins emailed with the pay link, retried on the
+    dunning schedule) and Pay now, on-session, lets the bank ask. The PaymentIntent is cancelled
+    so that it cannot be completed later beside the one Pay now makes."""
+    attempt.payment_intent_id = payment_intent_id
+    _attempt_failed(invoice, attempt, AUTHENTICATION_NEEDED, at)
+    try:
+        gateway.cancel_payment_intent(payment_intent_id)
+    except gateway.GatewayError as error:
+        # Left in requires_action: its client secret is never shown (the attempt failed), and
+        # Stripe cancels it after a while; the dunning goes on either way.
+        log.warning("could not cancel PaymentIntent %s after it asked for authentication off-session: %s",
+                    payment_intent_id, error.message)
 
 
 def _attempt_failed(invoice: Invoice, attempt: PaymentAttempt, message: str, at: datetime) -> None:
@@ -305,7 +327,9 @@ def apply_payment_intent(intent, at: datetime | None = None, invoice: Invoice | 
     attempt = _find_attempt(invoice, intent)
     status = intent.get("status")
     # A new attempt was stored with its status; assigning it again would still cost a flush.
-    if status in _INTENT_STATUSES_TAKEN and attempt.status != status:
+    # A failed attempt stays failed unless the money arrived after all.
+    if status in _INTENT_STATUSES_TAKEN and attempt.status != status \
+            and (attempt.status != "failed" or status == "succeeded"):
         attempt.status = status
     if status == "succeeded":
         amount = intent.get("amount_received") or intent.get("amount") or invoice.total
