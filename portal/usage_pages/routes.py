@@ -21,11 +21,18 @@ def index():
     """This period's usage per feature against the quotas, the daily chart and the month picker."""
     report = usage_report.build(g.tenant, _month())
     chart = {
+        # The x axis spans the whole window, from its first day's midnight (where that day's
+        # point is drawn): the days still to come show as room left, and a window's first day
+        # alone is not stretched across years.
+        "start": int(report.start.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()),
+        "end": int(report.end.timestamp()),
         "days": [day.isoformat() for day in report.days],
         "series": [{"key": line.usage.key, "label": f"{line.usage.name} ({line.usage.unit_label})",
                     "values": report.daily.get(line.usage.key, [])} for line in report.features],
     }
-    return render("usage/index.html", report=report, chart_json=json.dumps(chart))
+    # A chart of nothing but zeros (a month before the first event, say) says less than a sentence.
+    charted = any(value for series in chart["series"] for value in series["values"])
+    return render("usage/index.html", report=report, chart_json=json.dumps(chart), charted=charted)
 
 
 @bp.get("/export.csv")
