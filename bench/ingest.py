@@ -11,22 +11,24 @@ gunicorn (2 sync workers, rate limiting off), in one run:
    of the same events, 1,000 per transaction from 4 connections, into an equivalent table
    (same columns, unique constraint and index). Target: batch >= 25 % of raw.
 2. single events: POST /api/v1/events, one new event per request, at 16 connections. Target
-   >= 1,000 req/s.
+   >= 1,000 req/s. Baseline in the same run: ``minimal_app``, a bare WSGI callable storing each
+   event with the portal's own statement on a raw psycopg connection, under the same gunicorn
+   and client: the most this machine gives any Python WSGI app that stores an event.
 3. entitlement checks: GET /api/v1/entitlements/{tenant}/pipeline_runs with an operator token:
    req/s at 16 connections sending as fast as they are answered (target >= 1,500 req/s), then
-   p50/p99 latency of checks sent at 1,500 req/s from 16 connections (hey, see
-   ``offered_rate``; target p99 <= 10 ms). Latency is read at the target rate, not at saturation: 16
-   connections on 2 workers that answer as fast as they can queue behind each other
-   (Little's law: 16 / req/s is the mean wait however fast a check is).
+   p50/p99 latency of checks arriving as a Poisson stream of 1,500 a second, at most 16 at a
+   time (``bench.api.paced``; target p99 <= 10 ms). Latency is read at the target rate, not
+   at saturation: 16 connections on 2 workers that answer as fast as they can queue behind
+   each other (Little's law: 16 / req/s is the mean wait however fast a check is).
 4. the usage query: GET /api/v1/tenants/{id}/usage for a tenant holding --events events this
    month (loaded with COPY, then ``flask usage rebuild-rollups``, as ingestion would have kept
    the hourly roll-ups), one request at a time, p50 and p95. Target p95 <= 50 ms.
 
 Quota checks after ingestion are RQ jobs, as in production: the portal gets a REDIS_URL (db 7 of
 REDIS_URL's server, default redis://127.0.0.1:6379) and the queued jobs are deleted at the end.
-The load client for single events and checks is wrk, and hey for the checks' latency at
-1,500 req/s, when installed (Debian's ``wrk`` and ``hey``; Python otherwise); batches are sent by Python threads. The client
-shares the machine's cores with the server, so the figures are a floor.
+The load client for single events and checks is wrk when installed (Debian's ``wrk``; Python
+threads otherwise), ``bench.api.paced`` for the checks at 1,500 a second, and Python threads for
+batches. The clients share the machine's cores with the server, so the figures are a floor.
 """
 
 import argparse
@@ -34,6 +36,7 @@ import itertools
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -138,6 +141,59 @@ def single_events(port: int, tenant_id: str, headers: dict, connections: int, du
     return load_wrk(port, "/api/v1/events", headers, connections, duration, script=script)
 
 
+_minimal_connections: dict[int, object] = {}
+
+
+def minimal_app(environ, start_response):
+    """The single-event baseline: a bare WSGI callable (no Flask, no authentication, no
+    validation) that stores the posted event with the portal's own single-event statement
+    (``portal.usage.ingest._SINGLE_INSERT``, the event and its roll-up) on one autocommit
+    psycopg connection per process. What gunicorn, the client and PostgreSQL cost on their own."""
+    import secrets
+
+    import psycopg
+
+    from portal.usage.ingest import _SINGLE_INSERT
+
+    connection = _minimal_connections.get(os.getpid())
+    if connection is None:
+        connection = _minimal_connections[os.getpid()] = psycopg.connect(os.environ["BENCH_PLAIN_URL"],
+                                                                         autocommit=True)
+    event = json.loads(environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0)))
+    now = datetime.now(UTC).replace(tzinfo=None)
+    event_id = f"evt_{secrets.token_hex(8)}"
+    stored = connection.execute(_SINGLE_INSERT, (
+        event_id, event["tenant_id"], event["eventIdempotencyKey"], event["eventName"], now, event["quantity"],
+        json.dumps(event["properties"]), now)).fetchone()
+    body = json.dumps({"success": True, "event_id": event_id, "duplicate": stored is None}).encode()
+    start_response("201 CREATED", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def minimal_single_events(env: dict, plain_url: str, tenant_id: str, headers: dict, args) -> dict:
+    """``minimal_app`` under the same gunicorn, loaded the same way (its own events' keys)."""
+    server = Server("bench.ingest:minimal_app", {**env, "BENCH_PLAIN_URL": plain_url})
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # ready when it accepts connections (it has no GET to ask)
+            try:
+                raw = raw_request("POST", "/", {"Content-Type": "application/json"}, json.dumps(
+                    {"tenant_id": tenant_id, "eventIdempotencyKey": f"minimal-ready-{uuid.uuid4().hex}",
+                     "eventName": "compute_usage", "quantity": 1, "properties": {}}).encode())
+                with socket.create_connection((HOST, server.port), timeout=2) as sock:
+                    sock.sendall(raw)
+                    if sock.recv(12).endswith(b"201"):
+                        break
+            except OSError:
+                if time.monotonic() > deadline:
+                    sys.exit("the minimal single-event app did not answer in time")
+                time.sleep(0.2)
+        single_events(server.port, tenant_id, headers, args.connections, 2)  # warm-up
+        return single_events(server.port, tenant_id, headers, args.connections, args.duration)
+    finally:
+        server.stop()
+
+
 def offered_rate(port: int, path: str, headers: dict, connections: int, rate: int, duration: int) -> dict:
     """Latency of checks arriving as a Poisson stream of ``rate`` a second, at most
     ``connections`` at a time (``bench.api.paced``)."""
@@ -235,6 +291,7 @@ def main() -> None:
 
         single_events(server.port, tenant_id, operator, args.connections, 2)  # warm-up
         figures["single"] = single_events(server.port, tenant_id, operator, args.connections, args.duration)
+        figures["single_minimal"] = minimal_single_events(env, plain_url, tenant_id, operator, args)
 
         check_path = f"/api/v1/entitlements/{tenant_id}/pipeline_runs"
         if shutil.which("wrk"):
@@ -275,8 +332,12 @@ def main() -> None:
           f"{BATCH} events per request)")
     print(f"raw psycopg         {figures['raw_events_per_s']:>10,.0f} events/s  (executemany ... ON CONFLICT DO NOTHING)")
     print(f"ratio batch/raw: {ratio:.2f} (target >= 0.25: {'met' if ratio >= 0.25 else 'NOT met'})")
+    minimal = figures["single_minimal"]
     print(f"single events       {single['rps']:>10,.0f} req/s     p50 {single['p50']:.1f} ms, p99 {single['p99']:.1f} ms "
           f"({args.connections} connections; target >= 1,000: {'met' if single['rps'] >= 1000 else 'NOT met'})")
+    print(f"  minimal WSGI app  {minimal['rps']:>10,.0f} req/s     p50 {minimal['p50']:.1f} ms, p99 {minimal['p99']:.1f} ms "
+          f"(no Flask, no auth or validation, the same INSERT on a raw psycopg connection); "
+          f"portal/minimal: {single['rps'] / minimal['rps']:.2f}")
     print(f"entitlement checks  {check['rps']:>10,.0f} req/s     p50 {check['p50']:.1f} ms, p99 {check['p99']:.1f} ms "
           f"({args.connections} connections, as fast as they answer; target >= 1,500 req/s: "
           f"{'met' if check['rps'] >= 1500 else 'NOT met'})")
