@@ -17,8 +17,8 @@
     data.push(s.values);
   });
   var width = Math.max(el.clientWidth || 0, 320);
-  var window_ = [chart.start, chart.end];
-  var scales = {x: {time: true, range: function () { return window_; }}};
+  var span = [chart.start, chart.end];
+  var scales = {x: {time: true, range: function () { return span; }}};
   // Kept on the element for the browser tests, which read the drawn scale.
   el.uplot = new window.uPlot({width: width, height: 280, series: series, axes: [{}, {}], scales: scales}, data, el);
 })();
