@@ -77,6 +77,42 @@ def test_a_filtered_sum_over_a_property(measured):
     assert value(measured, "sum", "gb", conditions) == 12
 
 
+def test_a_window_is_read_in_chunks_in_occurrence_order_ties_included(ctx, make_tenant, monkeypatch):
+    """Events sharing one instant (a batch) are split across chunks by their id; none is read
+    twice or skipped, and the first and last are those of the occurrence order."""
+    from sqlalchemy import event
+
+    from portal.extensions import db
+    from portal.usage import meters
+    from portal.usage.meters import daily_values
+
+    tenant = make_tenant()
+    now = utcnow()
+    record(tenant.tenant_id, "job", 1, at=now, properties={"gb": 1}, many=5)
+    record(tenant.tenant_id, "job", 1, at=now + timedelta(seconds=1), properties={"gb": 10})
+    record(tenant.tenant_id, "job", 1, at=now + timedelta(seconds=2), properties={"gb": 20})
+    monkeypatch.setattr(meters, "READ_CHUNK", 2)
+    reads = []
+
+    def count_reads(conn, cursor, statement, *args):
+        if "keyset_0" in statement:
+            reads.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", count_reads)
+    try:
+        measured = (tenant.tenant_id, now - SPAN, now + SPAN)
+        assert value(measured, "sum", "gb") == 35
+        assert len(reads) == 4  # 7 events, 2 a chunk
+        assert [value(measured, aggregation, "gb") for aggregation in ("first", "last", "unique_count")] == [1, 20, 3]
+        assert value(measured, conditions=[{"criteria": [criterion("gb", "exists")]}]) == 7
+        spec = MeterSpec(key="jobs", name="Jobs", event_name="job", aggregation="sum", property="gb")
+        by_day = daily_values(spec, tenant.tenant_id, now - SPAN, now + SPAN)
+        # Two seconds of events: one day, or two if they straddle midnight.
+        assert sum(by_day.values()) == 35 and set(by_day) <= {now.date(), (now + timedelta(seconds=2)).date()}
+    finally:
+        event.remove(db.engine, "before_cursor_execute", count_reads)
+
+
 def test_events_outside_the_window_or_of_another_name_do_not_count(ctx, make_tenant):
     tenant = make_tenant()
     now = utcnow()

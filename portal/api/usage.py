@@ -143,7 +143,7 @@ def post_event_dry_run(principal, body: schemas.EventBatchIn):
             for meter in meters:
                 if meter.event_name != event.name:
                     continue
-                values = _event_values(meter, [(event.quantity, event.properties)])
+                values = list(_event_values(meter, [(event.quantity, event.properties)]))
                 if values or meter.aggregation == "count" and not meter.filter.conditions:
                     value = Decimal(1) if meter.aggregation in ("count", "unique_count") else (
                         Decimal(str(values[0])) if values and not isinstance(values[0], dict | list | str) else None)

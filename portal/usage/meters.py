@@ -3,18 +3,20 @@ one place that turns a tenant's events into a feature's quantity for a time wind
 
 A meter without filter over the event's quantity is computed by the database (one aggregate
 over the (tenant, name, time) index); one with a filter or over a property reads the events'
-properties and aggregates them here, in the order they occurred.
+properties and aggregates them here, in the order they occurred, a chunk of rows at a time
+(memory for one chunk, however many events the window holds).
 """
 
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
+from itertools import groupby
 
 from flask import current_app, g
-from sqlalchemy import event, func, select
+from sqlalchemy import event, func, select, tuple_
 from sqlalchemy.orm import Session
 
 from portal.billing.catalog import MeterFilter, MeterSpec
@@ -205,28 +207,33 @@ def passes(meter_filter: MeterFilter, event_name: str, quantity: Decimal, proper
 # --- aggregation -------------------------------------------------------------------------
 
 
-def aggregate(aggregation: str, values: list) -> Decimal:
-    """``values`` in the order the events occurred; counts and sums of nothing are 0."""
+_FOLDED = ("sum", "max", "min", "avg", "first", "last")
+
+
+def aggregate(aggregation: str, values: Iterable) -> Decimal:
+    """``values`` in the order the events occurred, read once (a window's events stream in);
+    counts and sums of nothing are 0; values that are not numbers count only for ``count``
+    and ``unique_count``."""
     if aggregation == "count":
-        return Decimal(len(values))
+        return Decimal(sum(1 for _ in values))
     if aggregation == "unique_count":
         return Decimal(len({json.dumps(v, sort_keys=True, default=str) for v in values}))
-    numbers = [n for n in (_number(v) for v in values) if n is not None]
-    if not numbers:
+    if aggregation not in _FOLDED:
+        raise ValueError(f"unknown aggregation {aggregation!r}")
+    count, total = 0, ZERO
+    first = last = high = low = None
+    for value in values:
+        number = _number(value)
+        if number is None:
+            continue
+        if count == 0:
+            first = high = low = number
+        else:
+            high, low = max(high, number), min(low, number)
+        count, total, last = count + 1, total + number, number
+    if count == 0:
         return ZERO
-    if aggregation == "sum":
-        return sum(numbers, ZERO)
-    if aggregation == "max":
-        return max(numbers)
-    if aggregation == "min":
-        return min(numbers)
-    if aggregation == "avg":
-        return sum(numbers, ZERO) / len(numbers)
-    if aggregation == "first":
-        return numbers[0]
-    if aggregation == "last":
-        return numbers[-1]
-    raise ValueError(f"unknown aggregation {aggregation!r}")
+    return {"sum": total, "max": high, "min": low, "avg": total / count, "first": first, "last": last}[aggregation]
 
 
 def _window(statement, tenant_id: str, event_name: str, start: datetime | None, end: datetime):
@@ -244,17 +251,38 @@ def _in_database(spec: MeterSpec) -> bool:
     return not spec.filter.conditions and spec.property is None and spec.aggregation != "unique_count"
 
 
-def _event_values(spec: MeterSpec, rows: Iterable) -> list:
-    values = []
+def _event_values(spec: MeterSpec, rows: Iterable) -> Iterator:
+    """The values ``spec`` aggregates, from (quantity, properties) pairs, lazily."""
     for quantity, properties in rows:
         properties = properties if isinstance(properties, dict) else {}
         if not passes(spec.filter, spec.event_name, quantity, properties):
             continue
         if spec.property is None:
-            values.append(quantity)
+            yield quantity
         elif spec.property in properties and properties[spec.property] is not None:
-            values.append(properties[spec.property])
-    return values
+            yield properties[spec.property]
+
+
+READ_CHUNK = 5000
+# The reading order's columns under names of their own, for the keyset of the next chunk.
+_KEYSET = tuple(column.label(f"keyset_{index}") for index, column in enumerate(_ORDER))
+
+
+def _window_rows(columns: tuple, tenant_id: str, event_name: str, start: datetime | None,
+                 end: datetime) -> Iterator[tuple]:
+    """``columns`` of the window's events in the order they occurred, read READ_CHUNK rows at
+    a time, each chunk after the last one's (occurred, received, id): a tenant with millions
+    of events costs the memory of one chunk."""
+    statement = _window(select(*columns, *_KEYSET), tenant_id, event_name, start, end).order_by(*_ORDER)
+    after = None
+    while True:
+        chunk = statement if after is None else statement.where(tuple_(*_ORDER) > tuple_(*after))
+        rows = db.session.execute(chunk.limit(READ_CHUNK)).all()
+        for row in rows:
+            yield tuple(row[:len(columns)])
+        if len(rows) < READ_CHUNK:
+            return
+        after = tuple(rows[-1][len(columns):])
 
 
 def meter_value(spec: MeterSpec, tenant_id: str, start: datetime | None, end: datetime) -> Decimal:
@@ -272,10 +300,7 @@ def meter_value(spec: MeterSpec, tenant_id: str, start: datetime | None, end: da
                 _window(select(_SQL_AGGREGATES[spec.aggregation]), tenant_id, spec.event_name, start, end)
             ).scalar()
         return _clean(Decimal(value) if value is not None else ZERO)
-    rows = db.session.execute(
-        _window(select(UsageEvent.quantity, UsageEvent.properties), tenant_id, spec.event_name, start, end)
-        .order_by(*_ORDER)
-    ).all()
+    rows = _window_rows((UsageEvent.quantity, UsageEvent.properties), tenant_id, spec.event_name, start, end)
     return _clean(aggregate(spec.aggregation, _event_values(spec, rows)))
 
 
@@ -290,15 +315,11 @@ def daily_values(spec: MeterSpec, tenant_id: str, start: datetime, end: datetime
     if _in_database(spec) and rollups.serves(spec.aggregation):
         return {day: _clean(value) for day, value in
                 rollups.daily(spec.aggregation, tenant_id, spec.event_name, start, end).items()}
-    rows = db.session.execute(
-        _window(select(UsageEvent.occurred_at, UsageEvent.quantity, UsageEvent.properties), tenant_id,
-                spec.event_name, start, end).order_by(*_ORDER)
-    ).all()
-    by_day: dict[date, list] = {}
-    for occurred_at, quantity, properties in rows:
-        by_day.setdefault(occurred_at.date(), []).append((quantity, properties))
-    return {day: _clean(aggregate(spec.aggregation, _event_values(spec, day_rows)))
-            for day, day_rows in by_day.items()}
+    rows = _window_rows((UsageEvent.occurred_at, UsageEvent.quantity, UsageEvent.properties), tenant_id,
+                        spec.event_name, start, end)
+    # In occurrence order, so each day's rows come together.
+    return {day: _clean(aggregate(spec.aggregation, _event_values(spec, (row[1:] for row in day_rows))))
+            for day, day_rows in groupby(rows, key=lambda row: row[0].date())}
 
 
 def last_event_at(tenant_id: str, event_name: str, start: datetime, end: datetime) -> datetime | None:
