@@ -218,28 +218,28 @@ def _insert_statement():
 
 _event_inserts: dict[str, object] = {}
 
-# The whole batch as eight array parameters, sent in binary: a statement of constant text (a
-# thousand rows of placeholders would be parsed again by the driver on every batch). The events
-# stored add to their hours' roll-ups in the same statement: one round trip, one atomic write.
-# Constant text, values bound: not an injection.
-_UNNEST_INSERT = (
-    "WITH stored AS (INSERT INTO usage_events (id, tenant_id, idempotency_key, name, occurred_at, quantity, "  # noqa: S608
-    "properties, received_at, invoice_id) "
+# Ingestion on PostgreSQL stores the events and adds them to their hours' roll-ups in one
+# statement: one round trip, one atomic write. Constant text, values bound: not an injection.
+def _stored_and_rolled(rows: str) -> str:
+    """``WITH stored AS (INSERT ... <rows> ON CONFLICT DO NOTHING RETURNING ...)``, then the
+    stored events added to their roll-ups; the ids of the events stored."""
+    return (
+        "WITH stored AS (INSERT INTO usage_events (id, tenant_id, idempotency_key, name, occurred_at, "  # noqa: S608
+        f"quantity, properties, received_at, invoice_id) {rows} "
+        "ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING id, tenant_id, name, occurred_at, quantity), "
+        "rolled AS (" + rollups.ADD_STORED_POSTGRESQL + ") "
+        "SELECT id FROM stored"
+    )
+
+
+# A batch as eight array parameters, sent in binary: a statement of constant text (a thousand
+# rows of placeholders would be parsed again by the driver on every batch).
+_UNNEST_INSERT = _stored_and_rolled(
     "SELECT i, t, k, n, o, q, p::json, r, NULL FROM unnest(%b::varchar[], %b::varchar[], %b::varchar[], "
-    "%b::varchar[], %b::timestamp[], %b::numeric[], %b::text[], %b::timestamp[]) AS u(i, t, k, n, o, q, p, r) "
-    "ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING id, tenant_id, name, occurred_at, quantity), "
-    "rolled AS (" + rollups.ADD_STORED_POSTGRESQL + ") "
-    "SELECT id FROM stored"
-)
-# One event (POST /events): the same statement with scalar parameters, which the driver sends
-# for about half the cost of eight one-element arrays.
-_SINGLE_INSERT = (
-    "WITH stored AS (INSERT INTO usage_events (id, tenant_id, idempotency_key, name, occurred_at, quantity, "  # noqa: S608
-    "properties, received_at, invoice_id) VALUES (%s, %s, %s, %s, %s, %s, %s::json, %s, NULL) "
-    "ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING id, tenant_id, name, occurred_at, quantity), "
-    "rolled AS (" + rollups.ADD_STORED_POSTGRESQL + ") "
-    "SELECT id FROM stored"
-)
+    "%b::varchar[], %b::timestamp[], %b::numeric[], %b::text[], %b::timestamp[]) AS u(i, t, k, n, o, q, p, r)")
+# One event (POST /events): scalar parameters, which the driver sends for about half the cost
+# of eight one-element arrays.
+_SINGLE_INSERT = _stored_and_rolled("VALUES (%s, %s, %s, %s, %s, %s, %s::json, %s, NULL)")
 
 
 def _naive_utc(at: datetime) -> datetime:

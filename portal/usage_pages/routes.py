@@ -1,7 +1,6 @@
 import csv
 import io
 import json
-from datetime import UTC, datetime
 
 from flask import Blueprint, g, make_response, request
 
@@ -16,11 +15,6 @@ def _month() -> str | None:
     return (request.args.get("month") or "").strip() or None
 
 
-def _epoch(at: datetime) -> int:
-    """Seconds since the epoch of a UTC instant (stored times may come back naive)."""
-    return int((at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp())
-
-
 @bp.get("")
 @tenant_required("tenant.read")
 def index():
@@ -30,8 +24,8 @@ def index():
         # The x axis spans the whole window, from its first day's midnight (where that day's
         # point is drawn): the days still to come show as room left, and a window's first day
         # alone is not stretched across years.
-        "start": _epoch(report.start.replace(hour=0, minute=0, second=0, microsecond=0)),
-        "end": _epoch(report.end),
+        "start": int(report.start.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()),
+        "end": int(report.end.timestamp()),
         "days": [day.isoformat() for day in report.days],
         "series": [{"key": line.usage.key, "label": f"{line.usage.name} ({line.usage.unit_label})",
                     "values": report.daily.get(line.usage.key, [])} for line in report.features],
