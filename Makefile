@@ -39,7 +39,7 @@ run: $(VENV)/.runtime-installed
 	$(BIN)/flask db upgrade
 	$(BIN)/flask catalog sync
 	$(BIN)/flask demo seed
-	$(if $(STRIPE_LOCAL),$(BIN)/python -m portal.payments.emulator)
+	$(if $(STRIPE_LOCAL),$(BIN)/python -m portal.billing.payments.emulator)
 	$(BIN)/flask run --host $(HOST) --port $(PORT)
 
 test: $(VENV)/.dev-installed

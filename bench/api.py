@@ -14,7 +14,7 @@ enterprise key would be throttled within the first second, and the bench measure
 path, not the limiter's refusals.
 
 REDIS_URL, when set, is passed to the portal as production would have it; the per-process API
-key cache (portal/api_keys/cache.py) needs it. Without it every request queries PostgreSQL.
+key cache (portal/infra/cache.py) needs it. Without it every request queries PostgreSQL.
 """
 
 import argparse
@@ -101,7 +101,7 @@ def prepare(env: dict) -> tuple[str, str]:
         "from portal import create_app\n"
         "from portal.access import SYSTEM\n"
         "from portal.api_keys.services import create_key\n"
-        "from portal.tasks import commit\n"
+        "from portal.infra.transactions import commit\n"
         "from portal.tenants.services import create_tenant\n"
         "app = create_app()\n"
         "with app.test_request_context():\n"

@@ -80,9 +80,9 @@ def populate(app, count: int) -> None:
     from portal.access import SYSTEM
     from portal.billing import subscriptions
     from portal.extensions import db
+    from portal.infra.transactions import commit
     from portal.models import AuditEvent, Invoice, InvoiceCounter, InvoiceLine, Subscription, Tenant
     from portal.models.base import new_id
-    from portal.tasks import commit
     from portal.tenants.services import create_tenant
 
     with app.test_request_context():
@@ -133,7 +133,7 @@ def _cpu_seconds() -> float:
 
 def timed_run(app, profile: bool) -> tuple[float, object, str]:
     from portal.billing.runs import create_run, execute
-    from portal.tasks import commit
+    from portal.infra.transactions import commit
 
     profiler = cProfile.Profile() if profile else None
     with app.app_context():

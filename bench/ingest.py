@@ -83,7 +83,7 @@ def prepare(env: dict) -> tuple[str, str, str]:
         "from portal import create_app\n"
         "from portal.access import SYSTEM\n"
         "from portal.api_keys.services import create_key, create_operator_token\n"
-        "from portal.tasks import commit\n"
+        "from portal.infra.transactions import commit\n"
         "from portal.tenants.services import create_tenant\n"
         "app = create_app()\n"
         "with app.test_request_context():\n"

@@ -22,7 +22,7 @@ not timed.
    (default 200, what one worker must process), at most 16 at a time, as independent senders
    would send them (``bench.api.paced``): the latency a sender sees, and the target.
 2. **Processing.** gunicorn stopped, ONE worker process (this process) drains the queue:
-   ``portal.worker.AppWorker`` (the RQ SimpleWorker that ``flask worker`` runs) in burst mode
+   ``portal.infra.worker.AppWorker`` (the RQ SimpleWorker that ``flask worker`` runs) in burst mode
    against real Redis. The webhooks woke one ``jobs.stripe.drain_stripe_events`` job (one per
    ``ONCE_MARKER_SECONDS`` of acks at most, as no worker runs meanwhile), which processes the
    stored events oldest first, in batches of up to 50: one transaction per batch, each event in
@@ -258,9 +258,9 @@ def process_queue(config: dict, expected: int) -> tuple[float, float, int]:
 
     from portal import create_app
     from portal.extensions import db
+    from portal.infra.queues import redis_connection
+    from portal.infra.worker import AppWorker
     from portal.models import Invoice, StripeEvent
-    from portal.tasks import redis_connection
-    from portal.worker import AppWorker
 
     app = create_app(config)
     with app.app_context():

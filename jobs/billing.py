@@ -4,15 +4,16 @@ from datetime import timedelta
 
 from flask import current_app
 
+from portal.billing.runs import create_run, execute
 from portal.extensions import db
+from portal.infra.queues import get_queue
+from portal.infra.transactions import commit
 from portal.models import BillingRun
-from portal.tasks import commit, get_queue
 
 TICK_JOB_ID = "billing-run-tick"
 
 
 def execute_billing_run(run_id: str) -> None:
-    from portal.billing.runs import execute
 
     run = db.session.get(BillingRun, run_id)
     if run is None or run.finished:
@@ -23,7 +24,6 @@ def execute_billing_run(run_id: str) -> None:
 def billing_tick() -> None:
     """Start a run as of now, then schedule the next tick. The fixed job id means one pending
     tick however many workers are running."""
-    from portal.billing.runs import create_run, execute
 
     interval = current_app.config["BILLING_RUN_INTERVAL_SECONDS"]
     if interval <= 0:

@@ -1,9 +1,9 @@
 import logging
 
 from portal.extensions import db
+from portal.infra.transactions import commit
 from portal.mail import deliver
 from portal.models import EmailMessage
-from portal.tasks import commit
 
 log = logging.getLogger(__name__)
 

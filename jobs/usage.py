@@ -2,7 +2,10 @@
 
 from datetime import timedelta
 
-from portal.tasks import commit, get_queue
+from portal.infra.queues import get_queue, release
+from portal.infra.transactions import commit
+from portal.usage import quotas
+from portal.usage.api_request_events import flush
 
 FLUSH_JOB_ID = "usage-api-requests-flush"
 FLUSH_EVERY_SECONDS = 60
@@ -10,18 +13,14 @@ FLUSH_EVERY_SECONDS = 60
 
 def check_quotas(tenant_id: str) -> None:
     """Send the quota notices the tenant's usage has newly crossed (each once per period)."""
-    from portal.tasks import release
-    from portal.usage.quotas import check_key
-    from portal.usage.quotas import check_quotas as check
 
-    release(check_key(tenant_id))  # first: events committed from now on enqueue another check
-    check(tenant_id)
+    release(quotas.check_key(tenant_id))  # first: events committed from now on enqueue another check
+    quotas.check_quotas(tenant_id)
     commit()
 
 
 def flush_api_requests() -> None:
     """Counted API requests into usage events, then the next flush in a minute."""
-    from portal.usage.api_requests import flush
 
     schedule_flush(FLUSH_EVERY_SECONDS)
     flush()

@@ -28,7 +28,7 @@ def create_app(overrides: dict | None = None) -> Flask:
         hops = app.config["TRUSTED_PROXIES"]
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
     init_extensions(app)
-    from portal.api_keys.cache import register_session_hooks
+    from portal.infra.cache import register_session_hooks
 
     register_session_hooks()  # commits that change a tenant or key evict the API key cache
     from portal.usage import rollups
@@ -72,17 +72,17 @@ def _register_blueprints(app: Flask) -> None:
     from portal.admin.routes import bp as admin_bp
     from portal.api_keys.routes import bp as api_keys_bp
     from portal.auth.routes import bp as auth_bp
-    from portal.billing_pages.routes import bp as billing_bp
+    from portal.billing.payments.routes import webhooks_bp  # also adds the card and pay pages to billing_bp
+    from portal.billing.routes import bp as billing_bp
     from portal.credentials.routes import bp as credentials_bp
     from portal.invitations.routes import bp as invitations_bp
     from portal.main.routes import bp as main_bp
-    from portal.payments.routes import bp as payments_bp
     from portal.settings.routes import bp as settings_bp
     from portal.team.routes import bp as team_bp
-    from portal.usage_pages.routes import bp as usage_bp
+    from portal.usage.routes import bp as usage_bp
 
     for blueprint in (main_bp, auth_bp, invitations_bp, team_bp, api_keys_bp, credentials_bp, billing_bp, usage_bp,
-                      settings_bp, activity_bp, admin_bp, payments_bp):
+                      settings_bp, activity_bp, admin_bp, webhooks_bp):
         app.register_blueprint(blueprint)
 
     from portal.api import init_api

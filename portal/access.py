@@ -57,7 +57,7 @@ def can(permission: str, membership: Membership | None = None) -> bool:
     return membership is not None and membership.role in PERMISSIONS[permission]
 
 
-SESSIONLESS_ENDPOINTS = frozenset({"static", "payments.stripe_webhook"})
+SESSIONLESS_ENDPOINTS = frozenset({"static", "webhooks.stripe_webhook"})
 
 
 def load_tenant_context() -> None:

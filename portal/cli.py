@@ -4,9 +4,29 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
-from portal.access import SYSTEM
+from jobs.billing import schedule_tick
+from jobs.usage import FLUSH_EVERY_SECONDS, schedule_flush
+from portal.access import SYSTEM, Actor
+from portal.api_keys.services import create_key
+from portal.auth.services import create_user, find_user_by_email, normalize_email
+from portal.billing import invoices, subscriptions
+from portal.billing.catalog import DEFAULT_CATALOG_PATH, CatalogError, load_catalog
+from portal.billing.money import format_money
+from portal.billing.plans import sync_catalog
+from portal.billing.runs import create_run, execute
+from portal.credentials.crypto import CredentialKeyError, current_keyring, generate_key, parse_keys
+from portal.credentials.services import count_by_key, rotate_batch
 from portal.errors import ServiceError
 from portal.extensions import db
+from portal.infra.queues import QUEUE_NAMES, redis_connection
+from portal.infra.transactions import commit
+from portal.infra.worker import AppWorker
+from portal.invitations.services import create_invitation
+from portal.models import Membership, Tenant, utcnow
+from portal.tenants.services import create_tenant
+from portal.usage.api_request_events import flush
+from portal.usage.meters import sync_meters
+from portal.usage.rollups import rebuild
 
 operator_cli = AppGroup("operator", help="Operator (SaaS staff) accounts.")
 demo_cli = AppGroup("demo", help="Demo data for the embedded mode.")
@@ -33,8 +53,6 @@ DEMO_INVITEE = ("developer@demo.example.com", "developer")
 @click.option("--name", default="", help="Display name.")
 def create_operator(email: str, password: str, name: str) -> None:
     """Create an operator account (or make an existing user an operator)."""
-    from portal.auth.services import create_user, find_user_by_email, normalize_email
-    from portal.tasks import commit
 
     try:
         existing = find_user_by_email(normalize_email(email))
@@ -56,19 +74,12 @@ def create_operator(email: str, password: str, name: str) -> None:
 @demo_cli.command("seed")
 def seed_demo() -> None:
     """Create the demo operator, tenant, members and a pending invitation (idempotent)."""
-    from portal.auth.services import create_user, find_user_by_email
-    from portal.invitations.services import create_invitation
-    from portal.models import Membership, Tenant
-    from portal.tasks import commit
-    from portal.tenants.services import create_tenant
 
     if db.session.get(Tenant, DEMO_TENANT[0]) is None:
         if find_user_by_email(DEMO_OPERATOR[0]) is None:
             create_user(DEMO_OPERATOR[0], DEMO_OPERATOR[1], "Portal Operator", is_operator=True)
         from datetime import timedelta
 
-        from portal.billing import invoices, subscriptions
-        from portal.models import utcnow
 
         # Subscribed 40 days ago: the 14-day trial is over and the first month has been
         # invoiced (and paid by bank transfer), so the billing pages have something to show.
@@ -83,10 +94,8 @@ def seed_demo() -> None:
             db.session.add(Membership(tenant_id=tenant.tenant_id, user_id=user.id, role=role))
             owner = owner or user
         db.session.flush()
-        from portal.access import Actor
 
         create_invitation(Actor(user=owner, label=None), tenant, DEMO_INVITEE[0], DEMO_INVITEE[1])
-        from portal.api_keys.services import create_key
 
         _, demo_key = create_key(Actor(user=owner, label=None), tenant, "Demo key", scopes=None, expires_in_days=None)
         commit()
@@ -109,8 +118,6 @@ def run_worker(burst: bool) -> None:
     """Run an RQ worker on all of the app's queues, inside the app context."""
     from rq import Queue
 
-    from portal.tasks import QUEUE_NAMES, redis_connection
-    from portal.worker import AppWorker
 
     if current_app.config["JOBS_INLINE"]:
         raise click.ClickException("Jobs run inline in this configuration; set REDIS_URL to use a worker.")
@@ -118,11 +125,9 @@ def run_worker(burst: bool) -> None:
     queues = [Queue(name, connection=connection) for name in QUEUE_NAMES]
     interval = current_app.config["BILLING_RUN_INTERVAL_SECONDS"]
     if interval > 0 and not burst:
-        from jobs.billing import schedule_tick
 
         schedule_tick(min(interval, 60))  # the first run soon after start, then every interval
     if not burst:
-        from jobs.usage import FLUSH_EVERY_SECONDS, schedule_flush
 
         schedule_flush(FLUSH_EVERY_SECONDS)
     AppWorker(queues, connection=connection).work(burst=burst, with_scheduler=True)
@@ -133,15 +138,11 @@ def run_worker(burst: bool) -> None:
               help="A catalog file (default: the one shipped in portal/billing/catalog.toml).")
 def sync_catalog_command(path: str | None) -> None:
     """Load the plan catalog file into the database; a changed price becomes a new version (idempotent)."""
-    from portal.billing.catalog import DEFAULT_CATALOG_PATH, CatalogError, load_catalog
-    from portal.billing.plans import sync_catalog
-    from portal.tasks import commit
 
     try:
         catalog = load_catalog(path or DEFAULT_CATALOG_PATH)
     except CatalogError as error:
         raise click.ClickException(str(error)) from None
-    from portal.usage.meters import sync_meters
 
     result = sync_catalog(catalog.plans)
     meters = sync_meters(catalog.meters)
@@ -160,9 +161,6 @@ def billing_run_command(at: str | None) -> None:
     """Run one billing run now, in this process, and print its summary."""
     from datetime import UTC, datetime
 
-    from portal.billing.money import format_money
-    from portal.billing.runs import create_run, execute
-    from portal.tasks import commit
 
     instant = None
     if at:
@@ -188,8 +186,6 @@ def billing_run_command(at: str | None) -> None:
 @usage_cli.command("rebuild-rollups")
 def rebuild_rollups_command() -> None:
     """Recompute the hourly usage roll-ups from the events (after loading events with COPY or psql)."""
-    from portal.tasks import commit
-    from portal.usage.rollups import rebuild
 
     rows = rebuild()
     commit()
@@ -199,7 +195,6 @@ def rebuild_rollups_command() -> None:
 @usage_cli.command("flush")
 def flush_usage_command() -> None:
     """Turn the API request counters waiting in Redis into usage events now."""
-    from portal.usage.api_requests import flush
 
     click.echo(f"Flushed {flush()} API request(s) into usage events.")
 
@@ -209,9 +204,6 @@ def flush_usage_command() -> None:
               help="Credentials re-encrypted per transaction.")
 def rotate_credential_keys(batch_size: int) -> None:
     """Re-encrypt every credential under the primary (first) CREDENTIALS_KEYS key; safe to re-run."""
-    from portal.credentials.crypto import CredentialKeyError, current_keyring
-    from portal.credentials.services import count_by_key, rotate_batch
-    from portal.tasks import commit
 
     try:
         keyring = current_keyring()
@@ -239,7 +231,6 @@ def rotate_credential_keys(batch_size: int) -> None:
 @credentials_cli.command("generate-key")
 def generate_credentials_key() -> None:
     """Print a new random key for CREDENTIALS_KEYS (put it first to make it the primary)."""
-    from portal.credentials.crypto import generate_key, parse_keys
 
     key = generate_key()
     click.echo(key)

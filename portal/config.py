@@ -8,6 +8,8 @@ without real secrets and a real database.
 import os
 from pathlib import Path
 
+from portal.credentials.crypto import CredentialKeyError, parse_keys
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 INSTANCE_DIR = BASE_DIR / "instance"
 
@@ -115,7 +117,6 @@ def check_production(config: dict) -> None:
     if not config.get("CREDENTIALS_KEYS"):
         problems.append("CREDENTIALS_KEYS must be set (generate one with `flask credentials generate-key`)")
     else:
-        from portal.credentials.crypto import CredentialKeyError, parse_keys
 
         try:
             parse_keys(config["CREDENTIALS_KEYS"])

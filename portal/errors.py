@@ -11,6 +11,7 @@ import time
 from flask import g, jsonify, make_response, render_template, request
 from werkzeug.exceptions import HTTPException
 
+from portal.extensions import db, limiter
 from portal.models import utcnow
 
 log = logging.getLogger(__name__)
@@ -107,7 +108,6 @@ def error_page(status: int, message: str | None):
 
 
 def _rate_limited():
-    from portal.extensions import limiter
 
     current = limiter.current_limit
     # Flask-Limiter rewrites Retry-After as int(reset_at - now); compute it the same way so
@@ -147,7 +147,6 @@ def register_error_handlers(app) -> None:
         if isinstance(error, HTTPException):
             return handle_http_error(error)
         log.exception("Unhandled error on %s %s (request %s)", request.method, request.path, request_id())
-        from portal.extensions import db
 
         db.session.rollback()
         if _wants_json():

@@ -7,8 +7,8 @@ from email.utils import make_msgid
 from flask import current_app, render_template
 
 from portal.extensions import db
+from portal.infra.transactions import defer
 from portal.models import EmailMessage, Tenant, utcnow
-from portal.tasks import defer
 
 
 def send_email(to: str, subject: str, template: str, tenant: Tenant | None = None, **context) -> EmailMessage:
@@ -24,9 +24,7 @@ def send_email(to: str, subject: str, template: str, tenant: Tenant | None = Non
     )
     db.session.add(message)
     db.session.flush()
-    from jobs.email import deliver_email
-
-    defer(deliver_email, message.id, queue="email")
+    defer("jobs.email.deliver_email", message.id, queue="email")
     return message
 
 

@@ -6,6 +6,7 @@ with the ``local`` filter, so a billing period that ends at 12:00 UTC reads 07:0
 February and 08:00 EDT in April, while the instant itself never moves.
 """
 
+import re
 from datetime import UTC, datetime
 from functools import cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
@@ -89,3 +90,24 @@ def init_app(app: Flask) -> None:
     @app.context_processor
     def timezone_context():
         return {"viewer_zone": viewer_zone}
+
+
+def parse_instant(value):
+    """An ISO 8601 instant with its offset (a datetime passes through), as a UTC datetime;
+    ValueError with a message in the user's words otherwise."""
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, str) and len(value) <= 40 and re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.+\-Z]+",
+                                                                       value):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"{value} is not a valid ISO 8601 date and time") from None
+    else:
+        raise ValueError("use an ISO 8601 date and time with a timezone, e.g. 2025-11-17T14:00:00Z")
+    if parsed.tzinfo is None or parsed.utcoffset() is None:
+        raise ValueError("give the timezone too, e.g. 2025-11-17T14:00:00Z")
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"{value} is out of range") from None

@@ -5,7 +5,9 @@ from urllib.parse import urlsplit
 
 from flask import current_app, flash, make_response, redirect, render_template, request, url_for
 
+from portal.errors import ServiceError, request_id
 from portal.extensions import htmx
+from portal.infra.transactions import commit, rollback
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -47,8 +49,6 @@ def redirect_to(endpoint: str, **values):
 def act(action: Callable[[], str], endpoint: str, **values):
     """One button's work as a unit: run ``action`` (it returns the success message), commit,
     flash the outcome (the service's complaint after a rollback), and redirect (PRG)."""
-    from portal.errors import ServiceError
-    from portal.tasks import commit, rollback
 
     try:
         message = action()
@@ -78,7 +78,6 @@ NO_STORE = ("Cache-Control", "no-store")
 
 
 def register_security_headers(app) -> None:
-    from portal.errors import request_id
 
     # Which defaults apply, by (HTTPS-only cookies, static file): worked out once, not per response.
     defaults = {

@@ -11,7 +11,7 @@ def issue_key(app, tenant, scopes=None, expires_in_days=90, name="Test key"):
     """A fresh key for ``tenant``: (ApiKey, plaintext)."""
     from portal.access import SYSTEM
     from portal.api_keys.services import create_key
-    from portal.tasks import commit
+    from portal.infra.transactions import commit
 
     with app.test_request_context():
         key, plaintext = create_key(SYSTEM, tenant, name, scopes=scopes, expires_in_days=expires_in_days)
@@ -22,7 +22,7 @@ def issue_key(app, tenant, scopes=None, expires_in_days=90, name="Test key"):
 def operator_token(app):
     from portal.access import SYSTEM
     from portal.api_keys.services import create_operator_token
-    from portal.tasks import commit
+    from portal.infra.transactions import commit
 
     with app.test_request_context():
         _, plaintext = create_operator_token(SYSTEM, "Test operator token")
@@ -89,8 +89,8 @@ HOSTILE_JSON = [
 def limit_tenant_to(app, tenant, per_minute: int) -> None:
     """Move ``tenant`` onto a plan of its own whose API rate limit is ``per_minute``."""
     from portal.extensions import db
+    from portal.infra.transactions import commit
     from portal.models import Subscription, Tenant
-    from portal.tasks import commit
     from tests.billing_engine_support import add_plan
     from tests.conftest import unique
 

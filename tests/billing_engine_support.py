@@ -16,8 +16,8 @@ from portal.billing.catalog import PlanSpec, load_catalog
 from portal.billing.plans import current_version, sync_catalog
 from portal.billing.runs import create_run, execute
 from portal.extensions import db
+from portal.infra.transactions import commit
 from portal.models import BillingRun, Invoice, PlanVersion, Subscription, Tenant
-from portal.tasks import commit
 from tests.conftest import unique
 
 NUMBER = re.compile(r"^INV-(\d{4})-(\d{6})$")

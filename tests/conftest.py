@@ -195,8 +195,8 @@ def make_tenant(app):
 
     def factory(company_name: str | None = None, status: str = "active", owner_email: str | None = None):
         from portal.access import SYSTEM
+        from portal.infra.transactions import commit
         from portal.models import Membership
-        from portal.tasks import commit
         from portal.tenants.services import create_tenant
 
         with app.test_request_context():
@@ -224,8 +224,8 @@ def make_user(app):
     """make_user(tenant=t, role="admin") -> Member (user + membership); tenant is required."""
 
     def factory(tenant, role: str = "developer", email: str | None = None, name: str = ""):
+        from portal.infra.transactions import commit
         from portal.models import Membership, User
-        from portal.tasks import commit
 
         with app.test_request_context():
             if role == "owner":
@@ -244,7 +244,7 @@ def make_user(app):
 @pytest.fixture
 def make_operator(app):
     def factory(email: str | None = None):
-        from portal.tasks import commit
+        from portal.infra.transactions import commit
 
         with app.test_request_context():
             user = _create_user(email or f"{unique('op')}@example.com", is_operator=True)

@@ -46,8 +46,8 @@ def tenant(make_tenant):
 @pytest.fixture
 def some_email(app, tenant):
     """An email in the outbox, so the message URLs point at something real."""
+    from portal.infra.transactions import commit
     from portal.mail import send_email
-    from portal.tasks import commit
 
     with app.test_request_context():
         message = send_email("someone@example.com", "Hello", "tenant_suspended", tenant=tenant,

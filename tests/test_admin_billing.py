@@ -81,7 +81,7 @@ def console_urls(app, tenant):
     invoice = first_invoice(app, tenant)
     with app.test_request_context():
         from portal.billing.runs import create_run
-        from portal.tasks import commit
+        from portal.infra.transactions import commit
 
         run = create_run("someone@example.com")
         commit()
@@ -160,7 +160,7 @@ def test_plans_page_lists_the_catalog_with_prices_and_limits(operator_client, te
 def test_a_price_change_is_a_new_version_and_existing_subscribers_keep_theirs(operator_client, app, tenant, make_tenant):
     from portal.billing.catalog import load_catalog
     from portal.billing.plans import sync_catalog
-    from portal.tasks import commit
+    from portal.infra.transactions import commit
 
     specs = load_catalog().plans
     specs = [spec.model_copy(update={"price": 5900}) if spec.key == "starter" else spec for spec in specs]
@@ -247,7 +247,7 @@ def test_bad_as_of_gets_a_field_error_and_queues_nothing(operator_client, app, t
 
 def test_progress_block_polls_while_the_run_is_unfinished_and_stops_when_it_is(operator_client, app, tenant):
     from portal.billing.runs import create_run, execute
-    from portal.tasks import commit
+    from portal.infra.transactions import commit
 
     with app.test_request_context():
         run = create_run("test", utcnow() + timedelta(days=40))
@@ -318,8 +318,8 @@ def test_tenant_detail_shows_the_subscription_and_links_its_invoices(operator_cl
 def test_tenant_detail_shows_a_scheduled_downgrade_then_a_pending_cancellation(operator_client, app, make_tenant):
     from portal.access import SYSTEM
     from portal.billing import subscriptions
+    from portal.infra.transactions import commit
     from portal.models import Tenant
-    from portal.tasks import commit
 
     tenant = make_tenant(company_name="Shrinking Co")
     url = f"/admin/tenants/{tenant.tenant_id}"

@@ -42,7 +42,7 @@ LINE_FIELDS = {"type", "description", "quantity", "unit_amount", "amount", "peri
 def tenant_on(app, plan: str = "starter", days_ago: float = 0):
     """A tenant that subscribed to ``plan`` ``days_ago`` days ago (starter: invoiced at once)."""
     from portal.access import SYSTEM
-    from portal.tasks import commit
+    from portal.infra.transactions import commit
     from portal.tenants.services import create_tenant
 
     with app.test_request_context():

@@ -22,8 +22,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from portal.api_keys import cache as key_cache
 from portal.extensions import db
+from portal.infra import cache as key_cache
 from portal.models import ApiKey, utcnow
 from tests.api_support import assert_envelope, bearer, issue_key, limit_tenant_to, operator_token, send_json, with_key
 from tests.conftest import database, make_app, unique
@@ -244,7 +244,7 @@ def test_warm_operator_reads_do_not_look_the_token_up(cache_client, cache_app, t
 def test_revoking_an_operator_token_refuses_the_next_get(cache_app, cache_client, tenant_and_key):
     from portal.access import SYSTEM
     from portal.api_keys.services import revoke_operator_token
-    from portal.tasks import commit
+    from portal.infra.transactions import commit
 
     tenant, _, _ = tenant_and_key
     plaintext = operator_token(cache_app)
@@ -296,7 +296,7 @@ def test_usage_ingestion_authenticates_from_the_cache_like_a_read(cache_app, cac
 
     from portal.access import SYSTEM
     from portal.api_keys.services import revoke_operator_token
-    from portal.tasks import commit
+    from portal.infra.transactions import commit
 
     with cache_app.test_request_context():
         token = db.session.merge(_operator_token_row(cache_app, plaintext))
@@ -465,7 +465,7 @@ def test_last_used_is_still_written_at_most_once_a_minute_from_cached_reads(cach
 SERVER = """
 from werkzeug.serving import make_server
 from portal import create_app
-from portal.api_keys import cache
+from portal.infra import cache
 
 app = create_app()
 with app.app_context():
@@ -503,8 +503,8 @@ def portal_process(tmp_path_factory, redis_url):
 def test_revoking_in_one_process_refuses_the_key_in_another_within_a_second(portal_process):
     from portal.access import SYSTEM
     from portal.api_keys.services import create_key, revoke_key
+    from portal.infra.transactions import commit
     from portal.models import Tenant
-    from portal.tasks import commit
     from portal.tenants.services import create_tenant
 
     app, port = portal_process
@@ -597,8 +597,8 @@ def test_deleting_events_is_seen_by_the_next_check(cache_app, cache_client, tena
 
 def test_events_and_a_suspension_in_one_process_are_seen_by_checks_in_another(portal_process):
     from portal.access import SYSTEM
+    from portal.infra.transactions import commit
     from portal.models import Tenant
-    from portal.tasks import commit
     from portal.tenants.services import create_tenant, suspend
 
     app, port = portal_process

@@ -103,7 +103,7 @@ def test_every_tenant_key_request_counts_one_api_request(app, client, make_tenan
     # Flushed into events, the count stays what it was (nothing lost, nothing twice).
     from portal.extensions import db
     from portal.models import UsageEvent
-    from portal.usage.api_requests import flush
+    from portal.usage.api_request_events import flush
 
     with app.test_request_context():
         assert flush() >= 3

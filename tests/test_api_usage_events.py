@@ -246,7 +246,7 @@ def test_delete_by_refs_keeps_invoiced_events(app, client, operator, make_tenant
 
 def test_parallel_posts_of_one_key_store_one_event(committed_app):
     from portal.access import SYSTEM
-    from portal.tasks import commit
+    from portal.infra.transactions import commit
     from portal.tenants.services import create_tenant
 
     with committed_app.test_request_context():

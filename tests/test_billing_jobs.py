@@ -9,8 +9,8 @@ import pytest
 from rq.job import Job
 
 import jobs.billing
-from portal import tasks
 from portal.extensions import db
+from portal.infra import queues as infra_queues
 from portal.models import BillingRun, Invoice, utcnow
 from tests.conftest import HTMX, make_app
 from tests.test_jobs import own_queues
@@ -26,7 +26,7 @@ def use_own_queues_for_ticks(monkeypatch) -> None:
     # jobs.billing took its own reference to get_queue; the tick must land on this test's queue
     # too, under an id of this test's own (still one fixed id), so a real worker's pending tick
     # on a shared Redis is never touched.
-    monkeypatch.setattr(jobs.billing, "get_queue", tasks.get_queue)
+    monkeypatch.setattr(jobs.billing, "get_queue", infra_queues.get_queue)
     monkeypatch.setattr(jobs.billing, "TICK_JOB_ID", f"billing-run-tick-test-{uuid.uuid4().hex[:10]}")
 
 

@@ -16,12 +16,12 @@ from sqlalchemy import delete, func, select
 from portal.access import SYSTEM
 from portal.billing import invoices as invoice_service
 from portal.billing import subscriptions
+from portal.billing.display import day
 from portal.billing.money import format_money
 from portal.billing.periods import add_interval
-from portal.billing_pages.display import day
 from portal.extensions import db
+from portal.infra.transactions import commit
 from portal.models import Invoice, InvoiceLine, Plan, PlanVersion, Subscription, Tenant, User, utcnow
-from portal.tasks import commit
 from tests.conftest import HTMX, PASSWORD, field_error
 
 # --- reading the pages -------------------------------------------------------------------

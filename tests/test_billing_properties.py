@@ -20,8 +20,8 @@ from portal.access import SYSTEM
 from portal.billing import subscriptions
 from portal.errors import Conflict, ValidationFailed
 from portal.extensions import db
+from portal.infra.transactions import commit, rollback
 from portal.models import Invoice, Subscription
-from portal.tasks import commit, rollback
 from tests.billing_engine_support import (
     add_plan,
     all_invoices,

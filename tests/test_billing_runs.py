@@ -14,8 +14,8 @@ from portal.billing import subscriptions as subscriptions_module
 from portal.billing.subscriptions import cancel, change_plan
 from portal.errors import Conflict
 from portal.extensions import db
+from portal.infra.transactions import commit, rollback
 from portal.models import BillingRun, Subscription
-from portal.tasks import commit, rollback
 from tests.billing_engine_support import (
     NUMBER,
     all_invoices,

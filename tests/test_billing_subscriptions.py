@@ -14,7 +14,7 @@ from portal.access import SYSTEM
 from portal.billing import subscriptions
 from portal.billing.plans import current_version, subscriber_counts, sync_catalog
 from portal.errors import Conflict, ValidationFailed
-from portal.tasks import commit
+from portal.infra.transactions import commit
 from tests.billing_engine_support import (
     add_plan,
     bare_tenant,
@@ -544,7 +544,7 @@ def test_sign_up_through_create_tenant_starts_a_starter_subscription(make_tenant
 
 def refused_in_the_same_second(action) -> None:
     """The portal's handling of a refused action: a clear message, then everything rolled back."""
-    from portal.tasks import rollback
+    from portal.infra.transactions import rollback
 
     with pytest.raises(Conflict, match="already has an invoice starting at this very second"):
         action()

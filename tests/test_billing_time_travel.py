@@ -12,8 +12,8 @@ from sqlalchemy import func, select
 from portal.access import SYSTEM
 from portal.billing import subscriptions
 from portal.extensions import db
+from portal.infra.transactions import commit
 from portal.models import BillingRun
-from portal.tasks import commit
 from tests.billing_engine_support import (
     NUMBER,
     add_plan,

@@ -12,8 +12,8 @@ from portal.billing import credits
 from portal.billing.subscriptions import change_plan
 from portal.errors import ValidationFailed
 from portal.extensions import db
+from portal.infra.transactions import commit, rollback
 from portal.models import AuditEvent, CreditEntry, CreditGrant
-from portal.tasks import commit, rollback
 from tests.billing_engine_support import bare_tenant, invoices_of, reload, run_billing, subscribe, utc
 
 pytestmark = pytest.mark.usefixtures("ctx")

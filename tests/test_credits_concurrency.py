@@ -8,8 +8,8 @@ from sqlalchemy import select
 from portal.access import SYSTEM
 from portal.billing import credits
 from portal.extensions import db
+from portal.infra.transactions import commit, rollback
 from portal.models import CreditEntry, Tenant
-from portal.tasks import commit, rollback
 from tests.conftest import unique
 
 

@@ -11,8 +11,8 @@ from sqlalchemy import select
 from portal.access import SYSTEM
 from portal.billing import credits
 from portal.extensions import db
+from portal.infra.transactions import commit
 from portal.models import AuditEvent, CreditEntry
-from portal.tasks import commit
 from tests.conftest import field_error, form_error
 
 

@@ -17,8 +17,8 @@ from sqlalchemy import func, select
 from portal.access import SYSTEM
 from portal.billing import credits
 from portal.extensions import db
+from portal.infra.transactions import commit, rollback
 from portal.models import CreditEntry, CreditGrant, Invoice
-from portal.tasks import commit, rollback
 from tests.billing_engine_support import run_billing, subscribe, utc
 
 pytestmark = pytest.mark.usefixtures("ctx")

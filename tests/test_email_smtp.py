@@ -78,7 +78,7 @@ def forget_failed_jobs(smtp_down_app):
     """RQ records a failed inline job (for a year); with a shared Redis, delete what we caused."""
     message_ids = []
     yield message_ids
-    from portal.tasks import get_queue
+    from portal.infra.queues import get_queue
 
     with smtp_down_app.app_context():
         registry = get_queue("email").failed_job_registry

@@ -6,8 +6,8 @@ import pytest
 from portal.access import SYSTEM
 from portal.billing import subscriptions
 from portal.extensions import db
+from portal.infra.transactions import commit
 from portal.models import Subscription, Tenant, UsageEvent, utcnow
-from portal.tasks import commit
 from tests.api_support import assert_envelope, bearer, count, issue_key, operator_token, send_json, with_key
 from tests.billing_engine_support import subscribe
 from tests.usage_support import record

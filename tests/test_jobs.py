@@ -13,10 +13,11 @@ import pytest
 from rq import Queue
 from rq.job import Job
 
-from portal import tasks
 from portal.extensions import db
+from portal.infra import queues as infra_queues
+from portal.infra import transactions
+from portal.infra.worker import AppWorker
 from portal.models import EmailMessage, Tenant
-from portal.worker import AppWorker
 from tests.conftest import make_app
 
 
@@ -32,7 +33,7 @@ def queue_suspension_email(app, tenant, to: str) -> str:
     with app.test_request_context():
         message = send_email(to, "Suspended", "tenant_suspended", tenant=tenant,
                              tenant_obj=db.session.get(Tenant, tenant.tenant_id))
-        tasks.commit()
+        transactions.commit()
         return message.id
 
 
@@ -46,11 +47,11 @@ def jobs_app(database_url, redis_url):
 def own_queues(app, monkeypatch):
     """This test's own queues on the real Redis; everything they created is removed after."""
     prefix = f"portal-test-{uuid.uuid4().hex[:10]}-"
-    real_get_queue = tasks.get_queue
-    monkeypatch.setattr(tasks, "get_queue", lambda name="default": real_get_queue(prefix + name))
+    real_get_queue = infra_queues.get_queue
+    monkeypatch.setattr(infra_queues, "get_queue", lambda name="default": real_get_queue(prefix + name))
     with app.app_context():
-        connection = tasks.redis_connection()
-    named = {name: Queue(prefix + name, connection=connection) for name in tasks.QUEUE_NAMES}
+        connection = infra_queues.redis_connection()
+    named = {name: Queue(prefix + name, connection=connection) for name in infra_queues.QUEUE_NAMES}
 
     def work() -> None:
         """Drain this test's queues with the portal's worker, inside the app context."""
@@ -125,9 +126,9 @@ def test_job_deferred_in_a_rolled_back_transaction_is_never_enqueued(jobs_app, q
     with jobs_app.test_request_context():
         send_email("never@example.com", "Never", "tenant_suspended", tenant=tenant,
                    tenant_obj=db.session.get(Tenant, tenant.tenant_id))
-        tasks.rollback()
+        transactions.rollback()
         # A later commit in the same unit of work must not resurrect the dropped job.
-        tasks.commit()
+        transactions.commit()
     assert queues.email.count == 0
     assert email_to(jobs_app, "never@example.com") is None
 
@@ -140,10 +141,10 @@ def test_job_deferred_in_a_rolled_back_savepoint_is_dropped_and_the_rest_of_the_
     with jobs_app.test_request_context():
         tenant_obj = db.session.get(Tenant, tenant.tenant_id)
         send_email("kept@example.com", "Kept", "tenant_suspended", tenant=tenant, tenant_obj=tenant_obj)
-        with pytest.raises(RuntimeError), tasks.savepoint():
+        with pytest.raises(RuntimeError), transactions.savepoint():
             send_email("undone@example.com", "Undone", "tenant_suspended", tenant=tenant, tenant_obj=tenant_obj)
             raise RuntimeError("the savepoint's work fails")
-        tasks.commit()
+        transactions.commit()
     [job] = queues.email.get_jobs()
     assert job.args == (email_to(jobs_app, "kept@example.com").id,)
     assert email_to(jobs_app, "undone@example.com") is None
@@ -159,7 +160,7 @@ def test_nothing_is_enqueued_before_the_commit(jobs_app, queues, make_tenant):
         db.session.flush()
         # A worker picking this up now would not see the row yet.
         assert queues.email.count == 0
-        tasks.commit()
+        transactions.commit()
     assert queues.email.count == 1
 
 
@@ -175,7 +176,7 @@ def test_failed_commit_drops_its_jobs(jobs_app, queues, make_tenant):
         db.session.add(Tenant(tenant_id=tenant.tenant_id, company_name="Clash", contact_email="c@example.com",
                               metadata_json={}))
         with pytest.raises(Conflict):
-            tasks.commit()
+            transactions.commit()
     assert queues.email.count == 0
     assert email_to(jobs_app, "dup@example.com") is None
 

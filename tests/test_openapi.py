@@ -137,8 +137,8 @@ def credentials(app, make_tenant, make_user):
     from portal.billing.invoices import for_tenant
     from portal.credentials.services import add_credential
     from portal.extensions import db
+    from portal.infra.transactions import commit
     from portal.invitations.services import create_invitation
-    from portal.tasks import commit
 
     previous_token = app.config.get("PORTAL_ADMIN_TOKEN")
     app.config["PORTAL_ADMIN_TOKEN"] = ADMIN_TOKEN

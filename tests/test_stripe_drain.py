@@ -134,7 +134,7 @@ def test_a_failing_event_is_retried_with_backoff_then_left_to_the_operator(
 
 def store_waiting(app, payloads: list[bytes]) -> list[str]:
     """Stored as the webhook stores them, but with no drain woken: the test runs it."""
-    from portal.payments.events import store
+    from portal.billing.payments.events import store
 
     with app.app_context():
         for payload in payloads:
@@ -145,8 +145,8 @@ def store_waiting(app, payloads: list[bytes]) -> list[str]:
 
 def test_a_failing_event_among_good_ones_undoes_only_its_own_changes(app, make_tenant, monkeypatch):
     from jobs.stripe import drain_stripe_events
+    from portal.billing.payments import dunning
     from portal.models import AuditEvent, PaymentAttempt, utcnow
-    from portal.payments import dunning
 
     invoices = [open_invoice(app, make_tenant) for _ in range(3)]
     event_ids = store_waiting(app, [invoice_paid(invoice) for invoice in invoices])
@@ -191,8 +191,8 @@ def test_an_event_after_a_failed_one_sees_the_invoice_as_the_failure_left_it(app
     """The failed event had marked the invoice paid before it broke: the next event of the same
     batch finds it open again, and pays it."""
     from jobs.stripe import drain_stripe_events
+    from portal.billing.payments import dunning
     from portal.models import AuditEvent, PaymentAttempt, StripeEvent
-    from portal.payments import dunning
 
     invoice = open_invoice(app, make_tenant)
     paid = invoice_paid(invoice)
@@ -221,9 +221,10 @@ def test_an_event_after_a_failed_one_sees_the_invoice_as_the_failure_left_it(app
 
 def test_a_drain_takes_the_oldest_events_first_in_batches(app, make_tenant, monkeypatch):
     import jobs.stripe
+    from portal.billing.payments import drain
     from portal.models import AuditEvent, PaymentAttempt, utcnow
 
-    monkeypatch.setattr(jobs.stripe, "BATCH_SIZE", 2)
+    monkeypatch.setattr(drain, "BATCH_SIZE", 2)
     invoices = [open_invoice(app, make_tenant) for _ in range(5)]
     event_ids = store_waiting(app, [invoice_paid(invoice) for invoice in invoices])
     with app.app_context():
@@ -248,6 +249,7 @@ def test_a_drain_takes_the_oldest_events_first_in_batches(app, make_tenant, monk
 def test_slow_events_end_their_batch_early_and_the_drain_hands_over_when_its_time_is_up(
         app, make_tenant, monkeypatch):
     import jobs.stripe
+    from portal.billing.payments import drain
     from portal.models import AuditEvent
 
     class SlowClock:
@@ -260,7 +262,7 @@ def test_slow_events_end_their_batch_early_and_the_drain_hands_over_when_its_tim
             self.seconds += 20
             return self.seconds
 
-    monkeypatch.setattr(jobs.stripe, "time", SlowClock())
+    monkeypatch.setattr(drain, "time", SlowClock())
     invoices = [open_invoice(app, make_tenant) for _ in range(3)]
     event_ids = store_waiting(app, [invoice_paid(invoice) for invoice in invoices])
     with app.app_context():
@@ -279,9 +281,9 @@ def test_a_second_drain_skips_the_events_another_drain_holds(committed_app):
     """Two workers at once (PostgreSQL's row locks): each event is processed by one of them."""
     from jobs.stripe import drain_stripe_events
     from portal.access import SYSTEM
+    from portal.billing.payments.events import pending
+    from portal.infra.transactions import commit, rollback
     from portal.models import Invoice, StripeEvent, utcnow
-    from portal.payments.events import pending
-    from portal.tasks import commit, rollback
     from portal.tenants.services import create_tenant
 
     with committed_app.test_request_context():

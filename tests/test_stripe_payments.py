@@ -50,8 +50,8 @@ def _new_tenant(app):
 
     from portal.access import SYSTEM
     from portal.auth.services import create_user
+    from portal.infra.transactions import commit
     from portal.models import Membership
-    from portal.tasks import commit
     from portal.tenants.services import create_tenant
 
     with app.test_request_context():
@@ -67,9 +67,9 @@ def _new_tenant(app):
 
 def _save_card(app, localstripe, tenant_id, number):  # noqa: F811
     from portal.access import SYSTEM
+    from portal.billing.payments import services
+    from portal.infra.transactions import commit
     from portal.models import Tenant
-    from portal.payments import services
-    from portal.tasks import commit
 
     with app.test_request_context():
         tenant = db.session.get(Tenant, tenant_id)
@@ -91,9 +91,9 @@ def _open_invoice(app, tenant_id):
 
 
 def _pay_now(app, invoice_id):
+    from portal.billing.payments import services
+    from portal.infra.transactions import commit
     from portal.models import Invoice
-    from portal.payments import services
-    from portal.tasks import commit
 
     with app.test_request_context():
         attempt = services.pay_now(db.session.get(Invoice, invoice_id))
@@ -144,7 +144,7 @@ def _emails(app, address):
 
 def _billing_run(app, at):
     from portal.billing.runs import request_run
-    from portal.tasks import commit
+    from portal.infra.transactions import commit
 
     with app.test_request_context():
         request_run("test", at)
@@ -224,9 +224,9 @@ def test_an_off_session_charge_the_bank_wants_authenticated_is_dunned_and_paid_o
     message saying why, the owner and admins are emailed the pay link, and the PaymentIntent
     is cancelled; paying from the invoice page, on-session, settles it."""
     from jobs.stripe import charge_invoice
+    from portal.billing.payments import gateway
+    from portal.billing.payments.services import AUTHENTICATION_NEEDED
     from portal.models import PaymentAttempt, Tenant
-    from portal.payments import gateway
-    from portal.payments.services import AUTHENTICATION_NEEDED
 
     tenant_id, owner, admin = _new_tenant(stripe_portal)
     invoice_id = _open_invoice(stripe_portal, tenant_id)

@@ -143,8 +143,8 @@ def test_events_of_one_invoice_drained_together_have_the_effect_they_have_one_by
     """One drain batch (one transaction, a savepoint each): each event sees what the ones
     before it did to the invoice, its attempts and its subscription."""
     from jobs.stripe import drain_stripe_events
+    from portal.billing.payments.events import store
     from portal.models import AuditEvent, PaymentAttempt, StripeEvent, Subscription
-    from portal.payments.events import store
 
     pi_failed, pi_paid = f"pi_{uuid.uuid4().hex[:20]}", f"pi_{uuid.uuid4().hex[:20]}"
     declined = {"message": "Your card was declined.", "code": "card_declined"}

@@ -5,8 +5,8 @@ import pytest
 
 from portal.access import SYSTEM
 from portal.extensions import db
+from portal.infra.transactions import commit
 from portal.models import Membership, Subscription, User
-from portal.tasks import commit
 from portal.tenants.services import create_tenant
 from tests.billing_engine_support import run_billing, utc
 from tests.conftest import _create_user, unique

@@ -13,8 +13,8 @@ from portal.billing.plans import sync_catalog
 from portal.billing.pricing import FeatureSpec, Tier
 from portal.billing.subscriptions import usage_lines
 from portal.extensions import db
+from portal.infra.transactions import commit
 from portal.models import UsageEvent
-from portal.tasks import commit
 from portal.usage.meters import save_meter
 from tests.billing_engine_support import catalog_spec, half_up, invoices_of, line_amounts, run_billing, subscribe, utc
 from tests.usage_support import record

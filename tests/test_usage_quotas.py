@@ -61,7 +61,7 @@ def test_a_jump_past_100_percent_sends_only_the_quota_reached_email(app, client,
 
 def test_one_queued_check_stands_for_every_ingestion_until_it_starts(app, client, make_tenant, make_user, outbox):
     from jobs.usage import check_quotas
-    from portal.tasks import redis_connection
+    from portal.infra.queues import redis_connection
     from portal.usage.quotas import check_key
 
     tenant = make_tenant()

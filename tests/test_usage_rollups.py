@@ -12,8 +12,8 @@ from sqlalchemy import select, text
 
 from portal.billing.catalog import MeterSpec
 from portal.extensions import db
+from portal.infra.transactions import commit
 from portal.models import UsageEvent, UsageRollup
-from portal.tasks import commit
 from portal.usage import ingest, rollups
 from portal.usage.meters import daily_values, meter_value
 from tests.api_support import bearer, operator_token, send_json

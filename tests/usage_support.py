@@ -4,8 +4,8 @@ import itertools
 from datetime import datetime
 from decimal import Decimal
 
+from portal.infra.transactions import commit
 from portal.models import utcnow
-from portal.tasks import commit
 from portal.usage import ingest
 
 _keys = itertools.count()

@@ -20,26 +20,35 @@ from portal.billing import credits as billing_credits
 from portal.billing import invoices as billing_invoices
 from portal.billing import plans as billing_plans
 from portal.billing import runs as billing_runs
+from portal.billing.catalog import MeterSpec
 from portal.billing.money import format_amount, format_money
+from portal.billing.payments.events import replay
+from portal.billing.pdf import pdf_download
 from portal.billing.subscriptions import subscription_of
 from portal.errors import ServiceError
 from portal.extensions import db
 from portal.forms import apply_service_error
+from portal.infra.failed_jobs import failed_jobs as list_failed
+from portal.infra.failed_jobs import requeue
+from portal.infra.transactions import commit, rollback
 from portal.models import (
+    STRIPE_EVENT_STATUSES,
     AuditEvent,
     BillingRun,
     EmailMessage,
     Invoice,
     Membership,
+    Meter,
     OperatorToken,
+    StripeEvent,
     Subscription,
     Tenant,
     utcnow,
 )
 from portal.models.tenant import TENANT_STATUSES
-from portal.tasks import commit, rollback
 from portal.team.services import members as tenant_members
 from portal.tenants import services as tenant_services
+from portal.usage.meters import list_meters, save_meter
 from portal.web import act, form_errors_status, redirect_to, render, wants_fragment
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -392,7 +401,6 @@ def invoice(invoice_id: str):
 @operator_required
 def invoice_pdf(invoice_id: str):
     """The PDF exactly as the customer downloads it."""
-    from portal.billing.pdf import pdf_download
 
     return pdf_download(_load_invoice(invoice_id))
 
@@ -451,7 +459,6 @@ def void_invoice(invoice_id: str):
 @operator_required
 def meters():
     """The meters that turn usage events into plan features' quantities."""
-    from portal.usage.meters import list_meters
 
     return render("admin/meters.html", meters=list_meters())
 
@@ -469,9 +476,6 @@ def edit_meter(meter_key: str | None = None):
 
     from pydantic import ValidationError
 
-    from portal.billing.catalog import MeterSpec
-    from portal.models import Meter
-    from portal.usage.meters import save_meter
 
     meter = None
     if meter_key is not None:
@@ -520,7 +524,6 @@ def edit_meter(meter_key: str | None = None):
 @operator_required
 def stripe_events():
     """Inbound Stripe webhooks, newest first, with their processing status and last error."""
-    from portal.models import STRIPE_EVENT_STATUSES, StripeEvent
 
     status = request.args.get("status", "").strip()
     query = select(StripeEvent).order_by(StripeEvent.received_at.desc())
@@ -536,8 +539,6 @@ def stripe_events():
 @operator_required
 def replay_stripe_event(event_id: str):
     """Process a stored event again (its handler is idempotent)."""
-    from portal.models import StripeEvent
-    from portal.payments.events import replay
 
     event = db.get_or_404(StripeEvent, event_id)
 
@@ -552,7 +553,6 @@ def replay_stripe_event(event_id: str):
 @operator_required
 def failed_jobs():
     """Jobs that failed after their retries, per queue, with the error, to requeue."""
-    from portal.jobs_admin import failed_jobs as list_failed
 
     return render("admin/failed_jobs.html", jobs=list_failed())
 
@@ -560,7 +560,6 @@ def failed_jobs():
 @bp.post("/jobs/<job_id>/requeue")
 @operator_required
 def requeue_job(job_id: str):
-    from portal.jobs_admin import requeue
 
     def requeue_it() -> str:
         requeue(job_id)

@@ -6,10 +6,12 @@ from flask import current_app, g, request
 from flask.sessions import SecureCookieSessionInterface
 from sqlalchemy import select
 
+from portal.api import billing, credentials, credits, invitations, keys, members, openapi, tenants, usage  # noqa: F401  (they register their operations on bp)
 from portal.api.principal import current_principal
 from portal.api.registry import bp
 from portal.extensions import csrf, db, limiter
 from portal.models import PlanVersion, Subscription
+from portal.usage.api_requests import record
 
 # A tenant's keys get the rate limits of the plan version it subscribes to (seed 000: 100 a
 # minute on Starter); operators get the largest plan's, and a tenant with no subscription the
@@ -61,7 +63,6 @@ def _count_api_request(response):
     """Seed 000's api_requests_count: one unit per request authenticated by a tenant key."""
     principal = g.get("api_principal")
     if principal is not None and principal.api_key is not None:
-        from portal.usage.api_requests import record
 
         record(principal.api_key.tenant_id)
     return response
@@ -93,7 +94,6 @@ class ApiWithoutCookieSession(SecureCookieSessionInterface):
 
 
 def init_api(app) -> None:
-    from portal.api import billing, credentials, credits, invitations, keys, members, openapi, tenants, usage  # noqa: F401  (register operations)
 
     csrf.exempt(bp)
     app.session_interface = ApiWithoutCookieSession()

@@ -20,8 +20,8 @@ from portal.billing.money import round_half_up, to_major
 from portal.billing.periods import ONE_SECOND
 from portal.errors import ValidationFailed
 from portal.extensions import db
+from portal.infra.transactions import commit
 from portal.models import ADMIN_SCOPE, API_SCOPES, Invoice, Subscription, Tenant, utcnow
-from portal.tasks import commit
 
 TAGS = ["billing"]
 # Reading billing needs billing:read where that scope exists; otherwise any key of the tenant

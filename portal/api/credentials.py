@@ -13,8 +13,8 @@ from portal.credentials import services as vault
 from portal.credentials.crypto import CredentialDecryptError
 from portal.credentials.validation import CredentialInvalid
 from portal.errors import NotFound
+from portal.infra.transactions import commit
 from portal.models import Credential, Tenant
-from portal.tasks import commit
 
 log = logging.getLogger(__name__)
 

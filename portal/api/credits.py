@@ -10,8 +10,8 @@ from portal.api.registry import OPERATOR, ApiError, operation
 from portal.billing import credits
 from portal.billing.money import to_major
 from portal.extensions import db
+from portal.infra.transactions import commit
 from portal.models import CreditEntry, CreditGrant, Tenant
-from portal.tasks import commit
 
 TAGS = ["credits"]
 

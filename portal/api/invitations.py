@@ -4,9 +4,9 @@ from flask import request
 
 from portal.api import schemas
 from portal.api.registry import PUBLIC, operation
+from portal.infra.transactions import commit
 from portal.invitations import services as invitations
 from portal.models import ADMIN_SCOPE, Invitation, Tenant
-from portal.tasks import commit
 
 
 def invitation_out(invitation: Invitation) -> schemas.InvitationOut:

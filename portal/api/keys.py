@@ -6,8 +6,8 @@ from portal.access import get_for_tenant_or_404
 from portal.api import schemas
 from portal.api.registry import not_found, operation
 from portal.api_keys import services as keys
+from portal.infra.transactions import commit
 from portal.models import ADMIN_SCOPE, ApiKey, Tenant
-from portal.tasks import commit
 
 
 def api_key_out(key: ApiKey) -> schemas.ApiKeyOut:

@@ -5,8 +5,8 @@ from sqlalchemy import select
 from portal.api import schemas
 from portal.api.registry import not_found, operation
 from portal.extensions import db
+from portal.infra.transactions import commit
 from portal.models import ADMIN_SCOPE, Membership, Tenant
-from portal.tasks import commit
 from portal.team import services as team
 
 

@@ -1,7 +1,7 @@
 """Request and response bodies of the JSON API (pydantic); the OpenAPI document uses them."""
 
 import re
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
@@ -25,6 +25,7 @@ from portal.models import (
     SUSPENSION_REASONS,
 )
 from portal.models.billing import SUBSCRIPTION_STATUSES
+from portal.timezones import parse_instant
 
 TenantIdStr = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_]{3,50}$")]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
@@ -403,23 +404,7 @@ def _iso_date(value: Any) -> Any:
         raise ValueError(f"{value} is not a calendar date") from None
 
 
-def _iso_instant(value: Any) -> Any:
-    if isinstance(value, datetime):
-        parsed = value
-    elif isinstance(value, str) and len(value) <= 40 and re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.+\-Z]+",
-                                                                       value):
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
-            raise ValueError(f"{value} is not a valid ISO 8601 date and time") from None
-    else:
-        raise ValueError("use an ISO 8601 date and time with a timezone, e.g. 2025-11-17T14:00:00Z")
-    if parsed.tzinfo is None or parsed.utcoffset() is None:
-        raise ValueError("give the timezone too, e.g. 2025-11-17T14:00:00Z")
-    try:
-        return parsed.astimezone(UTC)
-    except OverflowError:
-        raise ValueError(f"{value} is out of range") from None
+_iso_instant = parse_instant  # the rule is the domain's: ingestion parses event times the same way
 
 
 IsoDate = Annotated[date, BeforeValidator(_iso_date)]

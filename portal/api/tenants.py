@@ -9,9 +9,9 @@ from portal.api.registry import OPERATOR, PUBLIC, ApiError, operation
 from portal.api_keys import services as keys
 from portal.errors import PermissionDenied
 from portal.extensions import db
+from portal.infra.transactions import commit
 from portal.invitations.services import invite_first_owner
 from portal.models import Tenant, utcnow
-from portal.tasks import commit
 from portal.tenants import services as tenants
 
 

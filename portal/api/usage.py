@@ -11,11 +11,12 @@ from portal.api import schemas
 from portal.api.registry import OPERATOR, TENANT, ApiError, not_found, operation
 from portal.errors import ValidationFailed
 from portal.extensions import db
+from portal.infra.transactions import autocommit_statements, commit, defer
 from portal.models import Tenant, UsageEvent
-from portal.tasks import autocommit_statements, commit, defer
 from portal.usage import entitlements, ingest
 from portal.usage.meters import _event_values, last_event_at, meters_by_key
 from portal.usage.periods import month_start, next_month, this_month
+from portal.usage.quotas import CHECK_PENDING_SECONDS, check_key
 from portal.usage.services import (
     Terms,
     feature_usage,
@@ -45,8 +46,6 @@ def event_out(event: UsageEvent) -> schemas.EventOut:
 
 
 def _defer_quota_checks(outcomes) -> None:
-    from jobs.usage import check_quotas
-    from portal.usage.quotas import CHECK_PENDING_SECONDS, check_key
 
     names: dict[str, set[str]] = {}
     terms: dict[str, Terms] = {}
@@ -62,7 +61,7 @@ def _defer_quota_checks(outcomes) -> None:
                 or not names[tenant_id] & quota_event_names(subscription.plan_version_id):
             continue
         # A tenant sending a thousand events a second gets one check queued at a time, not one each.
-        defer(check_quotas, tenant_id, retries=1, once=(check_key(tenant_id), CHECK_PENDING_SECONDS))
+        defer("jobs.usage.check_quotas", tenant_id, retries=1, once=(check_key(tenant_id), CHECK_PENDING_SECONDS))
 
 
 def _one_statement_writes() -> None:

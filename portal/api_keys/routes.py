@@ -7,8 +7,8 @@ from portal.api_keys import services
 from portal.api_keys.forms import CreateKeyForm, RevokeKeyForm
 from portal.errors import ServiceError
 from portal.forms import apply_service_error
+from portal.infra.transactions import commit, rollback
 from portal.models import ApiKey
-from portal.tasks import commit, rollback
 from portal.web import act, form_errors_status, redirect_to, render
 
 bp = Blueprint("api_keys", __name__, url_prefix="/api-keys")

@@ -8,9 +8,9 @@ from sqlalchemy.orm import contains_eager
 
 from portal import audit
 from portal.access import Actor
-from portal.api_keys import cache as key_cache
 from portal.errors import Conflict, ValidationFailed
 from portal.extensions import db
+from portal.infra import cache as key_cache
 from portal.models import API_SCOPES, ApiKey, OperatorToken, Tenant, utcnow
 from portal.security import hash_token
 
@@ -93,7 +93,7 @@ def find_key(presented: str, cached: bool = False) -> ApiKey | None:
     """The active key for a presented secret: one indexed query on its hash, tenant joined.
 
     ``cached`` (safe requests only) lets a warm lookup come from the per-process cache
-    without SQL; see ``portal.api_keys.cache``.
+    without SQL; see ``portal.infra.cache``.
     """
     if not presented or len(presented) > 200:
         return None
@@ -117,17 +117,23 @@ def find_key(presented: str, cached: bool = False) -> ApiKey | None:
     return key
 
 
-def mark_used(key: ApiKey) -> None:
+def _stamp_last_used(row: ApiKey | OperatorToken, secret_hash: str, note) -> None:
+    """``last_used_at`` at most once per LAST_USED_RESOLUTION, in a one-statement transaction
+    of its own (docs/architecture.md: it holds whatever the request then does). Not a change
+    the key cache must announce: cache hits refresh it themselves through ``note``."""
     now = utcnow()
-    if key.last_used_at is None or now - key.last_used_at >= LAST_USED_RESOLUTION:
-        key_hash = key.key_hash
-        # Not a change the key cache must announce: hits refresh last_used_at themselves.
-        db.session.execute(update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now)
+    if row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION:
+        model = type(row)
+        db.session.execute(update(model).where(model.id == row.id).values(last_used_at=now)
                            .execution_options(**{key_cache.NO_INVALIDATION: True}))
         db.session.commit()
         cache = key_cache.active_cache()
         if cache is not None:
-            cache.note_last_used(key_hash, now)
+            note(cache, secret_hash, now)
+
+
+def mark_used(key: ApiKey) -> None:
+    _stamp_last_used(key, key.key_hash, key_cache.ApiKeyCache.note_last_used)
 
 
 def create_operator_token(actor: Actor, name: str) -> tuple[OperatorToken, str]:
@@ -181,13 +187,4 @@ def find_operator_token(presented: str, cached: bool = False) -> OperatorToken |
 
 
 def mark_operator_token_used(token: OperatorToken) -> None:
-    now = utcnow()
-    if token.last_used_at is None or now - token.last_used_at >= LAST_USED_RESOLUTION:
-        token_hash = token.token_hash
-        # As for keys: hits refresh last_used_at themselves, nothing to announce.
-        db.session.execute(update(OperatorToken).where(OperatorToken.id == token.id).values(last_used_at=now)
-                           .execution_options(**{key_cache.NO_INVALIDATION: True}))
-        db.session.commit()
-        cache = key_cache.active_cache()
-        if cache is not None:
-            cache.note_operator_token_used(token_hash, now)
+    _stamp_last_used(token, token.token_hash, key_cache.ApiKeyCache.note_operator_token_used)

@@ -11,9 +11,9 @@ from portal.auth.forms import AccountForm, ForgotPasswordForm, ResetPasswordForm
 from portal.errors import ServiceError
 from portal.extensions import limiter
 from portal.forms import apply_service_error
+from portal.infra.transactions import commit, rollback
 from portal.models import utcnow
-from portal.tasks import commit, rollback
-from portal.tenants.services import suggest_tenant_id
+from portal.tenants import services as tenants
 from portal.web import form_errors_status, redirect_to, render
 
 bp = Blueprint("auth", __name__)
@@ -47,10 +47,10 @@ def sign_up():
     form = SignUpForm()
     if request.method == "GET" and request.args.get("company_name"):
         form.company_name.data = request.args["company_name"]
-        form.tenant_id.data = suggest_tenant_id(request.args["company_name"])
+        form.tenant_id.data = tenants.suggest_tenant_id(request.args["company_name"])
     if form.validate_on_submit():
         try:
-            user, tenant = services.sign_up(
+            user, tenant = tenants.sign_up(
                 current_actor(),
                 form.company_name.data,
                 form.tenant_id.data,
@@ -76,7 +76,7 @@ def sign_up():
 @bp.get("/signup/suggest-id")
 def suggest_id():
     """htmx: propose an account id from the company name as it is typed."""
-    suggestion = suggest_tenant_id(request.args.get("company_name", "")[:200])
+    suggestion = tenants.suggest_tenant_id(request.args.get("company_name", "")[:200])
     return render("auth/_tenant_id_suggestion.html", suggestion=suggestion)
 
 

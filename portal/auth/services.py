@@ -10,7 +10,8 @@ from portal import audit, timezones
 from portal.access import Actor
 from portal.errors import Conflict, ValidationFailed
 from portal.extensions import db
-from portal.models import Membership, PasswordReset, Tenant, User, UserSession, utcnow
+from portal.mail import send_email
+from portal.models import PasswordReset, User, UserSession, utcnow
 from portal.security import (
     PASSWORD_MAX_LENGTH,
     PASSWORD_MIN_LENGTH,
@@ -20,7 +21,7 @@ from portal.security import (
     password_needs_rehash,
     verify_password,
 )
-from portal.tenants import services as tenants
+from portal.web import public_url
 
 
 def normalize_email(email: str) -> str:
@@ -51,18 +52,6 @@ def create_user(email: str, password: str, name: str = "", is_operator: bool = F
     db.session.add(user)
     db.session.flush()
     return user
-
-
-def sign_up(actor: Actor, company_name: str, tenant_id: str, email: str, password: str, name: str = "",
-            plan: str = "starter") -> tuple[User, Tenant]:
-    """A new company on ``plan``: the tenant, its subscription, and the person signing up as its owner."""
-    user = create_user(email, password, name)
-    # From here on the person signing up is the actor, so the log names them, not "system".
-    actor = Actor(user=user, ip=actor.ip)
-    tenant = tenants.create_tenant(actor, tenant_id, company_name, contact_email=user.email, subscription_plan=plan)
-    db.session.add(Membership(tenant_id=tenant.tenant_id, user_id=user.id, role="owner"))
-    audit.record(actor, "member.joined", tenant, "user", user.id, role="owner")
-    return user, tenant
 
 
 def authenticate(email: str, password: str) -> User | None:
@@ -139,8 +128,6 @@ def request_password_reset(email: str) -> None:
     db.session.add(
         PasswordReset(token_hash=hash_token(token), user_id=user.id, expires_at=utcnow() + timedelta(minutes=minutes))
     )
-    from portal.mail import send_email
-    from portal.web import public_url
 
     url = public_url("auth.reset_password", token=token)
     send_email(user.email, "Reset your password", "password_reset", url=url, user=user, minutes=minutes)

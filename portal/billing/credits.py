@@ -17,7 +17,8 @@ from portal.access import Actor
 from portal.billing.money import format_money
 from portal.errors import ValidationFailed
 from portal.extensions import db
-from portal.models import CreditEntry, CreditGrant, Subscription, Tenant, utcnow
+from portal.infra.transactions import commit
+from portal.models import CreditEntry, CreditGrant, PlanVersion, Subscription, Tenant, utcnow
 
 # A billion in major units: more is a typo, and sums stay far inside a 64-bit integer.
 MAX_AMOUNT = 100_000_000_000
@@ -42,7 +43,6 @@ class Summary:
 
 def currency_of(tenant_id: str) -> str:
     """The currency the tenant is billed in (its subscription's), USD before it has one."""
-    from portal.models import PlanVersion
 
     currency = db.session.execute(
         select(PlanVersion.currency).join(Subscription, Subscription.plan_version_id == PlanVersion.id)
@@ -244,8 +244,8 @@ def _expired_balance(tenant_id: str, currency: str, at: datetime) -> int:
 
 def write_off_expired(at: datetime, actor: Actor) -> int:
     """The billing run's sweep: every tenant's credit expired by ``at`` written off, a tenant
-    per transaction (the caller commits each). Returns how many tenants had some."""
-    from portal.tasks import commit
+    per transaction (committed here, one by one: a run that dies half-way keeps the tenants it
+    wrote off). Returns how many tenants had some."""
 
     tenant_ids = list(db.session.execute(
         select(CreditGrant.tenant_id).where(CreditGrant.remaining > 0, CreditGrant.expires_at.is_not(None),

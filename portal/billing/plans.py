@@ -7,7 +7,7 @@ from sqlalchemy import func, select
 from portal.billing.catalog import PlanSpec
 from portal.errors import ValidationFailed
 from portal.extensions import db
-from portal.models import Plan, PlanVersion
+from portal.models import BILLABLE_STATUSES, Plan, PlanVersion, Subscription
 
 # What a new version is made of: a change to any of these is a new price list, never an edit.
 VERSIONED_FIELDS = ("price", "currency", "interval", "trial_days", "quotas", "rate_limits", "features")
@@ -70,7 +70,6 @@ def current_version(plan_key: str) -> PlanVersion:
 
 def subscriber_counts() -> dict[str, int]:
     """plan_version_id -> live subscriptions, for the operator's catalog page."""
-    from portal.models import BILLABLE_STATUSES, Subscription
 
     rows = db.session.execute(
         select(Subscription.plan_version_id, func.count())

@@ -19,11 +19,13 @@ from sqlalchemy.orm import joinedload, lazyload
 
 from portal.billing import credits
 from portal.billing.invoices import BILLING
+from portal.billing.payments.dunning import retry_due
+from portal.billing.payments.services import charge_after_issue
 from portal.billing.subscriptions import renew, to_second
 from portal.extensions import db
+from portal.infra.transactions import commit, defer, rollback
 from portal.models import BILLABLE_STATUSES, BillingRun, PlanVersion, Subscription, utcnow
-from portal.payments.services import charge_after_issue
-from portal.tasks import commit, defer, rollback
+from portal.usage.api_request_events import flush
 
 log = logging.getLogger(__name__)
 # How often the run's progress row is written: often enough for the console's live view,
@@ -52,11 +54,10 @@ def create_run(triggered_by: str, at: datetime | None = None) -> BillingRun:
 
 def request_run(triggered_by: str, at: datetime | None = None) -> BillingRun:
     """Record a run and hand it to the worker (inline in the embedded mode) after commit."""
-    from jobs.billing import execute_billing_run
 
     run = create_run(triggered_by, at)
     # No RQ retry: a failed run is visible in the console, and re-running it is always safe.
-    defer(execute_billing_run, run.id, retries=0, timeout=6 * 3600)
+    defer("jobs.billing.execute_billing_run", run.id, retries=0, timeout=6 * 3600)
     return run
 
 
@@ -101,7 +102,6 @@ def execute(run: BillingRun) -> BillingRun:
     """
     run_id, at = run.id, run.as_of
     # API requests still counted in Redis become events first, so the run bills them.
-    from portal.usage.api_requests import flush
 
     flush()
     run = db.session.get(BillingRun, run_id)
@@ -195,7 +195,6 @@ class _Tally:
 
 def _retry_failed_payments(run_id: str, at: datetime) -> None:
     """Dunning retries due as of the run's instant (so ``billing run --at`` travels them too)."""
-    from portal.payments.dunning import retry_due
 
     try:
         retry_due(at)

@@ -16,9 +16,12 @@ from portal.billing import plans
 from portal.billing.invoices import BILLING, Line, issue
 from portal.billing.money import format_money, round_half_up
 from portal.billing.periods import add_interval, period_bounds, remaining_fraction
+from portal.billing.pricing import usage_charges
 from portal.errors import Conflict, ValidationFailed
 from portal.extensions import db
-from portal.models import CANCELLATION_REASONS, Invoice, PlanVersion, Subscription, Tenant, utcnow
+from portal.models import CANCELLATION_REASONS, Invoice, PlanVersion, Subscription, Tenant, UsageEvent, utcnow
+from portal.usage.meters import meters_by_key
+from portal.usage.services import value_of
 
 
 def to_second(at: datetime | None) -> datetime:
@@ -46,9 +49,6 @@ def _plan_line(version: PlanVersion, start: datetime, end: datetime) -> Line:
 def usage_lines(subscription: Subscription, start: datetime, end: datetime) -> list[Line]:
     """Usage of a closed period, billed in arrears by the plan version of that period: one line
     (or one per tier) for each priced feature with billable usage, each rounded once."""
-    from portal.billing.pricing import usage_charges
-    from portal.usage.meters import meters_by_key
-    from portal.usage.services import value_of
 
     version = subscription.plan_version
     priced = [feature for feature in version.feature_specs() if feature.pricing != "included"]
@@ -72,7 +72,6 @@ def _mark_invoiced(subscription: Subscription, start: datetime, end: datetime, i
     """The closed period's events now belong to an invoice: they can no longer be deleted."""
     from sqlalchemy import update
 
-    from portal.models import UsageEvent
 
     db.session.execute(
         update(UsageEvent)

@@ -17,8 +17,8 @@ from portal.credentials.forms import (
 from portal.credentials.validation import CredentialInvalid
 from portal.errors import NotFound, ServiceError
 from portal.forms import apply_service_error
+from portal.infra.transactions import commit, rollback
 from portal.models import PROVIDERS
-from portal.tasks import commit, rollback
 from portal.web import act, form_errors_status, redirect_to, render
 
 bp = Blueprint("credentials", __name__, url_prefix="/credentials")

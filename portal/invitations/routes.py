@@ -5,9 +5,9 @@ from portal.access import TENANT_SESSION_KEY
 from portal.auth.services import find_user_by_email, start_session
 from portal.errors import ServiceError
 from portal.forms import apply_service_error
+from portal.infra.transactions import commit, rollback
 from portal.invitations import services
 from portal.invitations.forms import AcceptAsMemberForm, AcceptAsNewUserForm
-from portal.tasks import commit, rollback
 from portal.web import form_errors_status, render
 
 bp = Blueprint("invitations", __name__)

@@ -10,6 +10,7 @@ from portal.access import Actor
 from portal.auth.services import create_user, find_user_by_email, normalize_email
 from portal.errors import Conflict, PermissionDenied, ValidationFailed
 from portal.extensions import db
+from portal.mail import send_email
 from portal.models import INVITABLE_ROLES, Invitation, Membership, Tenant, User, utcnow
 from portal.security import hash_token, new_token
 from portal.web import public_url
@@ -22,7 +23,6 @@ def invitation_url(token: str) -> str:
 
 
 def _send(invitation: Invitation, token: str, inviter_name: str) -> None:
-    from portal.mail import send_email
 
     send_email(
         invitation.email,

@@ -5,6 +5,7 @@ from sqlalchemy import text
 from portal.access import TENANT_SESSION_KEY, tenant_required
 from portal.billing.subscriptions import next_invoice_estimate, subscription_of
 from portal.extensions import db
+from portal.infra.queues import redis_connection
 from portal.invitations.services import pending_invitations
 from portal.tenants.services import member_count
 from portal.usage import report as usage_report
@@ -68,7 +69,6 @@ def healthz():
         checks["database"] = f"error: {type(error).__name__}"
         db.session.rollback()
     if current_app.config.get("REDIS_URL"):
-        from portal.tasks import redis_connection
 
         try:
             redis_connection().ping()

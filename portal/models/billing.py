@@ -11,6 +11,7 @@ from fractions import Fraction
 from sqlalchemy import JSON, Boolean, ForeignKey, Integer, Numeric, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from portal.billing.pricing import FeatureSpec
 from portal.extensions import db
 from portal.models.base import UTCDateTime, new_id, utcnow
 
@@ -95,7 +96,6 @@ class PlanVersion(db.Model):
         return Fraction(self.price, self.months)
 
     def feature_specs(self) -> list:
-        from portal.billing.pricing import FeatureSpec
 
         return [FeatureSpec.model_validate(feature) for feature in self.features or []]
 

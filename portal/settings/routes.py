@@ -4,8 +4,8 @@ from flask_login import logout_user
 from portal.access import current_actor, tenant_required
 from portal.errors import ServiceError
 from portal.forms import apply_service_error
+from portal.infra.transactions import commit, rollback
 from portal.settings.forms import BLANK_METADATA_ROWS, DeleteTenantForm, ProfileForm
-from portal.tasks import commit, rollback
 from portal.tenants import services as tenants
 from portal.web import form_errors_status, redirect_to, render
 

@@ -3,9 +3,9 @@ from flask import Blueprint, flash, g
 from portal.access import current_actor, get_for_tenant_or_404, tenant_required
 from portal.errors import ServiceError
 from portal.forms import apply_service_error
+from portal.infra.transactions import commit, rollback
 from portal.invitations import services as invitations
 from portal.models import Invitation, Membership
-from portal.tasks import commit, rollback
 from portal.team import services
 from portal.team.forms import ConfirmForm, InviteForm, RoleForm, TransferOwnershipForm
 from portal.web import act, form_errors_status, redirect_to, render

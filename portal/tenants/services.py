@@ -7,9 +7,11 @@ from sqlalchemy import func, select
 
 from portal import audit
 from portal.access import Actor
+from portal.auth.services import create_user, end_all_sessions
 from portal.billing import plans, subscriptions
 from portal.errors import Conflict, ValidationFailed
 from portal.extensions import db
+from portal.mail import send_email
 from portal.models import SUSPENSION_REASONS, Membership, Tenant, User, utcnow
 
 # \Z, not $: "$" also matches before a trailing newline, which would let "acme\n" in.
@@ -67,6 +69,18 @@ def create_tenant(
     return tenant
 
 
+def sign_up(actor: Actor, company_name: str, tenant_id: str, email: str, password: str, name: str = "",
+            plan: str = "starter") -> tuple[User, Tenant]:
+    """A new company on ``plan``: the tenant, its subscription, and the person signing up as its owner."""
+    user = create_user(email, password, name)
+    # From here on the person signing up is the actor, so the log names them, not "system".
+    actor = Actor(user=user, ip=actor.ip)
+    tenant = create_tenant(actor, tenant_id, company_name, contact_email=user.email, subscription_plan=plan)
+    db.session.add(Membership(tenant_id=tenant.tenant_id, user_id=user.id, role="owner"))
+    audit.record(actor, "member.joined", tenant, "user", user.id, role="owner")
+    return user, tenant
+
+
 def update_profile(actor: Actor, tenant: Tenant, company_name: str, contact_email: str, metadata: dict) -> Tenant:
     if len(metadata) > METADATA_MAX_KEYS:
         raise ValidationFailed(f"At most {METADATA_MAX_KEYS} metadata entries.", field="metadata")
@@ -96,7 +110,6 @@ def suspend(actor: Actor, tenant: Tenant, reason: str, note: str = "", notify: b
     tenant.suspended_at = utcnow()
     audit.record(actor, "tenant.suspended", tenant, "tenant", tenant.tenant_id, reason=reason, note=note, notify=notify)
     if notify:
-        from portal.mail import send_email
 
         send_email(
             tenant.contact_email,
@@ -118,7 +131,6 @@ def activate(actor: Actor, tenant: Tenant, notify: bool = False, note: str = "")
     tenant.suspended_at = None
     audit.record(actor, "tenant.activated", tenant, "tenant", tenant.tenant_id, previous_reason=previous, note=note)
     if notify:
-        from portal.mail import send_email
 
         send_email(tenant.contact_email, f"Your account {tenant.company_name} is active again",
                    "tenant_activated", tenant=tenant, tenant_obj=tenant, note=note.strip())
@@ -135,7 +147,6 @@ def cancel(actor: Actor, tenant: Tenant) -> Tenant:
     subscription = subscriptions.subscription_of(tenant)
     if subscription is not None and subscription.is_live:
         subscriptions.cancel(actor, subscription, at_period_end=False, reason="account_deleted")
-    from portal.auth.services import end_all_sessions
 
     for membership in tenant.memberships:
         end_all_sessions(membership.user, only_if_no_other_tenant=True)

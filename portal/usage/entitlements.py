@@ -5,7 +5,7 @@ unpaid, the plan lacks the feature, or the feature's hard limit (starter's quota
 A simulation (``track``) asks whether ``usage_units`` more would still fit; it records nothing.
 
 Checks are the API's hottest read, so what they read (a tenant's subscription terms, and each
-meter's value for the period) is kept in the per-process cache of ``portal.api_keys.cache``
+meter's value for the period) is kept in the per-process cache of ``portal.infra.cache``
 when it is on: a commit that changes the tenant or its subscription, or stores or deletes its
 usage events, evicts it in every process at once (the TTL, API_KEY_CACHE_SECONDS, is only the
 safety net). A warm check touches neither the database nor Redis.
@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from portal.api_keys import cache as key_cache
+from portal.infra import cache as key_cache
+from portal.infra.transactions import autocommit_statements
 from portal.models import Subscription
-from portal.tasks import autocommit_statements
 from portal.usage import api_requests
 from portal.usage.meters import meters_by_key
 from portal.usage.periods import current_period

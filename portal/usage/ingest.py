@@ -11,10 +11,11 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 from sqlalchemy import select, tuple_
 
-from portal.api_keys import cache as key_cache
 from portal.extensions import db
+from portal.infra import cache as key_cache
 from portal.models import UsageEvent, utcnow
 from portal.models.base import new_id
+from portal.timezones import parse_instant
 from portal.usage import rollups
 from portal.usage.services import Terms, tenant_terms
 
@@ -100,13 +101,12 @@ def _text(raw: dict, what: str, limit: int, required: bool) -> str | None:
 
 
 def _instant(raw: dict, now: datetime) -> datetime:
-    from portal.api.schemas import _iso_instant
 
     name, value = _one(raw, "occurred_at")
     if value is None:
         return now
     try:
-        instant = _iso_instant(value)
+        instant = parse_instant(value)
     except ValueError as error:
         raise Rejected(f"{name}: {error}", name) from None
     if instant > now + FUTURE_TOLERANCE:

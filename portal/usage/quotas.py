@@ -8,9 +8,11 @@ from decimal import Decimal
 from sqlalchemy import select
 
 from portal.extensions import db
+from portal.infra.queues import database_key
 from portal.mail import send_email
 from portal.models import Membership, QuotaNotice, Tenant, User
 from portal.models.base import new_id, utcnow
+from portal.usage.ingest import _insert_statement_for
 from portal.usage.periods import current_period
 from portal.usage.services import FeatureUsage, feature_usage, subscription_for
 
@@ -23,7 +25,6 @@ CHECK_PENDING_SECONDS = 60
 
 
 def check_key(tenant_id: str) -> str:
-    from portal.tasks import database_key
 
     return database_key(f"once:quota-check:{tenant_id}")
 NOTIFIED_ROLES = ("owner", "admin")
@@ -36,7 +37,6 @@ def send_quota_webhook(tenant_id: str, event_type: str, data: dict) -> None:
 
 def _claim(tenant_id: str, usage: FeatureUsage, period_start, threshold: int) -> bool:
     """Insert the notice row unless it exists; True when this call inserted it."""
-    from portal.usage.ingest import _insert_statement_for
 
     statement = (_insert_statement_for(QuotaNotice.__table__).values(
         id=new_id("qn"), tenant_id=tenant_id, feature_key=usage.key, period_start=period_start,

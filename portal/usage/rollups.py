@@ -26,6 +26,7 @@ from sqlalchemy import bindparam, delete, event, func, inspect, literal, select,
 from sqlalchemy.orm import Session
 
 from portal.extensions import db
+from portal.infra import cache as key_cache
 from portal.models import UsageEvent, UsageRollup
 
 HOUR = timedelta(hours=1)
@@ -172,7 +173,6 @@ def rebuild(connection=None) -> int:
     events = UsageEvent.__table__
     hour = (func.date_trunc("hour", events.c.occurred_at) if _dialect(connection) == "postgresql"
             else func.strftime("%Y-%m-%d %H:00:00.000000", events.c.occurred_at))
-    from portal.api_keys import cache as key_cache
 
     key_cache.note_usage_changed(db.session, {key_cache.ALL})  # every tenant's usage may read differently now
     connection.execute(delete(UsageRollup.__table__))

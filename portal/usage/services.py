@@ -8,10 +8,13 @@ from decimal import Decimal
 
 from sqlalchemy import bindparam, or_, select
 
-from portal.api_keys import cache as key_cache
 from portal.billing.catalog import MeterSpec
+from portal.billing.plans import current_version
 from portal.billing.pricing import FeatureSpec
+from portal.errors import ValidationFailed
 from portal.extensions import db
+from portal.infra import cache as key_cache
+from portal.infra.transactions import autocommit_statements
 from portal.models import PlanVersion, Subscription, Tenant, UsageEvent
 from portal.models.billing import BILLABLE_STATUSES
 from portal.usage import api_requests
@@ -114,8 +117,6 @@ def quota_event_names(plan_version_id: str) -> set[str]:
 def plan_version_of(subscription: Subscription | None, plan_key: str) -> PlanVersion | None:
     if subscription is not None:
         return subscription.plan_version
-    from portal.billing.plans import current_version
-    from portal.errors import ValidationFailed
 
     try:
         return current_version(plan_key)
@@ -167,7 +168,7 @@ _TERMS_BY_ID_OR_EXTERNAL_ID = _TERMS_COLUMNS.where(or_(_tenants.c.tenant_id.in_(
 def tenant_terms(refs: Iterable[str], by_external_id: bool = True, read_only: bool = False) -> dict[str, Terms]:
     """ref -> the tenant it names (by id, or also by external id; cancelled ones included)
     with its subscription's terms. Ingestion and entitlement checks ask on every request, so
-    answers are kept in the per-process cache of ``portal.api_keys.cache`` (evicted at once
+    answers are kept in the per-process cache of ``portal.infra.cache`` (evicted at once
     by any commit that changes the tenant or its subscription); the rest is one query.
     ``read_only``: the request only reads, so that query needs no transaction."""
     cache = key_cache.active_cache()
@@ -183,7 +184,6 @@ def tenant_terms(refs: Iterable[str], by_external_id: bool = True, read_only: bo
     if not missing:
         return found
     if read_only:  # the caller only reads: no transaction (and none at all on a warm cache)
-        from portal.tasks import autocommit_statements
 
         autocommit_statements()
     generation = cache.snapshot_generation(usage=False) if cache is not None else 0  # before the read

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.browser
 def make_operator_and_tenant(live_server, suffix: str):
     from portal.access import SYSTEM
     from portal.auth.services import create_user
-    from portal.tasks import commit
+    from portal.infra.transactions import commit
     from portal.tenants.services import create_tenant
 
     email = f"op-{suffix}@portal.example"
@@ -39,8 +39,8 @@ def sign_in(page, email: str) -> None:
 def test_operator_runs_billing_and_watches_a_queued_run_finish(live_server, open_browser):
     from portal.billing.runs import create_run, execute
     from portal.extensions import db
+    from portal.infra.transactions import commit
     from portal.models import BillingRun
-    from portal.tasks import commit
 
     suffix = uuid.uuid4().hex[:8]
     email, _ = make_operator_and_tenant(live_server, suffix)

@@ -108,7 +108,7 @@ def test_invalid_key_form_shows_messages_in_place(live_server, open_browser):
 
 def test_operator_creates_and_copies_a_token(live_server, open_browser):
     from portal.auth.services import create_user
-    from portal.tasks import commit
+    from portal.infra.transactions import commit
 
     email = f"op-{uuid.uuid4().hex[:8]}@portal.example"
     with live_server.app.test_request_context():

@@ -18,8 +18,8 @@ pytestmark = pytest.mark.browser
 def test_operator_grants_credit_and_the_owner_sees_it_on_the_billing_page(live_server, open_browser):
     from portal.auth.services import create_user
     from portal.extensions import db
+    from portal.infra.transactions import commit
     from portal.models import Membership
-    from portal.tasks import commit
 
     suffix = uuid.uuid4().hex[:8]
     email, tenant_id = make_operator_and_tenant(live_server, suffix)

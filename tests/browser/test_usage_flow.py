@@ -18,8 +18,8 @@ def test_the_owner_sees_usage_against_the_quota_in_the_table_and_the_daily_chart
     from portal.access import SYSTEM
     from portal.auth.services import create_user
     from portal.extensions import db
+    from portal.infra.transactions import commit
     from portal.models import Membership, Tenant
-    from portal.tasks import commit
     from portal.tenants.services import create_tenant
     from portal.usage import ingest
     from portal.usage import report as usage_report

@@ -1,7 +1,7 @@
 """`make run`'s local Stripe: start localstripe in the background and register the portal's
 webhook URL with it, so saving a card and paying an invoice work end to end offline.
 
-    python -m portal.payments.emulator  (reads STRIPE_API_BASE, STRIPE_WEBHOOK_SECRET, PUBLIC_BASE_URL)
+    python -m portal.billing.payments.emulator  (reads STRIPE_API_BASE, STRIPE_WEBHOOK_SECRET, PUBLIC_BASE_URL)
 """
 
 import json

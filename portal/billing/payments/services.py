@@ -15,11 +15,12 @@ from sqlalchemy.orm import joinedload, make_transient_to_detached
 from portal import audit
 from portal.access import Actor
 from portal.billing import invoices as invoice_service
+from portal.billing.payments import dunning, gateway
 from portal.errors import Conflict, ValidationFailed
 from portal.extensions import db
+from portal.infra.transactions import defer
 from portal.models import Invoice, PaymentAttempt, Tenant, utcnow
 from portal.models.base import new_id
-from portal.payments import dunning, gateway
 
 log = logging.getLogger(__name__)
 
@@ -362,8 +363,6 @@ def pay_now(invoice: Invoice) -> PaymentAttempt:
 def charge_after_issue(invoice: Invoice) -> None:
     """Billing runs: charge a newly issued invoice off-session when a card is on file, from a
     job so the run's transaction is not held during the call to Stripe."""
-    from jobs.stripe import charge_invoice
-    from portal.tasks import defer
 
     if invoice.status == "open" and invoice.tenant.stripe_payment_method_id and gateway.configured():
-        defer(charge_invoice, invoice.id, 1)
+        defer("jobs.stripe.charge_invoice", invoice.id, 1)

@@ -8,7 +8,7 @@ from rq.job import Job
 from rq.registry import FailedJobRegistry
 
 from portal.errors import NotFound
-from portal.tasks import QUEUE_NAMES, get_queue, redis_connection
+from portal.infra.queues import QUEUE_NAMES, get_queue, redis_connection
 
 MAX_LISTED = 200
 

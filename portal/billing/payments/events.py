@@ -12,9 +12,12 @@ from sqlalchemy.exc import IntegrityError
 
 from portal import audit
 from portal.access import Actor
+from portal.billing.invoices import record_refund
+from portal.billing.payments import gateway, services
 from portal.extensions import db
+from portal.infra.queues import database_key
+from portal.infra.transactions import defer
 from portal.models import PaymentAttempt, StripeEvent, Tenant, utcnow
-from portal.payments import gateway, services
 
 STRIPE = Actor(user=None, label="stripe")
 
@@ -117,7 +120,6 @@ def _charge_refunded(obj: dict, at) -> str:
         invoice = services.invoice_of(_reread("payment_intent", {"id": intent_id}).get("metadata"))
     if invoice is None:
         return "ignored: no invoice of ours for this charge"
-    from portal.billing.invoices import record_refund
 
     changed = record_refund(invoice, int(charge.get("amount_refunded") or 0), charge.get("id", ""))
     return f"invoice {invoice.number} refunded {invoice.amount_refunded}" + ("" if changed else " (no change)")
@@ -230,11 +232,25 @@ def record_failure(event: StripeEvent, error: Exception, now) -> None:
 
 def replay(actor: Actor, event: StripeEvent) -> None:
     """The operator runs a stored event again (after fixing what made it fail, say)."""
-    from jobs.stripe import drain_once, drain_stripe_events
-    from portal.tasks import defer
-
     event.status = "received"
     event.failures_in_row = 0
     event.next_attempt_at = None
     audit.record(actor, "stripe_event.replayed", None, "stripe_event", event.id, type=event.type)
-    defer(drain_stripe_events, once=drain_once())
+    wake()
+
+
+DRAIN_JOB = "jobs.stripe.drain_stripe_events"
+# A drain hands over to a fresh job after this long, so a backlog never runs into RQ's
+# job timeout and other jobs on the queue get their turn.
+DRAIN_SECONDS = 60
+
+
+def wake() -> None:
+    """After the commit, a drain for the events stored in this unit of work (one queued drain
+    stands for them all)."""
+    defer(DRAIN_JOB, once=drain_once())
+
+
+def drain_once() -> tuple[str, int]:
+    """``defer``'s ``once``: one queued drain stands for every event stored until it starts."""
+    return database_key("once:stripe-drain"), DRAIN_SECONDS

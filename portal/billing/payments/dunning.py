@@ -10,9 +10,13 @@ from sqlalchemy import select
 
 from portal import audit
 from portal.billing.invoices import BILLING
+from portal.billing.payments import gateway
 from portal.extensions import db
-from portal.models import Invoice, Membership, Subscription, Tenant, User
-from portal.tasks import defer
+from portal.infra.transactions import defer
+from portal.mail import send_email
+from portal.models import Invoice, Membership, PaymentAttempt, Subscription, Tenant, User
+from portal.tenants.services import activate, suspend
+from portal.web import public_url
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +38,6 @@ def billing_contacts(tenant: Tenant) -> list[str]:
 
 
 def _notify(invoice: Invoice, message: str, final: bool) -> None:
-    from portal.mail import send_email
-    from portal.web import public_url
 
     tenant = invoice.tenant
     subject = (f"Account suspended: payment for invoice {invoice.number} failed" if final
@@ -43,7 +45,7 @@ def _notify(invoice: Invoice, message: str, final: bool) -> None:
     context = {"invoice": invoice, "tenant_obj": tenant, "reason": message, "final": final,
                "next_attempt": invoice.next_payment_attempt_at,
                "pay_url": public_url("billing.invoice", invoice_id=invoice.id),
-               "card_url": public_url("payments.payment_method")}
+               "card_url": public_url("billing.payment_method")}
     for email in billing_contacts(tenant) or [tenant.contact_email]:
         send_email(email, subject, "payment_failed", tenant=tenant, **context)
 
@@ -72,7 +74,6 @@ def payment_failed(invoice: Invoice, message: str, at: datetime) -> None:
 
 
 def _give_up(invoice: Invoice, subscription: Subscription) -> None:
-    from portal.tenants.services import suspend
 
     if subscription.status in ("active", "trialing", "past_due"):
         subscription.status = "unpaid"
@@ -85,7 +86,6 @@ def _give_up(invoice: Invoice, subscription: Subscription) -> None:
 
 def recovered(invoice: Invoice) -> None:
     """A payment went through: back to active once nothing else of this subscription is failing."""
-    from portal.tenants.services import activate
 
     subscription = invoice.subscription
     tenant = invoice.tenant
@@ -110,8 +110,6 @@ def recovered(invoice: Invoice) -> None:
 def retry_due(at: datetime) -> int:
     """Hand every invoice whose retry is due to the charge job (or count the retry as failed
     when there is no card to charge). Returns how many were handled."""
-    from jobs.stripe import charge_invoice
-    from portal.payments import gateway
 
     due = list(db.session.execute(
         select(Invoice).where(Invoice.status == "open", Invoice.next_payment_attempt_at <= at)
@@ -120,7 +118,7 @@ def retry_due(at: datetime) -> int:
     for invoice in due:
         invoice.next_payment_attempt_at = None  # claimed: the attempt's outcome sets the next one
         if invoice.tenant.stripe_payment_method_id and gateway.configured():
-            defer(charge_invoice, invoice.id, next_attempt_number(invoice))
+            defer("jobs.stripe.charge_invoice", invoice.id, next_attempt_number(invoice))
         else:
             payment_failed(invoice, "There is no card on file to charge.", at)
     return len(due)
@@ -129,7 +127,6 @@ def retry_due(at: datetime) -> int:
 def next_attempt_number(invoice: Invoice) -> int:
     from sqlalchemy import func
 
-    from portal.models import PaymentAttempt
 
     last = db.session.scalar(select(func.max(PaymentAttempt.number)).where(PaymentAttempt.invoice_id == invoice.id))
     return (last or 0) + 1

@@ -13,12 +13,12 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from portal.access import current_actor, tenant_required
 from portal.billing import credits as credit_service
+from portal.billing import display, subscriptions
 from portal.billing import invoices as invoice_service
 from portal.billing import plans as plan_service
-from portal.billing import subscriptions
+from portal.billing.forms import CancelForm, ConfirmChangeForm
 from portal.billing.money import format_amount, format_money
-from portal.billing_pages import display
-from portal.billing_pages.forms import CancelForm, ConfirmChangeForm
+from portal.billing.pdf import pdf_download, seller_from_config
 from portal.errors import ServiceError
 from portal.extensions import db
 from portal.models import INVOICE_STATUSES, Plan, Subscription, utcnow
@@ -318,7 +318,8 @@ def invoices_csv():
     return response
 
 
-def _invoice_or_404(invoice_id: str):
+def invoice_or_404(invoice_id: str):
+    """The current tenant's invoice, or 404: the one loader of this blueprint's invoice pages."""
     invoice = invoice_service.get_for_tenant(g.tenant, invoice_id)
     if invoice is None:
         abort(404, "There is no such invoice in this account.")
@@ -329,9 +330,8 @@ def _invoice_or_404(invoice_id: str):
 @tenant_required()
 def invoice(invoice_id: str):
     """One invoice as issued: seller, buyer, lines, totals, payment."""
-    from portal.billing.pdf import seller_from_config
 
-    return render("billing/invoice.html", invoice=_invoice_or_404(invoice_id), seller=seller_from_config(),
+    return render("billing/invoice.html", invoice=invoice_or_404(invoice_id), seller=seller_from_config(),
                   back=url_for("billing.invoices"))
 
 
@@ -339,6 +339,5 @@ def invoice(invoice_id: str):
 @tenant_required()
 def invoice_pdf(invoice_id: str):
     """The invoice as a PDF download named after its number."""
-    from portal.billing.pdf import pdf_download
 
-    return pdf_download(_invoice_or_404(invoice_id))
+    return pdf_download(invoice_or_404(invoice_id))

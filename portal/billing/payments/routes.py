@@ -1,4 +1,5 @@
-"""Stripe's webhook endpoint, the saved card and paying an invoice (DESIGN §6, §7).
+"""Stripe's webhook endpoint (its own blueprint, /webhooks), and the billing blueprint's pages
+for the saved card and paying an invoice (DESIGN §6, §7).
 
 Card numbers never reach us: Stripe.js Elements sends them to Stripe, which confirms a
 SetupIntent (saving a card) or the PaymentIntent's 3-D Secure step; we only ever read the
@@ -8,19 +9,19 @@ outcome back from Stripe, never from the browser.
 from flask import Blueprint, abort, current_app, flash, g, jsonify, request, url_for
 
 from portal.access import current_actor, tenant_required
-from portal.billing import invoices as invoice_service
+from portal.billing.money import format_money
+from portal.billing.payments import events, gateway, services
+from portal.billing.routes import bp, invoice_or_404
 from portal.errors import ServiceError
 from portal.extensions import csrf
-from portal.payments import events, gateway, services
-from portal.tasks import autocommit_statements, commit, defer, rollback
+from portal.infra.transactions import autocommit_statements, commit, rollback
 from portal.web import CSP, act, redirect_to, render
 
-bp = Blueprint("payments", __name__)
+webhooks_bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
 
 
 @bp.app_context_processor
 def payment_helpers():
-    from portal.billing.money import format_money
 
     return {"stripe_available": gateway.configured, "stripe_test_mode": gateway.test_mode,
             "payment_state": _payment_state, "money": format_money}
@@ -36,7 +37,7 @@ def _payment_state(invoice) -> dict:
 # --- the webhook ------------------------------------------------------------------------------
 
 
-@bp.post("/webhooks/stripe")
+@webhooks_bp.post("/stripe")
 @csrf.exempt
 def stripe_webhook():
     """Verify, store, wake the drain, answer: the processing happens in the worker.
@@ -45,8 +46,6 @@ def stripe_webhook():
     the event is one INSERT ... ON CONFLICT DO NOTHING, atomic on its own, so it runs without
     a transaction around it (one round trip, not BEGIN, INSERT and COMMIT), and waking the
     worker is one Redis SET NX (an enqueue only when no drain is queued)."""
-    from jobs.stripe import drain_once, drain_stripe_events
-
     try:
         event = gateway.verify_webhook(request.get_data(cache=False), request.headers.get("Stripe-Signature"))
     except gateway.InvalidWebhook as error:
@@ -55,7 +54,7 @@ def stripe_webhook():
     if not events.store(event):
         rollback()
         return jsonify(received=True, duplicate=True), 200
-    defer(drain_stripe_events, once=drain_once())
+    events.wake()
     commit()
     return jsonify(received=True, duplicate=False), 200
 
@@ -81,14 +80,14 @@ def _require_stripe() -> None:
         abort(409, "Card payment is not available on this portal.")
 
 
-@bp.get("/billing/payment-method")
+@bp.get("/payment-method")
 @tenant_required()
 def payment_method():
     """The card on file (brand, last 4, expiry), to add, replace or remove."""
     return render("payments/payment_method.html")
 
 
-@bp.post("/billing/payment-method/setup")
+@bp.post("/payment-method/setup")
 @tenant_required("billing.manage")
 def start_setup():
     """A SetupIntent for a new card; the card form confirms it with Stripe.js."""
@@ -99,15 +98,15 @@ def start_setup():
     except ServiceError as error:
         rollback()
         flash(error.message, "error")
-        return redirect_to("payments.payment_method")
+        return redirect_to("billing.payment_method")
     except gateway.GatewayError as error:
         rollback()
         flash(f"Stripe did not respond as expected: {error.message}", "error")
-        return redirect_to("payments.payment_method")
-    return redirect_to("payments.card_form", setup_intent=intent["id"])
+        return redirect_to("billing.payment_method")
+    return redirect_to("billing.card_form", setup_intent=intent["id"])
 
 
-@bp.get("/billing/payment-method/new")
+@bp.get("/payment-method/new")
 @tenant_required("billing.manage")
 def card_form():
     """The Stripe Elements card form for a SetupIntent of this tenant."""
@@ -116,7 +115,7 @@ def card_form():
         intent = services.setup_intent_for(g.tenant, request.args.get("setup_intent", ""))
     except (ServiceError, gateway.GatewayError) as error:
         flash(getattr(error, "message", str(error)) + " Start again.", "error")
-        return redirect_to("payments.payment_method")
+        return redirect_to("billing.payment_method")
     if intent.get("status") == "succeeded":
         return _save(intent)
     return _stripe_page("payments/card_form.html", client_secret=intent["client_secret"], setup_intent_id=intent["id"],
@@ -130,7 +129,7 @@ def _save(intent):
         return (f"Card saved: {tenant.card_brand} ending {tenant.card_last4}, "
                 f"expires {tenant.card_exp_month:02d}/{tenant.card_exp_year}.")
 
-    return _act_on_stripe(save, "payments.payment_method")
+    return _act_on_stripe(save, "billing.payment_method")
 
 
 def _act_on_stripe(action, endpoint: str, **values):
@@ -146,7 +145,7 @@ def _act_on_stripe(action, endpoint: str, **values):
     return act(guarded, endpoint, **values)
 
 
-@bp.post("/billing/payment-method/confirm")
+@bp.post("/payment-method/confirm")
 @tenant_required("billing.manage")
 def confirm_card():
     """Stripe.js confirmed the SetupIntent: read it back from Stripe and keep the card."""
@@ -155,11 +154,11 @@ def confirm_card():
         intent = services.setup_intent_for(g.tenant, request.form.get("setup_intent", ""))
     except (ServiceError, gateway.GatewayError) as error:
         flash(getattr(error, "message", str(error)), "error")
-        return redirect_to("payments.payment_method")
+        return redirect_to("billing.payment_method")
     return _save(intent)
 
 
-@bp.post("/billing/payment-method/remove")
+@bp.post("/payment-method/remove")
 @tenant_required("billing.manage")
 def remove_card():
     """Forget the card; open invoices then wait for a new one (or another way to pay)."""
@@ -169,25 +168,18 @@ def remove_card():
         services.remove_card(current_actor(), g.tenant)
         return "Card removed. Automatic payments stop until you add a new card."
 
-    return _act_on_stripe(remove, "payments.payment_method")
+    return _act_on_stripe(remove, "billing.payment_method")
 
 
 # --- paying an invoice ------------------------------------------------------------------------
 
 
-def _invoice_or_404(invoice_id: str):
-    invoice = invoice_service.get_for_tenant(g.tenant, invoice_id)
-    if invoice is None:
-        abort(404, "There is no such invoice in this account.")
-    return invoice
-
-
-@bp.post("/billing/invoices/<invoice_id>/pay")
+@bp.post("/invoices/<invoice_id>/pay")
 @tenant_required("billing.manage")
 def pay(invoice_id: str):
     """Pay now with the card on file; 3-D Secure, when the bank asks, follows in the browser."""
     _require_stripe()
-    invoice = _invoice_or_404(invoice_id)
+    invoice = invoice_or_404(invoice_id)
     try:
         attempt = services.pay_now(invoice)
         commit()
@@ -200,7 +192,7 @@ def pay(invoice_id: str):
         flash(f"Stripe did not respond as expected: {error.message}", "error")
         return redirect_to("billing.invoice", invoice_id=invoice_id)
     if attempt.status == "requires_action":
-        return redirect_to("payments.authenticate", invoice_id=invoice_id, attempt=attempt.number)
+        return redirect_to("billing.authenticate", invoice_id=invoice_id, attempt=attempt.number)
     if attempt.status == "failed":
         flash(f"The payment failed: {attempt.failure_message}", "error")
     else:
@@ -208,12 +200,12 @@ def pay(invoice_id: str):
     return redirect_to("billing.invoice", invoice_id=invoice_id)
 
 
-@bp.get("/billing/invoices/<invoice_id>/authenticate")
+@bp.get("/invoices/<invoice_id>/authenticate")
 @tenant_required("billing.manage")
 def authenticate(invoice_id: str):
     """The bank's 3-D Secure step, run by Stripe.js; the outcome comes back by webhook."""
     _require_stripe()
-    invoice = _invoice_or_404(invoice_id)
+    invoice = invoice_or_404(invoice_id)
     attempt = services.attempt_for(invoice, request.args.get("attempt", 0, type=int) or 0)
     if attempt is None or attempt.status != "requires_action" or not attempt.payment_intent_id:
         return redirect_to("billing.invoice", invoice_id=invoice_id)
@@ -221,18 +213,18 @@ def authenticate(invoice_id: str):
     return _stripe_page("payments/authenticate.html", invoice=invoice, client_secret=intent["client_secret"],
                         publishable_key=current_app.config["STRIPE_PUBLISHABLE_KEY"],
                         stripe_js_url=current_app.config["STRIPE_JS_URL"],
-                        return_url=url_for("payments.authenticated", invoice_id=invoice.id, attempt=attempt.number),
+                        return_url=url_for("billing.authenticated", invoice_id=invoice.id, attempt=attempt.number),
                         invoice_url=url_for("billing.invoice", invoice_id=invoice.id))
 
 
-@bp.get("/billing/invoices/<invoice_id>/authenticated")
+@bp.get("/invoices/<invoice_id>/authenticated")
 @tenant_required("billing.manage")
 def authenticated(invoice_id: str):
     """Back from the 3-D Secure step: read the PaymentIntent back from Stripe (never the
     browser's word). A failed authentication emits no webhook of its own, so without this the
     invoice would wait for the bank for ever; a completed one shows as sent until the webhook."""
     _require_stripe()
-    invoice = _invoice_or_404(invoice_id)
+    invoice = invoice_or_404(invoice_id)
     attempt = services.attempt_for(invoice, request.args.get("attempt", 0, type=int) or 0)
     if attempt is not None and attempt.status == "requires_action" and attempt.payment_intent_id:
         try:
@@ -243,11 +235,11 @@ def authenticated(invoice_id: str):
     return redirect_to("billing.invoice", invoice_id=invoice_id)
 
 
-@bp.get("/billing/invoices/<invoice_id>/payment")
+@bp.get("/invoices/<invoice_id>/payment")
 @tenant_required()
 def payment_status(invoice_id: str):
     """The invoice's payment block; htmx polls it until Stripe's answer has landed (286 stops it)."""
-    invoice = _invoice_or_404(invoice_id)
+    invoice = invoice_or_404(invoice_id)
     response = render("payments/_invoice_payment.html", invoice=invoice)
     if not _payment_state(invoice)["waiting"]:
         response.status_code = 286

@@ -1,1 +1,0 @@
-"""The portal's Billing pages: plan, plan changes, cancellation, invoices (the service layer is portal.billing)."""

@@ -1,0 +1,82 @@
+"""The unit of work: one ``commit()`` per request or job, jobs handed to the queue only after it.
+
+Services ``flush()`` and ``defer("jobs.x.y", *ids)``; the request or job calls ``commit()``,
+which commits and then enqueues what was deferred. A rollback drops them.
+"""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+
+from portal.errors import Conflict
+from portal.extensions import db
+from portal.infra import queues
+
+_PENDING_KEY = "portal_deferred_jobs"
+
+
+def defer(job: str, *args, queue: str = "default", retries: int = 3, timeout: int = 120,
+          once: tuple[str, int] | None = None) -> None:
+    """Enqueue ``job(*args)`` once the current transaction commits; dropped on rollback.
+
+    ``job`` is the job's dotted name (``"jobs.stripe.charge_invoice"``), so that the domain
+    never imports ``jobs/``. ``once=(redis key, seconds)``: not enqueued while that key exists
+    (one job stands for every commit until it starts); the job deletes the key when it starts,
+    before reading anything, so a commit after that enqueues the next one. The seconds are a
+    safety net for a job lost before it started."""
+    db.session.info.setdefault(_PENDING_KEY, []).append((job, args, queue, retries, timeout, once))
+
+
+def commit() -> None:
+    """Commit the unit of work, then hand its deferred jobs to the queue."""
+    pending = db.session.info.pop(_PENDING_KEY, [])
+    try:
+        db.session.commit()
+    except IntegrityError:
+        # Two requests raced for the same unique value; the loser gets a message, not a 500.
+        db.session.rollback()
+        raise Conflict("This conflicts with a change made at the same moment. Reload and try again.") from None
+    except Exception:
+        db.session.rollback()
+        raise
+    for job, args, queue, retries, timeout, once in pending:
+        if once is not None and not queues.claim(*once):
+            continue  # a run that has not started yet will find this commit's rows
+        try:
+            queues.enqueue(job, args, queue=queue, retries=retries, timeout=timeout)
+        except Exception:
+            if once is not None:
+                queues.release(once[0])  # nothing was queued: the next commit must be free to try
+            raise
+
+
+def rollback() -> None:
+    db.session.info.pop(_PENDING_KEY, None)
+    db.session.rollback()
+
+
+def autocommit_statements() -> None:
+    """Run the rest of this request without a transaction: for reads that need no common
+    snapshot, and writes that are each one statement, atomic on its own. Saves the BEGIN and
+    COMMIT (or ROLLBACK) round trips, and a write's row locks end with its statement;
+    ``commit()`` still runs the after-commit work. Only before anything was read, and only on
+    an Engine (tests bind the session to a connection)."""
+    session = db.session()
+    if not session.in_transaction() and isinstance(session.get_bind(), Engine):
+        session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+
+
+@contextmanager
+def savepoint() -> Iterator[None]:
+    """A SAVEPOINT inside the current transaction: on an error its changes are rolled back,
+    and so are the jobs deferred inside it, while the rest of the transaction goes on."""
+    pending = db.session.info.setdefault(_PENDING_KEY, [])
+    kept = len(pending)
+    try:
+        with db.session.begin_nested():
+            yield
+    except BaseException:
+        del pending[kept:]
+        raise

@@ -1,1 +1,0 @@
-"""The portal's usage page."""
