@@ -47,6 +47,7 @@ test: $(VENV)/.dev-installed
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 migrate-db: $(VENV)/.runtime-installed
 	$(BIN)/flask db upgrade

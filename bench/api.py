@@ -47,8 +47,12 @@ GUNICORN_ARGS = WORKER_CLASSES["sync"] + ["--log-level", "warning"]
 
 
 def add_worker_class_argument(parser) -> None:
-    parser.add_argument("--worker-class", choices=sorted(WORKER_CLASSES), default="sync",
-                        help="gunicorn worker class (default sync, gunicorn's own default; gthread: 4 threads each)")
+    parser.add_argument(
+        "--worker-class",
+        choices=sorted(WORKER_CLASSES),
+        default="sync",
+        help="gunicorn worker class (default sync, gunicorn's own default; gthread: 4 threads each)",
+    )
 
 
 def use_worker_class(name: str) -> None:
@@ -95,7 +99,11 @@ def prepare(env: dict) -> tuple[str, str]:
     for command in (["db", "upgrade"], ["catalog", "sync"]):
         subprocess.run(  # noqa: S603 - our own venv's flask
             [str(VENV_BIN / "flask"), "--app", "wsgi", *command],
-            cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            cwd=ROOT,
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
     code = (
         "from portal import create_app\n"
@@ -111,7 +119,12 @@ def prepare(env: dict) -> tuple[str, str]:
         "    print(t.tenant_id, key)\n"
     )
     out = subprocess.run(  # noqa: S603 - this interpreter, fixed code
-        [sys.executable, "-c", code], cwd=ROOT, env=env, check=True, capture_output=True, text=True,
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     tenant_id, key = out.stdout.split()[-2:]
     return tenant_id, key
@@ -122,7 +135,11 @@ class Server:
         self.port = free_port()
         self.process = subprocess.Popen(  # noqa: S603 - our own venv's gunicorn
             [str(VENV_BIN / "gunicorn"), *GUNICORN_ARGS, "--bind", f"{HOST}:{self.port}", target],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
         )
 
     def wait_ready(self, path: str, headers: dict, timeout: float = 30) -> bytes:
@@ -156,7 +173,10 @@ _WRK_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
 
 def _wrk(command: list[str], url: str, script_args: list[str] = (), timeouts_ok: bool = False) -> dict:
     out = subprocess.run(  # noqa: S603 - wrk, on loopback
-        [*command, url, *(["--", *script_args] if script_args else [])], capture_output=True, text=True, check=True,
+        [*command, url, *(["--", *script_args] if script_args else [])],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     if "Non-2xx" in out or (errors and any(int(n) for n in errors.groups()[: 3 if timeouts_ok else 4])):
@@ -166,15 +186,23 @@ def _wrk(command: list[str], url: str, script_args: list[str] = (), timeouts_ok:
         value, unit = re.search(rf"^\s+{percent}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M).groups()
         return float(value) * _WRK_UNITS[unit]
 
-    return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
-            "requests": int(re.search(r"(\d+) requests in", out).group(1)),
-            "p50": latency("50"), "p99": latency("99")}
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "requests": int(re.search(r"(\d+) requests in", out).group(1)),
+        "p50": latency("50"),
+        "p99": latency("99"),
+    }
 
 
 def raw_request(method: str, path: str, headers: dict, body: bytes = b"") -> bytes:
     """One HTTP/1.1 request as sent on the wire, asking the server to close the connection."""
-    lines = [f"{method} {path} HTTP/1.1", f"Host: {HOST}", "Connection: close", f"Content-Length: {len(body)}",
-             *(f"{name}: {value}" for name, value in headers.items())]
+    lines = [
+        f"{method} {path} HTTP/1.1",
+        f"Host: {HOST}",
+        "Connection: close",
+        f"Content-Length: {len(body)}",
+        *(f"{name}: {value}" for name, value in headers.items()),
+    ]
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
@@ -227,7 +255,7 @@ def paced(port: int, requests: list[bytes], rate: float, connections: int = 16, 
             index, unsent, answer = state
             if events & selectors.EVENT_WRITE:
                 try:
-                    state[1] = unsent[sock.send(unsent):]
+                    state[1] = unsent[sock.send(unsent) :]
                 except OSError as error:
                     answer.extend(f"HTTP/1.1 599 {error}".encode())
                     state[1] = b""
@@ -260,8 +288,16 @@ def paced(port: int, requests: list[bytes], rate: float, connections: int = 16, 
     return {"requests": len(latencies), "rps": len(latencies) / elapsed, "p50": cuts[49], "p99": cuts[98]}
 
 
-def load_wrk(port: int, path: str, headers: dict, connections: int, duration: int, script: str | None = None,
-             script_args: list[str] | None = None, timeouts_ok: bool = False) -> dict:
+def load_wrk(
+    port: int,
+    path: str,
+    headers: dict,
+    connections: int,
+    duration: int,
+    script: str | None = None,
+    script_args: list[str] | None = None,
+    timeouts_ok: bool = False,
+) -> dict:
     """wrk (C, 2 threads) against one path; ``script``: Lua that builds each request instead,
     given ``script_args``. ``timeouts_ok``: requests left unanswered by threads the script
     stopped are not errors."""
@@ -315,8 +351,14 @@ def drive(port: int, make_request, connections: int, duration: float) -> dict:
         sys.exit(f"{len(failures)} requests failed, e.g. {failures[0]}")
     merged = sorted(x for s in samples for x in s)
     cuts = statistics.quantiles(merged, n=100) if len(merged) > 1 else [merged[0]] * 99
-    return {"requests": len(merged), "rps": len(merged) / elapsed, "p50": cuts[49], "p95": cuts[94],
-            "p99": cuts[98], "elapsed": elapsed}
+    return {
+        "requests": len(merged),
+        "rps": len(merged) / elapsed,
+        "p50": cuts[49],
+        "p95": cuts[94],
+        "p99": cuts[98],
+        "elapsed": elapsed,
+    }
 
 
 def load_threads(port: int, path: str, headers: dict, connections: int, duration: int) -> dict:
@@ -345,8 +387,16 @@ def main() -> None:
     # REDIS_URL passes through when set: production runs with Redis, and the API key cache
     # (the reason a warm read touches no database) exists only with it.
     env = {k: v for k, v in os.environ.items() if k != "FLASK_APP"}
-    env.update({"DATABASE_URL": scratch_url, "RATELIMIT_ENABLED": "false", "PORTAL_ENV": "development",
-                "SECRET_KEY": uuid.uuid4().hex * 2, "JOBS_INLINE": "true", "PYTHONPATH": str(ROOT)})
+    env.update(
+        {
+            "DATABASE_URL": scratch_url,
+            "RATELIMIT_ENABLED": "false",
+            "PORTAL_ENV": "development",
+            "SECRET_KEY": uuid.uuid4().hex * 2,
+            "JOBS_INLINE": "true",
+            "PYTHONPATH": str(ROOT),
+        }
+    )
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     servers: list[Server] = []
@@ -374,9 +424,11 @@ def main() -> None:
 
     client = "wrk (2 threads)" if shutil.which("wrk") else "Python threads + http.client keep-alive"
     print(f"GET {path} with X-API-Key, {args.connections} connections, {args.duration}s each, client: {client}")
-    print(f"gunicorn {' '.join(GUNICORN_ARGS[:-2])} on {HOST}; PostgreSQL scratch database {name} (dropped); "
-          "rate limiting off (RATELIMIT_ENABLED=false), enterprise tenant; "
-          + ("Redis set (API key cache on)" if env.get("REDIS_URL") else "no REDIS_URL (API key cache off)"))
+    print(
+        f"gunicorn {' '.join(GUNICORN_ARGS[:-2])} on {HOST}; PostgreSQL scratch database {name} (dropped); "
+        "rate limiting off (RATELIMIT_ENABLED=false), enterprise tenant; "
+        + ("Redis set (API key cache on)" if env.get("REDIS_URL") else "no REDIS_URL (API key cache off)")
+    )
     print(f"{'':8}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}")
     for label, figures in (("portal", portal_figures), ("bare", bare_figures)):
         print(f"{label:8}{figures['rps']:>10.0f}{figures['p50']:>10.2f}{figures['p99']:>10.2f}")

@@ -56,8 +56,17 @@ def build_app(database_url: str):
     from portal.billing.plans import sync_catalog
     from portal.extensions import db
 
-    app = create_app({**EXTRA, "SQLALCHEMY_DATABASE_URI": database_url, "JOBS_INLINE": True, "REDIS_URL": "",
-                      "SECRET_KEY": uuid.uuid4().hex * 2, "MAIL_SERVER": "", "RATELIMIT_ENABLED": False})
+    app = create_app(
+        {
+            **EXTRA,
+            "SQLALCHEMY_DATABASE_URI": database_url,
+            "JOBS_INLINE": True,
+            "REDIS_URL": "",
+            "SECRET_KEY": uuid.uuid4().hex * 2,
+            "MAIL_SERVER": "",
+            "RATELIMIT_ENABLED": False,
+        }
+    )
     with app.app_context():
         # Alembic configures its own logging to stderr; its one line per migration is noise here.
         with contextlib.redirect_stderr(io.StringIO()):
@@ -102,20 +111,47 @@ def populate(app, count: int) -> None:
             for i in range(first, min(first + BATCH, count)):
                 tenant_id = f"bench_{i:06d}"
                 subscription_id, invoice_id = new_id("sub"), new_id("inv")
-                tenants.append({**tenant_row, "tenant_id": tenant_id, "company_name": f"Bench {i:06d} Ltd",
-                                "contact_email": f"billing-{i:06d}@example.com"})
+                tenants.append(
+                    {
+                        **tenant_row,
+                        "tenant_id": tenant_id,
+                        "company_name": f"Bench {i:06d} Ltd",
+                        "contact_email": f"billing-{i:06d}@example.com",
+                    }
+                )
                 subs.append({**subscription_row, "id": subscription_id, "tenant_id": tenant_id})
-                invoices.append({**invoice_row, "id": invoice_id, "tenant_id": tenant_id,
-                                 "subscription_id": subscription_id, "number": f"INV-{T0.year}-{i + 1:06d}",
-                                 "billing_name": f"Bench {i:06d} Ltd",
-                                 "billing_email": f"billing-{i:06d}@example.com"})
+                invoices.append(
+                    {
+                        **invoice_row,
+                        "id": invoice_id,
+                        "tenant_id": tenant_id,
+                        "subscription_id": subscription_id,
+                        "number": f"INV-{T0.year}-{i + 1:06d}",
+                        "billing_name": f"Bench {i:06d} Ltd",
+                        "billing_email": f"billing-{i:06d}@example.com",
+                    }
+                )
                 lines += [{**line, "id": new_id("il"), "invoice_id": invoice_id} for line in line_rows]
-                targets = {template.tenant_id: tenant_id, subscription_row["id"]: subscription_id,
-                           invoice_row["id"]: invoice_id}
-                audits += [{**{k: v for k, v in event.items() if k != "id"}, "tenant_id": tenant_id,
-                            "target_id": targets.get(event["target_id"], event["target_id"])} for event in audit_rows]
-            for table, rows in ((Tenant, tenants), (Subscription, subs), (Invoice, invoices), (InvoiceLine, lines),
-                                (AuditEvent, audits)):
+                targets = {
+                    template.tenant_id: tenant_id,
+                    subscription_row["id"]: subscription_id,
+                    invoice_row["id"]: invoice_id,
+                }
+                audits += [
+                    {
+                        **{k: v for k, v in event.items() if k != "id"},
+                        "tenant_id": tenant_id,
+                        "target_id": targets.get(event["target_id"], event["target_id"]),
+                    }
+                    for event in audit_rows
+                ]
+            for table, rows in (
+                (Tenant, tenants),
+                (Subscription, subs),
+                (Invoice, invoices),
+                (InvoiceLine, lines),
+                (AuditEvent, audits),
+            ):
                 if rows:
                     db.session.execute(insert(table.__table__), rows)
             db.session.commit()
@@ -151,7 +187,9 @@ def timed_run(app, profile: bool) -> tuple[float, object, str]:
     report = ""
     if profiler:
         out = io.StringIO()
-        pstats.Stats(profiler, stream=out).sort_stats(os.environ.get("BENCH_SORT", "cumulative")).print_stats(int(os.environ.get("BENCH_TOP", "35")))
+        pstats.Stats(profiler, stream=out).sort_stats(os.environ.get("BENCH_SORT", "cumulative")).print_stats(
+            int(os.environ.get("BENCH_TOP", "35"))
+        )
         report = out.getvalue()
     return elapsed, cpu, summary, report
 
@@ -171,18 +209,21 @@ def verify(app, count: int, summary) -> None:
         problems.append(f"run totals {totals}, expected USD {count * PRICE}")
     with app.app_context():
         renewals = db.session.execute(
-            select(func.count(), func.sum(Invoice.total), func.count(func.distinct(Invoice.subscription_id)))
-            .where(Invoice.period_start == AS_OF, Invoice.kind == "period")
+            select(func.count(), func.sum(Invoice.total), func.count(func.distinct(Invoice.subscription_id))).where(
+                Invoice.period_start == AS_OF, Invoice.kind == "period"
+            )
         ).one()
         if tuple(renewals) != (count, count * PRICE, count):
             problems.append(f"renewal invoices (count, sum, subscriptions) = {tuple(renewals)}")
-        numbers = db.session.execute(select(func.count(), func.count(func.distinct(Invoice.number)))
-                                     .select_from(Invoice)).one()
+        numbers = db.session.execute(
+            select(func.count(), func.count(func.distinct(Invoice.number))).select_from(Invoice)
+        ).one()
         last = db.session.execute(select(InvoiceCounter.last_number).where(InvoiceCounter.year == AS_OF.year)).scalar()
         if tuple(numbers) != (2 * count, 2 * count) or last != 2 * count:
             problems.append(f"numbers: {tuple(numbers)} invoices/distinct, counter at {last}, expected {2 * count}")
-        moved = db.session.execute(select(func.count()).select_from(Subscription)
-                                   .where(Subscription.current_period_start == AS_OF)).scalar()
+        moved = db.session.execute(
+            select(func.count()).select_from(Subscription).where(Subscription.current_period_start == AS_OF)
+        ).scalar()
         if moved != count:
             problems.append(f"{moved} of {count} subscriptions moved to the next period")
     if problems:
@@ -233,18 +274,24 @@ def main() -> None:
         if report:
             print(report)
 
-    print(f"Billing run over N monthly Starter subscriptions, all due; PostgreSQL scratch databases on "
-          f"{scratch_database(base_url)[0].rsplit('@', 1)[-1]} (dropped); {os.cpu_count()} CPU(s), load average "
-          f"{load_before:.2f} before and {os.getloadavg()[0]:.2f} after (other work on the machine slows the run)")
-    print(f"{'N':>8}{'seconds':>10}{'subs/s':>10}{'invoices':>10}{'CPU s':>10}  (CPU: the run's processes, PostgreSQL aside)")
+    print(
+        f"Billing run over N monthly Starter subscriptions, all due; PostgreSQL scratch databases on "
+        f"{scratch_database(base_url)[0].rsplit('@', 1)[-1]} (dropped); {os.cpu_count()} CPU(s), load average "
+        f"{load_before:.2f} before and {os.getloadavg()[0]:.2f} after (other work on the machine slows the run)"
+    )
+    print(
+        f"{'N':>8}{'seconds':>10}{'subs/s':>10}{'invoices':>10}{'CPU s':>10}  (CPU: the run's processes, PostgreSQL aside)"
+    )
     for count, (elapsed, cpu, created) in results.items():
         print(f"{count:>8,}{elapsed:>10.2f}{count / elapsed:>10.0f}{created:>10,}{cpu:>10.2f}")
     smallest, largest = sizes[0], sizes[-1]
     if largest != smallest:
         growth = results[largest][0] / results[smallest][0]
         size_ratio = largest / smallest
-        print(f"growth time({largest:,})/time({smallest:,}): {growth:.2f}x for {size_ratio:.0f}x the subscriptions "
-              f"(target <= {1.1 * size_ratio:.3g}x: {'met' if growth <= 1.1 * size_ratio else 'NOT met'})")
+        print(
+            f"growth time({largest:,})/time({smallest:,}): {growth:.2f}x for {size_ratio:.0f}x the subscriptions "
+            f"(target <= {1.1 * size_ratio:.3g}x: {'met' if growth <= 1.1 * size_ratio else 'NOT met'})"
+        )
     if 10_000 in results:
         seconds = results[10_000][0]
         print(f"10,000 subscriptions in {seconds:.1f} s (target <= 60 s: {'met' if seconds <= 60 else 'NOT met'})")

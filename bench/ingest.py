@@ -70,8 +70,14 @@ BATCH_CONNECTIONS = 4
 
 def flask_command(env: dict, *command: str) -> None:
 
-    subprocess.run([str(VENV_BIN / "flask"), "--app", "wsgi", *command], cwd=ROOT, env=env, check=True,  # noqa: S603
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(  # noqa: S603
+        [str(VENV_BIN / "flask"), "--app", "wsgi", *command],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def prepare(env: dict) -> tuple[str, str, str]:
@@ -94,8 +100,14 @@ def prepare(env: dict) -> tuple[str, str, str]:
         "    commit()\n"
         "    print(t.tenant_id, key, token)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True,  # noqa: S603
-                         capture_output=True, text=True)
+    out = subprocess.run(  # noqa: S603
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     tenant_id, key, token = out.stdout.split()[-3:]
     return tenant_id, key, token
 
@@ -108,8 +120,14 @@ def event_factory(tenant_id: str, prefix: str):
     def make() -> dict:
         with lock:
             n = next(counter)
-        return {"tenant_id": tenant_id, "eventIdempotencyKey": f"{prefix}-{n}", "eventName": "compute_usage",
-                "occurredAt": now, "quantity": 1.5, "properties": {"job": f"job-{n % 97}"}}
+        return {
+            "tenant_id": tenant_id,
+            "eventIdempotencyKey": f"{prefix}-{n}",
+            "eventName": "compute_usage",
+            "occurredAt": now,
+            "quantity": 1.5,
+            "properties": {"job": f"job-{n % 97}"},
+        }
 
     return make
 
@@ -136,8 +154,7 @@ def single_events(port: int, tenant_id: str, headers: dict, connections: int, du
     if not shutil.which("wrk"):
         make = event_factory(tenant_id, f"single{duration}")
         return drive(port, lambda: ("POST", "/api/v1/events", json.dumps(make()), headers), connections, duration)
-    script = SINGLE_EVENT_LUA % {"run": uuid.uuid4().hex[:8], "tenant": tenant_id,
-                                 "now": datetime.now(UTC).isoformat()}
+    script = SINGLE_EVENT_LUA % {"run": uuid.uuid4().hex[:8], "tenant": tenant_id, "now": datetime.now(UTC).isoformat()}
     return load_wrk(port, "/api/v1/events", headers, connections, duration, script=script)
 
 
@@ -157,14 +174,23 @@ def minimal_app(environ, start_response):
 
     connection = _minimal_connections.get(os.getpid())
     if connection is None:
-        connection = _minimal_connections[os.getpid()] = psycopg.connect(os.environ["BENCH_PLAIN_URL"],
-                                                                         autocommit=True)
+        connection = _minimal_connections[os.getpid()] = psycopg.connect(os.environ["BENCH_PLAIN_URL"], autocommit=True)
     event = json.loads(environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0)))
     now = datetime.now(UTC).replace(tzinfo=None)
     event_id = f"evt_{secrets.token_hex(8)}"
-    stored = connection.execute(_SINGLE_INSERT, (
-        event_id, event["tenant_id"], event["eventIdempotencyKey"], event["eventName"], now, event["quantity"],
-        json.dumps(event["properties"]), now)).fetchone()
+    stored = connection.execute(
+        _SINGLE_INSERT,
+        (
+            event_id,
+            event["tenant_id"],
+            event["eventIdempotencyKey"],
+            event["eventName"],
+            now,
+            event["quantity"],
+            json.dumps(event["properties"]),
+            now,
+        ),
+    ).fetchone()
     body = json.dumps({"success": True, "event_id": event_id, "duplicate": stored is None}).encode()
     start_response("201 CREATED", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
     return [body]
@@ -177,9 +203,20 @@ def minimal_single_events(env: dict, plain_url: str, tenant_id: str, headers: di
         deadline = time.monotonic() + 30
         while True:  # ready when it accepts connections (it has no GET to ask)
             try:
-                raw = raw_request("POST", "/", {"Content-Type": "application/json"}, json.dumps(
-                    {"tenant_id": tenant_id, "eventIdempotencyKey": f"minimal-ready-{uuid.uuid4().hex}",
-                     "eventName": "compute_usage", "quantity": 1, "properties": {}}).encode())
+                raw = raw_request(
+                    "POST",
+                    "/",
+                    {"Content-Type": "application/json"},
+                    json.dumps(
+                        {
+                            "tenant_id": tenant_id,
+                            "eventIdempotencyKey": f"minimal-ready-{uuid.uuid4().hex}",
+                            "eventName": "compute_usage",
+                            "quantity": 1,
+                            "properties": {},
+                        }
+                    ).encode(),
+                )
                 with socket.create_connection((HOST, server.port), timeout=2) as sock:
                     sock.sendall(raw)
                     if sock.recv(12).endswith(b"201"):
@@ -217,13 +254,25 @@ def raw_baseline(scratch_url: str, tenant_id: str, total: int) -> float:
                 rows = []
                 for _ in range(BATCH):
                     e = make()
-                    rows.append((f"evt_{uuid.uuid4().hex[:16]}", e["tenant_id"], e["eventIdempotencyKey"],
-                                 e["eventName"], now, e["quantity"], json.dumps(e["properties"]), now))
+                    rows.append(
+                        (
+                            f"evt_{uuid.uuid4().hex[:16]}",
+                            e["tenant_id"],
+                            e["eventIdempotencyKey"],
+                            e["eventName"],
+                            now,
+                            e["quantity"],
+                            json.dumps(e["properties"]),
+                            now,
+                        )
+                    )
                 with conn.cursor() as cur:
                     cur.executemany(
                         "INSERT INTO raw_events (id, tenant_id, idempotency_key, name, occurred_at, quantity, "
                         "properties, received_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
-                        "ON CONFLICT DO NOTHING", rows)
+                        "ON CONFLICT DO NOTHING",
+                        rows,
+                    )
                 conn.commit()
 
     threads = [threading.Thread(target=worker) for _ in range(BATCH_CONNECTIONS)]
@@ -243,8 +292,10 @@ def load_big_tenant(scratch_url: str, tenant_id: str, count: int) -> None:
     start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     span = max((now - start).total_seconds(), 1)
     with psycopg.connect(scratch_url) as conn, conn.cursor() as cur:
-        with cur.copy("COPY usage_events (id, tenant_id, idempotency_key, name, occurred_at, quantity, properties, "
-                      "received_at) FROM STDIN") as copy:
+        with cur.copy(
+            "COPY usage_events (id, tenant_id, idempotency_key, name, occurred_at, quantity, properties, "
+            "received_at) FROM STDIN"
+        ) as copy:
             for n in range(count):
                 at = datetime.fromtimestamp(start.timestamp() + span * n / count)
                 copy.write_row((f"evt_big{n:016d}"[:32], tenant_id, f"big-{n}", "pipeline_run", at, 1, "{}", now))
@@ -268,9 +319,17 @@ def main() -> None:
     plain_url = scratch_url  # plain postgresql://, for psycopg (the portal picks its own driver)
     redis_url = (os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0").rsplit("/", 1)[0] + "/7"
     env = {k: v for k, v in os.environ.items() if k != "FLASK_APP"}
-    env.update({"DATABASE_URL": scratch_url, "REDIS_URL": redis_url, "RATELIMIT_ENABLED": "false",
-                "PORTAL_ENV": "development", "SECRET_KEY": uuid.uuid4().hex * 2, "PYTHONPATH": str(ROOT),
-                "BILLING_RUN_INTERVAL_SECONDS": "0"})
+    env.update(
+        {
+            "DATABASE_URL": scratch_url,
+            "REDIS_URL": redis_url,
+            "RATELIMIT_ENABLED": "false",
+            "PORTAL_ENV": "development",
+            "SECRET_KEY": uuid.uuid4().hex * 2,
+            "PYTHONPATH": str(ROOT),
+            "BILLING_RUN_INTERVAL_SECONDS": "0",
+        }
+    )
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     server = None
@@ -282,8 +341,12 @@ def main() -> None:
         server.wait_ready(f"/api/v1/tenants/{tenant_id}", {"X-API-Key": key})
 
         make = event_factory(tenant_id, "batch")
-        batch_request = lambda: ("POST", "/api/v1/events/batch",  # noqa: E731
-                                 json.dumps({"events": [make() for _ in range(BATCH)]}), operator)
+        batch_request = lambda: (  # noqa: E731
+            "POST",
+            "/api/v1/events/batch",
+            json.dumps({"events": [make() for _ in range(BATCH)]}),
+            operator,
+        )
         drive(server.port, batch_request, BATCH_CONNECTIONS, 2)  # warm-up
         batch = drive(server.port, batch_request, BATCH_CONNECTIONS, args.duration)
         figures["batch_events_per_s"] = batch["rps"] * BATCH
@@ -301,8 +364,9 @@ def main() -> None:
             check = ("GET", check_path, None, operator)
             drive(server.port, lambda: check, args.connections, 2)
             figures["entitlement"] = drive(server.port, lambda: check, args.connections, args.duration)
-        figures["entitlement_at_rate"] = offered_rate(server.port, check_path, operator, args.connections,
-                                                      ENTITLEMENT_RATE, args.duration)
+        figures["entitlement_at_rate"] = offered_rate(
+            server.port, check_path, operator, args.connections, ENTITLEMENT_RATE, args.duration
+        )
 
         load_big_tenant(plain_url, "bench_big", args.events)
         # COPY bypasses ingestion, which keeps the hourly roll-ups: recompute them, as an
@@ -325,27 +389,43 @@ def main() -> None:
     single, check, usage = figures["single"], figures["entitlement"], figures["usage"]
     at_rate = figures["entitlement_at_rate"]
     client = "wrk (2 threads)" if shutil.which("wrk") else "Python threads + http.client"
-    print(f"gunicorn {' '.join(GUNICORN_ARGS[:-2])} on {HOST}; PostgreSQL scratch database {name} (dropped); rate limiting off; "
-          f"Redis {redis_url} (quota checks queued as RQ jobs); client: {client} for single events and checks, "
-          f"Python threads for batches; {os.cpu_count()} CPU(s)")
-    print(f"batch ingestion     {figures['batch_events_per_s']:>10,.0f} events/s  ({BATCH_CONNECTIONS} connections, "
-          f"{BATCH} events per request)")
-    print(f"raw psycopg         {figures['raw_events_per_s']:>10,.0f} events/s  (executemany ... ON CONFLICT DO NOTHING)")
+    print(
+        f"gunicorn {' '.join(GUNICORN_ARGS[:-2])} on {HOST}; PostgreSQL scratch database {name} (dropped); rate limiting off; "
+        f"Redis {redis_url} (quota checks queued as RQ jobs); client: {client} for single events and checks, "
+        f"Python threads for batches; {os.cpu_count()} CPU(s)"
+    )
+    print(
+        f"batch ingestion     {figures['batch_events_per_s']:>10,.0f} events/s  ({BATCH_CONNECTIONS} connections, "
+        f"{BATCH} events per request)"
+    )
+    print(
+        f"raw psycopg         {figures['raw_events_per_s']:>10,.0f} events/s  (executemany ... ON CONFLICT DO NOTHING)"
+    )
     print(f"ratio batch/raw: {ratio:.2f} (target >= 0.25: {'met' if ratio >= 0.25 else 'NOT met'})")
     minimal = figures["single_minimal"]
-    print(f"single events       {single['rps']:>10,.0f} req/s     p50 {single['p50']:.1f} ms, p99 {single['p99']:.1f} ms "
-          f"({args.connections} connections; target >= 1,000: {'met' if single['rps'] >= 1000 else 'NOT met'})")
-    print(f"  minimal WSGI app  {minimal['rps']:>10,.0f} req/s     p50 {minimal['p50']:.1f} ms, p99 {minimal['p99']:.1f} ms "
-          f"(no Flask, no auth or validation, the same INSERT on a raw psycopg connection); "
-          f"portal/minimal: {single['rps'] / minimal['rps']:.2f}")
-    print(f"entitlement checks  {check['rps']:>10,.0f} req/s     p50 {check['p50']:.1f} ms, p99 {check['p99']:.1f} ms "
-          f"({args.connections} connections, as fast as they answer; target >= 1,500 req/s: "
-          f"{'met' if check['rps'] >= 1500 else 'NOT met'})")
-    print(f"  at {ENTITLEMENT_RATE:,} req/s offered {at_rate['rps']:>6,.0f} req/s     p50 {at_rate['p50']:.1f} ms, "
-          f"p99 {at_rate['p99']:.1f} ms ({args.connections} connections; target p99 <= 10 ms: "
-          f"{'met' if at_rate['p99'] <= 10 else 'NOT met'})")
-    print(f"usage query         {args.events:,} events: p50 {usage['p50']:.1f} ms, p95 {usage['p95']:.1f} ms "
-          f"(target p95 <= 50 ms: {'met' if usage['p95'] <= 50 else 'NOT met'})")
+    print(
+        f"single events       {single['rps']:>10,.0f} req/s     p50 {single['p50']:.1f} ms, p99 {single['p99']:.1f} ms "
+        f"({args.connections} connections; target >= 1,000: {'met' if single['rps'] >= 1000 else 'NOT met'})"
+    )
+    print(
+        f"  minimal WSGI app  {minimal['rps']:>10,.0f} req/s     p50 {minimal['p50']:.1f} ms, p99 {minimal['p99']:.1f} ms "
+        f"(no Flask, no auth or validation, the same INSERT on a raw psycopg connection); "
+        f"portal/minimal: {single['rps'] / minimal['rps']:.2f}"
+    )
+    print(
+        f"entitlement checks  {check['rps']:>10,.0f} req/s     p50 {check['p50']:.1f} ms, p99 {check['p99']:.1f} ms "
+        f"({args.connections} connections, as fast as they answer; target >= 1,500 req/s: "
+        f"{'met' if check['rps'] >= 1500 else 'NOT met'})"
+    )
+    print(
+        f"  at {ENTITLEMENT_RATE:,} req/s offered {at_rate['rps']:>6,.0f} req/s     p50 {at_rate['p50']:.1f} ms, "
+        f"p99 {at_rate['p99']:.1f} ms ({args.connections} connections; target p99 <= 10 ms: "
+        f"{'met' if at_rate['p99'] <= 10 else 'NOT met'})"
+    )
+    print(
+        f"usage query         {args.events:,} events: p50 {usage['p50']:.1f} ms, p95 {usage['p95']:.1f} ms "
+        f"(target p95 <= 50 ms: {'met' if usage['p95'] <= 50 else 'NOT met'})"
+    )
 
 
 if __name__ == "__main__":

@@ -84,24 +84,46 @@ def open_invoices(app) -> list[tuple[str, str]]:
     from portal.models import Invoice
 
     with app.app_context():
-        return [tuple(row) for row in db.session.execute(
-            select(Invoice.id, Invoice.tenant_id).where(Invoice.status == "open").order_by(Invoice.number))]
+        return [
+            tuple(row)
+            for row in db.session.execute(
+                select(Invoice.id, Invoice.tenant_id).where(Invoice.status == "open").order_by(Invoice.number)
+            )
+        ]
 
 
 def invoice_paid_event(invoice_id: str, tenant_id: str) -> bytes:
     """Stripe's ``invoice.paid`` for a Stripe invoice that carries ours in its metadata."""
     created = int(time.time())
-    return json.dumps({
-        "id": f"evt_{uuid.uuid4().hex[:24]}", "object": "event", "api_version": "2024-06-20", "created": created,
-        "livemode": False, "pending_webhooks": 1, "request": {"id": None, "idempotency_key": None},
-        "type": "invoice.paid",
-        "data": {"object": {
-            "id": f"in_{uuid.uuid4().hex[:24]}", "object": "invoice", "amount_due": billing_run.PRICE,
-            "amount_paid": billing_run.PRICE, "amount_remaining": 0, "currency": "usd", "status": "paid",
-            "customer": f"cus_{uuid.uuid4().hex[:14]}", "payment_intent": None, "paid": True,
-            "metadata": {"invoice_id": invoice_id, "tenant_id": tenant_id},
-            "status_transitions": {"paid_at": created}}},
-    }, indent=2).encode()
+    return json.dumps(
+        {
+            "id": f"evt_{uuid.uuid4().hex[:24]}",
+            "object": "event",
+            "api_version": "2024-06-20",
+            "created": created,
+            "livemode": False,
+            "pending_webhooks": 1,
+            "request": {"id": None, "idempotency_key": None},
+            "type": "invoice.paid",
+            "data": {
+                "object": {
+                    "id": f"in_{uuid.uuid4().hex[:24]}",
+                    "object": "invoice",
+                    "amount_due": billing_run.PRICE,
+                    "amount_paid": billing_run.PRICE,
+                    "amount_remaining": 0,
+                    "currency": "usd",
+                    "status": "paid",
+                    "customer": f"cus_{uuid.uuid4().hex[:14]}",
+                    "payment_intent": None,
+                    "paid": True,
+                    "metadata": {"invoice_id": invoice_id, "tenant_id": tenant_id},
+                    "status_transitions": {"paid_at": created},
+                }
+            },
+        },
+        indent=2,
+    ).encode()
 
 
 def post_all(port: int, bodies: list[bytes], connections: int) -> tuple[list[float], float]:
@@ -120,8 +142,11 @@ def post_all(port: int, bodies: list[bytes], connections: int) -> tuple[list[flo
             if index is None:
                 break
             body = bodies[index]
-            headers = {"Content-Type": "application/json", "Stripe-Signature": signature(body, WEBHOOK_SECRET),
-                       "User-Agent": "Stripe/1.0 (+https://stripe.com/docs/webhooks)"}
+            headers = {
+                "Content-Type": "application/json",
+                "Stripe-Signature": signature(body, WEBHOOK_SECRET),
+                "User-Agent": "Stripe/1.0 (+https://stripe.com/docs/webhooks)",
+            }
             start = time.perf_counter()
             conn.request("POST", PATH, body=body, headers=headers)
             response = conn.getresponse()
@@ -198,9 +223,15 @@ def post_all_wrk(port: int, bodies: list[bytes], connections: int) -> dict:
                 file.write(f"{len(body)}\n{signature(body, WEBHOOK_SECRET)}\n".encode() + body)
         # Long enough for every delivery at 200/s; the threads stop as soon as they are done.
         return api_bench.load_wrk(
-            port, PATH, {"Content-Type": "application/json", "User-Agent": "Stripe/1.0 (+https://stripe.com/docs/webhooks)"},
-            connections, 5 + len(bodies) // 200, script=WEBHOOK_LUA,
-            script_args=[str(WRK_THREADS), str(records), str(-(-connections // WRK_THREADS))], timeouts_ok=True)
+            port,
+            PATH,
+            {"Content-Type": "application/json", "User-Agent": "Stripe/1.0 (+https://stripe.com/docs/webhooks)"},
+            connections,
+            5 + len(bodies) // 200,
+            script=WEBHOOK_LUA,
+            script_args=[str(WRK_THREADS), str(records), str(-(-connections // WRK_THREADS))],
+            timeouts_ok=True,
+        )
 
 
 def ack_rate(app, count: int, since) -> float:
@@ -212,8 +243,11 @@ def ack_rate(app, count: int, since) -> float:
     from portal.models import StripeEvent
 
     with app.app_context():
-        first, last = db.session.execute(select(func.min(StripeEvent.received_at), func.max(StripeEvent.received_at))
-                                         .where(StripeEvent.received_at > since)).one()
+        first, last = db.session.execute(
+            select(func.min(StripeEvent.received_at), func.max(StripeEvent.received_at)).where(
+                StripeEvent.received_at > since
+            )
+        ).one()
         db.session.remove()
     return count / max((last - first).total_seconds(), 1e-3)
 
@@ -275,10 +309,14 @@ def process_queue(config: dict, expected: int) -> tuple[float, float, int]:
         worker.work(burst=True, logging_level="WARNING")
         elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
         statuses = dict(db.session.execute(select(StripeEvent.status, func.count()).group_by(StripeEvent.status)).all())
-        errors = db.session.execute(select(StripeEvent.last_error).where(StripeEvent.last_error.is_not(None))
-                                    .limit(3)).scalars().all()
-        still_open = db.session.execute(select(func.count()).select_from(Invoice)
-                                        .where(Invoice.status == "open")).scalar()
+        errors = (
+            db.session.execute(select(StripeEvent.last_error).where(StripeEvent.last_error.is_not(None)).limit(3))
+            .scalars()
+            .all()
+        )
+        still_open = db.session.execute(
+            select(func.count()).select_from(Invoice).where(Invoice.status == "open")
+        ).scalar()
         db.session.remove()
         db.engine.dispose()
     if statuses != {"processed": expected} or still_open:
@@ -291,8 +329,12 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=2000, help="distinct events, one per invoice (default 2000)")
     parser.add_argument("--connections", type=int, default=16, help="concurrent connections (default 16)")
     parser.add_argument("--redis-db", type=int, default=15, help="an empty Redis database number (default 15)")
-    parser.add_argument("--rate", type=float, default=200,
-                        help="deliveries/s offered in the paced half (default 200: what one worker must process)")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=200,
+        help="deliveries/s offered in the paced half (default 200: what one worker must process)",
+    )
     api_bench.add_worker_class_argument(parser)
     args = parser.parse_args()
     api_bench.use_worker_class(args.worker_class)
@@ -302,20 +344,40 @@ def main() -> None:
     from redis import Redis
 
     base_url = os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
-    admin_url, name, scratch_url = api_bench.scratch_database(base_url, prefix="portal_bench_webhooks",
-                                                              driver="postgresql+psycopg")
+    admin_url, name, scratch_url = api_bench.scratch_database(
+        base_url, prefix="portal_bench_webhooks", driver="postgresql+psycopg"
+    )
     queue_url = redis_url(os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL, args.redis_db)
     redis = Redis.from_url(queue_url)
     if redis.dbsize():
         sys.exit(f"Redis database {args.redis_db} is not empty; pick an empty one with --redis-db")
-    config = {"SQLALCHEMY_DATABASE_URI": scratch_url, "REDIS_URL": queue_url, "JOBS_INLINE": False,
-              "SECRET_KEY": uuid.uuid4().hex * 2, "MAIL_SERVER": "", "RATELIMIT_ENABLED": False,
-              "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET, "STRIPE_SECRET_KEY": "", "STRIPE_PUBLISHABLE_KEY": ""}
+    config = {
+        "SQLALCHEMY_DATABASE_URI": scratch_url,
+        "REDIS_URL": queue_url,
+        "JOBS_INLINE": False,
+        "SECRET_KEY": uuid.uuid4().hex * 2,
+        "MAIL_SERVER": "",
+        "RATELIMIT_ENABLED": False,
+        "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "STRIPE_SECRET_KEY": "",
+        "STRIPE_PUBLISHABLE_KEY": "",
+    }
     env = {k: v for k, v in os.environ.items() if k != "FLASK_APP"}
-    env.update({"DATABASE_URL": scratch_url, "REDIS_URL": queue_url, "JOBS_INLINE": "false",
-                "RATELIMIT_ENABLED": "false", "PORTAL_ENV": "development", "SECRET_KEY": config["SECRET_KEY"],
-                "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET, "STRIPE_SECRET_KEY": "", "STRIPE_PUBLISHABLE_KEY": "",
-                "MAIL_SERVER": "", "PYTHONPATH": str(ROOT)})
+    env.update(
+        {
+            "DATABASE_URL": scratch_url,
+            "REDIS_URL": queue_url,
+            "JOBS_INLINE": "false",
+            "RATELIMIT_ENABLED": "false",
+            "PORTAL_ENV": "development",
+            "SECRET_KEY": config["SECRET_KEY"],
+            "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
+            "STRIPE_SECRET_KEY": "",
+            "STRIPE_PUBLISHABLE_KEY": "",
+            "MAIL_SERVER": "",
+            "PYTHONPATH": str(ROOT),
+        }
+    )
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     server = None
@@ -350,10 +412,21 @@ def main() -> None:
             ack = post_all_wrk(server.port, deliveries[:half], args.connections)
             cpu_after = tree_cpu_seconds(server.process.pid)
             ack["rps"] = ack_rate(app, half, since)
-            headers = {"Content-Type": "application/json", "User-Agent": "Stripe/1.0 (+https://stripe.com/docs/webhooks)"}
-            paced = api_bench.paced(server.port, [
-                api_bench.raw_request("POST", PATH, {**headers, "Stripe-Signature": signature(body, WEBHOOK_SECRET)}, body)
-                for body in deliveries[half:]], args.rate, args.connections)
+            headers = {
+                "Content-Type": "application/json",
+                "User-Agent": "Stripe/1.0 (+https://stripe.com/docs/webhooks)",
+            }
+            paced = api_bench.paced(
+                server.port,
+                [
+                    api_bench.raw_request(
+                        "POST", PATH, {**headers, "Stripe-Signature": signature(body, WEBHOOK_SECRET)}, body
+                    )
+                    for body in deliveries[half:]
+                ],
+                args.rate,
+                args.connections,
+            )
             measured = half
         else:
             post_all(server.port, bodies[:warm], args.connections)
@@ -379,22 +452,30 @@ def main() -> None:
     rate = args.events / seconds
     client = "wrk, 2 threads" if shutil.which("wrk") else "Python threads + http.client"
     redelivered = len(deliveries) - (len(bodies) - warm)
-    print(f"POST {PATH}: {len(deliveries)} signed deliveries ({len(bodies) - warm} new invoice.paid, {redelivered} "
-          f"redeliveries; {warm} more as warm-up), {args.connections} connections ({client}), gunicorn "
-          f"{' '.join(api_bench.GUNICORN_ARGS[:-2])}, jobs to Redis db {args.redis_db}; PostgreSQL scratch database "
-          f"{name} (dropped); {os.cpu_count()} CPU(s), load average {load_before:.2f} before, "
-          f"{os.getloadavg()[0]:.2f} after")
-    print(f"ack, as fast as answered ({measured} deliveries): {ack['rps']:>5.0f} req/s   p50 {ack['p50']:6.2f} ms   "
-          f"p99 {ack['p99']:6.2f} ms   (16 connections on 2 sync workers queue: p99 is about 1.5 x 16 / req/s)")
+    print(
+        f"POST {PATH}: {len(deliveries)} signed deliveries ({len(bodies) - warm} new invoice.paid, {redelivered} "
+        f"redeliveries; {warm} more as warm-up), {args.connections} connections ({client}), gunicorn "
+        f"{' '.join(api_bench.GUNICORN_ARGS[:-2])}, jobs to Redis db {args.redis_db}; PostgreSQL scratch database "
+        f"{name} (dropped); {os.cpu_count()} CPU(s), load average {load_before:.2f} before, "
+        f"{os.getloadavg()[0]:.2f} after"
+    )
+    print(
+        f"ack, as fast as answered ({measured} deliveries): {ack['rps']:>5.0f} req/s   p50 {ack['p50']:6.2f} ms   "
+        f"p99 {ack['p99']:6.2f} ms   (16 connections on 2 sync workers queue: p99 is about 1.5 x 16 / req/s)"
+    )
     if cpu_before is not None and cpu_after is not None:
         print(f"         gunicorn CPU {(cpu_after - cpu_before) / ack['requests'] * 1000:.2f} ms per delivery")
     if paced is not None:
-        print(f"ack at {args.rate:.0f}/s offered ({len(deliveries) - measured} deliveries): {paced['rps']:>5.0f} req/s   "
-              f"p50 {paced['p50']:6.2f} ms   p99 {paced['p99']:6.2f} ms   (target p99 <= 25 ms: "
-              f"{'met' if paced['p99'] <= 25 else 'NOT met'})")
-    print(f"worker   {rate:>8.0f} events/s   {args.events} invoice.paid events in {seconds:.2f} s ({cpu:.2f} s CPU in "
-          f"the worker process), one AppWorker (RQ SimpleWorker) in burst mode running {jobs} drain job(s) "
-          f"(target >= 200/s: {'met' if rate >= 200 else 'NOT met'}); {cpu / args.events * 1000:.2f} ms CPU per event")
+        print(
+            f"ack at {args.rate:.0f}/s offered ({len(deliveries) - measured} deliveries): {paced['rps']:>5.0f} req/s   "
+            f"p50 {paced['p50']:6.2f} ms   p99 {paced['p99']:6.2f} ms   (target p99 <= 25 ms: "
+            f"{'met' if paced['p99'] <= 25 else 'NOT met'})"
+        )
+    print(
+        f"worker   {rate:>8.0f} events/s   {args.events} invoice.paid events in {seconds:.2f} s ({cpu:.2f} s CPU in "
+        f"the worker process), one AppWorker (RQ SimpleWorker) in burst mode running {jobs} drain job(s) "
+        f"(target >= 200/s: {'met' if rate >= 200 else 'NOT met'}); {cpu / args.events * 1000:.2f} ms CPU per event"
+    )
 
 
 if __name__ == "__main__":

@@ -35,5 +35,4 @@ def billing_tick() -> None:
 
 
 def schedule_tick(delay_seconds: int) -> None:
-    get_queue().enqueue_in(timedelta(seconds=delay_seconds), billing_tick, job_id=TICK_JOB_ID,
-                           job_timeout=3600)
+    get_queue().enqueue_in(timedelta(seconds=delay_seconds), billing_tick, job_id=TICK_JOB_ID, job_timeout=3600)

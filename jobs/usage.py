@@ -27,5 +27,4 @@ def flush_api_requests() -> None:
 
 
 def schedule_flush(delay_seconds: int) -> None:
-    get_queue().enqueue_in(timedelta(seconds=delay_seconds), flush_api_requests, job_id=FLUSH_JOB_ID,
-                           job_timeout=600)
+    get_queue().enqueue_in(timedelta(seconds=delay_seconds), flush_api_requests, job_id=FLUSH_JOB_ID, job_timeout=600)

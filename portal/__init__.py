@@ -81,8 +81,20 @@ def _register_blueprints(app: Flask) -> None:
     from portal.team.routes import bp as team_bp
     from portal.usage.routes import bp as usage_bp
 
-    for blueprint in (main_bp, auth_bp, invitations_bp, team_bp, api_keys_bp, credentials_bp, billing_bp, usage_bp,
-                      settings_bp, activity_bp, admin_bp, webhooks_bp):
+    for blueprint in (
+        main_bp,
+        auth_bp,
+        invitations_bp,
+        team_bp,
+        api_keys_bp,
+        credentials_bp,
+        billing_bp,
+        usage_bp,
+        settings_bp,
+        activity_bp,
+        admin_bp,
+        webhooks_bp,
+    ):
         app.register_blueprint(blueprint)
 
     from portal.api import init_api

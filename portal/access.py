@@ -67,15 +67,18 @@ def load_tenant_context() -> None:
     g.memberships = []
     # The API authenticates with keys, never with the browser session; Stripe's webhook signs
     # its body. Neither needs (nor pays for) a user lookup.
-    if (request.endpoint in SESSIONLESS_ENDPOINTS or request.blueprint == "api"
-            or not current_user.is_authenticated):
+    if request.endpoint in SESSIONLESS_ENDPOINTS or request.blueprint == "api" or not current_user.is_authenticated:
         return
-    memberships = db.session.execute(
-        select(Membership)
-        .join(Tenant)
-        .where(Membership.user_id == current_user.id, Tenant.status != "cancelled")
-        .order_by(Tenant.company_name)
-    ).scalars().all()
+    memberships = (
+        db.session.execute(
+            select(Membership)
+            .join(Tenant)
+            .where(Membership.user_id == current_user.id, Tenant.status != "cancelled")
+            .order_by(Tenant.company_name)
+        )
+        .scalars()
+        .all()
+    )
     g.memberships = memberships
     if not memberships:
         return
@@ -93,8 +96,11 @@ def _guard_suspended() -> None:
         return
     if request.blueprint in SUSPENSION_EXEMPT_BLUEPRINTS:
         return
-    abort(403, f"Your account is suspended ({tenant.suspension_reason_label}). "
-               "Only billing is available until it is reactivated.")
+    abort(
+        403,
+        f"Your account is suspended ({tenant.suspension_reason_label}). "
+        "Only billing is available until it is reactivated.",
+    )
 
 
 def tenant_required(permission: str = "tenant.read"):

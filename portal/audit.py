@@ -7,8 +7,9 @@ from portal.extensions import db
 from portal.models import AuditEvent, Tenant, utcnow
 
 
-def _values(actor: Actor, action: str, tenant: Tenant | None, target_type: str | None, target_id: str | None,
-            details: dict) -> dict:
+def _values(
+    actor: Actor, action: str, tenant: Tenant | None, target_type: str | None, target_id: str | None, details: dict
+) -> dict:
     return {
         "tenant_id": tenant.tenant_id if tenant else None,
         "actor_user_id": actor.user.id if actor.user else None,
@@ -34,12 +35,19 @@ def record(
     return event
 
 
-def record_now(actor: Actor, action: str, tenant: Tenant | None = None, target_type: str | None = None,
-               target_id: str | None = None, **details) -> None:
+def record_now(
+    actor: Actor,
+    action: str,
+    tenant: Tenant | None = None,
+    target_type: str | None = None,
+    target_id: str | None = None,
+    **details,
+) -> None:
     """``record`` as one INSERT at once, for hot paths (a billing run writes one per invoice)
     where the unit of work's bookkeeping would cost more than the row."""
     db.session.connection().execute(
-        _INSERT, {**_values(actor, action, tenant, target_type, target_id, details), "created_at": utcnow()})
+        _INSERT, {**_values(actor, action, tenant, target_type, target_id, details), "created_at": utcnow()}
+    )
 
 
 # Built once, as its cache key is; inline: no RETURNING of the new id, which nobody reads.

@@ -48,8 +48,14 @@ DEMO_INVITEE = ("developer@demo.example.com", "developer")
 
 @operator_cli.command("create")
 @click.argument("email")
-@click.option("--password", envvar="OPERATOR_PASSWORD", prompt=True, hide_input=True,
-              confirmation_prompt=True, help="Or set OPERATOR_PASSWORD.")
+@click.option(
+    "--password",
+    envvar="OPERATOR_PASSWORD",
+    prompt=True,
+    hide_input=True,
+    confirmation_prompt=True,
+    help="Or set OPERATOR_PASSWORD.",
+)
 @click.option("--name", default="", help="Display name.")
 def create_operator(email: str, password: str, name: str) -> None:
     """Create an operator account (or make an existing user an operator)."""
@@ -80,12 +86,17 @@ def seed_demo() -> None:
             create_user(DEMO_OPERATOR[0], DEMO_OPERATOR[1], "Portal Operator", is_operator=True)
         from datetime import timedelta
 
-
         # Subscribed 40 days ago: the 14-day trial is over and the first month has been
         # invoiced (and paid by bank transfer), so the billing pages have something to show.
         now = utcnow()
-        tenant = create_tenant(SYSTEM, DEMO_TENANT[0], DEMO_TENANT[1], DEMO_MEMBERS[0][0], "professional",
-                               subscribed_at=now - timedelta(days=40))
+        tenant = create_tenant(
+            SYSTEM,
+            DEMO_TENANT[0],
+            DEMO_TENANT[1],
+            DEMO_MEMBERS[0][0],
+            "professional",
+            subscribed_at=now - timedelta(days=40),
+        )
         for invoice in subscriptions.renew(subscriptions.subscription_of(tenant), now):
             invoices.mark_paid(SYSTEM, invoice, "Demo bank transfer", invoice.issued_at + timedelta(days=2))
         owner = None
@@ -118,24 +129,26 @@ def run_worker(burst: bool) -> None:
     """Run an RQ worker on all of the app's queues, inside the app context."""
     from rq import Queue
 
-
     if current_app.config["JOBS_INLINE"]:
         raise click.ClickException("Jobs run inline in this configuration; set REDIS_URL to use a worker.")
     connection = redis_connection()
     queues = [Queue(name, connection=connection) for name in QUEUE_NAMES]
     interval = current_app.config["BILLING_RUN_INTERVAL_SECONDS"]
     if interval > 0 and not burst:
-
         schedule_tick(min(interval, 60))  # the first run soon after start, then every interval
     if not burst:
-
         schedule_flush(FLUSH_EVERY_SECONDS)
     AppWorker(queues, connection=connection).work(burst=burst, with_scheduler=True)
 
 
 @catalog_cli.command("sync")
-@click.option("--file", "path", type=click.Path(dir_okay=False, exists=True), default=None,
-              help="A catalog file (default: the one shipped in portal/billing/catalog.toml).")
+@click.option(
+    "--file",
+    "path",
+    type=click.Path(dir_okay=False, exists=True),
+    default=None,
+    help="A catalog file (default: the one shipped in portal/billing/catalog.toml).",
+)
 def sync_catalog_command(path: str | None) -> None:
     """Load the plan catalog file into the database; a changed price becomes a new version (idempotent)."""
 
@@ -147,36 +160,45 @@ def sync_catalog_command(path: str | None) -> None:
     result = sync_catalog(catalog.plans)
     meters = sync_meters(catalog.meters)
     commit()
-    click.echo(f"Catalog synced: {len(result.created)} new plan(s), {len(result.new_versions)} new version(s), "
-               f"{len(result.unchanged)} unchanged; meters: {len(meters.created)} new, {len(meters.updated)} "
-               f"updated, {len(meters.unchanged)} unchanged.")
+    click.echo(
+        f"Catalog synced: {len(result.created)} new plan(s), {len(result.new_versions)} new version(s), "
+        f"{len(result.unchanged)} unchanged; meters: {len(meters.created)} new, {len(meters.updated)} "
+        f"updated, {len(meters.unchanged)} unchanged."
+    )
     for key in result.new_versions:
         click.echo(f"  {key}: new version (existing subscriptions keep their price until they change plan)")
 
 
 @billing_cli.command("run")
-@click.option("--at", "at", default=None, metavar="ISO8601",
-              help="Bill as of this instant, e.g. 2026-01-31T00:00:00Z (default: now).")
+@click.option(
+    "--at",
+    "at",
+    default=None,
+    metavar="ISO8601",
+    help="Bill as of this instant, e.g. 2026-01-31T00:00:00Z (default: now).",
+)
 def billing_run_command(at: str | None) -> None:
     """Run one billing run now, in this process, and print its summary."""
     from datetime import UTC, datetime
-
 
     instant = None
     if at:
         try:
             instant = datetime.fromisoformat(at.replace("Z", "+00:00"))
         except ValueError:
-            raise click.BadParameter(f"{at!r} is not an ISO 8601 instant such as 2026-01-31T00:00:00Z",
-                                     param_hint="--at") from None
+            raise click.BadParameter(
+                f"{at!r} is not an ISO 8601 instant such as 2026-01-31T00:00:00Z", param_hint="--at"
+            ) from None
         instant = instant.replace(tzinfo=UTC) if instant.tzinfo is None else instant
     run = create_run("cli", instant)
     commit()
     run = execute(run)
     totals = ", ".join(format_money(amount, currency) for currency, amount in sorted(run.totals.items())) or "nothing"
-    click.echo(f"Billing run {run.id} as of {run.as_of.isoformat()}: {run.subscriptions_due} due, "
-               f"{run.subscriptions_billed} billed, {run.invoices_created} invoice(s), {totals} invoiced, "
-               f"{len(run.errors)} error(s).")
+    click.echo(
+        f"Billing run {run.id} as of {run.as_of.isoformat()}: {run.subscriptions_due} due, "
+        f"{run.subscriptions_billed} billed, {run.invoices_created} invoice(s), {totals} invoiced, "
+        f"{len(run.errors)} error(s)."
+    )
     for error in run.errors:
         click.echo(f"  {error['subscription_id']}: {error['error']}", err=True)
     if run.errors:
@@ -200,8 +222,13 @@ def flush_usage_command() -> None:
 
 
 @credentials_cli.command("rotate-keys")
-@click.option("--batch-size", default=100, show_default=True, type=click.IntRange(1, 10_000),
-              help="Credentials re-encrypted per transaction.")
+@click.option(
+    "--batch-size",
+    default=100,
+    show_default=True,
+    type=click.IntRange(1, 10_000),
+    help="Credentials re-encrypted per transaction.",
+)
 def rotate_credential_keys(batch_size: int) -> None:
     """Re-encrypt every credential under the primary (first) CREDENTIALS_KEYS key; safe to re-run."""
 

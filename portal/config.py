@@ -117,7 +117,6 @@ def check_production(config: dict) -> None:
     if not config.get("CREDENTIALS_KEYS"):
         problems.append("CREDENTIALS_KEYS must be set (generate one with `flask credentials generate-key`)")
     else:
-
         try:
             parse_keys(config["CREDENTIALS_KEYS"])
         except CredentialKeyError as error:

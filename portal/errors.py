@@ -113,8 +113,9 @@ def _rate_limited():
     # Flask-Limiter rewrites Retry-After as int(reset_at - now); compute it the same way so
     # the header and retry_after_seconds agree.
     retry = max(int(current.reset_at - time.time()), 1) if current else 60
-    response = json_error(429, f"Rate limit exceeded. Try again in {retry} seconds.", "RATE_LIMIT_EXCEEDED",
-                          retry_after_seconds=retry)
+    response = json_error(
+        429, f"Rate limit exceeded. Try again in {retry} seconds.", "RATE_LIMIT_EXCEEDED", retry_after_seconds=retry
+    )
     response.headers["Retry-After"] = str(retry)
     return response
 

@@ -29,8 +29,9 @@ def apply_service_error(form, error) -> None:
         form.form_errors.append(error.message)
 
 
-def utc_instant_field(label: str, example: str, description: str, leave_blank: str = "leave it blank"
-                      ) -> DateTimeLocalField:
+def utc_instant_field(
+    label: str, example: str, description: str, leave_blank: str = "leave it blank"
+) -> DateTimeLocalField:
     """An optional instant typed into a datetime-local input and read as UTC (the label says
     so): pages show times in the viewer's timezone, but the operator's inputs are UTC."""
     return DateTimeLocalField(

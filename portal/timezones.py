@@ -97,8 +97,9 @@ def parse_instant(value):
     ValueError with a message in the user's words otherwise."""
     if isinstance(value, datetime):
         parsed = value
-    elif isinstance(value, str) and len(value) <= 40 and re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.+\-Z]+",
-                                                                       value):
+    elif (
+        isinstance(value, str) and len(value) <= 40 and re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.+\-Z]+", value)
+    ):
         try:
             parsed = datetime.fromisoformat(value)
         except ValueError:

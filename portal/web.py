@@ -82,7 +82,8 @@ def register_security_headers(app) -> None:
     # Which defaults apply, by (HTTPS-only cookies, static file): worked out once, not per response.
     defaults = {
         (secure, static): SECURITY_HEADERS + ((HSTS,) if secure else ()) + (() if static else (NO_STORE,))
-        for secure in (False, True) for static in (False, True)
+        for secure in (False, True)
+        for static in (False, True)
     }
 
     @app.after_request

@@ -52,8 +52,7 @@ def assert_envelope(response, status, error_code=None):
 
 def send_json(client, method, path, payload, headers):
     """Send ``payload`` serialised as it is (``json=None`` in the test client would send no body)."""
-    return getattr(client, method)(path, data=json.dumps(payload), content_type="application/json",
-                                   headers=headers)
+    return getattr(client, method)(path, data=json.dumps(payload), content_type="application/json", headers=headers)
 
 
 def fetch(app, model, ident):
@@ -77,8 +76,14 @@ HOSTILE_JSON = [
     None,
     {"unexpected": {"nested": [1, {"deeper": [None, True]}]}},
     {"key_name": ["a", "b"], "invited_email": {"$ne": 1}, "role": 7, "user_name": None, "password": []},
-    {"key_name": "x" * 100_000, "invited_email": "a" * 100_000 + "@example.com", "role": "admin" * 10_000,
-     "company_name": "y" * 100_000, "revocation_reason": "z" * 100_000, "user_name": "n" * 100_000},
+    {
+        "key_name": "x" * 100_000,
+        "invited_email": "a" * 100_000 + "@example.com",
+        "role": "admin" * 10_000,
+        "company_name": "y" * 100_000,
+        "revocation_reason": "z" * 100_000,
+        "user_name": "n" * 100_000,
+    },
     {"expires_in_days": "90", "scopes": "admin:*", "role": None, "invited_email": None, "company_name": None},
     {"expires_in_days": 10**30, "scopes": [None, 3, {}], "role": ["admin"], "metadata": [1, 2]},
     {"expires_in_days": -1, "scopes": ["root:*"], "role": "owner", "metadata": {"k": {"nested": "x"}}},

@@ -30,8 +30,12 @@ def utc(*parts: int) -> datetime:
 def bare_tenant(company_name: str | None = None) -> Tenant:
     """A tenant row with no subscription yet; the test subscribes it at an instant of its choosing."""
     tenant_id = unique("t")
-    tenant = Tenant(tenant_id=tenant_id, company_name=company_name or f"Company {tenant_id}",
-                    contact_email=f"billing-{tenant_id}@example.com", subscription_plan="starter")
+    tenant = Tenant(
+        tenant_id=tenant_id,
+        company_name=company_name or f"Company {tenant_id}",
+        contact_email=f"billing-{tenant_id}@example.com",
+        subscription_plan="starter",
+    )
     db.session.add(tenant)
     db.session.flush()
     return tenant
@@ -49,13 +53,27 @@ def catalog_spec(plan_key: str) -> PlanSpec:
     return next(spec for spec in load_catalog().plans if spec.key == plan_key)
 
 
-def add_plan(key: str, price: int, interval: str = "month", trial_days: int = 0, name: str | None = None,
-             currency: str = "USD", rate_limits: dict | None = None) -> PlanVersion:
+def add_plan(
+    key: str,
+    price: int,
+    interval: str = "month",
+    trial_days: int = 0,
+    name: str | None = None,
+    currency: str = "USD",
+    rate_limits: dict | None = None,
+) -> PlanVersion:
     """A plan of the test's own, synced through the catalog like the shipped ones."""
     base = catalog_spec("starter")
-    spec = PlanSpec(key=key, name=name or key.replace("_", " ").title(), price=price, currency=currency,
-                    interval=interval, trial_days=trial_days, quotas=base.quotas,
-                    rate_limits=rate_limits or base.rate_limits)
+    spec = PlanSpec(
+        key=key,
+        name=name or key.replace("_", " ").title(),
+        price=price,
+        currency=currency,
+        interval=interval,
+        trial_days=trial_days,
+        quotas=base.quotas,
+        rate_limits=rate_limits or base.rate_limits,
+    )
     sync_catalog([spec])
     commit()
     return current_version(key)
@@ -115,9 +133,11 @@ def all_invoices() -> list[Invoice]:
 
 def duplicate_periods() -> list[tuple]:
     """(subscription, period_start, count) for any period billed more than once."""
-    return list(db.session.execute(
-        select(Invoice.subscription_id, Invoice.period_start, func.count())
-        .where(Invoice.kind == "period")
-        .group_by(Invoice.subscription_id, Invoice.period_start)
-        .having(func.count() > 1)
-    ).all())
+    return list(
+        db.session.execute(
+            select(Invoice.subscription_id, Invoice.period_start, func.count())
+            .where(Invoice.kind == "period")
+            .group_by(Invoice.subscription_id, Invoice.period_start)
+            .having(func.count() > 1)
+        ).all()
+    )

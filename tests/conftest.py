@@ -153,8 +153,14 @@ def _db_transaction(request, app):
         connection = db.engine.connect()
         outer = connection.begin()
         original_session = db.session
-        db.session = db._make_scoped_session({"bind": connection, "join_transaction_mode": "create_savepoint",
-                                              "expire_on_commit": False, "class_": _ConnectionBoundSession})
+        db.session = db._make_scoped_session(
+            {
+                "bind": connection,
+                "join_transaction_mode": "create_savepoint",
+                "expire_on_commit": False,
+                "class_": _ConnectionBoundSession,
+            }
+        )
     try:
         yield
     finally:

@@ -34,24 +34,45 @@ class LocalStripe:
     process: subprocess.Popen
 
     def config(self) -> dict:
-        return {"STRIPE_SECRET_KEY": SECRET_KEY, "STRIPE_PUBLISHABLE_KEY": PUBLISHABLE_KEY,
-                "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET, "STRIPE_API_BASE": self.url,
-                "STRIPE_JS_URL": f"{self.url}/js.stripe.com/v3/"}
+        return {
+            "STRIPE_SECRET_KEY": SECRET_KEY,
+            "STRIPE_PUBLISHABLE_KEY": PUBLISHABLE_KEY,
+            "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
+            "STRIPE_API_BASE": self.url,
+            "STRIPE_JS_URL": f"{self.url}/js.stripe.com/v3/",
+        }
 
     def register_webhook(self, url: str, name: str = "portal") -> None:
         """What `make run` does: localstripe then signs and POSTs every event to ``url``."""
         body = json.dumps({"url": url, "secret": WEBHOOK_SECRET}).encode()
-        urllib.request.urlopen(urllib.request.Request(f"{self.url}/_config/webhooks/{name}", data=body,  # noqa: S310 - our own http URLs
-                                                      method="POST"), timeout=5).read()
+        urllib.request.urlopen(  # noqa: S310
+            urllib.request.Request(  # noqa: S310
+                f"{self.url}/_config/webhooks/{name}",
+                data=body,
+                method="POST",
+            ),
+            timeout=5,
+        ).read()
 
     def confirm_setup_intent(self, client_secret: str, number: str) -> dict:
         """What Stripe.js Elements sends when the customer submits the card form."""
         setup_intent = client_secret.split("_secret_")[0]
-        body = json.dumps({"key": PUBLISHABLE_KEY, "use_stripe_sdk": True, "client_secret": client_secret,
-                           "payment_method_data": {"type": "card", "card": {"number": number, "exp_month": "12",
-                                                                             "exp_year": "2034", "cvc": "123"}}})
-        request = urllib.request.Request(f"{self.url}/v1/setup_intents/{setup_intent}/confirm", data=body.encode(),  # noqa: S310 - our own http URLs
-                                         method="POST")
+        body = json.dumps(
+            {
+                "key": PUBLISHABLE_KEY,
+                "use_stripe_sdk": True,
+                "client_secret": client_secret,
+                "payment_method_data": {
+                    "type": "card",
+                    "card": {"number": number, "exp_month": "12", "exp_year": "2034", "cvc": "123"},
+                },
+            }
+        )
+        request = urllib.request.Request(  # noqa: S310
+            f"{self.url}/v1/setup_intents/{setup_intent}/confirm",
+            data=body.encode(),
+            method="POST",
+        )
         return json.loads(urllib.request.urlopen(request, timeout=5).read())  # noqa: S310 - our own http URLs
 
 
@@ -63,8 +84,12 @@ def free_port() -> int:
 
 def start_localstripe() -> LocalStripe:
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "tests.stripe_support", "--port", str(port)], cwd=ROOT,  # noqa: S603 - fixed argv, no shell
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(  # noqa: S603
+        [sys.executable, "-m", "tests.stripe_support", "--port", str(port)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -104,11 +129,20 @@ def event_payload(event_type: str, obj: dict, event_id: str | None = None, creat
     """An event body in Stripe's shape (what the API version 2024+ sends)."""
     import uuid
 
-    return json.dumps({
-        "id": event_id or f"evt_{uuid.uuid4().hex[:24]}", "object": "event", "api_version": "2024-06-20",
-        "created": created or int(time.time()), "livemode": False, "pending_webhooks": 1,
-        "request": {"id": None, "idempotency_key": None}, "type": event_type, "data": {"object": obj},
-    }, indent=2).encode()
+    return json.dumps(
+        {
+            "id": event_id or f"evt_{uuid.uuid4().hex[:24]}",
+            "object": "event",
+            "api_version": "2024-06-20",
+            "created": created or int(time.time()),
+            "livemode": False,
+            "pending_webhooks": 1,
+            "request": {"id": None, "idempotency_key": None},
+            "type": event_type,
+            "data": {"object": obj},
+        },
+        indent=2,
+    ).encode()
 
 
 def _serve() -> None:

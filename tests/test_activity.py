@@ -14,15 +14,23 @@ from portal.models import AuditEvent, Tenant
 def rows(page: str) -> list[str]:
     """The audit rows of a rendered activity page, as their text cells joined by '|'."""
     found = re.findall(r'<tr data-testid="audit-row" data-action="[^"]*">(.*?)</tr>', page, flags=re.S)
-    return ["|".join(re.sub(r"<[^>]+>", " ", cell).strip() for cell in re.findall(r"<td>(.*?)</td>", row, flags=re.S))
-            for row in found]
+    return [
+        "|".join(re.sub(r"<[^>]+>", " ", cell).strip() for cell in re.findall(r"<td>(.*?)</td>", row, flags=re.S))
+        for row in found
+    ]
 
 
 def add_events(app, tenant, count: int, action: str = "test.event", actor: Actor | None = None) -> None:
     with app.test_request_context():
         for index in range(count):
-            audit.record(actor or Actor(user=None, label="script"), action, db.session.get(Tenant, tenant.tenant_id),
-                         "thing", str(index), n=index)
+            audit.record(
+                actor or Actor(user=None, label="script"),
+                action,
+                db.session.get(Tenant, tenant.tenant_id),
+                "thing",
+                str(index),
+                n=index,
+            )
         db.session.commit()
 
 
@@ -75,7 +83,9 @@ def test_another_tenants_events_never_appear(client, tenant, make_tenant, make_u
     neighbour = make_user(other, role="owner")
     neighbour_client = app.test_client()
     login(neighbour_client, neighbour)
-    neighbour_client.post("/settings", data={"company_name": "Neighbour Secret Rename", "contact_email": other.contact_email})
+    neighbour_client.post(
+        "/settings", data={"company_name": "Neighbour Secret Rename", "contact_email": other.contact_email}
+    )
     add_events(app, other, 3, action="neighbour.private")
     # An event that belongs to no tenant (a password reset) is nobody's business either.
     with app.test_request_context():
@@ -89,8 +99,11 @@ def test_another_tenants_events_never_appear(client, tenant, make_tenant, make_u
     assert other.tenant_id not in page
     assert "user.password_reset" not in page
     # This tenant's own history only: its creation, subscription and first invoice.
-    assert sorted(row.split("|")[2] for row in rows(page)) == ["invoice.issued", "subscription.started",
-                                                                "tenant.created"]
+    assert sorted(row.split("|")[2] for row in rows(page)) == [
+        "invoice.issued",
+        "subscription.started",
+        "tenant.created",
+    ]
     # Asking for a later page does not widen the filter.
     assert "neighbour.private" not in client.get("/activity?page=2").get_data(as_text=True)
 
@@ -151,8 +164,12 @@ def test_htmx_request_gets_only_the_events_fragment(client, tenant, make_user, l
 def test_event_details_are_escaped(client, tenant, make_user, login, app):
     add_events(app, tenant, 1, actor=Actor(user=None, label="<b>mallory</b>"))
     with app.test_request_context():
-        audit.record(Actor(user=None, label="x"), "test.xss", db.session.get(Tenant, tenant.tenant_id),
-                     note="<script>alert(1)</script>")
+        audit.record(
+            Actor(user=None, label="x"),
+            "test.xss",
+            db.session.get(Tenant, tenant.tenant_id),
+            note="<script>alert(1)</script>",
+        )
         db.session.commit()
     login(client, make_user(tenant, role="viewer"))
     page = client.get("/activity").get_data(as_text=True)

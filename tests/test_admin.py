@@ -50,8 +50,13 @@ def some_email(app, tenant):
     from portal.mail import send_email
 
     with app.test_request_context():
-        message = send_email("someone@example.com", "Hello", "tenant_suspended", tenant=tenant,
-                             tenant_obj=db.session.get(Tenant, tenant.tenant_id))
+        message = send_email(
+            "someone@example.com",
+            "Hello",
+            "tenant_suspended",
+            tenant=tenant,
+            tenant_obj=db.session.get(Tenant, tenant.tenant_id),
+        )
         commit()
         return message.id
 
@@ -150,8 +155,12 @@ def test_status_filter_shows_only_that_status(operator_client, make_tenant):
     suspended = make_tenant(company_name="Suspended One", status="suspended")
     cancelled = make_tenant(company_name="Cancelled One", status="cancelled")
 
-    assert listed_ids(operator_client.get("/admin/tenants?status=suspended").get_data(as_text=True)) == [suspended.tenant_id]
-    assert listed_ids(operator_client.get("/admin/tenants?status=cancelled").get_data(as_text=True)) == [cancelled.tenant_id]
+    assert listed_ids(operator_client.get("/admin/tenants?status=suspended").get_data(as_text=True)) == [
+        suspended.tenant_id
+    ]
+    assert listed_ids(operator_client.get("/admin/tenants?status=cancelled").get_data(as_text=True)) == [
+        cancelled.tenant_id
+    ]
     page = operator_client.get("/admin/tenants?status=active").get_data(as_text=True)
     assert listed_ids(page) == [active.tenant_id]
     assert '<option value="active" selected>' in page
@@ -232,7 +241,9 @@ def test_unknown_tenant_detail_is_not_found(operator_client):
     response = operator_client.get("/admin/tenants/nobody_here")
     assert response.status_code == 404
     assert "Page not found" in response.get_data(as_text=True)
-    assert operator_client.post("/admin/tenants/nobody_here/suspend", data={"reason": "admin_request"}).status_code == 404
+    assert (
+        operator_client.post("/admin/tenants/nobody_here/suspend", data={"reason": "admin_request"}).status_code == 404
+    )
 
 
 # --- suspend and activate --------------------------------------------------------------
@@ -255,7 +266,11 @@ def test_suspend_with_reason_note_and_notify_emails_the_contact(
     assert '<span class="badge badge-suspended">suspended</span>' in page
 
     saved = tenant_row(app, tenant.tenant_id)
-    assert (saved.status, saved.suspension_reason, saved.suspension_note) == ("suspended", reason, "Call us on 555-0100.")
+    assert (saved.status, saved.suspension_reason, saved.suspension_note) == (
+        "suspended",
+        reason,
+        "Call us on 555-0100.",
+    )
     assert saved.suspended_at is not None
 
     [email] = outbox(tenant.contact_email)
@@ -333,7 +348,9 @@ def test_activate_lifts_the_suspension_and_the_banner(operator_client, tenant, m
     login(user_client, owner)
     assert "This account is suspended: Payment failed." in user_client.get("/overview").get_data(as_text=True)
     # While suspended, changes outside billing are refused on the server.
-    response = user_client.post("/team/invitations", data={"email": "x@example.com", "role": "viewer", "expires_in_days": 7})
+    response = user_client.post(
+        "/team/invitations", data={"email": "x@example.com", "role": "viewer", "expires_in_days": 7}
+    )
     assert response.status_code == 403
     assert "Your account is suspended (Payment failed)" in response.get_data(as_text=True)
 
@@ -343,11 +360,18 @@ def test_activate_lifts_the_suspension_and_the_banner(operator_client, tenant, m
     assert "Console Co is active again." in page
     assert '<span class="badge badge-active">active</span>' in page
     saved = tenant_row(app, tenant.tenant_id)
-    assert (saved.status, saved.suspension_reason, saved.suspension_note, saved.suspended_at) == ("active", None, None, None)
+    assert (saved.status, saved.suspension_reason, saved.suspension_note, saved.suspended_at) == (
+        "active",
+        None,
+        None,
+        None,
+    )
 
     page = user_client.get("/overview").get_data(as_text=True)
     assert "suspended-banner" not in page
-    response = user_client.post("/team/invitations", data={"email": "x@example.com", "role": "viewer", "expires_in_days": 7})
+    response = user_client.post(
+        "/team/invitations", data={"email": "x@example.com", "role": "viewer", "expires_in_days": 7}
+    )
     assert response.status_code == 303
 
 
@@ -390,7 +414,8 @@ def test_suspension_and_activation_appear_in_the_tenants_activity_log(
 
 def test_outbox_lists_emails_and_shows_their_text(operator_client, tenant, outbox):
     operator_client.post(
-        f"/admin/tenants/{tenant.tenant_id}/suspend", data={"reason": "terms_violation", "note": "See clause 4.", "notify": "y"}
+        f"/admin/tenants/{tenant.tenant_id}/suspend",
+        data={"reason": "terms_violation", "note": "See clause 4.", "notify": "y"},
     )
     [email] = outbox(tenant.contact_email)
 

@@ -33,9 +33,11 @@ def tenant(make_tenant):
 
 def invoices_of(app, tenant) -> list[Invoice]:
     with app.app_context():
-        return list(db.session.execute(
-            select(Invoice).where(Invoice.tenant_id == tenant.tenant_id).order_by(Invoice.number)
-        ).scalars())
+        return list(
+            db.session.execute(
+                select(Invoice).where(Invoice.tenant_id == tenant.tenant_id).order_by(Invoice.number)
+            ).scalars()
+        )
 
 
 def first_invoice(app, tenant) -> Invoice:
@@ -85,8 +87,13 @@ def console_urls(app, tenant):
 
         run = create_run("someone@example.com")
         commit()
-    gets = ["/admin/plans", "/admin/billing", f"/admin/billing/runs/{run.id}", f"/admin/invoices/{invoice.id}",
-            f"/admin/invoices/{invoice.id}.pdf"]
+    gets = [
+        "/admin/plans",
+        "/admin/billing",
+        f"/admin/billing/runs/{run.id}",
+        f"/admin/invoices/{invoice.id}",
+        f"/admin/invoices/{invoice.id}.pdf",
+    ]
     posts = {
         "/admin/billing/runs": {"as_of": ""},
         f"/admin/invoices/{invoice.id}/mark-paid": {"reference": "TRX-1"},
@@ -157,7 +164,9 @@ def test_plans_page_lists_the_catalog_with_prices_and_limits(operator_client, te
     assert "flask --app wsgi catalog sync" in page
 
 
-def test_a_price_change_is_a_new_version_and_existing_subscribers_keep_theirs(operator_client, app, tenant, make_tenant):
+def test_a_price_change_is_a_new_version_and_existing_subscribers_keep_theirs(
+    operator_client, app, tenant, make_tenant
+):
     from portal.billing.catalog import load_catalog
     from portal.billing.plans import sync_catalog
     from portal.infra.transactions import commit
@@ -179,9 +188,11 @@ def test_a_price_change_is_a_new_version_and_existing_subscribers_keep_theirs(op
     assert cell(v1, "subscribers") == "1"
     assert cell(v2, "subscribers") == "1"
     with app.app_context():
-        versions = dict(db.session.execute(
-            select(Subscription.tenant_id, PlanVersion.version).join(PlanVersion, Subscription.plan_version)
-        ).all())
+        versions = dict(
+            db.session.execute(
+                select(Subscription.tenant_id, PlanVersion.version).join(PlanVersion, Subscription.plan_version)
+            ).all()
+        )
     assert versions[tenant.tenant_id] == 1 and versions[newcomer.tenant_id] == 2
 
 
@@ -229,11 +240,14 @@ def test_blank_as_of_runs_as_of_now_and_says_nothing_was_due(operator_client, ap
     assert len(invoices_of(app, tenant)) == 1
 
 
-@pytest.mark.parametrize("as_of, message", [
-    ("next tuesday", "Enter a date and time such as 2026-01-31T00:00 (UTC), or leave it blank for now."),
-    ("2026-13-45T99:99", "Enter a date and time such as 2026-01-31T00:00 (UTC), or leave it blank for now."),
-    ("9999-12-31T23:59", "Choose a date at most a year from now: a later one would invoice years ahead."),
-])
+@pytest.mark.parametrize(
+    "as_of, message",
+    [
+        ("next tuesday", "Enter a date and time such as 2026-01-31T00:00 (UTC), or leave it blank for now."),
+        ("2026-13-45T99:99", "Enter a date and time such as 2026-01-31T00:00 (UTC), or leave it blank for now."),
+        ("9999-12-31T23:59", "Choose a date at most a year from now: a later one would invoice years ahead."),
+    ],
+)
 def test_bad_as_of_gets_a_field_error_and_queues_nothing(operator_client, app, tenant, as_of, message):
     runs_before = run_count(app)
     response = operator_client.post("/admin/billing/runs", data={"as_of": as_of})
@@ -289,8 +303,9 @@ def test_a_failing_subscription_is_listed_with_a_link_to_its_tenant(operator_cli
         raise RuntimeError("card network unreachable")
 
     monkeypatch.setattr(runs, "renew", broken_renew)
-    response = operator_client.post("/admin/billing/runs", data={"as_of": as_of_input(utcnow() + timedelta(days=40))},
-                                    follow_redirects=True)
+    response = operator_client.post(
+        "/admin/billing/runs", data={"as_of": as_of_input(utcnow() + timedelta(days=40))}, follow_redirects=True
+    )
     page = response.get_data(as_text=True)
     assert 'data-status="completed"' in page
     errors = re.search(r'<table data-testid="run-errors">(.*?)</table>', page, flags=re.S).group(1)
@@ -398,11 +413,14 @@ def test_mark_paid_with_a_reference_shows_the_invoice_paid(operator_client, oper
     assert "badge-paid" in re.search(rf'data-invoice-id="{invoice.id}">(.*?)</tr>', detail, flags=re.S).group(1)
 
 
-@pytest.mark.parametrize("reference, message", [
-    ("", "Give the payment reference, e.g. the bank transfer id."),
-    ("   ", "Give the payment reference, e.g. the bank transfer id."),
-    ("x" * 201, "Use at most 200 characters."),
-])
+@pytest.mark.parametrize(
+    "reference, message",
+    [
+        ("", "Give the payment reference, e.g. the bank transfer id."),
+        ("   ", "Give the payment reference, e.g. the bank transfer id."),
+        ("x" * 201, "Use at most 200 characters."),
+    ],
+)
 def test_mark_paid_needs_a_reference(operator_client, app, tenant, reference, message):
     invoice = first_invoice(app, tenant)
     response = operator_client.post(f"/admin/invoices/{invoice.id}/mark-paid", data={"reference": reference})
@@ -445,8 +463,9 @@ def test_marking_a_void_invoice_paid_is_refused_with_a_message(operator_client, 
 def test_voiding_a_paid_invoice_is_refused_with_a_message(operator_client, app, tenant):
     invoice = first_invoice(app, tenant)
     operator_client.post(f"/admin/invoices/{invoice.id}/mark-paid", data={"reference": "WIRE-7"})
-    response = operator_client.post(f"/admin/invoices/{invoice.id}/void", data={"reason": "Changed my mind"},
-                                    follow_redirects=True)
+    response = operator_client.post(
+        f"/admin/invoices/{invoice.id}/void", data={"reason": "Changed my mind"}, follow_redirects=True
+    )
     assert f"Invoice {invoice.number} is paid and cannot be voided." in flashes(response.get_data(as_text=True))
     paid = invoice_row(app, invoice.id)
     assert (paid.status, paid.void_reason) == ("paid", None)
@@ -461,7 +480,9 @@ def test_every_billing_post_without_a_csrf_token_is_refused_and_changes_nothing(
     browser = csrf_app.test_client()
     page = browser.get("/signin").get_data(as_text=True)
     token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page).group(1)
-    signed_in = browser.post("/signin", data={"email": operator.email, "password": operator.password, "csrf_token": token})
+    signed_in = browser.post(
+        "/signin", data={"email": operator.email, "password": operator.password, "csrf_token": token}
+    )
     assert signed_in.status_code == 303
     runs_before = run_count(app)
     for url, data in {
@@ -477,8 +498,13 @@ def test_every_billing_post_without_a_csrf_token_is_refused_and_changes_nothing(
 
     # With the page's token the same form goes through.
     page = browser.get(f"/admin/invoices/{invoice.id}").get_data(as_text=True)
-    token = re.search(r'id="mark-paid-form" novalidate>\s*<input id="csrf_token" name="csrf_token" type="hidden" '
-                      r'value="([^"]+)"', page).group(1)
-    response = browser.post(f"/admin/invoices/{invoice.id}/mark-paid", data={"reference": "WIRE-1", "csrf_token": token})
+    token = re.search(
+        r'id="mark-paid-form" novalidate>\s*<input id="csrf_token" name="csrf_token" type="hidden" '
+        r'value="([^"]+)"',
+        page,
+    ).group(1)
+    response = browser.post(
+        f"/admin/invoices/{invoice.id}/mark-paid", data={"reference": "WIRE-1", "csrf_token": token}
+    )
     assert response.status_code == 303
     assert invoice_row(app, invoice.id).status == "paid"

@@ -25,15 +25,39 @@ from tests.api_support import (
 from tests.conftest import unique
 
 SEED_SUBSCRIPTION_FIELDS = {
-    "subscription_id", "tenant_id", "plan_name", "monthly_pipeline_quota", "concurrent_pipeline_quota",
-    "storage_quota_gb", "monthly_cost_usd", "billing_cycle_start", "billing_cycle_end", "auto_renew",
-    "stripe_subscription_id", "created_at",
+    "subscription_id",
+    "tenant_id",
+    "plan_name",
+    "monthly_pipeline_quota",
+    "concurrent_pipeline_quota",
+    "storage_quota_gb",
+    "monthly_cost_usd",
+    "billing_cycle_start",
+    "billing_cycle_end",
+    "auto_renew",
+    "stripe_subscription_id",
+    "created_at",
 }
 SEED_UPGRADE_FIELDS = {"subscription_id", "previous_plan", "new_plan", "effective_date", "prorated_charge", "message"}
 SEED_CANCEL_FIELDS = {"subscription_id", "status", "cancelled_at", "billing_cycle_end", "message"}
 INVOICE_FIELDS = {
-    "invoice_id", "number", "status", "currency", "plan_name", "subtotal", "credits_applied", "total", "amount_paid",
-    "amount_due", "total_major", "amount_due_major", "period_start", "period_end", "issued_at", "due_at", "paid_at",
+    "invoice_id",
+    "number",
+    "status",
+    "currency",
+    "plan_name",
+    "subtotal",
+    "credits_applied",
+    "total",
+    "amount_paid",
+    "amount_due",
+    "total_major",
+    "amount_due_major",
+    "period_start",
+    "period_end",
+    "issued_at",
+    "due_at",
+    "paid_at",
     "line_items",
 }
 LINE_FIELDS = {"type", "description", "quantity", "unit_amount", "amount", "period_start", "period_end"}
@@ -47,8 +71,14 @@ def tenant_on(app, plan: str = "starter", days_ago: float = 0):
 
     with app.test_request_context():
         tenant_id = unique("t")
-        tenant = create_tenant(SYSTEM, tenant_id, f"Company {tenant_id}", f"billing@{tenant_id}.example", plan,
-                               subscribed_at=utcnow() - timedelta(days=days_ago))
+        tenant = create_tenant(
+            SYSTEM,
+            tenant_id,
+            f"Company {tenant_id}",
+            f"billing@{tenant_id}.example",
+            plan,
+            subscribed_at=utcnow() - timedelta(days=days_ago),
+        )
         commit()
         return tenant
 
@@ -109,8 +139,11 @@ def test_subscription_has_seed_000_fields_with_exact_money(client, app):
     sub = subscription_row(app, tenant)
     assert data["subscription_id"] == sub.id and data["tenant_id"] == tenant.tenant_id
     assert data["plan_name"] == "starter"
-    assert (data["monthly_pipeline_quota"], data["concurrent_pipeline_quota"], data["storage_quota_gb"]) == (1000, 5,
-                                                                                                                50)
+    assert (data["monthly_pipeline_quota"], data["concurrent_pipeline_quota"], data["storage_quota_gb"]) == (
+        1000,
+        5,
+        50,
+    )
     assert raw_number(response, "monthly_cost_usd") == Decimal("49.00")
     assert data["price"] == 4900 and data["currency"] == "USD" and data["interval"] == "month"
     assert data["billing_cycle_start"] == sub.current_period_start.date().isoformat()
@@ -150,8 +183,15 @@ def test_yearly_plan_shows_its_monthly_equivalent(client, app):
 
     with app.app_context():
         specs = load_catalog().plans
-        annual = specs[1].model_copy(update={"key": "professional_annual", "name": "Professional (annual)",
-                                             "interval": "year", "price": 500000, "trial_days": 0})
+        annual = specs[1].model_copy(
+            update={
+                "key": "professional_annual",
+                "name": "Professional (annual)",
+                "interval": "year",
+                "price": 500000,
+                "trial_days": 0,
+            }
+        )
         sync_catalog([*specs, annual])
         db.session.commit()
     tenant = tenant_on(app, "professional_annual")
@@ -173,21 +213,30 @@ def test_seed_000_upgrade_with_a_future_effective_date_is_scheduled_then_applied
     assert subscription_row(app, tenant).status == "active"
     key = admin_key(app, tenant)
     effective = (utcnow() + timedelta(days=10)).date()
-    response = client.post(path(tenant, "/subscription/upgrade"), headers=key,
-                           json={"new_plan": "enterprise", "effective_date": effective.isoformat(), "prorate": True})
+    response = client.post(
+        path(tenant, "/subscription/upgrade"),
+        headers=key,
+        json={"new_plan": "enterprise", "effective_date": effective.isoformat(), "prorate": True},
+    )
     assert response.status_code == 200, response.get_json()
     data = response.get_json()
     assert SEED_UPGRADE_FIELDS <= set(data)
-    assert (data["previous_plan"], data["new_plan"], data["effective_date"]) == ("professional", "enterprise",
-                                                                                 effective.isoformat())
+    assert (data["previous_plan"], data["new_plan"], data["effective_date"]) == (
+        "professional",
+        "enterprise",
+        effective.isoformat(),
+    )
     assert data["scheduled"] is True and data["invoice_id"] is None
     assert raw_number(response, "prorated_charge") == Decimal("0.00")
     assert f"scheduled for {effective.isoformat()}" in data["message"]
 
     current = client.get(path(tenant, "/subscription"), headers=key).get_json()
     assert current["plan_name"] == "professional"  # not yet
-    assert current["scheduled_change"] == {"plan": "enterprise", "plan_name": "Enterprise",
-                                           "effective_at": f"{effective.isoformat()}T00:00:00Z"}
+    assert current["scheduled_change"] == {
+        "plan": "enterprise",
+        "plan_name": "Enterprise",
+        "effective_at": f"{effective.isoformat()}T00:00:00Z",
+    }
 
     issued_before = len(invoices_of(app, tenant))
     billing_run(app, datetime.combine(effective, datetime.min.time(), tzinfo=UTC) + timedelta(hours=1))
@@ -205,8 +254,11 @@ def test_seed_000_upgrade_with_a_future_effective_date_is_scheduled_then_applied
 def test_a_dated_upgrade_during_a_trial_waits_for_its_date(client, app):
     tenant = tenant_on(app, "professional")
     effective = (utcnow() + timedelta(days=5)).date()
-    response = client.post(path(tenant, "/subscription/upgrade"), headers=admin_key(app, tenant),
-                           json={"new_plan": "enterprise", "effective_date": effective.isoformat()})
+    response = client.post(
+        path(tenant, "/subscription/upgrade"),
+        headers=admin_key(app, tenant),
+        json={"new_plan": "enterprise", "effective_date": effective.isoformat()},
+    )
     data = response.get_json()
     assert response.status_code == 200, data
     assert data["scheduled"] is True and data["effective_date"] == effective.isoformat()
@@ -233,21 +285,27 @@ def test_immediate_upgrade_charges_exactly_the_prorated_difference(client, app):
     assert invoice.total == expected
     shown = client.get(path(tenant, f"/invoices/{invoice.id}"), headers=key).get_json()
     assert [(line["type"], line["amount"]) for line in shown["line_items"]] == [
-        ("proration", -half_up(4900 * remaining)), ("proration", half_up(199900 * remaining))]
+        ("proration", -half_up(4900 * remaining)),
+        ("proration", half_up(199900 * remaining)),
+    ]
     assert shown["total"] == expected
     assert raw_number(response, "prorated_charge") == Decimal(expected) / 100
 
     after = client.get(path(tenant, "/subscription"), headers=key).get_json()
     assert after["plan_name"] == "enterprise" and raw_number(
-        client.get(path(tenant, "/subscription"), headers=key), "monthly_cost_usd") == Decimal("1999.00")
+        client.get(path(tenant, "/subscription"), headers=key), "monthly_cost_usd"
+    ) == Decimal("1999.00")
     # The same period continues: only the plan changed.
     assert after["current_period_end"] == end.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def test_upgrade_without_proration_charges_nothing_now(client, app):
     tenant = tenant_on(app, "starter", days_ago=3)
-    response = client.post(path(tenant, "/subscription/upgrade"), headers=admin_key(app, tenant),
-                           json={"new_plan": "professional", "prorate": False})
+    response = client.post(
+        path(tenant, "/subscription/upgrade"),
+        headers=admin_key(app, tenant),
+        json={"new_plan": "professional", "prorate": False},
+    )
     data = response.get_json()
     assert response.status_code == 200, data
     assert raw_number(response, "prorated_charge") == Decimal("0.00") and data["invoice_id"] is None
@@ -278,12 +336,14 @@ def test_downgrade_is_scheduled_for_period_end_and_can_be_called_off(client, app
     assert "no scheduled plan change" in assert_envelope(again, 409, "CONFLICT")["detail"]
 
 
-@pytest.mark.parametrize("plan, says", [("platinum", "Unknown plan 'platinum'"),
-                                        ("starter", "already on the Starter plan")])
+@pytest.mark.parametrize(
+    "plan, says", [("platinum", "Unknown plan 'platinum'"), ("starter", "already on the Starter plan")]
+)
 def test_unknown_or_current_plan_is_refused_on_new_plan(client, app, plan, says):
     tenant = tenant_on(app, "starter")
-    response = client.post(path(tenant, "/subscription/upgrade"), headers=admin_key(app, tenant),
-                           json={"new_plan": plan})
+    response = client.post(
+        path(tenant, "/subscription/upgrade"), headers=admin_key(app, tenant), json={"new_plan": plan}
+    )
     body = assert_envelope(response, 400, "VALIDATION_ERROR")
     assert says in body["detail"]
     assert body["errors"][0]["field"] == "new_plan"
@@ -295,8 +355,11 @@ def test_unknown_or_current_plan_is_refused_on_new_plan(client, app, plan, says)
 
 def test_effective_date_in_the_past_is_refused(client, app):
     tenant = tenant_on(app, "starter")
-    response = client.post(path(tenant, "/subscription/upgrade"), headers=admin_key(app, tenant),
-                           json={"new_plan": "enterprise", "effective_date": "2020-01-01"})
+    response = client.post(
+        path(tenant, "/subscription/upgrade"),
+        headers=admin_key(app, tenant),
+        json={"new_plan": "enterprise", "effective_date": "2020-01-01"},
+    )
     body = assert_envelope(response, 400, "VALIDATION_ERROR")
     assert body["errors"][0]["field"] == "effective_date" and "past" in body["detail"]
     assert subscription_row(app, tenant).plan_version.key == "starter"
@@ -309,9 +372,15 @@ def test_seed_000_cancel_at_period_end_then_resume(client, app):
     tenant = tenant_on(app, "starter", days_ago=2)
     key = admin_key(app, tenant)
     end = subscription_row(app, tenant).current_period_end
-    response = client.post(path(tenant, "/subscription/cancel"), headers=key, json={
-        "cancel_at_period_end": True, "cancellation_reason": "switching_to_competitor",
-        "feedback": "Found a better pricing model elsewhere"})
+    response = client.post(
+        path(tenant, "/subscription/cancel"),
+        headers=key,
+        json={
+            "cancel_at_period_end": True,
+            "cancellation_reason": "switching_to_competitor",
+            "feedback": "Found a better pricing model elsewhere",
+        },
+    )
     assert response.status_code == 200, response.get_json()
     data = response.get_json()
     assert SEED_CANCEL_FIELDS <= set(data)
@@ -321,8 +390,10 @@ def test_seed_000_cancel_at_period_end_then_resume(client, app):
     assert data["ends_at"] == end.strftime("%Y-%m-%dT%H:%M:%SZ")
     assert datetime.fromisoformat(data["cancelled_at"]) >= utcnow() - timedelta(minutes=1)
     sub = subscription_row(app, tenant)
-    assert (sub.cancel_reason, sub.cancel_feedback) == ("switching_to_competitor",
-                                                        "Found a better pricing model elsewhere")
+    assert (sub.cancel_reason, sub.cancel_feedback) == (
+        "switching_to_competitor",
+        "Found a better pricing model elsewhere",
+    )
     shown = client.get(path(tenant, "/subscription"), headers=key).get_json()
     assert shown["auto_renew"] is False and shown["cancel_at_period_end"] is True and shown["status"] == "active"
 
@@ -346,9 +417,12 @@ def test_cancel_immediately_ends_it_and_then_nothing_can_change(client, app):
     assert data["billing_cycle_end"] == utcnow().date().isoformat()
     shown = client.get(path(tenant, "/subscription"), headers=key).get_json()
     assert shown["status"] == "canceled" and shown["auto_renew"] is False
-    for method, suffix, body in (("post", "/subscription/upgrade", {"new_plan": "enterprise"}),
-                                 ("post", "/subscription/cancel", {}), ("post", "/subscription/resume", None),
-                                 ("delete", "/subscription/scheduled-change", None)):
+    for method, suffix, body in (
+        ("post", "/subscription/upgrade", {"new_plan": "enterprise"}),
+        ("post", "/subscription/cancel", {}),
+        ("post", "/subscription/resume", None),
+        ("delete", "/subscription/scheduled-change", None),
+    ):
         response = getattr(client, method)(path(tenant, suffix), headers=key, json=body)
         assert_envelope(response, 409, "CONFLICT")
     assert subscription_row(app, tenant).plan_version.key == "starter"
@@ -367,16 +441,21 @@ def test_plans_catalog_with_features_and_exact_prices(client, app, make_tenant):
     professional = plans[1]
     assert professional["price"] == 49900 and professional["currency"] == "USD"
     assert (professional["interval"], professional["interval_months"], professional["trial_days"]) == ("month", 1, 14)
-    assert professional["quotas"] == {"monthly_pipeline_quota": 5000, "concurrent_pipeline_quota": 15,
-                                      "storage_quota_gb": 500}
+    assert professional["quotas"] == {
+        "monthly_pipeline_quota": 5000,
+        "concurrent_pipeline_quota": 15,
+        "storage_quota_gb": 500,
+    }
     assert professional["rate_limits"] == {"per_minute": 300, "per_hour": 20000}
     assert exact(response)["plans"][1]["price_amount"] == Decimal("499.00")
     features = {feature["key"]: feature for feature in professional["features"]}
     compute = features["compute_hours"]
     assert compute["pricing"] == "graduated" and compute["included_units"] == 500
-    assert compute["tiers"] == [{"up_to": 2000, "unit_price": 10, "flat_fee": 0},
-                                {"up_to": 10000, "unit_price": 8, "flat_fee": 0},
-                                {"up_to": None, "unit_price": 6.5, "flat_fee": 0}]
+    assert compute["tiers"] == [
+        {"up_to": 2000, "unit_price": 10, "flat_fee": 0},
+        {"up_to": 10000, "unit_price": 8, "flat_fee": 0},
+        {"up_to": None, "unit_price": 6.5, "flat_fee": 0},
+    ]
     assert features["api_requests"]["package_size"] == 10000 and features["api_requests"]["package_price"] == 50
     assert features["priority_support"]["pricing"] == "included"
     # A sub-cent price is written exactly: 4.5 cents per enterprise pipeline run.
@@ -406,14 +485,24 @@ def test_invoices_list_newest_first_with_lines_filters_and_pages(client, app):
     assert [set(line) for line in second["line_items"]] == [LINE_FIELDS]
     plan_line = second["line_items"][0]
     assert (plan_line["type"], plan_line["quantity"], plan_line["unit_amount"], plan_line["amount"]) == (
-        "plan", 1, 4900, 4900)
+        "plan",
+        1,
+        4900,
+        4900,
+    )
     assert plan_line["description"].startswith("Starter plan (monthly)")
     assert {line["type"] for line in first["line_items"]} == {"proration"}
 
     page = client.get(path(tenant, "/invoices?page=2&page_size=1"), headers=key).get_json()
     assert [item["invoice_id"] for item in page["invoices"]] == [second["invoice_id"]]
-    assert page["pagination"] == {"page": 2, "page_size": 1, "total_items": 2, "total_pages": 2,
-                                  "has_next": False, "has_previous": True}
+    assert page["pagination"] == {
+        "page": 2,
+        "page_size": 1,
+        "total_items": 2,
+        "total_pages": 2,
+        "has_next": False,
+        "has_previous": True,
+    }
     assert client.get(path(tenant, "/invoices?status=paid"), headers=key).get_json()["invoices"] == []
     assert len(client.get(path(tenant, "/invoices?status=open"), headers=key).get_json()["invoices"]) == 2
 
@@ -435,14 +524,26 @@ def test_operator_marks_an_invoice_paid_and_payment_status_shows_it(client, app)
     status = client.get(path(tenant, f"/invoices/{invoice.id}/payment-status"), headers=key)
     assert status.status_code == 200, status.get_json()
     assert status.get_json() | {"due_at": None} == {
-        "invoice_id": invoice.id, "number": invoice.number, "status": "open", "currency": "USD", "total": 4900,
-        "amount_due": 4900, "amount_paid": 0, "paid_at": None, "payment_reference": None, "attempts": [],
-        "due_at": None}
+        "invoice_id": invoice.id,
+        "number": invoice.number,
+        "status": "open",
+        "currency": "USD",
+        "total": 4900,
+        "amount_due": 4900,
+        "amount_paid": 0,
+        "paid_at": None,
+        "payment_reference": None,
+        "attempts": [],
+        "due_at": None,
+    }
 
     operator = bearer(operator_token(app))
     paid_at = (utcnow() - timedelta(days=1)).replace(microsecond=0)
-    response = client.post(path(tenant, f"/invoices/{invoice.id}/mark-paid"), headers=operator,
-                           json={"reference": "  BANK-2025-0042 ", "paid_at": paid_at.isoformat()})
+    response = client.post(
+        path(tenant, f"/invoices/{invoice.id}/mark-paid"),
+        headers=operator,
+        json={"reference": "  BANK-2025-0042 ", "paid_at": paid_at.isoformat()},
+    )
     assert response.status_code == 200, response.get_json()
     data = response.get_json()
     assert data["status"] == "paid" and data["amount_paid"] == 4900 and data["amount_due"] == 0
@@ -454,28 +555,33 @@ def test_operator_marks_an_invoice_paid_and_payment_status_shows_it(client, app)
     assert status["paid_at"] == paid_at.strftime("%Y-%m-%dT%H:%M:%SZ")
     assert client.get(path(tenant, "/invoices?status=paid"), headers=key).get_json()["pagination"]["total_items"] == 1
 
-    again = client.post(path(tenant, f"/invoices/{invoice.id}/mark-paid"), headers=operator,
-                        json={"reference": "BANK-2025-0043"})
+    again = client.post(
+        path(tenant, f"/invoices/{invoice.id}/mark-paid"), headers=operator, json={"reference": "BANK-2025-0043"}
+    )
     assert "already paid" in assert_envelope(again, 409, "CONFLICT")["detail"]
     assert fetch(app, Invoice, invoice.id).payment_reference == "BANK-2025-0042"
 
 
-@pytest.mark.parametrize("body, field", [
-    ({"reference": "BANK-1", "paid_at": "2999-01-01T00:00:00Z"}, "paid_at"),
-    ({"reference": "BANK-1", "paid_at": "2025-01-01T00:00:00"}, "paid_at"),
-    ({"reference": "BANK-1", "paid_at": "yesterday"}, "paid_at"),
-    ({"reference": "BANK-1", "paid_at": "0001-01-01T00:00:00+05:00"}, "paid_at"),
-    ({"reference": "BANK-1", "paid_at": 1700000000}, "paid_at"),
-    ({"reference": "   "}, "reference"),
-    ({"reference": "x" * 201}, "reference"),
-    ({"reference": None}, "reference"),
-    ({}, "reference"),
-])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"reference": "BANK-1", "paid_at": "2999-01-01T00:00:00Z"}, "paid_at"),
+        ({"reference": "BANK-1", "paid_at": "2025-01-01T00:00:00"}, "paid_at"),
+        ({"reference": "BANK-1", "paid_at": "yesterday"}, "paid_at"),
+        ({"reference": "BANK-1", "paid_at": "0001-01-01T00:00:00+05:00"}, "paid_at"),
+        ({"reference": "BANK-1", "paid_at": 1700000000}, "paid_at"),
+        ({"reference": "   "}, "reference"),
+        ({"reference": "x" * 201}, "reference"),
+        ({"reference": None}, "reference"),
+        ({}, "reference"),
+    ],
+)
 def test_mark_paid_refuses_bad_input_and_leaves_the_invoice_open(client, app, body, field):
     tenant = tenant_on(app, "starter")
     [invoice] = invoices_of(app, tenant)
-    response = send_json(client, "post", path(tenant, f"/invoices/{invoice.id}/mark-paid"), body,
-                         bearer(operator_token(app)))
+    response = send_json(
+        client, "post", path(tenant, f"/invoices/{invoice.id}/mark-paid"), body, bearer(operator_token(app))
+    )
     errors = assert_envelope(response, 400, "VALIDATION_ERROR")["errors"]
     assert errors[0]["field"] == field
     assert fetch(app, Invoice, invoice.id).status == "open"
@@ -484,20 +590,29 @@ def test_mark_paid_refuses_bad_input_and_leaves_the_invoice_open(client, app, bo
 def test_tenant_keys_cannot_mark_invoices_paid(client, app):
     tenant = tenant_on(app, "starter")
     [invoice] = invoices_of(app, tenant)
-    response = client.post(path(tenant, f"/invoices/{invoice.id}/mark-paid"), headers=admin_key(app, tenant),
-                           json={"reference": "I paid, honest"})
+    response = client.post(
+        path(tenant, f"/invoices/{invoice.id}/mark-paid"),
+        headers=admin_key(app, tenant),
+        json={"reference": "I paid, honest"},
+    )
     assert_envelope(response, 403)
     assert fetch(app, Invoice, invoice.id).status == "open"
 
 
 # --- who may do what ------------------------------------------------------------------------
 
-READS = [("get", "/subscription"), ("get", "/invoices"), ("get", "/invoices/{invoice}"),
-         ("get", "/invoices/{invoice}/payment-status")]
-CHANGES = [("post", "/subscription/upgrade", {"new_plan": "enterprise"}),
-           ("post", "/subscription/cancel", {}),
-           ("post", "/subscription/resume", None),
-           ("delete", "/subscription/scheduled-change", None)]
+READS = [
+    ("get", "/subscription"),
+    ("get", "/invoices"),
+    ("get", "/invoices/{invoice}"),
+    ("get", "/invoices/{invoice}/payment-status"),
+]
+CHANGES = [
+    ("post", "/subscription/upgrade", {"new_plan": "enterprise"}),
+    ("post", "/subscription/cancel", {}),
+    ("post", "/subscription/resume", None),
+    ("delete", "/subscription/scheduled-change", None),
+]
 
 
 @pytest.fixture
@@ -513,8 +628,7 @@ def _call(client, method, url, headers, body=None):
 def test_a_key_of_another_tenant_is_denied_everywhere(client, app, two_tenants):
     a, b, b_invoice = two_tenants
     key_a = admin_key(app, a)
-    for method, suffix, *body in [*READS, *CHANGES,
-                                  ("post", "/invoices/{invoice}/mark-paid", {"reference": "x"})]:
+    for method, suffix, *body in [*READS, *CHANGES, ("post", "/invoices/{invoice}/mark-paid", {"reference": "x"})]:
         url = path(b, suffix.format(invoice=b_invoice.id))
         response = _call(client, method, url, key_a, body[0] if body else None)
         expected = "This endpoint needs an operator token." if suffix.endswith("mark-paid") else "Access denied"
@@ -530,8 +644,11 @@ def test_another_tenants_invoice_under_my_path_is_not_found(client, app, two_ten
         response = client.get(path(a, suffix.format(invoice=b_invoice.id)), headers=key_a)
         assert_envelope(response, 404, "RESOURCE_NOT_FOUND")
     # Not even the operator can reach it through the wrong tenant.
-    response = client.post(path(a, f"/invoices/{b_invoice.id}/mark-paid"), headers=bearer(operator_token(app)),
-                           json={"reference": "BANK-1"})
+    response = client.post(
+        path(a, f"/invoices/{b_invoice.id}/mark-paid"),
+        headers=bearer(operator_token(app)),
+        json={"reference": "BANK-1"},
+    )
     assert_envelope(response, 404, "RESOURCE_NOT_FOUND")
     assert fetch(app, Invoice, b_invoice.id).status == "open"
     assert client.get(path(a, "/invoices"), headers=key_a).get_json()["pagination"]["total_items"] == 1
@@ -557,8 +674,7 @@ def test_operator_token_manages_any_tenants_subscription(client, app):
     response = client.post(path(tenant, "/subscription/upgrade"), headers=operator, json={"new_plan": "enterprise"})
     assert response.status_code == 200, response.get_json()
     assert client.get(path(tenant, "/subscription"), headers=operator).get_json()["plan_name"] == "enterprise"
-    assert_envelope(client.get("/api/v1/tenants/nobody_here/subscription", headers=operator), 404,
-                    "RESOURCE_NOT_FOUND")
+    assert_envelope(client.get("/api/v1/tenants/nobody_here/subscription", headers=operator), 404, "RESOURCE_NOT_FOUND")
 
 
 def test_a_suspended_tenant_can_still_read_and_manage_its_billing(client, app):
@@ -582,18 +698,32 @@ def test_a_suspended_tenant_can_still_read_and_manage_its_billing(client, app):
 # --- hostile input --------------------------------------------------------------------------
 
 BAD_UPGRADES = [
-    {"new_plan": None}, {"new_plan": 5}, {"new_plan": ["enterprise"]}, {"new_plan": ""}, {"new_plan": "   "},
-    {"new_plan": "x" * 100_000}, {"new_plan": "enterprise", "effective_date": "2025-02-30"},
-    {"new_plan": "enterprise", "effective_date": "12/01/2025"}, {"new_plan": "enterprise", "effective_date": 20251201},
+    {"new_plan": None},
+    {"new_plan": 5},
+    {"new_plan": ["enterprise"]},
+    {"new_plan": ""},
+    {"new_plan": "   "},
+    {"new_plan": "x" * 100_000},
+    {"new_plan": "enterprise", "effective_date": "2025-02-30"},
+    {"new_plan": "enterprise", "effective_date": "12/01/2025"},
+    {"new_plan": "enterprise", "effective_date": 20251201},
     {"new_plan": "enterprise", "effective_date": "2025-12-01T00:00:00Z"},
     {"new_plan": "enterprise", "effective_date": "+10000-01-01"},
-    {"new_plan": "enterprise", "prorate": "yes"}, {"new_plan": "enterprise", "prorate": None},
-    {"new_plan": "enterprise", "force": True}, {"plan": "enterprise"},
+    {"new_plan": "enterprise", "prorate": "yes"},
+    {"new_plan": "enterprise", "prorate": None},
+    {"new_plan": "enterprise", "force": True},
+    {"plan": "enterprise"},
 ]
 BAD_CANCELS = [
-    {"cancel_at_period_end": "false"}, {"cancel_at_period_end": 0}, {"cancel_at_period_end": None},
-    {"cancellation_reason": "bored"}, {"cancellation_reason": "x" * 100_000}, {"cancellation_reason": 7},
-    {"feedback": "x" * 2001}, {"feedback": ["a"]}, {"reason": "too_expensive"},
+    {"cancel_at_period_end": "false"},
+    {"cancel_at_period_end": 0},
+    {"cancel_at_period_end": None},
+    {"cancellation_reason": "bored"},
+    {"cancellation_reason": "x" * 100_000},
+    {"cancellation_reason": 7},
+    {"feedback": "x" * 2001},
+    {"feedback": ["a"]},
+    {"reason": "too_expensive"},
 ]
 
 
@@ -602,16 +732,19 @@ def test_hostile_bodies_get_a_4xx_envelope_and_change_nothing(client, app):
     key = admin_key(app, tenant)
     [invoice] = invoices_of(app, tenant)
     operator = bearer(operator_token(app))
-    targets = [(path(tenant, "/subscription/upgrade"), key, BAD_UPGRADES),
-               (path(tenant, "/subscription/cancel"), key, BAD_CANCELS),
-               (path(tenant, f"/invoices/{invoice.id}/mark-paid"), operator, [])]
+    targets = [
+        (path(tenant, "/subscription/upgrade"), key, BAD_UPGRADES),
+        (path(tenant, "/subscription/cancel"), key, BAD_CANCELS),
+        (path(tenant, f"/invoices/{invoice.id}/mark-paid"), operator, []),
+    ]
     for url, headers, specific in targets:
         for body in [*HOSTILE_JSON, *specific]:
             response = send_json(client, "post", url, body, headers)
             assert 400 <= response.status_code < 500, (url, str(body)[:80], response.get_data(as_text=True)[:300])
             assert_envelope(response, response.status_code)
-        response = client.post(url, data="new_plan=enterprise", content_type="application/x-www-form-urlencoded",
-                               headers=headers)
+        response = client.post(
+            url, data="new_plan=enterprise", content_type="application/x-www-form-urlencoded", headers=headers
+        )
         assert_envelope(response, 415, "UNSUPPORTED_MEDIA_TYPE")
         response = client.post(url, data="{not json", content_type="application/json", headers=headers)
         assert_envelope(response, 400)
@@ -623,21 +756,30 @@ def test_hostile_bodies_get_a_4xx_envelope_and_change_nothing(client, app):
 
 def test_a_bad_date_names_the_field_and_says_how_to_write_it(client, app):
     tenant = tenant_on(app, "starter")
-    response = client.post(path(tenant, "/subscription/upgrade"), headers=admin_key(app, tenant),
-                           json={"new_plan": "enterprise", "effective_date": "2025-02-30"})
+    response = client.post(
+        path(tenant, "/subscription/upgrade"),
+        headers=admin_key(app, tenant),
+        json={"new_plan": "enterprise", "effective_date": "2025-02-30"},
+    )
     body = assert_envelope(response, 400, "VALIDATION_ERROR")
     assert body["errors"][0]["field"] == "effective_date"
     assert "2025-02-30 is not a calendar date" in body["detail"]
-    response = client.post(path(tenant, "/subscription/upgrade"), headers=admin_key(app, tenant),
-                           json={"new_plan": "enterprise", "effective_date": "next week"})
+    response = client.post(
+        path(tenant, "/subscription/upgrade"),
+        headers=admin_key(app, tenant),
+        json={"new_plan": "enterprise", "effective_date": "next week"},
+    )
     assert "YYYY-MM-DD" in assert_envelope(response, 400, "VALIDATION_ERROR")["detail"]
 
 
 def test_a_far_future_effective_date_is_scheduled_not_an_error(client, app):
     tenant = tenant_on(app, "starter")
     key = admin_key(app, tenant)
-    response = client.post(path(tenant, "/subscription/upgrade"), headers=key,
-                           json={"new_plan": "enterprise", "effective_date": "9999-12-31"})
+    response = client.post(
+        path(tenant, "/subscription/upgrade"),
+        headers=key,
+        json={"new_plan": "enterprise", "effective_date": "9999-12-31"},
+    )
     assert response.status_code == 200, response.get_json()
     assert response.get_json()["effective_date"] == "9999-12-31"
     shown = client.get(path(tenant, "/subscription"), headers=key).get_json()
@@ -651,8 +793,9 @@ def test_a_private_plan_is_the_operators_to_give(client, app):
 
     with app.app_context():
         specs = load_catalog().plans
-        custom = specs[2].model_copy(update={"key": "acme_custom", "name": "Acme custom", "price": 250000,
-                                             "public": False})
+        custom = specs[2].model_copy(
+            update={"key": "acme_custom", "name": "Acme custom", "price": 250000, "public": False}
+        )
         sync_catalog([*specs, custom])
         db.session.commit()
     tenant = tenant_on(app, "starter")
@@ -661,7 +804,8 @@ def test_a_private_plan_is_the_operators_to_give(client, app):
     response = client.post(path(tenant, "/subscription/upgrade"), headers=key, json={"new_plan": "acme_custom"})
     body = assert_envelope(response, 400, "VALIDATION_ERROR")
     assert "Unknown plan 'acme_custom'" in body["detail"] and "acme_custom" not in body["detail"].split("Plans:")[1]
-    response = client.post(path(tenant, "/subscription/upgrade"), headers=bearer(operator_token(app)),
-                           json={"new_plan": "acme_custom"})
+    response = client.post(
+        path(tenant, "/subscription/upgrade"), headers=bearer(operator_token(app)), json={"new_plan": "acme_custom"}
+    )
     assert response.status_code == 200, response.get_json()
     assert client.get(path(tenant, "/subscription"), headers=key).get_json()["plan_name"] == "acme_custom"

@@ -11,9 +11,17 @@ from tests.api_support import assert_envelope, count, fetch, issue_key, send_jso
 from tests.credential_samples import AWS_SECRET, PRIVATE_KEY, TRUNCATED_KEY
 
 WRITE = ["credentials:read", "credentials:write"]
-LIST_FIELDS = {"credential_id", "provider", "credential_type", "credential_name", "identity", "fingerprint",
-               "is_active", "created_at", "last_validated_at"}
-
+LIST_FIELDS = {
+    "credential_id",
+    "provider",
+    "credential_type",
+    "credential_name",
+    "identity",
+    "fingerprint",
+    "is_active",
+    "created_at",
+    "last_validated_at",
+}
 
 
 def seed_gcp(private_key: str = PRIVATE_KEY) -> dict:
@@ -40,8 +48,11 @@ def seed_aws() -> dict:
         "provider": "aws",
         "credential_type": "access_key",
         "credential_name": "AWS Cost Explorer",
-        "credentials": {"aws_access_key_id": "AKIAIOSFODNN7EXAMPLE", "aws_secret_access_key": AWS_SECRET,
-                        "region": "us-east-1"},
+        "credentials": {
+            "aws_access_key_id": "AKIAIOSFODNN7EXAMPLE",
+            "aws_secret_access_key": AWS_SECRET,
+            "region": "us-east-1",
+        },
     }
 
 
@@ -114,13 +125,20 @@ def test_every_failing_field_gets_its_own_error(client, app, tenant_and_key):
     tenant, key = tenant_and_key
     body = seed_aws()
     body["credential_name"] = "   "
-    body["credentials"] = {"aws_access_key_id": "AKIA123", "aws_secret_access_key": "short", "region": "mars-1",
-                           "aws_region": "x"}
+    body["credentials"] = {
+        "aws_access_key_id": "AKIA123",
+        "aws_secret_access_key": "short",
+        "region": "mars-1",
+        "aws_region": "x",
+    }
     response = client.post(_path(tenant), json=body, headers=with_key(key))
     errors = assert_envelope(response, 400, "INVALID_CREDENTIALS")["errors"]
     assert {error["field"] for error in errors} == {
-        "credential_name", "credentials.aws_access_key_id", "credentials.aws_secret_access_key",
-        "credentials.region", "credentials.aws_region",
+        "credential_name",
+        "credentials.aws_access_key_id",
+        "credentials.aws_secret_access_key",
+        "credentials.region",
+        "credentials.aws_region",
     }
     assert "short" not in response.get_data(as_text=True)
     assert count(app, Credential, tenant_id=tenant.tenant_id) == 0
@@ -130,11 +148,18 @@ def test_wrong_credential_type_and_bad_bodies(client, tenant_and_key):
     tenant, key = tenant_and_key
     body = seed_aws()
     body["credential_type"] = "service_account"
-    errors = assert_envelope(client.post(_path(tenant), json=body, headers=with_key(key)),
-                             400, "INVALID_CREDENTIALS")["errors"]
+    errors = assert_envelope(client.post(_path(tenant), json=body, headers=with_key(key)), 400, "INVALID_CREDENTIALS")[
+        "errors"
+    ]
     assert [error["field"] for error in errors] == ["credential_type"]
-    for bad in ({**seed_aws(), "provider": "oracle"}, {**seed_aws(), "credentials": "text"},
-                {**seed_aws(), "extra": 1}, {"provider": "aws"}, [], "x"):
+    for bad in (
+        {**seed_aws(), "provider": "oracle"},
+        {**seed_aws(), "credentials": "text"},
+        {**seed_aws(), "extra": 1},
+        {"provider": "aws"},
+        [],
+        "x",
+    ):
         response = send_json(client, "post", _path(tenant), bad, with_key(key))
         assert_envelope(response, 400, "VALIDATION_ERROR")
     response = client.post(_path(tenant), data="{}", content_type="text/plain", headers=with_key(key))
@@ -166,8 +191,10 @@ def test_delete_removes_it_from_the_list(client, app, tenant_and_key):
     created = _add(client, tenant, key, seed_aws())
     response = client.delete(_path(tenant, f"/{created['credential_id']}"), headers=with_key(key))
     assert response.status_code == 200, response.get_json()
-    assert response.get_json() == {"credential_id": created["credential_id"],
-                                   "message": "Credentials deleted successfully"}
+    assert response.get_json() == {
+        "credential_id": created["credential_id"],
+        "message": "Credentials deleted successfully",
+    }
     assert client.get(_path(tenant), headers=with_key(key)).get_json()["credentials"] == []
     assert fetch(app, Credential, created["credential_id"]).deleted_at is not None
     # Deleted: gone for every route.
@@ -223,10 +250,16 @@ def test_writes_need_credentials_write(client, app, make_tenant, scopes):
     _, reader = issue_key(app, tenant, scopes=scopes)
     created = _add(client, tenant, writer, seed_aws())
     assert_envelope(client.post(_path(tenant), json=seed_aws(), headers=with_key(reader)), 403, "INSUFFICIENT_SCOPE")
-    assert_envelope(client.delete(_path(tenant, f"/{created['credential_id']}"), headers=with_key(reader)),
-                    403, "INSUFFICIENT_SCOPE")
-    assert_envelope(client.post(_path(tenant, f"/{created['credential_id']}/validate"), headers=with_key(reader)),
-                    403, "INSUFFICIENT_SCOPE")
+    assert_envelope(
+        client.delete(_path(tenant, f"/{created['credential_id']}"), headers=with_key(reader)),
+        403,
+        "INSUFFICIENT_SCOPE",
+    )
+    assert_envelope(
+        client.post(_path(tenant, f"/{created['credential_id']}/validate"), headers=with_key(reader)),
+        403,
+        "INSUFFICIENT_SCOPE",
+    )
     assert count(app, Credential, tenant_id=tenant.tenant_id) == 1
     assert fetch(app, Credential, created["credential_id"]).deleted_at is None
 
@@ -265,8 +298,9 @@ def test_cross_tenant(client, app, make_tenant):
 
     # B's credential id under A's own path: not found, and nothing happens to it.
     assert_envelope(client.delete(_path(tenant_a, f"/{b_cred}"), headers=with_key(key_a)), 404, "RESOURCE_NOT_FOUND")
-    assert_envelope(client.post(_path(tenant_a, f"/{b_cred}/validate"), headers=with_key(key_a)),
-                    404, "RESOURCE_NOT_FOUND")
+    assert_envelope(
+        client.post(_path(tenant_a, f"/{b_cred}/validate"), headers=with_key(key_a)), 404, "RESOURCE_NOT_FOUND"
+    )
     assert client.get(_path(tenant_a), headers=with_key(key_a)).get_json()["credentials"] == []
     stored = fetch(app, Credential, b_cred)
     assert stored.deleted_at is None and stored.is_active is True
@@ -283,8 +317,9 @@ def test_secret_is_not_in_the_raw_database_column(client, app, tenant_and_key):
             text("SELECT ciphertext, identity, fingerprint, name FROM credentials WHERE tenant_id = :t"),
             {"t": tenant.tenant_id},
         ).all()
-        audit_details = [json.dumps(event.details) for event in
-                         db.session.query(AuditEvent).filter_by(tenant_id=tenant.tenant_id)]
+        audit_details = [
+            json.dumps(event.details) for event in db.session.query(AuditEvent).filter_by(tenant_id=tenant.tenant_id)
+        ]
     assert len(rows) == len(ids) == 2
     for ciphertext, *plain in rows:
         raw = bytes(ciphertext)

@@ -131,9 +131,11 @@ def test_entitlement_checks_and_usage_reads_work_from_a_warm_cache(cache_client,
     """Their tenant comes from the cache, detached: they must read it by id, never lazily."""
     tenant, _, plaintext = tenant_and_key
     warm(cache_client, tenant.tenant_id, plaintext)
-    for path in (f"/api/v1/entitlements/{tenant.tenant_id}/pipeline_runs",
-                 f"/api/v1/tenants/{tenant.tenant_id}/usage?month=2025-11",
-                 f"/api/v1/tenants/{tenant.tenant_id}/usage/history"):
+    for path in (
+        f"/api/v1/entitlements/{tenant.tenant_id}/pipeline_runs",
+        f"/api/v1/tenants/{tenant.tenant_id}/usage?month=2025-11",
+        f"/api/v1/tenants/{tenant.tenant_id}/usage/history",
+    ):
         for _ in range(2):
             response = cache_client.get(path, headers=with_key(plaintext))
             assert response.status_code == 200, (path, response.get_data(as_text=True)[:300])
@@ -180,8 +182,9 @@ def test_reads_query_the_database_while_redis_is_unreachable(app_without_reachab
     assert len(use.statements) == 1, use.statements
 
 
-def test_reads_query_the_database_from_a_lost_subscription_until_it_is_back(cache_app, cache_client,
-                                                                         tenant_and_key, redis_url, monkeypatch):
+def test_reads_query_the_database_from_a_lost_subscription_until_it_is_back(
+    cache_app, cache_client, tenant_and_key, redis_url, monkeypatch
+):
     import redis
 
     tenant, _, plaintext = tenant_and_key
@@ -208,13 +211,17 @@ def test_reads_query_the_database_from_a_lost_subscription_until_it_is_back(cach
     assert use.statements == []
 
 
-def test_a_write_succeeds_when_its_invalidation_cannot_be_published(app_without_reachable_redis, make_tenant,
-                                                                    caplog):
+def test_a_write_succeeds_when_its_invalidation_cannot_be_published(app_without_reachable_redis, make_tenant, caplog):
     app = app_without_reachable_redis
     tenant = make_tenant()
     _, plaintext = issue_key(app, tenant)
-    response = send_json(app.test_client(), "patch", f"/api/v1/tenants/{tenant.tenant_id}",
-                         {"company_name": "Renamed Ltd"}, with_key(plaintext))
+    response = send_json(
+        app.test_client(),
+        "patch",
+        f"/api/v1/tenants/{tenant.tenant_id}",
+        {"company_name": "Renamed Ltd"},
+        with_key(plaintext),
+    )
     assert response.status_code == 200, response.get_data(as_text=True)
     assert response.get_json()["company_name"] == "Renamed Ltd"
     assert "could not publish the invalidation of 1 tenant(s)" in caplog.text
@@ -226,8 +233,9 @@ def _operator_token_row(app, plaintext):
     from portal.security import hash_token
 
     with app.app_context():
-        return db.session.execute(sa.select(OperatorToken).where(OperatorToken.token_hash == hash_token(plaintext))
-                                  ).scalar_one()
+        return db.session.execute(
+            sa.select(OperatorToken).where(OperatorToken.token_hash == hash_token(plaintext))
+        ).scalar_one()
 
 
 def test_warm_operator_reads_do_not_look_the_token_up(cache_client, cache_app, tenant_and_key):
@@ -259,8 +267,9 @@ def test_revoking_an_operator_token_refuses_the_next_get(cache_app, cache_client
 
 def _revoke_unannounced(app, token_id):
     with app.app_context():  # revoked behind the ORM's back: nothing announced
-        db.session.execute(sa.text("UPDATE operator_tokens SET revoked_at = CURRENT_TIMESTAMP WHERE id = :id"),
-                           {"id": token_id})
+        db.session.execute(
+            sa.text("UPDATE operator_tokens SET revoked_at = CURRENT_TIMESTAMP WHERE id = :id"), {"id": token_id}
+        )
         db.session.commit()
 
 
@@ -273,8 +282,9 @@ def test_a_write_always_checks_the_operator_token_in_the_database(cache_app, cac
     _revoke_unannounced(cache_app, _operator_token_row(cache_app, plaintext).id)
     assert cache_client.get(url, headers=bearer(plaintext)).status_code == 200  # the cached read
     grant = {"tenant_id": tenant.tenant_id, "amount": 500, "reason": "after revoke"}
-    assert_envelope(send_json(cache_client, "post", "/api/v1/credits/grant", grant, bearer(plaintext)), 401,
-                    "INVALID_API_KEY")
+    assert_envelope(
+        send_json(cache_client, "post", "/api/v1/credits/grant", grant, bearer(plaintext)), 401, "INVALID_API_KEY"
+    )
 
 
 def test_usage_ingestion_authenticates_from_the_cache_like_a_read(cache_app, cache_client, tenant_and_key):
@@ -331,8 +341,7 @@ def test_an_entry_older_than_its_lifetime_is_read_again(cache_client, tenant_and
 # --- changes are seen at once -------------------------------------------------------------
 
 
-def test_revoking_the_key_in_the_portal_refuses_the_next_get(cache_app, cache_client, tenant_and_key, make_user,
-                                                             login):
+def test_revoking_the_key_in_the_portal_refuses_the_next_get(cache_app, cache_client, tenant_and_key, make_user, login):
     tenant, key, plaintext = tenant_and_key
     warm(cache_client, tenant.tenant_id, plaintext)
     browser = cache_app.test_client()
@@ -345,8 +354,13 @@ def test_revoking_the_key_through_the_api_refuses_the_next_get(cache_app, cache_
     tenant, key, plaintext = tenant_and_key
     _, admin_key = issue_key(cache_app, tenant, name="Admin key")
     warm(cache_client, tenant.tenant_id, plaintext)
-    response = send_json(cache_client, "post", f"/api/v1/tenants/{tenant.tenant_id}/api-keys/{key.id}/revoke",
-                         {"revocation_reason": "rotated"}, with_key(admin_key))
+    response = send_json(
+        cache_client,
+        "post",
+        f"/api/v1/tenants/{tenant.tenant_id}/api-keys/{key.id}/revoke",
+        {"revocation_reason": "rotated"},
+        with_key(admin_key),
+    )
     assert response.status_code == 200, response.get_data(as_text=True)
     assert_envelope(get_tenant(cache_client, tenant.tenant_id, plaintext), 401, "INVALID_API_KEY")
     # The key that revoked it, cached as well, still works.
@@ -358,8 +372,13 @@ def test_suspending_the_tenant_refuses_the_next_get_of_a_closed_endpoint(cache_a
     keys_url = f"/api/v1/tenants/{tenant.tenant_id}/api-keys"
     warm(cache_client, tenant.tenant_id, plaintext)
     assert cache_client.get(keys_url, headers=with_key(plaintext)).status_code == 200
-    response = send_json(cache_client, "post", f"/api/v1/tenants/{tenant.tenant_id}/suspend",
-                         {"reason": "payment_failed"}, bearer(operator_token(cache_app)))
+    response = send_json(
+        cache_client,
+        "post",
+        f"/api/v1/tenants/{tenant.tenant_id}/suspend",
+        {"reason": "payment_failed"},
+        bearer(operator_token(cache_app)),
+    )
     assert response.status_code == 200, response.get_data(as_text=True)
     assert_envelope(cache_client.get(keys_url, headers=with_key(plaintext)), 403, "CUSTOMER_SUSPENDED")
     assert get_tenant(cache_client, tenant.tenant_id, plaintext).get_json()["status"] == "suspended"
@@ -368,8 +387,13 @@ def test_suspending_the_tenant_refuses_the_next_get_of_a_closed_endpoint(cache_a
 def test_a_new_company_name_is_visible_on_the_next_get(cache_client, tenant_and_key):
     tenant, _, plaintext = tenant_and_key
     warm(cache_client, tenant.tenant_id, plaintext)
-    response = send_json(cache_client, "patch", f"/api/v1/tenants/{tenant.tenant_id}",
-                         {"company_name": "Renamed Ltd", "metadata": {"tier": "gold"}}, with_key(plaintext))
+    response = send_json(
+        cache_client,
+        "patch",
+        f"/api/v1/tenants/{tenant.tenant_id}",
+        {"company_name": "Renamed Ltd", "metadata": {"tier": "gold"}},
+        with_key(plaintext),
+    )
     assert response.status_code == 200, response.get_data(as_text=True)
     body = get_tenant(cache_client, tenant.tenant_id, plaintext).get_json()
     assert body["company_name"] == "Renamed Ltd"
@@ -392,12 +416,19 @@ def test_a_write_always_checks_the_key_in_the_database(cache_app, cache_client, 
     # Revoked behind the ORM's back: no commit hook sees it, so nothing is announced (the
     # cache's lifetime covers that case for reads).
     with cache_app.app_context():
-        db.session.execute(sa.text("UPDATE api_keys SET revoked_at = :now WHERE id = :id"),
-                           {"now": utcnow().replace(tzinfo=None), "id": key.id})
+        db.session.execute(
+            sa.text("UPDATE api_keys SET revoked_at = :now WHERE id = :id"),
+            {"now": utcnow().replace(tzinfo=None), "id": key.id},
+        )
         db.session.commit()
     assert get_tenant(cache_client, tenant.tenant_id, plaintext).status_code == 200  # a read, from the cache
-    response = send_json(cache_client, "post", f"/api/v1/tenants/{tenant.tenant_id}/api-keys",
-                         {"key_name": "sneaky"}, with_key(plaintext))
+    response = send_json(
+        cache_client,
+        "post",
+        f"/api/v1/tenants/{tenant.tenant_id}/api-keys",
+        {"key_name": "sneaky"},
+        with_key(plaintext),
+    )
     assert_envelope(response, 401, "INVALID_API_KEY")
 
 
@@ -424,8 +455,7 @@ def test_a_rolled_back_change_announces_nothing(cache_app, cache_client, tenant_
     assert use.statements == []
 
 
-def test_an_invalidation_during_a_lookup_keeps_that_lookup_out_of_the_cache(cache_app, cache_client,
-                                                                            tenant_and_key):
+def test_an_invalidation_during_a_lookup_keeps_that_lookup_out_of_the_cache(cache_app, cache_client, tenant_and_key):
     tenant, _, plaintext = tenant_and_key
     cache = key_cache.active_cache(cache_app)
     cache.evict({tenant.tenant_id})
@@ -444,8 +474,7 @@ def test_an_invalidation_during_a_lookup_keeps_that_lookup_out_of_the_cache(cach
     assert len(use.statements) == 1, "a lookup overtaken by an invalidation must not be cached"
 
 
-def test_last_used_is_still_written_at_most_once_a_minute_from_cached_reads(cache_app, cache_client,
-                                                                            tenant_and_key):
+def test_last_used_is_still_written_at_most_once_a_minute_from_cached_reads(cache_app, cache_client, tenant_and_key):
     tenant, key, plaintext = tenant_and_key
     warm(cache_client, tenant.tenant_id, plaintext)
     with cache_app.app_context():
@@ -482,10 +511,22 @@ def portal_process(tmp_path_factory, redis_url):
     with database("keycache", tmp_path_factory) as database_url:
         app = make_app(database_url, REDIS_URL=redis_url, API_KEY_CACHE_SECONDS=30)
         env = {k: v for k, v in os.environ.items() if k not in ("FLASK_APP", "PORTAL_ENV")}
-        env.update({"DATABASE_URL": database_url, "REDIS_URL": redis_url, "RATELIMIT_ENABLED": "false",
-                    "SECRET_KEY": "test-secret-key", "JOBS_INLINE": "true", "PYTHONPATH": str(ROOT)})
+        env.update(
+            {
+                "DATABASE_URL": database_url,
+                "REDIS_URL": redis_url,
+                "RATELIMIT_ENABLED": "false",
+                "SECRET_KEY": "test-secret-key",
+                "JOBS_INLINE": "true",
+                "PYTHONPATH": str(ROOT),
+            }
+        )
         process = subprocess.Popen(  # noqa: S603 - this interpreter, fixed code
-            [sys.executable, "-c", SERVER], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            [sys.executable, "-c", SERVER],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
         )
         try:
@@ -527,8 +568,9 @@ def test_revoking_in_one_process_refuses_the_key_in_another_within_a_second(port
         # Renamed behind the ORM's back, unannounced: the other process still answers the old
         # name, so what it answers below comes from its cache, not from the database.
         with app.app_context():
-            db.session.execute(sa.text("UPDATE tenants SET company_name = 'Unannounced' WHERE tenant_id = :id"),
-                               {"id": tenant_id})
+            db.session.execute(
+                sa.text("UPDATE tenants SET company_name = 'Unannounced' WHERE tenant_id = :id"), {"id": tenant_id}
+            )
             db.session.commit()
         assert get() == (200, {**cold, "company_name": "Cross Process Ltd"})
 
@@ -576,8 +618,13 @@ def test_an_ingested_event_and_a_suspension_are_seen_by_the_next_check(cache_app
     after = _check(cache_client, tenant.tenant_id, plaintext)
     assert after["usage"]["used"] == before["usage"]["used"] + 2
 
-    response = send_json(cache_client, "post", f"/api/v1/tenants/{tenant.tenant_id}/suspend",
-                         {"reason": "payment_failed"}, bearer(plaintext))
+    response = send_json(
+        cache_client,
+        "post",
+        f"/api/v1/tenants/{tenant.tenant_id}/suspend",
+        {"reason": "payment_failed"},
+        bearer(plaintext),
+    )
     assert response.status_code == 200, response.get_data(as_text=True)
     suspended = _check(cache_client, tenant.tenant_id, plaintext)
     assert (suspended["isAllowed"], suspended["meta"]["reason"]["code"]) == (False, "TENANT_SUSPENDED")
@@ -589,8 +636,13 @@ def test_deleting_events_is_seen_by_the_next_check(cache_app, cache_client, tena
     event = {"tenant_id": tenant.tenant_id, "eventName": "pipeline_run", "eventIdempotencyKey": "gone"}
     assert send_json(cache_client, "post", "/api/v1/events", event, bearer(plaintext)).status_code == 201
     used = _check(cache_client, tenant.tenant_id, plaintext)["usage"]["used"]
-    response = send_json(cache_client, "post", "/api/v1/events/delete-by-refs",
-                         {"tenant_id": tenant.tenant_id, "refs": ["gone"]}, bearer(plaintext))
+    response = send_json(
+        cache_client,
+        "post",
+        "/api/v1/events/delete-by-refs",
+        {"tenant_id": tenant.tenant_id, "refs": ["gone"]},
+        bearer(plaintext),
+    )
     assert response.status_code == 200, response.get_data(as_text=True)
     assert _check(cache_client, tenant.tenant_id, plaintext)["usage"]["used"] == used - 1
 

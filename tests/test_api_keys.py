@@ -24,8 +24,17 @@ SEED_CREATE = {
     "expires_in_days": 90,
 }
 SEED_REVOKE = {"revocation_reason": "Key compromised"}
-LIST_FIELDS = {"api_key_id", "key_name", "prefix", "scopes", "is_active", "expires_at", "last_used_at",
-               "created_at", "revoked_at"}
+LIST_FIELDS = {
+    "api_key_id",
+    "key_name",
+    "prefix",
+    "scopes",
+    "is_active",
+    "expires_at",
+    "last_used_at",
+    "created_at",
+    "revoked_at",
+}
 
 
 @pytest.fixture
@@ -64,15 +73,22 @@ def test_create_key_replays_seed_000(client, app, tenant_and_key):
 def test_create_key_defaults_to_all_scopes_and_90_days(client, tenant_and_key):
     tenant, _, admin = tenant_and_key
     data = client.post(_path(tenant), json={}, headers=with_key(admin)).get_json()
-    assert set(data["scopes"]) == {"pipelines:read", "pipelines:write", "usage:read", "credentials:read",
-                                   "credentials:write", "admin:*"}
+    assert set(data["scopes"]) == {
+        "pipelines:read",
+        "pipelines:write",
+        "usage:read",
+        "credentials:read",
+        "credentials:write",
+        "admin:*",
+    }
     assert data["key_name"] and data["expires_at"].startswith((utcnow() + timedelta(days=90)).date().isoformat())
 
 
 def test_create_key_with_null_expiry_never_expires(client, tenant_and_key):
     tenant, _, admin = tenant_and_key
-    data = client.post(_path(tenant), json={"key_name": "Forever", "expires_in_days": None},
-                       headers=with_key(admin)).get_json()
+    data = client.post(
+        _path(tenant), json={"key_name": "Forever", "expires_in_days": None}, headers=with_key(admin)
+    ).get_json()
     assert data["expires_at"] is None
 
 
@@ -88,15 +104,18 @@ def test_operator_token_creates_lists_and_revokes_keys(client, app, make_tenant)
     assert revoked.status_code == 200
 
 
-@pytest.mark.parametrize("body, field", [
-    ({"scopes": ["root:*"]}, "scopes"),
-    ({"scopes": []}, "scopes"),
-    ({"expires_in_days": 0}, "expires_in_days"),
-    ({"expires_in_days": 3651}, "expires_in_days"),
-    ({"expires_in_days": "90"}, "expires_in_days"),
-    ({"key_name": "k" * 101}, "key_name"),
-    ({"key_name": "x", "extra": 1}, "extra"),
-])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"scopes": ["root:*"]}, "scopes"),
+        ({"scopes": []}, "scopes"),
+        ({"expires_in_days": 0}, "expires_in_days"),
+        ({"expires_in_days": 3651}, "expires_in_days"),
+        ({"expires_in_days": "90"}, "expires_in_days"),
+        ({"key_name": "k" * 101}, "key_name"),
+        ({"key_name": "x", "extra": 1}, "extra"),
+    ],
+)
 def test_create_key_refuses_bad_fields_naming_them(client, app, tenant_and_key, body, field):
     tenant, _, admin = tenant_and_key
     before = count(app, ApiKey, tenant_id=tenant.tenant_id)
@@ -128,8 +147,14 @@ def test_list_keys_paginates(client, app, tenant_and_key):
     first = client.get(_path(tenant) + "?page=1&page_size=2", headers=with_key(admin)).get_json()
     last = client.get(_path(tenant) + "?page=3&page_size=2", headers=with_key(admin)).get_json()
     assert len(first["api_keys"]) == 2 and len(last["api_keys"]) == 1
-    assert first["pagination"] == {"page": 1, "page_size": 2, "total_items": 5, "total_pages": 3,
-                                   "has_next": True, "has_previous": False}
+    assert first["pagination"] == {
+        "page": 1,
+        "page_size": 2,
+        "total_items": 5,
+        "total_pages": 3,
+        "has_next": True,
+        "has_previous": False,
+    }
     assert last["pagination"]["has_next"] is False
     assert_envelope(client.get(_path(tenant) + "?page_size=101", headers=with_key(admin)), 400)
 
@@ -154,13 +179,18 @@ def test_revoke_replays_seed_000_and_the_key_stops_working(client, app, tenant_a
     response = client.post(_path(tenant, f"/{victim.id}/revoke"), json=SEED_REVOKE, headers=with_key(admin))
     assert response.status_code == 200, response.get_json()
     data = response.get_json()
-    assert data == {"api_key_id": victim.id, "is_active": False, "revoked_at": data["revoked_at"],
-                    "message": "API key revoked successfully"}
+    assert data == {
+        "api_key_id": victim.id,
+        "is_active": False,
+        "revoked_at": data["revoked_at"],
+        "message": "API key revoked successfully",
+    }
     assert data["revoked_at"]
     assert fetch(app, ApiKey, victim.id).revoked_reason == "Key compromised"
     assert_envelope(client.get(_path(tenant), headers=with_key(victim_plain)), 401, "INVALID_API_KEY")
-    assert_envelope(client.get(f"/api/v1/tenants/{tenant.tenant_id}", headers=bearer(victim_plain)), 401,
-                    "INVALID_API_KEY")
+    assert_envelope(
+        client.get(f"/api/v1/tenants/{tenant.tenant_id}", headers=bearer(victim_plain)), 401, "INVALID_API_KEY"
+    )
 
 
 def test_revoke_without_a_body_or_reason_works(client, app, tenant_and_key):
@@ -175,16 +205,18 @@ def test_revoking_twice_is_409(client, app, tenant_and_key):
     victim, _ = issue_key(app, tenant)
     client.post(_path(tenant, f"/{victim.id}/revoke"), json=SEED_REVOKE, headers=with_key(admin))
     first = fetch(app, ApiKey, victim.id).revoked_at
-    error = assert_envelope(client.post(_path(tenant, f"/{victim.id}/revoke"), json={}, headers=with_key(admin)),
-                            409, "CONFLICT")
+    error = assert_envelope(
+        client.post(_path(tenant, f"/{victim.id}/revoke"), json={}, headers=with_key(admin)), 409, "CONFLICT"
+    )
     assert "already revoked" in error["detail"]
     assert fetch(app, ApiKey, victim.id).revoked_at == first
 
 
 def test_revoking_an_unknown_key_is_404(client, tenant_and_key):
     tenant, _, admin = tenant_and_key
-    assert_envelope(client.post(_path(tenant, "/key_nope/revoke"), json={}, headers=with_key(admin)), 404,
-                    "RESOURCE_NOT_FOUND")
+    assert_envelope(
+        client.post(_path(tenant, "/key_nope/revoke"), json={}, headers=with_key(admin)), 404, "RESOURCE_NOT_FOUND"
+    )
 
 
 def test_an_expired_key_is_401_invalid_api_key(client, app, tenant_and_key):
@@ -201,8 +233,9 @@ def test_an_expired_key_is_401_invalid_api_key(client, app, tenant_and_key):
 
 def test_writes_need_admin_scope_and_name_it(client, app, tenant_and_key):
     tenant, victim, _ = tenant_and_key
-    _, narrow = issue_key(app, tenant, scopes=["pipelines:read", "pipelines:write", "usage:read",
-                                               "credentials:read", "credentials:write"])
+    _, narrow = issue_key(
+        app, tenant, scopes=["pipelines:read", "pipelines:write", "usage:read", "credentials:read", "credentials:write"]
+    )
     before = count(app, ApiKey, tenant_id=tenant.tenant_id)
     for path, body in [(_path(tenant), SEED_CREATE), (_path(tenant, f"/{victim.id}/revoke"), SEED_REVOKE)]:
         error = assert_envelope(client.post(path, json=body, headers=with_key(narrow)), 403, "INSUFFICIENT_SCOPE")
@@ -233,8 +266,11 @@ def test_another_tenants_key_id_under_your_own_path_is_404(client, app, make_ten
     a, b = make_tenant(), make_tenant()
     _, key_a = issue_key(app, a)
     key_b, plain_b = issue_key(app, b)
-    error = assert_envelope(client.post(_path(a, f"/{key_b.id}/revoke"), json=SEED_REVOKE, headers=with_key(key_a)),
-                            404, "RESOURCE_NOT_FOUND")
+    error = assert_envelope(
+        client.post(_path(a, f"/{key_b.id}/revoke"), json=SEED_REVOKE, headers=with_key(key_a)),
+        404,
+        "RESOURCE_NOT_FOUND",
+    )
     assert error["detail"] == "API key not found"
     assert fetch(app, ApiKey, key_b.id).revoked_at is None
     assert client.get(_path(b), headers=with_key(plain_b)).status_code == 200
@@ -243,10 +279,14 @@ def test_another_tenants_key_id_under_your_own_path_is_404(client, app, make_ten
 def test_a_suspended_tenants_key_is_refused_for_keys(client, app, make_tenant):
     tenant = make_tenant(status="suspended")
     victim, plaintext = issue_key(app, tenant)
-    for method, path, body in [("get", _path(tenant), None), ("post", _path(tenant), SEED_CREATE),
-                               ("post", _path(tenant, f"/{victim.id}/revoke"), SEED_REVOKE)]:
-        assert_envelope(getattr(client, method)(path, json=body, headers=with_key(plaintext)), 403,
-                        "CUSTOMER_SUSPENDED")
+    for method, path, body in [
+        ("get", _path(tenant), None),
+        ("post", _path(tenant), SEED_CREATE),
+        ("post", _path(tenant, f"/{victim.id}/revoke"), SEED_REVOKE),
+    ]:
+        assert_envelope(
+            getattr(client, method)(path, json=body, headers=with_key(plaintext)), 403, "CUSTOMER_SUSPENDED"
+        )
     assert count(app, ApiKey, tenant_id=tenant.tenant_id) == 1
     assert client.get(f"/api/v1/tenants/{tenant.tenant_id}", headers=with_key(plaintext)).status_code == 200
 
@@ -271,11 +311,14 @@ def test_hostile_revoke_bodies_give_4xx_and_revoke_nothing(client, app, tenant_a
     assert fetch(app, ApiKey, victim.id).revoked_at is None
 
 
-@pytest.mark.parametrize("raw, content_type, status", [
-    ("{nope", "application/json", 400),
-    ('{"key_name": "x"}', "text/plain", 415),
-    ("key_name=x", "application/x-www-form-urlencoded", 415),
-])
+@pytest.mark.parametrize(
+    "raw, content_type, status",
+    [
+        ("{nope", "application/json", 400),
+        ('{"key_name": "x"}', "text/plain", 415),
+        ("key_name=x", "application/x-www-form-urlencoded", 415),
+    ],
+)
 def test_non_json_create_bodies_give_envelopes(client, app, tenant_and_key, raw, content_type, status):
     tenant, _, admin = tenant_and_key
     before = count(app, ApiKey, tenant_id=tenant.tenant_id)
@@ -286,8 +329,9 @@ def test_non_json_create_bodies_give_envelopes(client, app, tenant_and_key, raw,
 def test_oversize_create_body_is_413(client, app, tenant_and_key):
     tenant, _, admin = tenant_and_key
     huge = '{"key_name": "' + "x" * (app.config["MAX_CONTENT_LENGTH"] + 1) + '"}'
-    assert_envelope(client.post(_path(tenant), data=huge, content_type="application/json",
-                                headers=with_key(admin)), 413)
+    assert_envelope(
+        client.post(_path(tenant), data=huge, content_type="application/json", headers=with_key(admin)), 413
+    )
 
 
 def test_key_changes_are_audited_with_the_key_as_actor(client, app, tenant_and_key):

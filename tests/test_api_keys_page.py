@@ -38,8 +38,12 @@ def stored_keys(app, tenant) -> list[ApiKey]:
 
 
 def new_key(name="CI pipeline", scopes=None, expires_in_days="90", **extra) -> dict:
-    return {"key_name": name, "scopes": ALL_SCOPES if scopes is None else scopes,
-            "expires_in_days": expires_in_days, **extra}
+    return {
+        "key_name": name,
+        "scopes": ALL_SCOPES if scopes is None else scopes,
+        "expires_in_days": expires_in_days,
+        **extra,
+    }
 
 
 def create_key(client, **form) -> str:
@@ -115,7 +119,7 @@ def test_key_managers_can_create_and_revoke(app, client, team, login, role):
     response = client.post(f"/api-keys/{key_id(app, secret)}/revoke", data={"reason": "rotated"})
     assert response.status_code == 303
     page = client.get(response.headers["Location"]).get_data(as_text=True)
-    assert f"The key “{role} key” ({secret[:len(secret) - 37]}…) was revoked." in flashes(page)
+    assert f"The key “{role} key” ({secret[: len(secret) - 37]}…) was revoked." in flashes(page)
     assert shown_keys(page) == {f"{role} key": "revoked"}
     assert "rotated" in page
 
@@ -164,9 +168,15 @@ def test_created_key_works_against_the_api_until_it_is_revoked(app, client, tena
     [key] = stored_keys(app, tenant)
     assert key.revoked_reason == "leaked"
     with app.app_context():
-        actions = db.session.execute(
-            select(AuditEvent.action).where(AuditEvent.tenant_id == tenant.tenant_id, AuditEvent.action.like("api_key.%"))
-        ).scalars().all()
+        actions = (
+            db.session.execute(
+                select(AuditEvent.action).where(
+                    AuditEvent.tenant_id == tenant.tenant_id, AuditEvent.action.like("api_key.%")
+                )
+            )
+            .scalars()
+            .all()
+        )
     assert sorted(actions) == ["api_key.created", "api_key.revoked"]
 
 
@@ -203,24 +213,30 @@ def test_expired_key_shows_as_expired_and_stops_working(app, client, tenant, tea
         key.expires_at = utcnow() - timedelta(minutes=1)
         db.session.commit()
     assert shown_keys(client.get("/api-keys").get_data(as_text=True)) == {"Old key": "expired"}
-    assert app.test_client().get(f"/api/v1/tenants/{tenant.tenant_id}", headers={"X-API-Key": secret}).status_code == 401
+    assert (
+        app.test_client().get(f"/api/v1/tenants/{tenant.tenant_id}", headers={"X-API-Key": secret}).status_code == 401
+    )
 
 
 # --- invalid input -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("form", "field", "message"), [
-    ({"scopes": []}, "scopes", "Choose at least one scope."),
-    ({"scopes": ["pipelines:read", "root:*"]}, "scopes", "Unknown scope(s): root:*."),
-    ({"expires_in_days": "0"}, "expires_in_days", "Enter a number of days from 1 to 3650."),
-    ({"expires_in_days": "3651"}, "expires_in_days", "Enter a number of days from 1 to 3650."),
-    ({"expires_in_days": "soon"}, "expires_in_days", "Enter a whole number of days from 1 to 3650."),
-    ({"expires_in_days": ""}, "expires_in_days", "Enter a number of days, or tick “Never expires”."),
-    ({"name": "k" * 101}, "key_name", "Use at most 100 characters."),
-    ({"name": "   "}, "key_name", "Give the key a name you will recognise later."),
-])
+@pytest.mark.parametrize(
+    ("form", "field", "message"),
+    [
+        ({"scopes": []}, "scopes", "Choose at least one scope."),
+        ({"scopes": ["pipelines:read", "root:*"]}, "scopes", "Unknown scope(s): root:*."),
+        ({"expires_in_days": "0"}, "expires_in_days", "Enter a number of days from 1 to 3650."),
+        ({"expires_in_days": "3651"}, "expires_in_days", "Enter a number of days from 1 to 3650."),
+        ({"expires_in_days": "soon"}, "expires_in_days", "Enter a whole number of days from 1 to 3650."),
+        ({"expires_in_days": ""}, "expires_in_days", "Enter a number of days, or tick “Never expires”."),
+        ({"name": "k" * 101}, "key_name", "Use at most 100 characters."),
+        ({"name": "   "}, "key_name", "Give the key a name you will recognise later."),
+    ],
+)
 def test_invalid_key_form_shows_the_message_beside_the_field_and_stores_nothing(
-        app, client, tenant, team, login, form, field, message):
+    app, client, tenant, team, login, form, field, message
+):
     login(client, team["developer"])
     response = client.post("/api-keys", data=new_key(**form))
     page = response.get_data(as_text=True)
@@ -232,8 +248,9 @@ def test_invalid_key_form_shows_the_message_beside_the_field_and_stores_nothing(
 
 def test_invalid_key_form_keeps_what_was_typed(client, team, login):
     login(client, team["developer"])
-    page = client.post("/api-keys", data=new_key(name="Typed name", scopes=["usage:read"], expires_in_days="0")) \
-        .get_data(as_text=True)
+    page = client.post(
+        "/api-keys", data=new_key(name="Typed name", scopes=["usage:read"], expires_in_days="0")
+    ).get_data(as_text=True)
     assert 'value="Typed name"' in page
     assert '<input type="checkbox" name="scopes" value="usage:read" checked>' in page
     assert '<input type="checkbox" name="scopes" value="admin:*" >' in page
@@ -260,7 +277,9 @@ def test_revoking_twice_says_it_is_already_revoked(app, client, team, login):
     url = f"/api-keys/{key_id(app, secret)}/revoke"
     client.post(url, data={"reason": "first"})
     response = client.post(url, data={"reason": "second"})
-    assert "This API key is already revoked." in flashes(client.get(response.headers["Location"]).get_data(as_text=True))
+    assert "This API key is already revoked." in flashes(
+        client.get(response.headers["Location"]).get_data(as_text=True)
+    )
 
 
 # --- htmx --------------------------------------------------------------------------------
@@ -271,7 +290,7 @@ def test_htmx_create_gets_the_key_and_the_list_as_fragments(client, team, login)
     response = client.post("/api-keys", data=new_key(name="Via htmx"), headers=HTMX)
     page = response.get_data(as_text=True)
     assert response.status_code == 200 and "HX-Request" in response.headers["Vary"]
-    assert "<header class=\"site" not in page and "<h1>" not in page
+    assert '<header class="site' not in page and "<h1>" not in page
     assert page.lstrip().startswith('<section id="create-key">')
     assert shown_secret(page)
     assert '<section id="api-keys-list" hx-swap-oob="true">' in page
@@ -331,5 +350,11 @@ def test_suspended_tenant_sees_its_keys_but_cannot_create_or_revoke(app, client,
     assert client.post("/api-keys", data=new_key(name="After")).status_code == 403
     assert client.post(f"/api-keys/{key_id(app, secret)}/revoke", data={"reason": "x"}).status_code == 403
     with app.app_context():
-        assert db.session.scalar(select(func.count()).select_from(ApiKey)
-                                 .where(ApiKey.tenant_id == tenant.tenant_id, ApiKey.revoked_at.is_(None))) == 1
+        assert (
+            db.session.scalar(
+                select(func.count())
+                .select_from(ApiKey)
+                .where(ApiKey.tenant_id == tenant.tenant_id, ApiKey.revoked_at.is_(None))
+            )
+            == 1
+        )

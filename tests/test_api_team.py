@@ -48,8 +48,9 @@ def _membership(app, tenant, user_id):
 
 def test_invite_replays_seed_000(client, app, tenant_and_key, outbox):
     tenant, plaintext = tenant_and_key
-    response = client.post(f"/api/v1/tenants/{tenant.tenant_id}/invitations", json=SEED_INVITE,
-                           headers=with_key(plaintext))
+    response = client.post(
+        f"/api/v1/tenants/{tenant.tenant_id}/invitations", json=SEED_INVITE, headers=with_key(plaintext)
+    )
     assert response.status_code == 200, response.get_json()
     data = response.get_json()
     assert data["invited_email"] == "developer@acmecorp.com"
@@ -66,23 +67,30 @@ def test_invite_replays_seed_000(client, app, tenant_and_key, outbox):
 def test_invite_by_operator_token_defaults_to_seven_days(client, app, make_tenant):
     tenant = make_tenant()
     body = {"invited_email": "viewer@acmecorp.com", "role": "viewer"}
-    data = client.post(f"/api/v1/tenants/{tenant.tenant_id}/invitations", json=body,
-                       headers=bearer(operator_token(app))).get_json()
+    data = client.post(
+        f"/api/v1/tenants/{tenant.tenant_id}/invitations", json=body, headers=bearer(operator_token(app))
+    ).get_json()
     assert data["expires_at"].startswith((utcnow() + timedelta(days=7)).date().isoformat())
 
 
-@pytest.mark.parametrize("body, field", [
-    ({"invited_email": "x@example.com", "role": "owner"}, "role"),
-    ({"invited_email": "x@example.com", "role": "superuser"}, "role"),
-    ({"invited_email": "not-an-email", "role": "viewer"}, "invited_email"),
-    ({"role": "viewer"}, "invited_email"),
-    ({"invited_email": "x@example.com", "role": "viewer", "expires_in_days": 31}, "expires_in_days"),
-    ({"invited_email": "x@example.com", "role": "viewer", "expires_in_days": 0}, "expires_in_days"),
-])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"invited_email": "x@example.com", "role": "owner"}, "role"),
+        ({"invited_email": "x@example.com", "role": "superuser"}, "role"),
+        ({"invited_email": "not-an-email", "role": "viewer"}, "invited_email"),
+        ({"role": "viewer"}, "invited_email"),
+        ({"invited_email": "x@example.com", "role": "viewer", "expires_in_days": 31}, "expires_in_days"),
+        ({"invited_email": "x@example.com", "role": "viewer", "expires_in_days": 0}, "expires_in_days"),
+    ],
+)
 def test_invite_refuses_bad_fields_naming_them(client, app, tenant_and_key, body, field):
     tenant, plaintext = tenant_and_key
-    error = assert_envelope(client.post(f"/api/v1/tenants/{tenant.tenant_id}/invitations", json=body,
-                                        headers=with_key(plaintext)), 400, "VALIDATION_ERROR")
+    error = assert_envelope(
+        client.post(f"/api/v1/tenants/{tenant.tenant_id}/invitations", json=body, headers=with_key(plaintext)),
+        400,
+        "VALIDATION_ERROR",
+    )
     assert error["errors"][0]["field"] == field
     assert count(app, Invitation, tenant_id=tenant.tenant_id) == 0
 
@@ -91,12 +99,17 @@ def test_inviting_a_member_or_a_pending_email_is_409(client, app, tenant_and_key
     tenant, plaintext = tenant_and_key
     member = make_user(tenant, role="viewer")
     path = f"/api/v1/tenants/{tenant.tenant_id}/invitations"
-    error = assert_envelope(client.post(path, json={"invited_email": member.email, "role": "admin"},
-                                        headers=with_key(plaintext)), 409)
+    error = assert_envelope(
+        client.post(path, json={"invited_email": member.email, "role": "admin"}, headers=with_key(plaintext)), 409
+    )
     assert "already a member" in error["detail"]
     pending = _invite(client, tenant, plaintext)
-    error = assert_envelope(client.post(path, json={"invited_email": pending["invited_email"], "role": "admin"},
-                                        headers=with_key(plaintext)), 409)
+    error = assert_envelope(
+        client.post(
+            path, json={"invited_email": pending["invited_email"], "role": "admin"}, headers=with_key(plaintext)
+        ),
+        409,
+    )
     assert "pending invitation" in error["detail"]
     assert count(app, Invitation, tenant_id=tenant.tenant_id) == 1
 
@@ -105,8 +118,9 @@ def test_list_invitations_is_paginated_and_never_shows_tokens(client, app, tenan
     tenant, plaintext = tenant_and_key
     made = [_invite(client, tenant, plaintext) for _ in range(3)]
     _, reader = issue_key(app, tenant, scopes=["pipelines:read"])
-    response = client.get(f"/api/v1/tenants/{tenant.tenant_id}/invitations?page=1&page_size=2",
-                          headers=with_key(reader))
+    response = client.get(
+        f"/api/v1/tenants/{tenant.tenant_id}/invitations?page=1&page_size=2", headers=with_key(reader)
+    )
     assert response.status_code == 200
     data = response.get_json()
     assert len(data["invitations"]) == 2
@@ -127,9 +141,13 @@ def test_accept_replays_seed_000_and_the_person_can_sign_in(client, app, tenant_
     response = anonymous.post(f"/api/v1/invitations/{invitation['invitation_token']}/accept", json=SEED_ACCEPT)
     assert response.status_code == 200, response.get_json()
     data = response.get_json()
-    assert data == {"invitation_id": invitation["invitation_id"], "tenant_id": tenant.tenant_id,
-                    "user_email": invitation["invited_email"], "role": "developer",
-                    "message": "Invitation accepted successfully. You can now log in."}
+    assert data == {
+        "invitation_id": invitation["invitation_id"],
+        "tenant_id": tenant.tenant_id,
+        "user_email": invitation["invited_email"],
+        "role": "developer",
+        "message": "Invitation accepted successfully. You can now log in.",
+    }
     with app.app_context():
         user = db.session.query(User).filter_by(email=invitation["invited_email"]).one()
         assert user.name == "John Doe"
@@ -155,22 +173,30 @@ def test_expired_revoked_and_unknown_tokens_are_refused_clearly(client, app, ten
         db.session.get(Invitation, expired["invitation_id"]).expires_at = utcnow() - timedelta(minutes=1)
         db.session.get(Invitation, revoked["invitation_id"]).status = "revoked"
         db.session.commit()
-    for token, words in [(expired["invitation_token"], "expired"), (revoked["invitation_token"], "revoked"),
-                         ("no-such-token", "not valid"), ("x" * 500, "not valid")]:
+    for token, words in [
+        (expired["invitation_token"], "expired"),
+        (revoked["invitation_token"], "revoked"),
+        ("no-such-token", "not valid"),
+        ("x" * 500, "not valid"),
+    ]:
         error = assert_envelope(client.post(f"/api/v1/invitations/{token}/accept", json=SEED_ACCEPT), 400)
         assert words in error["detail"]
     with app.app_context():
-        assert db.session.query(User).filter(User.email.in_([expired["invited_email"],
-                                                             revoked["invited_email"]])).count() == 0
+        assert (
+            db.session.query(User).filter(User.email.in_([expired["invited_email"], revoked["invited_email"]])).count()
+            == 0
+        )
 
 
-def test_accepting_with_an_existing_account_is_409_sign_in_to_the_portal(client, app, tenant_and_key, make_tenant,
-                                                                        make_user):
+def test_accepting_with_an_existing_account_is_409_sign_in_to_the_portal(
+    client, app, tenant_and_key, make_tenant, make_user
+):
     tenant, plaintext = tenant_and_key
     elsewhere = make_user(make_tenant(), role="viewer")
     invitation = _invite(client, tenant, plaintext, invited_email=elsewhere.email)
-    error = assert_envelope(client.post(f"/api/v1/invitations/{invitation['invitation_token']}/accept",
-                                        json=SEED_ACCEPT), 409)
+    error = assert_envelope(
+        client.post(f"/api/v1/invitations/{invitation['invitation_token']}/accept", json=SEED_ACCEPT), 409
+    )
     assert "Sign in to the portal" in error["detail"]
     assert _membership(app, tenant, elsewhere.user.id) is None
     assert fetch(app, Invitation, invitation["invitation_id"]).status == "pending"
@@ -179,8 +205,9 @@ def test_accepting_with_an_existing_account_is_409_sign_in_to_the_portal(client,
 def test_accept_refuses_a_weak_password_and_keeps_the_invitation(client, app, tenant_and_key):
     tenant, plaintext = tenant_and_key
     invitation = _invite(client, tenant, plaintext)
-    response = client.post(f"/api/v1/invitations/{invitation['invitation_token']}/accept",
-                           json={"user_name": "Jo", "password": "short"})
+    response = client.post(
+        f"/api/v1/invitations/{invitation['invitation_token']}/accept", json={"user_name": "Jo", "password": "short"}
+    )
     assert_envelope(response, 400)
     assert fetch(app, Invitation, invitation["invitation_id"]).status == "pending"
 
@@ -198,8 +225,9 @@ def test_hostile_accept_bodies_give_4xx_and_change_nothing(client, app, tenant_a
 @pytest.mark.parametrize("payload", HOSTILE_JSON)
 def test_hostile_invite_bodies_give_4xx_and_invite_nobody(client, app, tenant_and_key, payload):
     tenant, plaintext = tenant_and_key
-    response = send_json(client, "post", f"/api/v1/tenants/{tenant.tenant_id}/invitations", payload,
-                         with_key(plaintext))
+    response = send_json(
+        client, "post", f"/api/v1/tenants/{tenant.tenant_id}/invitations", payload, with_key(plaintext)
+    )
     assert 400 <= response.status_code < 500
     assert_envelope(response, response.status_code)
     assert count(app, Invitation, tenant_id=tenant.tenant_id) == 0
@@ -208,8 +236,15 @@ def test_hostile_invite_bodies_give_4xx_and_invite_nobody(client, app, tenant_an
 def test_invitation_non_json_and_oversize_bodies(client, app, tenant_and_key):
     tenant, plaintext = tenant_and_key
     path = f"/api/v1/tenants/{tenant.tenant_id}/invitations"
-    assert_envelope(client.post(path, data="invited_email=a@b.co&role=admin",
-                                content_type="application/x-www-form-urlencoded", headers=with_key(plaintext)), 415)
+    assert_envelope(
+        client.post(
+            path,
+            data="invited_email=a@b.co&role=admin",
+            content_type="application/x-www-form-urlencoded",
+            headers=with_key(plaintext),
+        ),
+        415,
+    )
     assert_envelope(client.post(path, data="{", content_type="application/json", headers=with_key(plaintext)), 400)
     huge = '{"invited_email": "' + "a" * (app.config["MAX_CONTENT_LENGTH"] + 1) + '@x.co", "role": "admin"}'
     assert_envelope(client.post(path, data=huge, content_type="application/json", headers=with_key(plaintext)), 413)
@@ -229,8 +264,13 @@ def test_list_members_shows_roles_and_paginates(client, app, make_tenant, make_u
     data = response.get_json()
     by_id = {m["user_id"]: m for m in data["members"]}
     assert by_id[owner.user.id]["role"] == "owner"
-    assert by_id[admin.user.id] == {"user_id": admin.user.id, "email": admin.email, "name": "Ada Admin",
-                                    "role": "admin", "joined_at": by_id[admin.user.id]["joined_at"]}
+    assert by_id[admin.user.id] == {
+        "user_id": admin.user.id,
+        "email": admin.email,
+        "name": "Ada Admin",
+        "role": "admin",
+        "joined_at": by_id[admin.user.id]["joined_at"],
+    }
     assert data["pagination"]["total_items"] == 2
     page = client.get(f"/api/v1/tenants/{tenant.tenant_id}/members?page=2&page_size=1", headers=with_key(reader))
     assert len(page.get_json()["members"]) == 1 and page.get_json()["pagination"]["has_previous"] is True
@@ -240,8 +280,11 @@ def test_list_members_shows_roles_and_paginates(client, app, make_tenant, make_u
 def test_change_a_members_role(client, app, tenant_and_key, make_user):
     tenant, plaintext = tenant_and_key
     member = make_user(tenant, role="viewer")
-    response = client.patch(f"/api/v1/tenants/{tenant.tenant_id}/members/{member.user.id}", json={"role": "admin"},
-                            headers=with_key(plaintext))
+    response = client.patch(
+        f"/api/v1/tenants/{tenant.tenant_id}/members/{member.user.id}",
+        json={"role": "admin"},
+        headers=with_key(plaintext),
+    )
     assert response.status_code == 200, response.get_json()
     assert response.get_json()["role"] == "admin"
     assert _membership(app, tenant, member.user.id).role == "admin"
@@ -254,11 +297,24 @@ def test_the_owners_role_cannot_be_changed_and_nobody_becomes_owner(client, app,
     tenant, plaintext = tenant_and_key
     owner = make_user(tenant, role="owner")
     member = make_user(tenant, role="viewer")
-    error = assert_envelope(client.patch(f"/api/v1/tenants/{tenant.tenant_id}/members/{owner.user.id}",
-                                         json={"role": "viewer"}, headers=with_key(plaintext)), 409)
+    error = assert_envelope(
+        client.patch(
+            f"/api/v1/tenants/{tenant.tenant_id}/members/{owner.user.id}",
+            json={"role": "viewer"},
+            headers=with_key(plaintext),
+        ),
+        409,
+    )
     assert "Transfer ownership" in error["detail"]
-    assert_envelope(client.patch(f"/api/v1/tenants/{tenant.tenant_id}/members/{member.user.id}",
-                                 json={"role": "owner"}, headers=with_key(plaintext)), 400, "VALIDATION_ERROR")
+    assert_envelope(
+        client.patch(
+            f"/api/v1/tenants/{tenant.tenant_id}/members/{member.user.id}",
+            json={"role": "owner"},
+            headers=with_key(plaintext),
+        ),
+        400,
+        "VALIDATION_ERROR",
+    )
     assert _membership(app, tenant, owner.user.id).role == "owner"
     assert _membership(app, tenant, member.user.id).role == "viewer"
 
@@ -269,8 +325,9 @@ def test_remove_a_member_ends_their_sessions(client, app, tenant_and_key, make_u
     browser = app.test_client()
     login(browser, member)
     assert browser.get("/overview").status_code == 200
-    response = client.delete(f"/api/v1/tenants/{tenant.tenant_id}/members/{member.user.id}",
-                             headers=with_key(plaintext))
+    response = client.delete(
+        f"/api/v1/tenants/{tenant.tenant_id}/members/{member.user.id}", headers=with_key(plaintext)
+    )
     assert response.status_code == 200, response.get_json()
     assert response.get_json()["user_id"] == member.user.id
     assert _membership(app, tenant, member.user.id) is None
@@ -285,8 +342,9 @@ def test_remove_a_member_ends_their_sessions(client, app, tenant_and_key, make_u
 def test_the_owner_cannot_be_removed(client, app, tenant_and_key, make_user):
     tenant, plaintext = tenant_and_key
     owner = make_user(tenant, role="owner")
-    error = assert_envelope(client.delete(f"/api/v1/tenants/{tenant.tenant_id}/members/{owner.user.id}",
-                                          headers=with_key(plaintext)), 409)
+    error = assert_envelope(
+        client.delete(f"/api/v1/tenants/{tenant.tenant_id}/members/{owner.user.id}", headers=with_key(plaintext)), 409
+    )
     assert "owner cannot be removed" in error["detail"]
     assert _membership(app, tenant, owner.user.id) is not None
 
@@ -294,9 +352,11 @@ def test_the_owner_cannot_be_removed(client, app, tenant_and_key, make_user):
 def test_unknown_member_is_404(client, tenant_and_key):
     tenant, plaintext = tenant_and_key
     for method in ("patch", "delete"):
-        response = getattr(client, method)(f"/api/v1/tenants/{tenant.tenant_id}/members/usr_nobody",
-                                           json={"role": "admin"} if method == "patch" else None,
-                                           headers=with_key(plaintext))
+        response = getattr(client, method)(
+            f"/api/v1/tenants/{tenant.tenant_id}/members/usr_nobody",
+            json={"role": "admin"} if method == "patch" else None,
+            headers=with_key(plaintext),
+        )
         assert_envelope(response, 404, "RESOURCE_NOT_FOUND")
 
 
@@ -304,8 +364,9 @@ def test_unknown_member_is_404(client, tenant_and_key):
 def test_hostile_role_bodies_give_4xx_and_change_nothing(client, app, tenant_and_key, make_user, payload):
     tenant, plaintext = tenant_and_key
     member = make_user(tenant, role="viewer")
-    response = send_json(client, "patch", f"/api/v1/tenants/{tenant.tenant_id}/members/{member.user.id}", payload,
-                         with_key(plaintext))
+    response = send_json(
+        client, "patch", f"/api/v1/tenants/{tenant.tenant_id}/members/{member.user.id}", payload, with_key(plaintext)
+    )
     assert 400 <= response.status_code < 500
     assert_envelope(response, response.status_code)
     assert _membership(app, tenant, member.user.id).role == "viewer"
@@ -333,8 +394,9 @@ def test_team_writes_need_admin_scope_and_reads_do_not(client, app, make_tenant,
     member = make_user(tenant, role="viewer")
     _, narrow = issue_key(app, tenant, scopes=["pipelines:read", "usage:read", "credentials:write"])
     for method, path, body in _team_writes(tenant, member.user.id):
-        error = assert_envelope(getattr(client, method)(path, json=body, headers=with_key(narrow)), 403,
-                                "INSUFFICIENT_SCOPE")
+        error = assert_envelope(
+            getattr(client, method)(path, json=body, headers=with_key(narrow)), 403, "INSUFFICIENT_SCOPE"
+        )
         assert "admin:*" in error["detail"]
     for method, path, _body in _team_reads(tenant):
         assert getattr(client, method)(path, headers=with_key(narrow)).status_code == 200
@@ -376,8 +438,9 @@ def test_a_suspended_tenants_key_cannot_manage_the_team(client, app, make_tenant
     member = make_user(tenant, role="viewer")
     _, plaintext = issue_key(app, tenant)
     for method, path, body in _team_writes(tenant, member.user.id) + _team_reads(tenant):
-        assert_envelope(getattr(client, method)(path, json=body, headers=with_key(plaintext)), 403,
-                        "CUSTOMER_SUSPENDED")
+        assert_envelope(
+            getattr(client, method)(path, json=body, headers=with_key(plaintext)), 403, "CUSTOMER_SUSPENDED"
+        )
     assert _membership(app, tenant, member.user.id).role == "viewer"
 
 
@@ -394,6 +457,7 @@ def test_operator_token_manages_any_tenants_team(client, app, make_tenant, make_
 def test_the_password_is_never_echoed(client, tenant_and_key):
     tenant, plaintext = tenant_and_key
     invitation = _invite(client, tenant, plaintext)
-    response = client.post(f"/api/v1/invitations/{invitation['invitation_token']}/accept",
-                           json={"user_name": "P", "password": PASSWORD})
+    response = client.post(
+        f"/api/v1/invitations/{invitation['invitation_token']}/accept", json={"user_name": "P", "password": PASSWORD}
+    )
     assert PASSWORD not in response.get_data(as_text=True)

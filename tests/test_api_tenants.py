@@ -132,8 +132,16 @@ def test_get_tenant_returns_the_seed_fields(client, tenant_and_key):
     response = client.get(f"/api/v1/tenants/{tenant.tenant_id}", headers=with_key(plaintext))
     assert response.status_code == 200
     data = response.get_json()
-    for field in ("tenant_id", "company_name", "contact_email", "subscription_plan", "status", "created_at",
-                  "updated_at", "metadata"):
+    for field in (
+        "tenant_id",
+        "company_name",
+        "contact_email",
+        "subscription_plan",
+        "status",
+        "created_at",
+        "updated_at",
+        "metadata",
+    ):
         assert field in data
     assert data["tenant_id"] == tenant.tenant_id and data["status"] == "active"
 
@@ -184,8 +192,11 @@ def test_patch_tenant_by_operator_and_partial_update(client, app, op, make_tenan
 def test_patch_tenant_needs_admin_scope(client, app, make_tenant):
     tenant = make_tenant()
     _, reader = issue_key(app, tenant, scopes=["pipelines:read", "usage:read"])
-    error = assert_envelope(client.patch(f"/api/v1/tenants/{tenant.tenant_id}", json=SEED_PATCH,
-                                         headers=with_key(reader)), 403, "INSUFFICIENT_SCOPE")
+    error = assert_envelope(
+        client.patch(f"/api/v1/tenants/{tenant.tenant_id}", json=SEED_PATCH, headers=with_key(reader)),
+        403,
+        "INSUFFICIENT_SCOPE",
+    )
     assert "admin:*" in error["detail"]
     assert fetch(app, Tenant, tenant.tenant_id).company_name == tenant.company_name
     # Reading needs no particular scope.
@@ -200,19 +211,26 @@ def test_hostile_patch_bodies_give_4xx_envelopes_and_change_nothing(client, app,
     assert_envelope(response, response.status_code)
     stored = fetch(app, Tenant, tenant.tenant_id)
     assert (stored.company_name, stored.contact_email, stored.metadata_json) == (
-        tenant.company_name, tenant.contact_email, tenant.metadata_json)
+        tenant.company_name,
+        tenant.contact_email,
+        tenant.metadata_json,
+    )
 
 
-@pytest.mark.parametrize("raw, content_type, status", [
-    ("{not json", "application/json", 400),
-    ('{"company_name": "X"}', "text/plain", 415),
-    ("company_name=X", "application/x-www-form-urlencoded", 415),
-    (b"\xff\xfe\x00garbage", "application/json", 400),
-])
+@pytest.mark.parametrize(
+    "raw, content_type, status",
+    [
+        ("{not json", "application/json", 400),
+        ('{"company_name": "X"}', "text/plain", 415),
+        ("company_name=X", "application/x-www-form-urlencoded", 415),
+        (b"\xff\xfe\x00garbage", "application/json", 400),
+    ],
+)
 def test_malformed_or_mistyped_bodies_give_envelopes(client, app, tenant_and_key, raw, content_type, status):
     tenant, plaintext = tenant_and_key
-    response = client.patch(f"/api/v1/tenants/{tenant.tenant_id}", data=raw, content_type=content_type,
-                            headers=with_key(plaintext))
+    response = client.patch(
+        f"/api/v1/tenants/{tenant.tenant_id}", data=raw, content_type=content_type, headers=with_key(plaintext)
+    )
     assert_envelope(response, status)
     assert fetch(app, Tenant, tenant.tenant_id).company_name == tenant.company_name
 
@@ -220,8 +238,9 @@ def test_malformed_or_mistyped_bodies_give_envelopes(client, app, tenant_and_key
 def test_a_body_over_max_content_length_is_413(client, app, tenant_and_key):
     tenant, plaintext = tenant_and_key
     huge = '{"company_name": "' + "x" * (app.config["MAX_CONTENT_LENGTH"] + 10) + '"}'
-    response = client.patch(f"/api/v1/tenants/{tenant.tenant_id}", data=huge, content_type="application/json",
-                            headers=with_key(plaintext))
+    response = client.patch(
+        f"/api/v1/tenants/{tenant.tenant_id}", data=huge, content_type="application/json", headers=with_key(plaintext)
+    )
     assert_envelope(response, 413)
     assert fetch(app, Tenant, tenant.tenant_id).company_name == tenant.company_name
 
@@ -243,11 +262,14 @@ def test_a_key_of_tenant_a_naming_tenant_b_is_access_denied(client, app, make_te
     assert stored.company_name == b.company_name and stored.metadata_json == b.metadata_json
 
 
-@pytest.mark.parametrize("method, path, body", [
-    ("get", "/api/v1/admin/tenants", None),
-    ("post", "/api/v1/tenants/{tid}/suspend", SEED_SUSPEND),
-    ("post", "/api/v1/tenants/{tid}/activate", SEED_ACTIVATE),
-])
+@pytest.mark.parametrize(
+    "method, path, body",
+    [
+        ("get", "/api/v1/admin/tenants", None),
+        ("post", "/api/v1/tenants/{tid}/suspend", SEED_SUSPEND),
+        ("post", "/api/v1/tenants/{tid}/activate", SEED_ACTIVATE),
+    ],
+)
 def test_operator_endpoints_refuse_tenant_keys_even_with_admin_scope(client, app, tenant_and_key, method, path, body):
     tenant, plaintext = tenant_and_key
     response = getattr(client, method)(path.format(tid=tenant.tenant_id), json=body, headers=with_key(plaintext))
@@ -266,8 +288,14 @@ def test_admin_list_paginates_filters_and_searches(client, op, make_tenant):
     assert response.status_code == 200
     data = response.get_json()
     assert len(data["tenants"]) == 2
-    assert data["pagination"] == {"page": 1, "page_size": 2, "total_items": 4, "total_pages": 2,
-                                  "has_next": True, "has_previous": False}
+    assert data["pagination"] == {
+        "page": 1,
+        "page_size": 2,
+        "total_items": 4,
+        "total_pages": 2,
+        "has_next": True,
+        "has_previous": False,
+    }
     assert set(data["tenants"][0]) >= {"tenant_id", "company_name", "subscription_plan", "status", "created_at"}
     page2 = client.get(f"/api/v1/admin/tenants?search={marker}&page=2&page_size=2", headers=op).get_json()
     ids = {t["tenant_id"] for t in data["tenants"] + page2["tenants"]}
@@ -280,8 +308,18 @@ def test_admin_list_paginates_filters_and_searches(client, op, make_tenant):
     assert [t["tenant_id"] for t in by_id["tenants"]] == [made[0].tenant_id]
 
 
-@pytest.mark.parametrize("query", ["page_size=101", "page_size=0", "page=0", "page=abc", "status=deleted",
-                                   "subscription_plan=gold", "search=" + "x" * 101])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "page_size=101",
+        "page_size=0",
+        "page=0",
+        "page=abc",
+        "status=deleted",
+        "subscription_plan=gold",
+        "search=" + "x" * 101,
+    ],
+)
 def test_admin_list_refuses_bad_query_parameters(client, op, query):
     assert_envelope(client.get(f"/api/v1/admin/tenants?{query}", headers=op), 400, "VALIDATION_ERROR")
 
@@ -306,8 +344,11 @@ def test_suspend_and_activate_replay_seed_000(client, app, op, make_tenant, outb
     assert outbox(tenant.contact_email), "notify_customer sends an email"
     # The suspended tenant's key still reads its own tenant, but nothing else.
     assert client.get(f"/api/v1/tenants/{tenant.tenant_id}", headers=with_key(plaintext)).status_code == 200
-    assert_envelope(client.patch(f"/api/v1/tenants/{tenant.tenant_id}", json=SEED_PATCH,
-                                 headers=with_key(plaintext)), 403, "CUSTOMER_SUSPENDED")
+    assert_envelope(
+        client.patch(f"/api/v1/tenants/{tenant.tenant_id}", json=SEED_PATCH, headers=with_key(plaintext)),
+        403,
+        "CUSTOMER_SUSPENDED",
+    )
     assert_envelope(client.post(f"/api/v1/tenants/{tenant.tenant_id}/suspend", json=SEED_SUSPEND, headers=op), 409)
 
     response = client.post(f"/api/v1/tenants/{tenant.tenant_id}/activate", json=SEED_ACTIVATE, headers=op)
@@ -318,8 +359,9 @@ def test_suspend_and_activate_replay_seed_000(client, app, op, make_tenant, outb
     assert_envelope(client.post(f"/api/v1/tenants/{tenant.tenant_id}/activate", json=SEED_ACTIVATE, headers=op), 409)
 
 
-@pytest.mark.parametrize("payload", [{"reason": "bored"}, {}, {"reason": "payment_failed", "notify_customer": "yes"}]
-                         + HOSTILE_JSON)
+@pytest.mark.parametrize(
+    "payload", [{"reason": "bored"}, {}, {"reason": "payment_failed", "notify_customer": "yes"}] + HOSTILE_JSON
+)
 def test_suspend_refuses_bad_bodies_and_changes_nothing(client, app, op, make_tenant, payload):
     tenant = make_tenant()
     response = send_json(client, "post", f"/api/v1/tenants/{tenant.tenant_id}/suspend", payload, op)
@@ -338,16 +380,18 @@ def test_suspend_an_unknown_tenant_is_404(client, op):
 def test_api_changes_are_audited_with_the_key_as_actor(client, app, make_tenant):
     tenant = make_tenant()
     key, plaintext = issue_key(app, tenant, name="Deploy bot")
-    client.patch(f"/api/v1/tenants/{tenant.tenant_id}", json={"company_name": "Audited Co"},
-                 headers=with_key(plaintext))
+    client.patch(
+        f"/api/v1/tenants/{tenant.tenant_id}", json={"company_name": "Audited Co"}, headers=with_key(plaintext)
+    )
     with app.app_context():
         event_ = db.session.query(AuditEvent).filter_by(tenant_id=tenant.tenant_id, action="tenant.updated").one()
         assert "Deploy bot" in event_.actor_label and key.prefix in event_.actor_label
         assert event_.actor_user_id is None
 
 
-def test_a_signed_in_browser_session_neither_authenticates_nor_follows_api_calls(client, tenant_and_key,
-                                                                                   make_user, login):
+def test_a_signed_in_browser_session_neither_authenticates_nor_follows_api_calls(
+    client, tenant_and_key, make_user, login
+):
     tenant, plaintext = tenant_and_key
     login(client, make_user(tenant, role="owner"))
     assert_envelope(client.get(f"/api/v1/tenants/{tenant.tenant_id}"), 401, "UNAUTHORIZED")
@@ -359,8 +403,9 @@ def test_a_signed_in_browser_session_neither_authenticates_nor_follows_api_calls
 
 def test_request_id_is_echoed_or_generated(client, tenant_and_key):
     tenant, plaintext = tenant_and_key
-    echoed = client.get(f"/api/v1/tenants/{tenant.tenant_id}", headers={**with_key(plaintext),
-                                                                          "X-Request-ID": "client-42"})
+    echoed = client.get(
+        f"/api/v1/tenants/{tenant.tenant_id}", headers={**with_key(plaintext), "X-Request-ID": "client-42"}
+    )
     assert echoed.headers["X-Request-ID"] == "client-42"
     generated = client.get(f"/api/v1/tenants/{tenant.tenant_id}", headers=with_key(plaintext))
     assert generated.headers["X-Request-ID"].startswith("req_")
@@ -447,11 +492,15 @@ def test_the_limit_is_the_one_of_the_plan_version_the_tenant_subscribes_to(limit
     tenant = make_tenant()
     _, plaintext = issue_key(app, tenant)
     client = limited_app.test_client()
-    assert client.get(f"/api/v1/tenants/{tenant.tenant_id}", headers=with_key(plaintext)).headers[
-        "X-RateLimit-Limit"] == "100"
+    assert (
+        client.get(f"/api/v1/tenants/{tenant.tenant_id}", headers=with_key(plaintext)).headers["X-RateLimit-Limit"]
+        == "100"
+    )
     limit_tenant_to(app, tenant, per_minute=42)  # a plan change is seen by the very next request
-    assert client.get(f"/api/v1/tenants/{tenant.tenant_id}", headers=with_key(plaintext)).headers[
-        "X-RateLimit-Limit"] == "42"
+    assert (
+        client.get(f"/api/v1/tenants/{tenant.tenant_id}", headers=with_key(plaintext)).headers["X-RateLimit-Limit"]
+        == "42"
+    )
 
 
 def test_exceeding_the_rate_limit_is_429_with_retry_after(limited_app, app, make_tenant):
@@ -483,8 +532,9 @@ def test_revoked_and_expired_keys_are_401_invalid_api_key(client, app, make_tena
         db.session.get(ApiKey, expired.id).expires_at = utcnow() - timedelta(seconds=1)
         db.session.commit()
     for plaintext in (revoked_plain, expired_plain):
-        assert_envelope(client.get(f"/api/v1/tenants/{tenant.tenant_id}", headers=with_key(plaintext)), 401,
-                        "INVALID_API_KEY")
+        assert_envelope(
+            client.get(f"/api/v1/tenants/{tenant.tenant_id}", headers=with_key(plaintext)), 401, "INVALID_API_KEY"
+        )
 
 
 def test_cancelled_tenant_is_not_found_for_its_own_key(client, app, make_tenant):

@@ -10,8 +10,17 @@ from tests.api_support import assert_envelope, bearer, issue_key, operator_token
 from tests.usage_support import record
 
 SEED_000_USAGE_FIELDS = {
-    "tenant_id", "usage_month", "pipelines_run_count", "pipelines_running_count", "storage_used_gb",
-    "compute_hours", "api_requests_count", "last_pipeline_run_at", "quota_reset_at", "quotas", "usage_percentages",
+    "tenant_id",
+    "usage_month",
+    "pipelines_run_count",
+    "pipelines_running_count",
+    "storage_used_gb",
+    "compute_hours",
+    "api_requests_count",
+    "last_pipeline_run_at",
+    "quota_reset_at",
+    "quotas",
+    "usage_percentages",
 }
 
 
@@ -52,10 +61,16 @@ def test_another_month_has_no_usage_and_bad_months_are_400(app, client, tenant_w
     headers = bearer(operator_token(app))
     body = client.get(f"/api/v1/tenants/{tenant.tenant_id}/usage?month=2020-01", headers=headers).get_json()
     assert (body["usage_month"], body["pipelines_run_count"], body["quota_reset_at"]) == (
-        "2020-01", 0, "2020-02-01T00:00:00Z")
+        "2020-01",
+        0,
+        "2020-02-01T00:00:00Z",
+    )
     for bad in ("2025-13", "2025-1", "november", "2025-11-01", "0000-01"):
-        body = assert_envelope(client.get(f"/api/v1/tenants/{tenant.tenant_id}/usage?month={bad}", headers=headers),
-                               400, "VALIDATION_ERROR")
+        body = assert_envelope(
+            client.get(f"/api/v1/tenants/{tenant.tenant_id}/usage?month={bad}", headers=headers),
+            400,
+            "VALIDATION_ERROR",
+        )
         assert "YYYY-MM" in body["detail"]
 
 
@@ -66,11 +81,17 @@ def test_usage_history_lists_months_newest_first(app, client, tenant_with_usage)
     assert body["tenant_id"] == tenant.tenant_id
     month = this_month()
     assert [h["month"] for h in body["history"]] == [f"{next_month(month, -i):%Y-%m}" for i in range(6)]
-    assert body["history"][0] == {"month": f"{month:%Y-%m}", "pipelines_run": 450, "storage_used_gb": 24.55,
-                                  "compute_hours": 200.5, "api_requests": 0}
+    assert body["history"][0] == {
+        "month": f"{month:%Y-%m}",
+        "pipelines_run": 450,
+        "storage_used_gb": 24.55,
+        "compute_hours": 200.5,
+        "api_requests": 0,
+    }
     assert all(h["pipelines_run"] == 0 for h in body["history"][1:])
-    body = client.get(f"/api/v1/tenants/{tenant.tenant_id}/usage/history?start_month=2025-06&end_month=2025-11",
-                      headers=headers).get_json()
+    body = client.get(
+        f"/api/v1/tenants/{tenant.tenant_id}/usage/history?start_month=2025-06&end_month=2025-11", headers=headers
+    ).get_json()
     assert [h["month"] for h in body["history"]] == ["2025-11", "2025-10", "2025-09", "2025-08", "2025-07", "2025-06"]
     for query in ("start_month=2025-12&end_month=2025-11", "start_month=2020-01&end_month=2025-11", "end_month=x"):
         assert_envelope(client.get(f"/api/v1/tenants/{tenant.tenant_id}/usage/history?{query}", headers=headers), 400)
@@ -79,8 +100,11 @@ def test_usage_history_lists_months_newest_first(app, client, tenant_with_usage)
 def test_usage_needs_the_usage_scope_and_is_the_tenants_own(app, client, tenant_with_usage, make_tenant):
     tenant, other = tenant_with_usage, make_tenant()
     _, pipelines_only = issue_key(app, tenant, scopes=["pipelines:read"])
-    assert_envelope(client.get(f"/api/v1/tenants/{tenant.tenant_id}/usage", headers=with_key(pipelines_only)),
-                    403, "INSUFFICIENT_SCOPE")
+    assert_envelope(
+        client.get(f"/api/v1/tenants/{tenant.tenant_id}/usage", headers=with_key(pipelines_only)),
+        403,
+        "INSUFFICIENT_SCOPE",
+    )
     _, others_key = issue_key(app, other)
     for path in ("usage", "usage/history"):
         assert_envelope(client.get(f"/api/v1/tenants/{tenant.tenant_id}/{path}", headers=with_key(others_key)), 403)
@@ -97,8 +121,7 @@ def test_every_tenant_key_request_counts_one_api_request(app, client, make_tenan
     headers = bearer(operator_token(app))
     usage = client.get(f"/api/v1/tenants/{tenant.tenant_id}/usage", headers=headers).get_json()
     assert usage["api_requests_count"] == 3
-    assert client.get(f"/api/v1/tenants/{other.tenant_id}/usage", headers=headers).get_json()[
-        "api_requests_count"] == 0
+    assert client.get(f"/api/v1/tenants/{other.tenant_id}/usage", headers=headers).get_json()["api_requests_count"] == 0
 
     # Flushed into events, the count stays what it was (nothing lost, nothing twice).
     from portal.extensions import db
@@ -110,5 +133,6 @@ def test_every_tenant_key_request_counts_one_api_request(app, client, make_tenan
         assert flush() == 0
         rows = db.session.query(UsageEvent).filter_by(tenant_id=tenant.tenant_id, name="api_request").all()
         assert sum(row.quantity for row in rows) == 3
-    assert client.get(f"/api/v1/tenants/{tenant.tenant_id}/usage", headers=headers).get_json()[
-        "api_requests_count"] == 3
+    assert (
+        client.get(f"/api/v1/tenants/{tenant.tenant_id}/usage", headers=headers).get_json()["api_requests_count"] == 3
+    )

@@ -18,8 +18,13 @@ def operator(app):
 
 
 def event(tenant, key="k1", **extra):
-    body = {"tenant_id": tenant.tenant_id, "eventIdempotencyKey": key, "eventName": "pipeline_run",
-            "occurredAt": utcnow().isoformat(), "quantity": 1}
+    body = {
+        "tenant_id": tenant.tenant_id,
+        "eventIdempotencyKey": key,
+        "eventName": "pipeline_run",
+        "occurredAt": utcnow().isoformat(),
+        "quantity": 1,
+    }
     body.update(extra)
     return body
 
@@ -61,13 +66,29 @@ def test_the_same_key_for_another_tenant_is_another_event(app, client, operator,
 
 def test_the_seeds_field_names_are_accepted(app, client, operator, make_tenant):
     tenant = make_tenant()
-    seed_002 = {"customerReferenceId": tenant.tenant_id, "eventIdempotencyKey": "evt_20250115_api",
-                "eventName": "compute_usage", "occurredAt": utcnow().strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "usageUnits": 2.5, "meta": {"model": "gpt-4"}, "featureKey": "compute_hours"}
-    seed_001 = {"tenant_id": tenant.tenant_id, "eventId": "event_12345_unique", "metric": "compute_usage",
-                "quantity": 100, "metadata": {"endpoint": "/v1/users"}}
-    seed_003 = {"customerAlias": tenant.tenant_id, "ref": "4f6cf35x-2c4y", "name": "compute_usage",
-                "timestamp": utcnow().isoformat(), "data": {"key1": "processing_duration"}}
+    seed_002 = {
+        "customerReferenceId": tenant.tenant_id,
+        "eventIdempotencyKey": "evt_20250115_api",
+        "eventName": "compute_usage",
+        "occurredAt": utcnow().strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "usageUnits": 2.5,
+        "meta": {"model": "gpt-4"},
+        "featureKey": "compute_hours",
+    }
+    seed_001 = {
+        "tenant_id": tenant.tenant_id,
+        "eventId": "event_12345_unique",
+        "metric": "compute_usage",
+        "quantity": 100,
+        "metadata": {"endpoint": "/v1/users"},
+    }
+    seed_003 = {
+        "customerAlias": tenant.tenant_id,
+        "ref": "4f6cf35x-2c4y",
+        "name": "compute_usage",
+        "timestamp": utcnow().isoformat(),
+        "data": {"key1": "processing_duration"},
+    }
     for body in (seed_002, seed_001, seed_003):
         response = post(client, operator, body)
         assert response.status_code == 201, response.get_json()
@@ -103,18 +124,21 @@ def test_a_suspended_tenants_events_are_still_recorded(app, client, operator, ma
     assert len(stored(app, tenant)) == 1
 
 
-@pytest.mark.parametrize("change, field, words", [
-    ({"occurredAt": (utcnow() + timedelta(minutes=10)).isoformat()}, "occurredAt", "future"),
-    ({"occurredAt": "yesterday"}, "occurredAt", "ISO 8601"),
-    ({"quantity": -1}, "quantity", "negative"),
-    ({"quantity": "12"}, "quantity", "number"),
-    ({"quantity": True}, "quantity", "number"),
-    ({"eventName": "x" * 129}, "eventName", "128"),
-    ({"eventName": ""}, "eventName", "non-empty"),
-    ({"properties": [1, 2]}, "properties", "object"),
-    ({"properties": {"blob": "x" * 9000}}, "properties", "8,192"),
-    ({"eventIdempotencyKey": "k" * 201}, "eventIdempotencyKey", "200"),
-])
+@pytest.mark.parametrize(
+    "change, field, words",
+    [
+        ({"occurredAt": (utcnow() + timedelta(minutes=10)).isoformat()}, "occurredAt", "future"),
+        ({"occurredAt": "yesterday"}, "occurredAt", "ISO 8601"),
+        ({"quantity": -1}, "quantity", "negative"),
+        ({"quantity": "12"}, "quantity", "number"),
+        ({"quantity": True}, "quantity", "number"),
+        ({"eventName": "x" * 129}, "eventName", "128"),
+        ({"eventName": ""}, "eventName", "non-empty"),
+        ({"properties": [1, 2]}, "properties", "object"),
+        ({"properties": {"blob": "x" * 9000}}, "properties", "8,192"),
+        ({"eventIdempotencyKey": "k" * 201}, "eventIdempotencyKey", "200"),
+    ],
+)
 def test_an_invalid_event_is_refused_with_the_reason(app, client, operator, make_tenant, change, field, words):
     tenant = make_tenant()
     body = assert_envelope(post(client, operator, event(tenant, **change)), 400, "VALIDATION_ERROR")
@@ -154,14 +178,27 @@ def test_a_tenant_key_cannot_post_events(app, client, make_tenant):
 def test_a_batch_stores_the_valid_events_and_reports_each_one(app, client, operator, make_tenant):
     tenant = make_tenant()
     assert post(client, operator, event(tenant, key="old")).status_code == 201
-    events = [event(tenant, key="a"), event(tenant, key="b", quantity=-3), "not an object",
-              event(tenant, key="old"), event(tenant, key="a"), {"tenant_id": "nobody_here", "eventName": "x"},
-              event(tenant, key="c", quantity=2)]
+    events = [
+        event(tenant, key="a"),
+        event(tenant, key="b", quantity=-3),
+        "not an object",
+        event(tenant, key="old"),
+        event(tenant, key="a"),
+        {"tenant_id": "nobody_here", "eventName": "x"},
+        event(tenant, key="c", quantity=2),
+    ]
     response = post(client, operator, {"events": events}, "/api/v1/events/batch")
     assert response.status_code == 200, response.get_json()
     body = response.get_json()
     assert [r["status"] for r in body["results"]] == [
-        "accepted", "rejected", "rejected", "duplicate", "duplicate", "rejected", "accepted"]
+        "accepted",
+        "rejected",
+        "rejected",
+        "duplicate",
+        "duplicate",
+        "rejected",
+        "accepted",
+    ]
     assert (body["accepted"], body["duplicates"], body["rejected"]) == (2, 2, 3)
     assert "negative" in body["results"][1]["reason"]
     assert "unknown tenant" in body["results"][5]["reason"]
@@ -186,8 +223,11 @@ def test_a_full_batch_of_1000_is_stored(app, client, operator, make_tenant):
 
 def test_a_dry_run_validates_and_shows_meters_without_storing(app, client, operator, make_tenant):
     tenant = make_tenant()
-    events = [event(tenant, key="a"), event(tenant, key="b", eventName="compute_usage", quantity=3),
-              event(tenant, key="c", quantity=-1)]
+    events = [
+        event(tenant, key="a"),
+        event(tenant, key="b", eventName="compute_usage", quantity=3),
+        event(tenant, key="c", quantity=-1),
+    ]
     body = post(client, operator, {"events": events}, "/api/v1/events/dry-run").get_json()
     assert (body["valid"], body["rejected"]) == (2, 1)
     assert body["results"][0]["meters"] == [{"key": "pipeline_runs", "value": 1.0}]
@@ -204,14 +244,16 @@ def test_events_are_listed_by_time_name_and_tenant_with_pagination(app, client, 
     batch = [event(tenant, key=f"r{i}", occurredAt=(now + timedelta(seconds=10 * i)).isoformat()) for i in range(5)]
     batch += [event(tenant, key="c1", eventName="compute_usage"), event(other, key="o1")]
     post(client, operator, {"events": batch}, "/api/v1/events/batch")
-    response = client.get(f"/api/v1/events?tenant_id={tenant.tenant_id}&event_name=pipeline_run&page_size=2",
-                          headers=operator)
+    response = client.get(
+        f"/api/v1/events?tenant_id={tenant.tenant_id}&event_name=pipeline_run&page_size=2", headers=operator
+    )
     body = response.get_json()
     assert body["pagination"]["total_items"] == 5 and body["pagination"]["has_next"] is True
     assert [e["ref"] for e in body["events"]] == ["r0", "r1"]
     start = (now + timedelta(seconds=15)).isoformat().replace("+00:00", "Z")
-    body = client.get(f"/api/v1/events?tenant_id={tenant.tenant_id}&start_time={start}&event_name=pipeline_run",
-                      headers=operator).get_json()
+    body = client.get(
+        f"/api/v1/events?tenant_id={tenant.tenant_id}&start_time={start}&event_name=pipeline_run", headers=operator
+    ).get_json()
     assert [e["ref"] for e in body["events"]] == ["r2", "r3", "r4"]
     assert_envelope(client.get("/api/v1/events?start_time=soon", headers=operator), 400)
 
@@ -241,7 +283,6 @@ def test_delete_by_refs_keeps_invoiced_events(app, client, operator, make_tenant
 
 
 # --- concurrency (PostgreSQL) --------------------------------------------------------------
-
 
 
 def test_parallel_posts_of_one_key_store_one_event(committed_app):

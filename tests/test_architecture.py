@@ -54,8 +54,7 @@ def _imports() -> tuple[dict[str, set[str]], list[tuple[str, int, str]]]:
                 if node.level:
                     base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + [base]).strip(".")
                 # `from portal import audit` depends on portal.audit, not on the package portal.
-                names = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in MODULES else base
-                         for alias in node.names]
+                names = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in MODULES else base for alias in node.names]
             for name in names:
                 target = _resolve(name)
                 if target and target != module:
@@ -70,7 +69,8 @@ GRAPH, INNER = _imports()
 
 def _is_entry(module: str) -> bool:
     return module.rpartition(".")[2] == "routes" or any(
-        module == p or module.startswith(p + ".") for p in ENTRY_PACKAGES)
+        module == p or module.startswith(p + ".") for p in ENTRY_PACKAGES
+    )
 
 
 def test_no_import_cycle_between_modules():
@@ -108,8 +108,13 @@ def test_no_import_cycle_between_modules():
 
 
 def test_domain_code_never_imports_an_entry_point():
-    upward = sorted((module, target) for module, targets in GRAPH.items() if not _is_entry(module) and module != "portal"
-                    for target in targets if _is_entry(target))
+    upward = sorted(
+        (module, target)
+        for module, targets in GRAPH.items()
+        if not _is_entry(module) and module != "portal"
+        for target in targets
+        if _is_entry(target)
+    )
     assert upward == []
 
 

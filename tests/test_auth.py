@@ -15,7 +15,6 @@ from tests.conftest import HTMX, PASSWORD, field_error, form_error, link_in, mak
 NEW_PASSWORD = "a brand new passphrase"
 
 
-
 def sign_up_data(**changes) -> dict:
     suffix = uuid.uuid4().hex[:8]
     data = {
@@ -62,7 +61,10 @@ def test_sign_up_creates_the_tenant_and_makes_the_person_its_owner(client, app):
     with app.app_context():
         tenant = db.session.get(Tenant, data["tenant_id"])
         assert (tenant.company_name, tenant.status, tenant.contact_email) == (
-            "Acme Widgets", "active", "fay.founder@acme.example")
+            "Acme Widgets",
+            "active",
+            "fay.founder@acme.example",
+        )
         [membership] = tenant.memberships
         assert membership.role == "owner"
         assert membership.user.email == "fay.founder@acme.example"
@@ -159,7 +161,9 @@ def test_sign_up_with_a_too_short_or_too_long_password_is_refused(client, app, p
     data = sign_up_data(password=password)
     response = client.post("/signup", data=data)
     assert response.status_code == 422
-    assert field_error(response.get_data(as_text=True), "password") == "Field must be between 8 and 256 characters long."
+    assert (
+        field_error(response.get_data(as_text=True), "password") == "Field must be between 8 and 256 characters long."
+    )
     assert user_by_email(app, data["email"]) is None
     assert count(app, Tenant, Tenant.tenant_id == data["tenant_id"]) == 0
 
@@ -221,7 +225,9 @@ def test_sign_up_link_with_a_company_name_prefills_the_suggested_id(client):
 
 
 def test_suggested_tenant_id_is_accepted_by_sign_up(client, app):
-    fragment = client.get("/signup/suggest-id", query_string={"company_name": "Orbit & Co. 2025"}).get_data(as_text=True)
+    fragment = client.get("/signup/suggest-id", query_string={"company_name": "Orbit & Co. 2025"}).get_data(
+        as_text=True
+    )
     suggestion = re.search(r'data-testid="suggested-tenant-id">([^<]+)<', fragment).group(1)
     assert client.post("/signup", data=sign_up_data(tenant_id=suggestion)).status_code == 303
     assert count(app, Tenant, Tenant.tenant_id == suggestion) == 1
@@ -446,7 +452,9 @@ def test_too_short_new_password_is_refused_and_the_link_keeps_working(client, ap
     path = reset_link(outbox, owner.email)
     response = client.post(path, data={"password": "short"})
     assert response.status_code == 422
-    assert field_error(response.get_data(as_text=True), "password") == "Field must be between 8 and 256 characters long."
+    assert (
+        field_error(response.get_data(as_text=True), "password") == "Field must be between 8 and 256 characters long."
+    )
     assert app.test_client().post("/signin", data={"email": owner.email, "password": PASSWORD}).status_code == 303
     assert client.post(path, data={"password": NEW_PASSWORD}).status_code == 303
 
@@ -471,9 +479,12 @@ def test_reset_tokens_are_stored_only_as_hashes(client, app, owner, outbox):
         rows = db.session.execute(text("SELECT * FROM password_resets")).all()
         assert rows
         assert all(token not in str(value) for row in rows for value in row)
-        assert db.session.execute(
-            select(PasswordReset).where(PasswordReset.token_hash == hash_token(token))
-        ).scalar_one_or_none() is not None
+        assert (
+            db.session.execute(
+                select(PasswordReset).where(PasswordReset.token_hash == hash_token(token))
+            ).scalar_one_or_none()
+            is not None
+        )
 
 
 def test_password_reset_is_written_to_the_audit_log(client, app, owner, outbox):
@@ -488,7 +499,9 @@ def test_password_reset_is_written_to_the_audit_log(client, app, owner, outbox):
 
 
 def test_suggested_tenant_id_skips_ids_already_taken(client):
-    assert client.post("/signup", data=sign_up_data(company_name="Orbit Labs", tenant_id="orbit_labs")).status_code == 303
+    assert (
+        client.post("/signup", data=sign_up_data(company_name="Orbit Labs", tenant_id="orbit_labs")).status_code == 303
+    )
     response = client.get("/signup/suggest-id", query_string={"company_name": "ORBIT labs"}, headers=HTMX)
     assert '<code data-testid="suggested-tenant-id">orbit_labs_2</code>' in response.get_data(as_text=True)
 
@@ -497,9 +510,13 @@ def test_the_database_refuses_a_tenant_id_differing_only_in_case(app):
     from sqlalchemy.exc import IntegrityError
 
     with app.app_context():
-        db.session.add(Tenant(tenant_id="casecheck", company_name="One", contact_email="a@example.com", metadata_json={}))
+        db.session.add(
+            Tenant(tenant_id="casecheck", company_name="One", contact_email="a@example.com", metadata_json={})
+        )
         db.session.commit()
-        db.session.add(Tenant(tenant_id="CaseCheck", company_name="Two", contact_email="b@example.com", metadata_json={}))
+        db.session.add(
+            Tenant(tenant_id="CaseCheck", company_name="Two", contact_email="b@example.com", metadata_json={})
+        )
         with pytest.raises(IntegrityError):
             db.session.commit()
         db.session.rollback()

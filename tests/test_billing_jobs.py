@@ -74,7 +74,12 @@ def test_console_run_is_queued_for_the_worker_which_completes_it(jobs_app, queue
     queues.work()
 
     run = run_row(jobs_app, run_id)
-    assert (run.status, run.subscriptions_due, run.subscriptions_done, run.subscriptions_billed) == ("completed", 1, 1, 1)
+    assert (run.status, run.subscriptions_due, run.subscriptions_done, run.subscriptions_billed) == (
+        "completed",
+        1,
+        1,
+        1,
+    )
     assert run.invoices_created == 1 and run.totals == {"USD": 4900}
     assert invoice_count(jobs_app, tenant) == 2
     assert Job.fetch(job.id, connection=queues.connection).get_status() == "finished"

@@ -83,10 +83,17 @@ def invoice_count(app, tenant) -> int:
 
 def newest_invoice(app, tenant) -> dict:
     with app.app_context():
-        invoice = db.session.execute(invoice_service.for_tenant(db.session.get(Tenant, tenant.tenant_id))
-                                     .limit(1)).scalar_one()
-        return {"id": invoice.id, "number": invoice.number, "total": invoice.total, "issued_at": invoice.issued_at,
-                "kind": invoice.kind, "lines": [(line.type, line.description, line.amount) for line in invoice.lines]}
+        invoice = db.session.execute(
+            invoice_service.for_tenant(db.session.get(Tenant, tenant.tenant_id)).limit(1)
+        ).scalar_one()
+        return {
+            "id": invoice.id,
+            "number": invoice.number,
+            "total": invoice.total,
+            "issued_at": invoice.issued_at,
+            "kind": invoice.kind,
+            "lines": [(line.type, line.description, line.amount) for line in invoice.lines],
+        }
 
 
 class Clock:
@@ -132,7 +139,8 @@ def upgrade_via_page(client, plan_key: str = "enterprise") -> str:
 
 @pytest.mark.parametrize("role", ["owner", "admin", "developer", "viewer"])
 def test_every_member_sees_plan_period_next_invoice_and_cards_but_only_billing_managers_get_buttons(
-        client, app, tenant, team, login, role):
+    client, app, tenant, team, login, role
+):
     login(client, team[role])
     page = client.get("/billing").get_data(as_text=True)
     state = subscription_state(app, tenant)
@@ -144,8 +152,7 @@ def test_every_member_sees_plan_period_next_invoice_and_cards_but_only_billing_m
     assert shown(page, "current-period") == f"{day(state['period_start'])} – {day(state['period_end'])}"
     assert shown(page, "next-invoice").startswith(f"{day(state['period_end'])} · $49.00 for Starter")
     cards = dict(re.findall(r'data-plan="(\w+)".*?data-testid="plan-price">([^<]+)<', page, flags=re.S))
-    assert cards == {"starter": "$49.00 / month", "professional": "$499.00 / month",
-                     "enterprise": "$1,999.00 / month"}
+    assert cards == {"starter": "$49.00 / month", "professional": "$499.00 / month", "enterprise": "$1,999.00 / month"}
     assert re.search(r'data-plan="starter" aria-current="true"', page)
     assert "14-day free trial for new subscribers" in page
     assert "1,000 pipeline runs a month" in page
@@ -161,19 +168,24 @@ def test_billing_sits_between_credentials_and_settings_in_the_navigation(client,
     login(client, team["viewer"])
     nav = client.get("/overview").get_data(as_text=True)
     labels = re.findall(r'<li><a href="/[\w-]*"[^>]*>([^<]+)</a></li>', nav)
-    assert labels[labels.index("Credentials") + 1:labels.index("Credentials") + 3] == ["Billing", "Settings"]
+    assert labels[labels.index("Credentials") + 1 : labels.index("Credentials") + 3] == ["Billing", "Settings"]
 
 
 @pytest.mark.parametrize("role", ["developer", "viewer"])
 def test_members_without_billing_rights_cannot_preview_change_cancel_resume_or_keep_a_plan(
-        client, app, tenant, team, login, role):
+    client, app, tenant, team, login, role
+):
     tenant = tenant
     login(client, team[role])
     before, invoices_before = subscription_state(app, tenant), invoice_count(app, tenant)
 
     assert client.get("/billing/change/enterprise").status_code == 403
-    for url, data in [("/billing/change/enterprise", {"quote": "x"}), ("/billing/cancel", {"when": "now"}),
-                      ("/billing/resume", {}), ("/billing/scheduled-change/cancel", {})]:
+    for url, data in [
+        ("/billing/change/enterprise", {"quote": "x"}),
+        ("/billing/cancel", {"when": "now"}),
+        ("/billing/resume", {}),
+        ("/billing/scheduled-change/cancel", {}),
+    ]:
         response = client.post(url, data=data)
         assert response.status_code == 403, url
         assert "Your role does not allow this." in response.get_data(as_text=True)
@@ -184,14 +196,17 @@ def test_members_without_billing_rights_cannot_preview_change_cancel_resume_or_k
 # --- changing plan -----------------------------------------------------------------------
 
 
-def test_owner_upgrade_preview_shows_the_exact_figures_and_confirming_issues_that_invoice(client, app, tenant, team, login):
+def test_owner_upgrade_preview_shows_the_exact_figures_and_confirming_issues_that_invoice(
+    client, app, tenant, team, login
+):
     tenant = tenant
     login(client, team["owner"])
     page = client.get("/billing/change/enterprise").get_data(as_text=True)
     at = preview_instant(page)
     with app.app_context():
-        expected = subscriptions.preview_change(subscriptions.subscription_of(db.session.get(Tenant, tenant.tenant_id)),
-                                                "enterprise", at=at)
+        expected = subscriptions.preview_change(
+            subscriptions.subscription_of(db.session.get(Tenant, tenant.tenant_id)), "enterprise", at=at
+        )
         expected_lines = [(line.type, line.description, line.amount) for line in expected.lines]
 
     # Ten days into a 30/31-day period: most of Starter is credited, most of Enterprise charged.
@@ -203,7 +218,8 @@ def test_owner_upgrade_preview_shows_the_exact_figures_and_confirming_issues_tha
     assert shown(page, "effective-date") == day(at)
     shown_lines = re.findall(r'<tr data-testid="preview-line"><td>([^<]+)</td><td[^>]*>([^<]+)</td>', page)
     assert [(html.unescape(d), a) for d, a in shown_lines] == [
-        (description, format_money(amount, "USD")) for _type, description, amount in expected_lines]
+        (description, format_money(amount, "USD")) for _type, description, amount in expected_lines
+    ]
     assert "Confirm upgrade to Enterprise" in page
 
     response = client.post("/billing/change/enterprise", data={"quote": quote_of(page)})
@@ -216,14 +232,17 @@ def test_owner_upgrade_preview_shows_the_exact_figures_and_confirming_issues_tha
 
     billing = client.get("/billing").get_data(as_text=True)
     assert flashes(billing) == [
-        f"Upgraded to Enterprise. Invoice {invoice['number']} for {format_money(expected.total, 'USD')} issued."]
+        f"Upgraded to Enterprise. Invoice {invoice['number']} for {format_money(expected.total, 'USD')} issued."
+    ]
     assert shown(billing, "current-plan") == "Enterprise"
     assert re.search(r'data-plan="enterprise" aria-current="true"', billing)
     assert invoice_rows(billing)[0] == (invoice["number"], format_money(expected.total, "USD"), "open")
     assert subscription_state(app, tenant)["plan"] == "enterprise"
 
 
-def test_a_preview_confirmed_minutes_later_still_charges_exactly_what_it_showed(client, app, tenant, team, login, clock):
+def test_a_preview_confirmed_minutes_later_still_charges_exactly_what_it_showed(
+    client, app, tenant, team, login, clock
+):
     tenant = tenant
     login(client, team["owner"])
     clock.offset = -timedelta(minutes=10)
@@ -241,7 +260,8 @@ def test_a_preview_confirmed_minutes_later_still_charges_exactly_what_it_showed(
 
 @pytest.mark.parametrize("age_minutes, quote", [(31, None), (0, "forged.quote.value"), (0, "")])
 def test_an_expired_or_forged_quote_changes_nothing_and_shows_the_figures_again(
-        client, app, tenant, team, login, clock, age_minutes, quote):
+    client, app, tenant, team, login, clock, age_minutes, quote
+):
     tenant = tenant
     login(client, team["owner"])
     clock.offset = -timedelta(minutes=age_minutes)
@@ -282,7 +302,9 @@ def test_downgrade_is_scheduled_for_the_period_end_and_can_be_kept_back(client, 
     client.post("/billing/change/starter", data={"quote": quote_of(page)})
 
     billing = client.get("/billing").get_data(as_text=True)
-    assert flashes(billing) == [f"Downgrade to Starter scheduled for {day(period_end)}. You keep Enterprise until then."]
+    assert flashes(billing) == [
+        f"Downgrade to Starter scheduled for {day(period_end)}. You keep Enterprise until then."
+    ]
     assert shown(billing, "current-plan") == "Enterprise"
     assert shown(billing, "scheduled-change").startswith(f"Your plan changes to Starter on {day(period_end)}.")
     assert shown(billing, "scheduled-note") == f"Starts on {day(period_end)}"
@@ -316,8 +338,14 @@ def test_choosing_the_current_plan_says_so_and_changes_nothing(client, app, tena
 @pytest.mark.parametrize("plan_key", ["gold", "legacy", "STARTER", "x" * 300])
 def test_a_plan_that_is_not_offered_is_a_404_page(client, app, tenant, team, login, plan_key):
     with app.app_context():
-        db.session.add(Plan(key="legacy", name="Legacy", public=False, versions=[
-            PlanVersion(version=1, price=100, quotas={}, rate_limits={}, features=[])]))
+        db.session.add(
+            Plan(
+                key="legacy",
+                name="Legacy",
+                public=False,
+                versions=[PlanVersion(version=1, price=100, quotas={}, rate_limits={}, features=[])],
+            )
+        )
         commit()
     login(client, team["owner"])
     assert client.get(f"/billing/change/{plan_key}").status_code == 404
@@ -346,12 +374,16 @@ def test_changing_plan_during_the_trial_is_free_and_keeps_the_trial(client, app)
     page = client.get("/billing/change/enterprise").get_data(as_text=True)
     assert shown(page, "change-summary").startswith(f"You are in your free trial until {day(trial_end)}.")
     assert (shown(page, "preview-credit"), shown(page, "preview-charge"), shown(page, "preview-total")) == (
-        "$0.00", "$0.00", "$0.00")
+        "$0.00",
+        "$0.00",
+        "$0.00",
+    )
     assert "Switch to Enterprise" in page
     client.post("/billing/change/enterprise", data={"quote": quote_of(page)})
     billing = client.get("/billing").get_data(as_text=True)
-    assert flashes(billing) == [f"Switched to Enterprise. Your free trial continues until {day(trial_end)}; "
-                                "nothing is charged until then."]
+    assert flashes(billing) == [
+        f"Switched to Enterprise. Your free trial continues until {day(trial_end)}; nothing is charged until then."
+    ]
     state = subscription_state(app, tenant)
     assert (state["plan"], state["status"], state["trial_end"]) == ("enterprise", "trialing", trial_end)
     assert invoice_count(app, tenant) == 0
@@ -364,18 +396,26 @@ def test_cancel_at_period_end_then_resume(client, app, tenant, team, login):
     tenant = tenant
     login(client, team["admin"])
     period_end = subscription_state(app, tenant)["period_end"]
-    response = client.post("/billing/cancel", data={"reason": "too_expensive", "feedback": "Great, but pricey.",
-                                                    "when": "period_end"})
+    response = client.post(
+        "/billing/cancel", data={"reason": "too_expensive", "feedback": "Great, but pricey.", "when": "period_end"}
+    )
     assert response.status_code == 303
     page = client.get("/billing").get_data(as_text=True)
-    assert flashes(page) == [f"Your subscription will end on {day(period_end)}. "
-                             "Until then everything keeps working, and you can resume it."]
-    assert shown(page, "pending-cancellation").startswith(f"Your subscription is cancelled and ends on {day(period_end)}.")
+    assert flashes(page) == [
+        f"Your subscription will end on {day(period_end)}. Until then everything keeps working, and you can resume it."
+    ]
+    assert shown(page, "pending-cancellation").startswith(
+        f"Your subscription is cancelled and ends on {day(period_end)}."
+    )
     assert shown(page, "next-invoice") == f"None: the subscription ends on {day(period_end)}."
     assert 'id="cancel-form"' not in page
     state = subscription_state(app, tenant)
     assert (state["status"], state["cancel_at_period_end"], state["cancel_reason"], state["cancel_feedback"]) == (
-        "active", True, "too_expensive", "Great, but pricey.")
+        "active",
+        True,
+        "too_expensive",
+        "Great, but pricey.",
+    )
 
     client.post("/billing/resume")
     page = client.get("/billing").get_data(as_text=True)
@@ -386,7 +426,8 @@ def test_cancel_at_period_end_then_resume(client, app, tenant, team, login):
 
     client.post("/billing/resume")
     assert flashes(client.get("/billing").get_data(as_text=True)) == [
-        "The subscription is not set to cancel, so there is nothing to resume."]
+        "The subscription is not set to cancel, so there is nothing to resume."
+    ]
 
 
 def test_immediate_cancel_ends_the_subscription_and_a_plan_can_be_chosen_again(client, app, tenant, team, login):
@@ -409,22 +450,35 @@ def test_immediate_cancel_ends_the_subscription_and_a_plan_can_be_chosen_again(c
     client.post("/billing/change/professional", data={"quote": quote_of(preview)})
     page = client.get("/billing").get_data(as_text=True)
     state = subscription_state(app, tenant)
-    assert flashes(page) == [f"Your 14-day Professional trial has started. It ends on {day(state['trial_end'])}; "
-                             "the first invoice comes then."]
+    assert flashes(page) == [
+        f"Your 14-day Professional trial has started. It ends on {day(state['trial_end'])}; "
+        "the first invoice comes then."
+    ]
     assert (state["plan"], state["status"]) == ("professional", "trialing")
     assert shown(page, "trial-end") == f"Free trial until {day(state['trial_end'])}"
     assert invoice_count(app, tenant) == invoices_before
 
 
-@pytest.mark.parametrize("data, field, message", [
-    ({"reason": "bored", "when": "now"}, "reason", "Choose one of the listed reasons."),
-    ({"reason": "other", "feedback": "x" * 2001, "when": "now"}, "feedback", "Keep the feedback under 2,000 characters."),
-    ({"when": "tomorrow"}, "when", "Choose when the subscription ends."),
-    ({"reason": "other", "feedback": "a\x00b", "when": "now"}, "feedback",
-     "Remove the NUL character from the feedback; it cannot be stored."),
-])
-def test_a_bad_cancel_form_says_why_beside_the_field_and_cancels_nothing(client, app, tenant, team, login, data, field,
-                                                                          message):
+@pytest.mark.parametrize(
+    "data, field, message",
+    [
+        ({"reason": "bored", "when": "now"}, "reason", "Choose one of the listed reasons."),
+        (
+            {"reason": "other", "feedback": "x" * 2001, "when": "now"},
+            "feedback",
+            "Keep the feedback under 2,000 characters.",
+        ),
+        ({"when": "tomorrow"}, "when", "Choose when the subscription ends."),
+        (
+            {"reason": "other", "feedback": "a\x00b", "when": "now"},
+            "feedback",
+            "Remove the NUL character from the feedback; it cannot be stored.",
+        ),
+    ],
+)
+def test_a_bad_cancel_form_says_why_beside_the_field_and_cancels_nothing(
+    client, app, tenant, team, login, data, field, message
+):
     tenant = tenant
     login(client, team["owner"])
     response = client.post("/billing/cancel", data=data)
@@ -455,7 +509,8 @@ def test_a_tenant_without_a_subscription_sees_the_empty_state_and_can_subscribe(
     client.post("/billing/change/starter", data={"quote": quote_of(preview)})
     invoice = newest_invoice(app, tenant)
     assert flashes(client.get("/billing").get_data(as_text=True)) == [
-        f"Subscribed to Starter. Invoice {invoice['number']} for $49.00 issued."]
+        f"Subscribed to Starter. Invoice {invoice['number']} for $49.00 issued."
+    ]
     assert subscription_state(app, tenant)["status"] == "active"
 
 
@@ -511,8 +566,10 @@ def test_invoice_list_filters_by_status_and_says_so_for_an_unknown_one(client, t
     assert '<option value="paid" selected>' in paid
     void = client.get("/billing/invoices?status=void").get_data(as_text=True)
     assert [n for n, _t, _s in invoice_rows(void)] == [many_invoices[0][1]]
-    assert shown(client.get("/billing/invoices?status=uncollectible").get_data(as_text=True),
-                 "no-invoices") == "No uncollectible invoices."
+    assert (
+        shown(client.get("/billing/invoices?status=uncollectible").get_data(as_text=True), "no-invoices")
+        == "No uncollectible invoices."
+    )
     unknown = client.get("/billing/invoices?status=bogus").get_data(as_text=True)
     assert shown(unknown, "filter-complaint") == "There is no invoice status “bogus”; showing all invoices."
     assert len(invoice_rows(unknown)) == 20
@@ -536,18 +593,21 @@ def test_invoice_csv_exports_the_filtered_list(client, team, login, many_invoice
     assert response.headers["Content-Disposition"] == f'attachment; filename="invoices-{tenant_id}-paid.csv"'
     rows = list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
     assert [(row["number"], row["status"], row["total"]) for row in rows] == [
-        (number, "paid", "49.00") for _i, number, status in many_invoices if status == "paid"]
+        (number, "paid", "49.00") for _i, number, status in many_invoices if status == "paid"
+    ]
 
     everything = list(csv.DictReader(io.StringIO(client.get("/billing/invoices.csv").get_data(as_text=True))))
     assert [row["number"] for row in everything] == [number for _i, number, _s in many_invoices]
     bad = client.get("/billing/invoices.csv?status=bogus")
     assert bad.status_code == 400
     assert "There is no invoice status “bogus”. Use one of draft, open, paid, void, uncollectible." in html.unescape(
-        bad.get_data(as_text=True))
+        bad.get_data(as_text=True)
+    )
 
 
-def test_invoice_detail_shows_seller_buyer_lines_totals_and_payment(client, app, tenant, team, login, many_invoices,
-                                                                     monkeypatch):
+def test_invoice_detail_shows_seller_buyer_lines_totals_and_payment(
+    client, app, tenant, team, login, many_invoices, monkeypatch
+):
     monkeypatch.setitem(app.config, "BILLING_SELLER_NAME", "Pipelines Billing GmbH")
     login(client, team["viewer"])
     invoice_id, number, _status = many_invoices[-1]  # the first invoice, paid by bank transfer
@@ -555,12 +615,23 @@ def test_invoice_detail_shows_seller_buyer_lines_totals_and_payment(client, app,
     assert f"<h1>Invoice {number}</h1>" in page
     assert shown(page, "invoice-status") == "paid"
     assert "Pipelines Billing GmbH" in shown(page, "seller")
-    assert shown(page, "buyer") == f"Billed to Billing Co owner-{tenant.tenant_id}@example.com Account ID {tenant.tenant_id}"
+    assert (
+        shown(page, "buyer")
+        == f"Billed to Billing Co owner-{tenant.tenant_id}@example.com Account ID {tenant.tenant_id}"
+    )
     line = re.search(r'<tr data-testid="invoice-line">(.*?)</tr>', page, flags=re.S).group(1)
-    cells = [" ".join(html.unescape(re.sub(r"<[^>]+>", "", c)).split()) for c in re.findall(r"<td[^>]*>(.*?)</td>", line, re.S)]
+    cells = [
+        " ".join(html.unescape(re.sub(r"<[^>]+>", "", c)).split())
+        for c in re.findall(r"<td[^>]*>(.*?)</td>", line, re.S)
+    ]
     assert cells[0].startswith("Starter plan (monthly), ") and cells[1:] == ["1", "$49.00", "$49.00"]
-    assert (shown(page, "subtotal"), shown(page, "credits"), shown(page, "total"), shown(page, "paid"),
-            shown(page, "amount-due")) == ("$49.00", "$0.00", "$49.00", "$49.00", "$0.00")
+    assert (
+        shown(page, "subtotal"),
+        shown(page, "credits"),
+        shown(page, "total"),
+        shown(page, "paid"),
+        shown(page, "amount-due"),
+    ) == ("$49.00", "$0.00", "$49.00", "$49.00", "$0.00")
     assert shown(page, "payment-reference") == f"bank-{number}"
 
     void_page = client.get(f"/billing/invoices/{many_invoices[0][0]}").get_data(as_text=True)
@@ -590,9 +661,14 @@ def test_another_tenants_invoices_are_not_found_nor_listed(client, app, team, lo
     other = make_tenant(company_name="Other Co")
     theirs = newest_invoice(app, other)
     login(client, team["owner"])
-    for url in (f"/billing/invoices/{theirs['id']}", f"/billing/invoices/{theirs['id']}.pdf",
-                "/billing/invoices/inv_doesnotexist", "/billing/invoices/" + "x" * 500, "/billing/invoices/inv_%00x",
-                "/billing/invoices/inv_%00x.pdf"):
+    for url in (
+        f"/billing/invoices/{theirs['id']}",
+        f"/billing/invoices/{theirs['id']}.pdf",
+        "/billing/invoices/inv_doesnotexist",
+        "/billing/invoices/" + "x" * 500,
+        "/billing/invoices/inv_%00x",
+        "/billing/invoices/inv_%00x.pdf",
+    ):
         assert client.get(url).status_code == 404, url
     assert theirs["number"] not in client.get("/billing/invoices").get_data(as_text=True)
     assert theirs["number"] not in client.get("/billing/invoices.csv").get_data(as_text=True)
@@ -621,15 +697,22 @@ def test_overview_shows_the_plan_its_status_and_the_next_invoice_date(client, ap
 
 def sign_up_data(**overrides) -> dict:
     suffix = uuid.uuid4().hex[:8]
-    data = {"company_name": "Plan Chooser", "tenant_id": f"chooser_{suffix}", "name": "Pat",
-            "email": f"pat-{suffix}@chooser.example", "password": PASSWORD}
+    data = {
+        "company_name": "Plan Chooser",
+        "tenant_id": f"chooser_{suffix}",
+        "name": "Pat",
+        "email": f"pat-{suffix}@chooser.example",
+        "password": PASSWORD,
+    }
     data.update(overrides)
     return data
 
 
 def test_sign_up_offers_the_public_plans_with_prices_and_the_trial(client):
     page = client.get("/signup").get_data(as_text=True)
-    choices = re.findall(r'<input( checked)? id="plan-\d" name="plan" type="radio" value="(\w+)"> ([^<]+)</label>', page)
+    choices = re.findall(
+        r'<input( checked)? id="plan-\d" name="plan" type="radio" value="(\w+)"> ([^<]+)</label>', page
+    )
     assert [(bool(checked), value, label.strip()) for checked, value, label in choices] == [
         (True, "starter", "Starter: $49.00 / month"),
         (False, "professional", "Professional: $499.00 / month, 14-day free trial first"),
@@ -661,8 +744,14 @@ def test_sign_up_on_professional_starts_its_14_day_trial(client, app):
 @pytest.mark.parametrize("plan", ["gold", "legacy", ""])
 def test_sign_up_with_a_plan_not_offered_is_a_field_error_and_creates_nothing(client, app, plan):
     with app.app_context():
-        db.session.add(Plan(key="legacy", name="Legacy", public=False, versions=[
-            PlanVersion(version=1, price=100, quotas={}, rate_limits={}, features=[])]))
+        db.session.add(
+            Plan(
+                key="legacy",
+                name="Legacy",
+                public=False,
+                versions=[PlanVersion(version=1, price=100, quotas={}, rate_limits={}, features=[])],
+            )
+        )
         commit()
     data = sign_up_data(plan=plan)
     response = client.post("/signup", data=data)

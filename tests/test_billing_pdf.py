@@ -13,12 +13,23 @@ from portal.models.billing import Invoice, InvoiceLine
 SELLER = {"name": "Portal SaaS Inc.", "address": "1 Example Street, Springfield", "email": "billing@example.com"}
 
 
-def make_line(description: str, amount: int, quantity: str = "1", unit_amount: str | None = None,
-              type: str = "plan", position: int = 0) -> InvoiceLine:
+def make_line(
+    description: str,
+    amount: int,
+    quantity: str = "1",
+    unit_amount: str | None = None,
+    type: str = "plan",
+    position: int = 0,
+) -> InvoiceLine:
     return InvoiceLine(
-        position=position, type=type, description=description, quantity=Decimal(quantity),
-        unit_amount=Decimal(unit_amount if unit_amount is not None else amount), amount=amount,
-        period_start=None, period_end=None,
+        position=position,
+        type=type,
+        description=description,
+        quantity=Decimal(quantity),
+        unit_amount=Decimal(unit_amount if unit_amount is not None else amount),
+        amount=amount,
+        period_start=None,
+        period_end=None,
     )
 
 
@@ -35,12 +46,28 @@ def make_invoice(lines: list[InvoiceLine] | None = None, **fields) -> Invoice:
     lines = standard_lines() if lines is None else lines
     subtotal = sum(line.amount for line in lines)
     values = dict(
-        number="INV-2025-000042", tenant_id="t_acme123", subscription_id="sub_1", kind="period",
-        period_start=datetime(2025, 3, 1, tzinfo=UTC), period_end=datetime(2025, 4, 1, tzinfo=UTC),
-        currency="USD", subtotal=subtotal, credits_applied=0, total=subtotal, amount_paid=0, amount_refunded=0,
-        status="open", issued_at=datetime(2025, 3, 1, 9, 30, tzinfo=UTC), due_at=datetime(2025, 3, 15, tzinfo=UTC),
-        paid_at=None, payment_reference=None, voided_at=None, void_reason=None,
-        billing_name="Acme Widgets Ltd", billing_email="accounts@acme.test", plan_name="Pro",
+        number="INV-2025-000042",
+        tenant_id="t_acme123",
+        subscription_id="sub_1",
+        kind="period",
+        period_start=datetime(2025, 3, 1, tzinfo=UTC),
+        period_end=datetime(2025, 4, 1, tzinfo=UTC),
+        currency="USD",
+        subtotal=subtotal,
+        credits_applied=0,
+        total=subtotal,
+        amount_paid=0,
+        amount_refunded=0,
+        status="open",
+        issued_at=datetime(2025, 3, 1, 9, 30, tzinfo=UTC),
+        due_at=datetime(2025, 3, 15, tzinfo=UTC),
+        paid_at=None,
+        payment_reference=None,
+        voided_at=None,
+        void_reason=None,
+        billing_name="Acme Widgets Ltd",
+        billing_email="accounts@acme.test",
+        plan_name="Pro",
     )
     values.update(fields)
     return Invoice(lines=lines, **values)
@@ -65,9 +92,19 @@ def test_invoice_pdf_shows_seller_buyer_lines_and_totals():
 
     assert data.startswith(b"%PDF-")
     text = text_of(data)
-    for expected in ("Portal SaaS Inc.", "1 Example Street, Springfield", "billing@example.com", "INVOICE",
-                     "INV-2025-000042", "Acme Widgets Ltd", "accounts@acme.test", "t_acme123",
-                     "Mar 1, 2025", "Mar 15, 2025", "OPEN"):
+    for expected in (
+        "Portal SaaS Inc.",
+        "1 Example Street, Springfield",
+        "billing@example.com",
+        "INVOICE",
+        "INV-2025-000042",
+        "Acme Widgets Ltd",
+        "accounts@acme.test",
+        "t_acme123",
+        "Mar 1, 2025",
+        "Mar 15, 2025",
+        "OPEN",
+    ):
         assert expected in text
     for line in invoice.lines:
         assert line.description in text
@@ -92,8 +129,10 @@ def test_credits_line_is_left_out_when_no_credit_was_applied():
 
 
 def test_sub_cent_unit_price_and_quantity_are_shown_for_people():
-    lines = [make_line("API calls", 617284, quantity="1234567.000000", unit_amount="0.500000", type="usage"),
-             make_line("Storage (GB-months)", 250, quantity="2.500000", unit_amount="100.000000", position=1)]
+    lines = [
+        make_line("API calls", 617284, quantity="1234567.000000", unit_amount="0.500000", type="usage"),
+        make_line("Storage (GB-months)", 250, quantity="2.500000", unit_amount="100.000000", position=1),
+    ]
 
     text_rows = text_lines(render_invoice_pdf(make_invoice(lines), SELLER))
 
@@ -102,8 +141,9 @@ def test_sub_cent_unit_price_and_quantity_are_shown_for_people():
 
 
 def test_paid_invoice_is_stamped_paid_with_its_payment_reference():
-    invoice = make_invoice(status="paid", amount_paid=49416, paid_at=datetime(2025, 3, 2, tzinfo=UTC),
-                           payment_reference="pi_3PqXyZ")
+    invoice = make_invoice(
+        status="paid", amount_paid=49416, paid_at=datetime(2025, 3, 2, tzinfo=UTC), payment_reference="pi_3PqXyZ"
+    )
 
     lines = text_lines(render_invoice_pdf(invoice, SELLER))
 
@@ -116,8 +156,9 @@ def test_paid_invoice_is_stamped_paid_with_its_payment_reference():
 
 
 def test_void_invoice_is_stamped_void_and_shows_the_reason():
-    invoice = make_invoice(status="void", voided_at=datetime(2025, 3, 3, tzinfo=UTC),
-                           void_reason="Issued twice by mistake")
+    invoice = make_invoice(
+        status="void", voided_at=datetime(2025, 3, 3, tzinfo=UTC), void_reason="Issued twice by mistake"
+    )
 
     text = text_of(render_invoice_pdf(invoice, SELLER))
 
@@ -180,27 +221,33 @@ def test_pdf_metadata_names_the_invoice_and_seller_and_output_is_deterministic()
     assert render_invoice_pdf(make_invoice(), SELLER) == data
 
 
-@pytest.mark.parametrize(("quantity", "shown"), [
-    (Decimal("1.000000"), "1"),
-    (Decimal("2.500000"), "2.5"),
-    (Decimal("1234567"), "1,234,567"),
-    (Decimal("1E+6"), "1,000,000"),
-    (Decimal("0.000100"), "0.0001"),
-    (Decimal("-3"), "-3"),
-])
+@pytest.mark.parametrize(
+    ("quantity", "shown"),
+    [
+        (Decimal("1.000000"), "1"),
+        (Decimal("2.500000"), "2.5"),
+        (Decimal("1234567"), "1,234,567"),
+        (Decimal("1E+6"), "1,000,000"),
+        (Decimal("0.000100"), "0.0001"),
+        (Decimal("-3"), "-3"),
+    ],
+)
 def test_quantities_have_no_trailing_zeros_and_group_thousands(quantity, shown):
     assert format_quantity(quantity) == shown
 
 
-@pytest.mark.parametrize(("raw", "safe"), [
-    ("plain", "plain"),
-    ("€ – … “” ü", "€ – … “” ü"),
-    ("Łódź", "Lódz"),
-    ("a\u2212b → c", "a-b -> c"),
-    ("ﬁne", "fine"),
-    ("漢", "?"),
-    ("tab\there\x00", "tab    here "),
-    (None, ""),
-])
+@pytest.mark.parametrize(
+    ("raw", "safe"),
+    [
+        ("plain", "plain"),
+        ("€ – … “” ü", "€ – … “” ü"),
+        ("Łódź", "Lódz"),
+        ("a\u2212b → c", "a-b -> c"),
+        ("ﬁne", "fine"),
+        ("漢", "?"),
+        ("tab\there\x00", "tab    here "),
+        (None, ""),
+    ],
+)
 def test_safe_text_keeps_what_helvetica_can_draw(raw, safe):
     assert safe_text(raw) == safe

@@ -36,8 +36,9 @@ from tests.billing_engine_support import (
 
 pytestmark = pytest.mark.usefixtures("ctx")
 
-EXAMPLES = settings(max_examples=50, deadline=None,
-                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+EXAMPLES = settings(
+    max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 
 # Instants between 2027 and 2030, to the microsecond (the core truncates to the second).
 instants = st.datetimes(min_value=datetime(2027, 1, 1), max_value=datetime(2030, 12, 31), timezones=st.just(UTC))
@@ -72,10 +73,17 @@ def check_invoice_invariants() -> list[Invoice]:
 
 
 @EXAMPLES
-@given(old_price=prices, new_price=prices, interval=st.sampled_from(["month", "year"]), start=instants,
-       position=st.fractions(min_value=0, max_value=1), micro=st.integers(0, 999_999))
-def test_upgrade_proration_is_exact_to_the_cent_and_never_negative(old_price, new_price, interval, start, position,
-                                                                    micro):
+@given(
+    old_price=prices,
+    new_price=prices,
+    interval=st.sampled_from(["month", "year"]),
+    start=instants,
+    position=st.fractions(min_value=0, max_value=1),
+    micro=st.integers(0, 999_999),
+)
+def test_upgrade_proration_is_exact_to_the_cent_and_never_negative(
+    old_price, new_price, interval, start, position, micro
+):
     with clean_state():
         add_plan("prop_old", old_price, interval=interval)
         add_plan("prop_new", new_price, interval=interval)
@@ -113,8 +121,9 @@ PLAN_KEYS = ["starter", "professional", "enterprise", "prop_free", "prop_yearly"
 
 operations = st.lists(
     st.tuples(
-        st.sampled_from(["subscribe", "change", "change", "cancel", "resume", "cancel_scheduled", "run", "run",
-                         "retry"]),
+        st.sampled_from(
+            ["subscribe", "change", "change", "cancel", "resume", "cancel_scheduled", "run", "run", "retry"]
+        ),
         st.integers(min_value=0, max_value=1),  # which tenant
         # Seconds the clock moves first: often not at all, so same-second operations are common.
         st.one_of(st.just(0), st.just(1), st.integers(min_value=1, max_value=50 * 86400)),
@@ -132,13 +141,20 @@ def apply(operation, tenants, clock, last_run_at):
     name, which, _, plan, flag, ahead = operation
     tenant = tenants[which]
     subscription = db.session.execute(
-        select(Subscription).where(Subscription.tenant_id == tenant.tenant_id)).scalar_one_or_none()
+        select(Subscription).where(Subscription.tenant_id == tenant.tenant_id)
+    ).scalar_one_or_none()
     try:
         if name == "subscribe":
             subscriptions.start(SYSTEM, tenant, plan, at=clock)
         elif name == "change":
-            subscriptions.change_plan(SYSTEM, subscription, plan, at=clock, prorate=flag,
-                                      effective_date=clock + timedelta(seconds=ahead) if flag and ahead else None)
+            subscriptions.change_plan(
+                SYSTEM,
+                subscription,
+                plan,
+                at=clock,
+                prorate=flag,
+                effective_date=clock + timedelta(seconds=ahead) if flag and ahead else None,
+            )
         elif name == "cancel":
             subscriptions.cancel(SYSTEM, subscription, at_period_end=flag, at=clock)
         elif name == "resume":
@@ -188,8 +204,11 @@ def test_any_sequence_of_operations_keeps_one_period_invoice_per_period_and_gap_
 
 
 @EXAMPLES
-@given(start=instants, months=st.integers(min_value=1, max_value=15),
-       plan=st.sampled_from(["starter", "enterprise", "prop_yearly"]))
+@given(
+    start=instants,
+    months=st.integers(min_value=1, max_value=15),
+    plan=st.sampled_from(["starter", "enterprise", "prop_yearly"]),
+)
 def test_catch_up_bills_each_elapsed_period_once_back_to_back(start, months, plan):
     with clean_state():
         add_plan("prop_yearly", 600000, interval="year")

@@ -47,8 +47,13 @@ def build_book(count: int = 30) -> list[Subscription]:
         elif plan == "enterprise" and i % 5 == 1:
             change_plan(SYSTEM, subscription, "starter", at=T0 + timedelta(days=3))  # downgrade at period end
         elif plan == "starter" and i % 5 == 2:
-            change_plan(SYSTEM, subscription, "enterprise", at=T0 + timedelta(days=3),
-                        effective_date=T0 + timedelta(days=45, hours=i))  # a dated upgrade in period 2
+            change_plan(
+                SYSTEM,
+                subscription,
+                "enterprise",
+                at=T0 + timedelta(days=3),
+                effective_date=T0 + timedelta(days=45, hours=i),
+            )  # a dated upgrade in period 2
         elif plan == "starter" and i % 5 == 3:
             change_plan(SYSTEM, subscription, "professional", at=T0 + timedelta(days=9, minutes=i))
         commit()
@@ -61,15 +66,30 @@ def snapshot(book: list[Subscription]) -> list[tuple]:
     seen = []
     for subscription in book:
         subscription = reload(subscription)
-        seen.append((
-            subscription.status, subscription.plan_version.key, subscription.current_period_start,
-            subscription.current_period_end, subscription.cancel_at_period_end, subscription.ended_at,
-            subscription.scheduled_plan_version_id and subscription.scheduled_plan_version.key,
-            subscription.scheduled_change_at,
-            [(invoice.kind, invoice.period_start, invoice.period_end, invoice.total, invoice.status, invoice.issued_at,
-              [(line.type, line.amount, line.period_start, line.period_end) for line in invoice.lines])
-             for invoice in invoices_of(subscription)],
-        ))
+        seen.append(
+            (
+                subscription.status,
+                subscription.plan_version.key,
+                subscription.current_period_start,
+                subscription.current_period_end,
+                subscription.cancel_at_period_end,
+                subscription.ended_at,
+                subscription.scheduled_plan_version_id and subscription.scheduled_plan_version.key,
+                subscription.scheduled_change_at,
+                [
+                    (
+                        invoice.kind,
+                        invoice.period_start,
+                        invoice.period_end,
+                        invoice.total,
+                        invoice.status,
+                        invoice.issued_at,
+                        [(line.type, line.amount, line.period_start, line.period_end) for line in invoice.lines],
+                    )
+                    for invoice in invoices_of(subscription)
+                ],
+            )
+        )
     return seen
 
 
@@ -141,8 +161,9 @@ def test_a_change_made_elsewhere_after_the_run_read_its_batch_is_honoured(monkey
         # Another process (the tenant, in the portal) sets the cancellation after the run read
         # its batch but before it locks the row: the run's copy is now out of date.
         table = Subscription.__table__
-        db.session.connection().execute(update(table).where(table.c.id == leaving.id)
-                                        .values(cancel_at_period_end=True, updated_at=utcnow()))
+        db.session.connection().execute(
+            update(table).where(table.c.id == leaving.id).values(cancel_at_period_end=True, updated_at=utcnow())
+        )
         return loaded
 
     monkeypatch.setattr(runs, "_load", load_then_the_tenant_cancels_elsewhere)
@@ -186,7 +207,12 @@ def test_a_failing_subscription_is_recorded_and_the_others_are_still_billed(monk
 
     assert run.status == "completed"
     assert run.errors == [{"subscription_id": broken.id, "error": "RuntimeError: card network down"}]
-    assert (run.subscriptions_due, run.subscriptions_done, run.subscriptions_billed, run.invoices_created) == (5, 5, 4, 4)
+    assert (run.subscriptions_due, run.subscriptions_done, run.subscriptions_billed, run.invoices_created) == (
+        5,
+        5,
+        4,
+        4,
+    )
     assert run.totals == {"USD": 4 * 4900}
     assert reload(broken).current_period_end == utc(2027, 2, 10, 8, 1)  # untouched, still due
     assert len(invoices_of(broken)) == 1
@@ -237,8 +263,10 @@ def test_cli_prints_the_summary_and_exits_zero_when_all_went_well(app):
     subscribe("enterprise", T0 + timedelta(hours=1))
     result = app.test_cli_runner().invoke(args=["billing", "run", "--at", "2027-02-10T09:00:00Z"])
     assert result.exit_code == 0, result.output
-    assert "as of 2027-02-10T09:00:00+00:00: 2 due, 2 billed, 2 invoice(s), $2,048.00 invoiced, 0 error(s)." \
+    assert (
+        "as of 2027-02-10T09:00:00+00:00: 2 due, 2 billed, 2 invoice(s), $2,048.00 invoiced, 0 error(s)."
         in result.stdout
+    )
 
 
 @pytest.mark.usefixtures("ctx")
@@ -273,7 +301,6 @@ def test_invoice_numbers_are_inv_year_and_six_digits_consecutive_across_tenants_
 
 
 # --- two runs at once, for real (PostgreSQL) ------------------------------------------------------
-
 
 
 def test_two_runs_at_once_bill_what_one_run_bills_and_nothing_twice(committed_app):
@@ -348,8 +375,9 @@ def test_a_run_shared_among_processes_bills_what_one_process_bills(committed_app
         alone = run_billing(AS_OF)
         assert alone.errors == []
         assert shared.invoices_created + catch_up.invoices_created == alone.invoices_created
-        assert {currency: shared.totals.get(currency, 0) + catch_up.totals.get(currency, 0)
-                for currency in alone.totals} == alone.totals
+        assert {
+            currency: shared.totals.get(currency, 0) + catch_up.totals.get(currency, 0) for currency in alone.totals
+        } == alone.totals
         shared_subscriptions = [db.session.get(Subscription, sid) for sid in shared_book]
         assert snapshot(shared_subscriptions) == snapshot(clean_book)
         assert duplicate_periods() == []

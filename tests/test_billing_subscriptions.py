@@ -111,12 +111,15 @@ def test_an_unknown_plan_is_refused_and_nothing_is_created():
 # --- upgrades with proration --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("at", [
-    utc(2027, 1, 25, 13, 37, 11, 750000),  # mid-period; the second under way still counts
-    utc(2027, 1, 10, 8, 0, 0),  # the period's first second: the whole old price comes back
-    utc(2027, 1, 10, 8, 0, 1),
-    utc(2027, 2, 3, 23, 59, 59),
-])
+@pytest.mark.parametrize(
+    "at",
+    [
+        utc(2027, 1, 25, 13, 37, 11, 750000),  # mid-period; the second under way still counts
+        utc(2027, 1, 10, 8, 0, 0),  # the period's first second: the whole old price comes back
+        utc(2027, 1, 10, 8, 0, 1),
+        utc(2027, 2, 3, 23, 59, 59),
+    ],
+)
 def test_upgrade_mid_period_credits_unused_time_and_charges_the_rest_by_the_second(at):
     subscription = subscribe("starter", T0)
     credit, charge = prorated(4900, T0, T1, at), prorated(49900, T0, T1, at)
@@ -131,7 +134,9 @@ def test_upgrade_mid_period_credits_unused_time_and_charges_the_rest_by_the_seco
     assert line_amounts(invoice) == [("proration", -credit), ("proration", charge)]
     assert invoice.total == invoice.subtotal == charge - credit
     assert [line.description.split(",")[0] for line in invoice.lines] == [
-        "Unused time on Starter", "Remaining time on Professional"]
+        "Unused time on Starter",
+        "Remaining time on Professional",
+    ]
 
     subscription = reload(subscription)
     assert subscription.plan_version.key == "professional"
@@ -226,8 +231,9 @@ def test_future_effective_date_as_a_calendar_day_means_midnight_utc():
 def test_effective_date_in_the_past_is_refused_and_nothing_changes():
     subscription = subscribe("starter", T0)
     with pytest.raises(ValidationFailed, match="effective_date is in the past"):
-        subscriptions.change_plan(SYSTEM, subscription, "enterprise", at=utc(2027, 1, 20),
-                                  effective_date=date(2027, 1, 15))
+        subscriptions.change_plan(
+            SYSTEM, subscription, "enterprise", at=utc(2027, 1, 20), effective_date=date(2027, 1, 15)
+        )
     subscription = reload(subscription)
     assert subscription.plan_version.key == "starter" and subscription.scheduled_plan_version_id is None
 
@@ -310,8 +316,14 @@ def test_cancelling_a_scheduled_upgrade_stops_the_run_from_applying_it():
 
 def test_cancel_at_period_end_ends_the_subscription_at_the_run_and_bills_nothing_more():
     subscription = subscribe("starter", T0)
-    subscriptions.cancel(SYSTEM, subscription, at_period_end=True, reason="too_expensive",
-                         feedback="  We outgrew it.  ", at=utc(2027, 1, 20))
+    subscriptions.cancel(
+        SYSTEM,
+        subscription,
+        at_period_end=True,
+        reason="too_expensive",
+        feedback="  We outgrew it.  ",
+        at=utc(2027, 1, 20),
+    )
     commit()
     subscription = reload(subscription)
     assert (subscription.status, subscription.cancel_at_period_end) == ("active", True)
@@ -346,16 +358,23 @@ def test_cancel_drops_a_scheduled_downgrade():
     assert len(invoices_of(subscription)) == 1
 
 
-@pytest.mark.parametrize("reason, feedback, message", [
-    ("x" * 41, "", "under 40 characters"),
-    ("other", "y" * 2001, "under 2,000 characters"),
-])
+@pytest.mark.parametrize(
+    "reason, feedback, message",
+    [
+        ("x" * 41, "", "under 40 characters"),
+        ("other", "y" * 2001, "under 2,000 characters"),
+    ],
+)
 def test_cancel_with_bad_input_is_refused_and_changes_nothing(reason, feedback, message):
     subscription = subscribe("starter", T0)
     with pytest.raises(ValidationFailed, match=message):
         subscriptions.cancel(SYSTEM, subscription, reason=reason, feedback=feedback, at=utc(2027, 1, 20))
     subscription = reload(subscription)
-    assert (subscription.cancel_at_period_end, subscription.cancel_reason, subscription.status) == (False, None, "active")
+    assert (subscription.cancel_at_period_end, subscription.cancel_reason, subscription.status) == (
+        False,
+        None,
+        "active",
+    )
 
 
 def test_immediate_cancel_ends_the_subscription_now_and_nothing_more_is_billed():
@@ -569,8 +588,9 @@ def test_two_upgrades_in_one_second_refuse_the_second_and_keep_the_first():
     subscription = subscribe("starter", T0)
     change(subscription, "professional", utc(2027, 1, 20))
 
-    refused_in_the_same_second(lambda: subscriptions.change_plan(SYSTEM, subscription, "enterprise",
-                                                                 at=utc(2027, 1, 20)))
+    refused_in_the_same_second(
+        lambda: subscriptions.change_plan(SYSTEM, subscription, "enterprise", at=utc(2027, 1, 20))
+    )
 
     assert reload(subscription).plan_version.key == "professional"
     assert [i.kind for i in invoices_of(subscription)] == ["period", "proration"]

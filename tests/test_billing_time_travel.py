@@ -128,7 +128,11 @@ def test_catching_up_applies_a_scheduled_downgrade_at_its_boundary_only():
     run_billing(utc(2027, 4, 20))
 
     assert [(i.period_start, i.total) for i in invoices_of(subscription)] == [
-        (utc(2027, 1, 15), 199900), (utc(2027, 2, 15), 4900), (utc(2027, 3, 15), 4900), (utc(2027, 4, 15), 4900)]
+        (utc(2027, 1, 15), 199900),
+        (utc(2027, 2, 15), 4900),
+        (utc(2027, 3, 15), 4900),
+        (utc(2027, 4, 15), 4900),
+    ]
 
 
 def test_catching_up_ends_a_cancelled_subscription_at_the_first_boundary():
@@ -201,7 +205,9 @@ def test_eu_dst_end_leaves_periods_and_proration_in_utc_seconds():
     commit()
     assert invoice.period_start == utc(2027, 11, 1, 8)
     assert [line.amount for line in invoice.lines] == [
-        -prorated(4900, start, end, utc(2027, 11, 1, 8)), prorated(49900, start, end, utc(2027, 11, 1, 8))]
+        -prorated(4900, start, end, utc(2027, 11, 1, 8)),
+        prorated(49900, start, end, utc(2027, 11, 1, 8)),
+    ]
 
 
 def test_the_servers_local_timezone_does_not_change_billing(billing_run, monkeypatch):

@@ -27,7 +27,9 @@ def user_by_email(app, email: str) -> User | None:
 
 
 def test_operator_create_makes_an_operator_who_can_reach_the_console(cli, client, app, login):
-    result = cli.invoke(args=["operator", "create", "Ops@Example.com", "--password", "a long operator pass", "--name", "Olga"])
+    result = cli.invoke(
+        args=["operator", "create", "Ops@Example.com", "--password", "a long operator pass", "--name", "Olga"]
+    )
     assert result.exit_code == 0, result.output
     assert "Operator ops@example.com is ready." in result.output
     user = user_by_email(app, "ops@example.com")
@@ -40,7 +42,9 @@ def test_operator_create_makes_an_operator_who_can_reach_the_console(cli, client
 
 
 def test_operator_password_can_come_from_the_environment(cli, client, login):
-    result = cli.invoke(args=["operator", "create", "env-ops@example.com"], env={"OPERATOR_PASSWORD": "from the environment"})
+    result = cli.invoke(
+        args=["operator", "create", "env-ops@example.com"], env={"OPERATOR_PASSWORD": "from the environment"}
+    )
     assert result.exit_code == 0, result.output
     login(client, "env-ops@example.com", "from the environment")
     assert client.get("/admin/tenants").status_code == 200
@@ -143,7 +147,11 @@ def test_flask_worker_command_refuses_to_run_without_redis(tmp_path):
     flask = Path(sys.executable).with_name("flask")
     result = subprocess.run(  # noqa: S603 - our own venv's flask
         [str(flask), "--app", "wsgi", "worker", "--burst"],
-        cwd=Path(__file__).resolve().parent.parent, env=env, capture_output=True, text=True, timeout=60,
+        cwd=Path(__file__).resolve().parent.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 1
     assert "Error: Jobs run inline in this configuration; set REDIS_URL to use a worker." in result.stderr

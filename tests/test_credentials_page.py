@@ -37,24 +37,34 @@ def gcp_form(name="GCP Billing", **changes) -> dict:
 
 
 def aws_form(name="AWS Prod", **changes) -> dict:
-    form = {"aws-credential_name": name, "aws-aws_access_key_id": "AKIAIOSFODNN7EXAMPLE",
-            "aws-aws_secret_access_key": AWS_SECRET, "aws-region": "us-east-1", "aws-role_arn": ""}
+    form = {
+        "aws-credential_name": name,
+        "aws-aws_access_key_id": "AKIAIOSFODNN7EXAMPLE",
+        "aws-aws_secret_access_key": AWS_SECRET,
+        "aws-region": "us-east-1",
+        "aws-role_arn": "",
+    }
     form.update({f"aws-{k}": v for k, v in changes.items()})
     return form
 
 
 def azure_form(name="Azure Sub", **changes) -> dict:
-    form = {"azure-credential_name": name, "azure-tenant_id": "72f988bf-86f1-41af-91ab-2d7cd011db47",
-            "azure-client_id": "0f1e2d3c-4b5a-6978-8695-a4b3c2d1e0f9",
-            "azure-subscription_id": "11111111-2222-3333-4444-555555555555", "azure-client_secret": AZURE_SECRET}
+    form = {
+        "azure-credential_name": name,
+        "azure-tenant_id": "72f988bf-86f1-41af-91ab-2d7cd011db47",
+        "azure-client_id": "0f1e2d3c-4b5a-6978-8695-a4b3c2d1e0f9",
+        "azure-subscription_id": "11111111-2222-3333-4444-555555555555",
+        "azure-client_secret": AZURE_SECRET,
+    }
     form.update({f"azure-{k}": v for k, v in changes.items()})
     return form
 
 
 def shown(page: str) -> dict[str, str]:
     """credential name -> its row's HTML, as the list shows them."""
-    rows = re.findall(r'<tr data-testid="credential-row" data-credential-id="[^"]+" data-name="([^"]+)"[^>]*>(.*?)</tr>',
-                      page, re.S)
+    rows = re.findall(
+        r'<tr data-testid="credential-row" data-credential-id="[^"]+" data-name="([^"]+)"[^>]*>(.*?)</tr>', page, re.S
+    )
     return {html.unescape(name): row for name, row in rows}
 
 
@@ -178,8 +188,12 @@ def test_adding_a_credential_lists_it_and_the_secret_is_never_shown_or_stored_in
 def test_gcp_key_file_can_be_uploaded(app, client, tenant, team, login):
     login(client, team["owner"])
     upload = (io.BytesIO(json.dumps(gcp_key()).encode()), "key.json")
-    response = add(client, "gcp", {"gcp-credential_name": "Uploaded", "gcp-key_json": "", "gcp-key_file": upload},
-                   content_type="multipart/form-data")
+    response = add(
+        client,
+        "gcp",
+        {"gcp-credential_name": "Uploaded", "gcp-key_json": "", "gcp-key_file": upload},
+        content_type="multipart/form-data",
+    )
     assert response.status_code == 303, response.get_data(as_text=True)[:2000]
     [credential] = stored(app, tenant)
     assert credential.name == "Uploaded" and credential.identity == "exporter@acme-billing.iam.gserviceaccount.com"
@@ -190,8 +204,17 @@ def test_gcp_key_file_can_be_uploaded(app, client, tenant, team, login):
 
 def test_invalid_aws_input_shows_a_message_per_field_and_stores_nothing(app, client, tenant, team, login):
     login(client, team["developer"])
-    response = add(client, "aws", aws_form(name="", aws_access_key_id="AKIA123", region="mars-1",
-                                           role_arn="arn:nope", aws_secret_access_key="short-secret-value"))
+    response = add(
+        client,
+        "aws",
+        aws_form(
+            name="",
+            aws_access_key_id="AKIA123",
+            region="mars-1",
+            role_arn="arn:nope",
+            aws_secret_access_key="short-secret-value",
+        ),
+    )
     page = response.get_data(as_text=True)
     assert response.status_code == 422
     assert field_error(page, "aws-credential_name") == "Give the credential a name."
@@ -245,8 +268,9 @@ def test_an_unknown_provider_is_not_found(client, team, login):
 # --- other tenants ------------------------------------------------------------------------
 
 
-def test_another_tenants_credential_is_not_found_and_nothing_changes(app, client, tenant, team, login,
-                                                                   make_tenant, make_user):
+def test_another_tenants_credential_is_not_found_and_nothing_changes(
+    app, client, tenant, team, login, make_tenant, make_user
+):
     login(client, team["owner"])
     add_ok(client, "aws", aws_form(name="Ours"))
     [ours] = stored(app, tenant)

@@ -27,7 +27,6 @@ ID_B = crypto.parse_keys(KEY_B).primary_id
 AZURE_SECRET = "azure~client~secret~value~0123456789"  # noqa: S105 - test value
 
 
-
 def seed_gcp(private_key: str = PRIVATE_KEY) -> dict:
     """Seed 000's GCP request body's "credentials" object."""
     return {
@@ -78,14 +77,18 @@ def actor_for(member) -> Actor:
 
 
 def raw_ciphertext(credential_id: str) -> bytes:
-    value = db.session.execute(text("SELECT ciphertext FROM credentials WHERE id = :id"), {"id": credential_id}).scalar_one()
+    value = db.session.execute(
+        text("SELECT ciphertext FROM credentials WHERE id = :id"), {"id": credential_id}
+    ).scalar_one()
     return bytes(value)
 
 
 def audit_actions(credential_id: str) -> list[str]:
-    return list(db.session.execute(
-        select(AuditEvent.action).where(AuditEvent.target_id == credential_id).order_by(AuditEvent.id)
-    ).scalars())
+    return list(
+        db.session.execute(
+            select(AuditEvent.action).where(AuditEvent.target_id == credential_id).order_by(AuditEvent.id)
+        ).scalars()
+    )
 
 
 def field_errors(error: CredentialInvalid) -> dict[str, str]:
@@ -108,7 +111,9 @@ def test_secret_is_not_in_the_raw_database_column_nor_the_logs(keys, owner, ctx,
         stored = raw_ciphertext(credential.id)
         assert secret.encode() not in stored
         assert b"private_key" not in stored and b"client_secret" not in stored
-        row = db.session.execute(text("SELECT * FROM credentials WHERE id = :id"), {"id": credential.id}).mappings().one()
+        row = (
+            db.session.execute(text("SELECT * FROM credentials WHERE id = :id"), {"id": credential.id}).mappings().one()
+        )
         assert all(secret not in str(value) for value in row.values())
         for event in db.session.execute(select(AuditEvent).where(AuditEvent.target_id == credential.id)).scalars():
             assert secret not in str(event.details)
@@ -127,8 +132,12 @@ def test_platform_use_decrypts_and_audits_every_time(keys, owner, ctx):
     tenant, member = owner
     credential = services.add_credential(actor_for(member), tenant, "aws", "access_key", "AWS", seed_aws())
     for _ in range(2):
-        assert services.reveal_secret_for_platform_use(Actor(user=None, label="billing-export"), credential,
-                                                       "nightly cost export") == seed_aws()
+        assert (
+            services.reveal_secret_for_platform_use(
+                Actor(user=None, label="billing-export"), credential, "nightly cost export"
+            )
+            == seed_aws()
+        )
     assert audit_actions(credential.id) == ["credential.added", "credential.secret_used", "credential.secret_used"]
     with pytest.raises(ValueError, match="purpose"):
         services.reveal_secret_for_platform_use(actor_for(member), credential, "  ")
@@ -236,8 +245,9 @@ def test_a_tampered_ciphertext_fails_with_a_clear_error(keys, owner, ctx):
     db.session.commit()
     blob = bytearray(raw_ciphertext(credential.id))
     blob[20] ^= 0x01
-    db.session.execute(text("UPDATE credentials SET ciphertext = :c WHERE id = :id"),
-                       {"c": bytes(blob), "id": credential.id})
+    db.session.execute(
+        text("UPDATE credentials SET ciphertext = :c WHERE id = :id"), {"c": bytes(blob), "id": credential.id}
+    )
     db.session.expire_all()
     credential = db.session.get(Credential, credential.id)
     with pytest.raises(CredentialDecryptError, match="failed authentication: the ciphertext was altered"):
@@ -251,9 +261,15 @@ def test_a_row_copied_to_another_tenant_does_not_decrypt(keys, owner, make_tenan
     other = make_tenant()
     original = services.add_credential(actor_for(member), tenant, "aws", None, "AWS", seed_aws())
     copy = Credential(
-        id="cred_copied00000000", tenant_id=other.tenant_id, provider="aws", credential_type="access_key",
-        name="stolen", identity=original.identity, fingerprint=original.fingerprint,
-        ciphertext=original.ciphertext, key_id=original.key_id,
+        id="cred_copied00000000",
+        tenant_id=other.tenant_id,
+        provider="aws",
+        credential_type="access_key",
+        name="stolen",
+        identity=original.identity,
+        fingerprint=original.fingerprint,
+        ciphertext=original.ciphertext,
+        key_id=original.key_id,
     )
     db.session.add(copy)
     db.session.flush()
@@ -282,8 +298,11 @@ def test_malformed_keys_are_refused_without_echoing_them():
 
 
 def test_production_refuses_to_start_without_credentials_keys(monkeypatch):
-    config = {"PORTAL_ENV": "production", "SECRET_KEY": "k" * 40,
-              "SQLALCHEMY_DATABASE_URI": "postgresql+psycopg://portal@db.internal/portal"}
+    config = {
+        "PORTAL_ENV": "production",
+        "SECRET_KEY": "k" * 40,
+        "SQLALCHEMY_DATABASE_URI": "postgresql+psycopg://portal@db.internal/portal",
+    }
     with pytest.raises(RuntimeError, match="CREDENTIALS_KEYS must be set"):
         check_production(config)
     with pytest.raises(RuntimeError, match="CREDENTIALS_KEYS entry 1"):
@@ -328,8 +347,15 @@ def test_seed_gcp_and_aws_bodies_are_accepted():
     assert validate("gcp", None, json.dumps(seed_gcp())).secret == seed_gcp()  # an uploaded key file
     aws = validate("aws", "access_key", seed_aws())
     assert aws.secret == seed_aws() and aws.identity == "****************MPLE"
-    assert validate("aws", None, {**seed_aws(), "aws_access_key_id": "ASIAIOSFODNN7EXAMPLE",
-                                  "role_arn": "arn:aws:iam::123456789012:role/billing/CostReader"}).secret["role_arn"]
+    assert validate(
+        "aws",
+        None,
+        {
+            **seed_aws(),
+            "aws_access_key_id": "ASIAIOSFODNN7EXAMPLE",
+            "role_arn": "arn:aws:iam::123456789012:role/billing/CostReader",
+        },
+    ).secret["role_arn"]
     assert validate("azure", "service_principal", azure()).identity == azure()["client_id"]
 
 
@@ -342,17 +368,23 @@ def test_the_seeds_truncated_private_key_is_rejected_on_private_key():
 
 
 def test_a_non_rsa_private_key_is_rejected():
-    ec_pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
+    ec_pem = (
+        ec.generate_private_key(ec.SECP256R1())
+        .private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        .decode()
+    )
     with pytest.raises(CredentialInvalid) as error:
         validate("gcp", None, seed_gcp(ec_pem))
     assert field_errors(error.value) == {"private_key": "private_key must be an RSA private key."}
 
 
 def test_each_gcp_field_error_is_reported():
-    body = {**seed_gcp(), "type": "authorized_user", "client_email": "someone@gmail.com",
-            "token_uri": "http://oauth2.googleapis.com/token"}
+    body = {
+        **seed_gcp(),
+        "type": "authorized_user",
+        "client_email": "someone@gmail.com",
+        "token_uri": "http://oauth2.googleapis.com/token",
+    }
     del body["project_id"]
     with pytest.raises(CredentialInvalid) as error:
         validate("gcp", None, body)
@@ -363,17 +395,20 @@ def test_each_gcp_field_error_is_reported():
         assert set(field_errors(error.value)) == {"credentials"}
 
 
-@pytest.mark.parametrize(("field", "value", "message"), [
-    ("aws_access_key_id", "AKIAshort", "AKIA or ASIA followed by 16"),
-    ("aws_access_key_id", "AKIDIOSFODNN7EXAMPLE", "AKIA or ASIA"),
-    ("aws_access_key_id", "akiaiosfodnn7example", "uppercase"),
-    ("aws_secret_access_key", AWS_SECRET[:39], "exactly 40 characters"),
-    ("aws_secret_access_key", AWS_SECRET + "x", "exactly 40 characters"),
-    ("region", "us-east-9", "not an AWS region"),
-    ("region", "", "region is required"),
-    ("role_arn", "arn:aws:iam::12345:role/x", "arn:aws:iam::123456789012:role/RoleName"),
-    ("role_arn", "arn:aws:iam::123456789012:user/bob", "arn:aws:iam::123456789012:role/RoleName"),
-])
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("aws_access_key_id", "AKIAshort", "AKIA or ASIA followed by 16"),
+        ("aws_access_key_id", "AKIDIOSFODNN7EXAMPLE", "AKIA or ASIA"),
+        ("aws_access_key_id", "akiaiosfodnn7example", "uppercase"),
+        ("aws_secret_access_key", AWS_SECRET[:39], "exactly 40 characters"),
+        ("aws_secret_access_key", AWS_SECRET + "x", "exactly 40 characters"),
+        ("region", "us-east-9", "not an AWS region"),
+        ("region", "", "region is required"),
+        ("role_arn", "arn:aws:iam::12345:role/x", "arn:aws:iam::123456789012:role/RoleName"),
+        ("role_arn", "arn:aws:iam::123456789012:user/bob", "arn:aws:iam::123456789012:role/RoleName"),
+    ],
+)
 def test_each_aws_field_error_is_reported_on_its_field(field, value, message):
     with pytest.raises(CredentialInvalid) as error:
         validate("aws", "access_key", {**seed_aws(), field: value})
@@ -384,17 +419,22 @@ def test_each_aws_field_error_is_reported_on_its_field(field, value, message):
 
 def test_every_failing_aws_field_is_reported_at_once():
     with pytest.raises(CredentialInvalid) as error:
-        validate("aws", None, {"aws_access_key_id": "x", "aws_secret_access_key": "y", "region": "z", "aws_region": "q"})
+        validate(
+            "aws", None, {"aws_access_key_id": "x", "aws_secret_access_key": "y", "region": "z", "aws_region": "q"}
+        )
     assert set(field_errors(error.value)) == {"aws_access_key_id", "aws_secret_access_key", "region", "aws_region"}
 
 
-@pytest.mark.parametrize(("field", "value", "message"), [
-    ("tenant_id", "not-a-guid", "tenant_id must be a GUID"),
-    ("client_id", "0f1e2d3c4b5a69788695a4b3c2d1e0f9", "client_id must be a GUID"),
-    ("subscription_id", "", "subscription_id is required"),
-    ("client_secret", "", "client_secret is required"),
-    ("client_secret", "s" * 256, "at most 255 characters"),
-])
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("tenant_id", "not-a-guid", "tenant_id must be a GUID"),
+        ("client_id", "0f1e2d3c4b5a69788695a4b3c2d1e0f9", "client_id must be a GUID"),
+        ("subscription_id", "", "subscription_id is required"),
+        ("client_secret", "", "client_secret is required"),
+        ("client_secret", "s" * 256, "at most 255 characters"),
+    ],
+)
 def test_each_azure_field_error_is_reported_on_its_field(field, value, message):
     with pytest.raises(CredentialInvalid) as error:
         validate("azure", None, {**azure(), field: value})

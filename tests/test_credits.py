@@ -24,8 +24,8 @@ STARTER = 4900  # $49.00 a month
 
 def ledger(tenant_id: str) -> list[tuple[str, int, int]]:
     rows = db.session.execute(
-        select(CreditEntry).where(CreditEntry.tenant_id == tenant_id)
-        .order_by(CreditEntry.created_at, CreditEntry.id)).scalars()
+        select(CreditEntry).where(CreditEntry.tenant_id == tenant_id).order_by(CreditEntry.created_at, CreditEntry.id)
+    ).scalars()
     return [(entry.kind, entry.amount, entry.balance_after) for entry in rows]
 
 
@@ -43,11 +43,16 @@ def test_a_grant_raises_the_balance_and_is_recorded_with_its_reason_and_who_gave
     summary = credits.summary(tenant.tenant_id, at=T0)
     assert (summary.currency, summary.balance, summary.total_granted, summary.total_used) == ("USD", 2500, 2500, 0)
     grant = db.session.execute(select(CreditGrant).where(CreditGrant.tenant_id == tenant.tenant_id)).scalar_one()
-    assert (grant.amount, grant.remaining, grant.reason, grant.created_by) == (2500, 2500, "Outage compensation",
-                                                                               "system")
+    assert (grant.amount, grant.remaining, grant.reason, grant.created_by) == (
+        2500,
+        2500,
+        "Outage compensation",
+        "system",
+    )
     assert ledger(tenant.tenant_id) == [("grant", 2500, 2500)]
-    assert db.session.execute(select(AuditEvent.action).where(AuditEvent.tenant_id == tenant.tenant_id)
-                              ).scalars().all() == ["credit.granted"]
+    assert db.session.execute(
+        select(AuditEvent.action).where(AuditEvent.tenant_id == tenant.tenant_id)
+    ).scalars().all() == ["credit.granted"]
 
 
 def test_a_deduction_lowers_the_balance_oldest_expiring_grant_first():
@@ -62,10 +67,16 @@ def test_a_deduction_lowers_the_balance_oldest_expiring_grant_first():
     assert balance(tenant.tenant_id, T0) == 1500
 
 
-@pytest.mark.parametrize("amount, message", [
-    (0, "more than zero"), (-500, "more than zero"), (10**12, "at most"), (12.5, "whole number"),
-    (True, "whole number"),
-])
+@pytest.mark.parametrize(
+    "amount, message",
+    [
+        (0, "more than zero"),
+        (-500, "more than zero"),
+        (10**12, "at most"),
+        (12.5, "whole number"),
+        (True, "whole number"),
+    ],
+)
 def test_a_grant_or_deduction_of_a_bad_amount_is_refused_and_changes_nothing(amount, message):
     tenant = bare_tenant()
     credits.grant(SYSTEM, tenant, 1000, at=T0)
@@ -82,7 +93,9 @@ def test_deducting_more_than_the_balance_is_refused_with_the_balance_and_changes
     tenant = bare_tenant()
     grant = credits.grant(SYSTEM, tenant, 1000, at=T0)
     commit()
-    with pytest.raises(credits.InsufficientCredit, match=r"Cannot deduct \$10\.01: the credit balance is only \$10\.00"):
+    with pytest.raises(
+        credits.InsufficientCredit, match=r"Cannot deduct \$10\.01: the credit balance is only \$10\.00"
+    ):
         credits.deduct(SYSTEM, tenant, 1001, at=T0)
     rollback()
     assert db.session.get(CreditGrant, grant.id).remaining == 1000
@@ -153,7 +166,11 @@ def test_the_billing_run_applies_credit_oldest_expiring_first_and_lowers_the_tot
     run_billing(utc(2027, 4, 1, 12))
     renewal = invoices_of(subscription)[-1]
     assert (renewal.subtotal, renewal.credits_applied, renewal.total, renewal.status) == (
-        STARTER, 3500, STARTER - 3500, "open")
+        STARTER,
+        3500,
+        STARTER - 3500,
+        "open",
+    )
     assert sum(line.amount for line in renewal.lines) == renewal.subtotal
     assert (soon.remaining, later.remaining, forever.remaining) == (0, 0, 0)
     entry = db.session.execute(select(CreditEntry).where(CreditEntry.invoice_id == renewal.id)).scalar_one()

@@ -35,8 +35,11 @@ def credits_of(client, tenant_id, headers, **params):
 
 def test_operator_grants_and_deducts_and_the_ledger_shows_both(client, operator, make_tenant):
     tenant = make_tenant()
-    response = grant(client, operator, {"tenant_id": tenant.tenant_id, "amount": 5000,
-                                        "expires_at": "2099-01-01T00:00:00Z", "reason": "Launch promo"})
+    response = grant(
+        client,
+        operator,
+        {"tenant_id": tenant.tenant_id, "amount": 5000, "expires_at": "2099-01-01T00:00:00Z", "reason": "Launch promo"},
+    )
     assert response.status_code == 200, response.get_json()
     body = response.get_json()
     assert (body["amount"], body["remaining"], body["balance"], body["currency"]) == (5000, 5000, 5000, "USD")
@@ -51,7 +54,9 @@ def test_operator_grants_and_deducts_and_the_ledger_shows_both(client, operator,
     assert (body["balance"], body["total_granted"], body["total_used"], body["total_expired"]) == (3800, 5000, 1200, 0)
     assert body["balance_major"] == 38.0
     assert [(e["type"], e["amount"], e["balance_after"]) for e in body["entries"]] == [
-        ("deduction", -1200, 3800), ("grant", 5000, 5000)]
+        ("deduction", -1200, 3800),
+        ("grant", 5000, 5000),
+    ]
     assert body["entries"][1]["description"] == "Launch promo"
     assert body["pagination"]["total_items"] == 2
 
@@ -65,19 +70,22 @@ def test_seed_field_names_are_accepted(client, operator, app, make_tenant):
     assert response.get_json()["balance"] == 2500
 
 
-@pytest.mark.parametrize("payload, field", [
-    ({"amount": 0}, "amount"),
-    ({"amount": -100}, "amount"),
-    ({"amount": "100"}, "amount"),
-    ({"amount": 1.5}, "amount"),
-    ({"creditAmount": 10.005}, "creditAmount"),
-    ({"creditAmount": -1}, "creditAmount"),
-    ({"amount": 100, "creditAmount": 1}, None),
-    ({}, None),
-    ({"amount": 100, "currency": "dollars"}, "currency"),
-    ({"amount": 100, "expires_at": "2020-01-01T00:00:00Z"}, "expires_at"),
-    ({"amount": 100, "expires_at": "tomorrow"}, "expires_at"),
-])
+@pytest.mark.parametrize(
+    "payload, field",
+    [
+        ({"amount": 0}, "amount"),
+        ({"amount": -100}, "amount"),
+        ({"amount": "100"}, "amount"),
+        ({"amount": 1.5}, "amount"),
+        ({"creditAmount": 10.005}, "creditAmount"),
+        ({"creditAmount": -1}, "creditAmount"),
+        ({"amount": 100, "creditAmount": 1}, None),
+        ({}, None),
+        ({"amount": 100, "currency": "dollars"}, "currency"),
+        ({"amount": 100, "expires_at": "2020-01-01T00:00:00Z"}, "expires_at"),
+        ({"amount": 100, "expires_at": "tomorrow"}, "expires_at"),
+    ],
+)
 def test_bad_grants_get_a_clear_400_and_change_nothing(client, operator, app, make_tenant, payload, field):
     tenant = make_tenant()
     response = grant(client, operator, {"tenant_id": tenant.tenant_id, **payload})
@@ -90,8 +98,9 @@ def test_bad_grants_get_a_clear_400_and_change_nothing(client, operator, app, ma
 def test_deducting_more_than_the_balance_is_a_400_that_changes_nothing(client, operator, app, make_tenant):
     tenant = make_tenant()
     grant(client, operator, {"tenant_id": tenant.tenant_id, "amount": 1000})
-    body = assert_envelope(deduct(client, operator, {"tenant_id": tenant.tenant_id, "amount": 1001}), 400,
-                           "INSUFFICIENT_CREDIT")
+    body = assert_envelope(
+        deduct(client, operator, {"tenant_id": tenant.tenant_id, "amount": 1001}), 400, "INSUFFICIENT_CREDIT"
+    )
     assert body["detail"] == "Cannot deduct $10.01: the credit balance is only $10.00."
     assert credits_of(client, tenant.tenant_id, operator).get_json()["balance"] == 1000
     assert count(app, CreditEntry, tenant_id=tenant.tenant_id) == 1
@@ -108,8 +117,7 @@ def test_hostile_bodies_get_a_4xx_envelope(client, operator, make_tenant):
 
 def test_an_unknown_customer_is_not_found(client, operator):
     assert_envelope(grant(client, operator, {"tenant_id": "nobody_here", "amount": 100}), 404, "RESOURCE_NOT_FOUND")
-    assert_envelope(deduct(client, operator, {"customerId": "nobody_here", "amount": 100}), 404,
-                    "RESOURCE_NOT_FOUND")
+    assert_envelope(deduct(client, operator, {"customerId": "nobody_here", "amount": 100}), 404, "RESOURCE_NOT_FOUND")
 
 
 def test_tenant_keys_cannot_grant_or_deduct(client, app, make_tenant):
@@ -141,8 +149,14 @@ def test_the_ledger_paginates_newest_first(client, operator, make_tenant):
         grant(client, operator, {"tenant_id": tenant.tenant_id, "amount": amount})
     body = credits_of(client, tenant.tenant_id, operator, page=2, page_size=2).get_json()
     assert [e["amount"] for e in body["entries"]] == [3, 2]
-    assert body["pagination"] == {"page": 2, "page_size": 2, "total_items": 5, "total_pages": 3, "has_next": True,
-                                  "has_previous": True}
+    assert body["pagination"] == {
+        "page": 2,
+        "page_size": 2,
+        "total_items": 5,
+        "total_pages": 3,
+        "has_next": True,
+        "has_previous": True,
+    }
     assert_envelope(credits_of(client, tenant.tenant_id, operator, page_size=1000), 400, "VALIDATION_ERROR")
     assert_envelope(credits_of(client, tenant.tenant_id, operator, currency="x"), 400, "VALIDATION_ERROR")
 

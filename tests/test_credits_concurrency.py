@@ -46,7 +46,13 @@ def test_racing_deductions_never_take_more_than_the_balance(committed_app):
 
     with committed_app.test_request_context():
         assert credits.summary(tenant_id).balance == 100
-        balances = db.session.execute(
-            select(CreditEntry.balance_after).where(CreditEntry.tenant_id == tenant_id)
-            .order_by(CreditEntry.created_at)).scalars().all()
+        balances = (
+            db.session.execute(
+                select(CreditEntry.balance_after)
+                .where(CreditEntry.tenant_id == tenant_id)
+                .order_by(CreditEntry.created_at)
+            )
+            .scalars()
+            .all()
+        )
         assert balances == [1000, 700, 400, 100]

@@ -28,9 +28,12 @@ def flashes(page: str) -> list[str]:
 
 def entries_of(app, tenant) -> list[tuple[str, int]]:
     with app.app_context():
-        return [(e.kind, e.amount) for e in db.session.execute(
-            select(CreditEntry).where(CreditEntry.tenant_id == tenant.tenant_id)
-            .order_by(CreditEntry.created_at)).scalars()]
+        return [
+            (e.kind, e.amount)
+            for e in db.session.execute(
+                select(CreditEntry).where(CreditEntry.tenant_id == tenant.tenant_id).order_by(CreditEntry.created_at)
+            ).scalars()
+        ]
 
 
 def give(app, tenant, amount, **kwargs):
@@ -60,13 +63,18 @@ def test_operator_grants_credit_after_confirming_and_sees_it_in_the_ledger(app, 
     assert shown(page, "credit-balance") == "$0.00"
     assert "No credit yet" in page
 
-    form = {"grant-amount": "25.50", "grant-currency": "USD", "grant-expires_at": "2099-12-31T23:59",
-            "grant-reason": "Outage on May 3"}
+    form = {
+        "grant-amount": "25.50",
+        "grant-currency": "USD",
+        "grant-expires_at": "2099-12-31T23:59",
+        "grant-reason": "Outage on May 3",
+    }
     review = operator_client.post(f"{detail}/credits/grant", data=form)
     assert review.status_code == 200
     page = review.get_data(as_text=True)
     assert shown(page, "credit-confirm-summary") == (
-        f"Grant $25.50 of credit to Credited Co ({tenant.tenant_id}), expiring 2099-12-31 23:59 UTC.")
+        f"Grant $25.50 of credit to Credited Co ({tenant.tenant_id}), expiring 2099-12-31 23:59 UTC."
+    )
     assert entries_of(app, tenant) == []  # nothing happens before the confirmation
 
     confirmed = operator_client.post(f"{detail}/credits/grant", data={**form, "grant-confirmed": "yes"})
@@ -77,8 +85,9 @@ def test_operator_grants_credit_after_confirming_and_sees_it_in_the_ledger(app, 
     assert "Outage on May 3" in shown(page, "credit-ledger")
     assert entries_of(app, tenant) == [("grant", 2550)]
     with app.app_context():
-        event = db.session.execute(select(AuditEvent).where(AuditEvent.action == "credit.granted",
-                                                            AuditEvent.tenant_id == tenant.tenant_id)).scalar_one()
+        event = db.session.execute(
+            select(AuditEvent).where(AuditEvent.action == "credit.granted", AuditEvent.tenant_id == tenant.tenant_id)
+        ).scalar_one()
         assert event.actor_label.startswith("op_")
 
 
@@ -96,22 +105,37 @@ def test_operator_deducts_credit_after_confirming(app, operator_client, tenant):
     assert entries_of(app, tenant) == [("grant", 5000), ("deduction", -1200)]
 
 
-@pytest.mark.parametrize("amount, message", [
-    ("0", "more than zero"), ("-5", "more than zero"), ("1.001", "two decimal places"), ("abc", "Not a valid decimal"),
-    ("", "Enter an amount"),
-])
+@pytest.mark.parametrize(
+    "amount, message",
+    [
+        ("0", "more than zero"),
+        ("-5", "more than zero"),
+        ("1.001", "two decimal places"),
+        ("abc", "Not a valid decimal"),
+        ("", "Enter an amount"),
+    ],
+)
 def test_a_bad_amount_is_shown_beside_the_field_and_changes_nothing(app, operator_client, tenant, amount, message):
-    response = operator_client.post(f"/admin/tenants/{tenant.tenant_id}/credits/grant", data={
-        "grant-amount": amount, "grant-currency": "USD", "grant-reason": "x", "grant-confirmed": "yes"})
+    response = operator_client.post(
+        f"/admin/tenants/{tenant.tenant_id}/credits/grant",
+        data={"grant-amount": amount, "grant-currency": "USD", "grant-reason": "x", "grant-confirmed": "yes"},
+    )
     assert response.status_code == 422
     assert message in field_error(response.get_data(as_text=True), "grant-amount")
     assert entries_of(app, tenant) == []
 
 
 def test_a_grant_expiring_in_the_past_or_without_a_reason_is_refused(app, operator_client, tenant):
-    response = operator_client.post(f"/admin/tenants/{tenant.tenant_id}/credits/grant", data={
-        "grant-amount": "5", "grant-currency": "USD", "grant-expires_at": "2001-01-01T00:00", "grant-reason": "",
-        "grant-confirmed": "yes"})
+    response = operator_client.post(
+        f"/admin/tenants/{tenant.tenant_id}/credits/grant",
+        data={
+            "grant-amount": "5",
+            "grant-currency": "USD",
+            "grant-expires_at": "2001-01-01T00:00",
+            "grant-reason": "",
+            "grant-confirmed": "yes",
+        },
+    )
     page = response.get_data(as_text=True)
     assert response.status_code == 422
     assert field_error(page, "grant-expires_at") == "Choose a moment in the future."
@@ -121,17 +145,22 @@ def test_a_grant_expiring_in_the_past_or_without_a_reason_is_refused(app, operat
 
 def test_deducting_more_than_the_balance_says_what_the_balance_is_and_changes_nothing(app, operator_client, tenant):
     give(app, tenant, 1000)
-    response = operator_client.post(f"/admin/tenants/{tenant.tenant_id}/credits/deduct", data={
-        "deduct-amount": "10.01", "deduct-currency": "USD", "deduct-reason": "Oops", "deduct-confirmed": "yes"})
+    response = operator_client.post(
+        f"/admin/tenants/{tenant.tenant_id}/credits/deduct",
+        data={"deduct-amount": "10.01", "deduct-currency": "USD", "deduct-reason": "Oops", "deduct-confirmed": "yes"},
+    )
     assert response.status_code == 422
     assert field_error(response.get_data(as_text=True), "deduct-amount") == (
-        "Cannot deduct $10.01: the credit balance is only $10.00.")
+        "Cannot deduct $10.01: the credit balance is only $10.00."
+    )
     assert entries_of(app, tenant) == [("grant", 1000)]
 
 
 def test_a_bad_currency_is_refused(app, operator_client, tenant):
-    response = operator_client.post(f"/admin/tenants/{tenant.tenant_id}/credits/grant", data={
-        "grant-amount": "5", "grant-currency": "1$%", "grant-reason": "x", "grant-confirmed": "yes"})
+    response = operator_client.post(
+        f"/admin/tenants/{tenant.tenant_id}/credits/grant",
+        data={"grant-amount": "5", "grant-currency": "1$%", "grant-reason": "x", "grant-confirmed": "yes"},
+    )
     assert response.status_code == 422
     page = response.get_data(as_text=True)
     assert "three-letter" in field_error(page, "grant-currency") or "three-letter" in form_error(page)
@@ -141,8 +170,10 @@ def test_a_bad_currency_is_refused(app, operator_client, tenant):
 def test_tenant_members_cannot_reach_the_operator_credit_actions(app, client, tenant, make_user, login):
     owner = make_user(tenant=tenant, role="owner")
     login(client, owner)
-    response = client.post(f"/admin/tenants/{tenant.tenant_id}/credits/grant", data={
-        "grant-amount": "5", "grant-currency": "USD", "grant-reason": "free money", "grant-confirmed": "yes"})
+    response = client.post(
+        f"/admin/tenants/{tenant.tenant_id}/credits/grant",
+        data={"grant-amount": "5", "grant-currency": "USD", "grant-reason": "free money", "grant-confirmed": "yes"},
+    )
     assert response.status_code == 404
     assert entries_of(app, tenant) == []
 
@@ -161,8 +192,9 @@ def test_the_console_ledger_paginates(app, operator_client, tenant):
 
 
 @pytest.mark.parametrize("role", ["owner", "admin", "developer", "viewer"])
-def test_every_member_sees_the_credit_balance_and_ledger_on_the_billing_page(app, client, tenant, make_user, login,
-                                                                             role):
+def test_every_member_sees_the_credit_balance_and_ledger_on_the_billing_page(
+    app, client, tenant, make_user, login, role
+):
     give(app, tenant, 2000, reason="Welcome credit")
     login(client, make_user(tenant=tenant, role=role))
     page = client.get("/billing").get_data(as_text=True)

@@ -23,19 +23,22 @@ from tests.billing_engine_support import run_billing, subscribe, utc
 
 pytestmark = pytest.mark.usefixtures("ctx")
 
-EXAMPLES = settings(max_examples=40, deadline=None,
-                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+EXAMPLES = settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 T0 = utc(2028, 1, 15, 9)
 
 operations = st.lists(
     st.one_of(
-        st.tuples(st.just("grant"), st.integers(1, 20_000),
-                  st.one_of(st.none(), st.integers(1, 90 * 86400))),  # expires that many seconds later
+        st.tuples(
+            st.just("grant"), st.integers(1, 20_000), st.one_of(st.none(), st.integers(1, 90 * 86400))
+        ),  # expires that many seconds later
         st.tuples(st.just("deduct"), st.integers(1, 20_000), st.none()),
         st.tuples(st.just("run"), st.integers(0, 70 * 86400), st.none()),  # the clock moves, then a billing run
         st.tuples(st.just("rerun"), st.just(0), st.none()),
     ),
-    min_size=1, max_size=14,
+    min_size=1,
+    max_size=14,
 )
 
 
@@ -52,9 +55,13 @@ def clean_state():
 
 def check_ledger(tenant_id: str, at) -> None:
     grants = list(db.session.execute(select(CreditGrant).where(CreditGrant.tenant_id == tenant_id)).scalars())
-    entries = list(db.session.execute(
-        select(CreditEntry).where(CreditEntry.tenant_id == tenant_id)
-        .order_by(CreditEntry.created_at, CreditEntry.id)).scalars())
+    entries = list(
+        db.session.execute(
+            select(CreditEntry)
+            .where(CreditEntry.tenant_id == tenant_id)
+            .order_by(CreditEntry.created_at, CreditEntry.id)
+        ).scalars()
+    )
     assert all(0 <= grant.remaining <= grant.amount for grant in grants)
     assert all(entry.balance_after >= 0 for entry in entries)
     # Replaying the entries gives every recorded balance, and the last one is what the grants hold.
@@ -77,7 +84,8 @@ def check_ledger(tenant_id: str, at) -> None:
     applied = -sum(entry.amount for entry in entries if entry.kind == "application")
     assert applied == sum(invoice.credits_applied for invoice in invoices)
     assert db.session.scalar(
-        select(func.count()).select_from(CreditEntry)
+        select(func.count())
+        .select_from(CreditEntry)
         .where(CreditEntry.tenant_id == tenant_id, CreditEntry.kind == "application")
     ) == sum(1 for invoice in invoices if invoice.credits_applied)
 

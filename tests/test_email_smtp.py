@@ -27,11 +27,13 @@ class Inbox:
         self.received = []
 
     async def handle_DATA(self, server, session, envelope):
-        self.received.append(SimpleNamespace(
-            mail_from=envelope.mail_from,
-            rcpt_tos=list(envelope.rcpt_tos),
-            message=message_from_bytes(envelope.original_content or envelope.content, policy=policy.default),
-        ))
+        self.received.append(
+            SimpleNamespace(
+                mail_from=envelope.mail_from,
+                rcpt_tos=list(envelope.rcpt_tos),
+                message=message_from_bytes(envelope.original_content or envelope.content, policy=policy.default),
+            )
+        )
         return "250 Message accepted for delivery"
 
     def to(self, address: str):

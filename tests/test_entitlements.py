@@ -48,8 +48,10 @@ def test_a_starter_tenant_may_run_pipelines_until_its_quota_is_used(app, client,
         record(tenant.tenant_id, "pipeline_run", many=1000)
     data = check(client, operator, tenant.tenant_id, "pipeline_runs")
     assert data["isAllowed"] is False
-    assert data["meta"]["reason"] == {"code": "QUOTA_EXCEEDED",
-                                      "description": "Usage limit exceeded for this billing period."}
+    assert data["meta"]["reason"] == {
+        "code": "QUOTA_EXCEEDED",
+        "description": "Usage limit exceeded for this billing period.",
+    }
     assert data["usage"] == {"used": 1000, "limit": 1000, "remaining": 0}
 
 
@@ -59,8 +61,12 @@ def test_a_simulation_says_whether_more_would_fit_and_records_nothing(app, clien
         record(tenant.tenant_id, "pipeline_run", many=995)
     fits = evaluate(client, operator, tenant.tenant_id, "pipeline_runs", 5, context={"flowId": "flow_42"})
     assert fits["isAllowed"] is True and fits["flowId"] == "flow_42"
-    assert fits["simulation"] == {"requestedUsage": 5, "projectedUsage": 1000, "projectedRemaining": 0,
-                                  "wouldExceedLimit": False}
+    assert fits["simulation"] == {
+        "requestedUsage": 5,
+        "projectedUsage": 1000,
+        "projectedRemaining": 0,
+        "wouldExceedLimit": False,
+    }
     too_many = evaluate(client, operator, tenant.tenant_id, "pipeline_runs", 6)
     assert too_many["isAllowed"] is False and reason(too_many) == "QUOTA_EXCEEDED"
     assert too_many["simulation"]["wouldExceedLimit"] is True
@@ -118,10 +124,18 @@ def test_a_tenant_key_checks_its_own_tenant_only(app, client, make_tenant):
     tenant, other = make_tenant(), make_tenant()
     _, plaintext = issue_key(app, tenant, scopes=["pipelines:read"])
     assert check(client, with_key(plaintext), tenant.tenant_id, "pipeline_runs")["isAllowed"] is True
-    assert_envelope(client.get(f"/api/v1/entitlements/{other.tenant_id}/pipeline_runs", headers=with_key(plaintext)),
-                    404, "RESOURCE_NOT_FOUND")
-    response = send_json(client, "post", "/api/v1/entitlements",
-                         {"customerReferenceId": other.tenant_id, "featureKey": "pipeline_runs"}, with_key(plaintext))
+    assert_envelope(
+        client.get(f"/api/v1/entitlements/{other.tenant_id}/pipeline_runs", headers=with_key(plaintext)),
+        404,
+        "RESOURCE_NOT_FOUND",
+    )
+    response = send_json(
+        client,
+        "post",
+        "/api/v1/entitlements",
+        {"customerReferenceId": other.tenant_id, "featureKey": "pipeline_runs"},
+        with_key(plaintext),
+    )
     assert_envelope(response, 404)
 
 
@@ -137,6 +151,9 @@ def test_an_external_id_names_the_customer(app, client, operator, make_tenant):
 def test_unknown_customers_and_bad_bodies_are_refused(client, operator):
     assert_envelope(client.get("/api/v1/entitlements/nobody/pipeline_runs", headers=operator), 404)
     assert_envelope(client.get("/api/v1/entitlements/nobody/pipeline_runs"), 401)
-    for body in ({"featureKey": "x"}, {"customerReferenceId": "a", "featureKey": "x", "track": {"usageUnits": -1}},
-                 {"customerReferenceId": "a", "featureKey": "x", "track": {"usageUnits": "lots"}}):
+    for body in (
+        {"featureKey": "x"},
+        {"customerReferenceId": "a", "featureKey": "x", "track": {"usageUnits": -1}},
+        {"customerReferenceId": "a", "featureKey": "x", "track": {"usageUnits": "lots"}},
+    ):
         assert_envelope(send_json(client, "post", "/api/v1/entitlements", body, operator), 400, "VALIDATION_ERROR")

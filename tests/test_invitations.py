@@ -15,7 +15,6 @@ from tests.conftest import HTMX, PASSWORD, field_error, link_in, make_app, uniqu
 NEW_PASSWORD = "the invitees own passphrase"
 
 
-
 def problem(page: str) -> str:
     """The sentence an unusable invitation page gives as the reason."""
     match = re.search(r'<p data-testid="invitation-problem">(.*?)</p>', page, flags=re.S)
@@ -169,7 +168,9 @@ def test_inviting_an_existing_member_says_so_and_sends_nothing(owner_client, app
     member = make_user(tenant, role="viewer")
     response = invite(owner_client, member.email.upper())
     assert response.status_code == 422
-    assert field_error(response.get_data(as_text=True), "email") == f"{member.email} is already a member of this account."
+    assert (
+        field_error(response.get_data(as_text=True), "email") == f"{member.email} is already a member of this account."
+    )
     assert invitation_row(app, tenant, member.email) is None
     assert outbox(member.email) == []
 
@@ -241,8 +242,9 @@ def test_resending_an_expired_invitation_gives_a_working_link_for_another_7_days
 
     owner_client.post(f"/team/invitations/{invitation.id}/resend")
     assert invitation_row(app, tenant, "stale@example.com").expires_at > utcnow() + timedelta(days=6, hours=23)
-    response = app.test_client().post(invitation_link(outbox, "stale@example.com"),
-                                      data={"name": "", "password": NEW_PASSWORD})
+    response = app.test_client().post(
+        invitation_link(outbox, "stale@example.com"), data={"name": "", "password": NEW_PASSWORD}
+    )
     assert response.status_code == 303
 
 
@@ -312,7 +314,10 @@ def test_used_invitation_link_shows_a_clear_page(owner_client, app, tenant, outb
     response = second.post(link, data={"name": "Twice", "password": "someone elses password"})
     assert response.status_code == 400
     # The account made with the link keeps its own password.
-    assert app.test_client().post("/signin", data={"email": "once@example.com", "password": NEW_PASSWORD}).status_code == 303
+    assert (
+        app.test_client().post("/signin", data={"email": "once@example.com", "password": NEW_PASSWORD}).status_code
+        == 303
+    )
 
 
 def test_made_up_invitation_link_shows_a_clear_page(client):
@@ -402,8 +407,9 @@ def test_existing_user_must_sign_in_and_then_joins(owner_client, app, tenant, ma
     assert invitation_row(app, tenant, person.email).status == "accepted"
 
 
-def test_existing_user_cannot_be_taken_over_by_posting_a_new_password_to_the_link(owner_client, app, tenant, make_tenant,
-                                                                                  make_user, outbox):
+def test_existing_user_cannot_be_taken_over_by_posting_a_new_password_to_the_link(
+    owner_client, app, tenant, make_tenant, make_user, outbox
+):
     person = make_user(make_tenant(), role="viewer")
     link = sent(owner_client, outbox, person.email)
     stranger = app.test_client()
@@ -412,11 +418,15 @@ def test_existing_user_cannot_be_taken_over_by_posting_a_new_password_to_the_lin
     assert stranger.get("/overview").status_code != 200
     assert membership_of(app, tenant, person.email) is None
     assert invitation_row(app, tenant, person.email).status == "pending"
-    assert app.test_client().post("/signin", data={"email": person.email, "password": "mallorys passphrase"}).status_code == 422
+    assert (
+        app.test_client().post("/signin", data={"email": person.email, "password": "mallorys passphrase"}).status_code
+        == 422
+    )
 
 
-def test_signed_in_person_with_another_email_cannot_accept(owner_client, app, tenant, make_tenant, make_user, login,
-                                                           outbox):
+def test_signed_in_person_with_another_email_cannot_accept(
+    owner_client, app, tenant, make_tenant, make_user, login, outbox
+):
     link = sent(owner_client, outbox, "intended@example.com")
     someone_else = make_user(make_tenant(), role="developer")
     browser = app.test_client()
@@ -457,7 +467,10 @@ def test_invite_without_a_csrf_token_is_refused_with_a_friendly_page_and_changes
     browser = csrf_app.test_client()
     page = browser.get("/signin").get_data(as_text=True)
     token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page).group(1)
-    assert browser.post("/signin", data={"email": owner.email, "password": PASSWORD, "csrf_token": token}).status_code == 303
+    assert (
+        browser.post("/signin", data={"email": owner.email, "password": PASSWORD, "csrf_token": token}).status_code
+        == 303
+    )
 
     response = browser.post("/team/invitations", data={"email": "forged@example.com", "role": "admin"})
     assert response.status_code == 400

@@ -31,8 +31,9 @@ def queue_suspension_email(app, tenant, to: str) -> str:
     from portal.mail import send_email
 
     with app.test_request_context():
-        message = send_email(to, "Suspended", "tenant_suspended", tenant=tenant,
-                             tenant_obj=db.session.get(Tenant, tenant.tenant_id))
+        message = send_email(
+            to, "Suspended", "tenant_suspended", tenant=tenant, tenant_obj=db.session.get(Tenant, tenant.tenant_id)
+        )
         transactions.commit()
         return message.id
 
@@ -64,8 +65,14 @@ def own_queues(app, monkeypatch):
         job_ids = set()
         for queue in named.values():
             job_ids.update(queue.job_ids)
-            for registry in (queue.finished_job_registry, queue.failed_job_registry, queue.scheduled_job_registry,
-                             queue.started_job_registry, queue.deferred_job_registry, queue.canceled_job_registry):
+            for registry in (
+                queue.finished_job_registry,
+                queue.failed_job_registry,
+                queue.scheduled_job_registry,
+                queue.started_job_registry,
+                queue.deferred_job_registry,
+                queue.canceled_job_registry,
+            ):
                 job_ids.update(registry.get_job_ids())
             connection.srem(Queue.redis_queues_keys, queue.key)
         keys = set(connection.scan_iter(match=f"*{prefix}*"))
@@ -87,7 +94,9 @@ def test_invitation_email_is_queued_and_a_worker_delivers_it(jobs_app, queues, m
     client = jobs_app.test_client()
     login(client, owner)
 
-    response = client.post("/team/invitations", data={"email": "queued@example.com", "role": "viewer", "expires_in_days": 7})
+    response = client.post(
+        "/team/invitations", data={"email": "queued@example.com", "role": "viewer", "expires_in_days": 7}
+    )
     assert response.status_code == 303
 
     # The request answered without sending: the email waits on the 'email' queue.
@@ -124,8 +133,13 @@ def test_job_deferred_in_a_rolled_back_transaction_is_never_enqueued(jobs_app, q
 
     tenant = make_tenant()
     with jobs_app.test_request_context():
-        send_email("never@example.com", "Never", "tenant_suspended", tenant=tenant,
-                   tenant_obj=db.session.get(Tenant, tenant.tenant_id))
+        send_email(
+            "never@example.com",
+            "Never",
+            "tenant_suspended",
+            tenant=tenant,
+            tenant_obj=db.session.get(Tenant, tenant.tenant_id),
+        )
         transactions.rollback()
         # A later commit in the same unit of work must not resurrect the dropped job.
         transactions.commit()
@@ -134,7 +148,8 @@ def test_job_deferred_in_a_rolled_back_transaction_is_never_enqueued(jobs_app, q
 
 
 def test_job_deferred_in_a_rolled_back_savepoint_is_dropped_and_the_rest_of_the_transaction_kept(
-        jobs_app, queues, make_tenant):
+    jobs_app, queues, make_tenant
+):
     from portal.mail import send_email
 
     tenant = make_tenant()
@@ -155,8 +170,13 @@ def test_nothing_is_enqueued_before_the_commit(jobs_app, queues, make_tenant):
 
     tenant = make_tenant()
     with jobs_app.test_request_context():
-        send_email("later@example.com", "Later", "tenant_suspended", tenant=tenant,
-                   tenant_obj=db.session.get(Tenant, tenant.tenant_id))
+        send_email(
+            "later@example.com",
+            "Later",
+            "tenant_suspended",
+            tenant=tenant,
+            tenant_obj=db.session.get(Tenant, tenant.tenant_id),
+        )
         db.session.flush()
         # A worker picking this up now would not see the row yet.
         assert queues.email.count == 0
@@ -170,11 +190,17 @@ def test_failed_commit_drops_its_jobs(jobs_app, queues, make_tenant):
 
     tenant = make_tenant()
     with jobs_app.test_request_context():
-        send_email("dup@example.com", "Dup", "tenant_suspended", tenant=tenant,
-                   tenant_obj=db.session.get(Tenant, tenant.tenant_id))
+        send_email(
+            "dup@example.com",
+            "Dup",
+            "tenant_suspended",
+            tenant=tenant,
+            tenant_obj=db.session.get(Tenant, tenant.tenant_id),
+        )
         # The same tenant id twice: the commit fails on the primary key.
-        db.session.add(Tenant(tenant_id=tenant.tenant_id, company_name="Clash", contact_email="c@example.com",
-                              metadata_json={}))
+        db.session.add(
+            Tenant(tenant_id=tenant.tenant_id, company_name="Clash", contact_email="c@example.com", metadata_json={})
+        )
         with pytest.raises(Conflict):
             transactions.commit()
     assert queues.email.count == 0

@@ -66,8 +66,12 @@ def test_every_api_route_is_documented_and_every_documented_operation_is_routed(
 
 def test_every_operation_states_its_auth_errors_and_success(document):
     schemes = document["components"]["securitySchemes"]
-    assert schemes["ApiKeyHeader"] == {"type": "apiKey", "in": "header", "name": "X-API-Key",
-                                       "description": schemes["ApiKeyHeader"]["description"]}
+    assert schemes["ApiKeyHeader"] == {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-API-Key",
+        "description": schemes["ApiKeyHeader"]["description"],
+    }
     for method, path, op in _operations(document):
         where = f"{method} {path}"
         assert op["x-auth"] in (PUBLIC, OPERATOR, TENANT), where
@@ -92,7 +96,8 @@ def test_every_operation_states_its_auth_errors_and_success(document):
                 assert schema.endswith("/RateLimitedEnvelope" if code == "429" else "/ErrorEnvelope"), where
                 assert "X-Request-ID" in response["headers"], where
         assert {"Retry-After", "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"} <= set(
-            op["responses"]["429"]["headers"]), where
+            op["responses"]["429"]["headers"]
+        ), where
         for name in (p["name"] for p in op.get("parameters", []) if p["in"] == "path"):
             assert "{" + name + "}" in path, where
 
@@ -148,9 +153,18 @@ def credentials(app, make_tenant, make_user):
         _, plaintext = create_key(SYSTEM, tenant, "schemathesis", scopes=[ADMIN_SCOPE])
         spare, _ = create_key(SYSTEM, tenant, "spare", scopes=None)
         _, invitation_token = create_invitation(SYSTEM, tenant, "invitee@example.com", "viewer")
-        credential = add_credential(SYSTEM, tenant, "aws", "access_key", "schemathesis", {
-            "aws_access_key_id": "AKIAIOSFODNN7EXAMPLE", "region": "us-east-1",
-            "aws_secret_access_key": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"})
+        credential = add_credential(
+            SYSTEM,
+            tenant,
+            "aws",
+            "access_key",
+            "schemathesis",
+            {
+                "aws_access_key_id": "AKIAIOSFODNN7EXAMPLE",
+                "region": "us-east-1",
+                "aws_secret_access_key": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+            },
+        )
         commit()
         # make_tenant starts the starter plan, whose first invoice is issued at once.
         invoice = db.session.execute(for_tenant(tenant)).scalars().first()
@@ -158,16 +172,27 @@ def credentials(app, make_tenant, make_user):
         "key": plaintext,
         # Per test, so which cases aim at real ids does not depend on the tests run before.
         "counter": itertools.count(),
-        "path": {"tenant_id": tenant.tenant_id, "key_id": spare.id, "user_id": developer.user.id,
-                 "token": invitation_token, "credential_id": credential.id,
-                 "invoice_id": invoice.id},
+        "path": {
+            "tenant_id": tenant.tenant_id,
+            "key_id": spare.id,
+            "user_id": developer.user.id,
+            "token": invitation_token,
+            "credential_id": credential.id,
+            "invoice_id": invoice.id,
+        },
     }
     app.config["PORTAL_ADMIN_TOKEN"] = previous_token
 
 
 @schema.parametrize()
-@settings(max_examples=25, deadline=None, derandomize=True, database=None, print_blob=False,
-          suppress_health_check=list(HealthCheck))
+@settings(
+    max_examples=25,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    print_blob=False,
+    suppress_health_check=list(HealthCheck),
+)
 def test_api_conforms_to_its_openapi_document(case, app, credentials):
     """No generated request gets a 5xx or a response the document does not describe."""
     raw = case.operation.definition.raw

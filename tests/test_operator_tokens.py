@@ -105,8 +105,9 @@ def test_token_works_as_bearer_on_the_operator_api_until_revoked(app, client, op
     api = app.test_client()
     listing = api.get("/api/v1/admin/tenants", headers={"Authorization": f"Bearer {secret}"})
     assert listing.status_code == 200, listing.get_data(as_text=True)
-    assert "never" not in re.search(r'data-name="billing sync">(.*?)</tr>',
-                                    client.get("/admin/tokens").get_data(as_text=True), re.S).group(1)
+    assert "never" not in re.search(
+        r'data-name="billing sync">(.*?)</tr>', client.get("/admin/tokens").get_data(as_text=True), re.S
+    ).group(1)
 
     response = client.post(f"/admin/tokens/{token_id(app, secret)}/revoke")
     assert response.status_code == 303
@@ -129,10 +130,13 @@ def test_unknown_token_is_not_found(client, operator):
     assert client.post("/admin/tokens/opt_nope/revoke").status_code == 404
 
 
-@pytest.mark.parametrize(("name", "message"), [
-    ("", "Give the token a name."),
-    ("t" * 101, "Use at most 100 characters."),
-])
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("", "Give the token a name."),
+        ("t" * 101, "Use at most 100 characters."),
+    ],
+)
 def test_invalid_token_name_shows_a_message_and_stores_nothing(app, client, operator, name, message):
     response = client.post("/admin/tokens", data={"name": name})
     page = response.get_data(as_text=True)

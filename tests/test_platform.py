@@ -126,8 +126,9 @@ def test_session_cookie_is_secure_when_configured(database_url, make_tenant, mak
     tenant = make_tenant()
     owner = make_user(tenant, role="owner")
     client = app.test_client()
-    response = client.post("/signin", data={"email": owner.email, "password": owner.password},
-                           base_url="https://portal.test")
+    response = client.post(
+        "/signin", data={"email": owner.email, "password": owner.password}, base_url="https://portal.test"
+    )
     assert response.status_code == 303
     attributes = cookie_attributes(response)
     assert {"secure", "httponly", "samesite=lax"} <= attributes
@@ -315,10 +316,18 @@ def test_production_names_every_problem_at_once():
 
 
 def test_production_with_real_settings_starts():
-    check_production({"PORTAL_ENV": "production", "SECRET_KEY": STRONG_KEY, "SQLALCHEMY_DATABASE_URI": PG_URL,
-                      "CREDENTIALS_KEYS": "A" * 43})
+    check_production(
+        {
+            "PORTAL_ENV": "production",
+            "SECRET_KEY": STRONG_KEY,
+            "SQLALCHEMY_DATABASE_URI": PG_URL,
+            "CREDENTIALS_KEYS": "A" * 43,
+        }
+    )
     # Development happily runs on the defaults.
-    check_production({"PORTAL_ENV": "development", "SECRET_KEY": DEV_SECRET_KEY, "SQLALCHEMY_DATABASE_URI": "sqlite://"})
+    check_production(
+        {"PORTAL_ENV": "development", "SECRET_KEY": DEV_SECRET_KEY, "SQLALCHEMY_DATABASE_URI": "sqlite://"}
+    )
 
 
 def test_create_app_refuses_to_start_production_on_defaults(monkeypatch):

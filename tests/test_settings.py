@@ -1,6 +1,5 @@
 """Settings: the company profile, metadata, and deleting the account (owner only)."""
 
-
 import pytest
 
 from portal.extensions import db
@@ -207,7 +206,10 @@ def test_too_long_metadata_value_is_refused(client, tenant, make_user, login, ap
     login(client, make_user(tenant, role="owner"))
     response = client.post("/settings", data=profile(tenant, metadata=[("notes", "x" * 501)]))
     assert response.status_code == 422
-    assert field_error(response.get_data(as_text=True), "metadata-0-value") == "Field cannot be longer than 500 characters."
+    assert (
+        field_error(response.get_data(as_text=True), "metadata-0-value")
+        == "Field cannot be longer than 500 characters."
+    )
     assert tenant_row(app, tenant.tenant_id).metadata_json == {}
 
 

@@ -4,8 +4,13 @@ from tests.conftest import link_in
 def test_sign_up_creates_tenant_and_owner(client, outbox):
     response = client.post(
         "/signup",
-        data={"company_name": "Acme Inc", "tenant_id": "acme_smoke", "email": "founder@acme-smoke.com",
-              "password": "long enough password", "name": "Fay Founder"},
+        data={
+            "company_name": "Acme Inc",
+            "tenant_id": "acme_smoke",
+            "email": "founder@acme-smoke.com",
+            "password": "long enough password",
+            "name": "Fay Founder",
+        },
     )
     assert response.status_code == 303
     page = client.get("/overview").get_data(as_text=True)
@@ -17,7 +22,9 @@ def test_invite_sends_link_that_accepts(client, make_tenant, make_user, login, o
     tenant = make_tenant()
     owner = make_user(tenant, role="owner")
     login(client, owner)
-    response = client.post("/team/invitations", data={"email": "new@example.com", "role": "viewer", "expires_in_days": 7})
+    response = client.post(
+        "/team/invitations", data={"email": "new@example.com", "role": "viewer", "expires_in_days": 7}
+    )
     assert response.status_code == 303
     [email] = outbox("new@example.com")
     path = link_in(email.text_body, "/invite/")

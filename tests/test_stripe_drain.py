@@ -15,8 +15,12 @@ from tests.test_jobs import jobs_app, queues  # noqa: F401 - the real-Redis fixt
 
 
 def post(client, payload: bytes):
-    return client.post("/webhooks/stripe", data=payload, content_type="application/json",
-                       headers={"Stripe-Signature": signature(payload)})
+    return client.post(
+        "/webhooks/stripe",
+        data=payload,
+        content_type="application/json",
+        headers={"Stripe-Signature": signature(payload)},
+    )
 
 
 def open_invoice(app, make_tenant):
@@ -29,9 +33,16 @@ def open_invoice(app, make_tenant):
 
 def invoice_paid(invoice) -> bytes:
     """Stripe's invoice.paid naming our invoice: no call to Stripe is needed to apply it."""
-    return event_payload("invoice.paid", {"id": f"in_{uuid.uuid4().hex[:20]}", "object": "invoice",
-                                          "amount_paid": invoice.total, "payment_intent": None,
-                                          "metadata": {"invoice_id": invoice.id, "tenant_id": invoice.tenant_id}})
+    return event_payload(
+        "invoice.paid",
+        {
+            "id": f"in_{uuid.uuid4().hex[:20]}",
+            "object": "invoice",
+            "amount_paid": invoice.total,
+            "payment_intent": None,
+            "metadata": {"invoice_id": invoice.id, "tenant_id": invoice.tenant_id},
+        },
+    )
 
 
 def state(app, invoice_id: str, event_id: str):
@@ -54,7 +65,8 @@ def test_a_burst_of_webhooks_queues_one_drain_and_one_worker_applies_them_all(jo
     [job] = queues.default.get_jobs()
     assert job.func_name == "jobs.stripe.drain_stripe_events"
     assert [state(jobs_app, i.id, json.loads(p)["id"])[0] for i, p in zip(invoices, payloads, strict=True)] == [
-        "open"] * 3
+        "open"
+    ] * 3
 
     queues.work()
     for invoice, payload in zip(invoices, payloads, strict=True):
@@ -88,14 +100,21 @@ def unreachable_stripe(app, localstripe):  # noqa: F811
 
 
 def test_a_failing_event_is_retried_with_backoff_then_left_to_the_operator(
-        client, app, unreachable_stripe, make_tenant, make_operator, login):
+    client, app, unreachable_stripe, make_tenant, make_operator, login
+):
     from jobs.stripe import drain_stripe_events
     from portal.models import StripeEvent, utcnow
 
     invoice = open_invoice(app, make_tenant)
-    intent = {"id": f"pi_{uuid.uuid4().hex[:20]}", "object": "payment_intent", "amount": invoice.total,
-              "amount_received": invoice.total, "currency": "usd", "status": "succeeded",
-              "metadata": {"invoice_id": invoice.id, "tenant_id": invoice.tenant_id, "attempt": "1"}}
+    intent = {
+        "id": f"pi_{uuid.uuid4().hex[:20]}",
+        "object": "payment_intent",
+        "amount": invoice.total,
+        "amount_received": invoice.total,
+        "currency": "usd",
+        "status": "succeeded",
+        "metadata": {"invoice_id": invoice.id, "tenant_id": invoice.tenant_id, "attempt": "1"},
+    }
     payload = event_payload("payment_intent.succeeded", intent)
     event_id = json.loads(payload)["id"]
 
@@ -164,16 +183,29 @@ def test_a_failing_event_among_good_ones_undoes_only_its_own_changes(app, make_t
 
     states = [state(app, invoice.id, event_id) for invoice, event_id in zip(invoices, event_ids, strict=True)]
     assert [(status, event.status, event.attempts) for status, event in states] == [
-        ("paid", "processed", 1), ("open", "failed", 1), ("paid", "processed", 1)]
+        ("paid", "processed", 1),
+        ("open", "failed", 1),
+        ("paid", "processed", 1),
+    ]
     failed = states[1][1]
     assert failed.last_error == "RuntimeError: dunning broke" and failed.processed_at is None
     assert timedelta(seconds=5) < failed.next_attempt_at - utcnow() <= timedelta(seconds=10)
     with app.app_context():
         for invoice, kept in zip(invoices, (1, 0, 1), strict=True):
-            assert db.session.scalar(select(func.count()).select_from(PaymentAttempt)
-                                     .where(PaymentAttempt.invoice_id == invoice.id)) == kept
-            assert db.session.scalar(select(func.count()).select_from(AuditEvent).where(
-                AuditEvent.action == "invoice.paid", AuditEvent.target_id == invoice.id)) == kept
+            assert (
+                db.session.scalar(
+                    select(func.count()).select_from(PaymentAttempt).where(PaymentAttempt.invoice_id == invoice.id)
+                )
+                == kept
+            )
+            assert (
+                db.session.scalar(
+                    select(func.count())
+                    .select_from(AuditEvent)
+                    .where(AuditEvent.action == "invoice.paid", AuditEvent.target_id == invoice.id)
+                )
+                == kept
+            )
 
     # Fixed, and due again: the next drain pays it, once.
     monkeypatch.setattr(dunning, "recovered", recovered)
@@ -212,10 +244,20 @@ def test_an_event_after_a_failed_one_sees_the_invoice_as_the_failure_left_it(app
         assert drain_stripe_events() == 2
         first, second = (db.session.get(StripeEvent, event_id) for event_id in event_ids)
         assert (first.status, second.status, second.result) == ("failed", "processed", f"invoice {invoice.number} paid")
-        assert db.session.scalar(select(func.count()).select_from(PaymentAttempt)
-                                 .where(PaymentAttempt.invoice_id == invoice.id)) == 1
-        assert db.session.scalar(select(func.count()).select_from(AuditEvent).where(
-            AuditEvent.action == "invoice.paid", AuditEvent.target_id == invoice.id)) == 1
+        assert (
+            db.session.scalar(
+                select(func.count()).select_from(PaymentAttempt).where(PaymentAttempt.invoice_id == invoice.id)
+            )
+            == 1
+        )
+        assert (
+            db.session.scalar(
+                select(func.count())
+                .select_from(AuditEvent)
+                .where(AuditEvent.action == "invoice.paid", AuditEvent.target_id == invoice.id)
+            )
+            == 1
+        )
     assert state(app, invoice.id, event_ids[1])[0] == "paid"
 
 
@@ -229,25 +271,36 @@ def test_a_drain_takes_the_oldest_events_first_in_batches(app, make_tenant, monk
     event_ids = store_waiting(app, [invoice_paid(invoice) for invoice in invoices])
     with app.app_context():
         assert jobs.stripe.drain_stripe_events() == 5  # batches of 2, 2 and 1
-        paid_order = db.session.execute(
-            select(AuditEvent.target_id).where(AuditEvent.action == "invoice.paid",
-                                               AuditEvent.target_id.in_([i.id for i in invoices]))
-            .order_by(AuditEvent.id)).scalars().all()
+        paid_order = (
+            db.session.execute(
+                select(AuditEvent.target_id)
+                .where(AuditEvent.action == "invoice.paid", AuditEvent.target_id.in_([i.id for i in invoices]))
+                .order_by(AuditEvent.id)
+            )
+            .scalars()
+            .all()
+        )
     assert paid_order == [invoice.id for invoice in invoices]
     assert [state(app, i.id, e)[1].status for i, e in zip(invoices, event_ids, strict=True)] == ["processed"] * 5
     # Each payment is recorded as an attempt, numbered after the invoice's others (none here).
     stripe_invoice_id = state(app, invoices[0].id, event_ids[0])[1].payload["data"]["object"]["id"]
     with app.app_context():
-        attempt = db.session.execute(select(PaymentAttempt).where(PaymentAttempt.invoice_id == invoices[0].id)
-                                     ).scalar_one()
-        assert (attempt.number, attempt.amount, attempt.currency, attempt.off_session, attempt.status,
-                attempt.payment_intent_id, attempt.failure_message) == (
-            1, invoices[0].total, invoices[0].currency, False, "succeeded", stripe_invoice_id, None)
+        attempt = db.session.execute(
+            select(PaymentAttempt).where(PaymentAttempt.invoice_id == invoices[0].id)
+        ).scalar_one()
+        assert (
+            attempt.number,
+            attempt.amount,
+            attempt.currency,
+            attempt.off_session,
+            attempt.status,
+            attempt.payment_intent_id,
+            attempt.failure_message,
+        ) == (1, invoices[0].total, invoices[0].currency, False, "succeeded", stripe_invoice_id, None)
         assert utcnow() - timedelta(minutes=1) < attempt.created_at <= utcnow()
 
 
-def test_slow_events_end_their_batch_early_and_the_drain_hands_over_when_its_time_is_up(
-        app, make_tenant, monkeypatch):
+def test_slow_events_end_their_batch_early_and_the_drain_hands_over_when_its_time_is_up(app, make_tenant, monkeypatch):
     import jobs.stripe
     from portal.billing.payments import drain
     from portal.models import AuditEvent
@@ -269,10 +322,15 @@ def test_slow_events_end_their_batch_early_and_the_drain_hands_over_when_its_tim
         # One event, then the batch lets the others go; then the 60 s are up and a fresh drain
         # job takes over (inline here: it runs within the commit, and hands over in turn).
         assert jobs.stripe.drain_stripe_events() == 1
-        paid_order = db.session.execute(
-            select(AuditEvent.target_id).where(AuditEvent.action == "invoice.paid",
-                                               AuditEvent.target_id.in_([i.id for i in invoices]))
-            .order_by(AuditEvent.id)).scalars().all()
+        paid_order = (
+            db.session.execute(
+                select(AuditEvent.target_id)
+                .where(AuditEvent.action == "invoice.paid", AuditEvent.target_id.in_([i.id for i in invoices]))
+                .order_by(AuditEvent.id)
+            )
+            .scalars()
+            .all()
+        )
     assert paid_order == [invoice.id for invoice in invoices]
     assert [state(app, i.id, e)[1].attempts for i, e in zip(invoices, event_ids, strict=True)] == [1, 1, 1]
 

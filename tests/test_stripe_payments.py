@@ -86,8 +86,12 @@ def _open_invoice(app, tenant_id):
     from portal.models import Invoice
 
     with app.app_context():
-        return db.session.execute(select(Invoice).where(Invoice.tenant_id == tenant_id, Invoice.status == "open")
-                                  ).scalars().one().id
+        return (
+            db.session.execute(select(Invoice).where(Invoice.tenant_id == tenant_id, Invoice.status == "open"))
+            .scalars()
+            .one()
+            .id
+        )
 
 
 def _pay_now(app, invoice_id):
@@ -109,10 +113,17 @@ def _state(app, tenant_id, invoice_id):
         invoice = db.session.get(Invoice, invoice_id)
         tenant = db.session.get(Tenant, tenant_id)
         subscription = db.session.execute(select(Subscription).where(Subscription.tenant_id == tenant_id)).scalar_one()
-        return {"invoice": invoice.status, "failures": invoice.payment_failures, "paid": invoice.amount_paid,
-                "total": invoice.total, "subscription": subscription.status, "tenant": tenant.status,
-                "reason": tenant.suspension_reason, "next": invoice.next_payment_attempt_at,
-                "first_failure": invoice.payment_failed_at}
+        return {
+            "invoice": invoice.status,
+            "failures": invoice.payment_failures,
+            "paid": invoice.amount_paid,
+            "total": invoice.total,
+            "subscription": subscription.status,
+            "tenant": tenant.status,
+            "reason": tenant.suspension_reason,
+            "next": invoice.next_payment_attempt_at,
+            "first_failure": invoice.payment_failed_at,
+        }
 
 
 def _wait_for(predicate, timeout=15.0):
@@ -130,16 +141,22 @@ def _events(app, event_type):
 
     with app.app_context():
         db.session.expire_all()
-        return [(e.status, e.result) for e in db.session.execute(
-            select(StripeEvent).where(StripeEvent.type == event_type)).scalars()]
+        return [
+            (e.status, e.result)
+            for e in db.session.execute(select(StripeEvent).where(StripeEvent.type == event_type)).scalars()
+        ]
 
 
 def _emails(app, address):
     from portal.models import EmailMessage
 
     with app.app_context():
-        return [m.subject for m in db.session.execute(
-            select(EmailMessage).where(EmailMessage.to == address.lower()).order_by(EmailMessage.created_at)).scalars()]
+        return [
+            m.subject
+            for m in db.session.execute(
+                select(EmailMessage).where(EmailMessage.to == address.lower()).order_by(EmailMessage.created_at)
+            ).scalars()
+        ]
 
 
 def _billing_run(app, at):
@@ -160,8 +177,10 @@ def test_saved_card_pays_an_invoice_when_the_succeeded_webhook_lands(stripe_port
     # Not paid on the browser's word: only when Stripe's signed webhook has been processed.
     state = _wait_for(lambda: (s := _state(stripe_portal, tenant_id, invoice_id))["invoice"] == "paid" and s)
     assert state["paid"] == state["total"] > 0
-    assert any(status == "processed" and "paid" in result
-               for status, result in _events(stripe_portal, "payment_intent.succeeded"))
+    assert any(
+        status == "processed" and "paid" in result
+        for status, result in _events(stripe_portal, "payment_intent.succeeded")
+    )
 
 
 def test_declined_card_goes_past_due_then_suspended_then_reactivated_by_a_payment(stripe_portal, localstripe):  # noqa: F811
@@ -206,16 +225,18 @@ def test_billing_run_charges_the_card_on_file_off_session(stripe_portal, localst
     with stripe_portal.app_context():
         db.session.get(Invoice, first_invoice).status = "void"  # only the renewal's invoice matters here
         db.session.commit()
-        period_end = db.session.execute(select(Subscription.current_period_end)
-                                        .where(Subscription.tenant_id == tenant_id)).scalar_one()
+        period_end = db.session.execute(
+            select(Subscription.current_period_end).where(Subscription.tenant_id == tenant_id)
+        ).scalar_one()
     _save_card(stripe_portal, localstripe, tenant_id, "4242424242424242")
 
     _billing_run(stripe_portal, period_end + timedelta(minutes=1))
     invoice_id = _open_invoice(stripe_portal, tenant_id)
     _wait_for(lambda: _state(stripe_portal, tenant_id, invoice_id)["invoice"] == "paid")
     with stripe_portal.app_context():
-        attempts = db.session.execute(select(PaymentAttempt).where(PaymentAttempt.invoice_id == invoice_id)
-                                      ).scalars().all()
+        attempts = (
+            db.session.execute(select(PaymentAttempt).where(PaymentAttempt.invoice_id == invoice_id)).scalars().all()
+        )
         assert [(a.number, a.off_session, a.status) for a in attempts] == [(1, True, "succeeded")]
 
 
@@ -234,8 +255,13 @@ def test_an_off_session_charge_the_bank_wants_authenticated_is_dunned_and_paid_o
     with stripe_portal.app_context():
         tenant = db.session.get(Tenant, tenant_id)
         # The card is re-issued with strong authentication: every charge now asks for it.
-        card = gateway._call(gateway._client().v1.payment_methods.create, params={
-            "type": "card", "card": {"number": "4000002760003184", "exp_month": 12, "exp_year": 2034, "cvc": "123"}})
+        card = gateway._call(
+            gateway._client().v1.payment_methods.create,
+            params={
+                "type": "card",
+                "card": {"number": "4000002760003184", "exp_month": 12, "exp_year": 2034, "cvc": "123"},
+            },
+        )
         gateway.attach_payment_method(card["id"], tenant.stripe_customer_id)
         tenant.stripe_payment_method_id = card["id"]
         db.session.commit()
@@ -245,8 +271,7 @@ def test_an_off_session_charge_the_bank_wants_authenticated_is_dunned_and_paid_o
     state = _state(stripe_portal, tenant_id, invoice_id)
     assert (state["invoice"], state["subscription"], state["failures"]) == ("open", "past_due", 1)
     with stripe_portal.app_context():
-        attempt = db.session.execute(select(PaymentAttempt).where(PaymentAttempt.invoice_id == invoice_id)
-                                     ).scalar_one()
+        attempt = db.session.execute(select(PaymentAttempt).where(PaymentAttempt.invoice_id == invoice_id)).scalar_one()
         assert (attempt.off_session, attempt.status, attempt.failure_message) == (True, "failed", AUTHENTICATION_NEEDED)
         assert gateway.retrieve_payment_intent(attempt.payment_intent_id)["status"] == "canceled"
     for address in (owner, admin):

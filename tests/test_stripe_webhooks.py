@@ -36,15 +36,25 @@ def invoice(stripe_app, make_tenant):
 
 
 def post(client, payload: bytes, header: str | None = None):
-    return client.post("/webhooks/stripe", data=payload, content_type="application/json",
-                       headers={"Stripe-Signature": header if header is not None else signature(payload)})
+    return client.post(
+        "/webhooks/stripe",
+        data=payload,
+        content_type="application/json",
+        headers={"Stripe-Signature": header if header is not None else signature(payload)},
+    )
 
 
 def intent(invoice, status="succeeded", pi_id=None, attempt="1", error=None):
-    return {"id": pi_id or f"pi_{uuid.uuid4().hex[:20]}", "object": "payment_intent", "amount": invoice.total,
-            "amount_received": invoice.total if status == "succeeded" else 0, "currency": invoice.currency.lower(),
-            "status": status, "last_payment_error": error,
-            "metadata": {"invoice_id": invoice.id, "tenant_id": invoice.tenant_id, "attempt": attempt}}
+    return {
+        "id": pi_id or f"pi_{uuid.uuid4().hex[:20]}",
+        "object": "payment_intent",
+        "amount": invoice.total,
+        "amount_received": invoice.total if status == "succeeded" else 0,
+        "currency": invoice.currency.lower(),
+        "status": status,
+        "last_payment_error": error,
+        "metadata": {"invoice_id": invoice.id, "tenant_id": invoice.tenant_id, "attempt": attempt},
+    }
 
 
 def reload(app, invoice_id):
@@ -106,8 +116,14 @@ def test_five_duplicate_deliveries_have_one_effect(client, stripe_app, invoice):
     assert (paid.status, paid.amount_paid) == ("paid", invoice.total)
     assert len(stored(stripe_app)) == 1
     with stripe_app.app_context():
-        assert db.session.scalar(select(func.count()).select_from(AuditEvent).where(
-            AuditEvent.action == "invoice.paid", AuditEvent.target_id == invoice.id)) == 1
+        assert (
+            db.session.scalar(
+                select(func.count())
+                .select_from(AuditEvent)
+                .where(AuditEvent.action == "invoice.paid", AuditEvent.target_id == invoice.id)
+            )
+            == 1
+        )
 
 
 def test_shuffled_failure_and_success_end_paid_and_count_the_failure_once(client, stripe_app, invoice):
@@ -116,16 +132,26 @@ def test_shuffled_failure_and_success_end_paid_and_count_the_failure_once(client
     pi_failed, pi_paid = f"pi_{uuid.uuid4().hex[:20]}", f"pi_{uuid.uuid4().hex[:20]}"
     declined = {"message": "Your card was declined.", "code": "card_declined"}
     events = [
-        event_payload("payment_intent.payment_failed", intent(invoice, "requires_payment_method", pi_failed, "1",
-                                                              declined)),
-        event_payload("payment_intent.payment_failed", intent(invoice, "requires_payment_method", pi_failed, "1",
-                                                              declined)),
+        event_payload(
+            "payment_intent.payment_failed", intent(invoice, "requires_payment_method", pi_failed, "1", declined)
+        ),
+        event_payload(
+            "payment_intent.payment_failed", intent(invoice, "requires_payment_method", pi_failed, "1", declined)
+        ),
         event_payload("payment_intent.succeeded", intent(invoice, "succeeded", pi_paid, "2")),
         # The emulator does not know these synthetic ids, so the charge carries what a re-read of
         # its PaymentIntent would give (our invoice id) for when it overtakes the payment.
-        event_payload("charge.refunded", {"id": "ch_x", "object": "charge", "payment_intent": pi_paid,
-                                          "amount": invoice.total, "amount_refunded": 500,
-                                          "metadata": {"invoice_id": invoice.id, "tenant_id": invoice.tenant_id}}),
+        event_payload(
+            "charge.refunded",
+            {
+                "id": "ch_x",
+                "object": "charge",
+                "payment_intent": pi_paid,
+                "amount": invoice.total,
+                "amount_refunded": 500,
+                "metadata": {"invoice_id": invoice.id, "tenant_id": invoice.tenant_id},
+            },
+        ),
     ]
     random.Random(7).shuffle(events)
     for payload in events:
@@ -134,8 +160,9 @@ def test_shuffled_failure_and_success_end_paid_and_count_the_failure_once(client
     assert final.status == "paid"  # a failure arriving after the success never reopens it
     assert final.amount_refunded == 500
     with stripe_app.app_context():
-        subscription = db.session.execute(select(Subscription).where(Subscription.tenant_id == invoice.tenant_id)
-                                          ).scalar_one()
+        subscription = db.session.execute(
+            select(Subscription).where(Subscription.tenant_id == invoice.tenant_id)
+        ).scalar_one()
         assert subscription.status == "active"
 
 
@@ -148,18 +175,43 @@ def test_events_of_one_invoice_drained_together_have_the_effect_they_have_one_by
 
     pi_failed, pi_paid = f"pi_{uuid.uuid4().hex[:20]}", f"pi_{uuid.uuid4().hex[:20]}"
     declined = {"message": "Your card was declined.", "code": "card_declined"}
-    failed = event_payload("payment_intent.payment_failed", intent(invoice, "requires_payment_method", pi_failed, "1",
-                                                                   declined))
+    failed = event_payload(
+        "payment_intent.payment_failed", intent(invoice, "requires_payment_method", pi_failed, "1", declined)
+    )
     paid = event_payload("payment_intent.succeeded", intent(invoice, "succeeded", pi_paid, "2"))
-    stripe_invoice_paid = event_payload("invoice.paid", {
-        "id": f"in_{uuid.uuid4().hex[:20]}", "object": "invoice", "amount_paid": invoice.total, "payment_intent": None,
-        "metadata": {"invoice_id": invoice.id, "tenant_id": invoice.tenant_id}})
-    refunded = event_payload("charge.refunded", {"id": "ch_x", "object": "charge", "payment_intent": pi_paid,
-                                                 "amount": invoice.total, "amount_refunded": 500,
-                                                 "metadata": {"invoice_id": invoice.id, "tenant_id": invoice.tenant_id}})
+    stripe_invoice_paid = event_payload(
+        "invoice.paid",
+        {
+            "id": f"in_{uuid.uuid4().hex[:20]}",
+            "object": "invoice",
+            "amount_paid": invoice.total,
+            "payment_intent": None,
+            "metadata": {"invoice_id": invoice.id, "tenant_id": invoice.tenant_id},
+        },
+    )
+    refunded = event_payload(
+        "charge.refunded",
+        {
+            "id": "ch_x",
+            "object": "charge",
+            "payment_intent": pi_paid,
+            "amount": invoice.total,
+            "amount_refunded": 500,
+            "metadata": {"invoice_id": invoice.id, "tenant_id": invoice.tenant_id},
+        },
+    )
     # Stripe sends invoice.payment_succeeded along with invoice.paid: the same payment again.
-    stripe_invoice_succeeded = event_payload("invoice.payment_succeeded", json.loads(stripe_invoice_paid)["data"]["object"])
-    payloads = [failed, failed.replace(b'"evt_', b'"evt_x'), paid, stripe_invoice_paid, refunded, stripe_invoice_succeeded]
+    stripe_invoice_succeeded = event_payload(
+        "invoice.payment_succeeded", json.loads(stripe_invoice_paid)["data"]["object"]
+    )
+    payloads = [
+        failed,
+        failed.replace(b'"evt_', b'"evt_x'),
+        paid,
+        stripe_invoice_paid,
+        refunded,
+        stripe_invoice_succeeded,
+    ]
     with stripe_app.app_context():
         for payload in payloads:
             assert store(json.loads(payload))
@@ -172,24 +224,42 @@ def test_events_of_one_invoice_drained_together_have_the_effect_they_have_one_by
     final = reload(stripe_app, invoice.id)
     assert (final.status, final.payment_failures, final.amount_refunded) == ("paid", 1, 500)
     with stripe_app.app_context():
-        subscription = db.session.execute(select(Subscription).where(Subscription.tenant_id == invoice.tenant_id)
-                                          ).scalar_one()
+        subscription = db.session.execute(
+            select(Subscription).where(Subscription.tenant_id == invoice.tenant_id)
+        ).scalar_one()
         assert subscription.status == "active"  # past_due after the failure, recovered by the payment
-        attempts = db.session.execute(select(PaymentAttempt.payment_intent_id, PaymentAttempt.status)
-                                      .where(PaymentAttempt.invoice_id == invoice.id)
-                                      .order_by(PaymentAttempt.number)).all()
+        attempts = db.session.execute(
+            select(PaymentAttempt.payment_intent_id, PaymentAttempt.status)
+            .where(PaymentAttempt.invoice_id == invoice.id)
+            .order_by(PaymentAttempt.number)
+        ).all()
         stripe_invoice_id = json.loads(stripe_invoice_paid)["data"]["object"]["id"]
-        assert [tuple(a) for a in attempts] == [(pi_failed, "failed"), (pi_paid, "succeeded"),
-                                                (stripe_invoice_id, "succeeded")]
-        assert db.session.scalar(select(func.count()).select_from(AuditEvent).where(
-            AuditEvent.action == "invoice.paid", AuditEvent.target_id == invoice.id)) == 1
+        assert [tuple(a) for a in attempts] == [
+            (pi_failed, "failed"),
+            (pi_paid, "succeeded"),
+            (stripe_invoice_id, "succeeded"),
+        ]
+        assert (
+            db.session.scalar(
+                select(func.count())
+                .select_from(AuditEvent)
+                .where(AuditEvent.action == "invoice.paid", AuditEvent.target_id == invoice.id)
+            )
+            == 1
+        )
 
 
 def test_refund_shows_on_the_invoice_page(client, stripe_app, invoice, make_user, login):
     pi_id = f"pi_{uuid.uuid4().hex[:20]}"
     post(client, event_payload("payment_intent.succeeded", intent(invoice, pi_id=pi_id)))
-    refund = {"id": "ch_r", "object": "charge", "payment_intent": pi_id, "amount": invoice.total,
-              "amount_refunded": 1234, "metadata": {}}
+    refund = {
+        "id": "ch_r",
+        "object": "charge",
+        "payment_intent": pi_id,
+        "amount": invoice.total,
+        "amount_refunded": 1234,
+        "metadata": {},
+    }
     for _ in range(2):
         post(client, event_payload("charge.refunded", refund))
     assert reload(stripe_app, invoice.id).amount_refunded == 1234
@@ -207,14 +277,38 @@ def test_stripe_invoice_paid_and_checkout_completed_pay_our_invoice(client, stri
 
     tenants = [make_tenant(), make_tenant()]
     with stripe_app.app_context():
-        ours = [db.session.execute(select(Invoice).where(Invoice.tenant_id == t.tenant_id)).scalar_one()
-                for t in tenants]
+        ours = [
+            db.session.execute(select(Invoice).where(Invoice.tenant_id == t.tenant_id)).scalar_one() for t in tenants
+        ]
     metadata = [{"invoice_id": i.id, "tenant_id": i.tenant_id} for i in ours]
-    post(client, event_payload("invoice.paid", {"id": "in_1", "object": "invoice", "amount_paid": ours[0].total,
-                                                "metadata": metadata[0], "payment_intent": None}))
-    post(client, event_payload("checkout.session.completed", {
-        "id": "cs_1", "object": "checkout.session", "mode": "payment", "payment_status": "paid",
-        "amount_total": ours[1].total, "metadata": metadata[1], "payment_intent": None}))
+    post(
+        client,
+        event_payload(
+            "invoice.paid",
+            {
+                "id": "in_1",
+                "object": "invoice",
+                "amount_paid": ours[0].total,
+                "metadata": metadata[0],
+                "payment_intent": None,
+            },
+        ),
+    )
+    post(
+        client,
+        event_payload(
+            "checkout.session.completed",
+            {
+                "id": "cs_1",
+                "object": "checkout.session",
+                "mode": "payment",
+                "payment_status": "paid",
+                "amount_total": ours[1].total,
+                "metadata": metadata[1],
+                "payment_intent": None,
+            },
+        ),
+    )
     assert [reload(stripe_app, i.id).status for i in ours] == ["paid", "paid"]
 
 
@@ -262,8 +356,7 @@ def test_without_stripe_the_portal_says_card_payment_is_unavailable(client, app,
     assert client.post("/billing/payment-method/setup").status_code == 409
 
 
-def test_another_tenants_invoice_cannot_be_paid_or_polled(client, stripe_app, invoice, make_tenant, make_user,
-                                                          login):
+def test_another_tenants_invoice_cannot_be_paid_or_polled(client, stripe_app, invoice, make_tenant, make_user, login):
     login(client, make_user(make_tenant(), role="owner"))
     assert client.post(f"/billing/invoices/{invoice.id}/pay").status_code == 404
     assert client.get(f"/billing/invoices/{invoice.id}/payment").status_code == 404

@@ -33,8 +33,13 @@ def invitation_state(app, invitation_id: str) -> tuple[str, str, int]:
 
 def shown_roles(page: str) -> dict[str, str]:
     """email -> role as the members table shows it."""
-    return dict(re.findall(
-        r'<tr data-testid="member-row" data-email="([^"]+)">.*?<td data-testid="member-role">([^<]+)</td>', page, re.S))
+    return dict(
+        re.findall(
+            r'<tr data-testid="member-row" data-email="([^"]+)">.*?<td data-testid="member-role">([^<]+)</td>',
+            page,
+            re.S,
+        )
+    )
 
 
 @pytest.fixture
@@ -45,8 +50,10 @@ def tenant(make_tenant):
 @pytest.fixture
 def team(tenant, make_user):
     """An owner, an admin, a developer and a viewer in one tenant."""
-    return {role: make_user(tenant, role=role, name=f"{role.title()} Person")
-            for role in ("owner", "admin", "developer", "viewer")}
+    return {
+        role: make_user(tenant, role=role, name=f"{role.title()} Person")
+        for role in ("owner", "admin", "developer", "viewer")
+    }
 
 
 def make_invitation(client, app, tenant, email: str) -> str:
@@ -157,7 +164,9 @@ def test_owners_role_cannot_be_changed(client, app, tenant, team, login):
     login(client, team["admin"])
     response = client.post(f"/team/members/{team['owner'].membership.id}/role", data={"role": "viewer"})
     assert response.status_code == 303
-    assert "The owner's role cannot be changed. Transfer ownership instead." in flashes(client.get("/team").get_data(as_text=True))
+    assert "The owner's role cannot be changed. Transfer ownership instead." in flashes(
+        client.get("/team").get_data(as_text=True)
+    )
     assert roles(app, tenant)[team["owner"].email] == "owner"
 
 
@@ -169,8 +178,11 @@ def test_role_can_only_be_one_of_the_listed_ones(client, app, tenant, team, logi
     assert "Choose one of the listed roles." in flashes(client.get("/team").get_data(as_text=True))
     assert roles(app, tenant) == before
     with app.app_context():
-        owners = db.session.scalar(select(func.count()).select_from(Membership).where(
-            Membership.tenant_id == tenant.tenant_id, Membership.role == "owner"))
+        owners = db.session.scalar(
+            select(func.count())
+            .select_from(Membership)
+            .where(Membership.tenant_id == tenant.tenant_id, Membership.role == "owner")
+        )
         assert owners == 1
 
 
@@ -211,7 +223,9 @@ def test_removed_member_can_no_longer_sign_in_to_the_account(client, app, tenant
 def test_owner_cannot_be_removed(client, app, tenant, team, login):
     login(client, team["admin"])
     client.post(f"/team/members/{team['owner'].membership.id}/remove")
-    assert "The owner cannot be removed. Transfer ownership first." in flashes(client.get("/team").get_data(as_text=True))
+    assert "The owner cannot be removed. Transfer ownership first." in flashes(
+        client.get("/team").get_data(as_text=True)
+    )
     assert roles(app, tenant)[team["owner"].email] == "owner"
 
 
@@ -228,7 +242,8 @@ def test_owner_cannot_leave(client, app, tenant, team, login):
     assert response.status_code == 303
     assert response.headers["Location"] == "/team"
     assert "The owner cannot leave. Transfer ownership to another member first." in flashes(
-        client.get("/team").get_data(as_text=True))
+        client.get("/team").get_data(as_text=True)
+    )
     assert roles(app, tenant)[team["owner"].email] == "owner"
 
 
@@ -281,8 +296,10 @@ def test_transfer_ownership_with_the_right_password(client, app, tenant, team, l
     new_owner = app.test_client()
     login(new_owner, team["developer"])
     assert "Transfer ownership" in new_owner.get("/team").get_data(as_text=True)
-    assert client.post("/team/transfer", data={"new_owner": team["admin"].membership.id,
-                                               "password": PASSWORD}).status_code == 403
+    assert (
+        client.post("/team/transfer", data={"new_owner": team["admin"].membership.id, "password": PASSWORD}).status_code
+        == 403
+    )
 
 
 def test_transfer_with_a_wrong_password_is_refused_and_changes_nothing(client, app, tenant, team, login):
@@ -298,8 +315,9 @@ def test_transfer_with_a_wrong_password_is_refused_and_changes_nothing(client, a
 def test_transfer_without_a_password_is_refused(client, app, tenant, team, login):
     login(client, team["owner"])
     before = roles(app, tenant)
-    response = client.post("/team/transfer", data={"new_owner": team["admin"].membership.id, "password": ""},
-                           headers=HTMX)
+    response = client.post(
+        "/team/transfer", data={"new_owner": team["admin"].membership.id, "password": ""}, headers=HTMX
+    )
     assert response.status_code == 200
     page = response.get_data(as_text=True)
     assert page.strip().startswith('<form method="post" action="/team/transfer" id="transfer-form"')
@@ -318,7 +336,9 @@ def test_owner_cannot_transfer_to_themselves(client, app, tenant, team, login):
 def test_transfer_form_offers_only_the_other_members(client, tenant, team, login):
     login(client, team["owner"])
     page = client.get("/team").get_data(as_text=True)
-    options = re.findall(r'<option value="(mem_[^"]+)"', re.search(r'<select id="new_owner".*?</select>', page, re.S).group(0))
+    options = re.findall(
+        r'<option value="(mem_[^"]+)"', re.search(r'<select id="new_owner".*?</select>', page, re.S).group(0)
+    )
     assert set(options) == {team[r].membership.id for r in ("admin", "developer", "viewer")}
 
 
@@ -409,8 +429,9 @@ def cross_tenant_posts(b) -> dict[str, tuple[str, dict]]:
 @pytest.mark.parametrize(
     "action", ["resend invitation", "revoke invitation", "change role", "remove member", "remove owner", "transfer to"]
 )
-def test_another_tenants_ids_are_not_found_and_nothing_changes_there(client, app, tenant, team, login, outbox,
-                                                                      other_tenant, action):
+def test_another_tenants_ids_are_not_found_and_nothing_changes_there(
+    client, app, tenant, team, login, outbox, other_tenant, action
+):
     b = other_tenant
     before_b, before_a = roles(app, b["tenant"]), roles(app, tenant)
     before_invitation = invitation_state(app, b["invitation_id"])
@@ -525,8 +546,10 @@ def test_every_team_change_shows_on_the_activity_page_with_who_and_from_where(cl
     client.post(f"/team/invitations/{joining_id}/resend")
     invitee = app.test_client()
     invitee.environ_base["REMOTE_ADDR"] = invitee_ip
-    invitee.post(link_in(outbox("joins@example.com")[0].text_body, "/invite/"),
-                 data={"name": "Joiner", "password": "joiners passphrase"})
+    invitee.post(
+        link_in(outbox("joins@example.com")[0].text_body, "/invite/"),
+        data={"name": "Joiner", "password": "joiners passphrase"},
+    )
     client.post(f"/team/members/{team['developer'].membership.id}/role", data={"role": "admin"})
     client.post(f"/team/members/{team['viewer'].membership.id}/remove")
     leaver = app.test_client()

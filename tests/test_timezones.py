@@ -36,7 +36,9 @@ def choose_timezone(app, email: str, name: str | None) -> None:
 
 def period_end(app, tenant_id: str):
     with app.app_context():
-        return db.session.execute(db.select(Subscription).filter_by(tenant_id=tenant_id)).scalar_one().current_period_end
+        return (
+            db.session.execute(db.select(Subscription).filter_by(tenant_id=tenant_id)).scalar_one().current_period_end
+        )
 
 
 def test_the_billing_page_reads_in_the_viewers_timezone_across_a_dst_change(app, client, login, customer):
@@ -55,8 +57,9 @@ def test_the_billing_page_reads_in_the_viewers_timezone_across_a_dst_change(app,
     assert shown(client.get("/billing").get_data(as_text=True), "current-period") == "Feb 27, 2027 – Mar 30, 2027"
 
 
-def test_the_operator_console_shows_the_dst_shift_in_the_operators_own_timezone(app, client, login, customer,
-                                                                               make_operator):
+def test_the_operator_console_shows_the_dst_shift_in_the_operators_own_timezone(
+    app, client, login, customer, make_operator
+):
     operator = make_operator()
     choose_timezone(app, operator.email, "America/New_York")
     with app.test_request_context():
@@ -70,8 +73,7 @@ def test_the_operator_console_shows_the_dst_shift_in_the_operators_own_timezone(
     assert shown(page, "subscription-period") == "2027-02-28 04:30 CET – 2027-03-31 05:30 CEST"
 
 
-def test_without_a_choice_the_browsers_timezone_is_used_and_a_bogus_one_falls_back_to_utc(app, client, login,
-                                                                                         customer):
+def test_without_a_choice_the_browsers_timezone_is_used_and_a_bogus_one_falls_back_to_utc(app, client, login, customer):
     login(client, customer["email"])
     client.set_cookie("tz", "Asia/Tokyo")
     page = client.get("/billing").get_data(as_text=True)
@@ -88,7 +90,8 @@ def test_without_a_choice_the_browsers_timezone_is_used_and_a_bogus_one_falls_ba
 
 
 def test_the_account_page_saves_a_timezone_refuses_an_unknown_one_and_can_go_back_to_automatic(
-        app, client, login, customer):
+    app, client, login, customer
+):
     assert client.get("/account").status_code == 302  # signed out: to the sign-in page
     login(client, customer["email"])
     page = client.get("/account").get_data(as_text=True)
@@ -104,8 +107,10 @@ def test_the_account_page_saves_a_timezone_refuses_an_unknown_one_and_can_go_bac
     assert response.status_code == 422
     assert "is not a timezone" in response.get_data(as_text=True)
     with app.app_context():
-        assert db.session.execute(db.select(User.timezone).filter_by(email=customer["email"])).scalar() == \
-            "Pacific/Auckland"
+        assert (
+            db.session.execute(db.select(User.timezone).filter_by(email=customer["email"])).scalar()
+            == "Pacific/Auckland"
+        )
 
     assert client.post("/account", data={"timezone": ""}).status_code == 303
     with app.app_context():

@@ -25,10 +25,27 @@ JAN, FEB = utc(2026, 1, 1), utc(2026, 2, 1)
 def api_calls_plan(key="credibill_pro"):
     """Seed 001's example: a 1,500 plan with 500 API calls included, then 2 each."""
     base = catalog_spec("starter")
-    sync_catalog([PlanSpec(key=key, name="Professional Plan", price=1500, quotas=base.quotas,
-                           rate_limits=base.rate_limits, features=[FeatureSpec(
-                               key="api_calls", name="API Calls", unit_label="calls", pricing="per_unit",
-                               included_units=500, unit_price=2)])])
+    sync_catalog(
+        [
+            PlanSpec(
+                key=key,
+                name="Professional Plan",
+                price=1500,
+                quotas=base.quotas,
+                rate_limits=base.rate_limits,
+                features=[
+                    FeatureSpec(
+                        key="api_calls",
+                        name="API Calls",
+                        unit_label="calls",
+                        pricing="per_unit",
+                        included_units=500,
+                        unit_price=2,
+                    )
+                ],
+            )
+        ]
+    )
     save_meter(MeterSpec(key="api_calls", name="API calls", event_name="api_call", aggregation="count"))
     commit()
     return key
@@ -94,16 +111,31 @@ quantities = st.lists(st.decimals(min_value=0, max_value=300, places=2), min_siz
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(bounds=tier_bounds, unit_prices=prices, events=quantities, included=st.integers(0, 50),
-       model=st.sampled_from(["graduated", "volume"]))
+@given(
+    bounds=tier_bounds,
+    unit_prices=prices,
+    events=quantities,
+    included=st.integers(0, 50),
+    model=st.sampled_from(["graduated", "volume"]),
+)
 def test_tiered_usage_lines_match_the_tiers_arithmetic(ctx, bounds, unit_prices, events, included, model):
     tiers = [(bound, unit_prices[i]) for i, bound in enumerate(bounds)] + [(None, unit_prices[len(bounds)])]
-    feature = FeatureSpec(key="tiered_units", name="Tiered units", pricing=model, included_units=included,
-                          tiers=[Tier(up_to=up_to, unit_price=price) for up_to, price in tiers])
+    feature = FeatureSpec(
+        key="tiered_units",
+        name="Tiered units",
+        pricing=model,
+        included_units=included,
+        tiers=[Tier(up_to=up_to, unit_price=price) for up_to, price in tiers],
+    )
     base = catalog_spec("starter")
     key = f"tiered_{model}"
-    sync_catalog([PlanSpec(key=key, name="Tiered", price=100, quotas=base.quotas, rate_limits=base.rate_limits,
-                           features=[feature])])
+    sync_catalog(
+        [
+            PlanSpec(
+                key=key, name="Tiered", price=100, quotas=base.quotas, rate_limits=base.rate_limits, features=[feature]
+            )
+        ]
+    )
     save_meter(MeterSpec(key="tiered_units", name="Tiered", event_name="tiered", aggregation="sum"))
     commit()
     subscription = subscribe(key, JAN)

@@ -7,8 +7,15 @@ from tests.api_support import bearer, operator_token, send_json
 
 
 def send_runs(client, headers, tenant, how_many, start=0):
-    events = [{"tenant_id": tenant.tenant_id, "eventIdempotencyKey": f"run-{start + i}", "eventName": "pipeline_run",
-               "occurredAt": utcnow().isoformat()} for i in range(how_many)]
+    events = [
+        {
+            "tenant_id": tenant.tenant_id,
+            "eventIdempotencyKey": f"run-{start + i}",
+            "eventName": "pipeline_run",
+            "occurredAt": utcnow().isoformat(),
+        }
+        for i in range(how_many)
+    ]
     body = send_json(client, "post", "/api/v1/events/batch", {"events": events}, headers).get_json()
     assert body["accepted"] == how_many, body
     return start + how_many
@@ -33,8 +40,10 @@ def test_owner_and_admins_are_told_once_at_90_and_once_at_100_percent(app, clien
     sent = send_runs(client, headers, tenant, 50, sent)
     assert len(quota_emails(outbox, owner.email)) == 1
     sent = send_runs(client, headers, tenant, 50, sent)
-    assert quota_emails(outbox, owner.email) == ["Pipeline runs: quota reached",
-                                                 "Pipeline runs: 90% of your quota used"]
+    assert quota_emails(outbox, owner.email) == [
+        "Pipeline runs: quota reached",
+        "Pipeline runs: 90% of your quota used",
+    ]
     send_runs(client, headers, tenant, 20, sent)
     assert len(quota_emails(outbox, admin.email)) == 2
     assert quota_emails(outbox, developer.email) == []
@@ -93,8 +102,13 @@ def test_events_that_feed_no_quota_queue_no_check(app, client, make_tenant, monk
     monkeypatch.setattr(quotas, "check_quotas", lambda tenant_id: checked.append(tenant_id) or [])
     tenant = make_tenant()
     headers = bearer(operator_token(app))
-    event = {"tenant_id": tenant.tenant_id, "eventName": "compute_usage", "quantity": 2.5,
-             "eventIdempotencyKey": "compute-1", "occurredAt": utcnow().isoformat()}
+    event = {
+        "tenant_id": tenant.tenant_id,
+        "eventName": "compute_usage",
+        "quantity": 2.5,
+        "eventIdempotencyKey": "compute-1",
+        "occurredAt": utcnow().isoformat(),
+    }
     assert send_json(client, "post", "/api/v1/events", event, headers).status_code == 201
     assert checked == []
     send_runs(client, headers, tenant, 1)

@@ -26,8 +26,15 @@ _keys = itertools.count()
 
 
 def record(tenant_id: str, name: str, quantity, at: datetime) -> list[str]:
-    draft = ingest.EventDraft(tenant_ref=tenant_id, key=f"rollup-{next(_keys)}", name=name, occurred_at=at,
-                              quantity=Decimal(str(quantity)), properties={}, tenant_id=tenant_id)
+    draft = ingest.EventDraft(
+        tenant_ref=tenant_id,
+        key=f"rollup-{next(_keys)}",
+        name=name,
+        occurred_at=at,
+        quantity=Decimal(str(quantity)),
+        properties={},
+        tenant_id=tenant_id,
+    )
     outcomes = ingest.store([ingest.Outcome(0, "valid", tenant_id=tenant_id, key=draft.key, draft=draft)])
     commit()
     assert outcomes[0].status == "accepted"
@@ -54,31 +61,38 @@ def spread(ctx, make_tenant):
     return tenant.tenant_id
 
 
-@pytest.mark.parametrize("start, end, expected", [
-    # aligned on whole hours: roll-ups only
-    (at(0), at(48), {"count": 5, "sum": "19.5", "max": 7, "min": "1.5", "avg": "3.9"}),
-    # both edges mid-hour: 00:30-01:00 and 26:00-26:45 come from the events
-    (at(0.5), at(26.75), {"count": 3, "sum": "13.5", "max": 7, "min": "1.5", "avg": "4.5"}),
-    # inside one hour: events only
-    (at(0.1), at(0.9), {"count": 2, "sum": 9, "max": 7, "min": 2, "avg": "4.5"}),
-    # from the beginning (an "accumulate" feature) to mid-hour
-    (None, at(5.05), {"count": 3, "sum": 14, "max": 7, "min": 2, "avg": "4.666667"}),
-    # nothing there
-    (at(100), at(200), {"count": 0, "sum": 0, "max": 0, "min": 0, "avg": 0}),
-])
+@pytest.mark.parametrize(
+    "start, end, expected",
+    [
+        # aligned on whole hours: roll-ups only
+        (at(0), at(48), {"count": 5, "sum": "19.5", "max": 7, "min": "1.5", "avg": "3.9"}),
+        # both edges mid-hour: 00:30-01:00 and 26:00-26:45 come from the events
+        (at(0.5), at(26.75), {"count": 3, "sum": "13.5", "max": 7, "min": "1.5", "avg": "4.5"}),
+        # inside one hour: events only
+        (at(0.1), at(0.9), {"count": 2, "sum": 9, "max": 7, "min": 2, "avg": "4.5"}),
+        # from the beginning (an "accumulate" feature) to mid-hour
+        (None, at(5.05), {"count": 3, "sum": 14, "max": 7, "min": 2, "avg": "4.666667"}),
+        # nothing there
+        (at(100), at(200), {"count": 0, "sum": 0, "max": 0, "min": 0, "avg": 0}),
+    ],
+)
 def test_meters_read_from_roll_ups_match_the_events(spread, start, end, expected):
     for aggregation, value in expected.items():
         assert meter_value(spec(aggregation), spread, start, end) == Decimal(str(value)), aggregation
 
 
 def test_the_roll_ups_hold_one_row_per_tenant_name_and_hour(spread):
-    rows = db.session.execute(select(UsageRollup.hour, UsageRollup.count, UsageRollup.total, UsageRollup.max,
-                                     UsageRollup.min).where(UsageRollup.tenant_id == spread,
-                                                            UsageRollup.name == "job")
-                              .order_by(UsageRollup.hour)).all()
+    rows = db.session.execute(
+        select(UsageRollup.hour, UsageRollup.count, UsageRollup.total, UsageRollup.max, UsageRollup.min)
+        .where(UsageRollup.tenant_id == spread, UsageRollup.name == "job")
+        .order_by(UsageRollup.hour)
+    ).all()
     assert [(r.hour, r.count, r.total, r.max, r.min) for r in rows] == [
-        (at(0), 2, 9, 7, 2), (at(1), 1, 5, 5, 5), (at(5), 1, Decimal("1.5"), Decimal("1.5"), Decimal("1.5")),
-        (at(26), 1, 4, 4, 4)]
+        (at(0), 2, 9, 7, 2),
+        (at(1), 1, 5, 5, 5),
+        (at(5), 1, Decimal("1.5"), Decimal("1.5"), Decimal("1.5")),
+        (at(26), 1, 4, 4, 4),
+    ]
 
 
 def test_daily_values_add_the_roll_ups_hours_and_the_edges_events(spread):
@@ -90,8 +104,16 @@ def test_daily_values_add_the_roll_ups_hours_and_the_edges_events(spread):
 def test_a_repeated_key_counts_once_in_a_batch_and_later(ctx, make_tenant):
     tenant = make_tenant()
     now = datetime.now(UTC)
-    raw = [{"tenant_id": tenant.tenant_id, "eventIdempotencyKey": key, "eventName": "job", "quantity": 3,
-            "occurredAt": now.isoformat()} for key in ("a", "b", "a")]
+    raw = [
+        {
+            "tenant_id": tenant.tenant_id,
+            "eventIdempotencyKey": key,
+            "eventName": "job",
+            "quantity": 3,
+            "occurredAt": now.isoformat(),
+        }
+        for key in ("a", "b", "a")
+    ]
     outcomes = ingest.ingest(raw)
     commit()
     assert [o.status for o in outcomes] == ["accepted", "accepted", "duplicate"]
@@ -123,8 +145,16 @@ def test_events_changed_through_the_orm_move_between_hours(ctx, make_tenant):
     event_id = record(tenant.tenant_id, "job", 2, at=at(1.5))[0]
     event = db.session.get(UsageEvent, event_id)
     event.occurred_at, event.quantity = at(7.5), Decimal(6)
-    db.session.add(UsageEvent(tenant_id=tenant.tenant_id, idempotency_key="orm", name="job", occurred_at=at(7.75),
-                              quantity=Decimal(1), properties={}))
+    db.session.add(
+        UsageEvent(
+            tenant_id=tenant.tenant_id,
+            idempotency_key="orm",
+            name="job",
+            occurred_at=at(7.75),
+            quantity=Decimal(1),
+            properties={},
+        )
+    )
     commit()
     assert meter_value(spec("sum"), tenant.tenant_id, at(1), at(2)) == 0
     assert meter_value(spec("sum"), tenant.tenant_id, at(7), at(8)) == 7
@@ -133,10 +163,13 @@ def test_events_changed_through_the_orm_move_between_hours(ctx, make_tenant):
 def test_rebuild_counts_events_loaded_behind_the_portals_back(ctx, make_tenant):
     tenant = make_tenant()
     record(tenant.tenant_id, "job", 2, at=at(1.5))
-    db.session.execute(text(
-        "INSERT INTO usage_events (id, tenant_id, idempotency_key, name, occurred_at, quantity, properties, "
-        "received_at) VALUES ('evt_copied', :tenant, 'copied', 'job', :when, 5, '{}', :when)"),
-        {"tenant": tenant.tenant_id, "when": at(1.75).replace(tzinfo=None)})
+    db.session.execute(
+        text(
+            "INSERT INTO usage_events (id, tenant_id, idempotency_key, name, occurred_at, quantity, properties, "
+            "received_at) VALUES ('evt_copied', :tenant, 'copied', 'job', :when, 5, '{}', :when)"
+        ),
+        {"tenant": tenant.tenant_id, "when": at(1.75).replace(tzinfo=None)},
+    )
     assert meter_value(spec("sum"), tenant.tenant_id, at(0), at(24)) == 2  # not rolled up yet
     rollups.rebuild()
     commit()
@@ -145,8 +178,13 @@ def test_rebuild_counts_events_loaded_behind_the_portals_back(ctx, make_tenant):
 
 
 def test_meters_with_a_filter_or_a_property_still_read_the_events(spread):
-    filtered = MeterSpec(key="jobs", name="Jobs", event_name="job", aggregation="count",
-                         filter={"conditions": [{"criteria": [{"field": "quantity", "operator": "gt", "value": 4}]}]})
+    filtered = MeterSpec(
+        key="jobs",
+        name="Jobs",
+        event_name="job",
+        aggregation="count",
+        filter={"conditions": [{"criteria": [{"field": "quantity", "operator": "gt", "value": 4}]}]},
+    )
     assert meter_value(filtered, spread, at(0), at(48)) == 2
     assert meter_value(spec("last"), spread, at(0), at(48)) == 4
 
@@ -182,8 +220,16 @@ def test_parallel_batches_into_one_hour_count_every_stored_event_once(committed_
     def send(n: int):
         client = committed_app.test_client()
         # Half of each batch is shared with every other batch: stored once, whoever wins.
-        events = [{"tenant_id": "rollup_race", "eventIdempotencyKey": key, "eventName": "job", "quantity": 2,
-                   "occurredAt": when} for key in [f"own-{n}-{i}" for i in range(50)] + [f"shared-{i}" for i in range(50)]]
+        events = [
+            {
+                "tenant_id": "rollup_race",
+                "eventIdempotencyKey": key,
+                "eventName": "job",
+                "quantity": 2,
+                "occurredAt": when,
+            }
+            for key in [f"own-{n}-{i}" for i in range(50)] + [f"shared-{i}" for i in range(50)]
+        ]
         barrier.wait()
         response = send_json(client, "post", "/api/v1/events/batch", {"events": events}, bearer(token))
         statuses.append(response.status_code)

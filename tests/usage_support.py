@@ -11,13 +11,28 @@ from portal.usage import ingest
 _keys = itertools.count()
 
 
-def record(tenant_id: str, name: str, quantity=1, at: datetime | None = None, properties: dict | None = None,
-           key: str | None = None, many: int = 1) -> list[str]:
+def record(
+    tenant_id: str,
+    name: str,
+    quantity=1,
+    at: datetime | None = None,
+    properties: dict | None = None,
+    key: str | None = None,
+    many: int = 1,
+) -> list[str]:
     """Store ``many`` events (committed); returns their ids. Fails the test if any is refused."""
     quantity = Decimal(quantity) if isinstance(quantity, str) else quantity
-    raw = [{"tenant_id": tenant_id, "eventName": name, "quantity": quantity,
-            "occurredAt": (at or utcnow()).isoformat(), "properties": properties or {},
-            "eventIdempotencyKey": key or f"test-{next(_keys)}"} for _ in range(many)]
+    raw = [
+        {
+            "tenant_id": tenant_id,
+            "eventName": name,
+            "quantity": quantity,
+            "occurredAt": (at or utcnow()).isoformat(),
+            "properties": properties or {},
+            "eventIdempotencyKey": key or f"test-{next(_keys)}",
+        }
+        for _ in range(many)
+    ]
     outcomes = ingest.ingest(raw)
     assert all(o.status == "accepted" for o in outcomes), [o.reason for o in outcomes]
     commit()

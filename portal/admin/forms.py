@@ -47,8 +47,12 @@ class RevokeTokenForm(FlaskForm):
 
 
 class BillingRunForm(FlaskForm):
-    as_of = utc_instant_field("As of", "2026-01-31T00:00", "Blank means now. Every subscription whose period "
-                              "ended by then is renewed and invoiced.", leave_blank="leave it blank for now")
+    as_of = utc_instant_field(
+        "As of",
+        "2026-01-31T00:00",
+        "Blank means now. Every subscription whose period ended by then is renewed and invoiced.",
+        leave_blank="leave it blank for now",
+    )
 
     def validate_as_of(self, field):
         if field.data is not None and field.data > utcnow() + RUN_AHEAD_LIMIT:
@@ -58,8 +62,10 @@ class BillingRunForm(FlaskForm):
 class MarkPaidForm(FlaskForm):
     reference = StringField(
         "Payment reference",
-        validators=[DataRequired("Give the payment reference, e.g. the bank transfer id."),
-                    Length(max=PAYMENT_REFERENCE_MAX, message=f"Use at most {PAYMENT_REFERENCE_MAX} characters.")],
+        validators=[
+            DataRequired("Give the payment reference, e.g. the bank transfer id."),
+            Length(max=PAYMENT_REFERENCE_MAX, message=f"Use at most {PAYMENT_REFERENCE_MAX} characters."),
+        ],
         description="The bank transfer id or whatever identifies the payment.",
     )
 
@@ -67,8 +73,10 @@ class MarkPaidForm(FlaskForm):
 class VoidInvoiceForm(FlaskForm):
     reason = TextAreaField(
         "Reason",
-        validators=[DataRequired("Say why the invoice is voided."),
-                    Length(max=VOID_REASON_MAX, message=f"Use at most {VOID_REASON_MAX} characters.")],
+        validators=[
+            DataRequired("Say why the invoice is voided."),
+            Length(max=VOID_REASON_MAX, message=f"Use at most {VOID_REASON_MAX} characters."),
+        ],
         description="Kept with the invoice and in the tenant's activity log.",
     )
 
@@ -88,13 +96,17 @@ class CreditForm(FlaskForm):
     """A deduction; the grant adds an expiry. ``confirmed`` is set by the confirmation step."""
 
     amount = DecimalField(
-        "Amount", places=2, validators=[InputRequired("Enter an amount, e.g. 25.00."), _positive_cents],
+        "Amount",
+        places=2,
+        validators=[InputRequired("Enter an amount, e.g. 25.00."), _positive_cents],
         description="In major units of the currency, e.g. 25.00.",
     )
-    currency = StringField("Currency", validators=[DataRequired(), Length(min=3, max=3, message="Use a three-letter "
-                                                                                          "code such as USD.")])
+    currency = StringField(
+        "Currency", validators=[DataRequired(), Length(min=3, max=3, message="Use a three-letter code such as USD.")]
+    )
     reason = TextAreaField(
-        "Reason", validators=[DataRequired("Say why (it is kept in the ledger)."), Length(max=CREDIT_REASON_MAX)],
+        "Reason",
+        validators=[DataRequired("Say why (it is kept in the ledger)."), Length(max=CREDIT_REASON_MAX)],
         description="Shown in the tenant's credit ledger.",
     )
     confirmed = HiddenField(default="")
@@ -115,16 +127,28 @@ class CreditGrantForm(CreditForm):
 class MeterForm(FlaskForm):
     """A meter as the catalog file writes it; the filter as seed 003's JSON."""
 
-    key = StringField("Feature key", validators=[DataRequired(), Length(max=64)],
-                      description="The plan feature it measures, e.g. pipeline_runs.")
+    key = StringField(
+        "Feature key",
+        validators=[DataRequired(), Length(max=64)],
+        description="The plan feature it measures, e.g. pipeline_runs.",
+    )
     name = StringField("Name", validators=[DataRequired(), Length(max=100)])
-    event_name = StringField("Event name", validators=[DataRequired(), Length(max=128)],
-                             description="The eventName the product backend posts, e.g. pipeline_run.")
-    aggregation = SelectField("Aggregation", choices=[(a, a) for a in
-                                                      ("count", "sum", "unique_count", "max", "min", "avg", "first",
-                                                       "last")])
-    property = StringField("Property", validators=[Optional(), Length(max=128)],
-                           description="A key of the event's properties; empty: the event's quantity.")
-    filter = TextAreaField("Filter (JSON)", validators=[Optional(), Length(max=20_000)],
-                           description='{"conditions": [{"criteria": [{"field": "status", "operator": "equals", '
-                                       '"value": "ok"}]}]} — conditions OR\'ed, criteria AND\'ed. Empty: every event.')
+    event_name = StringField(
+        "Event name",
+        validators=[DataRequired(), Length(max=128)],
+        description="The eventName the product backend posts, e.g. pipeline_run.",
+    )
+    aggregation = SelectField(
+        "Aggregation", choices=[(a, a) for a in ("count", "sum", "unique_count", "max", "min", "avg", "first", "last")]
+    )
+    property = StringField(
+        "Property",
+        validators=[Optional(), Length(max=128)],
+        description="A key of the event's properties; empty: the event's quantity.",
+    )
+    filter = TextAreaField(
+        "Filter (JSON)",
+        validators=[Optional(), Length(max=20_000)],
+        description='{"conditions": [{"criteria": [{"field": "status", "operator": "equals", '
+        '"value": "ok"}]}]} — conditions OR\'ed, criteria AND\'ed. Empty: every event.',
+    )

@@ -96,15 +96,17 @@ def tenants():
     """Tenants with search by name or id, a status filter and pages."""
     search = request.args.get("q", "").strip()[:100]
     status_filter = request.args.get("status", "")
-    members = (
-        select(func.count(Membership.id)).where(Membership.tenant_id == Tenant.tenant_id).scalar_subquery()
-    )
+    members = select(func.count(Membership.id)).where(Membership.tenant_id == Tenant.tenant_id).scalar_subquery()
     query = select(Tenant, members.label("member_count")).order_by(Tenant.created_at.desc())
     if search:
         # autoescape: "%" and "_" typed in the box are characters, not LIKE wildcards.
         needle = search.lower()
-        query = query.where(or_(func.lower(Tenant.tenant_id).contains(needle, autoescape=True),
-                                func.lower(Tenant.company_name).contains(needle, autoescape=True)))
+        query = query.where(
+            or_(
+                func.lower(Tenant.tenant_id).contains(needle, autoescape=True),
+                func.lower(Tenant.company_name).contains(needle, autoescape=True),
+            )
+        )
     if status_filter in TENANT_STATUSES:
         query = query.where(Tenant.status == status_filter)
     else:
@@ -137,27 +139,40 @@ def tenant_detail(tenant_id: str):
 
 def _credit_forms(tenant: Tenant) -> tuple[CreditGrantForm, CreditForm]:
     currency = billing_credits.currency_of(tenant.tenant_id)
-    return (CreditGrantForm(formdata=None, currency=currency, prefix="grant"),
-            CreditForm(formdata=None, currency=currency, prefix="deduct"))
+    return (
+        CreditGrantForm(formdata=None, currency=currency, prefix="grant"),
+        CreditForm(formdata=None, currency=currency, prefix="deduct"),
+    )
 
 
 def _credit_ledger(tenant: Tenant, currency: str):
     page = max(request.args.get("credit_page", 1, type=int) or 1, 1)
-    return db.paginate(billing_credits.entries(tenant.tenant_id, currency), page=min(page, 100_000),
-                       per_page=CREDIT_ENTRIES_PER_PAGE, error_out=False)
+    return db.paginate(
+        billing_credits.entries(tenant.tenant_id, currency),
+        page=min(page, 100_000),
+        per_page=CREDIT_ENTRIES_PER_PAGE,
+        error_out=False,
+    )
 
 
-def _detail_page(tenant: Tenant, suspend_form: SuspendForm | None = None, status: int = 200,
-                 grant_form: CreditGrantForm | None = None, deduct_form: CreditForm | None = None):
-    events = db.session.execute(
-        select(AuditEvent)
-        .where(AuditEvent.tenant_id == tenant.tenant_id)
-        .order_by(AuditEvent.created_at.desc(), AuditEvent.id.desc())
-        .limit(20)
-    ).scalars().all()
-    invoices = db.session.execute(
-        billing_invoices.for_tenant(tenant).limit(TENANT_INVOICES_SHOWN)
-    ).scalars().all()
+def _detail_page(
+    tenant: Tenant,
+    suspend_form: SuspendForm | None = None,
+    status: int = 200,
+    grant_form: CreditGrantForm | None = None,
+    deduct_form: CreditForm | None = None,
+):
+    events = (
+        db.session.execute(
+            select(AuditEvent)
+            .where(AuditEvent.tenant_id == tenant.tenant_id)
+            .order_by(AuditEvent.created_at.desc(), AuditEvent.id.desc())
+            .limit(20)
+        )
+        .scalars()
+        .all()
+    )
+    invoices = db.session.execute(billing_invoices.for_tenant(tenant).limit(TENANT_INVOICES_SHOWN)).scalars().all()
     default_grant, default_deduct = _credit_forms(tenant)
     credit = billing_credits.summary(tenant.tenant_id)
     return render(
@@ -216,13 +231,24 @@ def _credit_change(tenant: Tenant, form: CreditForm, kind: str):
     if not form.validate_on_submit():
         return _detail_page(tenant, status=form_errors_status(), **forms)
     if form.confirmed.data != "yes":
-        return render("admin/credit_confirm.html", tenant=tenant, form=form, kind=kind,
-                      amount=format_money(form.cents, form.currency.data.upper()))
+        return render(
+            "admin/credit_confirm.html",
+            tenant=tenant,
+            form=form,
+            kind=kind,
+            amount=format_money(form.cents, form.currency.data.upper()),
+        )
     actor = current_actor()
     try:
         if kind == "grant":
-            billing_credits.grant(actor, tenant, form.cents, currency=form.currency.data,
-                                  expires_at=form.expires_at.data, reason=form.reason.data)
+            billing_credits.grant(
+                actor,
+                tenant,
+                form.cents,
+                currency=form.currency.data,
+                expires_at=form.expires_at.data,
+                reason=form.reason.data,
+            )
         else:
             billing_credits.deduct(actor, tenant, form.cents, currency=form.currency.data, reason=form.reason.data)
         commit()
@@ -377,9 +403,15 @@ def billing_run(run_id: str):
     if run is None:
         abort(404)
     failed_ids = [error["subscription_id"] for error in run.errors or [] if error.get("subscription_id")]
-    tenant_of = dict(db.session.execute(
-        select(Subscription.id, Subscription.tenant_id).where(Subscription.id.in_(failed_ids))
-    ).all()) if failed_ids else {}
+    tenant_of = (
+        dict(
+            db.session.execute(
+                select(Subscription.id, Subscription.tenant_id).where(Subscription.id.in_(failed_ids))
+            ).all()
+        )
+        if failed_ids
+        else {}
+    )
     response = render("admin/billing_run.html", "admin/_run_progress.html", run=run, tenant_of=tenant_of)
     if run.finished and wants_fragment():
         response.status_code = HTMX_STOP_POLLING
@@ -405,8 +437,9 @@ def invoice_pdf(invoice_id: str):
     return pdf_download(_load_invoice(invoice_id))
 
 
-def _invoice_page(invoice: Invoice, paid_form: MarkPaidForm | None = None, void_form: VoidInvoiceForm | None = None,
-                  status: int = 200):
+def _invoice_page(
+    invoice: Invoice, paid_form: MarkPaidForm | None = None, void_form: VoidInvoiceForm | None = None, status: int = 200
+):
     return render(
         "admin/invoice.html",
         status=status,
@@ -434,7 +467,9 @@ def mark_invoice_paid(invoice_id: str):
     """Record a payment made outside Stripe (a bank transfer)."""
     invoice = _load_invoice(invoice_id)
     return _invoice_action(
-        invoice, "paid_form", MarkPaidForm(),
+        invoice,
+        "paid_form",
+        MarkPaidForm(),
         lambda form: billing_invoices.mark_paid(current_actor(), invoice, form.reference.data, utcnow()),
         f"Invoice {invoice.number} is marked paid.",
     )
@@ -446,7 +481,9 @@ def void_invoice(invoice_id: str):
     """Void an invoice that should never have been issued; it no longer counts as due."""
     invoice = _load_invoice(invoice_id)
     return _invoice_action(
-        invoice, "void_form", VoidInvoiceForm(),
+        invoice,
+        "void_form",
+        VoidInvoiceForm(),
         lambda form: billing_invoices.void(current_actor(), invoice, form.reason.data, utcnow()),
         f"Invoice {invoice.number} is void.",
     )
@@ -476,7 +513,6 @@ def edit_meter(meter_key: str | None = None):
 
     from pydantic import ValidationError
 
-
     meter = None
     if meter_key is not None:
         meter = db.session.execute(select(Meter).where(Meter.key == meter_key[:64])).scalar_one_or_none()
@@ -498,9 +534,14 @@ def edit_meter(meter_key: str | None = None):
         form.filter.errors = [f"Not valid JSON: {error}"]
         return _meter_page(form, meter, form_errors_status())
     try:
-        spec = MeterSpec(key=form.key.data.strip(), name=form.name.data.strip(),
-                         event_name=form.event_name.data.strip(), aggregation=form.aggregation.data,
-                         property=(form.property.data or "").strip() or None, filter=meter_filter)
+        spec = MeterSpec(
+            key=form.key.data.strip(),
+            name=form.name.data.strip(),
+            event_name=form.event_name.data.strip(),
+            aggregation=form.aggregation.data,
+            property=(form.property.data or "").strip() or None,
+            filter=meter_filter,
+        )
     except ValidationError as error:
         for problem in error.errors(include_url=False):
             target = getattr(form, str(problem["loc"][0]), None) if problem["loc"] else None
@@ -517,6 +558,8 @@ def edit_meter(meter_key: str | None = None):
     commit()
     flash(f"Meter {spec.key} saved.", "success")
     return redirect_to("admin.meters")
+
+
 # --- Stripe events and failed jobs ---------------------------------------------------------
 
 

@@ -25,8 +25,11 @@ _plan_limits: dict[tuple[str, str], tuple[float, str]] = {}
 
 def limit_text(rate_limits: dict | None) -> str | None:
     """{"per_minute": 100, "per_hour": 5000} -> "100 per minute;5000 per hour" (Flask-Limiter's)."""
-    parts = [f"{rate_limits[key]} per {unit}" for key, unit in (("per_minute", "minute"), ("per_hour", "hour"))
-             if (rate_limits or {}).get(key)]
+    parts = [
+        f"{rate_limits[key]} per {unit}"
+        for key, unit in (("per_minute", "minute"), ("per_hour", "hour"))
+        if (rate_limits or {}).get(key)
+    ]
     return ";".join(parts) or None
 
 
@@ -37,7 +40,8 @@ def tenant_rate_limit(tenant) -> str:
     if cached is not None and cached[0] > now:
         return cached[1]
     rate_limits = db.session.execute(
-        select(PlanVersion.rate_limits).join(Subscription, Subscription.plan_version_id == PlanVersion.id)
+        select(PlanVersion.rate_limits)
+        .join(Subscription, Subscription.plan_version_id == PlanVersion.id)
         .where(Subscription.tenant_id == tenant.tenant_id)
     ).scalar()
     text = limit_text(rate_limits) or UNSUBSCRIBED_RATE_LIMIT
@@ -63,7 +67,6 @@ def _count_api_request(response):
     """Seed 000's api_requests_count: one unit per request authenticated by a tenant key."""
     principal = g.get("api_principal")
     if principal is not None and principal.api_key is not None:
-
         record(principal.api_key.tenant_id)
     return response
 

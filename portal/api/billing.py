@@ -54,11 +54,14 @@ def subscription_out(subscription: Subscription) -> schemas.SubscriptionOut:
     if subscription.scheduled_plan_version_id is not None:
         upcoming = subscription.scheduled_plan_version
         scheduled = schemas.ScheduledChangeOut(
-            plan=upcoming.key, plan_name=upcoming.name,
+            plan=upcoming.key,
+            plan_name=upcoming.name,
             effective_at=subscription.scheduled_change_at or subscription.current_period_end,
         )
     return schemas.SubscriptionOut(
-        subscription_id=subscription.id, tenant_id=subscription.tenant_id, plan_name=version.key,
+        subscription_id=subscription.id,
+        tenant_id=subscription.tenant_id,
+        plan_name=version.key,
         monthly_pipeline_quota=quotas.get("monthly_pipeline_quota", 0),
         concurrent_pipeline_quota=quotas.get("concurrent_pipeline_quota", 0),
         storage_quota_gb=quotas.get("storage_quota_gb", 0),
@@ -66,28 +69,49 @@ def subscription_out(subscription: Subscription) -> schemas.SubscriptionOut:
         billing_cycle_start=subscription.current_period_start.date(),
         billing_cycle_end=_last_day(subscription.current_period_end),
         auto_renew=subscription.is_live and not subscription.cancel_at_period_end,
-        stripe_subscription_id=subscription.stripe_subscription_id, created_at=subscription.created_at,
-        status=subscription.status, currency=version.currency, interval=version.interval, price=version.price,
+        stripe_subscription_id=subscription.stripe_subscription_id,
+        created_at=subscription.created_at,
+        status=subscription.status,
+        currency=version.currency,
+        interval=version.interval,
+        price=version.price,
         current_period_start=subscription.current_period_start,
-        current_period_end=subscription.current_period_end, trial_end=subscription.trial_end,
-        cancel_at_period_end=subscription.cancel_at_period_end, scheduled_change=scheduled,
+        current_period_end=subscription.current_period_end,
+        trial_end=subscription.trial_end,
+        cancel_at_period_end=subscription.cancel_at_period_end,
+        scheduled_change=scheduled,
     )
 
 
 def invoice_out(invoice: Invoice) -> schemas.InvoiceOut:
     return schemas.InvoiceOut(
-        invoice_id=invoice.id, number=invoice.number, status=invoice.status, currency=invoice.currency,
-        plan_name=invoice.plan_name, subtotal=invoice.subtotal, credits_applied=invoice.credits_applied,
-        total=invoice.total, amount_paid=invoice.amount_paid, amount_due=invoice.amount_due,
-        total_major=to_major(invoice.total), amount_due_major=to_major(invoice.amount_due),
-        period_start=invoice.period_start, period_end=invoice.period_end, issued_at=invoice.issued_at,
-        due_at=invoice.due_at, paid_at=invoice.paid_at,
+        invoice_id=invoice.id,
+        number=invoice.number,
+        status=invoice.status,
+        currency=invoice.currency,
+        plan_name=invoice.plan_name,
+        subtotal=invoice.subtotal,
+        credits_applied=invoice.credits_applied,
+        total=invoice.total,
+        amount_paid=invoice.amount_paid,
+        amount_due=invoice.amount_due,
+        total_major=to_major(invoice.total),
+        amount_due_major=to_major(invoice.amount_due),
+        period_start=invoice.period_start,
+        period_end=invoice.period_end,
+        issued_at=invoice.issued_at,
+        due_at=invoice.due_at,
+        paid_at=invoice.paid_at,
         line_items=[
             schemas.InvoiceLineOut(
-                type=line.type, description=line.description,
+                type=line.type,
+                description=line.description,
                 # Numeric(20, 6) comes back as 1.000000; the client wants 1.
-                quantity=line.quantity.normalize(), unit_amount=line.unit_amount.normalize(),
-                amount=line.amount, period_start=line.period_start, period_end=line.period_end,
+                quantity=line.quantity.normalize(),
+                unit_amount=line.unit_amount.normalize(),
+                amount=line.amount,
+                period_start=line.period_start,
+                period_end=line.period_end,
             )
             for line in invoice.lines
         ],
@@ -110,21 +134,34 @@ def _as_new_plan_error(error: ValidationFailed) -> ApiError:
 # --- subscription --------------------------------------------------------------------------
 
 
-@operation("GET", "/tenants/<tenant_id>/subscription", scope=READ_SCOPE, response=schemas.SubscriptionOut,
-           tags=TAGS, allowed_when_suspended=True, errors=[401, 403, 404],
-           summary="Get the tenant's subscription (plan, quotas, price, billing cycle)")
+@operation(
+    "GET",
+    "/tenants/<tenant_id>/subscription",
+    scope=READ_SCOPE,
+    response=schemas.SubscriptionOut,
+    tags=TAGS,
+    allowed_when_suspended=True,
+    errors=[401, 403, 404],
+    summary="Get the tenant's subscription (plan, quotas, price, billing cycle)",
+)
 def get_subscription(principal, tenant: Tenant):
     return dump(subscription_out(_subscription_or_404(tenant)))
 
 
-@operation("POST", "/tenants/<tenant_id>/subscription/upgrade", scope=ADMIN_SCOPE, body=schemas.UpgradeIn,
-           response=schemas.UpgradeOut, tags=TAGS, allowed_when_suspended=True,
-           errors=[400, 401, 403, 404, 409, 415],
-           summary="Change plan: upgrade now (prorated, invoiced at once) or on effective_date; "
-                   "downgrade at period end",
-           description="`prorated_charge` is what is invoiced now, in major units; `invoice_id` names that "
-                       "invoice. A plan that costs less per month is a downgrade, scheduled for the end of the "
-                       "current period (`scheduled` true). The current plan or an unknown one: 400 on `new_plan`.")
+@operation(
+    "POST",
+    "/tenants/<tenant_id>/subscription/upgrade",
+    scope=ADMIN_SCOPE,
+    body=schemas.UpgradeIn,
+    response=schemas.UpgradeOut,
+    tags=TAGS,
+    allowed_when_suspended=True,
+    errors=[400, 401, 403, 404, 409, 415],
+    summary="Change plan: upgrade now (prorated, invoiced at once) or on effective_date; downgrade at period end",
+    description="`prorated_charge` is what is invoiced now, in major units; `invoice_id` names that "
+    "invoice. A plan that costs less per month is a downgrade, scheduled for the end of the "
+    "current period (`scheduled` true). The current plan or an unknown one: 400 on `new_plan`.",
+)
 def upgrade_subscription(principal, tenant: Tenant, body: schemas.UpgradeIn):
     subscription = _subscription_or_404(tenant)
     try:
@@ -135,7 +172,8 @@ def upgrade_subscription(principal, tenant: Tenant, body: schemas.UpgradeIn):
             raise ValidationFailed(f"Unknown plan {body.new_plan!r}. Plans: {public}.", field="plan")
         previous = subscription.plan_version
         preview, invoice = subscriptions.change_plan(
-            principal.actor(), subscription, target.key, prorate=body.prorate, effective_date=body.effective_date)
+            principal.actor(), subscription, target.key, prorate=body.prorate, effective_date=body.effective_date
+        )
     except ValidationFailed as error:
         if error.field in (None, "plan"):
             raise _as_new_plan_error(error) from None
@@ -148,29 +186,51 @@ def upgrade_subscription(principal, tenant: Tenant, body: schemas.UpgradeIn):
         if invoice is not None:
             message += f" Invoice {invoice.number} was issued for {preview.money(invoice.total)}."
     elif preview.direction == "downgrade":
-        message = (f"Downgrade to {preview.new.name} scheduled for {when}, the end of the current billing period; "
-                   f"{previous.name} stays in effect until then.")
+        message = (
+            f"Downgrade to {preview.new.name} scheduled for {when}, the end of the current billing period; "
+            f"{previous.name} stays in effect until then."
+        )
     else:
         message = f"Upgrade to {preview.new.name} scheduled for {when}."
-    return dump(schemas.UpgradeOut(
-        subscription_id=subscription.id, previous_plan=previous.key, new_plan=preview.new.key,
-        effective_date=preview.effective_at.date(), prorated_charge=to_major(preview.total),
-        message=message, direction=preview.direction, scheduled=not preview.immediate,
-        currency=preview.new.currency, invoice_id=invoice.id if invoice else None,
-        invoice_number=invoice.number if invoice else None,
-    ))
+    return dump(
+        schemas.UpgradeOut(
+            subscription_id=subscription.id,
+            previous_plan=previous.key,
+            new_plan=preview.new.key,
+            effective_date=preview.effective_at.date(),
+            prorated_charge=to_major(preview.total),
+            message=message,
+            direction=preview.direction,
+            scheduled=not preview.immediate,
+            currency=preview.new.currency,
+            invoice_id=invoice.id if invoice else None,
+            invoice_number=invoice.number if invoice else None,
+        )
+    )
 
 
-@operation("POST", "/tenants/<tenant_id>/subscription/cancel", scope=ADMIN_SCOPE, body=schemas.CancelIn,
-           response=schemas.CancelOut, tags=TAGS, allowed_when_suspended=True,
-           errors=[400, 401, 403, 404, 409, 415],
-           summary="Cancel the subscription at the end of the period (default) or at once",
-           description="At period end it can be resumed until then (`/subscription/resume`). 409 when it has "
-                       "already ended or is already set to end.")
+@operation(
+    "POST",
+    "/tenants/<tenant_id>/subscription/cancel",
+    scope=ADMIN_SCOPE,
+    body=schemas.CancelIn,
+    response=schemas.CancelOut,
+    tags=TAGS,
+    allowed_when_suspended=True,
+    errors=[400, 401, 403, 404, 409, 415],
+    summary="Cancel the subscription at the end of the period (default) or at once",
+    description="At period end it can be resumed until then (`/subscription/resume`). 409 when it has "
+    "already ended or is already set to end.",
+)
 def cancel_subscription(principal, tenant: Tenant, body: schemas.CancelIn):
     subscription = _subscription_or_404(tenant)
-    subscriptions.cancel(principal.actor(), subscription, at_period_end=body.cancel_at_period_end,
-                         reason=body.cancellation_reason, feedback=body.feedback or "")
+    subscriptions.cancel(
+        principal.actor(),
+        subscription,
+        at_period_end=body.cancel_at_period_end,
+        reason=body.cancellation_reason,
+        feedback=body.feedback or "",
+    )
     commit()
     if body.cancel_at_period_end:
         ends_at = subscription.current_period_end
@@ -178,27 +238,47 @@ def cancel_subscription(principal, tenant: Tenant, body: schemas.CancelIn):
     else:
         ends_at = subscription.ended_at
         message = "Subscription cancelled immediately"
-    return dump(schemas.CancelOut(
-        subscription_id=subscription.id, status="cancelled", cancelled_at=subscription.cancel_requested_at,
-        billing_cycle_end=_last_day(ends_at) if body.cancel_at_period_end else ends_at.date(),
-        message=message, cancel_at_period_end=body.cancel_at_period_end, ends_at=ends_at,
-    ))
+    return dump(
+        schemas.CancelOut(
+            subscription_id=subscription.id,
+            status="cancelled",
+            cancelled_at=subscription.cancel_requested_at,
+            billing_cycle_end=_last_day(ends_at) if body.cancel_at_period_end else ends_at.date(),
+            message=message,
+            cancel_at_period_end=body.cancel_at_period_end,
+            ends_at=ends_at,
+        )
+    )
 
 
-@operation("POST", "/tenants/<tenant_id>/subscription/resume", scope=ADMIN_SCOPE,
-           response=schemas.SubscriptionOut, tags=TAGS, allowed_when_suspended=True, errors=[401, 403, 404, 409],
-           summary="Resume a subscription set to cancel at period end",
-           description="409 when it is not set to cancel, or has already ended.")
+@operation(
+    "POST",
+    "/tenants/<tenant_id>/subscription/resume",
+    scope=ADMIN_SCOPE,
+    response=schemas.SubscriptionOut,
+    tags=TAGS,
+    allowed_when_suspended=True,
+    errors=[401, 403, 404, 409],
+    summary="Resume a subscription set to cancel at period end",
+    description="409 when it is not set to cancel, or has already ended.",
+)
 def resume_subscription(principal, tenant: Tenant):
     subscription = subscriptions.resume(principal.actor(), _subscription_or_404(tenant))
     commit()
     return dump(subscription_out(subscription))
 
 
-@operation("DELETE", "/tenants/<tenant_id>/subscription/scheduled-change", scope=ADMIN_SCOPE,
-           response=schemas.SubscriptionOut, tags=TAGS, allowed_when_suspended=True, errors=[401, 403, 404, 409],
-           summary="Cancel the scheduled plan change (a pending downgrade or dated upgrade)",
-           description="409 when no change is scheduled.")
+@operation(
+    "DELETE",
+    "/tenants/<tenant_id>/subscription/scheduled-change",
+    scope=ADMIN_SCOPE,
+    response=schemas.SubscriptionOut,
+    tags=TAGS,
+    allowed_when_suspended=True,
+    errors=[401, 403, 404, 409],
+    summary="Cancel the scheduled plan change (a pending downgrade or dated upgrade)",
+    description="409 when no change is scheduled.",
+)
 def cancel_scheduled_change(principal, tenant: Tenant):
     subscription = subscriptions.cancel_scheduled_change(principal.actor(), _subscription_or_404(tenant))
     commit()
@@ -211,75 +291,130 @@ def cancel_scheduled_change(principal, tenant: Tenant):
 def plan_out(plan) -> schemas.PlanOut:
     version = plan.current_version
     return schemas.PlanOut(
-        id=plan.id, key=plan.key, name=plan.name, description=plan.description, price=version.price,
-        price_amount=to_major(version.price), currency=version.currency, interval=version.interval,
-        interval_months=version.months, trial_days=version.trial_days,
+        id=plan.id,
+        key=plan.key,
+        name=plan.name,
+        description=plan.description,
+        price=version.price,
+        price_amount=to_major(version.price),
+        currency=version.currency,
+        interval=version.interval,
+        interval_months=version.months,
+        trial_days=version.trial_days,
         quotas=schemas.QuotasOut.model_validate(version.quotas),
         rate_limits=schemas.RateLimitsOut.model_validate(version.rate_limits),
         features=[schemas.FeatureOut.model_validate(feature) for feature in version.feature_specs()],
     )
 
 
-@operation("GET", "/plans", response=schemas.PlanListOut, tags=TAGS, errors=[401],
-           summary="The public plan catalog: prices, quotas, rate limits, features and their pricing",
-           description="Any tenant key or operator token. Prices are in minor units (`price`, `unit_price`, "
-                       "`package_price`, `flat_fee`) with `price_amount` in major units.")
+@operation(
+    "GET",
+    "/plans",
+    response=schemas.PlanListOut,
+    tags=TAGS,
+    errors=[401],
+    summary="The public plan catalog: prices, quotas, rate limits, features and their pricing",
+    description="Any tenant key or operator token. Prices are in minor units (`price`, `unit_price`, "
+    "`package_price`, `flat_fee`) with `price_amount` in major units.",
+)
 def list_plans(principal):
-    return dump(schemas.PlanListOut(
-        plans=[plan_out(plan) for plan in plans.list_plans(public_only=True) if plan.versions],
-    ))
+    return dump(
+        schemas.PlanListOut(
+            plans=[plan_out(plan) for plan in plans.list_plans(public_only=True) if plan.versions],
+        )
+    )
 
 
 # --- invoices ------------------------------------------------------------------------------
 
 
-@operation("GET", "/tenants/<tenant_id>/invoices", scope=READ_SCOPE, query=schemas.InvoiceListQuery,
-           response=schemas.InvoiceListOut, tags=TAGS, allowed_when_suspended=True, errors=[400, 401, 403, 404],
-           summary="List the tenant's invoices, newest first (filter by status, paginate)")
+@operation(
+    "GET",
+    "/tenants/<tenant_id>/invoices",
+    scope=READ_SCOPE,
+    query=schemas.InvoiceListQuery,
+    response=schemas.InvoiceListOut,
+    tags=TAGS,
+    allowed_when_suspended=True,
+    errors=[400, 401, 403, 404],
+    summary="List the tenant's invoices, newest first (filter by status, paginate)",
+)
 def list_invoices(principal, tenant: Tenant, query: schemas.InvoiceListQuery):
     statement = invoices.for_tenant(tenant, None if query.status == "all" else query.status)
     total = db.session.scalar(select(func.count()).select_from(statement.order_by(None).subquery()))
     rows = db.session.execute(
-        statement.options(selectinload(Invoice.lines))
-        .limit(query.page_size).offset((query.page - 1) * query.page_size)
+        statement.options(selectinload(Invoice.lines)).limit(query.page_size).offset((query.page - 1) * query.page_size)
     ).scalars()
-    return dump(schemas.InvoiceListOut(
-        invoices=[invoice_out(invoice) for invoice in rows],
-        pagination=schemas.pagination(query.page, query.page_size, total),
-    ))
+    return dump(
+        schemas.InvoiceListOut(
+            invoices=[invoice_out(invoice) for invoice in rows],
+            pagination=schemas.pagination(query.page, query.page_size, total),
+        )
+    )
 
 
-@operation("GET", "/tenants/<tenant_id>/invoices/<invoice_id>", scope=READ_SCOPE, response=schemas.InvoiceOut,
-           tags=TAGS, allowed_when_suspended=True, errors=[401, 403, 404], summary="Get one invoice with its lines")
+@operation(
+    "GET",
+    "/tenants/<tenant_id>/invoices/<invoice_id>",
+    scope=READ_SCOPE,
+    response=schemas.InvoiceOut,
+    tags=TAGS,
+    allowed_when_suspended=True,
+    errors=[401, 403, 404],
+    summary="Get one invoice with its lines",
+)
 def get_invoice(principal, tenant: Tenant, invoice_id: str):
     return dump(invoice_out(_invoice_or_404(tenant, invoice_id)))
 
 
-@operation("GET", "/tenants/<tenant_id>/invoices/<invoice_id>/payment-status", scope=READ_SCOPE,
-           response=schemas.PaymentStatusOut, tags=TAGS, allowed_when_suspended=True, errors=[401, 403, 404],
-           summary="Whether an invoice is paid: amounts due and paid, when, and the payment attempts")
+@operation(
+    "GET",
+    "/tenants/<tenant_id>/invoices/<invoice_id>/payment-status",
+    scope=READ_SCOPE,
+    response=schemas.PaymentStatusOut,
+    tags=TAGS,
+    allowed_when_suspended=True,
+    errors=[401, 403, 404],
+    summary="Whether an invoice is paid: amounts due and paid, when, and the payment attempts",
+)
 def invoice_payment_status(principal, tenant: Tenant, invoice_id: str):
     invoice = _invoice_or_404(tenant, invoice_id)
-    return dump(schemas.PaymentStatusOut(
-        invoice_id=invoice.id, number=invoice.number, status=invoice.status, currency=invoice.currency,
-        total=invoice.total, amount_due=invoice.amount_due, amount_paid=invoice.amount_paid, due_at=invoice.due_at,
-        paid_at=invoice.paid_at, payment_reference=invoice.payment_reference,
-        # Card payments (Stripe) record their attempts once they exist; none are made yet.
-        attempts=[],
-    ))
+    return dump(
+        schemas.PaymentStatusOut(
+            invoice_id=invoice.id,
+            number=invoice.number,
+            status=invoice.status,
+            currency=invoice.currency,
+            total=invoice.total,
+            amount_due=invoice.amount_due,
+            amount_paid=invoice.amount_paid,
+            due_at=invoice.due_at,
+            paid_at=invoice.paid_at,
+            payment_reference=invoice.payment_reference,
+            # Card payments (Stripe) record their attempts once they exist; none are made yet.
+            attempts=[],
+        )
+    )
 
 
-@operation("POST", "/tenants/<tenant_id>/invoices/<invoice_id>/mark-paid", auth=OPERATOR, body=schemas.MarkPaidIn,
-           response=schemas.InvoiceOut, tags=["operator"], errors=[400, 401, 403, 404, 409, 415],
-           summary="Record a payment made outside Stripe (a bank transfer) on an open invoice",
-           description="`paid_at` defaults to now and cannot be in the future. 409 when the invoice is already "
-                       "paid, or void.")
+@operation(
+    "POST",
+    "/tenants/<tenant_id>/invoices/<invoice_id>/mark-paid",
+    auth=OPERATOR,
+    body=schemas.MarkPaidIn,
+    response=schemas.InvoiceOut,
+    tags=["operator"],
+    errors=[400, 401, 403, 404, 409, 415],
+    summary="Record a payment made outside Stripe (a bank transfer) on an open invoice",
+    description="`paid_at` defaults to now and cannot be in the future. 409 when the invoice is already paid, or void.",
+)
 def mark_invoice_paid(principal, tenant: Tenant, invoice_id: str, body: schemas.MarkPaidIn):
     invoice = _invoice_or_404(tenant, invoice_id)
     now = utcnow()
     if body.paid_at is not None and body.paid_at > now + CLOCK_SKEW:
-        raise ValidationFailed("paid_at is in the future; give the day the payment arrived, or leave it out.",
-                               field="paid_at")
+        raise ValidationFailed(
+            "paid_at is in the future; give the day the payment arrived, or leave it out.", field="paid_at"
+        )
     invoices.mark_paid(principal.actor(), invoice, body.reference, subscriptions.to_second(body.paid_at or now))
     commit()
     return dump(invoice_out(invoice))

@@ -26,17 +26,24 @@ TOP_LEVEL_FIELDS = {"provider", "credential_type", "credential_name", "credentia
 def api_field_errors(errors: list[dict[str, str]]) -> list[dict[str, str]]:
     """The vault's field names as paths in the request body: private_key -> credentials.private_key."""
     return [
-        {"field": error["field"] if error["field"] in TOP_LEVEL_FIELDS else f"credentials.{error['field']}",
-         "message": error["message"]}
+        {
+            "field": error["field"] if error["field"] in TOP_LEVEL_FIELDS else f"credentials.{error['field']}",
+            "message": error["message"],
+        }
         for error in errors
     ]
 
 
 def credential_out(credential: Credential) -> schemas.CredentialOut:
     return schemas.CredentialOut(
-        credential_id=credential.id, provider=credential.provider, credential_type=credential.credential_type,
-        credential_name=credential.name, identity=credential.identity, fingerprint=credential.fingerprint,
-        is_active=credential.is_active, created_at=credential.created_at,
+        credential_id=credential.id,
+        provider=credential.provider,
+        credential_type=credential.credential_type,
+        credential_name=credential.name,
+        identity=credential.identity,
+        fingerprint=credential.fingerprint,
+        is_active=credential.is_active,
+        created_at=credential.created_at,
         last_validated_at=credential.last_validated_at,
     )
 
@@ -48,52 +55,82 @@ def _credential_or_404(tenant: Tenant, credential_id: str) -> Credential:
         not_found("Credential")
 
 
-@operation("POST", "/tenants/<tenant_id>/credentials", scope="credentials:write", body=schemas.CredentialCreateIn,
-           response=schemas.CredentialCreateOut, tags=TAGS, errors=[400, 401, 403, 404, 413, 415],
-           summary="Add a cloud credential (validated offline, stored encrypted, never shown again)",
-           description="A secret that fails validation gets 400 `INVALID_CREDENTIALS` with `errors` per field "
-                       "(`credentials.private_key`, ...); nothing is stored. `scopes` is accepted but not stored.")
+@operation(
+    "POST",
+    "/tenants/<tenant_id>/credentials",
+    scope="credentials:write",
+    body=schemas.CredentialCreateIn,
+    response=schemas.CredentialCreateOut,
+    tags=TAGS,
+    errors=[400, 401, 403, 404, 413, 415],
+    summary="Add a cloud credential (validated offline, stored encrypted, never shown again)",
+    description="A secret that fails validation gets 400 `INVALID_CREDENTIALS` with `errors` per field "
+    "(`credentials.private_key`, ...); nothing is stored. `scopes` is accepted but not stored.",
+)
 def add_credential(principal, tenant: Tenant, body: schemas.CredentialCreateIn):
     try:
-        credential = vault.add_credential(principal.actor(), tenant, body.provider, body.credential_type,
-                                          body.credential_name, body.credentials)
+        credential = vault.add_credential(
+            principal.actor(), tenant, body.provider, body.credential_type, body.credential_name, body.credentials
+        )
     except CredentialInvalid as error:
         raise CredentialInvalid(api_field_errors(error.errors)) from None
     commit()
     return schemas.CredentialCreateOut(
-        **credential_out(credential).model_dump(), tenant_id=tenant.tenant_id,
+        **credential_out(credential).model_dump(),
+        tenant_id=tenant.tenant_id,
         message="Credentials added and validated successfully",
     ).model_dump(mode="json")
 
 
-@operation("GET", "/tenants/<tenant_id>/credentials", scope="credentials:read", query=schemas.CredentialListQuery,
-           response=schemas.CredentialListOut, tags=TAGS, errors=[400, 401, 403, 404],
-           summary="List the tenant's cloud credentials (identity and fingerprint only, never the secret)")
+@operation(
+    "GET",
+    "/tenants/<tenant_id>/credentials",
+    scope="credentials:read",
+    query=schemas.CredentialListQuery,
+    response=schemas.CredentialListOut,
+    tags=TAGS,
+    errors=[400, 401, 403, 404],
+    summary="List the tenant's cloud credentials (identity and fingerprint only, never the secret)",
+)
 def list_credentials(principal, tenant: Tenant, query: schemas.CredentialListQuery):
     rows = vault.list_credentials(tenant, query.provider)
     page, pagination = schemas.page_of(rows, query)
     return schemas.CredentialListOut(
-        credentials=[credential_out(credential) for credential in page], pagination=pagination,
+        credentials=[credential_out(credential) for credential in page],
+        pagination=pagination,
     ).model_dump(mode="json")
 
 
-@operation("DELETE", "/tenants/<tenant_id>/credentials/<credential_id>", scope="credentials:write",
-           response=schemas.CredentialDeletedOut, tags=TAGS, errors=[401, 403, 404],
-           summary="Delete a cloud credential (it is never listed or used again)")
+@operation(
+    "DELETE",
+    "/tenants/<tenant_id>/credentials/<credential_id>",
+    scope="credentials:write",
+    response=schemas.CredentialDeletedOut,
+    tags=TAGS,
+    errors=[401, 403, 404],
+    summary="Delete a cloud credential (it is never listed or used again)",
+)
 def delete_credential(principal, tenant: Tenant, credential_id: str):
     credential = _credential_or_404(tenant, credential_id)
     vault.delete_credential(principal.actor(), tenant, credential)
     commit()
     return schemas.CredentialDeletedOut(
-        credential_id=credential.id, message="Credentials deleted successfully",
+        credential_id=credential.id,
+        message="Credentials deleted successfully",
     ).model_dump(mode="json")
 
 
-@operation("POST", "/tenants/<tenant_id>/credentials/<credential_id>/validate", scope="credentials:write",
-           response=schemas.CredentialValidateOut, tags=TAGS, errors=[401, 403, 404, 409],
-           summary="Re-validate a stored cloud credential",
-           description="200 either way: `valid` false with `errors` per field marks the credential inactive. "
-                       "409 when the stored secret cannot be decrypted (its key was removed, or the row is damaged).")
+@operation(
+    "POST",
+    "/tenants/<tenant_id>/credentials/<credential_id>/validate",
+    scope="credentials:write",
+    response=schemas.CredentialValidateOut,
+    tags=TAGS,
+    errors=[401, 403, 404, 409],
+    summary="Re-validate a stored cloud credential",
+    description="200 either way: `valid` false with `errors` per field marks the credential inactive. "
+    "409 when the stored secret cannot be decrypted (its key was removed, or the row is damaged).",
+)
 def validate_credential(principal, tenant: Tenant, credential_id: str):
     credential = _credential_or_404(tenant, credential_id)
     try:
@@ -103,7 +140,9 @@ def validate_credential(principal, tenant: Tenant, credential_id: str):
         raise ApiError(409, "CONFLICT", "The stored secret could not be decrypted; add the credential again.") from None
     commit()
     return schemas.CredentialValidateOut(
-        credential_id=credential.id, valid=not errors, is_active=credential.is_active,
+        credential_id=credential.id,
+        valid=not errors,
+        is_active=credential.is_active,
         last_validated_at=credential.last_validated_at,
         errors=[schemas.CredentialFieldError(**error) for error in api_field_errors(errors)],
         message="Credentials are valid" if not errors else "Credential validation failed",

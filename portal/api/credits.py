@@ -18,17 +18,25 @@ TAGS = ["credits"]
 
 def entry_out(entry: CreditEntry, grant: CreditGrant | None = None) -> schemas.CreditEntryOut:
     return schemas.CreditEntryOut(
-        entry_id=entry.id, type=entry.kind, amount=entry.amount, balance_after=entry.balance_after,
-        currency=entry.currency, description=entry.description, invoice_id=entry.invoice_id, grant_id=entry.grant_id,
+        entry_id=entry.id,
+        type=entry.kind,
+        amount=entry.amount,
+        balance_after=entry.balance_after,
+        currency=entry.currency,
+        description=entry.description,
+        invoice_id=entry.invoice_id,
+        grant_id=entry.grant_id,
         expires_at=grant.expires_at if grant is not None and entry.kind == "grant" else None,
-        created_by=entry.created_by, occurred_at=entry.occurred_at,
+        created_by=entry.created_by,
+        occurred_at=entry.occurred_at,
     )
 
 
 def _customer(reference: str) -> Tenant:
     """The tenant a body names, by tenant id or by the operator's external id."""
     tenant = db.session.execute(
-        select(Tenant).where(or_(Tenant.tenant_id == reference, Tenant.external_id == reference))
+        select(Tenant)
+        .where(or_(Tenant.tenant_id == reference, Tenant.external_id == reference))
         .order_by(Tenant.tenant_id != reference)  # a tenant id wins over another tenant's external id
         .limit(1)
     ).scalar_one_or_none()
@@ -37,60 +45,112 @@ def _customer(reference: str) -> Tenant:
     return tenant
 
 
-@operation("POST", "/credits/grant", auth=OPERATOR, body=schemas.CreditGrantIn, response=schemas.CreditGrantOut,
-           tags=TAGS, errors=[400, 401, 403, 404, 415],
-           summary="Grant credit to a tenant (optionally expiring); billing runs apply it to invoices",
-           description="Name the tenant with `tenant_id` (or seed 003's `customerId`, seed 002's "
-                       "`customerReferenceId`: a tenant id or external id). Give `amount` in minor units or "
-                       "`creditAmount` in major units. Credit is applied to invoices oldest-expiring first.")
+@operation(
+    "POST",
+    "/credits/grant",
+    auth=OPERATOR,
+    body=schemas.CreditGrantIn,
+    response=schemas.CreditGrantOut,
+    tags=TAGS,
+    errors=[400, 401, 403, 404, 415],
+    summary="Grant credit to a tenant (optionally expiring); billing runs apply it to invoices",
+    description="Name the tenant with `tenant_id` (or seed 003's `customerId`, seed 002's "
+    "`customerReferenceId`: a tenant id or external id). Give `amount` in minor units or "
+    "`creditAmount` in major units. Credit is applied to invoices oldest-expiring first.",
+)
 def grant_credits(principal, body: schemas.CreditGrantIn):
     tenant = _customer(body.customer)
-    credit = credits.grant(principal.actor(), tenant, body.minor_units, currency=body.currency,
-                           expires_at=body.expires_at, reason=body.reason)
+    credit = credits.grant(
+        principal.actor(),
+        tenant,
+        body.minor_units,
+        currency=body.currency,
+        expires_at=body.expires_at,
+        reason=body.reason,
+    )
     entry = db.session.execute(
-        select(CreditEntry).where(CreditEntry.grant_id == credit.id, CreditEntry.kind == "grant")).scalar_one()
+        select(CreditEntry).where(CreditEntry.grant_id == credit.id, CreditEntry.kind == "grant")
+    ).scalar_one()
     commit()
-    return dump(schemas.CreditGrantOut(
-        grant_id=credit.id, tenant_id=tenant.tenant_id, currency=credit.currency, amount=credit.amount,
-        remaining=credit.remaining, expires_at=credit.expires_at, reason=credit.reason, balance=entry.balance_after,
-        entry=entry_out(entry, credit),
-    ))
+    return dump(
+        schemas.CreditGrantOut(
+            grant_id=credit.id,
+            tenant_id=tenant.tenant_id,
+            currency=credit.currency,
+            amount=credit.amount,
+            remaining=credit.remaining,
+            expires_at=credit.expires_at,
+            reason=credit.reason,
+            balance=entry.balance_after,
+            entry=entry_out(entry, credit),
+        )
+    )
 
 
-@operation("POST", "/credits/deduct", auth=OPERATOR, body=schemas.CreditChangeIn, response=schemas.CreditDeductOut,
-           tags=TAGS, errors=[400, 401, 403, 404, 415],
-           summary="Deduct credit from a tenant; refused (400 INSUFFICIENT_CREDIT) beyond the balance",
-           description="Same tenant and amount fields as the grant. Credit is taken oldest-expiring first; a "
-                       "deduction larger than the balance changes nothing.")
+@operation(
+    "POST",
+    "/credits/deduct",
+    auth=OPERATOR,
+    body=schemas.CreditChangeIn,
+    response=schemas.CreditDeductOut,
+    tags=TAGS,
+    errors=[400, 401, 403, 404, 415],
+    summary="Deduct credit from a tenant; refused (400 INSUFFICIENT_CREDIT) beyond the balance",
+    description="Same tenant and amount fields as the grant. Credit is taken oldest-expiring first; a "
+    "deduction larger than the balance changes nothing.",
+)
 def deduct_credits(principal, body: schemas.CreditChangeIn):
     tenant = _customer(body.customer)
     entry = credits.deduct(principal.actor(), tenant, body.minor_units, currency=body.currency, reason=body.reason)
     commit()
-    return dump(schemas.CreditDeductOut(
-        tenant_id=tenant.tenant_id, currency=entry.currency, amount=-entry.amount, balance=entry.balance_after,
-        entry=entry_out(entry),
-    ))
+    return dump(
+        schemas.CreditDeductOut(
+            tenant_id=tenant.tenant_id,
+            currency=entry.currency,
+            amount=-entry.amount,
+            balance=entry.balance_after,
+            entry=entry_out(entry),
+        )
+    )
 
 
-@operation("GET", "/tenants/<tenant_id>/credits", scope=READ_SCOPE, query=schemas.CreditsQuery,
-           response=schemas.CreditsOut, tags=TAGS, allowed_when_suspended=True, errors=[400, 401, 403, 404],
-           summary="The tenant's credit: balance, totals granted / used / expired, and the ledger (paginated)",
-           description="Minor units, in the tenant's billing currency unless `currency` is given. Credit past its "
-                       "expiry counts as expired at once, even before a billing run writes it off.")
+@operation(
+    "GET",
+    "/tenants/<tenant_id>/credits",
+    scope=READ_SCOPE,
+    query=schemas.CreditsQuery,
+    response=schemas.CreditsOut,
+    tags=TAGS,
+    allowed_when_suspended=True,
+    errors=[400, 401, 403, 404],
+    summary="The tenant's credit: balance, totals granted / used / expired, and the ledger (paginated)",
+    description="Minor units, in the tenant's billing currency unless `currency` is given. Credit past its "
+    "expiry counts as expired at once, even before a billing run writes it off.",
+)
 def get_credits(principal, tenant: Tenant, query: schemas.CreditsQuery):
     # By tenant_id only: on a warm key cache the tenant is detached (no relationships to load).
     summary = credits.summary(tenant.tenant_id, query.currency)
     statement = credits.entries(tenant.tenant_id, summary.currency)
     total = db.session.scalar(select(func.count()).select_from(statement.order_by(None).subquery()))
-    rows = list(db.session.execute(
-        statement.limit(query.page_size).offset((query.page - 1) * query.page_size)).scalars())
+    rows = list(
+        db.session.execute(statement.limit(query.page_size).offset((query.page - 1) * query.page_size)).scalars()
+    )
     grant_ids = {entry.grant_id for entry in rows if entry.grant_id}
-    grants = {g.id: g for g in db.session.execute(
-        select(CreditGrant).where(CreditGrant.id.in_(grant_ids))).scalars()} if grant_ids else {}
-    return dump(schemas.CreditsOut(
-        tenant_id=tenant.tenant_id, currency=summary.currency, balance=summary.balance,
-        total_granted=summary.total_granted, total_used=summary.total_used, total_expired=summary.total_expired,
-        balance_major=to_major(summary.balance),
-        entries=[entry_out(entry, grants.get(entry.grant_id)) for entry in rows],
-        pagination=schemas.pagination(query.page, query.page_size, total),
-    ))
+    grants = (
+        {g.id: g for g in db.session.execute(select(CreditGrant).where(CreditGrant.id.in_(grant_ids))).scalars()}
+        if grant_ids
+        else {}
+    )
+    return dump(
+        schemas.CreditsOut(
+            tenant_id=tenant.tenant_id,
+            currency=summary.currency,
+            balance=summary.balance,
+            total_granted=summary.total_granted,
+            total_used=summary.total_used,
+            total_expired=summary.total_expired,
+            balance_major=to_major(summary.balance),
+            entries=[entry_out(entry, grants.get(entry.grant_id)) for entry in rows],
+            pagination=schemas.pagination(query.page, query.page_size, total),
+        )
+    )

@@ -11,28 +11,50 @@ from portal.models import ADMIN_SCOPE, Invitation, Tenant
 
 def invitation_out(invitation: Invitation) -> schemas.InvitationOut:
     return schemas.InvitationOut(
-        invitation_id=invitation.id, invited_email=invitation.email, role=invitation.role,
-        status=invitation.effective_status, expires_at=invitation.expires_at, created_at=invitation.created_at,
+        invitation_id=invitation.id,
+        invited_email=invitation.email,
+        role=invitation.role,
+        status=invitation.effective_status,
+        expires_at=invitation.expires_at,
+        created_at=invitation.created_at,
     )
 
 
-@operation("POST", "/tenants/<tenant_id>/invitations", scope=ADMIN_SCOPE, body=schemas.InvitationCreateIn,
-           response=schemas.InvitationCreateOut, tags=["team"], errors=[400, 401, 403, 404, 409, 413, 415],
-           summary="Invite someone by email (the token is in this response only)")
+@operation(
+    "POST",
+    "/tenants/<tenant_id>/invitations",
+    scope=ADMIN_SCOPE,
+    body=schemas.InvitationCreateIn,
+    response=schemas.InvitationCreateOut,
+    tags=["team"],
+    errors=[400, 401, 403, 404, 409, 413, 415],
+    summary="Invite someone by email (the token is in this response only)",
+)
 def create_invitation(principal, tenant: Tenant, body: schemas.InvitationCreateIn):
-    invitation, token = invitations.create_invitation(principal.actor(), tenant, body.invited_email, body.role,
-                                                      body.expires_in_days)
+    invitation, token = invitations.create_invitation(
+        principal.actor(), tenant, body.invited_email, body.role, body.expires_in_days
+    )
     commit()
     return schemas.InvitationCreateOut(
-        invitation_id=invitation.id, invited_email=invitation.email, role=invitation.role, invitation_token=token,
-        invitation_url=invitations.invitation_url(token), expires_at=invitation.expires_at,
+        invitation_id=invitation.id,
+        invited_email=invitation.email,
+        role=invitation.role,
+        invitation_token=token,
+        invitation_url=invitations.invitation_url(token),
+        expires_at=invitation.expires_at,
         status=invitation.effective_status,
     ).model_dump(mode="json")
 
 
-@operation("GET", "/tenants/<tenant_id>/invitations", query=schemas.PageQuery, response=schemas.InvitationListOut,
-           tags=["team"], errors=[400, 401, 403, 404],
-           summary="List pending invitations (expired ones included until resent; never tokens)")
+@operation(
+    "GET",
+    "/tenants/<tenant_id>/invitations",
+    query=schemas.PageQuery,
+    response=schemas.InvitationListOut,
+    tags=["team"],
+    errors=[400, 401, 403, 404],
+    summary="List pending invitations (expired ones included until resent; never tokens)",
+)
 def list_invitations(principal, tenant: Tenant, query: schemas.PageQuery):
     rows = invitations.pending_invitations(tenant)
     page, pagination = schemas.page_of(rows, query)
@@ -42,13 +64,23 @@ def list_invitations(principal, tenant: Tenant, query: schemas.PageQuery):
     ).model_dump(mode="json")
 
 
-@operation("POST", "/invitations/<token>/accept", auth=PUBLIC, body=schemas.InvitationAcceptIn,
-           response=schemas.InvitationAcceptOut, tags=["team"], errors=[400, 409, 413, 415],
-           summary="Accept an invitation as a new person (existing users accept in the portal)")
+@operation(
+    "POST",
+    "/invitations/<token>/accept",
+    auth=PUBLIC,
+    body=schemas.InvitationAcceptIn,
+    response=schemas.InvitationAcceptOut,
+    tags=["team"],
+    errors=[400, 409, 413, 415],
+    summary="Accept an invitation as a new person (existing users accept in the portal)",
+)
 def accept_invitation(principal, token: str, body: schemas.InvitationAcceptIn):
     invitation, user = invitations.accept(token, name=body.user_name, password=body.password, ip=request.remote_addr)
     commit()
     return schemas.InvitationAcceptOut(
-        invitation_id=invitation.id, tenant_id=invitation.tenant_id, user_email=user.email, role=invitation.role,
+        invitation_id=invitation.id,
+        tenant_id=invitation.tenant_id,
+        user_email=user.email,
+        role=invitation.role,
         message="Invitation accepted successfully. You can now log in.",
     ).model_dump(mode="json")

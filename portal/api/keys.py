@@ -12,29 +12,55 @@ from portal.models import ADMIN_SCOPE, ApiKey, Tenant
 
 def api_key_out(key: ApiKey) -> schemas.ApiKeyOut:
     return schemas.ApiKeyOut(
-        api_key_id=key.id, key_name=key.name, prefix=key.prefix, scopes=key.scopes, is_active=key.is_active,
-        status=key.status, expires_at=key.expires_at, last_used_at=key.last_used_at, created_at=key.created_at,
+        api_key_id=key.id,
+        key_name=key.name,
+        prefix=key.prefix,
+        scopes=key.scopes,
+        is_active=key.is_active,
+        status=key.status,
+        expires_at=key.expires_at,
+        last_used_at=key.last_used_at,
+        created_at=key.created_at,
         revoked_at=key.revoked_at,
     )
 
 
-@operation("POST", "/tenants/<tenant_id>/api-keys", scope=ADMIN_SCOPE, body=schemas.ApiKeyCreateIn,
-           response=schemas.ApiKeyCreateOut, tags=["api keys"], errors=[400, 401, 403, 404, 413, 415],
-           summary="Create an API key (the key is in this response only)")
+@operation(
+    "POST",
+    "/tenants/<tenant_id>/api-keys",
+    scope=ADMIN_SCOPE,
+    body=schemas.ApiKeyCreateIn,
+    response=schemas.ApiKeyCreateOut,
+    tags=["api keys"],
+    errors=[400, 401, 403, 404, 413, 415],
+    summary="Create an API key (the key is in this response only)",
+)
 def create_api_key(principal, tenant: Tenant, body: schemas.ApiKeyCreateIn):
-    key, plaintext = keys.create_key(principal.actor(), tenant, body.key_name or "", scopes=body.scopes,
-                                     expires_in_days=body.expires_in_days)
+    key, plaintext = keys.create_key(
+        principal.actor(), tenant, body.key_name or "", scopes=body.scopes, expires_in_days=body.expires_in_days
+    )
     commit()
     return schemas.ApiKeyCreateOut(
-        api_key_id=key.id, api_key=plaintext, key_name=key.name, prefix=key.prefix, scopes=key.scopes,
-        expires_at=key.expires_at, created_at=key.created_at,
+        api_key_id=key.id,
+        api_key=plaintext,
+        key_name=key.name,
+        prefix=key.prefix,
+        scopes=key.scopes,
+        expires_at=key.expires_at,
+        created_at=key.created_at,
         message="API key created successfully. Save this key - it will only be shown once!",
     ).model_dump(mode="json")
 
 
-@operation("GET", "/tenants/<tenant_id>/api-keys", query=schemas.PageQuery, response=schemas.ApiKeyListOut,
-           tags=["api keys"], errors=[400, 401, 403, 404],
-           summary="List the tenant's API keys (prefixes only, never the keys)")
+@operation(
+    "GET",
+    "/tenants/<tenant_id>/api-keys",
+    query=schemas.PageQuery,
+    response=schemas.ApiKeyListOut,
+    tags=["api keys"],
+    errors=[400, 401, 403, 404],
+    summary="List the tenant's API keys (prefixes only, never the keys)",
+)
 def list_api_keys(principal, tenant: Tenant, query: schemas.PageQuery):
     rows = keys.list_keys(tenant)
     page, pagination = schemas.page_of(rows, query)
@@ -44,9 +70,16 @@ def list_api_keys(principal, tenant: Tenant, query: schemas.PageQuery):
     ).model_dump(mode="json")
 
 
-@operation("POST", "/tenants/<tenant_id>/api-keys/<key_id>/revoke", scope=ADMIN_SCOPE,
-           body=schemas.ApiKeyRevokeIn, response=schemas.ApiKeyRevokeOut, tags=["api keys"],
-           errors=[400, 401, 403, 404, 409, 415], summary="Revoke an API key")
+@operation(
+    "POST",
+    "/tenants/<tenant_id>/api-keys/<key_id>/revoke",
+    scope=ADMIN_SCOPE,
+    body=schemas.ApiKeyRevokeIn,
+    response=schemas.ApiKeyRevokeOut,
+    tags=["api keys"],
+    errors=[400, 401, 403, 404, 409, 415],
+    summary="Revoke an API key",
+)
 def revoke_api_key(principal, tenant: Tenant, key_id: str, body: schemas.ApiKeyRevokeIn):
     try:
         key = get_for_tenant_or_404(ApiKey, key_id, tenant)
@@ -55,6 +88,8 @@ def revoke_api_key(principal, tenant: Tenant, key_id: str, body: schemas.ApiKeyR
     keys.revoke_key(principal.actor(), tenant, key, body.revocation_reason or "")
     commit()
     return schemas.ApiKeyRevokeOut(
-        api_key_id=key.id, is_active=key.is_active, revoked_at=key.revoked_at,
+        api_key_id=key.id,
+        is_active=key.is_active,
+        revoked_at=key.revoked_at,
         message="API key revoked successfully",
     ).model_dump(mode="json")

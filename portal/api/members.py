@@ -12,7 +12,10 @@ from portal.team import services as team
 
 def member_out(membership: Membership) -> schemas.MemberOut:
     return schemas.MemberOut(
-        user_id=membership.user_id, email=membership.user.email, name=membership.user.name, role=membership.role,
+        user_id=membership.user_id,
+        email=membership.user.email,
+        name=membership.user.name,
+        role=membership.role,
         joined_at=membership.created_at,
     )
 
@@ -27,8 +30,15 @@ def _membership_or_404(tenant: Tenant, user_id: str) -> Membership:
     return membership
 
 
-@operation("GET", "/tenants/<tenant_id>/members", query=schemas.PageQuery, response=schemas.MemberListOut,
-           tags=["team"], errors=[400, 401, 403, 404], summary="List the tenant's members and their roles")
+@operation(
+    "GET",
+    "/tenants/<tenant_id>/members",
+    query=schemas.PageQuery,
+    response=schemas.MemberListOut,
+    tags=["team"],
+    errors=[400, 401, 403, 404],
+    summary="List the tenant's members and their roles",
+)
 def list_members(principal, tenant: Tenant, query: schemas.PageQuery):
     rows = team.members(tenant)
     page, pagination = schemas.page_of(rows, query)
@@ -38,18 +48,31 @@ def list_members(principal, tenant: Tenant, query: schemas.PageQuery):
     ).model_dump(mode="json")
 
 
-@operation("PATCH", "/tenants/<tenant_id>/members/<user_id>", scope=ADMIN_SCOPE, body=schemas.MemberPatchIn,
-           response=schemas.MemberOut, tags=["team"], errors=[400, 401, 403, 404, 409, 415],
-           summary="Change a member's role (not the owner's: transfer ownership in the portal)")
+@operation(
+    "PATCH",
+    "/tenants/<tenant_id>/members/<user_id>",
+    scope=ADMIN_SCOPE,
+    body=schemas.MemberPatchIn,
+    response=schemas.MemberOut,
+    tags=["team"],
+    errors=[400, 401, 403, 404, 409, 415],
+    summary="Change a member's role (not the owner's: transfer ownership in the portal)",
+)
 def change_member_role(principal, tenant: Tenant, user_id: str, body: schemas.MemberPatchIn):
     membership = team.change_role(principal.actor(), tenant, _membership_or_404(tenant, user_id), body.role)
     commit()
     return member_out(membership).model_dump(mode="json")
 
 
-@operation("DELETE", "/tenants/<tenant_id>/members/<user_id>", scope=ADMIN_SCOPE,
-           response=schemas.MemberRemovedOut, tags=["team"], errors=[401, 403, 404, 409],
-           summary="Remove a member (not the owner); their portal sessions end at once")
+@operation(
+    "DELETE",
+    "/tenants/<tenant_id>/members/<user_id>",
+    scope=ADMIN_SCOPE,
+    response=schemas.MemberRemovedOut,
+    tags=["team"],
+    errors=[401, 403, 404, 409],
+    summary="Remove a member (not the owner); their portal sessions end at once",
+)
 def remove_member(principal, tenant: Tenant, user_id: str):
     membership = _membership_or_404(tenant, user_id)
     email = membership.user.email

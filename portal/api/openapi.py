@@ -19,7 +19,11 @@ VIEWER_VERSION = "5.35.0"  # swagger-ui-dist, vendored under static/vendor/swagg
 MAX_BODY_NOTE = "Request bodies larger than MAX_CONTENT_LENGTH ({limit} bytes) get 413."
 REF = "#/components/schemas/{model}"
 _FLASK_PARAM = re.compile(r"<(?:(?P<converter>[a-zA-Z_][a-zA-Z0-9_]*)(?:\([^)]*\))?:)?(?P<name>[a-zA-Z_]\w*)>")
-_CONVERTER_TYPES = {"int": {"type": "integer"}, "float": {"type": "number"}, "uuid": {"type": "string", "format": "uuid"}}
+_CONVERTER_TYPES = {
+    "int": {"type": "integer"},
+    "float": {"type": "number"},
+    "uuid": {"type": "string", "format": "uuid"},
+}
 
 
 class FieldError(BaseModel):
@@ -45,10 +49,10 @@ class RateLimitedEnvelope(ErrorEnvelope):
 
 _ERROR_DESCRIPTIONS = {
     400: "Invalid request: malformed JSON, a body that is not an object, or a field that fails validation "
-         "(`VALIDATION_ERROR` with `errors` per field).",
+    "(`VALIDATION_ERROR` with `errors` per field).",
     401: "No credentials (`UNAUTHORIZED`), or an invalid, expired or revoked key (`INVALID_API_KEY`).",
     403: "Wrong kind of credential, another tenant's id (`Access denied`), a missing scope "
-         "(`INSUFFICIENT_SCOPE`) or a suspended tenant (`CUSTOMER_SUSPENDED`).",
+    "(`INSUFFICIENT_SCOPE`) or a suspended tenant (`CUSTOMER_SUSPENDED`).",
     404: "No such tenant or object (`RESOURCE_NOT_FOUND`); objects of other tenants are not found either.",
     409: "The request conflicts with the current state (`CONFLICT`).",
     413: "The request body is too large (`PAYLOAD_TOO_LARGE`).",
@@ -63,8 +67,10 @@ _RATE_LIMIT_HEADERS = {
     "X-RateLimit-Reset": {"description": "When the window resets (Unix time, seconds).", "schema": {"type": "integer"}},
 }
 _REQUEST_ID_HEADER = {
-    "X-Request-ID": {"description": "The client's X-Request-ID echoed, or a generated one.",
-                     "schema": {"type": "string"}},
+    "X-Request-ID": {
+        "description": "The client's X-Request-ID echoed, or a generated one.",
+        "schema": {"type": "string"},
+    },
 }
 
 
@@ -124,11 +130,13 @@ def _security(op: Operation) -> list[dict]:
 
 def _description(op: Operation) -> str:
     lines = [op.description] if op.description else []
-    lines.append({
-        PUBLIC: "Auth: none (public).",
-        OPERATOR: "Auth: operator token (`Authorization: Bearer`).",
-        TENANT: "Auth: a key of this tenant (`X-API-Key` or `Authorization: Bearer`) or an operator token.",
-    }[op.auth])
+    lines.append(
+        {
+            PUBLIC: "Auth: none (public).",
+            OPERATOR: "Auth: operator token (`Authorization: Bearer`).",
+            TENANT: "Auth: a key of this tenant (`X-API-Key` or `Authorization: Bearer`) or an operator token.",
+        }[op.auth]
+    )
     if op.scope:
         lines.append(f"Scope: `{op.scope}`.")
     if op.auth == TENANT and "<tenant_id>" in op.rule and not op.allowed_when_suspended:
@@ -146,8 +154,11 @@ def _responses(op: Operation) -> dict:
         envelope = RateLimitedEnvelope if status == 429 else ErrorEnvelope
         headers = dict(_REQUEST_ID_HEADER)
         if status == 429:
-            headers["Retry-After"] = {"description": "Seconds to wait before retrying.",
-                                      "schema": {"type": "integer"}, "required": True}
+            headers["Retry-After"] = {
+                "description": "Seconds to wait before retrying.",
+                "schema": {"type": "integer"},
+                "required": True,
+            }
             headers.update(_RATE_LIMIT_HEADERS)
         responses[str(status)] = {
             "description": _ERROR_DESCRIPTIONS.get(status, HTTP_ERROR_CODES.get(status, "Error")),
@@ -225,12 +236,22 @@ def build_document(operations: list[Operation] | None = None, *, max_content_len
         "components": {
             "schemas": schemas,
             "securitySchemes": {
-                "ApiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key",
-                                 "description": "A tenant API key (`<tenant_id>_api_<secret>`)."},
-                "ApiKeyBearer": {"type": "http", "scheme": "bearer",
-                                 "description": "A tenant API key sent as `Authorization: Bearer <key>`."},
-                "OperatorToken": {"type": "http", "scheme": "bearer",
-                                  "description": "An operator API token, or the PORTAL_ADMIN_TOKEN bootstrap token."},
+                "ApiKeyHeader": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "X-API-Key",
+                    "description": "A tenant API key (`<tenant_id>_api_<secret>`).",
+                },
+                "ApiKeyBearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "A tenant API key sent as `Authorization: Bearer <key>`.",
+                },
+                "OperatorToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "An operator API token, or the PORTAL_ADMIN_TOKEN bootstrap token.",
+                },
             },
         },
     }
@@ -248,7 +269,9 @@ def openapi_document(principal):
 def api_docs():
     """Swagger UI over /api/v1/openapi.json (vendored, no CDN)."""
     return render_template(
-        "api/docs.html", viewer=f"vendor/swagger-ui-{VIEWER_VERSION}", spec_url=url_for("api.openapi_document"),
+        "api/docs.html",
+        viewer=f"vendor/swagger-ui-{VIEWER_VERSION}",
+        spec_url=url_for("api.openapi_document"),
     )
 
 

@@ -79,8 +79,9 @@ def _resolve() -> Principal | None:
             if token is None:
                 return None
             keys.mark_operator_token_used(token)
-            return Principal(kind="operator", label=f"operator token {token.name} ({token.prefix}…)",
-                             operator_token=token)
+            return Principal(
+                kind="operator", label=f"operator token {token.name} ({token.prefix}…)", operator_token=token
+            )
     # Reads may be answered from the per-process key cache; a write always checks the database,
     # so it never acts on a key revoked, or for a tenant suspended, a moment ago elsewhere,
     # even if that change's invalidation message were lost.

@@ -114,10 +114,20 @@ def _validate(model: type[BaseModel], data: dict) -> BaseModel:
 
 
 def operation(
-    method: str, rule: str, *, summary: str, auth: str = TENANT, scope: str | None = None,
-    body: type[BaseModel] | None = None, query: type[BaseModel] | None = None,
-    response: type[BaseModel] | None = None, status: int = 200, tags: list[str] | None = None,
-    allowed_when_suspended: bool = False, description: str = "", errors: list[int] | None = None,
+    method: str,
+    rule: str,
+    *,
+    summary: str,
+    auth: str = TENANT,
+    scope: str | None = None,
+    body: type[BaseModel] | None = None,
+    query: type[BaseModel] | None = None,
+    response: type[BaseModel] | None = None,
+    status: int = 200,
+    tags: list[str] | None = None,
+    allowed_when_suspended: bool = False,
+    description: str = "",
+    errors: list[int] | None = None,
     cached_auth: bool = False,
 ):
     """Register an API endpoint. The view gets ``principal``, ``tenant`` (when the rule has
@@ -147,11 +157,24 @@ def operation(
         bp.add_url_rule(rule, endpoint=endpoint, view_func=wrapper, methods=[method])
         if cached_auth:
             CACHED_AUTH_ENDPOINTS.add(f"{bp.name}.{endpoint}")
-        OPERATIONS.append(Operation(
-            method=method, rule=rule, endpoint=endpoint, summary=summary, auth=auth, scope=scope, body=body,
-            query=query, response=response, status=status, tags=tags or [], description=description,
-            allowed_when_suspended=allowed_when_suspended, errors=errors or [],
-        ))
+        OPERATIONS.append(
+            Operation(
+                method=method,
+                rule=rule,
+                endpoint=endpoint,
+                summary=summary,
+                auth=auth,
+                scope=scope,
+                body=body,
+                query=query,
+                response=response,
+                status=status,
+                tags=tags or [],
+                description=description,
+                allowed_when_suspended=allowed_when_suspended,
+                errors=errors or [],
+            )
+        )
         return wrapper
 
     return decorator
@@ -165,6 +188,3 @@ def require_admin_scope(principal: Principal | None) -> None:
 
 def not_found(what: str = "Resource"):
     raise ApiError(404, "RESOURCE_NOT_FOUND", f"{what} not found")
-
-
-

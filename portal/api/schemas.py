@@ -167,13 +167,19 @@ class ActivateOut(Out):
 def page_of(rows: list, query: PageQuery) -> tuple[list, Pagination]:
     """One page of a tenant-sized list (members, keys, invitations) and its pagination."""
     start = (query.page - 1) * query.page_size
-    return rows[start:start + query.page_size], pagination(query.page, query.page_size, len(rows))
+    return rows[start : start + query.page_size], pagination(query.page, query.page_size, len(rows))
 
 
 def pagination(page: int, page_size: int, total: int) -> Pagination:
     pages = max((total + page_size - 1) // page_size, 1)
-    return Pagination(page=page, page_size=page_size, total_items=total, total_pages=pages,
-                      has_next=page < pages, has_previous=page > 1)
+    return Pagination(
+        page=page,
+        page_size=page_size,
+        total_items=total,
+        total_pages=pages,
+        has_next=page < pages,
+        has_previous=page > 1,
+    )
 
 
 # --- API keys ------------------------------------------------------------------------------
@@ -318,7 +324,7 @@ class CredentialCreateIn(Body):
     credentials: dict[SecretFieldName, Any] = Field(
         json_schema_extra={"writeOnly": True},
         description="The provider's secret (GCP key file object; AWS key id, secret, region, optional role_arn; "
-                    "Azure tenant_id, client_id, subscription_id, client_secret). Never returned.",
+        "Azure tenant_id, client_id, subscription_id, client_secret). Never returned.",
     )
     # Seed 000 sends these with GCP keys; accepted, not stored (the vault keeps no scopes yet).
     scopes: list[Annotated[str, StringConstraints(max_length=200)]] | None = Field(None, max_length=50)
@@ -621,7 +627,9 @@ def _major_amount(value: Any) -> Any:
     return amount
 
 
-MajorAmount = Annotated[Decimal, BeforeValidator(_major_amount), WithJsonSchema({"type": "number", "exclusiveMinimum": 0})]
+MajorAmount = Annotated[
+    Decimal, BeforeValidator(_major_amount), WithJsonSchema({"type": "number", "exclusiveMinimum": 0})
+]
 CurrencyCode = Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{3}$")]
 CustomerRef = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
 CreditReason = Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)]
@@ -729,18 +737,23 @@ class EventIn(Body):
     tenant_id: Any = _alias("The tenant: its tenant_id or external id. Alias: customerReferenceId, customerAlias.")
     customerReferenceId: Any = _alias("Seed 002's name for tenant_id.")
     customerAlias: Any = _alias("Seed 003's name for tenant_id.")
-    eventIdempotencyKey: Any = _alias("Unique per tenant (at most 200 characters); a repeat is a duplicate. "
-                                      "Alias: eventId, idempotency_key, ref. Omitted: never de-duplicated.")
+    eventIdempotencyKey: Any = _alias(
+        "Unique per tenant (at most 200 characters); a repeat is a duplicate. "
+        "Alias: eventId, idempotency_key, ref. Omitted: never de-duplicated."
+    )
     eventId: Any = _alias("Seed 001's name for eventIdempotencyKey.")
     idempotency_key: Any = _alias("Alias of eventIdempotencyKey.")
     ref: Any = _alias("Seed 003's name for eventIdempotencyKey.")
-    eventName: Any = _alias("The event's name (at most 128 characters), e.g. pipeline_run. Alias: event_name, "
-                            "name, metric.")
+    eventName: Any = _alias(
+        "The event's name (at most 128 characters), e.g. pipeline_run. Alias: event_name, name, metric."
+    )
     event_name: Any = _alias("Alias of eventName.")
     name: Any = _alias("Seed 003's name for eventName.")
     metric: Any = _alias("Seed 001's name for eventName.")
-    occurredAt: Any = _alias("ISO 8601 with timezone; not more than 5 minutes ahead, not before the tenant's "
-                             "oldest open billing period. Omitted: now. Alias: occurred_at, timestamp.")
+    occurredAt: Any = _alias(
+        "ISO 8601 with timezone; not more than 5 minutes ahead, not before the tenant's "
+        "oldest open billing period. Omitted: now. Alias: occurred_at, timestamp."
+    )
     occurred_at: Any = _alias("Alias of occurredAt.")
     timestamp: Any = _alias("Seed 003's name for occurredAt.")
     quantity: Any = _alias("A finite number >= 0 (default 1). Alias: usageUnits.")
@@ -768,8 +781,9 @@ class EventIngestOut(Out):
 
 
 class EventBatchIn(Body):
-    events: list[Any] = Field(min_length=1, max_length=1000,
-                              description="Up to 1,000 events, each shaped like POST /events' body.")
+    events: list[Any] = Field(
+        min_length=1, max_length=1000, description="Up to 1,000 events, each shaped like POST /events' body."
+    )
 
 
 class EventResultOut(Out):
@@ -819,9 +833,11 @@ class EventOut(Out):
 
 class EventListQuery(PageQuery):
     start_time: Annotated[str, StringConstraints(max_length=40)] | None = Field(
-        None, description="ISO 8601 instant; events at or after it.")
+        None, description="ISO 8601 instant; events at or after it."
+    )
     end_time: Annotated[str, StringConstraints(max_length=40)] | None = Field(
-        None, description="ISO 8601 instant; events before it.")
+        None, description="ISO 8601 instant; events before it."
+    )
     event_name: Annotated[str, StringConstraints(max_length=128)] | None = None
     tenant_id: Annotated[str, StringConstraints(max_length=100)] | None = None
 
@@ -833,13 +849,15 @@ class EventListOut(Out):
 
 class EventRefQuery(Query):
     tenant_id: Annotated[str, StringConstraints(max_length=100)] | None = Field(
-        None, description="With it, ref may also be the event's idempotency key.")
+        None, description="With it, ref may also be the event's idempotency key."
+    )
 
 
 class DeleteByRefsIn(Body):
     refs: list[Annotated[str, StringConstraints(min_length=1, max_length=200)]] = Field(min_length=1, max_length=1000)
     tenant_id: Annotated[str, StringConstraints(max_length=100)] | None = Field(
-        None, description="With it, refs may also be idempotency keys.")
+        None, description="With it, refs may also be idempotency keys."
+    )
 
 
 class DeleteByRefsOut(Out):
@@ -888,9 +906,11 @@ class UsageOut(Out):
 
 class UsageHistoryQuery(Query):
     start_month: Annotated[str, StringConstraints(max_length=20)] | None = Field(
-        None, description="YYYY-MM; default: five months before end_month.")
+        None, description="YYYY-MM; default: five months before end_month."
+    )
     end_month: Annotated[str, StringConstraints(max_length=20)] | None = Field(
-        None, description="YYYY-MM; default: this month.")
+        None, description="YYYY-MM; default: this month."
+    )
 
 
 class UsageHistoryMonthOut(Out):

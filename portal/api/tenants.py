@@ -17,16 +17,27 @@ from portal.tenants import services as tenants
 
 def tenant_out(tenant: Tenant) -> dict:
     return schemas.TenantOut(
-        tenant_id=tenant.tenant_id, company_name=tenant.company_name, contact_email=tenant.contact_email,
-        subscription_plan=tenant.subscription_plan, status=tenant.status,
-        suspension_reason=tenant.suspension_reason, suspended_at=tenant.suspended_at,
-        created_at=tenant.created_at, updated_at=tenant.updated_at, metadata=tenant.metadata_json or {},
+        tenant_id=tenant.tenant_id,
+        company_name=tenant.company_name,
+        contact_email=tenant.contact_email,
+        subscription_plan=tenant.subscription_plan,
+        status=tenant.status,
+        suspension_reason=tenant.suspension_reason,
+        suspended_at=tenant.suspended_at,
+        created_at=tenant.created_at,
+        updated_at=tenant.updated_at,
+        metadata=tenant.metadata_json or {},
     ).model_dump(mode="json")
 
 
 @operation(
-    "POST", "/tenants/onboard", auth=PUBLIC, body=schemas.OnboardIn, response=schemas.OnboardOut,
-    tags=["tenants"], errors=[400, 401, 403, 409],
+    "POST",
+    "/tenants/onboard",
+    auth=PUBLIC,
+    body=schemas.OnboardIn,
+    response=schemas.OnboardOut,
+    tags=["tenants"],
+    errors=[400, 401, 403, 409],
     summary="Onboard a tenant: its first API key, and an owner invitation to the contact",
     description="Operator token, or public when API_PUBLIC_ONBOARDING is on.",
 )
@@ -35,36 +46,61 @@ def onboard(principal, body: schemas.OnboardIn):
         if not current_app.config["API_PUBLIC_ONBOARDING"]:
             raise PermissionDenied("Onboarding needs an operator token.")
     if body.force_recreate_dataset or body.force_recreate_tables:
-        raise ApiError(400, "NOT_SUPPORTED", "force_recreate_dataset and force_recreate_tables are not supported: "
-                       "onboarding never deletes data. Omit them, or set them to false.")
+        raise ApiError(
+            400,
+            "NOT_SUPPORTED",
+            "force_recreate_dataset and force_recreate_tables are not supported: "
+            "onboarding never deletes data. Omit them, or set them to false.",
+        )
     actor = principal.actor() if principal else Actor(user=None, ip=request.remote_addr, label="public onboarding")
-    tenant = tenants.create_tenant(actor, body.tenant_id, body.company_name, body.contact_email,
-                                   body.subscription_plan)
+    tenant = tenants.create_tenant(actor, body.tenant_id, body.company_name, body.contact_email, body.subscription_plan)
     key, plaintext = keys.create_key(actor, tenant, "Onboarding key", scopes=None)
     invitation, _ = invite_first_owner(actor, tenant, body.contact_email)
     commit()
     return schemas.OnboardOut(
-        tenant_id=tenant.tenant_id, company_name=tenant.company_name, subscription_plan=tenant.subscription_plan,
-        api_key_id=key.id, api_key=plaintext,
+        tenant_id=tenant.tenant_id,
+        company_name=tenant.company_name,
+        subscription_plan=tenant.subscription_plan,
+        api_key_id=key.id,
+        api_key=plaintext,
         owner_invitation=schemas.InvitationSummary(
-            invitation_id=invitation.id, invited_email=invitation.email, role=invitation.role,
-            expires_at=invitation.expires_at, status=invitation.status),
+            invitation_id=invitation.id,
+            invited_email=invitation.email,
+            role=invitation.role,
+            expires_at=invitation.expires_at,
+            status=invitation.status,
+        ),
         message=f"Customer {tenant.tenant_id} onboarded successfully. Save your API key - it will only be shown once!",
     ).model_dump(mode="json")
 
 
-@operation("GET", "/tenants/<tenant_id>", response=schemas.TenantOut, tags=["tenants"],
-           allowed_when_suspended=True, errors=[401, 403, 404], summary="Get a tenant")
+@operation(
+    "GET",
+    "/tenants/<tenant_id>",
+    response=schemas.TenantOut,
+    tags=["tenants"],
+    allowed_when_suspended=True,
+    errors=[401, 403, 404],
+    summary="Get a tenant",
+)
 def get_tenant(principal, tenant: Tenant):
     return tenant_out(tenant)
 
 
-@operation("PATCH", "/tenants/<tenant_id>", body=schemas.TenantPatchIn, response=schemas.TenantOut,
-           scope="admin:*", tags=["tenants"], errors=[400, 401, 403, 404, 415],
-           summary="Update company name, contact email or metadata")
+@operation(
+    "PATCH",
+    "/tenants/<tenant_id>",
+    body=schemas.TenantPatchIn,
+    response=schemas.TenantOut,
+    scope="admin:*",
+    tags=["tenants"],
+    errors=[400, 401, 403, 404, 415],
+    summary="Update company name, contact email or metadata",
+)
 def update_tenant(principal, tenant: Tenant, body: schemas.TenantPatchIn):
     tenants.update_profile(
-        principal.actor(), tenant,
+        principal.actor(),
+        tenant,
         body.company_name if body.company_name is not None else tenant.company_name,
         body.contact_email if body.contact_email is not None else tenant.contact_email,
         body.metadata if body.metadata is not None else dict(tenant.metadata_json or {}),
@@ -73,8 +109,16 @@ def update_tenant(principal, tenant: Tenant, body: schemas.TenantPatchIn):
     return tenant_out(tenant)
 
 
-@operation("GET", "/admin/tenants", auth=OPERATOR, query=schemas.TenantListQuery, response=schemas.TenantListOut,
-           tags=["operator"], errors=[400, 401, 403], summary="List tenants (search, filter, paginate)")
+@operation(
+    "GET",
+    "/admin/tenants",
+    auth=OPERATOR,
+    query=schemas.TenantListQuery,
+    response=schemas.TenantListOut,
+    tags=["operator"],
+    errors=[400, 401, 403],
+    summary="List tenants (search, filter, paginate)",
+)
 def list_tenants(principal, query: schemas.TenantListQuery):
     statement = select(Tenant)
     if query.status != "all":
@@ -90,7 +134,8 @@ def list_tenants(principal, query: schemas.TenantListQuery):
     total = db.session.scalar(select(func.count()).select_from(statement.subquery()))
     rows = db.session.execute(
         statement.order_by(Tenant.created_at.desc(), Tenant.tenant_id)
-        .limit(query.page_size).offset((query.page - 1) * query.page_size)
+        .limit(query.page_size)
+        .offset((query.page - 1) * query.page_size)
     ).scalars()
     return schemas.TenantListOut(
         tenants=[schemas.TenantListItem.model_validate(t) for t in rows],
@@ -98,26 +143,44 @@ def list_tenants(principal, query: schemas.TenantListQuery):
     ).model_dump(mode="json")
 
 
-@operation("POST", "/tenants/<tenant_id>/suspend", auth=OPERATOR, body=schemas.SuspendIn,
-           response=schemas.SuspendOut, tags=["operator"], errors=[400, 401, 403, 404, 409],
-           summary="Suspend a tenant")
+@operation(
+    "POST",
+    "/tenants/<tenant_id>/suspend",
+    auth=OPERATOR,
+    body=schemas.SuspendIn,
+    response=schemas.SuspendOut,
+    tags=["operator"],
+    errors=[400, 401, 403, 404, 409],
+    summary="Suspend a tenant",
+)
 def suspend_tenant(principal, tenant: Tenant, body: schemas.SuspendIn):
     tenants.suspend(principal.actor(), tenant, body.reason, body.suspension_note or "", body.notify_customer)
     commit()
     return schemas.SuspendOut(
-        tenant_id=tenant.tenant_id, status=tenant.status, suspended_at=tenant.suspended_at,
-        suspension_reason=tenant.suspension_reason, message="Customer suspended successfully.",
+        tenant_id=tenant.tenant_id,
+        status=tenant.status,
+        suspended_at=tenant.suspended_at,
+        suspension_reason=tenant.suspension_reason,
+        message="Customer suspended successfully.",
     ).model_dump(mode="json")
 
 
-@operation("POST", "/tenants/<tenant_id>/activate", auth=OPERATOR, body=schemas.ActivateIn,
-           response=schemas.ActivateOut, tags=["operator"], errors=[400, 401, 403, 404, 409],
-           summary="Reactivate a suspended tenant")
+@operation(
+    "POST",
+    "/tenants/<tenant_id>/activate",
+    auth=OPERATOR,
+    body=schemas.ActivateIn,
+    response=schemas.ActivateOut,
+    tags=["operator"],
+    errors=[400, 401, 403, 404, 409],
+    summary="Reactivate a suspended tenant",
+)
 def activate_tenant(principal, tenant: Tenant, body: schemas.ActivateIn):
     tenants.activate(principal.actor(), tenant, notify=body.notify_customer, note=body.activation_note or "")
     commit()
     return schemas.ActivateOut(
-        tenant_id=tenant.tenant_id, status=tenant.status, activated_at=utcnow(),
+        tenant_id=tenant.tenant_id,
+        status=tenant.status,
+        activated_at=utcnow(),
         message="Customer activated successfully.",
     ).model_dump(mode="json")
-

@@ -39,9 +39,16 @@ def dump(model, status: int = 200):
 
 def event_out(event: UsageEvent) -> schemas.EventOut:
     return schemas.EventOut(
-        event_id=event.id, ref=event.idempotency_key, tenant_id=event.tenant_id, event_name=event.name,
-        occurred_at=event.occurred_at, received_at=event.received_at, quantity=event.quantity.normalize(),
-        properties=event.properties or {}, invoiced=event.invoice_id is not None, invoice_id=event.invoice_id,
+        event_id=event.id,
+        ref=event.idempotency_key,
+        tenant_id=event.tenant_id,
+        event_name=event.name,
+        occurred_at=event.occurred_at,
+        received_at=event.received_at,
+        quantity=event.quantity.normalize(),
+        properties=event.properties or {},
+        invoiced=event.invoice_id is not None,
+        invoice_id=event.invoice_id,
     )
 
 
@@ -57,8 +64,11 @@ def _defer_quota_checks(outcomes) -> None:
         # Only a live subscription has quotas to check, and only events that feed one of its
         # quota'd features can cross a threshold.
         subscription = terms[tenant_id].subscription
-        if subscription is None or not subscription.is_live \
-                or not names[tenant_id] & quota_event_names(subscription.plan_version_id):
+        if (
+            subscription is None
+            or not subscription.is_live
+            or not names[tenant_id] & quota_event_names(subscription.plan_version_id)
+        ):
             continue
         # A tenant sending a thousand events a second gets one check queued at a time, not one each.
         defer("jobs.usage.check_quotas", tenant_id, retries=1, once=(check_key(tenant_id), CHECK_PENDING_SECONDS))
@@ -74,28 +84,43 @@ def _one_statement_writes() -> None:
 
 
 def _result(outcome) -> schemas.EventResultOut:
-    return schemas.EventResultOut(index=outcome.index, status=outcome.status, event_id=outcome.event_id,
-                                  tenant_id=outcome.tenant_id, ref=outcome.key, reason=outcome.reason,
-                                  field=outcome.field)
+    return schemas.EventResultOut(
+        index=outcome.index,
+        status=outcome.status,
+        event_id=outcome.event_id,
+        tenant_id=outcome.tenant_id,
+        ref=outcome.key,
+        reason=outcome.reason,
+        field=outcome.field,
+    )
 
 
 # --- ingestion -----------------------------------------------------------------------------
 
 
-@operation("POST", "/events", auth=OPERATOR, body=schemas.EventIn, response=schemas.EventIngestOut, status=201,
-           tags=EVENT_TAGS, errors=[400, 401, 403, 404, 415],
-           cached_auth=True,
-           summary="Record one usage event for a tenant (idempotent per tenant and key)",
-           description="201 when stored. A repeat of an idempotency key already stored for the tenant answers 200 "
-                       "with `duplicate: true` and the original `event_id` (concurrent repeats store one event). "
-                       "`X-Idempotency-Key` overrides the body's key. Unknown tenant: 404. An event of a suspended "
-                       "tenant is still recorded.")
+@operation(
+    "POST",
+    "/events",
+    auth=OPERATOR,
+    body=schemas.EventIn,
+    response=schemas.EventIngestOut,
+    status=201,
+    tags=EVENT_TAGS,
+    errors=[400, 401, 403, 404, 415],
+    cached_auth=True,
+    summary="Record one usage event for a tenant (idempotent per tenant and key)",
+    description="201 when stored. A repeat of an idempotency key already stored for the tenant answers 200 "
+    "with `duplicate: true` and the original `event_id` (concurrent repeats store one event). "
+    "`X-Idempotency-Key` overrides the body's key. Unknown tenant: 404. An event of a suspended "
+    "tenant is still recorded.",
+)
 def post_event(principal, body: schemas.EventIn):
     raw = body.model_dump(exclude_unset=True)
     header_key = request.headers.get("X-Idempotency-Key", "").strip() or None
     if header_key is not None and len(header_key) > ingest.MAX_KEY:
-        raise ValidationFailed(f"X-Idempotency-Key is longer than {ingest.MAX_KEY} characters.",
-                               field="X-Idempotency-Key")
+        raise ValidationFailed(
+            f"X-Idempotency-Key is longer than {ingest.MAX_KEY} characters.", field="X-Idempotency-Key"
+        )
     _one_statement_writes()
     outcome = ingest.ingest([raw], header_key=header_key)[0]
     if outcome.status == "rejected":
@@ -104,18 +129,32 @@ def post_event(principal, body: schemas.EventIn):
         raise ValidationFailed(outcome.reason[0].upper() + outcome.reason[1:] + ".", field=outcome.field)
     _defer_quota_checks([outcome])
     commit()
-    return dump(schemas.EventIngestOut(
-        success=True, event_id=outcome.event_id, usageEventId=outcome.event_id,
-        duplicate=outcome.status == "duplicate", tenant_id=outcome.tenant_id, ref=outcome.key,
-    ), 200 if outcome.status == "duplicate" else 201)
+    return dump(
+        schemas.EventIngestOut(
+            success=True,
+            event_id=outcome.event_id,
+            usageEventId=outcome.event_id,
+            duplicate=outcome.status == "duplicate",
+            tenant_id=outcome.tenant_id,
+            ref=outcome.key,
+        ),
+        200 if outcome.status == "duplicate" else 201,
+    )
 
 
-@operation("POST", "/events/batch", auth=OPERATOR, body=schemas.EventBatchIn, response=schemas.EventBatchOut,
-           tags=EVENT_TAGS, errors=[400, 401, 403, 415],
-           cached_auth=True,
-           summary="Record up to 1,000 usage events; valid ones are stored even when others are rejected",
-           description="Each event gets a result: `accepted`, `duplicate` (with the stored event's id) or "
-                       "`rejected` with the reason. One INSERT for the whole batch.")
+@operation(
+    "POST",
+    "/events/batch",
+    auth=OPERATOR,
+    body=schemas.EventBatchIn,
+    response=schemas.EventBatchOut,
+    tags=EVENT_TAGS,
+    errors=[400, 401, 403, 415],
+    cached_auth=True,
+    summary="Record up to 1,000 usage events; valid ones are stored even when others are rejected",
+    description="Each event gets a result: `accepted`, `duplicate` (with the stored event's id) or "
+    "`rejected` with the reason. One INSERT for the whole batch.",
+)
 def post_event_batch(principal, body: schemas.EventBatchIn):
     _one_statement_writes()
     outcomes = ingest.ingest(body.events)
@@ -123,14 +162,35 @@ def post_event_batch(principal, body: schemas.EventBatchIn):
     commit()
     counts = {status: sum(o.status == status for o in outcomes) for status in ("accepted", "duplicate", "rejected")}
     # EventBatchOut's JSON, written out: a thousand result models cost more than storing the events.
-    return {"accepted": counts["accepted"], "duplicates": counts["duplicate"], "rejected": counts["rejected"],
-            "results": [{"index": o.index, "status": o.status, "event_id": o.event_id, "tenant_id": o.tenant_id,
-                         "ref": o.key, "reason": o.reason, "field": o.field} for o in outcomes]}, 200
+    return {
+        "accepted": counts["accepted"],
+        "duplicates": counts["duplicate"],
+        "rejected": counts["rejected"],
+        "results": [
+            {
+                "index": o.index,
+                "status": o.status,
+                "event_id": o.event_id,
+                "tenant_id": o.tenant_id,
+                "ref": o.key,
+                "reason": o.reason,
+                "field": o.field,
+            }
+            for o in outcomes
+        ],
+    }, 200
 
 
-@operation("POST", "/events/dry-run", auth=OPERATOR, body=schemas.EventBatchIn, response=schemas.EventDryRunOut,
-           tags=EVENT_TAGS, errors=[400, 401, 403, 415],
-           summary="Validate up to 1,000 events and show the meters they feed, without storing anything")
+@operation(
+    "POST",
+    "/events/dry-run",
+    auth=OPERATOR,
+    body=schemas.EventBatchIn,
+    response=schemas.EventDryRunOut,
+    tags=EVENT_TAGS,
+    errors=[400, 401, 403, 415],
+    summary="Validate up to 1,000 events and show the meters they feed, without storing anything",
+)
 def post_event_dry_run(principal, body: schemas.EventBatchIn):
     outcomes = ingest.validate(body.events)
     meters = list(meters_by_key().values())
@@ -144,8 +204,13 @@ def post_event_dry_run(principal, body: schemas.EventBatchIn):
                     continue
                 values = list(_event_values(meter, [(event.quantity, event.properties)]))
                 if values or meter.aggregation == "count" and not meter.filter.conditions:
-                    value = Decimal(1) if meter.aggregation in ("count", "unique_count") else (
-                        Decimal(str(values[0])) if values and not isinstance(values[0], dict | list | str) else None)
+                    value = (
+                        Decimal(1)
+                        if meter.aggregation in ("count", "unique_count")
+                        else (
+                            Decimal(str(values[0])) if values and not isinstance(values[0], dict | list | str) else None
+                        )
+                    )
                     matched.append(schemas.MeterValueOut(key=meter.key, value=value))
         results.append(schemas.DryRunResultOut(**_result(outcome).model_dump(), meters=matched))
     valid = sum(o.status == "valid" for o in outcomes)
@@ -175,9 +240,16 @@ def _tenant_id_of(ref: str | None) -> str | None:
     return tenant_id
 
 
-@operation("GET", "/events", auth=OPERATOR, query=schemas.EventListQuery, response=schemas.EventListOut,
-           tags=EVENT_TAGS, errors=[400, 401, 403, 404],
-           summary="Query events by time range, name and tenant, oldest first (paginated)")
+@operation(
+    "GET",
+    "/events",
+    auth=OPERATOR,
+    query=schemas.EventListQuery,
+    response=schemas.EventListOut,
+    tags=EVENT_TAGS,
+    errors=[400, 401, 403, 404],
+    summary="Query events by time range, name and tenant, oldest first (paginated)",
+)
 def list_events(principal, query: schemas.EventListQuery):
     start, end = _instant(query.start_time, "start_time"), _instant(query.end_time, "end_time")
     if start is not None and end is not None and end <= start:
@@ -194,15 +266,26 @@ def list_events(principal, query: schemas.EventListQuery):
     total = db.session.scalar(select(func.count()).select_from(statement.subquery()))
     rows = db.session.execute(
         statement.order_by(UsageEvent.occurred_at, UsageEvent.id)
-        .limit(query.page_size).offset((query.page - 1) * query.page_size)
+        .limit(query.page_size)
+        .offset((query.page - 1) * query.page_size)
     ).scalars()
-    return dump(schemas.EventListOut(events=[event_out(e) for e in rows],
-                                     pagination=schemas.pagination(query.page, query.page_size, total)))
+    return dump(
+        schemas.EventListOut(
+            events=[event_out(e) for e in rows], pagination=schemas.pagination(query.page, query.page_size, total)
+        )
+    )
 
 
-@operation("GET", "/events/<ref>", auth=OPERATOR, query=schemas.EventRefQuery, response=schemas.EventOut,
-           tags=EVENT_TAGS, errors=[400, 401, 403, 404],
-           summary="Get one event by its id (or, with tenant_id, by its idempotency key)")
+@operation(
+    "GET",
+    "/events/<ref>",
+    auth=OPERATOR,
+    query=schemas.EventRefQuery,
+    response=schemas.EventOut,
+    tags=EVENT_TAGS,
+    errors=[400, 401, 403, 404],
+    summary="Get one event by its id (or, with tenant_id, by its idempotency key)",
+)
 def get_event(principal, ref: str, query: schemas.EventRefQuery):
     event = ingest.find(ref, _tenant_id_of(query.tenant_id))
     if event is None:
@@ -210,9 +293,16 @@ def get_event(principal, ref: str, query: schemas.EventRefQuery):
     return dump(event_out(event))
 
 
-@operation("POST", "/events/delete-by-refs", auth=OPERATOR, body=schemas.DeleteByRefsIn,
-           response=schemas.DeleteByRefsOut, tags=EVENT_TAGS, errors=[400, 401, 403, 404, 415],
-           summary="Delete events that are not invoiced yet; invoiced and unknown ones are reported")
+@operation(
+    "POST",
+    "/events/delete-by-refs",
+    auth=OPERATOR,
+    body=schemas.DeleteByRefsIn,
+    response=schemas.DeleteByRefsOut,
+    tags=EVENT_TAGS,
+    errors=[400, 401, 403, 404, 415],
+    summary="Delete events that are not invoiced yet; invoiced and unknown ones are reported",
+)
 def delete_events(principal, body: schemas.DeleteByRefsIn):
     result = ingest.delete_by_refs(body.refs, _tenant_id_of(body.tenant_id))
     deleted = [event_out(event) for event in result.deleted]
@@ -245,9 +335,17 @@ def _month_usage(tenant_id: str, version, start: datetime, meters=None, known: d
     return values
 
 
-@operation("GET", "/tenants/<tenant_id>/usage", scope=USAGE_SCOPE, query=schemas.UsageQuery,
-           response=schemas.UsageOut, tags=USAGE_TAGS, allowed_when_suspended=True, errors=[400, 401, 403, 404],
-           summary="Usage of one calendar month with the plan's quotas and how much of them is used")
+@operation(
+    "GET",
+    "/tenants/<tenant_id>/usage",
+    scope=USAGE_SCOPE,
+    query=schemas.UsageQuery,
+    response=schemas.UsageOut,
+    tags=USAGE_TAGS,
+    allowed_when_suspended=True,
+    errors=[400, 401, 403, 404],
+    summary="Usage of one calendar month with the plan's quotas and how much of them is used",
+)
 def get_usage(principal, tenant: Tenant, query: schemas.UsageQuery):
     autocommit_statements()  # reads only
     start = month_start(query.month) if query.month else this_month()
@@ -261,28 +359,54 @@ def get_usage(principal, tenant: Tenant, query: schemas.UsageQuery):
     values = _month_usage(tenant_id, version, start, meters, {f.key: f.used for f in features})
     run_meter = meters.get("pipeline_runs")
     last_run = last_event_at(tenant_id, run_meter.event_name, start, end) if run_meter else None
-    return dump(schemas.UsageOut(
-        tenant_id=tenant_id, usage_month=f"{start:%Y-%m}",
-        pipelines_run_count=int(values["pipeline_runs"]), pipelines_running_count=int(values["concurrent_pipelines"]),
-        storage_used_gb=values["storage_gb"], compute_hours=values["compute_hours"],
-        api_requests_count=int(values["api_requests"]), last_pipeline_run_at=last_run, quota_reset_at=end,
-        quotas=schemas.QuotasOut(monthly_pipeline_quota=quotas.get("monthly_pipeline_quota", 0),
-                                 concurrent_pipeline_quota=quotas.get("concurrent_pipeline_quota", 0),
-                                 storage_quota_gb=quotas.get("storage_quota_gb", 0)),
-        usage_percentages=schemas.UsagePercentagesOut(
-            pipelines=_percent(values["pipeline_runs"], quotas.get("monthly_pipeline_quota")),
-            concurrent=_percent(values["concurrent_pipelines"], quotas.get("concurrent_pipeline_quota")),
-            storage=_percent(values["storage_gb"], quotas.get("storage_quota_gb"))),
-        features=[schemas.FeatureUsageOut(key=f.key, name=f.name, unit_label=f.unit_label, used=f.used,
-                                          quota=f.quota, percent=f.percent, hard_limit=f.hard_limit)
-                  for f in features],
-    ))
+    return dump(
+        schemas.UsageOut(
+            tenant_id=tenant_id,
+            usage_month=f"{start:%Y-%m}",
+            pipelines_run_count=int(values["pipeline_runs"]),
+            pipelines_running_count=int(values["concurrent_pipelines"]),
+            storage_used_gb=values["storage_gb"],
+            compute_hours=values["compute_hours"],
+            api_requests_count=int(values["api_requests"]),
+            last_pipeline_run_at=last_run,
+            quota_reset_at=end,
+            quotas=schemas.QuotasOut(
+                monthly_pipeline_quota=quotas.get("monthly_pipeline_quota", 0),
+                concurrent_pipeline_quota=quotas.get("concurrent_pipeline_quota", 0),
+                storage_quota_gb=quotas.get("storage_quota_gb", 0),
+            ),
+            usage_percentages=schemas.UsagePercentagesOut(
+                pipelines=_percent(values["pipeline_runs"], quotas.get("monthly_pipeline_quota")),
+                concurrent=_percent(values["concurrent_pipelines"], quotas.get("concurrent_pipeline_quota")),
+                storage=_percent(values["storage_gb"], quotas.get("storage_quota_gb")),
+            ),
+            features=[
+                schemas.FeatureUsageOut(
+                    key=f.key,
+                    name=f.name,
+                    unit_label=f.unit_label,
+                    used=f.used,
+                    quota=f.quota,
+                    percent=f.percent,
+                    hard_limit=f.hard_limit,
+                )
+                for f in features
+            ],
+        )
+    )
 
 
-@operation("GET", "/tenants/<tenant_id>/usage/history", scope=USAGE_SCOPE, query=schemas.UsageHistoryQuery,
-           response=schemas.UsageHistoryOut, tags=USAGE_TAGS, allowed_when_suspended=True,
-           errors=[400, 401, 403, 404],
-           summary="Usage per calendar month, newest first (default: the last six months)")
+@operation(
+    "GET",
+    "/tenants/<tenant_id>/usage/history",
+    scope=USAGE_SCOPE,
+    query=schemas.UsageHistoryQuery,
+    response=schemas.UsageHistoryOut,
+    tags=USAGE_TAGS,
+    allowed_when_suspended=True,
+    errors=[400, 401, 403, 404],
+    summary="Usage per calendar month, newest first (default: the last six months)",
+)
 def get_usage_history(principal, tenant: Tenant, query: schemas.UsageHistoryQuery):
     end = month_start(query.end_month, "end_month") if query.end_month else this_month()
     start = month_start(query.start_month, "start_month") if query.start_month else next_month(end, -5)
@@ -296,10 +420,15 @@ def get_usage_history(principal, tenant: Tenant, query: schemas.UsageHistoryQuer
     for index in range(months - 1, -1, -1):
         month = next_month(start, index)
         values = _month_usage(tenant.tenant_id, version, month)
-        history.append(schemas.UsageHistoryMonthOut(
-            month=f"{month:%Y-%m}", pipelines_run=int(values["pipeline_runs"]),
-            storage_used_gb=values["storage_gb"], compute_hours=values["compute_hours"],
-            api_requests=int(values["api_requests"])))
+        history.append(
+            schemas.UsageHistoryMonthOut(
+                month=f"{month:%Y-%m}",
+                pipelines_run=int(values["pipeline_runs"]),
+                storage_used_gb=values["storage_gb"],
+                compute_hours=values["compute_hours"],
+                api_requests=int(values["api_requests"]),
+            )
+        )
     return dump(schemas.UsageHistoryOut(tenant_id=tenant.tenant_id, history=history))
 
 
@@ -323,40 +452,58 @@ def _entitled_tenant(principal, ref: str) -> Terms:
 def _entitlement(principal, ref: str, feature_key: str, requested: Decimal | None, flow_id: str | None = None):
     terms = _entitled_tenant(principal, ref)
     decision = entitlements.decide(terms.tenant_id, terms.tenant_status, terms.subscription, feature_key, requested)
-    data = schemas.EntitlementOut(referenceCustomerId=ref, featureKey=feature_key, isAllowed=decision.allowed,
-                                  flowId=flow_id)
+    data = schemas.EntitlementOut(
+        referenceCustomerId=ref, featureKey=feature_key, isAllowed=decision.allowed, flowId=flow_id
+    )
     if decision.reason:
-        data.meta = schemas.EntitlementMetaOut(reason=schemas.ReasonOut(
-            code=decision.reason, description=entitlements.REASONS[decision.reason]))
+        data.meta = schemas.EntitlementMetaOut(
+            reason=schemas.ReasonOut(code=decision.reason, description=entitlements.REASONS[decision.reason])
+        )
     if decision.used is not None:
-        data.usage = schemas.EntitlementUsageOut(used=decision.used, limit=decision.limit,
-                                                 remaining=decision.remaining)
+        data.usage = schemas.EntitlementUsageOut(used=decision.used, limit=decision.limit, remaining=decision.remaining)
         if requested is not None:
             projected_remaining = None if decision.limit is None else decision.limit - decision.projected
             data.simulation = schemas.SimulationOut(
-                requestedUsage=requested, projectedUsage=decision.projected,
-                projectedRemaining=projected_remaining, wouldExceedLimit=decision.would_exceed)
+                requestedUsage=requested,
+                projectedUsage=decision.projected,
+                projectedRemaining=projected_remaining,
+                wouldExceedLimit=decision.would_exceed,
+            )
     return dump(schemas.EntitlementEnvelopeOut(success=True, data=data))
 
 
-@operation("GET", "/entitlements/<customer_ref>/<feature_key>", auth=TENANT,
-           response=schemas.EntitlementEnvelopeOut, tags=ENTITLEMENT_TAGS, errors=[401, 403, 404],
-           summary="May the tenant use this feature now? isAllowed, the reason when not, and its usage",
-           description="`customer_ref` is a tenant_id or external id. An operator token checks any tenant; a "
-                       "tenant key only its own (another tenant: 404). Denied reasons (`meta.reason.code`): "
-                       "TENANT_SUSPENDED, NO_SUBSCRIPTION, SUBSCRIPTION_CANCELED, SUBSCRIPTION_UNPAID, "
-                       "FEATURE_NOT_IN_PLAN, QUOTA_EXCEEDED, CONCURRENT_LIMIT_REACHED, LIMIT_REACHED.")
+@operation(
+    "GET",
+    "/entitlements/<customer_ref>/<feature_key>",
+    auth=TENANT,
+    response=schemas.EntitlementEnvelopeOut,
+    tags=ENTITLEMENT_TAGS,
+    errors=[401, 403, 404],
+    summary="May the tenant use this feature now? isAllowed, the reason when not, and its usage",
+    description="`customer_ref` is a tenant_id or external id. An operator token checks any tenant; a "
+    "tenant key only its own (another tenant: 404). Denied reasons (`meta.reason.code`): "
+    "TENANT_SUSPENDED, NO_SUBSCRIPTION, SUBSCRIPTION_CANCELED, SUBSCRIPTION_UNPAID, "
+    "FEATURE_NOT_IN_PLAN, QUOTA_EXCEEDED, CONCURRENT_LIMIT_REACHED, LIMIT_REACHED.",
+)
 def check_entitlement(principal, customer_ref: str, feature_key: str):
     return _entitlement(principal, customer_ref, feature_key, None)
 
 
-@operation("POST", "/entitlements", auth=TENANT, body=schemas.EntitlementIn,
-           response=schemas.EntitlementEnvelopeOut, tags=ENTITLEMENT_TAGS, errors=[400, 401, 403, 404, 415],
-           cached_auth=True,
-           summary="Evaluate an entitlement, optionally simulating track.usageUnits more (nothing is recorded)",
-           description="With `track`, `simulation` says whether `usageUnits` (default 1) more would still fit the "
-                       "limit, and `isAllowed` answers for that amount. Same auth and reasons as the GET check.")
+@operation(
+    "POST",
+    "/entitlements",
+    auth=TENANT,
+    body=schemas.EntitlementIn,
+    response=schemas.EntitlementEnvelopeOut,
+    tags=ENTITLEMENT_TAGS,
+    errors=[400, 401, 403, 404, 415],
+    cached_auth=True,
+    summary="Evaluate an entitlement, optionally simulating track.usageUnits more (nothing is recorded)",
+    description="With `track`, `simulation` says whether `usageUnits` (default 1) more would still fit the "
+    "limit, and `isAllowed` answers for that amount. Same auth and reasons as the GET check.",
+)
 def evaluate_entitlement(principal, body: schemas.EntitlementIn):
     requested = Decimal(str(body.track.usageUnits)).normalize() if body.track is not None else None
-    return _entitlement(principal, body.customerReferenceId, body.featureKey, requested,
-                        body.context.flowId if body.context else None)
+    return _entitlement(
+        principal, body.customerReferenceId, body.featureKey, requested, body.context.flowId if body.context else None
+    )

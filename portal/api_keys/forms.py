@@ -18,7 +18,8 @@ def _expiry(form, field) -> None:
     if field.data is None:
         typed = (field.raw_data or [""])[0].strip()
         raise StopValidation(
-            f"Enter a whole number of days from 1 to {MAX_EXPIRY_DAYS}." if typed
+            f"Enter a whole number of days from 1 to {MAX_EXPIRY_DAYS}."
+            if typed
             else "Enter a number of days, or tick “Never expires”."
         )
     if not 1 <= field.data <= MAX_EXPIRY_DAYS:
@@ -37,7 +38,10 @@ class CreateKeyForm(FlaskForm):
     )
     # Which scopes exist is the service's rule (check_scopes): no choice validation here.
     scopes = SelectMultipleField(
-        "Scopes", choices=[SelectChoice(scope, description) for scope, description in API_SCOPES.items()], default=list(API_SCOPES), validate_choice=False
+        "Scopes",
+        choices=[SelectChoice(scope, description) for scope, description in API_SCOPES.items()],
+        default=list(API_SCOPES),
+        validate_choice=False,
     )
     expires_in_days = IntegerField(
         "Expires after (days)",

@@ -42,7 +42,10 @@ def check_scopes(scopes: list[str] | None) -> list[str]:
 
 
 def create_key(
-    actor: Actor, tenant: Tenant, name: str, scopes: list[str] | None = None,
+    actor: Actor,
+    tenant: Tenant,
+    name: str,
+    scopes: list[str] | None = None,
     expires_in_days: int | None = DEFAULT_EXPIRY_DAYS,
 ) -> tuple[ApiKey, str]:
     """Issue a key ``<tenant_id>_api_<secret>``; returns the row and the only copy of the key."""
@@ -67,8 +70,16 @@ def create_key(
     )
     db.session.add(key)
     db.session.flush()
-    audit.record(actor, "api_key.created", tenant, "api_key", key.id, name=name, scopes=key.scopes,
-                 expires_at=key.expires_at.isoformat() if key.expires_at else None)
+    audit.record(
+        actor,
+        "api_key.created",
+        tenant,
+        "api_key",
+        key.id,
+        name=name,
+        scopes=key.scopes,
+        expires_at=key.expires_at.isoformat() if key.expires_at else None,
+    )
     return key, plaintext
 
 
@@ -105,10 +116,7 @@ def find_key(presented: str, cached: bool = False) -> ApiKey | None:
             return key if key.is_active else None  # expiry is checked on every hit
         generation = cache.generation  # before the query: a change committed meanwhile wins
     key = db.session.execute(
-        select(ApiKey)
-        .join(ApiKey.tenant)
-        .options(contains_eager(ApiKey.tenant))
-        .where(ApiKey.key_hash == key_hash)
+        select(ApiKey).join(ApiKey.tenant).options(contains_eager(ApiKey.tenant)).where(ApiKey.key_hash == key_hash)
     ).scalar_one_or_none()
     if key is None or not key.is_active:
         return None
@@ -124,8 +132,12 @@ def _stamp_last_used(row: ApiKey | OperatorToken, secret_hash: str, note) -> Non
     now = utcnow()
     if row.last_used_at is None or now - row.last_used_at >= LAST_USED_RESOLUTION:
         model = type(row)
-        db.session.execute(update(model).where(model.id == row.id).values(last_used_at=now)
-                           .execution_options(**{key_cache.NO_INVALIDATION: True}))
+        db.session.execute(
+            update(model)
+            .where(model.id == row.id)
+            .values(last_used_at=now)
+            .execution_options(**{key_cache.NO_INVALIDATION: True})
+        )
         db.session.commit()
         cache = key_cache.active_cache()
         if cache is not None:
@@ -176,9 +188,7 @@ def find_operator_token(presented: str, cached: bool = False) -> OperatorToken |
         if token is not None:
             return token if token.is_active else None
         generation = cache.generation
-    token = db.session.execute(
-        select(OperatorToken).where(OperatorToken.token_hash == token_hash)
-    ).scalar_one_or_none()
+    token = db.session.execute(select(OperatorToken).where(OperatorToken.token_hash == token_hash)).scalar_one_or_none()
     if token is None or not token.is_active:
         return None
     if cache is not None:

@@ -62,6 +62,6 @@ class AccountForm(FlaskForm):
     timezone = SelectField(
         "Timezone",
         description="Dates and times everywhere in the portal are shown in this timezone. "
-                    "Billing itself always runs on UTC instants.",
+        "Billing itself always runs on UTC instants.",
         validate_choice=False,  # the service says what is wrong with an unknown zone
     )

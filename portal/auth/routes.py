@@ -115,11 +115,14 @@ def sign_out():
 @login_required
 def account():
     """The signed-in person's own preferences (today: the timezone they read times in)."""
-    form = AccountForm(formdata=request.form if request.method == "POST" else None,
-                       timezone=current_user.timezone or "")
+    form = AccountForm(
+        formdata=request.form if request.method == "POST" else None, timezone=current_user.timezone or ""
+    )
     browser = timezones.browser_name()
-    form.timezone.choices = [SelectChoice("", f"Automatic: your browser's ({browser or 'not known yet, so UTC'})"),
-                             *(SelectChoice(name, name.replace("_", " ")) for name in timezones.names())]
+    form.timezone.choices = [
+        SelectChoice("", f"Automatic: your browser's ({browser or 'not known yet, so UTC'})"),
+        *(SelectChoice(name, name.replace("_", " ")) for name in timezones.names()),
+    ]
     if request.method == "POST" and form.validate():
         try:
             services.set_timezone(current_actor(), current_user._get_current_object(), form.timezone.data)
@@ -130,8 +133,7 @@ def account():
         else:
             flash(f"Times are now shown in {current_user.timezone or 'your browser’s timezone'}.", "success")
             return redirect(url_for("auth.account"), code=303)
-    return render("auth/account.html", form=form, now=utcnow(),
-                  status=form_errors_status() if form.errors else 200)
+    return render("auth/account.html", form=form, now=utcnow(), status=form_errors_status() if form.errors else 200)
 
 
 @bp.route("/forgot-password", methods=["GET", "POST"])
@@ -167,4 +169,3 @@ def reset_password(token: str):
             return redirect(url_for("auth.sign_in"), code=303)
     status = form_errors_status() if form.errors or form.form_errors else 200
     return render("auth/reset_password.html", form=form, token=token, status=status)
-

@@ -71,8 +71,9 @@ class PlanSpec(BaseModel):
         return features
 
 
-CriterionOperator = Literal["equals", "not_equals", "in", "not_in", "contains", "not_contains",
-                            "gt", "gte", "lt", "lte", "exists", "not_exists"]
+CriterionOperator = Literal[
+    "equals", "not_equals", "in", "not_in", "contains", "not_contains", "gt", "gte", "lt", "lte", "exists", "not_exists"
+]
 Aggregation = Literal["count", "sum", "unique_count", "max", "min", "avg", "first", "last"]
 
 
@@ -95,7 +96,8 @@ class Criterion(BaseModel):
         if self.operator in ("in", "not_in") and not isinstance(self.value, list):
             raise ValueError(f"operator {self.operator} needs a list of values")
         if self.operator in ("gt", "gte", "lt", "lte") and (
-                isinstance(self.value, bool) or not isinstance(self.value, int | float)):
+            isinstance(self.value, bool) or not isinstance(self.value, int | float)
+        ):
             raise ValueError(f"operator {self.operator} needs a number")
         return self
 

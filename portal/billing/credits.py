@@ -45,7 +45,8 @@ def currency_of(tenant_id: str) -> str:
     """The currency the tenant is billed in (its subscription's), USD before it has one."""
 
     currency = db.session.execute(
-        select(PlanVersion.currency).join(Subscription, Subscription.plan_version_id == PlanVersion.id)
+        select(PlanVersion.currency)
+        .join(Subscription, Subscription.plan_version_id == PlanVersion.id)
         .where(Subscription.tenant_id == tenant_id)
     ).scalar_one_or_none()
     return currency or DEFAULT_CURRENCY
@@ -86,30 +87,59 @@ def _lock(tenant_id: str) -> None:
 
 def _balance(tenant_id: str, currency: str) -> int:
     # int(): PostgreSQL sums BIGINT as NUMERIC, which arrives as a Decimal.
-    return int(db.session.scalar(
-        select(func.coalesce(func.sum(CreditGrant.remaining), 0))
-        .where(CreditGrant.tenant_id == tenant_id, CreditGrant.currency == currency)
-    ))
+    return int(
+        db.session.scalar(
+            select(func.coalesce(func.sum(CreditGrant.remaining), 0)).where(
+                CreditGrant.tenant_id == tenant_id, CreditGrant.currency == currency
+            )
+        )
+    )
 
 
 def _spendable(tenant_id: str, currency: str, at: datetime) -> list[CreditGrant]:
     """Grants with credit left and not expired at ``at``, in the order credit is taken."""
-    return list(db.session.execute(
-        select(CreditGrant)
-        .where(CreditGrant.tenant_id == tenant_id, CreditGrant.currency == currency, CreditGrant.remaining > 0)
-        .where((CreditGrant.expires_at.is_(None)) | (CreditGrant.expires_at > at))
-        .order_by(case((CreditGrant.expires_at.is_(None), 1), else_=0), CreditGrant.expires_at,
-                  CreditGrant.granted_at, CreditGrant.id)
-        # Read afresh under the lock: a billing run's session keeps objects across its commits.
-        .execution_options(populate_existing=True)
-    ).scalars())
+    return list(
+        db.session.execute(
+            select(CreditGrant)
+            .where(CreditGrant.tenant_id == tenant_id, CreditGrant.currency == currency, CreditGrant.remaining > 0)
+            .where((CreditGrant.expires_at.is_(None)) | (CreditGrant.expires_at > at))
+            .order_by(
+                case((CreditGrant.expires_at.is_(None), 1), else_=0),
+                CreditGrant.expires_at,
+                CreditGrant.granted_at,
+                CreditGrant.id,
+            )
+            # Read afresh under the lock: a billing run's session keeps objects across its commits.
+            .execution_options(populate_existing=True)
+        ).scalars()
+    )
 
 
-def _entry(tenant_id: str, currency: str, kind: str, amount: int, balance_after: int, at: datetime, actor: Actor,
-           description: str, grant_id: str | None = None, invoice_id: str | None = None) -> CreditEntry:
-    entry = CreditEntry(tenant_id=tenant_id, currency=currency, kind=kind, amount=amount, balance_after=balance_after,
-                        grant_id=grant_id, invoice_id=invoice_id, description=description[:500],
-                        created_by=actor.name[:254], occurred_at=at, created_at=utcnow())
+def _entry(
+    tenant_id: str,
+    currency: str,
+    kind: str,
+    amount: int,
+    balance_after: int,
+    at: datetime,
+    actor: Actor,
+    description: str,
+    grant_id: str | None = None,
+    invoice_id: str | None = None,
+) -> CreditEntry:
+    entry = CreditEntry(
+        tenant_id=tenant_id,
+        currency=currency,
+        kind=kind,
+        amount=amount,
+        balance_after=balance_after,
+        grant_id=grant_id,
+        invoice_id=invoice_id,
+        description=description[:500],
+        created_by=actor.name[:254],
+        occurred_at=at,
+        created_at=utcnow(),
+    )
     db.session.add(entry)
     return entry
 
@@ -117,12 +147,19 @@ def _entry(tenant_id: str, currency: str, kind: str, amount: int, balance_after:
 def _write_off(tenant_id: str, at: datetime, actor: Actor, currency: str | None = None) -> list[CreditEntry]:
     """Write off what is left of every grant expired by ``at``; the caller holds the lock.
     A grant written off has nothing left, so doing it again writes nothing."""
-    statement = select(CreditGrant).where(CreditGrant.tenant_id == tenant_id, CreditGrant.remaining > 0,
-                                          CreditGrant.expires_at.is_not(None), CreditGrant.expires_at <= at)
+    statement = select(CreditGrant).where(
+        CreditGrant.tenant_id == tenant_id,
+        CreditGrant.remaining > 0,
+        CreditGrant.expires_at.is_not(None),
+        CreditGrant.expires_at <= at,
+    )
     if currency is not None:
         statement = statement.where(CreditGrant.currency == currency)
-    expired = list(db.session.execute(statement.order_by(CreditGrant.expires_at, CreditGrant.id)
-                                      .execution_options(populate_existing=True)).scalars())
+    expired = list(
+        db.session.execute(
+            statement.order_by(CreditGrant.expires_at, CreditGrant.id).execution_options(populate_existing=True)
+        ).scalars()
+    )
     entries = []
     balances: dict[str, int] = {}
     for grant in expired:
@@ -131,10 +168,19 @@ def _write_off(tenant_id: str, at: datetime, actor: Actor, currency: str | None 
         left = grant.remaining
         grant.remaining = 0
         balances[grant.currency] -= left
-        entries.append(_entry(
-            tenant_id, grant.currency, "expiry", -left, balances[grant.currency], at, actor,
-            f"Expired on {grant.expires_at:%Y-%m-%d %H:%M} UTC: {format_money(left, grant.currency)} unused",
-            grant_id=grant.id))
+        entries.append(
+            _entry(
+                tenant_id,
+                grant.currency,
+                "expiry",
+                -left,
+                balances[grant.currency],
+                at,
+                actor,
+                f"Expired on {grant.expires_at:%Y-%m-%d %H:%M} UTC: {format_money(left, grant.currency)} unused",
+                grant_id=grant.id,
+            )
+        )
     if entries:
         db.session.flush()
     return entries
@@ -152,8 +198,15 @@ def _take(grants: list[CreditGrant], amount: int) -> int:
     return taken
 
 
-def grant(actor: Actor, tenant: Tenant, amount: int, currency: str | None = None, expires_at: datetime | None = None,
-          reason: str | None = "", at: datetime | None = None) -> CreditGrant:
+def grant(
+    actor: Actor,
+    tenant: Tenant,
+    amount: int,
+    currency: str | None = None,
+    expires_at: datetime | None = None,
+    reason: str | None = "",
+    at: datetime | None = None,
+) -> CreditGrant:
     """Give the tenant ``amount`` minor units of credit, optionally expiring."""
     at = at or utcnow()
     amount = _amount(amount)
@@ -167,20 +220,52 @@ def grant(actor: Actor, tenant: Tenant, amount: int, currency: str | None = None
     _lock(tenant.tenant_id)
     _write_off(tenant.tenant_id, at, actor, currency)
     balance = _balance(tenant.tenant_id, currency)
-    credit = CreditGrant(tenant_id=tenant.tenant_id, currency=currency, amount=amount, remaining=amount,
-                         expires_at=expires_at, reason=reason, created_by=actor.name[:254], granted_at=at,
-                         created_at=utcnow())
+    credit = CreditGrant(
+        tenant_id=tenant.tenant_id,
+        currency=currency,
+        amount=amount,
+        remaining=amount,
+        expires_at=expires_at,
+        reason=reason,
+        created_by=actor.name[:254],
+        granted_at=at,
+        created_at=utcnow(),
+    )
     db.session.add(credit)
     db.session.flush()
-    _entry(tenant.tenant_id, currency, "grant", amount, balance + amount, at, actor, reason or "Credit granted",
-           grant_id=credit.id)
-    audit.record(actor, "credit.granted", tenant, "credit_grant", credit.id, amount=amount, currency=currency,
-                 expires_at=expires_at.isoformat() if expires_at else None, reason=reason)
+    _entry(
+        tenant.tenant_id,
+        currency,
+        "grant",
+        amount,
+        balance + amount,
+        at,
+        actor,
+        reason or "Credit granted",
+        grant_id=credit.id,
+    )
+    audit.record(
+        actor,
+        "credit.granted",
+        tenant,
+        "credit_grant",
+        credit.id,
+        amount=amount,
+        currency=currency,
+        expires_at=expires_at.isoformat() if expires_at else None,
+        reason=reason,
+    )
     return credit
 
 
-def deduct(actor: Actor, tenant: Tenant, amount: int, currency: str | None = None, reason: str | None = "",
-           at: datetime | None = None) -> CreditEntry:
+def deduct(
+    actor: Actor,
+    tenant: Tenant,
+    amount: int,
+    currency: str | None = None,
+    reason: str | None = "",
+    at: datetime | None = None,
+) -> CreditEntry:
     """Take ``amount`` off the tenant's credit; refused, changing nothing, beyond the balance."""
     at = at or utcnow()
     amount = _amount(amount)
@@ -193,13 +278,24 @@ def deduct(actor: Actor, tenant: Tenant, amount: int, currency: str | None = Non
     if amount > available:
         raise InsufficientCredit(
             f"Cannot deduct {format_money(amount, currency)}: the credit balance is only "
-            f"{format_money(available, currency)}.", field="amount")
+            f"{format_money(available, currency)}.",
+            field="amount",
+        )
     _take(grants, amount)
     # Expired credit was just written off, so what the spendable grants hold is the whole balance.
-    entry = _entry(tenant.tenant_id, currency, "deduction", -amount, sum(g.remaining for g in grants), at, actor,
-                   reason or "Credit deducted")
-    audit.record(actor, "credit.deducted", tenant, "credit_entry", entry.id, amount=amount, currency=currency,
-                 reason=reason)
+    entry = _entry(
+        tenant.tenant_id,
+        currency,
+        "deduction",
+        -amount,
+        sum(g.remaining for g in grants),
+        at,
+        actor,
+        reason or "Credit deducted",
+    )
+    audit.record(
+        actor, "credit.deducted", tenant, "credit_entry", entry.id, amount=amount, currency=currency, reason=reason
+    )
     return entry
 
 
@@ -209,14 +305,21 @@ def may_apply(tenant_id: str, currency: str, amount_due: int) -> bool:
     if amount_due <= 0:
         return False
     grants = CreditGrant.__table__
-    return db.session.connection().execute(
-        select(grants.c.id).where(grants.c.tenant_id == tenant_id, grants.c.currency == currency,
-                                  grants.c.remaining > 0).limit(1)
-    ).first() is not None
+    return (
+        db.session.connection()
+        .execute(
+            select(grants.c.id)
+            .where(grants.c.tenant_id == tenant_id, grants.c.currency == currency, grants.c.remaining > 0)
+            .limit(1)
+        )
+        .first()
+        is not None
+    )
 
 
-def apply_to_invoice(actor: Actor, tenant_id: str, currency: str, invoice_id: str, number: str, amount_due: int,
-                     at: datetime) -> int:
+def apply_to_invoice(
+    actor: Actor, tenant_id: str, currency: str, invoice_id: str, number: str, amount_due: int, at: datetime
+) -> int:
     """Take what credit there is, up to ``amount_due``, for the invoice being issued (in its
     transaction); returns the amount applied. The invoice row must exist before the flush.
     Callers ask ``may_apply`` first."""
@@ -228,18 +331,32 @@ def apply_to_invoice(actor: Actor, tenant_id: str, currency: str, invoice_id: st
     applied = _take(grants, min(amount_due, sum(g.remaining for g in grants)))
     if not applied:
         return 0
-    _entry(tenant_id, currency, "application", -applied, sum(g.remaining for g in grants), at, actor, f"Applied to invoice {number}",
-           invoice_id=invoice_id)
+    _entry(
+        tenant_id,
+        currency,
+        "application",
+        -applied,
+        sum(g.remaining for g in grants),
+        at,
+        actor,
+        f"Applied to invoice {number}",
+        invoice_id=invoice_id,
+    )
     return applied
 
 
 def _expired_balance(tenant_id: str, currency: str, at: datetime) -> int:
     """Credit left on grants expired by ``at`` that no write-off has taken yet."""
-    return int(db.session.scalar(
-        select(func.coalesce(func.sum(CreditGrant.remaining), 0))
-        .where(CreditGrant.tenant_id == tenant_id, CreditGrant.currency == currency,
-               CreditGrant.expires_at.is_not(None), CreditGrant.expires_at <= at)
-    ))
+    return int(
+        db.session.scalar(
+            select(func.coalesce(func.sum(CreditGrant.remaining), 0)).where(
+                CreditGrant.tenant_id == tenant_id,
+                CreditGrant.currency == currency,
+                CreditGrant.expires_at.is_not(None),
+                CreditGrant.expires_at <= at,
+            )
+        )
+    )
 
 
 def write_off_expired(at: datetime, actor: Actor) -> int:
@@ -247,10 +364,13 @@ def write_off_expired(at: datetime, actor: Actor) -> int:
     per transaction (committed here, one by one: a run that dies half-way keeps the tenants it
     wrote off). Returns how many tenants had some."""
 
-    tenant_ids = list(db.session.execute(
-        select(CreditGrant.tenant_id).where(CreditGrant.remaining > 0, CreditGrant.expires_at.is_not(None),
-                                            CreditGrant.expires_at <= at).distinct()
-    ).scalars())
+    tenant_ids = list(
+        db.session.execute(
+            select(CreditGrant.tenant_id)
+            .where(CreditGrant.remaining > 0, CreditGrant.expires_at.is_not(None), CreditGrant.expires_at <= at)
+            .distinct()
+        ).scalars()
+    )
     for tenant_id in tenant_ids:
         _lock(tenant_id)
         _write_off(tenant_id, at, actor)
@@ -263,15 +383,19 @@ def summary(tenant_id: str, currency: str | None = None, at: datetime | None = N
     the billing run writes it off, so granted = used + expired + balance always holds."""
     at = at or utcnow()
     currency = _currency(tenant_id, currency)
-    kinds = dict(db.session.execute(
-        select(CreditEntry.kind, func.coalesce(func.sum(CreditEntry.amount), 0))
-        .where(CreditEntry.tenant_id == tenant_id, CreditEntry.currency == currency)
-        .group_by(CreditEntry.kind)
-    ).all())
+    kinds = dict(
+        db.session.execute(
+            select(CreditEntry.kind, func.coalesce(func.sum(CreditEntry.amount), 0))
+            .where(CreditEntry.tenant_id == tenant_id, CreditEntry.currency == currency)
+            .group_by(CreditEntry.kind)
+        ).all()
+    )
     pending_expiry = _expired_balance(tenant_id, currency, at)
     balance = _balance(tenant_id, currency) - pending_expiry
     return Summary(
-        currency=currency, balance=int(balance), total_granted=int(kinds.get("grant", 0)),
+        currency=currency,
+        balance=int(balance),
+        total_granted=int(kinds.get("grant", 0)),
         total_used=-int(kinds.get("deduction", 0)) - int(kinds.get("application", 0)),
         total_expired=-int(kinds.get("expiry", 0)) + int(pending_expiry),
     )
@@ -280,12 +404,15 @@ def summary(tenant_id: str, currency: str | None = None, at: datetime | None = N
 def entries(tenant_id: str, currency: str | None = None):
     """The statement listing a tenant's ledger, newest first (callers paginate it)."""
     currency = _currency(tenant_id, currency)
-    return (select(CreditEntry)
-            .where(CreditEntry.tenant_id == tenant_id, CreditEntry.currency == currency)
-            .order_by(CreditEntry.created_at.desc(), CreditEntry.id.desc()))
+    return (
+        select(CreditEntry)
+        .where(CreditEntry.tenant_id == tenant_id, CreditEntry.currency == currency)
+        .order_by(CreditEntry.created_at.desc(), CreditEntry.id.desc())
+    )
 
 
 def grants_of(tenant_id: str) -> dict[str, CreditGrant]:
     """The tenant's grants by id (for showing a ledger entry's expiry)."""
-    return {g.id: g for g in db.session.execute(
-        select(CreditGrant).where(CreditGrant.tenant_id == tenant_id)).scalars()}
+    return {
+        g.id: g for g in db.session.execute(select(CreditGrant).where(CreditGrant.tenant_id == tenant_id)).scalars()
+    }

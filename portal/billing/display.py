@@ -31,8 +31,10 @@ def price(version) -> str:
 
 
 def quotas(version) -> list[str]:
-    return [f"{number(amount)} {QUOTA_LABELS.get(key, key.replace('_', ' '))}"
-            for key, amount in (version.quotas or {}).items()]
+    return [
+        f"{number(amount)} {QUOTA_LABELS.get(key, key.replace('_', ' '))}"
+        for key, amount in (version.quotas or {}).items()
+    ]
 
 
 def _unit(feature: FeatureSpec) -> str:
@@ -49,13 +51,17 @@ def feature_summary(feature: FeatureSpec, currency: str) -> str:
     if feature.pricing == "per_unit":
         extra = f"{format_amount(feature.unit_price, currency)} per {_unit(feature)}"
     elif feature.pricing == "package":
-        extra = (f"{format_money(feature.package_price, currency)} per {number(feature.package_size)} "
-                 f"{feature.unit_label}")
+        extra = (
+            f"{format_money(feature.package_price, currency)} per {number(feature.package_size)} {feature.unit_label}"
+        )
     else:
         cheapest = min(tier.unit_price for tier in feature.tiers)
         first = feature.tiers[0].unit_price
-        extra = (f"{format_amount(first, currency)} per {_unit(feature)}" if first == cheapest else
-                 f"{format_amount(first, currency)} down to {format_amount(cheapest, currency)} per {_unit(feature)}")
+        extra = (
+            f"{format_amount(first, currency)} per {_unit(feature)}"
+            if first == cheapest
+            else f"{format_amount(first, currency)} down to {format_amount(cheapest, currency)} per {_unit(feature)}"
+        )
     return f"{feature.name}: {included}, then {extra}" if included else f"{feature.name}: {extra}"
 
 

@@ -24,15 +24,19 @@ class ConfirmChangeForm(FlaskForm):
 class CancelForm(FlaskForm):
     reason = SelectField(
         "Why are you cancelling?",
-        choices=[SelectChoice("", "Prefer not to say"),
-                 *(SelectChoice(value, label) for value, label in CANCELLATION_REASONS.items())],
+        choices=[
+            SelectChoice("", "Prefer not to say"),
+            *(SelectChoice(value, label) for value, label in CANCELLATION_REASONS.items()),
+        ],
         default="",
         invalid_choice_message="Choose one of the listed reasons.",
     )
     feedback = TextAreaField(
         "Anything we could do better? (optional)",
-        validators=[Length(max=FEEDBACK_MAX_LENGTH,
-                           message=f"Keep the feedback under {FEEDBACK_MAX_LENGTH:,} characters."), _no_nul],
+        validators=[
+            Length(max=FEEDBACK_MAX_LENGTH, message=f"Keep the feedback under {FEEDBACK_MAX_LENGTH:,} characters."),
+            _no_nul,
+        ],
     )
     when = RadioField(
         "When should it end?",

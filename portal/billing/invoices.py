@@ -67,8 +67,15 @@ def _is_same_period(error: IntegrityError) -> bool:
     return "uq_invoices_subscription_id" in text or "invoices.subscription_id, invoices.kind" in text
 
 
-def issue(subscription: Subscription, kind: str, period_start: datetime, period_end: datetime,
-          lines: list[Line], at: datetime, actor: Actor = BILLING) -> Invoice:
+def issue(
+    subscription: Subscription,
+    kind: str,
+    period_start: datetime,
+    period_end: datetime,
+    lines: list[Line],
+    at: datetime,
+    actor: Actor = BILLING,
+) -> Invoice:
     """Create an open invoice (paid at once when nothing is due, or credit covers it all). The
     unique constraint on (subscription, kind, period_start) makes a second attempt for the same
     period fail, so credit is never applied twice to one period either."""
@@ -87,20 +94,45 @@ def issue(subscription: Subscription, kind: str, period_start: datetime, period_
     credit_possible = credits.may_apply(tenant.tenant_id, currency, subtotal)
     now = utcnow()
     values = {
-        "id": new_id("inv"), "number": next_number(at.year), "tenant_id": tenant.tenant_id,
-        "subscription_id": subscription.id, "kind": kind, "period_start": period_start, "period_end": period_end,
-        "currency": currency, "subtotal": subtotal, "credits_applied": 0,
-        "total": subtotal, "amount_paid": 0, "amount_refunded": 0, "status": "open" if subtotal > 0 else "paid",
-        "issued_at": at, "due_at": at + timedelta(days=current_app.config["INVOICE_DUE_DAYS"]),
-        "paid_at": at if subtotal == 0 else None, "payment_reference": None, "voided_at": None,
-        "void_reason": None, "billing_name": tenant.company_name, "billing_email": tenant.contact_email,
-        "plan_name": subscription.plan_version.name, "created_at": now, "updated_at": now,
+        "id": new_id("inv"),
+        "number": next_number(at.year),
+        "tenant_id": tenant.tenant_id,
+        "subscription_id": subscription.id,
+        "kind": kind,
+        "period_start": period_start,
+        "period_end": period_end,
+        "currency": currency,
+        "subtotal": subtotal,
+        "credits_applied": 0,
+        "total": subtotal,
+        "amount_paid": 0,
+        "amount_refunded": 0,
+        "status": "open" if subtotal > 0 else "paid",
+        "issued_at": at,
+        "due_at": at + timedelta(days=current_app.config["INVOICE_DUE_DAYS"]),
+        "paid_at": at if subtotal == 0 else None,
+        "payment_reference": None,
+        "voided_at": None,
+        "void_reason": None,
+        "billing_name": tenant.company_name,
+        "billing_email": tenant.contact_email,
+        "plan_name": subscription.plan_version.name,
+        "created_at": now,
+        "updated_at": now,
     }
     line_values = [
-        {"id": new_id("il"), "invoice_id": values["id"], "position": position, "type": line.type,
-         "description": line.description[:300], "quantity": Decimal(line.quantity),
-         "unit_amount": Decimal(line.unit_amount if line.unit_amount is not None else line.amount),
-         "amount": line.amount, "period_start": line.period_start, "period_end": line.period_end}
+        {
+            "id": new_id("il"),
+            "invoice_id": values["id"],
+            "position": position,
+            "type": line.type,
+            "description": line.description[:300],
+            "quantity": Decimal(line.quantity),
+            "unit_amount": Decimal(line.unit_amount if line.unit_amount is not None else line.amount),
+            "amount": line.amount,
+            "period_start": line.period_start,
+            "period_end": line.period_end,
+        }
         for position, line in enumerate(lines)
     ]
     connection = db.session.connection()
@@ -111,27 +143,45 @@ def issue(subscription: Subscription, kind: str, period_start: datetime, period_
             raise
         # Two changes in one second (or a sign-up and a change of interval) would start two
         # invoices of one kind at the same instant: refuse with a message, never a 500.
-        raise Conflict("This subscription already has an invoice starting at this very second; "
-                       "try again in a moment.") from None
+        raise Conflict(
+            "This subscription already has an invoice starting at this very second; try again in a moment."
+        ) from None
     if line_values:
         connection.execute(insert(InvoiceLine.__table__), line_values)
     # Credit is taken in the invoice's own transaction: a rolled-back invoice gives it back.
-    applied = credits.apply_to_invoice(actor, tenant.tenant_id, currency, values["id"], values["number"],
-                                       subtotal, at) if credit_possible else 0
+    applied = (
+        credits.apply_to_invoice(actor, tenant.tenant_id, currency, values["id"], values["number"], subtotal, at)
+        if credit_possible
+        else 0
+    )
     if applied:
         total = subtotal - applied
-        values.update(credits_applied=applied, total=total, status="open" if total > 0 else "paid",
-                      paid_at=None if total > 0 else at)
+        values.update(
+            credits_applied=applied,
+            total=total,
+            status="open" if total > 0 else "paid",
+            paid_at=None if total > 0 else at,
+        )
         connection.execute(
-            update(Invoice.__table__).where(Invoice.__table__.c.id == values["id"])
+            update(Invoice.__table__)
+            .where(Invoice.__table__.c.id == values["id"])
             .values(credits_applied=applied, total=total, status=values["status"], paid_at=values["paid_at"])
         )
     invoice = Invoice(**values, lines=[InvoiceLine(**line) for line in line_values])
     for stored in (invoice, *invoice.lines):
         make_transient_to_detached(stored)
     db.session.add(invoice)
-    audit.record_now(actor, "invoice.issued", tenant, "invoice", invoice.id, number=invoice.number,
-                     total=invoice.total, credits_applied=invoice.credits_applied, currency=invoice.currency)
+    audit.record_now(
+        actor,
+        "invoice.issued",
+        tenant,
+        "invoice",
+        invoice.id,
+        number=invoice.number,
+        total=invoice.total,
+        credits_applied=invoice.credits_applied,
+        currency=invoice.currency,
+    )
     return invoice
 
 
@@ -140,8 +190,9 @@ def for_tenant(tenant: Tenant, status: str | None = None):
     statement = select(Invoice).where(Invoice.tenant_id == tenant.tenant_id)
     if status:
         if status not in INVOICE_STATUSES:
-            raise ValidationFailed(f"Unknown status {status!r}; use one of {', '.join(INVOICE_STATUSES)}.",
-                                   field="status")
+            raise ValidationFailed(
+                f"Unknown status {status!r}; use one of {', '.join(INVOICE_STATUSES)}.", field="status"
+            )
         statement = statement.where(Invoice.status == status)
     return statement.order_by(Invoice.issued_at.desc(), Invoice.number.desc())
 
@@ -158,8 +209,10 @@ def mark_paid(actor: Actor, invoice: Invoice, reference: str, at: datetime) -> I
     """The operator records a payment made outside Stripe (a bank transfer, say)."""
     reference = (reference or "").strip()
     if not reference or len(reference) > PAYMENT_REFERENCE_MAX:
-        raise ValidationFailed(f"Give the payment reference (1 to {PAYMENT_REFERENCE_MAX} characters), "
-                               "e.g. the bank transfer id.", field="reference")
+        raise ValidationFailed(
+            f"Give the payment reference (1 to {PAYMENT_REFERENCE_MAX} characters), e.g. the bank transfer id.",
+            field="reference",
+        )
     if invoice.status == "paid":
         raise Conflict(f"Invoice {invoice.number} is already paid.")
     if invoice.status != "open":
@@ -168,8 +221,9 @@ def mark_paid(actor: Actor, invoice: Invoice, reference: str, at: datetime) -> I
     invoice.amount_paid = invoice.total
     invoice.paid_at = at
     invoice.payment_reference = reference
-    audit.record(actor, "invoice.marked_paid", invoice.tenant, "invoice", invoice.id,
-                 number=invoice.number, reference=reference)
+    audit.record(
+        actor, "invoice.marked_paid", invoice.tenant, "invoice", invoice.id, number=invoice.number, reference=reference
+    )
     return invoice
 
 
@@ -182,13 +236,23 @@ def void(actor: Actor, invoice: Invoice, reason: str, at: datetime) -> Invoice:
     invoice.status = "void"
     invoice.voided_at = at
     invoice.void_reason = reason
-    audit.record(actor, "invoice.voided", invoice.tenant, "invoice", invoice.id, number=invoice.number,
-                 reason=reason)
+    audit.record(actor, "invoice.voided", invoice.tenant, "invoice", invoice.id, number=invoice.number, reason=reason)
     return invoice
 
 
-CSV_COLUMNS = ("number", "issued", "period_start", "period_end", "status", "currency", "subtotal", "credits",
-               "total", "paid", "due")
+CSV_COLUMNS = (
+    "number",
+    "issued",
+    "period_start",
+    "period_end",
+    "status",
+    "currency",
+    "subtotal",
+    "credits",
+    "total",
+    "paid",
+    "due",
+)
 
 
 def to_csv(invoices: list[Invoice]) -> str:
@@ -197,13 +261,21 @@ def to_csv(invoices: list[Invoice]) -> str:
     writer = csv.writer(buffer)
     writer.writerow(CSV_COLUMNS)
     for invoice in invoices:
-        writer.writerow([
-            invoice.number, invoice.issued_at.date().isoformat(), invoice.period_start.isoformat(),
-            invoice.period_end.isoformat(), invoice.status, invoice.currency,
-            *(f"{Decimal(amount) / 100:.2f}" for amount in (invoice.subtotal, invoice.credits_applied,
-                                                            invoice.total, invoice.amount_paid)),
-            invoice.due_at.date().isoformat(),
-        ])
+        writer.writerow(
+            [
+                invoice.number,
+                invoice.issued_at.date().isoformat(),
+                invoice.period_start.isoformat(),
+                invoice.period_end.isoformat(),
+                invoice.status,
+                invoice.currency,
+                *(
+                    f"{Decimal(amount) / 100:.2f}"
+                    for amount in (invoice.subtotal, invoice.credits_applied, invoice.total, invoice.amount_paid)
+                ),
+                invoice.due_at.date().isoformat(),
+            ]
+        )
     return buffer.getvalue()
 
 
@@ -216,16 +288,28 @@ def record_card_payment(invoice: Invoice, amount: int, reference: str, at: datet
     from paid, and a repeated notice changes nothing."""
     if invoice.status not in ("open", "uncollectible"):
         return False
-    paid = {"status": "paid", "paid_at": at, "payment_reference": reference[:PAYMENT_REFERENCE_MAX],
-            "amount_paid": max(invoice.amount_paid, min(amount, invoice.total) if amount else invoice.total),
-            "next_payment_attempt_at": None}
+    paid = {
+        "status": "paid",
+        "paid_at": at,
+        "payment_reference": reference[:PAYMENT_REFERENCE_MAX],
+        "amount_paid": max(invoice.amount_paid, min(amount, invoice.total) if amount else invoice.total),
+        "next_payment_attempt_at": None,
+    }
     # Every webhook of a paid invoice comes here: its UPDATE and audit INSERT as two statements
     # rather than through the unit of work, which cost more than the SQL. The columns are
     # expired, so whoever reads them next (after a rollback too) gets what is stored.
     db.session.connection().execute(_MARK_PAID, {"invoice_id": invoice.id, **paid})
     db.session.expire(invoice, [*paid, "updated_at"])
-    audit.record_now(actor, "invoice.paid", invoice.tenant, "invoice", invoice.id, number=invoice.number,
-                     reference=reference, amount=amount)
+    audit.record_now(
+        actor,
+        "invoice.paid",
+        invoice.tenant,
+        "invoice",
+        invoice.id,
+        number=invoice.number,
+        reference=reference,
+        amount=amount,
+    )
     return True
 
 
@@ -235,6 +319,14 @@ def record_refund(invoice: Invoice, amount_refunded: int, reference: str, actor:
     if amount_refunded <= invoice.amount_refunded:
         return False
     invoice.amount_refunded = amount_refunded
-    audit.record(actor, "invoice.refunded", invoice.tenant, "invoice", invoice.id, number=invoice.number,
-                 amount_refunded=amount_refunded, reference=reference)
+    audit.record(
+        actor,
+        "invoice.refunded",
+        invoice.tenant,
+        "invoice",
+        invoice.id,
+        number=invoice.number,
+        amount_refunded=amount_refunded,
+        reference=reference,
+    )
     return True

@@ -16,17 +16,50 @@ from portal.models.billing import Invoice
 ENCODING = "cp1252"
 FONT = "Helvetica"
 # Characters cp1252 lacks that have an obvious plain spelling; the rest go through NFKD.
-REPLACEMENTS = str.maketrans({
-    "\u2010": "-", "\u2011": "-", "\u2012": "-", "\u2015": "-", "\u2212": "-",
-    "\u2190": "<-", "\u2192": "->", "\u2194": "<->", "\u21d2": "=>",
-    "\u2264": "<=", "\u2265": ">=", "\u2260": "!=", "\u2248": "~",
-    "\u2032": "'", "\u2033": '"', "\u2044": "/", "\u2215": "/",
-    "\u2009": " ", "\u200a": " ", "\u2007": " ", "\u202f": " ", "\u2002": " ", "\u2003": " ",
-    "\u200b": "", "\u200c": "", "\u200d": "", "\u2060": "", "\ufeff": "", "\u00ad": "",
-    "\u0141": "L", "\u0142": "l", "\u0110": "D", "\u0111": "d", "\u0126": "H", "\u0127": "h",
-    "\u0131": "i", "\u0166": "T", "\u0167": "t",  # letters with a stroke have no NFKD decomposition
-    "\t": "    ", "\r": "",
-})
+REPLACEMENTS = str.maketrans(
+    {
+        "\u2010": "-",
+        "\u2011": "-",
+        "\u2012": "-",
+        "\u2015": "-",
+        "\u2212": "-",
+        "\u2190": "<-",
+        "\u2192": "->",
+        "\u2194": "<->",
+        "\u21d2": "=>",
+        "\u2264": "<=",
+        "\u2265": ">=",
+        "\u2260": "!=",
+        "\u2248": "~",
+        "\u2032": "'",
+        "\u2033": '"',
+        "\u2044": "/",
+        "\u2215": "/",
+        "\u2009": " ",
+        "\u200a": " ",
+        "\u2007": " ",
+        "\u202f": " ",
+        "\u2002": " ",
+        "\u2003": " ",
+        "\u200b": "",
+        "\u200c": "",
+        "\u200d": "",
+        "\u2060": "",
+        "\ufeff": "",
+        "\u00ad": "",
+        "\u0141": "L",
+        "\u0142": "l",
+        "\u0110": "D",
+        "\u0111": "d",
+        "\u0126": "H",
+        "\u0127": "h",
+        "\u0131": "i",
+        "\u0166": "T",
+        "\u0167": "t",  # letters with a stroke have no NFKD decomposition
+        "\t": "    ",
+        "\r": "",
+    }
+)
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 INK = (33, 37, 41)
@@ -97,8 +130,14 @@ class InvoiceDocument(FPDF):
         # Continuation pages say whose lines they carry; the table repeats its own heading.
         self.set_font(FONT, "", 8)
         self.set_text_color(*MUTED)
-        self.cell(0, 5, safe_text(f"Invoice {self.invoice.number} (continued)"), align="R",
-                  new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+        self.cell(
+            0,
+            5,
+            safe_text(f"Invoice {self.invoice.number} (continued)"),
+            align="R",
+            new_x=XPos.LMARGIN,
+            new_y=YPos.NEXT,
+        )
         self.ln(3)
 
     def footer(self) -> None:
@@ -248,12 +287,14 @@ def _draw_lines(pdf: FPDF, invoice: Invoice) -> None:
     ) as table:
         table.row(("Description", "Qty", "Unit price", "Amount"))
         for line in invoice.lines:
-            table.row((
-                safe_text(line.description),
-                format_quantity(line.quantity),
-                safe_text(format_amount(line.unit_amount, invoice.currency)),
-                safe_text(format_money(line.amount, invoice.currency)),
-            ))
+            table.row(
+                (
+                    safe_text(line.description),
+                    format_quantity(line.quantity),
+                    safe_text(format_amount(line.unit_amount, invoice.currency)),
+                    safe_text(format_money(line.amount, invoice.currency)),
+                )
+            )
         if not invoice.lines:
             table.row(("No charges", "", "", ""))
     pdf.ln(4)
@@ -309,8 +350,11 @@ def _draw_closing(pdf: FPDF, invoice: Invoice, seller: dict) -> None:
 
 def seller_from_config() -> dict:
     config = current_app.config
-    return {"name": config["BILLING_SELLER_NAME"], "address": config["BILLING_SELLER_ADDRESS"],
-            "email": config["BILLING_SELLER_EMAIL"]}
+    return {
+        "name": config["BILLING_SELLER_NAME"],
+        "address": config["BILLING_SELLER_ADDRESS"],
+        "email": config["BILLING_SELLER_EMAIL"],
+    }
 
 
 def pdf_download(invoice: Invoice) -> Response:

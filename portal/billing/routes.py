@@ -37,8 +37,15 @@ QUOTE_MAX_AGE = 30 * 60
 
 @bp.context_processor
 def billing_helpers():
-    return {"day": display.day, "money": format_money, "amount": format_amount, "number": display.number,
-            "plan_price": display.price, "plan_quotas": display.quotas, "plan_features": display.features}
+    return {
+        "day": display.day,
+        "money": format_money,
+        "amount": format_amount,
+        "number": display.number,
+        "plan_price": display.price,
+        "plan_quotas": display.quotas,
+        "plan_features": display.features,
+    }
 
 
 def _subscription() -> Subscription | None:
@@ -73,8 +80,12 @@ def _index_page(cancel_form: CancelForm | None = None, status: int = 200):
         "billing/index.html",
         status=status,
         credit=credit,
-        credit_entries=db.paginate(credit_service.entries(g.tenant.tenant_id, credit.currency), page=1,
-                                   per_page=RECENT_CREDIT_ENTRIES, error_out=False),
+        credit_entries=db.paginate(
+            credit_service.entries(g.tenant.tenant_id, credit.currency),
+            page=1,
+            per_page=RECENT_CREDIT_ENTRIES,
+            error_out=False,
+        ),
         subscription=subscription,
         live=live,
         estimate=subscriptions.next_invoice_estimate(subscription) if live else None,
@@ -99,8 +110,12 @@ def credits():
     """The account's credit balance and its whole ledger, newest first, a page at a time."""
     credit = credit_service.summary(g.tenant.tenant_id)
     page = min(max(request.args.get("page", 1, type=int) or 1, 1), MAX_PAGE)
-    entries = db.paginate(credit_service.entries(g.tenant.tenant_id, credit.currency), page=page,
-                          per_page=CREDIT_ENTRIES_PER_PAGE, error_out=False)
+    entries = db.paginate(
+        credit_service.entries(g.tenant.tenant_id, credit.currency),
+        page=page,
+        per_page=CREDIT_ENTRIES_PER_PAGE,
+        error_out=False,
+    )
     return render("billing/credits.html", credit=credit, credit_entries=entries)
 
 
@@ -164,22 +179,36 @@ def change(plan_key: str):
     form = ConfirmChangeForm(formdata=None)
     form.quote.data = _quotes().dumps({**_quote_state(subscription, plan), "at": int(at.timestamp())})
     version = plan.current_version
-    return render("billing/change.html", plan=plan, version=version, subscription=subscription, preview=preview,
-                  at=at, trial_end=at + timedelta(days=version.trial_days), form=form,
-                  quote_minutes=QUOTE_MAX_AGE // 60)
+    return render(
+        "billing/change.html",
+        plan=plan,
+        version=version,
+        subscription=subscription,
+        preview=preview,
+        at=at,
+        trial_end=at + timedelta(days=version.trial_days),
+        form=form,
+        quote_minutes=QUOTE_MAX_AGE // 60,
+    )
 
 
 def _change_message(preview, invoice, subscription: Subscription, withdrew_cancellation: bool) -> str:
     new, old = preview.new, preview.old
     if not preview.immediate:
-        message = (f"{preview.direction.capitalize()} to {new.name} scheduled for {display.day(preview.effective_at)}. "
-                   f"You keep {old.name} until then.")
+        message = (
+            f"{preview.direction.capitalize()} to {new.name} scheduled for {display.day(preview.effective_at)}. "
+            f"You keep {old.name} until then."
+        )
     elif invoice is not None:
-        message = (f"{preview.direction.capitalize()}d to {new.name}. Invoice {invoice.number} for "
-                   f"{format_money(invoice.total, invoice.currency)} issued.")
+        message = (
+            f"{preview.direction.capitalize()}d to {new.name}. Invoice {invoice.number} for "
+            f"{format_money(invoice.total, invoice.currency)} issued."
+        )
     elif subscription.status == "trialing":
-        message = (f"Switched to {new.name}. Your free trial continues until {display.day(subscription.trial_end)}; "
-                   "nothing is charged until then.")
+        message = (
+            f"Switched to {new.name}. Your free trial continues until {display.day(subscription.trial_end)}; "
+            "nothing is charged until then."
+        )
     else:
         message = f"{preview.direction.capitalize()}d to {new.name}. Nothing is charged for the rest of this period."
     if withdrew_cancellation:
@@ -190,11 +219,16 @@ def _change_message(preview, invoice, subscription: Subscription, withdrew_cance
 def _subscribe_message(subscription: Subscription) -> str:
     version = subscription.plan_version
     if subscription.status == "trialing":
-        return (f"Your {version.trial_days}-day {version.name} trial has started. It ends on "
-                f"{display.day(subscription.trial_end)}; the first invoice comes then.")
+        return (
+            f"Your {version.trial_days}-day {version.name} trial has started. It ends on "
+            f"{display.day(subscription.trial_end)}; the first invoice comes then."
+        )
     invoice = db.session.execute(invoice_service.for_tenant(g.tenant).limit(1)).scalar_one_or_none()
-    issued = (f" Invoice {invoice.number} for {format_money(invoice.total, invoice.currency)} issued."
-              if invoice is not None and invoice.subscription_id == subscription.id else "")
+    issued = (
+        f" Invoice {invoice.number} for {format_money(invoice.total, invoice.currency)} issued."
+        if invoice is not None and invoice.subscription_id == subscription.id
+        else ""
+    )
     return f"Subscribed to {version.name}.{issued}"
 
 
@@ -212,9 +246,13 @@ def confirm_change(plan_key: str):
         return redirect_to("billing.index")
     at = _quoted_instant(form.quote.data, subscription, plan)
     if at is None:
-        flash(f"Prices or your subscription changed since that preview, or it is more than {QUOTE_MAX_AGE // 60} "
-              "minutes old. These are the figures as of now: check them and confirm again.", "warning")
+        flash(
+            f"Prices or your subscription changed since that preview, or it is more than {QUOTE_MAX_AGE // 60} "
+            "minutes old. These are the figures as of now: check them and confirm again.",
+            "warning",
+        )
         return redirect_to("billing.change", plan_key=plan.key)
+
     def change() -> str:
         if _can_subscribe(subscription):
             return _subscribe_message(subscriptions.start(current_actor(), g.tenant, plan.key))
@@ -234,8 +272,10 @@ def keep_plan():
         subscription = _subscription()
         scheduled = subscription.scheduled_plan_version if subscription else None
         subscriptions.cancel_scheduled_change(current_actor(), subscription)
-        return (f"You stay on {subscription.plan_version.name}; the change to "
-                f"{scheduled.name if scheduled else 'another plan'} is cancelled.")
+        return (
+            f"You stay on {subscription.plan_version.name}; the change to "
+            f"{scheduled.name if scheduled else 'another plan'} is cancelled."
+        )
 
     return act(keep, "billing.index")
 
@@ -251,11 +291,18 @@ def cancel():
         return _index_page(cancel_form=form, status=form_errors_status())
 
     def cancel_it():
-        subscription = subscriptions.cancel(current_actor(), _subscription(), at_period_end=form.at_period_end,
-                                            reason=form.reason.data or None, feedback=form.feedback.data or "")
+        subscription = subscriptions.cancel(
+            current_actor(),
+            _subscription(),
+            at_period_end=form.at_period_end,
+            reason=form.reason.data or None,
+            feedback=form.feedback.data or "",
+        )
         if subscription.cancel_at_period_end:
-            return (f"Your subscription will end on {display.day(subscription.current_period_end)}. "
-                    "Until then everything keeps working, and you can resume it.")
+            return (
+                f"Your subscription will end on {display.day(subscription.current_period_end)}. "
+                "Until then everything keeps working, and you can resume it."
+            )
         return "Your subscription has ended. No further invoices will be issued."
 
     return act(cancel_it, "billing.index")
@@ -268,8 +315,10 @@ def resume():
 
     def resume_it():
         subscription = subscriptions.resume(current_actor(), _subscription())
-        return (f"Your {subscription.plan_version.name} subscription continues; it renews on "
-                f"{display.day(subscription.current_period_end)}.")
+        return (
+            f"Your {subscription.plan_version.name} subscription continues; it renews on "
+            f"{display.day(subscription.current_period_end)}."
+        )
 
     return act(resume_it, "billing.index")
 
@@ -296,10 +345,17 @@ def _page_number() -> int:
 def invoices():
     """The tenant's invoices, newest first, by status, 20 a page."""
     status, complaint = _status_filter()
-    page = db.paginate(invoice_service.for_tenant(g.tenant, status), page=_page_number(),
-                       per_page=INVOICES_PER_PAGE, error_out=False)
-    return render("billing/invoices.html", "billing/_invoices.html", invoices=page, status_filter=status,
-                  complaint=complaint, statuses=INVOICE_STATUSES)
+    page = db.paginate(
+        invoice_service.for_tenant(g.tenant, status), page=_page_number(), per_page=INVOICES_PER_PAGE, error_out=False
+    )
+    return render(
+        "billing/invoices.html",
+        "billing/_invoices.html",
+        invoices=page,
+        status_filter=status,
+        complaint=complaint,
+        statuses=INVOICE_STATUSES,
+    )
 
 
 @bp.get("/invoices.csv")
@@ -331,8 +387,12 @@ def invoice_or_404(invoice_id: str):
 def invoice(invoice_id: str):
     """One invoice as issued: seller, buyer, lines, totals, payment."""
 
-    return render("billing/invoice.html", invoice=invoice_or_404(invoice_id), seller=seller_from_config(),
-                  back=url_for("billing.invoices"))
+    return render(
+        "billing/invoice.html",
+        invoice=invoice_or_404(invoice_id),
+        seller=seller_from_config(),
+        back=url_for("billing.invoices"),
+    )
 
 
 @bp.get("/invoices/<invoice_id>.pdf")

@@ -37,12 +37,14 @@ LOAD_BATCH = 100
 
 
 def due_subscription_ids(at: datetime) -> list[str]:
-    return list(db.session.execute(
-        select(Subscription.id)
-        .where(Subscription.status.in_(BILLABLE_STATUSES))
-        .where(or_(Subscription.current_period_end <= at, Subscription.scheduled_change_at <= at))
-        .order_by(Subscription.current_period_end, Subscription.id)
-    ).scalars())
+    return list(
+        db.session.execute(
+            select(Subscription.id)
+            .where(Subscription.status.in_(BILLABLE_STATUSES))
+            .where(or_(Subscription.current_period_end <= at, Subscription.scheduled_change_at <= at))
+            .order_by(Subscription.current_period_end, Subscription.id)
+        ).scalars()
+    )
 
 
 def create_run(triggered_by: str, at: datetime | None = None) -> BillingRun:
@@ -63,10 +65,14 @@ def request_run(triggered_by: str, at: datetime | None = None) -> BillingRun:
 
 def _load(ids: list[str]) -> dict[str, Subscription]:
     """Subscriptions with their tenants, many per query (the run's bulk read, not locked)."""
-    return {subscription.id: subscription for subscription in db.session.execute(
-        select(Subscription).where(Subscription.id.in_(ids))
-        .options(joinedload(Subscription.tenant), lazyload(Subscription.plan_version))
-    ).scalars()}
+    return {
+        subscription.id: subscription
+        for subscription in db.session.execute(
+            select(Subscription)
+            .where(Subscription.id.in_(ids))
+            .options(joinedload(Subscription.tenant), lazyload(Subscription.plan_version))
+        ).scalars()
+    }
 
 
 def _lock(subscription_id: str, loaded: Subscription | None = None) -> Subscription | None:
@@ -79,17 +85,21 @@ def _lock(subscription_id: str, loaded: Subscription | None = None) -> Subscript
     """
     subscriptions = Subscription.__table__
     if loaded is not None:
-        stamp = db.session.connection().execute(
-            select(subscriptions.c.updated_at).where(subscriptions.c.id == subscription_id).with_for_update()
-        ).scalar_one_or_none()
+        stamp = (
+            db.session.connection()
+            .execute(select(subscriptions.c.updated_at).where(subscriptions.c.id == subscription_id).with_for_update())
+            .scalar_one_or_none()
+        )
         if stamp is not None and stamp == loaded.updated_at:
             return loaded
     # OF the subscription only: the tenant comes through a join, which is not locked. Plan
     # versions are not joined: execute() holds them all, and they never change.
     return db.session.execute(
-        select(Subscription).where(Subscription.id == subscription_id)
+        select(Subscription)
+        .where(Subscription.id == subscription_id)
         .options(joinedload(Subscription.tenant), lazyload(Subscription.plan_version))
-        .with_for_update(of=Subscription).execution_options(populate_existing=True)
+        .with_for_update(of=Subscription)
+        .execution_options(populate_existing=True)
     ).scalar_one_or_none()
 
 
@@ -142,8 +152,9 @@ def _finish(run_id: str, status: str, error: str | None = None) -> BillingRun:
 def _shards(ids: list[str]) -> list[list[str]]:
     config = current_app.config
     processes = min(config["BILLING_RUN_PROCESSES"] or os.cpu_count() or 1, len(ids))
-    if (processes < 2 or len(ids) < config["BILLING_RUN_PARALLEL_FROM"]
-            or db.engine.dialect.name != "postgresql"):  # SQLite has one writer at a time
+    if (
+        processes < 2 or len(ids) < config["BILLING_RUN_PARALLEL_FROM"] or db.engine.dialect.name != "postgresql"
+    ):  # SQLite has one writer at a time
         return [ids]
     # Interleaved, so every shard gets early and late period ends alike.
     return [ids[shard::processes] for shard in range(processes)]
@@ -189,8 +200,13 @@ class _Tally:
         totals = dict(self.totals)
         for currency, total in issued:
             totals[currency] = totals.get(currency, 0) + total
-        return _Tally(self.done + done, self.billed + bool(issued), self.invoices + len(issued), totals,
-                      [*self.errors, *([error] if error else [])])
+        return _Tally(
+            self.done + done,
+            self.billed + bool(issued),
+            self.invoices + len(issued),
+            totals,
+            [*self.errors, *([error] if error else [])],
+        )
 
 
 def _retry_failed_payments(run_id: str, at: datetime) -> None:
@@ -233,7 +249,7 @@ def _renew_shard(run_id: str, at: datetime, ids: list[str]) -> None:
     try:
         for position, subscription_id in enumerate(ids, start=1):
             if subscription_id not in loaded:
-                loaded = _load(ids[position - 1:position - 1 + LOAD_BATCH])
+                loaded = _load(ids[position - 1 : position - 1 + LOAD_BATCH])
             try:
                 subscription = _lock(subscription_id, loaded.get(subscription_id))
                 issued = renew(subscription, at) if subscription is not None else []
@@ -251,8 +267,9 @@ def _renew_shard(run_id: str, at: datetime, ids: list[str]) -> None:
             except Exception as error:  # one bad subscription must not stop everyone else's billing
                 rollback()
                 log.exception("Billing run %s: subscription %s failed", run_id, subscription_id)
-                unreported = unreported.plus(error={"subscription_id": subscription_id,
-                                                    "error": f"{type(error).__name__}: {error}"[:500]})
+                unreported = unreported.plus(
+                    error={"subscription_id": subscription_id, "error": f"{type(error).__name__}: {error}"[:500]}
+                )
         _report(run_id, unreported)
         commit()
     finally:

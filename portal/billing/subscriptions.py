@@ -42,8 +42,14 @@ def _span(start: datetime, end: datetime) -> str:
 
 
 def _plan_line(version: PlanVersion, start: datetime, end: datetime) -> Line:
-    return Line(type="plan", description=f"{version.name} plan ({version.interval}ly), {_span(start, end)}",
-                amount=version.price, unit_amount=version.price, period_start=start, period_end=end)
+    return Line(
+        type="plan",
+        description=f"{version.name} plan ({version.interval}ly), {_span(start, end)}",
+        amount=version.price,
+        unit_amount=version.price,
+        period_start=start,
+        period_end=end,
+    )
 
 
 def usage_lines(subscription: Subscription, start: datetime, end: datetime) -> list[Line]:
@@ -62,9 +68,17 @@ def usage_lines(subscription: Subscription, start: datetime, end: datetime) -> l
             continue
         quantity = value_of(meter, feature, subscription.tenant_id, start, end)
         for charge in usage_charges(feature, quantity, currency=version.currency):
-            lines.append(Line(type="usage", description=charge.description[:300], amount=charge.amount,
-                              quantity=charge.quantity, unit_amount=charge.unit_amount, period_start=start,
-                              period_end=end))
+            lines.append(
+                Line(
+                    type="usage",
+                    description=charge.description[:300],
+                    amount=charge.amount,
+                    quantity=charge.quantity,
+                    unit_amount=charge.unit_amount,
+                    period_start=start,
+                    period_end=end,
+                )
+            )
     return lines
 
 
@@ -72,18 +86,27 @@ def _mark_invoiced(subscription: Subscription, start: datetime, end: datetime, i
     """The closed period's events now belong to an invoice: they can no longer be deleted."""
     from sqlalchemy import update
 
-
     db.session.execute(
         update(UsageEvent)
-        .where(UsageEvent.tenant_id == subscription.tenant_id, UsageEvent.occurred_at >= start,
-               UsageEvent.occurred_at < end, UsageEvent.invoice_id.is_(None))
+        .where(
+            UsageEvent.tenant_id == subscription.tenant_id,
+            UsageEvent.occurred_at >= start,
+            UsageEvent.occurred_at < end,
+            UsageEvent.invoice_id.is_(None),
+        )
         .values(invoice_id=invoice.id)
         .execution_options(synchronize_session=False)
     )
 
 
-def _issue_period_invoice(subscription: Subscription, start: datetime, end: datetime, at: datetime,
-                          extra: list[Line] = (), actor: Actor = BILLING) -> Invoice:
+def _issue_period_invoice(
+    subscription: Subscription,
+    start: datetime,
+    end: datetime,
+    at: datetime,
+    extra: list[Line] = (),
+    actor: Actor = BILLING,
+) -> Invoice:
     lines = [_plan_line(subscription.plan_version, start, end), *extra]
     return issue(subscription, "period", start, end, lines, at, actor)
 
@@ -123,10 +146,18 @@ def start(actor: Actor, tenant: Tenant, plan_key: str, at: datetime | None = Non
     db.session.add(subscription)
     db.session.flush()
     if subscription.status == "active":
-        _issue_period_invoice(subscription, subscription.current_period_start, subscription.current_period_end, at,
-                              actor=actor)
-    audit.record(actor, "subscription.started", tenant, "subscription", subscription.id, plan=version.key,
-                 status=subscription.status)
+        _issue_period_invoice(
+            subscription, subscription.current_period_start, subscription.current_period_end, at, actor=actor
+        )
+    audit.record(
+        actor,
+        "subscription.started",
+        tenant,
+        "subscription",
+        subscription.id,
+        plan=version.key,
+        status=subscription.status,
+    )
     return subscription
 
 
@@ -174,8 +205,9 @@ def _effective_instant(effective_date: date | datetime | None, at: datetime) -> 
     else:
         instant = datetime.combine(effective_date, time(0, 0), tzinfo=UTC)
     if instant < at - timedelta(days=1):
-        raise ValidationFailed("effective_date is in the past; leave it out to change the plan now.",
-                               field="effective_date")
+        raise ValidationFailed(
+            "effective_date is in the past; leave it out to change the plan now.", field="effective_date"
+        )
     return max(instant, at)
 
 
@@ -188,21 +220,42 @@ def _proration_lines(subscription: Subscription, new: PlanVersion, at: datetime,
     credit = round_half_up(old.price * fraction) if prorate and subscription.status != "trialing" else 0
     lines = []
     if credit:
-        lines.append(Line(type="proration", description=f"Unused time on {old.name}, {_span(at, end)}",
-                          amount=-credit, unit_amount=-credit, period_start=at, period_end=end))
+        lines.append(
+            Line(
+                type="proration",
+                description=f"Unused time on {old.name}, {_span(at, end)}",
+                amount=-credit,
+                unit_amount=-credit,
+                period_start=at,
+                period_end=end,
+            )
+        )
     if new.interval != old.interval:
         new_end = add_interval(at, new.interval, 1)
         lines.insert(0, _plan_line(new, at, new_end))
     elif prorate:
         charge = round_half_up(new.price * fraction)
         if charge:
-            lines.append(Line(type="proration", description=f"Remaining time on {new.name}, {_span(at, end)}",
-                              amount=charge, unit_amount=charge, period_start=at, period_end=end))
+            lines.append(
+                Line(
+                    type="proration",
+                    description=f"Remaining time on {new.name}, {_span(at, end)}",
+                    amount=charge,
+                    unit_amount=charge,
+                    period_start=at,
+                    period_end=end,
+                )
+            )
     return lines
 
 
-def preview_change(subscription: Subscription | None, plan_key: str, at: datetime | None = None,
-                   prorate: bool = True, effective_date: date | datetime | None = None) -> ChangePreview:
+def preview_change(
+    subscription: Subscription | None,
+    plan_key: str,
+    at: datetime | None = None,
+    prorate: bool = True,
+    effective_date: date | datetime | None = None,
+) -> ChangePreview:
     at = to_second(at)
     subscription = _require_live(subscription)
     new = plans.current_version(plan_key)
@@ -230,8 +283,9 @@ def preview_change(subscription: Subscription | None, plan_key: str, at: datetim
     return ChangePreview(old, new, direction, at, True, prorate, _proration_lines(subscription, new, at, prorate))
 
 
-def _apply_now(subscription: Subscription, new: PlanVersion, at: datetime, prorate: bool,
-               actor: Actor = BILLING) -> Invoice | None:
+def _apply_now(
+    subscription: Subscription, new: PlanVersion, at: datetime, prorate: bool, actor: Actor = BILLING
+) -> Invoice | None:
     old = subscription.plan_version
     lines = _proration_lines(subscription, new, at, prorate) if subscription.status != "trialing" else []
     _set_plan(subscription, new)
@@ -249,9 +303,14 @@ def _apply_now(subscription: Subscription, new: PlanVersion, at: datetime, prora
     return issue(subscription, "proration", at, subscription.current_period_end, lines, at, actor)
 
 
-def change_plan(actor: Actor, subscription: Subscription | None, plan_key: str, at: datetime | None = None,
-                prorate: bool = True, effective_date: date | datetime | None = None
-                ) -> tuple[ChangePreview, Invoice | None]:
+def change_plan(
+    actor: Actor,
+    subscription: Subscription | None,
+    plan_key: str,
+    at: datetime | None = None,
+    prorate: bool = True,
+    effective_date: date | datetime | None = None,
+) -> tuple[ChangePreview, Invoice | None]:
     """Upgrade at once (or on ``effective_date``), downgrade at the period's end."""
     at = to_second(at)
     preview = preview_change(subscription, plan_key, at, prorate, effective_date)
@@ -265,10 +324,17 @@ def change_plan(actor: Actor, subscription: Subscription | None, plan_key: str, 
         subscription.scheduled_change_prorate = prorate
     # A plan change (immediate or scheduled) replaces a pending cancellation: the user has decided to stay.
     subscription.cancel_at_period_end = False
-    audit.record(actor, f"subscription.{preview.direction}{'' if preview.immediate else '_scheduled'}",
-                 subscription.tenant, "subscription", subscription.id, old_plan=preview.old.key,
-                 new_plan=preview.new.key, effective_at=preview.effective_at.isoformat(),
-                 invoice=invoice.number if invoice else None)
+    audit.record(
+        actor,
+        f"subscription.{preview.direction}{'' if preview.immediate else '_scheduled'}",
+        subscription.tenant,
+        "subscription",
+        subscription.id,
+        old_plan=preview.old.key,
+        new_plan=preview.new.key,
+        effective_at=preview.effective_at.isoformat(),
+        invoice=invoice.number if invoice else None,
+    )
     return preview, invoice
 
 
@@ -280,20 +346,33 @@ def cancel_scheduled_change(actor: Actor, subscription: Subscription | None) -> 
     subscription.scheduled_plan_version_id = None
     subscription.scheduled_plan_version = None
     subscription.scheduled_change_at = None
-    audit.record(actor, "subscription.scheduled_change_cancelled", subscription.tenant, "subscription",
-                 subscription.id, plan=plan)
+    audit.record(
+        actor,
+        "subscription.scheduled_change_cancelled",
+        subscription.tenant,
+        "subscription",
+        subscription.id,
+        plan=plan,
+    )
     return subscription
 
 
-def cancel(actor: Actor, subscription: Subscription | None, at_period_end: bool = True, reason: str | None = None,
-           feedback: str = "", at: datetime | None = None) -> Subscription:
+def cancel(
+    actor: Actor,
+    subscription: Subscription | None,
+    at_period_end: bool = True,
+    reason: str | None = None,
+    feedback: str = "",
+    at: datetime | None = None,
+) -> Subscription:
     at = to_second(at)
     subscription = _require_live(subscription)
     reason = (reason or "").strip() or None
     if reason is not None and len(reason) > 40:
         known = ", ".join(CANCELLATION_REASONS)
-        raise ValidationFailed(f"Keep the cancellation reason under 40 characters, e.g. one of {known}.",
-                               field="reason")
+        raise ValidationFailed(
+            f"Keep the cancellation reason under 40 characters, e.g. one of {known}.", field="reason"
+        )
     feedback = (feedback or "").strip()
     if len(feedback) > 2000:
         raise ValidationFailed("Keep the feedback under 2,000 characters.", field="feedback")
@@ -308,8 +387,14 @@ def cancel(actor: Actor, subscription: Subscription | None, at_period_end: bool 
     else:
         subscription.status, subscription.ended_at = "canceled", at
         subscription.cancel_at_period_end = False
-    audit.record(actor, "subscription.cancel_scheduled" if at_period_end else "subscription.canceled",
-                 subscription.tenant, "subscription", subscription.id, reason=reason)
+    audit.record(
+        actor,
+        "subscription.cancel_scheduled" if at_period_end else "subscription.canceled",
+        subscription.tenant,
+        "subscription",
+        subscription.id,
+        reason=reason,
+    )
     return subscription
 
 
@@ -337,16 +422,23 @@ def renew(subscription: Subscription, at: datetime) -> list[Invoice]:
     while subscription.is_live:
         boundary = subscription.current_period_end
         change_at = subscription.scheduled_change_at
-        if change_at is not None and change_at < boundary and change_at <= at and not (
+        if (
+            change_at is not None
+            and change_at < boundary
+            and change_at <= at
+            and not (
                 subscription.status != "trialing"
-                and subscription.scheduled_plan_version.months < subscription.plan_version.months):
+                and subscription.scheduled_plan_version.months < subscription.plan_version.months
+            )
+        ):
             # An upgrade dated inside the period (seed 000's effective_date). One to a shorter
             # interval waits for the boundary instead, like in preview_change.
             new = subscription.scheduled_plan_version
             invoice = _apply_now(subscription, new, change_at, subscription.scheduled_change_prorate)
             issued += [invoice] if invoice else []
-            audit.record(system, "subscription.upgraded", subscription.tenant, "subscription", subscription.id,
-                         new_plan=new.key)
+            audit.record(
+                system, "subscription.upgraded", subscription.tenant, "subscription", subscription.id, new_plan=new.key
+            )
             continue
         if boundary > at:
             break
@@ -358,16 +450,29 @@ def renew(subscription: Subscription, at: datetime) -> list[Invoice]:
             if arrears:
                 issued.append(issue(subscription, "period", boundary, boundary, arrears, boundary))
                 _mark_invoiced(subscription, closed_start, boundary, issued[-1])
-            audit.record(system, "subscription.canceled", subscription.tenant, "subscription", subscription.id,
-                         plan=old_version.key)
+            audit.record(
+                system,
+                "subscription.canceled",
+                subscription.tenant,
+                "subscription",
+                subscription.id,
+                plan=old_version.key,
+            )
             break
         if subscription.scheduled_plan_version_id is not None and (change_at is None or change_at <= boundary):
             _set_plan(subscription, subscription.scheduled_plan_version)
             subscription.scheduled_plan_version_id = None
             subscription.scheduled_plan_version = None
             subscription.scheduled_change_at = None
-            audit.record(system, "subscription.downgraded", subscription.tenant, "subscription", subscription.id,
-                         old_plan=old_version.key, new_plan=subscription.plan_version.key)
+            audit.record(
+                system,
+                "subscription.downgraded",
+                subscription.tenant,
+                "subscription",
+                subscription.id,
+                old_plan=old_version.key,
+                new_plan=subscription.plan_version.key,
+            )
         if subscription.plan_version.interval != old_version.interval:
             # Monthly to yearly or back: the new cycle is anchored at this boundary.
             subscription.billing_anchor, subscription.period_index = boundary, -1

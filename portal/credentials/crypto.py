@@ -92,7 +92,8 @@ def load_or_create_key_file(path: Path) -> str:
         handle.write(generate_key() + "\n")
     log.warning(
         "Created a local credentials encryption key at %s (embedded mode). Back it up: credentials "
-        "stored under it cannot be read without it. Production sets CREDENTIALS_KEYS instead.", path,
+        "stored under it cannot be read without it. Production sets CREDENTIALS_KEYS instead.",
+        path,
     )
     return path.read_text().strip()
 

@@ -18,8 +18,11 @@ NAME_DESCRIPTION = "How you will recognise it later, e.g. “Billing export”."
 
 
 def _name_field() -> StringField:
-    return StringField("Name", validators=[Length(max=MAX_NAME, message=f"Use at most {MAX_NAME} characters.")],
-                       description=NAME_DESCRIPTION)
+    return StringField(
+        "Name",
+        validators=[Length(max=MAX_NAME, message=f"Use at most {MAX_NAME} characters.")],
+        description=NAME_DESCRIPTION,
+    )
 
 
 class GcpCredentialForm(FlaskForm):
@@ -63,9 +66,14 @@ class AwsCredentialForm(FlaskForm):
     credential_name = _name_field()
     aws_access_key_id = StringField("Access key ID", description="AKIA… or ASIA…, 20 characters.")
     aws_secret_access_key = PasswordField("Secret access key", description="40 characters. It is never shown again.")
-    region = SelectField("Region", choices=[SelectChoice("", "Choose a region")] + [SelectChoice(r, r) for r in sorted(AWS_REGIONS)],
-                         validate_choice=False)
-    role_arn = StringField("Role ARN (optional)", description="arn:aws:iam::123456789012:role/RoleName, to assume a role.")
+    region = SelectField(
+        "Region",
+        choices=[SelectChoice("", "Choose a region")] + [SelectChoice(r, r) for r in sorted(AWS_REGIONS)],
+        validate_choice=False,
+    )
+    role_arn = StringField(
+        "Role ARN (optional)", description="arn:aws:iam::123456789012:role/RoleName, to assume a role."
+    )
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, prefix="aws", **kwargs)
@@ -95,8 +103,9 @@ class AzureCredentialForm(FlaskForm):
         super().__init__(*args, prefix="azure", **kwargs)
 
     def payload(self) -> tuple[dict, dict[str, str]]:
-        values = {field: (getattr(self, field).data or "").strip()
-                  for field in ("tenant_id", "client_id", "subscription_id")}
+        values = {
+            field: (getattr(self, field).data or "").strip() for field in ("tenant_id", "client_id", "subscription_id")
+        }
         values["client_secret"] = self.client_secret.data or ""
         return values, {}
 

@@ -116,8 +116,11 @@ def revalidate(credential_id: str):
         flash(error.message, "error")
     else:
         if errors:
-            flash(f"“{credential.name}” failed validation and was marked inactive: "
-                  + " ".join(error["message"] for error in errors), "error")
+            flash(
+                f"“{credential.name}” failed validation and was marked inactive: "
+                + " ".join(error["message"] for error in errors),
+                "error",
+            )
         else:
             flash(f"“{credential.name}” is valid.", "success")
     return redirect_to("credentials.index")

@@ -38,7 +38,9 @@ def _name_errors(name) -> tuple[str, list[dict[str, str]]]:
     if not name:
         return name, [{"field": "credential_name", "message": "Give the credential a name."}]
     if len(name) > MAX_NAME:
-        return name, [{"field": "credential_name", "message": f"credential_name must be at most {MAX_NAME} characters."}]
+        return name, [
+            {"field": "credential_name", "message": f"credential_name must be at most {MAX_NAME} characters."}
+        ]
     return name, []
 
 
@@ -50,14 +52,22 @@ def _seal(credential: Credential, secret: dict, keyring: crypto.Keyring) -> None
 
 def _open(credential: Credential, keyring: crypto.Keyring | None = None) -> dict:
     plaintext = crypto.decrypt(
-        keyring or crypto.current_keyring(), credential.ciphertext, credential.key_id,
-        credential.tenant_id, credential.id,
+        keyring or crypto.current_keyring(),
+        credential.ciphertext,
+        credential.key_id,
+        credential.tenant_id,
+        credential.id,
     )
     return json.loads(plaintext)
 
 
 def add_credential(
-    actor: Actor, tenant: Tenant, provider: str, credential_type: str | None, name: str, payload,
+    actor: Actor,
+    tenant: Tenant,
+    provider: str,
+    credential_type: str | None,
+    name: str,
+    payload,
 ) -> Credential:
     """Validate the secret, encrypt it, store it; nothing is stored when anything fails."""
     name, errors = _name_errors(name)
@@ -84,8 +94,17 @@ def add_credential(
     db.session.add(credential)
     db.session.flush()
     log.info("Credential %s (%s) added for tenant %s", credential.id, provider, tenant.tenant_id)
-    audit.record(actor, "credential.added", tenant, "credential", credential.id, name=name, provider=provider,
-                 identity=credential.identity, fingerprint=credential.fingerprint)
+    audit.record(
+        actor,
+        "credential.added",
+        tenant,
+        "credential",
+        credential.id,
+        name=name,
+        provider=provider,
+        identity=credential.identity,
+        fingerprint=credential.fingerprint,
+    )
     return credential
 
 
@@ -140,8 +159,16 @@ def revalidate_credential(actor: Actor, tenant: Tenant, credential: Credential) 
     if not errors:
         credential.last_validated_at = utcnow()
     db.session.flush()
-    audit.record(actor, "credential.validated", tenant, "credential", credential.id, name=credential.name,
-                 valid=not errors, failed_fields=[error["field"] for error in errors])
+    audit.record(
+        actor,
+        "credential.validated",
+        tenant,
+        "credential",
+        credential.id,
+        name=credential.name,
+        valid=not errors,
+        failed_fields=[error["field"] for error in errors],
+    )
     return errors
 
 
@@ -154,8 +181,16 @@ def delete_credential(actor: Actor, tenant: Tenant, credential: Credential) -> C
     credential.deleted_at = utcnow()
     credential.is_active = False
     db.session.flush()
-    audit.record(actor, "credential.deleted", tenant, "credential", credential.id, name=credential.name,
-                 provider=credential.provider, identity=credential.identity)
+    audit.record(
+        actor,
+        "credential.deleted",
+        tenant,
+        "credential",
+        credential.id,
+        name=credential.name,
+        provider=credential.provider,
+        identity=credential.identity,
+    )
     return credential
 
 
@@ -166,24 +201,37 @@ def reveal_secret_for_platform_use(actor: Actor, credential: Credential, purpose
         raise ValueError("Say why the secret is needed (purpose); it goes in the audit log.")
     if credential.deleted_at is not None or not credential.is_active:
         raise Conflict("This credential is not active.")
-    audit.record(actor, "credential.secret_used", credential.tenant, "credential", credential.id,
-                 purpose=purpose[:200], provider=credential.provider)
+    audit.record(
+        actor,
+        "credential.secret_used",
+        credential.tenant,
+        "credential",
+        credential.id,
+        purpose=purpose[:200],
+        provider=credential.provider,
+    )
     db.session.flush()
     return _open(credential)
 
 
-def rotate_batch(keyring: crypto.Keyring, after_id: str = "", batch_size: int = 100) -> tuple[int, list[str], str | None]:
+def rotate_batch(
+    keyring: crypto.Keyring, after_id: str = "", batch_size: int = 100
+) -> tuple[int, list[str], str | None]:
     """Re-encrypt up to ``batch_size`` credentials (id order, after ``after_id``) not under the primary key.
 
     Returns (rotated, ids that failed to decrypt, last id seen or None when nothing was left).
     Deleted credentials are rotated too, so the old key can really be removed.
     """
-    rows = db.session.execute(
-        select(Credential)
-        .where(Credential.key_id != keyring.primary_id, Credential.id > after_id)
-        .order_by(Credential.id)
-        .limit(batch_size)
-    ).scalars().all()
+    rows = (
+        db.session.execute(
+            select(Credential)
+            .where(Credential.key_id != keyring.primary_id, Credential.id > after_id)
+            .order_by(Credential.id)
+            .limit(batch_size)
+        )
+        .scalars()
+        .all()
+    )
     if not rows:
         return 0, [], None
     rotated, failed = 0, []

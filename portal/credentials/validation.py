@@ -26,18 +26,44 @@ GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}
 AZURE_SECRET_MAX = 255
 
 # The public AWS commercial-partition regions (the `aws` partition, matching the role ARN form).
-AWS_REGIONS = frozenset({
-    "us-east-1", "us-east-2", "us-west-1", "us-west-2",
-    "af-south-1",
-    "ap-east-1", "ap-east-2", "ap-south-1", "ap-south-2",
-    "ap-northeast-1", "ap-northeast-2", "ap-northeast-3",
-    "ap-southeast-1", "ap-southeast-2", "ap-southeast-3", "ap-southeast-4",
-    "ap-southeast-5", "ap-southeast-6", "ap-southeast-7",
-    "ca-central-1", "ca-west-1",
-    "eu-central-1", "eu-central-2", "eu-north-1", "eu-south-1", "eu-south-2",
-    "eu-west-1", "eu-west-2", "eu-west-3",
-    "il-central-1", "me-central-1", "me-south-1", "mx-central-1", "sa-east-1",
-})
+AWS_REGIONS = frozenset(
+    {
+        "us-east-1",
+        "us-east-2",
+        "us-west-1",
+        "us-west-2",
+        "af-south-1",
+        "ap-east-1",
+        "ap-east-2",
+        "ap-south-1",
+        "ap-south-2",
+        "ap-northeast-1",
+        "ap-northeast-2",
+        "ap-northeast-3",
+        "ap-southeast-1",
+        "ap-southeast-2",
+        "ap-southeast-3",
+        "ap-southeast-4",
+        "ap-southeast-5",
+        "ap-southeast-6",
+        "ap-southeast-7",
+        "ca-central-1",
+        "ca-west-1",
+        "eu-central-1",
+        "eu-central-2",
+        "eu-north-1",
+        "eu-south-1",
+        "eu-south-2",
+        "eu-west-1",
+        "eu-west-2",
+        "eu-west-3",
+        "il-central-1",
+        "me-central-1",
+        "me-south-1",
+        "mx-central-1",
+        "sa-east-1",
+    }
+)
 
 
 class CredentialInvalid(ValidationFailed):
@@ -130,10 +156,14 @@ def validate_aws_access_key(payload) -> ValidatedSecret:
     _unknown_fields(payload, {"aws_access_key_id", "aws_secret_access_key", "region", "role_arn"}, errors)
     key_id = _text(payload, "aws_access_key_id", errors, "aws_access_key_id")
     if key_id and not AWS_KEY_ID.match(key_id):
-        errors.add("aws_access_key_id", "aws_access_key_id must be AKIA or ASIA followed by 16 uppercase letters or digits.")
+        errors.add(
+            "aws_access_key_id", "aws_access_key_id must be AKIA or ASIA followed by 16 uppercase letters or digits."
+        )
     secret = _text(payload, "aws_secret_access_key", errors, "aws_secret_access_key")
     if secret and not AWS_SECRET.match(secret):
-        errors.add("aws_secret_access_key", "aws_secret_access_key must be exactly 40 characters (letters, digits, / + =).")
+        errors.add(
+            "aws_secret_access_key", "aws_secret_access_key must be exactly 40 characters (letters, digits, / + =)."
+        )
     region = _text(payload, "region", errors, "region")
     if region and region not in AWS_REGIONS:
         errors.add("region", "region is not an AWS region (for example us-east-1).")

@@ -63,8 +63,7 @@ NO_INVALIDATION = "portal_api_key_cache_ignore"
 ALL = "*"
 # Evicts the operator token entries; "*" keeps it from ever being a tenant id.
 OPERATOR_TOKENS = "*operator-tokens"
-_CACHED_TABLES = {ApiKey.__tablename__, Tenant.__tablename__, OperatorToken.__tablename__,
-                  Subscription.__tablename__}
+_CACHED_TABLES = {ApiKey.__tablename__, Tenant.__tablename__, OperatorToken.__tablename__, Subscription.__tablename__}
 _USAGE_TABLES = {UsageEvent.__tablename__, UsageRollup.__tablename__}
 _TOKEN_ENTRY = "operator:"  # noqa: S105 - entry keys of operator tokens: this + the token hash
 _PENDING = "portal_api_key_cache_pending"  # session.info: tenant ids changed in this transaction
@@ -146,8 +145,9 @@ class ApiKeyCache:
         tenant_values = _snapshot(tenant) if tenant is not None else None
         if key_values is None or tenant_values is None:
             return
-        entry = Entry(key_values, tenant_values, tenant.tenant_id, time.monotonic(),
-                      _mutable(key_values), _mutable(tenant_values))
+        entry = Entry(
+            key_values, tenant_values, tenant.tenant_id, time.monotonic(), _mutable(key_values), _mutable(tenant_values)
+        )
         with self._lock:
             if generation != self._generation or not self._subscribed.is_set():
                 return
@@ -306,8 +306,10 @@ class ApiKeyCache:
                 self._unsubscribed()
                 if not lost_logged:
                     # The exception's class only: its text may carry the Redis URL.
-                    log.warning("API key cache: not subscribed to Redis (%s); API reads query the database "
-                                "until it is back", type(error).__name__)
+                    log.warning(
+                        "API key cache: not subscribed to Redis (%s); API reads query the database until it is back",
+                        type(error).__name__,
+                    )
                     lost_logged = True
             finally:
                 for closable in (pubsub, client):
@@ -429,8 +431,14 @@ def _redis_client(url: str, connect_timeout: float, timeout: float | None = None
     from redis.retry import Retry
 
     # No silent retries: a broken connection must surface, so the listener can stop serving.
-    return Redis.from_url(url, socket_connect_timeout=connect_timeout, socket_timeout=timeout,
-                          socket_keepalive=True, retry=Retry(NoBackoff(), 0), client_name=name)
+    return Redis.from_url(
+        url,
+        socket_connect_timeout=connect_timeout,
+        socket_timeout=timeout,
+        socket_keepalive=True,
+        retry=Retry(NoBackoff(), 0),
+        client_name=name,
+    )
 
 
 def listener_name() -> str:
@@ -513,8 +521,12 @@ def _send(redis_url: str, channel: str, tenant_ids: set[str], usage_only: bool) 
             client = _publishers[key] = _redis_client(redis_url, connect_timeout=1, timeout=1)
         client.publish(channel, payload)
     except Exception as error:  # noqa: BLE001
-        log.warning("API key cache: could not publish the invalidation of %d tenant(s) (%s); other processes "
-                    "drop their entries within API_KEY_CACHE_SECONDS", len(tenant_ids), type(error).__name__)
+        log.warning(
+            "API key cache: could not publish the invalidation of %d tenant(s) (%s); other processes "
+            "drop their entries within API_KEY_CACHE_SECONDS",
+            len(tenant_ids),
+            type(error).__name__,
+        )
 
 
 USAGE_GATHER_SECONDS = 0.005
@@ -573,8 +585,11 @@ def note_usage_changed(session, tenant_ids) -> None:
 
 
 def _changed_usage_tenant_ids(session) -> set[str]:
-    return {obj.tenant_id for obj in (*session.new, *session.dirty, *session.deleted)
-            if isinstance(obj, UsageEvent | UsageRollup) and isinstance(obj.tenant_id, str)}
+    return {
+        obj.tenant_id
+        for obj in (*session.new, *session.dirty, *session.deleted)
+        if isinstance(obj, UsageEvent | UsageRollup) and isinstance(obj.tenant_id, str)
+    }
 
 
 def _changed_tenant_ids(session) -> set[str]:
@@ -585,8 +600,9 @@ def _changed_tenant_ids(session) -> set[str]:
     for obj in list(session.dirty) + list(session.deleted):
         if isinstance(obj, Subscription):
             state = inspect(obj)
-            found = {v for v in (state.dict.get("tenant_id"), state.committed_state.get("tenant_id"))
-                     if isinstance(v, str)}
+            found = {
+                v for v in (state.dict.get("tenant_id"), state.committed_state.get("tenant_id")) if isinstance(v, str)
+            }
             ids |= found or {ALL}
         elif isinstance(obj, Tenant):
             ids.add(inspect(obj).identity[0])
@@ -595,8 +611,9 @@ def _changed_tenant_ids(session) -> set[str]:
         elif isinstance(obj, ApiKey):
             state = inspect(obj)
             # Its tenant now and, had it changed, before; unknown (expired) means everyone's.
-            found = {v for v in (state.dict.get("tenant_id"), state.committed_state.get("tenant_id"))
-                     if isinstance(v, str)}
+            found = {
+                v for v in (state.dict.get("tenant_id"), state.committed_state.get("tenant_id")) if isinstance(v, str)
+            }
             ids |= found or {ALL}
     return ids
 

@@ -32,8 +32,16 @@ def failed_jobs() -> list[FailedJob]:
             if job is None:
                 continue
             error = (job.latest_result().exc_string if job.latest_result() else "") or ""
-            found.append(FailedJob(id=job.id, queue=name, function=job.func_name, args=tuple(job.args or ()),
-                                   failed_at=job.ended_at, error=error.strip().splitlines()[-1] if error.strip() else ""))
+            found.append(
+                FailedJob(
+                    id=job.id,
+                    queue=name,
+                    function=job.func_name,
+                    args=tuple(job.args or ()),
+                    failed_at=job.ended_at,
+                    error=error.strip().splitlines()[-1] if error.strip() else "",
+                )
+            )
     return sorted(found, key=lambda job: job.failed_at or datetime.min, reverse=True)
 
 

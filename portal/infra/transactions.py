@@ -17,8 +17,9 @@ from portal.infra import queues
 _PENDING_KEY = "portal_deferred_jobs"
 
 
-def defer(job: str, *args, queue: str = "default", retries: int = 3, timeout: int = 120,
-          once: tuple[str, int] | None = None) -> None:
+def defer(
+    job: str, *args, queue: str = "default", retries: int = 3, timeout: int = 120, once: tuple[str, int] | None = None
+) -> None:
     """Enqueue ``job(*args)`` once the current transaction commits; dropped on rollback.
 
     ``job`` is the job's dotted name (``"jobs.stripe.charge_invoice"``), so that the domain

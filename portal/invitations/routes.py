@@ -19,8 +19,9 @@ def accept(token: str):
     try:
         invitation = services.usable_or_error(services.find_by_token(token))
     except ServiceError as error:
-        return render("invitations/unusable.html", status=410 if "expired" in error.message else 400,
-                      message=error.message)
+        return render(
+            "invitations/unusable.html", status=410 if "expired" in error.message else 400, message=error.message
+        )
 
     signed_in = current_user if current_user.is_authenticated else None
     existing_account = find_user_by_email(invitation.email) is not None
@@ -31,8 +32,13 @@ def accept(token: str):
 
     if signed_in is None and existing_account:
         # The invitee has an account: sign in, then come back here to join.
-        return render("invitations/accept.html", invitation=invitation, form=form, mode="sign_in",
-                      sign_in_url=url_for("auth.sign_in", next=request.path))
+        return render(
+            "invitations/accept.html",
+            invitation=invitation,
+            form=form,
+            mode="sign_in",
+            sign_in_url=url_for("auth.sign_in", next=request.path),
+        )
 
     if form.validate_on_submit():
         try:
@@ -54,5 +60,10 @@ def accept(token: str):
             flash(f"Welcome to {invitation.tenant.company_name}.", "success")
             return redirect(url_for("main.overview"), code=303)
     status = form_errors_status() if form.errors or form.form_errors else 200
-    return render("invitations/accept.html", status=status, invitation=invitation, form=form,
-                  mode="join" if signed_in else "new_user")
+    return render(
+        "invitations/accept.html",
+        status=status,
+        invitation=invitation,
+        form=form,
+        mode="join" if signed_in else "new_user",
+    )

@@ -147,7 +147,9 @@ def usable_or_error(invitation: Invitation | None) -> Invitation:
     return invitation
 
 
-def accept(token: str, user: User | None = None, name: str = "", password: str = "", ip: str | None = None) -> tuple[Invitation, User]:
+def accept(
+    token: str, user: User | None = None, name: str = "", password: str = "", ip: str | None = None
+) -> tuple[Invitation, User]:
     """Join the tenant: as ``user`` (signed in, same email) or as a new person."""
     invitation = usable_or_error(find_by_token(token))
     if user is None:
@@ -164,8 +166,13 @@ def accept(token: str, user: User | None = None, name: str = "", password: str =
     invitation.accepted_at = utcnow()
     invitation.accepted_by_id = user.id
     audit.record(
-        Actor(user=user, ip=ip), "member.joined", invitation.tenant, "user", user.id,
-        role=invitation.role, invitation_id=invitation.id,
+        Actor(user=user, ip=ip),
+        "member.joined",
+        invitation.tenant,
+        "user",
+        user.id,
+        role=invitation.role,
+        invitation_id=invitation.id,
     )
     return invitation, user
 

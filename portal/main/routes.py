@@ -69,7 +69,6 @@ def healthz():
         checks["database"] = f"error: {type(error).__name__}"
         db.session.rollback()
     if current_app.config.get("REDIS_URL"):
-
         try:
             redis_connection().ping()
             checks["redis"] = "ok"

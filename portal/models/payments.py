@@ -22,9 +22,13 @@ class StripeEvent(db.Model):
     # The drain's "oldest waiting event": processed events pile up for ever, and an index over
     # them all would be walked past them on every pick; this one holds only the waiting ones.
     __table_args__ = (
-        Index("ix_stripe_events_waiting", "received_at", "id",
-              postgresql_where=text("status IN ('received', 'failed')"),
-              sqlite_where=text("status IN ('received', 'failed')")),
+        Index(
+            "ix_stripe_events_waiting",
+            "received_at",
+            "id",
+            postgresql_where=text("status IN ('received', 'failed')"),
+            sqlite_where=text("status IN ('received', 'failed')"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(255), primary_key=True)  # Stripe's evt_...

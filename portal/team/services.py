@@ -32,8 +32,13 @@ def change_role(actor: Actor, tenant: Tenant, membership: Membership, role: str)
     previous = membership.role
     membership.role = role
     audit.record(
-        actor, "member.role_changed", tenant, "user", membership.user_id,
-        email=membership.user.email, **{"from": previous, "to": role},
+        actor,
+        "member.role_changed",
+        tenant,
+        "user",
+        membership.user_id,
+        email=membership.user.email,
+        **{"from": previous, "to": role},
     )
     return membership
 
@@ -72,6 +77,11 @@ def transfer_ownership(actor: Actor, tenant: Tenant, owner: Membership, new_owne
     new_owner.role = "owner"
     db.session.flush()
     audit.record(
-        actor, "ownership.transferred", tenant, "user", new_owner.user_id,
-        to=new_owner.user.email, previous_role=previous_role,
+        actor,
+        "ownership.transferred",
+        tenant,
+        "user",
+        new_owner.user_id,
+        to=new_owner.user.email,
+        previous_role=previous_role,
     )

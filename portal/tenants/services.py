@@ -42,13 +42,18 @@ def validate_tenant_id(tenant_id: str) -> str:
 
 def tenant_id_taken(tenant_id: str) -> bool:
     # Case-insensitively: "Acme" and "acme" side by side would be a phishing gift.
-    return db.session.execute(
-        select(Tenant.tenant_id).where(func.lower(Tenant.tenant_id) == tenant_id.lower())
-    ).first() is not None
+    return (
+        db.session.execute(select(Tenant.tenant_id).where(func.lower(Tenant.tenant_id) == tenant_id.lower())).first()
+        is not None
+    )
 
 
 def create_tenant(
-    actor: Actor, tenant_id: str, company_name: str, contact_email: str, subscription_plan: str = "starter",
+    actor: Actor,
+    tenant_id: str,
+    company_name: str,
+    contact_email: str,
+    subscription_plan: str = "starter",
     subscribed_at: datetime | None = None,
 ) -> Tenant:
     validate_tenant_id(tenant_id)
@@ -69,8 +74,9 @@ def create_tenant(
     return tenant
 
 
-def sign_up(actor: Actor, company_name: str, tenant_id: str, email: str, password: str, name: str = "",
-            plan: str = "starter") -> tuple[User, Tenant]:
+def sign_up(
+    actor: Actor, company_name: str, tenant_id: str, email: str, password: str, name: str = "", plan: str = "starter"
+) -> tuple[User, Tenant]:
     """A new company on ``plan``: the tenant, its subscription, and the person signing up as its owner."""
     user = create_user(email, password, name)
     # From here on the person signing up is the actor, so the log names them, not "system".
@@ -110,7 +116,6 @@ def suspend(actor: Actor, tenant: Tenant, reason: str, note: str = "", notify: b
     tenant.suspended_at = utcnow()
     audit.record(actor, "tenant.suspended", tenant, "tenant", tenant.tenant_id, reason=reason, note=note, notify=notify)
     if notify:
-
         send_email(
             tenant.contact_email,
             f"Your account {tenant.company_name} has been suspended",
@@ -131,9 +136,14 @@ def activate(actor: Actor, tenant: Tenant, notify: bool = False, note: str = "")
     tenant.suspended_at = None
     audit.record(actor, "tenant.activated", tenant, "tenant", tenant.tenant_id, previous_reason=previous, note=note)
     if notify:
-
-        send_email(tenant.contact_email, f"Your account {tenant.company_name} is active again",
-                   "tenant_activated", tenant=tenant, tenant_obj=tenant, note=note.strip())
+        send_email(
+            tenant.contact_email,
+            f"Your account {tenant.company_name} is active again",
+            "tenant_activated",
+            tenant=tenant,
+            tenant_obj=tenant,
+            note=note.strip(),
+        )
     return tenant
 
 
@@ -154,7 +164,9 @@ def cancel(actor: Actor, tenant: Tenant) -> Tenant:
 
 
 def member_count(tenant: Tenant) -> int:
-    return db.session.scalar(select(func.count()).select_from(Membership).where(Membership.tenant_id == tenant.tenant_id))
+    return db.session.scalar(
+        select(func.count()).select_from(Membership).where(Membership.tenant_id == tenant.tenant_id)
+    )
 
 
 def owner_of(tenant: Tenant) -> User | None:

@@ -29,9 +29,15 @@ def _flush_key(key: str) -> int:
         counts = {}  # the tenant was deleted meanwhile: its requests have no one to bill
     outcomes = []
     for index, (minute, count) in enumerate(sorted(counts.items())):
-        event = EventDraft(tenant_ref=tenant_id, key=f"api_requests:{minute}:{token}", name=EVENT_NAME,
-                           occurred_at=datetime.fromtimestamp(minute, UTC), quantity=Decimal(count), properties={},
-                           tenant_id=tenant_id)
+        event = EventDraft(
+            tenant_ref=tenant_id,
+            key=f"api_requests:{minute}:{token}",
+            name=EVENT_NAME,
+            occurred_at=datetime.fromtimestamp(minute, UTC),
+            quantity=Decimal(count),
+            properties={},
+            tenant_id=tenant_id,
+        )
         outcomes.append(Outcome(index, "valid", tenant_id=tenant_id, key=event.key, draft=event))
     if outcomes:
         store(outcomes)

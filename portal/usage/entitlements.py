@@ -84,8 +84,13 @@ def _used(meter, feature, tenant_id: str, start: datetime, end: datetime) -> Dec
     return used
 
 
-def decide(tenant_id: str, tenant_status: str, subscription: Subscription | Terms | None, feature_key: str,
-           requested: Decimal | None = None) -> Decision:
+def decide(
+    tenant_id: str,
+    tenant_status: str,
+    subscription: Subscription | Terms | None,
+    feature_key: str,
+    requested: Decimal | None = None,
+) -> Decision:
     """The decision for one feature; ``requested`` units simulated on top of current usage."""
     if tenant_status == "suspended":
         return Decision(False, "TENANT_SUSPENDED", requested=requested)

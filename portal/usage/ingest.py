@@ -163,8 +163,16 @@ def draft(raw, now: datetime, header_key: str | None = None) -> EventDraft:
     name = _text(raw, "name", MAX_NAME, required=True)
     occurred_at, quantity = _instant(raw, now), _quantity(raw)
     properties, properties_json = _properties(raw)
-    return EventDraft(tenant_ref=tenant_ref, key=key, name=name, occurred_at=occurred_at, quantity=quantity,
-                      properties=properties, tenant_id=None, properties_json=properties_json)
+    return EventDraft(
+        tenant_ref=tenant_ref,
+        key=key,
+        name=name,
+        occurred_at=occurred_at,
+        quantity=quantity,
+        properties=properties,
+        tenant_id=None,
+        properties_json=properties_json,
+    )
 
 
 def _tenants(refs: set[str]) -> dict[str, Terms]:
@@ -188,7 +196,11 @@ def validate(raw_events: list, now: datetime | None = None, header_key: str | No
         if event is None:
             continue
         if event.tenant_ref not in tenants:
-            outcome.status, outcome.reason, outcome.field = "rejected", f"unknown tenant {event.tenant_ref!r}", "tenant_id"
+            outcome.status, outcome.reason, outcome.field = (
+                "rejected",
+                f"unknown tenant {event.tenant_ref!r}",
+                "tenant_id",
+            )
             outcome.draft = None
             continue
         outcome.terms = tenants[event.tenant_ref]
@@ -196,8 +208,10 @@ def validate(raw_events: list, now: datetime | None = None, header_key: str | No
         outcome.tenant_id, outcome.key = event.tenant_id, event.key
         if period_start is not None and event.occurred_at < period_start:
             outcome.status, outcome.field = "rejected", "occurredAt"
-            outcome.reason = (f"occurredAt is before the oldest open billing period, which started "
-                              f"{period_start.isoformat().replace('+00:00', 'Z')}")
+            outcome.reason = (
+                f"occurredAt is before the oldest open billing period, which started "
+                f"{period_start.isoformat().replace('+00:00', 'Z')}"
+            )
             outcome.draft = None
     return outcomes
 
@@ -218,6 +232,7 @@ def _insert_statement():
 
 _event_inserts: dict[str, object] = {}
 
+
 # Ingestion on PostgreSQL stores the events and adds them to their hours' roll-ups in one
 # statement: one round trip, one atomic write. Constant text, values bound: not an injection.
 def _stored_and_rolled(rows: str) -> str:
@@ -236,7 +251,8 @@ def _stored_and_rolled(rows: str) -> str:
 # rows of placeholders would be parsed again by the driver on every batch).
 _UNNEST_INSERT = _stored_and_rolled(
     "SELECT i, t, k, n, o, q, p::json, r, NULL FROM unnest(%b::varchar[], %b::varchar[], %b::varchar[], "
-    "%b::varchar[], %b::timestamp[], %b::numeric[], %b::text[], %b::timestamp[]) AS u(i, t, k, n, o, q, p, r)")
+    "%b::varchar[], %b::timestamp[], %b::numeric[], %b::text[], %b::timestamp[]) AS u(i, t, k, n, o, q, p, r)"
+)
 # One event (POST /events): scalar parameters, which the driver sends for about half the cost
 # of eight one-element arrays.
 _SINGLE_INSERT = _stored_and_rolled("VALUES (%s, %s, %s, %s, %s, %s, %s::json, %s, NULL)")
@@ -253,14 +269,32 @@ def _properties_json(draft: EventDraft) -> str:
 def _insert_postgresql(connection, rows: list[dict], drafts: list[EventDraft]) -> set[str]:
     if len(rows) == 1:
         (row,), (one,) = rows, drafts
-        return {stored[0] for stored in connection.exec_driver_sql(_SINGLE_INSERT, (
-            row["id"], row["tenant_id"], row["idempotency_key"], row["name"], _naive_utc(row["occurred_at"]),
-            row["quantity"], _properties_json(one), _naive_utc(row["received_at"])))}
-    columns = ([r["id"] for r in rows], [r["tenant_id"] for r in rows], [r["idempotency_key"] for r in rows],
-               [r["name"] for r in rows], [_naive_utc(r["occurred_at"]) for r in rows],
-               [r["quantity"] for r in rows],
-               [_properties_json(d) for d in drafts],
-               [_naive_utc(r["received_at"]) for r in rows])
+        return {
+            stored[0]
+            for stored in connection.exec_driver_sql(
+                _SINGLE_INSERT,
+                (
+                    row["id"],
+                    row["tenant_id"],
+                    row["idempotency_key"],
+                    row["name"],
+                    _naive_utc(row["occurred_at"]),
+                    row["quantity"],
+                    _properties_json(one),
+                    _naive_utc(row["received_at"]),
+                ),
+            )
+        }
+    columns = (
+        [r["id"] for r in rows],
+        [r["tenant_id"] for r in rows],
+        [r["idempotency_key"] for r in rows],
+        [r["name"] for r in rows],
+        [_naive_utc(r["occurred_at"]) for r in rows],
+        [r["quantity"] for r in rows],
+        [_properties_json(d) for d in drafts],
+        [_naive_utc(r["received_at"]) for r in rows],
+    )
     return {row[0] for row in connection.exec_driver_sql(_UNNEST_INSERT, columns)}
 
 
@@ -268,8 +302,10 @@ def _event_insert(dialect: str):
     statement = _event_inserts.get(dialect)
     if statement is None:
         statement = _event_inserts[dialect] = (
-            _insert_statement().on_conflict_do_nothing(index_elements=["tenant_id", "idempotency_key"])
-            .returning(UsageEvent.__table__.c.id))
+            _insert_statement()
+            .on_conflict_do_nothing(index_elements=["tenant_id", "idempotency_key"])
+            .returning(UsageEvent.__table__.c.id)
+        )
     return statement
 
 
@@ -290,15 +326,26 @@ def store(outcomes: list[Outcome], now: datetime | None = None) -> list[Outcome]
             continue
         first_of[pair] = outcome
         outcome.event_id = new_id("evt")
-        rows.append({"id": outcome.event_id, "tenant_id": event.tenant_id, "idempotency_key": event.key,
-                     "name": event.name, "occurred_at": event.occurred_at, "quantity": event.quantity,
-                     "properties": event.properties, "received_at": now, "invoice_id": None})
+        rows.append(
+            {
+                "id": outcome.event_id,
+                "tenant_id": event.tenant_id,
+                "idempotency_key": event.key,
+                "name": event.name,
+                "occurred_at": event.occurred_at,
+                "quantity": event.quantity,
+                "properties": event.properties,
+                "received_at": now,
+                "invoice_id": None,
+            }
+        )
     inserted: set[str] = set()
     if rows:
         connection = db.session.connection()
         if connection.dialect.name == "postgresql":
-            inserted = _insert_postgresql(connection, rows, [first_of[(r["tenant_id"], r["idempotency_key"])].draft
-                                                             for r in rows])
+            inserted = _insert_postgresql(
+                connection, rows, [first_of[(r["tenant_id"], r["idempotency_key"])].draft for r in rows]
+            )
         else:
             # One multi-row INSERT ("insertmanyvalues"), compiled once per process.
             inserted = set(connection.execute(_event_insert(connection.dialect.name), rows).scalars())
@@ -309,10 +356,14 @@ def store(outcomes: list[Outcome], now: datetime | None = None) -> list[Outcome]
     missing = [pair for pair, outcome in first_of.items() if outcome.event_id not in inserted]
     existing = {}
     if missing:
-        existing = {(tenant_id, key): event_id for event_id, tenant_id, key in db.session.execute(
-            select(UsageEvent.id, UsageEvent.tenant_id, UsageEvent.idempotency_key)
-            .where(tuple_(UsageEvent.tenant_id, UsageEvent.idempotency_key).in_(missing))
-        ).all()}
+        existing = {
+            (tenant_id, key): event_id
+            for event_id, tenant_id, key in db.session.execute(
+                select(UsageEvent.id, UsageEvent.tenant_id, UsageEvent.idempotency_key).where(
+                    tuple_(UsageEvent.tenant_id, UsageEvent.idempotency_key).in_(missing)
+                )
+            ).all()
+        }
     for pair, outcome in first_of.items():
         if outcome.event_id in inserted:
             outcome.status = "accepted"

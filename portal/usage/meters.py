@@ -37,8 +37,14 @@ class MeterSyncResult:
 
 
 def spec_of(meter: Meter) -> MeterSpec:
-    return MeterSpec(key=meter.key, name=meter.name, event_name=meter.event_name, aggregation=meter.aggregation,
-                     property=meter.property, filter=MeterFilter.model_validate(meter.filter or {}))
+    return MeterSpec(
+        key=meter.key,
+        name=meter.name,
+        event_name=meter.event_name,
+        aggregation=meter.aggregation,
+        property=meter.property,
+        filter=MeterFilter.model_validate(meter.filter or {}),
+    )
 
 
 def _apply(meter: Meter, spec: MeterSpec) -> None:
@@ -98,8 +104,13 @@ def meters_by_key() -> dict[str, MeterSpec]:
     lifetime = current_app.config.get("METER_CACHE_SECONDS", 0)
     database = current_app.config["SQLALCHEMY_DATABASE_URI"]
     cached = _process_meters
-    if lifetime > 0 and cached is not None and cached[0] == database and time.monotonic() - cached[1] < lifetime \
-            and not _changed_here():
+    if (
+        lifetime > 0
+        and cached is not None
+        and cached[0] == database
+        and time.monotonic() - cached[1] < lifetime
+        and not _changed_here()
+    ):
         setattr(g, _MEMO, cached[2])
         return cached[2]
     read_at = time.monotonic()
@@ -184,8 +195,13 @@ def _criterion_holds(criterion, value) -> bool:
     if op == "not_in":
         return not any(_same(value, item) for item in expected)
     if op in ("contains", "not_contains"):
-        found = (str(expected) in value if isinstance(value, str)
-                 else any(_same(item, expected) for item in value) if isinstance(value, list) else False)
+        found = (
+            str(expected) in value
+            if isinstance(value, str)
+            else any(_same(item, expected) for item in value)
+            if isinstance(value, list)
+            else False
+        )
         return found if op == "contains" else not found
     number, bound = _number(value), _number(expected)
     if number is None or bound is None:
@@ -237,14 +253,20 @@ def aggregate(aggregation: str, values: Iterable) -> Decimal:
 
 
 def _window(statement, tenant_id: str, event_name: str, start: datetime | None, end: datetime):
-    statement = statement.where(UsageEvent.tenant_id == tenant_id, UsageEvent.name == event_name,
-                                UsageEvent.occurred_at < end)
+    statement = statement.where(
+        UsageEvent.tenant_id == tenant_id, UsageEvent.name == event_name, UsageEvent.occurred_at < end
+    )
     return statement.where(UsageEvent.occurred_at >= start) if start is not None else statement
 
 
 _ORDER = (UsageEvent.occurred_at, UsageEvent.received_at, UsageEvent.id)
-_SQL_AGGREGATES = {"count": func.count(), "sum": func.sum(UsageEvent.quantity), "max": func.max(UsageEvent.quantity),
-                   "min": func.min(UsageEvent.quantity), "avg": func.avg(UsageEvent.quantity)}
+_SQL_AGGREGATES = {
+    "count": func.count(),
+    "sum": func.sum(UsageEvent.quantity),
+    "max": func.max(UsageEvent.quantity),
+    "min": func.min(UsageEvent.quantity),
+    "avg": func.avg(UsageEvent.quantity),
+}
 
 
 def _in_database(spec: MeterSpec) -> bool:
@@ -268,8 +290,9 @@ READ_CHUNK = 5000
 _KEYSET = tuple(column.label(f"keyset_{index}") for index, column in enumerate(_ORDER))
 
 
-def _window_rows(columns: tuple, tenant_id: str, event_name: str, start: datetime | None,
-                 end: datetime) -> Iterator[tuple]:
+def _window_rows(
+    columns: tuple, tenant_id: str, event_name: str, start: datetime | None, end: datetime
+) -> Iterator[tuple]:
     """``columns`` of the window's events in the order they occurred, read READ_CHUNK rows at
     a time, each chunk after the last one's (occurred, received, id): a tenant with millions
     of events costs the memory of one chunk."""
@@ -279,10 +302,10 @@ def _window_rows(columns: tuple, tenant_id: str, event_name: str, start: datetim
         chunk = statement if after is None else statement.where(tuple_(*_ORDER) > tuple_(*after))
         rows = db.session.execute(chunk.limit(READ_CHUNK)).all()
         for row in rows:
-            yield tuple(row[:len(columns)])
+            yield tuple(row[: len(columns)])
         if len(rows) < READ_CHUNK:
             return
-        after = tuple(rows[-1][len(columns):])
+        after = tuple(rows[-1][len(columns) :])
 
 
 def meter_value(spec: MeterSpec, tenant_id: str, start: datetime | None, end: datetime) -> Decimal:
@@ -313,13 +336,18 @@ def _clean(value: Decimal) -> Decimal:
 def daily_values(spec: MeterSpec, tenant_id: str, start: datetime, end: datetime) -> dict[date, Decimal]:
     """The meter per UTC day of [start, end), each day aggregated on its own."""
     if _in_database(spec) and rollups.serves(spec.aggregation):
-        return {day: _clean(value) for day, value in
-                rollups.daily(spec.aggregation, tenant_id, spec.event_name, start, end).items()}
-    rows = _window_rows((UsageEvent.occurred_at, UsageEvent.quantity, UsageEvent.properties), tenant_id,
-                        spec.event_name, start, end)
+        return {
+            day: _clean(value)
+            for day, value in rollups.daily(spec.aggregation, tenant_id, spec.event_name, start, end).items()
+        }
+    rows = _window_rows(
+        (UsageEvent.occurred_at, UsageEvent.quantity, UsageEvent.properties), tenant_id, spec.event_name, start, end
+    )
     # In occurrence order, so each day's rows come together.
-    return {day: _clean(aggregate(spec.aggregation, _event_values(spec, (row[1:] for row in day_rows))))
-            for day, day_rows in groupby(rows, key=lambda row: row[0].date())}
+    return {
+        day: _clean(aggregate(spec.aggregation, _event_values(spec, (row[1:] for row in day_rows))))
+        for day, day_rows in groupby(rows, key=lambda row: row[0].date())
+    }
 
 
 def last_event_at(tenant_id: str, event_name: str, start: datetime, end: datetime) -> datetime | None:

@@ -12,7 +12,7 @@ MONTH = re.compile(r"^(\d{4})-(\d{2})$")
 
 
 def month_start(text: str, field: str = "month") -> datetime:
-    """"2025-11" -> 2025-11-01T00:00Z; anything else is a 400 naming ``field``."""
+    """ "2025-11" -> 2025-11-01T00:00Z; anything else is a 400 naming ``field``."""
     match = MONTH.match(text or "")
     if not match or not 1 <= int(match.group(2)) <= 12 or int(match.group(1)) < 2000:
         raise ValidationFailed(f"{field} must be a month written YYYY-MM, e.g. 2025-11; got {text!r}.", field=field)

@@ -27,6 +27,8 @@ CHECK_PENDING_SECONDS = 60
 def check_key(tenant_id: str) -> str:
 
     return database_key(f"once:quota-check:{tenant_id}")
+
+
 NOTIFIED_ROLES = ("owner", "admin")
 
 
@@ -38,19 +40,33 @@ def send_quota_webhook(tenant_id: str, event_type: str, data: dict) -> None:
 def _claim(tenant_id: str, usage: FeatureUsage, period_start, threshold: int) -> bool:
     """Insert the notice row unless it exists; True when this call inserted it."""
 
-    statement = (_insert_statement_for(QuotaNotice.__table__).values(
-        id=new_id("qn"), tenant_id=tenant_id, feature_key=usage.key, period_start=period_start,
-        threshold=threshold, used=usage.used, limit=usage.quota, created_at=utcnow(),
-    ).on_conflict_do_nothing(index_elements=["tenant_id", "feature_key", "period_start", "threshold"])
-     .returning(QuotaNotice.__table__.c.id))
+    statement = (
+        _insert_statement_for(QuotaNotice.__table__)
+        .values(
+            id=new_id("qn"),
+            tenant_id=tenant_id,
+            feature_key=usage.key,
+            period_start=period_start,
+            threshold=threshold,
+            used=usage.used,
+            limit=usage.quota,
+            created_at=utcnow(),
+        )
+        .on_conflict_do_nothing(index_elements=["tenant_id", "feature_key", "period_start", "threshold"])
+        .returning(QuotaNotice.__table__.c.id)
+    )
     return db.session.connection().execute(statement).first() is not None
 
 
 def _recipients(tenant_id: str) -> list[str]:
-    return list(db.session.execute(
-        select(User.email).join(Membership, Membership.user_id == User.id)
-        .where(Membership.tenant_id == tenant_id, Membership.role.in_(NOTIFIED_ROLES)).order_by(User.email)
-    ).scalars())
+    return list(
+        db.session.execute(
+            select(User.email)
+            .join(Membership, Membership.user_id == User.id)
+            .where(Membership.tenant_id == tenant_id, Membership.role.in_(NOTIFIED_ROLES))
+            .order_by(User.email)
+        ).scalars()
+    )
 
 
 def check_quotas(tenant_id: str) -> list[tuple[str, int]]:
@@ -78,12 +94,27 @@ def check_quotas(tenant_id: str) -> list[tuple[str, int]]:
 
 def _notify(tenant: Tenant, usage: FeatureUsage, threshold: int, resets_at) -> None:
     exceeded = threshold >= 100
-    subject = (f"{usage.name}: quota reached" if exceeded else f"{usage.name}: {threshold}% of your quota used")
+    subject = f"{usage.name}: quota reached" if exceeded else f"{usage.name}: {threshold}% of your quota used"
     for email in _recipients(tenant.tenant_id):
-        send_email(email, subject, "quota_warning", tenant=tenant, usage=usage, threshold=threshold,
-                   exceeded=exceeded, resets_at=resets_at, company=tenant.company_name)
-    send_quota_webhook(tenant.tenant_id, "quota.exceeded" if exceeded else "quota.approaching_limit", {
-        "feature": usage.key, "usage_percentage": usage.percent, "used": float(usage.used),
-        "quota": float(usage.quota),
-    })
+        send_email(
+            email,
+            subject,
+            "quota_warning",
+            tenant=tenant,
+            usage=usage,
+            threshold=threshold,
+            exceeded=exceeded,
+            resets_at=resets_at,
+            company=tenant.company_name,
+        )
+    send_quota_webhook(
+        tenant.tenant_id,
+        "quota.exceeded" if exceeded else "quota.approaching_limit",
+        {
+            "feature": usage.key,
+            "usage_percentage": usage.percent,
+            "used": float(usage.used),
+            "quota": float(usage.quota),
+        },
+    )
     log.info("Quota notice %s%% for %s of %s", threshold, usage.key, tenant.tenant_id)

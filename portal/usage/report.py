@@ -18,7 +18,7 @@ class FeatureLine:
 
     @property
     def level(self) -> str:
-        """"exceeded" at 100 %, "warning" from 90 %, else "ok"."""
+        """ "exceeded" at 100 %, "warning" from 90 %, else "ok"."""
         percent = self.usage.percent
         if percent is None:
             return "ok"
@@ -57,8 +57,9 @@ def build(tenant: Tenant, month: str | None = None, with_daily: bool = True) -> 
     if version is None or not report.any_usage and not with_daily:
         return report
     meters = meters_by_key()
-    report.features = [FeatureLine(usage) for usage in
-                       feature_usage(tenant.tenant_id, version, start, end, meters=meters)]
+    report.features = [
+        FeatureLine(usage) for usage in feature_usage(tenant.tenant_id, version, start, end, meters=meters)
+    ]
     if with_daily:
         last = min(end, datetime.now(start.tzinfo) + timedelta(days=1))
         report.days = [(start + timedelta(days=i)).date() for i in range(max((last - start).days, 1))]

@@ -100,8 +100,10 @@ def add(rows: Iterable[dict], connection=None) -> None:
     if not buckets:
         return
     connection = connection or db.session.connection()
-    values = [{"tenant_id": t, "name": n, "hour": h, "count": b.count, "total": b.total, "max": b.max, "min": b.min}
-              for (t, n, h), b in sorted(buckets.items())]
+    values = [
+        {"tenant_id": t, "name": n, "hour": h, "count": b.count, "total": b.total, "max": b.max, "min": b.min}
+        for (t, n, h), b in sorted(buckets.items())
+    ]
     # A list is sent as one executemany, in the order given (key order: see the module's notes).
     connection.execute(_upsert(connection), values if len(values) > 1 else values[0])
 
@@ -134,8 +136,11 @@ def _upsert_for(dialect: str):
     greatest, least = ("greatest", "least") if dialect == "postgresql" else ("max", "min")
     table = UsageRollup.__table__
     return text(_UPSERT.format(greatest=greatest, least=least)).bindparams(
-        *(bindparam(name, type_=table.c[name].type) for name in ("tenant_id", "name", "hour", "count", "total",
-                                                                 "max", "min")))
+        *(
+            bindparam(name, type_=table.c[name].type)
+            for name in ("tenant_id", "name", "hour", "count", "total", "max", "min")
+        )
+    )
 
 
 def _upsert(connection):
@@ -157,31 +162,50 @@ def recompute(keys: Iterable[tuple[str, str, datetime]], connection=None) -> Non
         where = (table.c.tenant_id == tenant_id, table.c.name == name, table.c.hour == hour)
         connection.execute(select(table.c.count).where(*where).with_for_update())
         count, total, high, low = connection.execute(
-            select(func.count(), func.sum(events.c.quantity), func.max(events.c.quantity), func.min(events.c.quantity))
-            .where(events.c.tenant_id == tenant_id, events.c.name == name, events.c.occurred_at >= hour,
-                   events.c.occurred_at < hour + HOUR)
+            select(
+                func.count(), func.sum(events.c.quantity), func.max(events.c.quantity), func.min(events.c.quantity)
+            ).where(
+                events.c.tenant_id == tenant_id,
+                events.c.name == name,
+                events.c.occurred_at >= hour,
+                events.c.occurred_at < hour + HOUR,
+            )
         ).one()
         connection.execute(delete(table).where(*where))
         if count:
-            connection.execute(_insert(connection).values(tenant_id=tenant_id, name=name, hour=hour, count=count,
-                                                          total=total, max=high, min=low))
+            connection.execute(
+                _insert(connection).values(
+                    tenant_id=tenant_id, name=name, hour=hour, count=count, total=total, max=high, min=low
+                )
+            )
 
 
 def rebuild(connection=None) -> int:
     """Every roll-up recomputed from the events; returns the number of roll-up rows."""
     connection = connection or db.session.connection()
     events = UsageEvent.__table__
-    hour = (func.date_trunc("hour", events.c.occurred_at) if _dialect(connection) == "postgresql"
-            else func.strftime("%Y-%m-%d %H:00:00.000000", events.c.occurred_at))
+    hour = (
+        func.date_trunc("hour", events.c.occurred_at)
+        if _dialect(connection) == "postgresql"
+        else func.strftime("%Y-%m-%d %H:00:00.000000", events.c.occurred_at)
+    )
 
     key_cache.note_usage_changed(db.session, {key_cache.ALL})  # every tenant's usage may read differently now
     connection.execute(delete(UsageRollup.__table__))
-    connection.execute(UsageRollup.__table__.insert().from_select(
-        ["tenant_id", "name", "hour", "count", "total", "max", "min"],
-        select(events.c.tenant_id, events.c.name, hour, func.count(), func.sum(events.c.quantity),
-               func.max(events.c.quantity), func.min(events.c.quantity))
-        .group_by(events.c.tenant_id, events.c.name, hour),
-    ))
+    connection.execute(
+        UsageRollup.__table__.insert().from_select(
+            ["tenant_id", "name", "hour", "count", "total", "max", "min"],
+            select(
+                events.c.tenant_id,
+                events.c.name,
+                hour,
+                func.count(),
+                func.sum(events.c.quantity),
+                func.max(events.c.quantity),
+                func.min(events.c.quantity),
+            ).group_by(events.c.tenant_id, events.c.name, hour),
+        )
+    )
     return connection.execute(select(func.count()).select_from(UsageRollup.__table__)).scalar()
 
 
@@ -215,8 +239,14 @@ def _after_flush_postexec(session, _context) -> None:
     if not touched and not added:
         return
     connection = session.connection()
-    add(({c: getattr(obj, c) for c in _EVENT_COLUMNS} for obj in added
-         if (obj.tenant_id, obj.name, hour_of(obj.occurred_at)) not in touched), connection)
+    add(
+        (
+            {c: getattr(obj, c) for c in _EVENT_COLUMNS}
+            for obj in added
+            if (obj.tenant_id, obj.name, hour_of(obj.occurred_at)) not in touched
+        ),
+        connection,
+    )
     recompute(touched, connection)
 
 
@@ -227,8 +257,11 @@ def _after_soft_rollback(session, _previous) -> None:
 
 def register_session_hooks() -> None:
     """On every session (the app's and the jobs'); idempotent."""
-    for name, hook in (("before_flush", _before_flush), ("after_flush_postexec", _after_flush_postexec),
-                       ("after_soft_rollback", _after_soft_rollback)):
+    for name, hook in (
+        ("before_flush", _before_flush),
+        ("after_flush_postexec", _after_flush_postexec),
+        ("after_soft_rollback", _after_soft_rollback),
+    ):
         if not event.contains(Session, name, hook):
             event.listen(Session, name, hook)
 
@@ -255,8 +288,12 @@ def _edges(start: datetime | None, end: datetime) -> tuple[datetime | None, date
 
 
 def _event_window(statement, tenant_id: str, name: str, start: datetime, end: datetime):
-    return statement.where(UsageEvent.tenant_id == tenant_id, UsageEvent.name == name,
-                           UsageEvent.occurred_at >= start, UsageEvent.occurred_at < end)
+    return statement.where(
+        UsageEvent.tenant_id == tenant_id,
+        UsageEvent.name == name,
+        UsageEvent.occurred_at >= start,
+        UsageEvent.occurred_at < end,
+    )
 
 
 _statements: dict[tuple, object] = {}
@@ -273,22 +310,37 @@ def _value_statement(rolled: str | None, edges: int):
     tenant, name = bindparam("tenant_id"), bindparam("event_name")
     parts = []
     if rolled is not None:
-        part = select(func.sum(UsageRollup.count).label("c"), func.sum(UsageRollup.total).label("t"),
-                      func.max(UsageRollup.max).label("hi"), func.min(UsageRollup.min).label("lo")).where(
-            UsageRollup.tenant_id == tenant, UsageRollup.name == name,
-            UsageRollup.hour < bindparam("high", type_=UsageRollup.hour.type))
+        part = select(
+            func.sum(UsageRollup.count).label("c"),
+            func.sum(UsageRollup.total).label("t"),
+            func.max(UsageRollup.max).label("hi"),
+            func.min(UsageRollup.min).label("lo"),
+        ).where(
+            UsageRollup.tenant_id == tenant,
+            UsageRollup.name == name,
+            UsageRollup.hour < bindparam("high", type_=UsageRollup.hour.type),
+        )
         if rolled == "between":
             part = part.where(UsageRollup.hour >= bindparam("low", type_=UsageRollup.hour.type))
         parts.append(part)
     for n in range(edges):
-        parts.append(select(func.count().label("c"), func.sum(UsageEvent.quantity).label("t"),
-                            func.max(UsageEvent.quantity).label("hi"), func.min(UsageEvent.quantity).label("lo"))
-                     .where(UsageEvent.tenant_id == tenant, UsageEvent.name == name,
-                            UsageEvent.occurred_at >= bindparam(f"edge{n}_start", type_=UsageEvent.occurred_at.type),
-                            UsageEvent.occurred_at < bindparam(f"edge{n}_end", type_=UsageEvent.occurred_at.type)))
+        parts.append(
+            select(
+                func.count().label("c"),
+                func.sum(UsageEvent.quantity).label("t"),
+                func.max(UsageEvent.quantity).label("hi"),
+                func.min(UsageEvent.quantity).label("lo"),
+            ).where(
+                UsageEvent.tenant_id == tenant,
+                UsageEvent.name == name,
+                UsageEvent.occurred_at >= bindparam(f"edge{n}_start", type_=UsageEvent.occurred_at.type),
+                UsageEvent.occurred_at < bindparam(f"edge{n}_end", type_=UsageEvent.occurred_at.type),
+            )
+        )
     both = union_all(*parts).subquery() if len(parts) > 1 else parts[0].subquery()
-    statement = _statements[shape] = select(func.coalesce(func.sum(both.c.c), literal(0)), func.sum(both.c.t),
-                                            func.max(both.c.hi), func.min(both.c.lo))
+    statement = _statements[shape] = select(
+        func.coalesce(func.sum(both.c.c), literal(0)), func.sum(both.c.t), func.max(both.c.hi), func.min(both.c.lo)
+    )
     return statement
 
 
@@ -301,8 +353,9 @@ def value(aggregation: str, tenant_id: str, event_name: str, start: datetime | N
     for n, (edge_start, edge_end) in enumerate(partial):
         params[f"edge{n}_start"], params[f"edge{n}_end"] = edge_start, edge_end
     # On the connection: a plain Core read needs none of the ORM's execution machinery.
-    count, total, high_value, low_value = db.session.connection().execute(
-        _value_statement(rolled, len(partial)), params).one()
+    count, total, high_value, low_value = (
+        db.session.connection().execute(_value_statement(rolled, len(partial)), params).one()
+    )
     if not count:
         return ZERO
     bucket = Bucket(int(count), Decimal(total), Decimal(high_value), Decimal(low_value))
@@ -315,15 +368,19 @@ def daily(aggregation: str, tenant_id: str, event_name: str, start: datetime, en
     days: dict[date, Bucket] = {}
     if low is not None:
         for hour, count, total, high_value, low_value in db.session.execute(
-            select(UsageRollup.hour, UsageRollup.count, UsageRollup.total, UsageRollup.max, UsageRollup.min)
-            .where(UsageRollup.tenant_id == tenant_id, UsageRollup.name == event_name, UsageRollup.hour >= low,
-                   UsageRollup.hour < high)
+            select(UsageRollup.hour, UsageRollup.count, UsageRollup.total, UsageRollup.max, UsageRollup.min).where(
+                UsageRollup.tenant_id == tenant_id,
+                UsageRollup.name == event_name,
+                UsageRollup.hour >= low,
+                UsageRollup.hour < high,
+            )
         ):
             days.setdefault(hour.date(), Bucket()).add(count, Decimal(total), Decimal(high_value), Decimal(low_value))
     for edge_start, edge_end in partial:
         for occurred_at, quantity in db.session.execute(
-            _event_window(select(UsageEvent.occurred_at, UsageEvent.quantity), tenant_id, event_name,
-                          edge_start, edge_end)
+            _event_window(
+                select(UsageEvent.occurred_at, UsageEvent.quantity), tenant_id, event_name, edge_start, edge_end
+            )
         ):
             days.setdefault(occurred_at.date(), Bucket()).add(1, quantity, quantity, quantity)
     return {day: bucket.value(aggregation) for day, bucket in days.items() if bucket.count}

@@ -27,8 +27,14 @@ def index():
         "start": int(report.start.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()),
         "end": int(report.end.timestamp()),
         "days": [day.isoformat() for day in report.days],
-        "series": [{"key": line.usage.key, "label": f"{line.usage.name} ({line.usage.unit_label})",
-                    "values": report.daily.get(line.usage.key, [])} for line in report.features],
+        "series": [
+            {
+                "key": line.usage.key,
+                "label": f"{line.usage.name} ({line.usage.unit_label})",
+                "values": report.daily.get(line.usage.key, []),
+            }
+            for line in report.features
+        ],
     }
     # A chart of nothing but zeros (a month before the first event, say) says less than a sentence.
     charted = any(value for series in chart["series"] for value in series["values"])

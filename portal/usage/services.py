@@ -58,8 +58,7 @@ def quota_of(feature: FeatureSpec, quotas: dict) -> Decimal | None:
     return Decimal(quotas[name]) if name and quotas.get(name) is not None else None
 
 
-def value_of(meter: MeterSpec, feature: FeatureSpec | None, tenant_id: str, start: datetime, end: datetime
-             ) -> Decimal:
+def value_of(meter: MeterSpec, feature: FeatureSpec | None, tenant_id: str, start: datetime, end: datetime) -> Decimal:
     """One feature's usage; an ``accumulate`` feature (storage) counts from the beginning."""
     since = None if feature is not None and feature.reset_mode == "accumulate" else start
     value = meter_value(meter, tenant_id, since, end)
@@ -68,8 +67,14 @@ def value_of(meter: MeterSpec, feature: FeatureSpec | None, tenant_id: str, star
     return value
 
 
-def feature_usage(tenant_id: str, version: PlanVersion, start: datetime, end: datetime,
-                  only: set[str] | None = None, meters: dict[str, MeterSpec] | None = None) -> list[FeatureUsage]:
+def feature_usage(
+    tenant_id: str,
+    version: PlanVersion,
+    start: datetime,
+    end: datetime,
+    only: set[str] | None = None,
+    meters: dict[str, MeterSpec] | None = None,
+) -> list[FeatureUsage]:
     """Usage of each metered feature of ``version`` over [start, end)."""
     meters = meters_by_key() if meters is None else meters
     quotas = version.quotas or {}
@@ -78,11 +83,17 @@ def feature_usage(tenant_id: str, version: PlanVersion, start: datetime, end: da
         meter = meters.get(feature.key)
         if meter is None or (only is not None and feature.key not in only):
             continue
-        result.append(FeatureUsage(
-            key=feature.key, name=feature.name, unit_label=feature.unit_label,
-            used=value_of(meter, feature, tenant_id, start, end), quota=quota_of(feature, quotas),
-            hard_limit=feature.limit is not None, pricing=feature.pricing,
-        ))
+        result.append(
+            FeatureUsage(
+                key=feature.key,
+                name=feature.name,
+                unit_label=feature.unit_label,
+                used=value_of(meter, feature, tenant_id, start, end),
+                quota=quota_of(feature, quotas),
+                hard_limit=feature.limit is not None,
+                pricing=feature.pricing,
+            )
+        )
     return result
 
 
@@ -130,8 +141,9 @@ def subscription_for(tenant_id: str) -> Subscription | None:
 
 
 def has_usage(tenant_id: str) -> bool:
-    return db.session.execute(select(UsageEvent.id).where(UsageEvent.tenant_id == tenant_id).limit(1)).first() \
-        is not None
+    return (
+        db.session.execute(select(UsageEvent.id).where(UsageEvent.tenant_id == tenant_id).limit(1)).first() is not None
+    )
 
 
 @dataclass(frozen=True)
@@ -157,12 +169,21 @@ class Terms:
 
 _tenants, _subscriptions = Tenant.__table__, Subscription.__table__
 _TERMS_COLUMNS = select(
-    _tenants.c.tenant_id, _tenants.c.status, _subscriptions.c.status, _subscriptions.c.plan_version_id,
-    _subscriptions.c.current_period_start, _subscriptions.c.current_period_end, _tenants.c.external_id,
+    _tenants.c.tenant_id,
+    _tenants.c.status,
+    _subscriptions.c.status,
+    _subscriptions.c.plan_version_id,
+    _subscriptions.c.current_period_start,
+    _subscriptions.c.current_period_end,
+    _tenants.c.external_id,
 ).outerjoin(_subscriptions, _subscriptions.c.tenant_id == _tenants.c.tenant_id)
 _TERMS_BY_ID = _TERMS_COLUMNS.where(_tenants.c.tenant_id.in_(bindparam("refs", expanding=True)))
-_TERMS_BY_ID_OR_EXTERNAL_ID = _TERMS_COLUMNS.where(or_(_tenants.c.tenant_id.in_(bindparam("refs", expanding=True)),
-                                                       _tenants.c.external_id.in_(bindparam("refs", expanding=True))))
+_TERMS_BY_ID_OR_EXTERNAL_ID = _TERMS_COLUMNS.where(
+    or_(
+        _tenants.c.tenant_id.in_(bindparam("refs", expanding=True)),
+        _tenants.c.external_id.in_(bindparam("refs", expanding=True)),
+    )
+)
 
 
 def tenant_terms(refs: Iterable[str], by_external_id: bool = True, read_only: bool = False) -> dict[str, Terms]:
@@ -184,12 +205,12 @@ def tenant_terms(refs: Iterable[str], by_external_id: bool = True, read_only: bo
     if not missing:
         return found
     if read_only:  # the caller only reads: no transaction (and none at all on a warm cache)
-
         autocommit_statements()
     generation = cache.snapshot_generation(usage=False) if cache is not None else 0  # before the read
     wanted = set(missing)
-    rows = db.session.connection().execute(_TERMS_BY_ID_OR_EXTERNAL_ID if by_external_id else _TERMS_BY_ID,
-                                           {"refs": missing})
+    rows = db.session.connection().execute(
+        _TERMS_BY_ID_OR_EXTERNAL_ID if by_external_id else _TERMS_BY_ID, {"refs": missing}
+    )
     for *columns, external_id in rows:
         terms = Terms(*columns)
         for ref in {terms.tenant_id, external_id} & wanted:

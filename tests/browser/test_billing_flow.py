@@ -48,7 +48,9 @@ def test_owner_upgrades_to_enterprise_and_finds_the_invoice(live_server, open_br
     page.get_by_role("button", name="Confirm upgrade to Enterprise").click()
     expect(page).to_have_url(re.compile(r"/billing$"))
     flash = page.locator(".flash-success")
-    expect(flash).to_have_text(re.compile(rf"^Upgraded to Enterprise\. Invoice INV-\d{{4}}-\d{{6}} for {re.escape(previewed)} issued\.$"))
+    expect(flash).to_have_text(
+        re.compile(rf"^Upgraded to Enterprise\. Invoice INV-\d{{4}}-\d{{6}} for {re.escape(previewed)} issued\.$")
+    )
     number = re.search(r"INV-\d{4}-\d{6}", flash.inner_text()).group(0)
     expect(page.get_by_test_id("current-plan")).to_have_text("Enterprise")
 

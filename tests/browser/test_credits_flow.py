@@ -51,7 +51,8 @@ def test_operator_grants_credit_and_the_owner_sees_it_on_the_billing_page(live_s
     form.get_by_role("button", name="Review deduction").click()
     page.get_by_test_id("credit-confirm").click()
     expect(page.locator("#deduct-amount-error")).to_have_text(
-        "Cannot deduct $31.00: the credit balance is only $30.00.")
+        "Cannot deduct $31.00: the credit balance is only $30.00."
+    )
     expect(page.get_by_test_id("credit-balance")).to_have_text("$30.00")
     save_screenshot(page, "admin-credits.png")
     assert console.csp_violations == []

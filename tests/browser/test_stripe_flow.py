@@ -127,7 +127,9 @@ def test_failed_three_d_secure_shows_the_failure_and_pay_now_again(live_server, 
     page.get_by_test_id("pay-now").click()
     page.get_by_role("button", name="Fail authentication").click()
     expect(page).to_have_url(re.compile(r"/billing/invoices/inv_\w+$"))
-    expect(page.get_by_test_id("payment-failed")).to_contain_text("The provided PaymentMethod has failed authentication.")
+    expect(page.get_by_test_id("payment-failed")).to_contain_text(
+        "The provided PaymentMethod has failed authentication."
+    )
     expect(page.get_by_test_id("invoice-status")).to_have_text("open")
     expect(page.get_by_test_id("pay-now")).to_be_visible()
     assert console.csp_violations == []

@@ -31,8 +31,12 @@ def test_the_owner_sees_usage_against_the_quota_in_the_table_and_the_daily_chart
         tenant_id = create_tenant(SYSTEM, f"usage_{suffix}", f"Usage {suffix}", owner_email).tenant_id  # Starter
         db.session.add(Membership(tenant_id=tenant_id, user_id=owner.id, role="owner"))
         commit()
-        outcomes = ingest.ingest([{"tenant_id": tenant_id, "eventIdempotencyKey": f"run-{n}",
-                                   "eventName": "pipeline_run"} for n in range(950)])
+        outcomes = ingest.ingest(
+            [
+                {"tenant_id": tenant_id, "eventIdempotencyKey": f"run-{n}", "eventName": "pipeline_run"}
+                for n in range(950)
+            ]
+        )
         commit()
         assert {o.status for o in outcomes} == {"accepted"}
 

@@ -106,8 +106,9 @@ def _wake_at(when) -> None:
     if not queue.is_async:
         return
     # One scheduled drain per second at most, however many events failed together.
-    queue.enqueue_in(max(when - utcnow(), timedelta(0)) + timedelta(seconds=1), DRAIN_JOB,
-                     job_id=f"{queue.name}-stripe-events-retry-{int(when.timestamp())}",
-                     job_timeout=DRAIN_SECONDS * 2)
-
-
+    queue.enqueue_in(
+        max(when - utcnow(), timedelta(0)) + timedelta(seconds=1),
+        DRAIN_JOB,
+        job_id=f"{queue.name}-stripe-events-retry-{int(when.timestamp())}",
+        job_timeout=DRAIN_SECONDS * 2,
+    )

@@ -30,22 +30,33 @@ def retry_days() -> list[int]:
 
 def billing_contacts(tenant: Tenant) -> list[str]:
     """Owner and admins: the people who can pay."""
-    return list(db.session.execute(
-        select(User.email).join(Membership, Membership.user_id == User.id)
-        .where(Membership.tenant_id == tenant.tenant_id, Membership.role.in_(("owner", "admin")))
-        .order_by(User.email)
-    ).scalars())
+    return list(
+        db.session.execute(
+            select(User.email)
+            .join(Membership, Membership.user_id == User.id)
+            .where(Membership.tenant_id == tenant.tenant_id, Membership.role.in_(("owner", "admin")))
+            .order_by(User.email)
+        ).scalars()
+    )
 
 
 def _notify(invoice: Invoice, message: str, final: bool) -> None:
 
     tenant = invoice.tenant
-    subject = (f"Account suspended: payment for invoice {invoice.number} failed" if final
-               else f"Payment for invoice {invoice.number} failed")
-    context = {"invoice": invoice, "tenant_obj": tenant, "reason": message, "final": final,
-               "next_attempt": invoice.next_payment_attempt_at,
-               "pay_url": public_url("billing.invoice", invoice_id=invoice.id),
-               "card_url": public_url("billing.payment_method")}
+    subject = (
+        f"Account suspended: payment for invoice {invoice.number} failed"
+        if final
+        else f"Payment for invoice {invoice.number} failed"
+    )
+    context = {
+        "invoice": invoice,
+        "tenant_obj": tenant,
+        "reason": message,
+        "final": final,
+        "next_attempt": invoice.next_payment_attempt_at,
+        "pay_url": public_url("billing.invoice", invoice_id=invoice.id),
+        "card_url": public_url("billing.payment_method"),
+    }
     for email in billing_contacts(tenant) or [tenant.contact_email]:
         send_email(email, subject, "payment_failed", tenant=tenant, **context)
 
@@ -63,13 +74,28 @@ def payment_failed(invoice: Invoice, message: str, at: datetime) -> None:
         invoice.next_payment_attempt_at = invoice.payment_failed_at + timedelta(days=days[invoice.payment_failures - 1])
         if subscription.status in ("active", "trialing"):
             subscription.status = "past_due"
-            audit.record(BILLING, "subscription.past_due", invoice.tenant, "subscription", subscription.id,
-                         invoice=invoice.number)
+            audit.record(
+                BILLING,
+                "subscription.past_due",
+                invoice.tenant,
+                "subscription",
+                subscription.id,
+                invoice=invoice.number,
+            )
     else:
         invoice.next_payment_attempt_at = None
         _give_up(invoice, subscription)
-    audit.record(BILLING, "invoice.payment_failed", invoice.tenant, "invoice", invoice.id, number=invoice.number,
-                 reason=message[:300], failures=invoice.payment_failures, final=final)
+    audit.record(
+        BILLING,
+        "invoice.payment_failed",
+        invoice.tenant,
+        "invoice",
+        invoice.id,
+        number=invoice.number,
+        reason=message[:300],
+        failures=invoice.payment_failures,
+        final=final,
+    )
     _notify(invoice, message, final)
 
 
@@ -77,8 +103,9 @@ def _give_up(invoice: Invoice, subscription: Subscription) -> None:
 
     if subscription.status in ("active", "trialing", "past_due"):
         subscription.status = "unpaid"
-        audit.record(BILLING, "subscription.unpaid", invoice.tenant, "subscription", subscription.id,
-                     invoice=invoice.number)
+        audit.record(
+            BILLING, "subscription.unpaid", invoice.tenant, "subscription", subscription.id, invoice=invoice.number
+        )
     tenant = invoice.tenant
     if tenant.status == "active":
         suspend(BILLING, tenant, "payment_failed", note=f"Invoice {invoice.number} could not be collected.")
@@ -94,15 +121,22 @@ def recovered(invoice: Invoice) -> None:
     if subscription.status not in ("past_due", "unpaid") and not lift_suspension:
         return  # nothing was held back for non-payment (the usual case): no need to look further
     still_failing = db.session.execute(
-        select(Invoice.id).where(Invoice.subscription_id == subscription.id, Invoice.status == "open",
-                                 Invoice.payment_failures > 0, Invoice.id != invoice.id).limit(1)
+        select(Invoice.id)
+        .where(
+            Invoice.subscription_id == subscription.id,
+            Invoice.status == "open",
+            Invoice.payment_failures > 0,
+            Invoice.id != invoice.id,
+        )
+        .limit(1)
     ).first()
     if still_failing:
         return
     if subscription.status in ("past_due", "unpaid"):
         subscription.status = "active"
-        audit.record(BILLING, "subscription.recovered", invoice.tenant, "subscription", subscription.id,
-                     invoice=invoice.number)
+        audit.record(
+            BILLING, "subscription.recovered", invoice.tenant, "subscription", subscription.id, invoice=invoice.number
+        )
     if lift_suspension:
         activate(BILLING, tenant, note=f"Invoice {invoice.number} paid.")
 
@@ -111,10 +145,14 @@ def retry_due(at: datetime) -> int:
     """Hand every invoice whose retry is due to the charge job (or count the retry as failed
     when there is no card to charge). Returns how many were handled."""
 
-    due = list(db.session.execute(
-        select(Invoice).where(Invoice.status == "open", Invoice.next_payment_attempt_at <= at)
-        .order_by(Invoice.next_payment_attempt_at).with_for_update(skip_locked=True)
-    ).scalars())
+    due = list(
+        db.session.execute(
+            select(Invoice)
+            .where(Invoice.status == "open", Invoice.next_payment_attempt_at <= at)
+            .order_by(Invoice.next_payment_attempt_at)
+            .with_for_update(skip_locked=True)
+        ).scalars()
+    )
     for invoice in due:
         invoice.next_payment_attempt_at = None  # claimed: the attempt's outcome sets the next one
         if invoice.tenant.stripe_payment_method_id and gateway.configured():
@@ -126,7 +164,6 @@ def retry_due(at: datetime) -> int:
 
 def next_attempt_number(invoice: Invoice) -> int:
     from sqlalchemy import func
-
 
     last = db.session.scalar(select(func.max(PaymentAttempt.number)).where(PaymentAttempt.invoice_id == invoice.id))
     return (last or 0) + 1

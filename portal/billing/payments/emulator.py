@@ -42,15 +42,21 @@ def main() -> int:
     port = urlsplit(base).port or 8420
     executable = Path(sys.executable).with_name("localstripe")
     with LOG_FILE.open("ab") as log:
-        process = subprocess.Popen([str(executable), "--port", str(port)], stdout=log, stderr=log,  # noqa: S603 - fixed argv, no shell
-                                   start_new_session=True)
+        process = subprocess.Popen(  # noqa: S603
+            [str(executable), "--port", str(port)],
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
     PID_FILE.write_text(str(process.pid))
     body = json.dumps({"url": f"{portal}/webhooks/stripe", "secret": secret}).encode()
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:
-            urllib.request.urlopen(urllib.request.Request(f"{base}/_config/webhooks/portal", data=body, method="POST"),  # noqa: S310 - our own http URLs
-                                   timeout=2).read()
+            urllib.request.urlopen(  # noqa: S310
+                urllib.request.Request(f"{base}/_config/webhooks/portal", data=body, method="POST"),  # noqa: S310 - our own http URLs
+                timeout=2,
+            ).read()
             print(f"localstripe on {base} (test mode); webhooks go to {portal}/webhooks/stripe")
             return 0
         except (urllib.error.URLError, ConnectionError, OSError):

@@ -28,8 +28,13 @@ def store(event: dict) -> bool:
     metadata = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
     created = event.get("created")
     values = {
-        "id": event["id"], "type": event["type"], "payload": event, "livemode": bool(event.get("livemode")),
-        "status": "received", "attempts": 0, "failures_in_row": 0,
+        "id": event["id"],
+        "type": event["type"],
+        "payload": event,
+        "livemode": bool(event.get("livemode")),
+        "status": "received",
+        "attempts": 0,
+        "failures_in_row": 0,
         "tenant_id": str(metadata.get("tenant_id") or "")[:50] or None,
         "stripe_created_at": datetime.fromtimestamp(created, UTC) if isinstance(created, int) else None,
         "received_at": utcnow(),
@@ -45,8 +50,18 @@ def store(event: dict) -> bool:
     return True
 
 
-_COLUMNS = ("id", "type", "payload", "livemode", "status", "attempts", "failures_in_row", "tenant_id",
-            "stripe_created_at", "received_at")
+_COLUMNS = (
+    "id",
+    "type",
+    "payload",
+    "livemode",
+    "status",
+    "attempts",
+    "failures_in_row",
+    "tenant_id",
+    "stripe_created_at",
+    "received_at",
+)
 
 
 @functools.cache
@@ -56,17 +71,25 @@ def _insert_once():
     because SQLAlchemy cannot cache the dialects' ON CONFLICT inserts and compiled one on every
     delivery; the column types still convert the values (JSON, UTC times)."""
     table = StripeEvent.__table__
-    return text(
-        "INSERT INTO stripe_events (id, type, payload, livemode, status, attempts, failures_in_row, tenant_id, "
-        "stripe_created_at, received_at) VALUES (:id, :type, :payload, :livemode, :status, :attempts, "
-        ":failures_in_row, :tenant_id, :stripe_created_at, :received_at) ON CONFLICT (id) DO NOTHING RETURNING id"
-    ).bindparams(*(bindparam(c, type_=table.c[c].type) for c in _COLUMNS)).columns(id=table.c.id.type)
+    return (
+        text(
+            "INSERT INTO stripe_events (id, type, payload, livemode, status, attempts, failures_in_row, tenant_id, "
+            "stripe_created_at, received_at) VALUES (:id, :type, :payload, :livemode, :status, :attempts, "
+            ":failures_in_row, :tenant_id, :stripe_created_at, :received_at) ON CONFLICT (id) DO NOTHING RETURNING id"
+        )
+        .bindparams(*(bindparam(c, type_=table.c[c].type) for c in _COLUMNS))
+        .columns(id=table.c.id.type)
+    )
 
 
 def _reread(kind: str, obj: dict):
     """The object as Stripe has it now; the event's copy when Stripe no longer knows it."""
-    fetch = {"payment_intent": gateway.retrieve_payment_intent, "setup_intent": gateway.retrieve_setup_intent,
-             "customer": gateway.retrieve_customer, "charge": gateway.retrieve_charge}[kind]
+    fetch = {
+        "payment_intent": gateway.retrieve_payment_intent,
+        "setup_intent": gateway.retrieve_setup_intent,
+        "customer": gateway.retrieve_customer,
+        "charge": gateway.retrieve_charge,
+    }[kind]
     try:
         return fetch(obj["id"])
     except gateway.GatewayUnavailable:
@@ -114,7 +137,8 @@ def _charge_refunded(obj: dict, at) -> str:
     invoice = services.invoice_of(charge.get("metadata"))
     if invoice is None and intent_id:
         attempt = db.session.execute(
-            select(PaymentAttempt).where(PaymentAttempt.payment_intent_id == intent_id)).scalar_one_or_none()
+            select(PaymentAttempt).where(PaymentAttempt.payment_intent_id == intent_id)
+        ).scalar_one_or_none()
         invoice = attempt and db.session.get(services.Invoice, attempt.invoice_id)
     if invoice is None and intent_id:  # the refund overtook the payment: its PaymentIntent names the invoice
         invoice = services.invoice_of(_reread("payment_intent", {"id": intent_id}).get("metadata"))
@@ -135,25 +159,38 @@ def _stripe_invoice(obj: dict, at, paid: bool) -> str:
     if invoice is None:
         return "ignored: not one of our invoices"
     if paid:
-        return services.apply_payment_intent({"id": obj.get("id"), "metadata": obj["metadata"], "status": "succeeded",
-                                              "amount": obj.get("amount_paid")}, at, invoice)
-    return services.apply_payment_intent({"id": obj.get("id"), "metadata": obj["metadata"],
-                                          "status": "requires_payment_method",
-                                          "last_payment_error": {"message": "The payment failed."}}, at, invoice)
+        return services.apply_payment_intent(
+            {"id": obj.get("id"), "metadata": obj["metadata"], "status": "succeeded", "amount": obj.get("amount_paid")},
+            at,
+            invoice,
+        )
+    return services.apply_payment_intent(
+        {
+            "id": obj.get("id"),
+            "metadata": obj["metadata"],
+            "status": "requires_payment_method",
+            "last_payment_error": {"message": "The payment failed."},
+        },
+        at,
+        invoice,
+    )
 
 
 def _checkout_completed(obj: dict, at) -> str:
     if obj.get("mode") == "setup" and obj.get("setup_intent"):
-        return _setup_intent({"id": obj["setup_intent"] if isinstance(obj["setup_intent"], str)
-                              else obj["setup_intent"]["id"]}, at)
+        return _setup_intent(
+            {"id": obj["setup_intent"] if isinstance(obj["setup_intent"], str) else obj["setup_intent"]["id"]}, at
+        )
     if obj.get("mode") == "payment" and obj.get("payment_status") == "paid":
         intent = obj.get("payment_intent")
         metadata = obj.get("metadata") or {}
         if isinstance(intent, str) and intent:
-            return _payment_intent({"id": intent, "metadata": metadata, "status": "succeeded",
-                                    "amount": obj.get("amount_total")}, at)
-        return services.apply_payment_intent({"id": obj.get("id"), "metadata": metadata, "status": "succeeded",
-                                              "amount": obj.get("amount_total")}, at)
+            return _payment_intent(
+                {"id": intent, "metadata": metadata, "status": "succeeded", "amount": obj.get("amount_total")}, at
+            )
+        return services.apply_payment_intent(
+            {"id": obj.get("id"), "metadata": metadata, "status": "succeeded", "amount": obj.get("amount_total")}, at
+        )
     return "ignored: checkout not paid"
 
 
@@ -182,15 +219,21 @@ def pending(now, limit: int) -> list[StripeEvent]:
     """Up to ``limit`` of the oldest events waiting to be processed (new, or failed and due for
     their retry), locked for this transaction; another worker's drain skips them rather than
     waiting."""
-    return list(db.session.execute(
-        select(StripeEvent)
-        .where(StripeEvent.status.in_(("received", "failed")),
-               or_(StripeEvent.status == "received",
-                   and_(StripeEvent.next_attempt_at.is_not(None), StripeEvent.next_attempt_at <= now)))
-        .order_by(StripeEvent.received_at, StripeEvent.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    ).scalars())
+    return list(
+        db.session.execute(
+            select(StripeEvent)
+            .where(
+                StripeEvent.status.in_(("received", "failed")),
+                or_(
+                    StripeEvent.status == "received",
+                    and_(StripeEvent.next_attempt_at.is_not(None), StripeEvent.next_attempt_at <= now),
+                ),
+            )
+            .order_by(StripeEvent.received_at, StripeEvent.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        ).scalars()
+    )
 
 
 def preload(events: list[StripeEvent]) -> list:

@@ -83,8 +83,9 @@ def _call(operation, *args, **kwargs):
         return result.to_dict() if hasattr(result, "to_dict") else result
     except stripe.CardError as error:
         intent = (error.error.payment_intent or {}) if error.error else {}
-        raise PaymentDeclined(error.user_message or "Your card was declined.",
-                              payment_intent_id=intent.get("id")) from None
+        raise PaymentDeclined(
+            error.user_message or "Your card was declined.", payment_intent_id=intent.get("id")
+        ) from None
     except (stripe.APIConnectionError, stripe.RateLimitError) as error:
         raise GatewayUnavailable(f"Stripe is unreachable: {error.user_message or error}") from None
     except stripe.StripeError as error:
@@ -100,9 +101,11 @@ def _call(operation, *args, **kwargs):
 
 
 def create_customer(tenant_id: str, name: str, email: str, idempotency_key: str):
-    return _call(_client().v1.customers.create,
-                 params={"name": name, "email": email, "metadata": {"tenant_id": tenant_id}},
-                 options={"idempotency_key": idempotency_key})
+    return _call(
+        _client().v1.customers.create,
+        params={"name": name, "email": email, "metadata": {"tenant_id": tenant_id}},
+        options={"idempotency_key": idempotency_key},
+    )
 
 
 def retrieve_customer(customer_id: str):
@@ -110,14 +113,23 @@ def retrieve_customer(customer_id: str):
 
 
 def set_default_payment_method(customer_id: str, payment_method_id: str | None):
-    return _call(_client().v1.customers.update, customer_id,
-                 params={"invoice_settings": {"default_payment_method": payment_method_id or ""}})
+    return _call(
+        _client().v1.customers.update,
+        customer_id,
+        params={"invoice_settings": {"default_payment_method": payment_method_id or ""}},
+    )
 
 
 def create_setup_intent(customer_id: str, tenant_id: str):
-    return _call(_client().v1.setup_intents.create,
-                 params={"customer": customer_id, "usage": "off_session", "payment_method_types": ["card"],
-                         "metadata": {"tenant_id": tenant_id}})
+    return _call(
+        _client().v1.setup_intents.create,
+        params={
+            "customer": customer_id,
+            "usage": "off_session",
+            "payment_method_types": ["card"],
+            "metadata": {"tenant_id": tenant_id},
+        },
+    )
 
 
 def retrieve_setup_intent(setup_intent_id: str):
@@ -139,14 +151,28 @@ def detach_payment_method(payment_method_id: str):
 # --- payments -------------------------------------------------------------------------------
 
 
-def create_payment_intent(*, amount: int, currency: str, customer_id: str, payment_method_id: str,
-                          metadata: dict, off_session: bool, idempotency_key: str):
+def create_payment_intent(
+    *,
+    amount: int,
+    currency: str,
+    customer_id: str,
+    payment_method_id: str,
+    metadata: dict,
+    off_session: bool,
+    idempotency_key: str,
+):
     """Create and confirm at once with the saved card. Off-session (a billing run) the bank may
     still decline; on-session it may ask for 3-D Secure (status ``requires_action``), which
     Stripe.js then handles in the customer's browser."""
-    params = {"amount": amount, "currency": currency.lower(), "customer": customer_id,
-              "payment_method": payment_method_id, "metadata": metadata, "confirm": True,
-              "payment_method_types": ["card"]}
+    params = {
+        "amount": amount,
+        "currency": currency.lower(),
+        "customer": customer_id,
+        "payment_method": payment_method_id,
+        "metadata": metadata,
+        "confirm": True,
+        "payment_method_types": ["card"],
+    }
     if off_session:
         params["off_session"] = True
     return _call(_client().v1.payment_intents.create, params=params, options={"idempotency_key": idempotency_key})
@@ -192,9 +218,15 @@ def verify_webhook(payload: bytes, signature_header: str | None) -> dict:
         raise InvalidWebhook(str(error.user_message or error)) from None
     except ValueError:
         raise InvalidWebhook("The body is not JSON.") from None
-    if not (isinstance(event, dict) and isinstance(event.get("id"), str) and event["id"]
-            and isinstance(event.get("type"), str) and event["type"]
-            and isinstance(event.get("data"), dict) and isinstance(event["data"].get("object"), dict)):
+    if not (
+        isinstance(event, dict)
+        and isinstance(event.get("id"), str)
+        and event["id"]
+        and isinstance(event.get("type"), str)
+        and event["type"]
+        and isinstance(event.get("data"), dict)
+        and isinstance(event["data"].get("object"), dict)
+    ):
         raise InvalidWebhook("The body is not a Stripe event (id, type, data.object).")
     if len(event["id"]) > 255 or len(event["type"]) > 100:
         raise InvalidWebhook("The event id or type is too long.")

@@ -23,15 +23,22 @@ webhooks_bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
 @bp.app_context_processor
 def payment_helpers():
 
-    return {"stripe_available": gateway.configured, "stripe_test_mode": gateway.test_mode,
-            "payment_state": _payment_state, "money": format_money}
+    return {
+        "stripe_available": gateway.configured,
+        "stripe_test_mode": gateway.test_mode,
+        "payment_state": _payment_state,
+        "money": format_money,
+    }
 
 
 def _payment_state(invoice) -> dict:
     attempt = services.latest_attempt(invoice)
-    return {"attempt": attempt,
-            "waiting": invoice.status == "open" and attempt is not None
-            and attempt.status in ("pending", "processing", "requires_action")}
+    return {
+        "attempt": attempt,
+        "waiting": invoice.status == "open"
+        and attempt is not None
+        and attempt.status in ("pending", "processing", "requires_action"),
+    }
 
 
 # --- the webhook ------------------------------------------------------------------------------
@@ -118,22 +125,29 @@ def card_form():
         return redirect_to("billing.payment_method")
     if intent.get("status") == "succeeded":
         return _save(intent)
-    return _stripe_page("payments/card_form.html", client_secret=intent["client_secret"], setup_intent_id=intent["id"],
-                        publishable_key=current_app.config["STRIPE_PUBLISHABLE_KEY"],
-                        stripe_js_url=current_app.config["STRIPE_JS_URL"])
+    return _stripe_page(
+        "payments/card_form.html",
+        client_secret=intent["client_secret"],
+        setup_intent_id=intent["id"],
+        publishable_key=current_app.config["STRIPE_PUBLISHABLE_KEY"],
+        stripe_js_url=current_app.config["STRIPE_JS_URL"],
+    )
 
 
 def _save(intent):
     def save() -> str:
         tenant = services.save_card(current_actor(), g.tenant, intent)
-        return (f"Card saved: {tenant.card_brand} ending {tenant.card_last4}, "
-                f"expires {tenant.card_exp_month:02d}/{tenant.card_exp_year}.")
+        return (
+            f"Card saved: {tenant.card_brand} ending {tenant.card_last4}, "
+            f"expires {tenant.card_exp_month:02d}/{tenant.card_exp_year}."
+        )
 
     return _act_on_stripe(save, "billing.payment_method")
 
 
 def _act_on_stripe(action, endpoint: str, **values):
     """portal.web.act, plus Stripe's complaints shown as a message rather than a 500."""
+
     def guarded() -> str:
         try:
             return action()
@@ -210,11 +224,15 @@ def authenticate(invoice_id: str):
     if attempt is None or attempt.status != "requires_action" or not attempt.payment_intent_id:
         return redirect_to("billing.invoice", invoice_id=invoice_id)
     intent = gateway.retrieve_payment_intent(attempt.payment_intent_id)
-    return _stripe_page("payments/authenticate.html", invoice=invoice, client_secret=intent["client_secret"],
-                        publishable_key=current_app.config["STRIPE_PUBLISHABLE_KEY"],
-                        stripe_js_url=current_app.config["STRIPE_JS_URL"],
-                        return_url=url_for("billing.authenticated", invoice_id=invoice.id, attempt=attempt.number),
-                        invoice_url=url_for("billing.invoice", invoice_id=invoice.id))
+    return _stripe_page(
+        "payments/authenticate.html",
+        invoice=invoice,
+        client_secret=intent["client_secret"],
+        publishable_key=current_app.config["STRIPE_PUBLISHABLE_KEY"],
+        stripe_js_url=current_app.config["STRIPE_JS_URL"],
+        return_url=url_for("billing.authenticated", invoice_id=invoice.id, attempt=attempt.number),
+        invoice_url=url_for("billing.invoice", invoice_id=invoice.id),
+    )
 
 
 @bp.get("/invoices/<invoice_id>/authenticated")

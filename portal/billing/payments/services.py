@@ -28,8 +28,9 @@ log = logging.getLogger(__name__)
 def ensure_customer(tenant: Tenant) -> str:
     """The tenant's Stripe customer, created on first use (idempotently, keyed by the tenant)."""
     if not tenant.stripe_customer_id:
-        customer = gateway.create_customer(tenant.tenant_id, tenant.company_name, tenant.contact_email,
-                                           idempotency_key=f"customer-{tenant.tenant_id}")
+        customer = gateway.create_customer(
+            tenant.tenant_id, tenant.company_name, tenant.contact_email, idempotency_key=f"customer-{tenant.tenant_id}"
+        )
         tenant.stripe_customer_id = customer["id"]
     return tenant.stripe_customer_id
 
@@ -73,8 +74,16 @@ def save_card(actor: Actor, tenant: Tenant, setup_intent) -> Tenant:
     _show_card(tenant, method)
     if previous:
         _detach_quietly(previous)
-    audit.record(actor, "payment_method.saved", tenant, "payment_method", payment_method_id,
-                 brand=tenant.card_brand, last4=tenant.card_last4, replaced=previous)
+    audit.record(
+        actor,
+        "payment_method.saved",
+        tenant,
+        "payment_method",
+        payment_method_id,
+        brand=tenant.card_brand,
+        last4=tenant.card_last4,
+        replaced=previous,
+    )
     return tenant
 
 
@@ -141,7 +150,9 @@ def attempt_for(invoice: Invoice, number: int) -> PaymentAttempt | None:
 
 def latest_attempt(invoice: Invoice) -> PaymentAttempt | None:
     return db.session.execute(
-        select(PaymentAttempt).where(PaymentAttempt.invoice_id == invoice.id).order_by(PaymentAttempt.number.desc())
+        select(PaymentAttempt)
+        .where(PaymentAttempt.invoice_id == invoice.id)
+        .order_by(PaymentAttempt.number.desc())
         .limit(1)
     ).scalar_one_or_none()
 
@@ -159,16 +170,26 @@ def charge(invoice: Invoice, number: int, off_session: bool, at: datetime | None
     if attempt is not None and attempt.status != "pending":
         return attempt  # this attempt already happened
     if attempt is None:
-        attempt = PaymentAttempt(invoice_id=invoice.id, tenant_id=tenant.tenant_id, number=number,
-                                 amount=invoice.amount_due, currency=invoice.currency, off_session=off_session)
+        attempt = PaymentAttempt(
+            invoice_id=invoice.id,
+            tenant_id=tenant.tenant_id,
+            number=number,
+            amount=invoice.amount_due,
+            currency=invoice.currency,
+            off_session=off_session,
+        )
         db.session.add(attempt)
         db.session.flush()
     try:
         intent = gateway.create_payment_intent(
-            amount=attempt.amount, currency=attempt.currency, customer_id=tenant.stripe_customer_id,
+            amount=attempt.amount,
+            currency=attempt.currency,
+            customer_id=tenant.stripe_customer_id,
             payment_method_id=tenant.stripe_payment_method_id,
             metadata={"invoice_id": invoice.id, "tenant_id": tenant.tenant_id, "attempt": str(number)},
-            off_session=off_session, idempotency_key=attempt.idempotency_key)
+            off_session=off_session,
+            idempotency_key=attempt.idempotency_key,
+        )
     except gateway.PaymentDeclined as declined:
         if declined.payment_intent_id:
             attempt.payment_intent_id = declined.payment_intent_id
@@ -185,8 +206,10 @@ def charge(invoice: Invoice, number: int, off_session: bool, at: datetime | None
     return attempt
 
 
-AUTHENTICATION_NEEDED = ("Your bank asked you to confirm this payment, which it cannot do while you are away. "
-                         "Pay the invoice from the portal, where your bank can ask you.")
+AUTHENTICATION_NEEDED = (
+    "Your bank asked you to confirm this payment, which it cannot do while you are away. "
+    "Pay the invoice from the portal, where your bank can ask you."
+)
 
 
 def _needs_the_customer(invoice: Invoice, attempt: PaymentAttempt, payment_intent_id: str, at: datetime) -> None:
@@ -201,8 +224,11 @@ def _needs_the_customer(invoice: Invoice, attempt: PaymentAttempt, payment_inten
     except gateway.GatewayError as error:
         # Left in requires_action: its client secret is never shown (the attempt failed), and
         # Stripe cancels it after a while; the dunning goes on either way.
-        log.warning("could not cancel PaymentIntent %s after it asked for authentication off-session: %s",
-                    payment_intent_id, error.message)
+        log.warning(
+            "could not cancel PaymentIntent %s after it asked for authentication off-session: %s",
+            payment_intent_id,
+            error.message,
+        )
 
 
 def _attempt_failed(invoice: Invoice, attempt: PaymentAttempt, message: str, at: datetime) -> None:
@@ -224,18 +250,28 @@ def _find_attempt(invoice: Invoice, intent) -> PaymentAttempt:
             return attempt
     # One query for the attempt with this PaymentIntent and the invoice's attempts (to match
     # the metadata's attempt number, or to number a new one).
-    candidates = db.session.execute(
-        select(PaymentAttempt).where(or_(PaymentAttempt.payment_intent_id == intent["id"],
-                                         PaymentAttempt.invoice_id == invoice.id))
-    ).scalars().all()
+    candidates = (
+        db.session.execute(
+            select(PaymentAttempt).where(
+                or_(PaymentAttempt.payment_intent_id == intent["id"], PaymentAttempt.invoice_id == invoice.id)
+            )
+        )
+        .scalars()
+        .all()
+    )
     ours = [candidate for candidate in candidates if candidate.invoice_id == invoice.id]
     attempt = next((candidate for candidate in candidates if candidate.payment_intent_id == intent["id"]), None)
     if attempt is None and number.isdigit():
         attempt = next((candidate for candidate in ours if candidate.number == int(number)), None)
     if attempt is None:
-        attempt = PaymentAttempt(invoice_id=invoice.id, tenant_id=invoice.tenant_id,
-                                 number=max((candidate.number for candidate in ours), default=0) + 1,
-                                 amount=intent.get("amount") or 0, currency=invoice.currency, off_session=False)
+        attempt = PaymentAttempt(
+            invoice_id=invoice.id,
+            tenant_id=invoice.tenant_id,
+            number=max((candidate.number for candidate in ours), default=0) + 1,
+            amount=intent.get("amount") or 0,
+            currency=invoice.currency,
+            off_session=False,
+        )
         db.session.add(attempt)
     attempt.payment_intent_id = intent["id"]
     return attempt
@@ -244,8 +280,18 @@ def _find_attempt(invoice: Invoice, intent) -> PaymentAttempt:
 # The PaymentIntent statuses an attempt takes as they are. A failure is counted by
 # _attempt_failed instead, from pending (what any other status leaves a new attempt at).
 _INTENT_STATUSES_TAKEN = ("succeeded", "requires_action", "processing")
-_NEW_ATTEMPT_COLUMNS = ("id", "invoice_id", "tenant_id", "amount", "currency", "off_session", "status",
-                        "payment_intent_id", "created_at", "updated_at")
+_NEW_ATTEMPT_COLUMNS = (
+    "id",
+    "invoice_id",
+    "tenant_id",
+    "amount",
+    "currency",
+    "off_session",
+    "status",
+    "payment_intent_id",
+    "created_at",
+    "updated_at",
+)
 
 
 def _new_attempt_unless_carried(invoice: Invoice, intent) -> PaymentAttempt | None:
@@ -257,11 +303,18 @@ def _new_attempt_unless_carried(invoice: Invoice, intent) -> PaymentAttempt | No
         return None
     db.session.flush()  # attempts still pending in the session count for the number
     now = utcnow()
-    values = {"id": new_id("pay"), "invoice_id": invoice.id, "tenant_id": invoice.tenant_id,
-              "amount": intent.get("amount") or 0, "currency": invoice.currency, "off_session": False,
-              "status": intent.get("status") if intent.get("status") in _INTENT_STATUSES_TAKEN else "pending",
-              "payment_intent_id": intent["id"],
-              "created_at": now, "updated_at": now}
+    values = {
+        "id": new_id("pay"),
+        "invoice_id": invoice.id,
+        "tenant_id": invoice.tenant_id,
+        "amount": intent.get("amount") or 0,
+        "currency": invoice.currency,
+        "off_session": False,
+        "status": intent.get("status") if intent.get("status") in _INTENT_STATUSES_TAKEN else "pending",
+        "payment_intent_id": intent["id"],
+        "created_at": now,
+        "updated_at": now,
+    }
     number = connection.execute(_insert_attempt_unless_carried(), values).scalar()
     if number is None:
         return None
@@ -276,14 +329,17 @@ def _insert_attempt_unless_carried():
     """INSERT ... SELECT the next number ... ON CONFLICT (payment_intent_id) DO NOTHING, the same
     SQL on PostgreSQL and SQLite; text, as events._insert_once, so it is compiled once."""
     table = PaymentAttempt.__table__
-    return text(
-        "INSERT INTO payment_attempts (id, invoice_id, tenant_id, number, amount, currency, off_session, status, "
-        "payment_intent_id, created_at, updated_at) "
-        "SELECT :id, :invoice_id, :tenant_id, COALESCE(MAX(number), 0) + 1, :amount, :currency, :off_session, "
-        ":status, :payment_intent_id, :created_at, :updated_at FROM payment_attempts WHERE invoice_id = :invoice_id "
-        "ON CONFLICT (payment_intent_id) DO NOTHING RETURNING number"
-    ).bindparams(*(bindparam(c, type_=table.c[c].type) for c in _NEW_ATTEMPT_COLUMNS)).columns(
-        number=table.c.number.type)
+    return (
+        text(
+            "INSERT INTO payment_attempts (id, invoice_id, tenant_id, number, amount, currency, off_session, status, "
+            "payment_intent_id, created_at, updated_at) "
+            "SELECT :id, :invoice_id, :tenant_id, COALESCE(MAX(number), 0) + 1, :amount, :currency, :off_session, "
+            ":status, :payment_intent_id, :created_at, :updated_at FROM payment_attempts WHERE invoice_id = :invoice_id "
+            "ON CONFLICT (payment_intent_id) DO NOTHING RETURNING number"
+        )
+        .bindparams(*(bindparam(c, type_=table.c[c].type) for c in _NEW_ATTEMPT_COLUMNS))
+        .columns(number=table.c.number.type)
+    )
 
 
 # Marking an invoice paid (or failed) touches its tenant and subscription too: one query, not three.
@@ -313,9 +369,11 @@ def load_invoices_of(metadatas) -> list[Invoice]:
     invoice_ids = {invoice_id for metadata in metadatas if (invoice_id := _invoice_id(metadata))}
     if not invoice_ids:
         return []
-    return list(db.session.execute(
-        select(Invoice).options(*_WITH_TENANT_AND_SUBSCRIPTION).where(Invoice.id.in_(invoice_ids))
-    ).unique().scalars())
+    return list(
+        db.session.execute(select(Invoice).options(*_WITH_TENANT_AND_SUBSCRIPTION).where(Invoice.id.in_(invoice_ids)))
+        .unique()
+        .scalars()
+    )
 
 
 def apply_payment_intent(intent, at: datetime | None = None, invoice: Invoice | None = None) -> str:
@@ -329,8 +387,11 @@ def apply_payment_intent(intent, at: datetime | None = None, invoice: Invoice | 
     status = intent.get("status")
     # A new attempt was stored with its status; assigning it again would still cost a flush.
     # A failed attempt stays failed unless the money arrived after all.
-    if status in _INTENT_STATUSES_TAKEN and attempt.status != status \
-            and (attempt.status != "failed" or status == "succeeded"):
+    if (
+        status in _INTENT_STATUSES_TAKEN
+        and attempt.status != status
+        and (attempt.status != "failed" or status == "succeeded")
+    ):
         attempt.status = status
     if status == "succeeded":
         amount = intent.get("amount_received") or intent.get("amount") or invoice.total
