@@ -69,8 +69,7 @@ BATCH_CONNECTIONS = 4
 
 
 def flask_command(env: dict, *command: str) -> None:
-
-    subprocess.run(  # noqa: S603
+    subprocess.run(  # noqa: S603 - fixed argv, no shell
         [str(VENV_BIN / "flask"), "--app", "wsgi", *command],
         cwd=ROOT,
         env=env,
@@ -82,7 +81,6 @@ def flask_command(env: dict, *command: str) -> None:
 
 def prepare(env: dict) -> tuple[str, str, str]:
     """Schema, catalog, an enterprise tenant, its key and an operator token."""
-
     for command in (["db", "upgrade"], ["catalog", "sync"]):
         flask_command(env, *command)
     code = (
@@ -100,7 +98,7 @@ def prepare(env: dict) -> tuple[str, str, str]:
         "    commit()\n"
         "    print(t.tenant_id, key, token)\n"
     )
-    out = subprocess.run(  # noqa: S603
+    out = subprocess.run(  # noqa: S603 - fixed argv, no shell
         [sys.executable, "-c", code],
         cwd=ROOT,
         env=env,
@@ -341,7 +339,7 @@ def main() -> None:
         server.wait_ready(f"/api/v1/tenants/{tenant_id}", {"X-API-Key": key})
 
         make = event_factory(tenant_id, "batch")
-        batch_request = lambda: (  # noqa: E731
+        batch_request = lambda: (  # noqa: E731 - a request factory beside the others
             "POST",
             "/api/v1/events/batch",
             json.dumps({"events": [make() for _ in range(BATCH)]}),

@@ -14,7 +14,6 @@ TICK_JOB_ID = "billing-run-tick"
 
 
 def execute_billing_run(run_id: str) -> None:
-
     run = db.session.get(BillingRun, run_id)
     if run is None or run.finished:
         return  # already done: a redelivered job changes nothing
@@ -24,7 +23,6 @@ def execute_billing_run(run_id: str) -> None:
 def billing_tick() -> None:
     """Start a run as of now, then schedule the next tick. The fixed job id means one pending
     tick however many workers are running."""
-
     interval = current_app.config["BILLING_RUN_INTERVAL_SECONDS"]
     if interval <= 0:
         return

@@ -13,7 +13,6 @@ FLUSH_EVERY_SECONDS = 60
 
 def check_quotas(tenant_id: str) -> None:
     """Send the quota notices the tenant's usage has newly crossed (each once per period)."""
-
     release(quotas.check_key(tenant_id))  # first: events committed from now on enqueue another check
     quotas.check_quotas(tenant_id)
     commit()
@@ -21,7 +20,6 @@ def check_quotas(tenant_id: str) -> None:
 
 def flush_api_requests() -> None:
     """Counted API requests into usage events, then the next flush in a minute."""
-
     schedule_flush(FLUSH_EVERY_SECONDS)
     flush()
 

@@ -59,7 +59,6 @@ DEMO_INVITEE = ("developer@demo.example.com", "developer")
 @click.option("--name", default="", help="Display name.")
 def create_operator(email: str, password: str, name: str) -> None:
     """Create an operator account (or make an existing user an operator)."""
-
     try:
         existing = find_user_by_email(normalize_email(email))
         if existing:
@@ -80,7 +79,6 @@ def create_operator(email: str, password: str, name: str) -> None:
 @demo_cli.command("seed")
 def seed_demo() -> None:
     """Create the demo operator, tenant, members and a pending invitation (idempotent)."""
-
     if db.session.get(Tenant, DEMO_TENANT[0]) is None:
         if find_user_by_email(DEMO_OPERATOR[0]) is None:
             create_user(DEMO_OPERATOR[0], DEMO_OPERATOR[1], "Portal Operator", is_operator=True)
@@ -151,7 +149,6 @@ def run_worker(burst: bool) -> None:
 )
 def sync_catalog_command(path: str | None) -> None:
     """Load the plan catalog file into the database; a changed price becomes a new version (idempotent)."""
-
     try:
         catalog = load_catalog(path or DEFAULT_CATALOG_PATH)
     except CatalogError as error:
@@ -208,7 +205,6 @@ def billing_run_command(at: str | None) -> None:
 @usage_cli.command("rebuild-rollups")
 def rebuild_rollups_command() -> None:
     """Recompute the hourly usage roll-ups from the events (after loading events with COPY or psql)."""
-
     rows = rebuild()
     commit()
     click.echo(f"Rebuilt {rows} hourly usage roll-up(s) from the events.")
@@ -217,7 +213,6 @@ def rebuild_rollups_command() -> None:
 @usage_cli.command("flush")
 def flush_usage_command() -> None:
     """Turn the API request counters waiting in Redis into usage events now."""
-
     click.echo(f"Flushed {flush()} API request(s) into usage events.")
 
 
@@ -231,7 +226,6 @@ def flush_usage_command() -> None:
 )
 def rotate_credential_keys(batch_size: int) -> None:
     """Re-encrypt every credential under the primary (first) CREDENTIALS_KEYS key; safe to re-run."""
-
     try:
         keyring = current_keyring()
     except CredentialKeyError as error:
@@ -258,7 +252,6 @@ def rotate_credential_keys(batch_size: int) -> None:
 @credentials_cli.command("generate-key")
 def generate_credentials_key() -> None:
     """Print a new random key for CREDENTIALS_KEYS (put it first to make it the primary)."""
-
     key = generate_key()
     click.echo(key)
     click.echo(f"(key id {parse_keys(key).primary_id})", err=True)

@@ -108,7 +108,6 @@ def error_page(status: int, message: str | None):
 
 
 def _rate_limited():
-
     current = limiter.current_limit
     # Flask-Limiter rewrites Retry-After as int(reset_at - now); compute it the same way so
     # the header and retry_after_seconds agree.

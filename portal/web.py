@@ -49,7 +49,6 @@ def redirect_to(endpoint: str, **values):
 def act(action: Callable[[], str], endpoint: str, **values):
     """One button's work as a unit: run ``action`` (it returns the success message), commit,
     flash the outcome (the service's complaint after a rollback), and redirect (PRG)."""
-
     try:
         message = action()
         commit()

@@ -433,7 +433,6 @@ def invoice(invoice_id: str):
 @operator_required
 def invoice_pdf(invoice_id: str):
     """The PDF exactly as the customer downloads it."""
-
     return pdf_download(_load_invoice(invoice_id))
 
 
@@ -496,7 +495,6 @@ def void_invoice(invoice_id: str):
 @operator_required
 def meters():
     """The meters that turn usage events into plan features' quantities."""
-
     return render("admin/meters.html", meters=list_meters())
 
 
@@ -567,7 +565,6 @@ def edit_meter(meter_key: str | None = None):
 @operator_required
 def stripe_events():
     """Inbound Stripe webhooks, newest first, with their processing status and last error."""
-
     status = request.args.get("status", "").strip()
     query = select(StripeEvent).order_by(StripeEvent.received_at.desc())
     if status in STRIPE_EVENT_STATUSES:
@@ -582,7 +579,6 @@ def stripe_events():
 @operator_required
 def replay_stripe_event(event_id: str):
     """Process a stored event again (its handler is idempotent)."""
-
     event = db.get_or_404(StripeEvent, event_id)
 
     def replay_it() -> str:
@@ -596,14 +592,12 @@ def replay_stripe_event(event_id: str):
 @operator_required
 def failed_jobs():
     """Jobs that failed after their retries, per queue, with the error, to requeue."""
-
     return render("admin/failed_jobs.html", jobs=list_failed())
 
 
 @bp.post("/jobs/<job_id>/requeue")
 @operator_required
 def requeue_job(job_id: str):
-
     def requeue_it() -> str:
         requeue(job_id)
         return f"Job {job_id} requeued."

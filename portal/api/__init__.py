@@ -97,7 +97,6 @@ class ApiWithoutCookieSession(SecureCookieSessionInterface):
 
 
 def init_api(app) -> None:
-
     csrf.exempt(bp)
     app.session_interface = ApiWithoutCookieSession()
     limiter.limit(_rate_limit, key_func=_rate_limit_key)(bp)

@@ -410,11 +410,8 @@ def _iso_date(value: Any) -> Any:
         raise ValueError(f"{value} is not a calendar date") from None
 
 
-_iso_instant = parse_instant  # the rule is the domain's: ingestion parses event times the same way
-
-
 IsoDate = Annotated[date, BeforeValidator(_iso_date)]
-IsoInstant = Annotated[datetime, BeforeValidator(_iso_instant)]
+IsoInstant = Annotated[datetime, BeforeValidator(parse_instant)]
 PlanKey = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
 CancellationReason = Literal[tuple(CANCELLATION_REASONS)]  # type: ignore[valid-type]
 InvoiceStatus = Literal[tuple(INVOICE_STATUSES)]  # type: ignore[valid-type]

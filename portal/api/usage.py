@@ -13,6 +13,7 @@ from portal.errors import ValidationFailed
 from portal.extensions import db
 from portal.infra.transactions import autocommit_statements, commit, defer
 from portal.models import Tenant, UsageEvent
+from portal.timezones import parse_instant
 from portal.usage import entitlements, ingest
 from portal.usage.meters import _event_values, last_event_at, meters_by_key
 from portal.usage.periods import month_start, next_month, this_month
@@ -53,7 +54,6 @@ def event_out(event: UsageEvent) -> schemas.EventOut:
 
 
 def _defer_quota_checks(outcomes) -> None:
-
     names: dict[str, set[str]] = {}
     terms: dict[str, Terms] = {}
     for outcome in outcomes:
@@ -224,7 +224,7 @@ def _instant(text: str | None, field: str) -> datetime | None:
     if text is None or text == "":
         return None
     try:
-        return schemas._iso_instant(text)
+        return parse_instant(text)
     except ValueError as error:
         raise ValidationFailed(f"{field}: {error}", field=field) from None
 

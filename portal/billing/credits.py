@@ -43,7 +43,6 @@ class Summary:
 
 def currency_of(tenant_id: str) -> str:
     """The currency the tenant is billed in (its subscription's), USD before it has one."""
-
     currency = db.session.execute(
         select(PlanVersion.currency)
         .join(Subscription, Subscription.plan_version_id == PlanVersion.id)
@@ -363,7 +362,6 @@ def write_off_expired(at: datetime, actor: Actor) -> int:
     """The billing run's sweep: every tenant's credit expired by ``at`` written off, a tenant
     per transaction (committed here, one by one: a run that dies half-way keeps the tenants it
     wrote off). Returns how many tenants had some."""
-
     tenant_ids = list(
         db.session.execute(
             select(CreditGrant.tenant_id)

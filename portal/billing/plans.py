@@ -70,7 +70,6 @@ def current_version(plan_key: str) -> PlanVersion:
 
 def subscriber_counts() -> dict[str, int]:
     """plan_version_id -> live subscriptions, for the operator's catalog page."""
-
     rows = db.session.execute(
         select(Subscription.plan_version_id, func.count())
         .where(Subscription.status.in_(BILLABLE_STATUSES))

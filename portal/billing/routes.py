@@ -386,7 +386,6 @@ def invoice_or_404(invoice_id: str):
 @tenant_required()
 def invoice(invoice_id: str):
     """One invoice as issued: seller, buyer, lines, totals, payment."""
-
     return render(
         "billing/invoice.html",
         invoice=invoice_or_404(invoice_id),
@@ -399,5 +398,4 @@ def invoice(invoice_id: str):
 @tenant_required()
 def invoice_pdf(invoice_id: str):
     """The invoice as a PDF download named after its number."""
-
     return pdf_download(invoice_or_404(invoice_id))

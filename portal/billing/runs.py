@@ -56,7 +56,6 @@ def create_run(triggered_by: str, at: datetime | None = None) -> BillingRun:
 
 def request_run(triggered_by: str, at: datetime | None = None) -> BillingRun:
     """Record a run and hand it to the worker (inline in the embedded mode) after commit."""
-
     run = create_run(triggered_by, at)
     # No RQ retry: a failed run is visible in the console, and re-running it is always safe.
     defer("jobs.billing.execute_billing_run", run.id, retries=0, timeout=6 * 3600)
@@ -211,7 +210,6 @@ class _Tally:
 
 def _retry_failed_payments(run_id: str, at: datetime) -> None:
     """Dunning retries due as of the run's instant (so ``billing run --at`` travels them too)."""
-
     try:
         retry_due(at)
         commit()

@@ -55,7 +55,6 @@ def _plan_line(version: PlanVersion, start: datetime, end: datetime) -> Line:
 def usage_lines(subscription: Subscription, start: datetime, end: datetime) -> list[Line]:
     """Usage of a closed period, billed in arrears by the plan version of that period: one line
     (or one per tier) for each priced feature with billable usage, each rounded once."""
-
     version = subscription.plan_version
     priced = [feature for feature in version.feature_specs() if feature.pricing != "included"]
     if not priced:

@@ -23,7 +23,6 @@ def invitation_url(token: str) -> str:
 
 
 def _send(invitation: Invitation, token: str, inviter_name: str) -> None:
-
     send_email(
         invitation.email,
         f"You are invited to join {invitation.tenant.company_name}",

@@ -96,7 +96,6 @@ class PlanVersion(db.Model):
         return Fraction(self.price, self.months)
 
     def feature_specs(self) -> list:
-
         return [FeatureSpec.model_validate(feature) for feature in self.features or []]
 
     def __repr__(self) -> str:

@@ -20,7 +20,6 @@ from portal.usage.ingest import EventDraft, Outcome, store
 
 
 def _flush_key(key: str) -> int:
-
     redis = redis_connection()
     key = key.decode() if isinstance(key, bytes) else key
     tenant_id, token = key.rsplit(":", 2)[-2:]

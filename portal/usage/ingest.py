@@ -101,7 +101,6 @@ def _text(raw: dict, what: str, limit: int, required: bool) -> str | None:
 
 
 def _instant(raw: dict, now: datetime) -> datetime:
-
     name, value = _one(raw, "occurred_at")
     if value is None:
         return now

@@ -25,7 +25,6 @@ CHECK_PENDING_SECONDS = 60
 
 
 def check_key(tenant_id: str) -> str:
-
     return database_key(f"once:quota-check:{tenant_id}")
 
 
@@ -39,7 +38,6 @@ def send_quota_webhook(tenant_id: str, event_type: str, data: dict) -> None:
 
 def _claim(tenant_id: str, usage: FeatureUsage, period_start, threshold: int) -> bool:
     """Insert the notice row unless it exists; True when this call inserted it."""
-
     statement = (
         _insert_statement_for(QuotaNotice.__table__)
         .values(

@@ -41,7 +41,6 @@ def billing_contacts(tenant: Tenant) -> list[str]:
 
 
 def _notify(invoice: Invoice, message: str, final: bool) -> None:
-
     tenant = invoice.tenant
     subject = (
         f"Account suspended: payment for invoice {invoice.number} failed"
@@ -100,7 +99,6 @@ def payment_failed(invoice: Invoice, message: str, at: datetime) -> None:
 
 
 def _give_up(invoice: Invoice, subscription: Subscription) -> None:
-
     if subscription.status in ("active", "trialing", "past_due"):
         subscription.status = "unpaid"
         audit.record(
@@ -113,7 +111,6 @@ def _give_up(invoice: Invoice, subscription: Subscription) -> None:
 
 def recovered(invoice: Invoice) -> None:
     """A payment went through: back to active once nothing else of this subscription is failing."""
-
     subscription = invoice.subscription
     tenant = invoice.tenant
     # Only a suspension for non-payment is lifted by a payment; the operator's own stay.
@@ -144,7 +141,6 @@ def recovered(invoice: Invoice) -> None:
 def retry_due(at: datetime) -> int:
     """Hand every invoice whose retry is due to the charge job (or count the retry as failed
     when there is no card to charge). Returns how many were handled."""
-
     due = list(
         db.session.execute(
             select(Invoice)

@@ -42,7 +42,7 @@ def main() -> int:
     port = urlsplit(base).port or 8420
     executable = Path(sys.executable).with_name("localstripe")
     with LOG_FILE.open("ab") as log:
-        process = subprocess.Popen(  # noqa: S603
+        process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
             [str(executable), "--port", str(port)],
             stdout=log,
             stderr=log,
@@ -53,7 +53,7 @@ def main() -> int:
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:
-            urllib.request.urlopen(  # noqa: S310
+            urllib.request.urlopen(  # noqa: S310 - our own http URLs
                 urllib.request.Request(f"{base}/_config/webhooks/portal", data=body, method="POST"),  # noqa: S310 - our own http URLs
                 timeout=2,
             ).read()

@@ -22,7 +22,6 @@ webhooks_bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
 
 @bp.app_context_processor
 def payment_helpers():
-
     return {
         "stripe_available": gateway.configured,
         "stripe_test_mode": gateway.test_mode,

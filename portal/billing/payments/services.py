@@ -424,6 +424,5 @@ def pay_now(invoice: Invoice) -> PaymentAttempt:
 def charge_after_issue(invoice: Invoice) -> None:
     """Billing runs: charge a newly issued invoice off-session when a card is on file, from a
     job so the run's transaction is not held during the call to Stripe."""
-
     if invoice.status == "open" and invoice.tenant.stripe_payment_method_id and gateway.configured():
         defer("jobs.stripe.charge_invoice", invoice.id, 1)
