@@ -134,15 +134,3 @@ def operator_required(view):
         return view(*args, **kwargs)
 
     return wrapper
-
-
-def get_for_tenant_or_404(model, object_id: str, tenant: Tenant):
-    """Load a tenant-owned row by id; another tenant's row is simply not found."""
-    if not object_id or len(object_id) > 64 or "\x00" in object_id:
-        abort(404)  # PostgreSQL refuses NUL in text: no id of ours looks like that anyway
-    obj = db.session.execute(
-        select(model).where(model.id == object_id, model.tenant_id == tenant.tenant_id)
-    ).scalar_one_or_none()
-    if obj is None:
-        abort(404)
-    return obj

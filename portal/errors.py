@@ -39,7 +39,7 @@ class PermissionDenied(ServiceError):
 
 class NotFound(ServiceError):
     status_code = 404
-    error_code = "NOT_FOUND"
+    error_code = "RESOURCE_NOT_FOUND"
 
 
 class Conflict(ServiceError):

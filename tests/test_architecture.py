@@ -120,3 +120,22 @@ def test_domain_code_never_imports_an_entry_point():
 
 def test_function_level_imports_of_project_modules_only_where_the_framework_needs_one():
     assert [(m, line, t) for m, line, t in INNER if m not in ALLOWED_INNER] == []
+
+
+# The bottom layer: models and infrastructure may import each other and third parties, never a domain.
+LOWER_LAYER = ("portal.models", "portal.infra", "portal.extensions", "portal.errors")
+
+
+def _in(module: str, packages: tuple[str, ...]) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in packages)
+
+
+def test_models_and_infrastructure_never_import_a_domain_package():
+    upward = sorted(
+        (module, target)
+        for module, targets in GRAPH.items()
+        if _in(module, LOWER_LAYER)
+        for target in targets
+        if not _in(target, LOWER_LAYER)
+    )
+    assert upward == []

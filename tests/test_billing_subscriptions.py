@@ -545,9 +545,11 @@ def test_another_tenants_subscription_is_not_found_through_a_tenant():
     assert subscriptions.subscription_of(mine.tenant).id == mine.id
     assert subscriptions.subscription_of(theirs.tenant).id == theirs.id
     from portal.billing.invoices import get_for_tenant
+    from portal.errors import NotFound
 
     their_invoice = invoices_of(theirs)[0]
-    assert get_for_tenant(mine.tenant, their_invoice.id) is None
+    with pytest.raises(NotFound):
+        get_for_tenant(mine.tenant, their_invoice.id)
     assert get_for_tenant(theirs.tenant, their_invoice.id).id == their_invoice.id
 
 

@@ -2,7 +2,7 @@ from flask import Blueprint, g, request
 from sqlalchemy import select
 
 from portal.access import tenant_required
-from portal.extensions import db
+from portal.infra.pagination import paginate
 from portal.models import AuditEvent
 from portal.web import render
 
@@ -21,5 +21,5 @@ def index():
         .where(AuditEvent.tenant_id == g.tenant.tenant_id)
         .order_by(AuditEvent.created_at.desc(), AuditEvent.id.desc())
     )
-    events = db.paginate(query, page=max(page, 1), per_page=PAGE_SIZE, error_out=False)
+    events = paginate(query, page, PAGE_SIZE)
     return render("activity/index.html", "activity/_events.html", events=events)

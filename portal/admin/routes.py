@@ -1,7 +1,7 @@
 from decimal import Decimal
 
 from flask import Blueprint, abort, flash, make_response, request
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, select
 
 from portal.access import current_actor, operator_required
 from portal.admin.forms import (
@@ -30,6 +30,7 @@ from portal.extensions import db
 from portal.forms import apply_service_error
 from portal.infra.failed_jobs import failed_jobs as list_failed
 from portal.infra.failed_jobs import requeue
+from portal.infra.pagination import paginate
 from portal.infra.transactions import commit, rollback
 from portal.models import (
     STRIPE_EVENT_STATUSES,
@@ -61,6 +62,7 @@ EMAIL_PREVIEW_CSP = "sandbox; default-src 'none'; style-src 'unsafe-inline'; img
 HTMX_STOP_POLLING = 286
 TENANT_INVOICES_SHOWN = 20
 CREDIT_ENTRIES_PER_PAGE = 20
+TENANTS_PER_PAGE = 20
 
 
 def _quantity(value) -> str:
@@ -71,10 +73,6 @@ def _quantity(value) -> str:
 @bp.context_processor
 def money_helpers():
     return {"money": format_money, "amount": format_amount, "quantity": _quantity}
-
-
-def _page_number() -> int:
-    return max(request.args.get("page", 1, type=int) or 1, 1)
 
 
 def _load_tenant(tenant_id: str) -> Tenant:
@@ -96,26 +94,12 @@ def tenants():
     """Tenants with search by name or id, a status filter and pages."""
     search = request.args.get("q", "").strip()[:100]
     status_filter = request.args.get("status", "")
-    members = select(func.count(Membership.id)).where(Membership.tenant_id == Tenant.tenant_id).scalar_subquery()
-    query = select(Tenant, members.label("member_count")).order_by(Tenant.created_at.desc())
-    if search:
-        # autoescape: "%" and "_" typed in the box are characters, not LIKE wildcards.
-        needle = search.lower()
-        query = query.where(
-            or_(
-                func.lower(Tenant.tenant_id).contains(needle, autoescape=True),
-                func.lower(Tenant.company_name).contains(needle, autoescape=True),
-            )
-        )
-    if status_filter in TENANT_STATUSES:
-        query = query.where(Tenant.status == status_filter)
-    else:
+    if status_filter not in TENANT_STATUSES:
         status_filter = ""
-    per_page = 20
-    total = db.session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
-    page = _page_number()
-    rows = db.session.execute(query.limit(per_page).offset((page - 1) * per_page)).all()
-    pages = max((total + per_page - 1) // per_page, 1)
+    members = select(func.count(Membership.id)).where(Membership.tenant_id == Tenant.tenant_id).scalar_subquery()
+    query = tenant_services.search(search, status=status_filter or None).add_columns(members.label("member_count"))
+    result = paginate(query, request.args.get("page", 1, type=int), TENANTS_PER_PAGE, rows=True)
+    rows, total, page, pages = result.items, result.total, result.page, max(result.pages, 1)
     return render(
         "admin/tenants.html",
         "admin/_tenants_table.html",
@@ -146,12 +130,10 @@ def _credit_forms(tenant: Tenant) -> tuple[CreditGrantForm, CreditForm]:
 
 
 def _credit_ledger(tenant: Tenant, currency: str):
-    page = max(request.args.get("credit_page", 1, type=int) or 1, 1)
-    return db.paginate(
+    return paginate(
         billing_credits.entries(tenant.tenant_id, currency),
-        page=min(page, 100_000),
-        per_page=CREDIT_ENTRIES_PER_PAGE,
-        error_out=False,
+        request.args.get("credit_page", 1, type=int),
+        CREDIT_ENTRIES_PER_PAGE,
     )
 
 
@@ -284,7 +266,7 @@ def outbox():
     query = select(EmailMessage).order_by(EmailMessage.created_at.desc())
     if recipient:
         query = query.where(EmailMessage.to == recipient.lower())
-    messages = db.paginate(query, page=_page_number(), per_page=25, error_out=False)
+    messages = paginate(query, request.args.get("page", 1, type=int), 25)
     return render("admin/outbox.html", messages=messages, recipient=recipient)
 
 
@@ -571,7 +553,7 @@ def stripe_events():
         query = query.where(StripeEvent.status == status)
     else:
         status = ""
-    events = db.paginate(query, page=_page_number(), per_page=50, error_out=False)
+    events = paginate(query, request.args.get("page", 1, type=int), 50)
     return render("admin/stripe_events.html", events=events, status_filter=status, statuses=STRIPE_EVENT_STATUSES)
 
 

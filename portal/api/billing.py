@@ -10,7 +10,6 @@ from datetime import timedelta
 from fractions import Fraction
 
 from pydantic import BaseModel
-from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 
 from portal.api import schemas
@@ -18,8 +17,8 @@ from portal.api.registry import OPERATOR, ApiError, not_found, operation
 from portal.billing import invoices, plans, subscriptions
 from portal.billing.money import round_half_up, to_major
 from portal.billing.periods import ONE_SECOND
+from portal.billing.pricing import feature_specs
 from portal.errors import ValidationFailed
-from portal.extensions import db
 from portal.infra.transactions import commit
 from portal.models import ADMIN_SCOPE, API_SCOPES, Invoice, Subscription, Tenant, utcnow
 
@@ -116,13 +115,6 @@ def invoice_out(invoice: Invoice) -> schemas.InvoiceOut:
             for line in invoice.lines
         ],
     )
-
-
-def _invoice_or_404(tenant: Tenant, invoice_id: str) -> Invoice:
-    invoice = invoices.get_for_tenant(tenant, invoice_id)
-    if invoice is None:
-        not_found("Invoice")
-    return invoice
 
 
 def _as_new_plan_error(error: ValidationFailed) -> ApiError:
@@ -303,7 +295,7 @@ def plan_out(plan) -> schemas.PlanOut:
         trial_days=version.trial_days,
         quotas=schemas.QuotasOut.model_validate(version.quotas),
         rate_limits=schemas.RateLimitsOut.model_validate(version.rate_limits),
-        features=[schemas.FeatureOut.model_validate(feature) for feature in version.feature_specs()],
+        features=[schemas.FeatureOut.model_validate(feature) for feature in feature_specs(version)],
     )
 
 
@@ -341,16 +333,8 @@ def list_plans(principal):
 )
 def list_invoices(principal, tenant: Tenant, query: schemas.InvoiceListQuery):
     statement = invoices.for_tenant(tenant, None if query.status == "all" else query.status)
-    total = db.session.scalar(select(func.count()).select_from(statement.order_by(None).subquery()))
-    rows = db.session.execute(
-        statement.options(selectinload(Invoice.lines)).limit(query.page_size).offset((query.page - 1) * query.page_size)
-    ).scalars()
-    return dump(
-        schemas.InvoiceListOut(
-            invoices=[invoice_out(invoice) for invoice in rows],
-            pagination=schemas.pagination(query.page, query.page_size, total),
-        )
-    )
+    rows, pagination = schemas.page_of(statement.options(selectinload(Invoice.lines)), query)
+    return dump(schemas.InvoiceListOut(invoices=[invoice_out(invoice) for invoice in rows], pagination=pagination))
 
 
 @operation(
@@ -364,7 +348,7 @@ def list_invoices(principal, tenant: Tenant, query: schemas.InvoiceListQuery):
     summary="Get one invoice with its lines",
 )
 def get_invoice(principal, tenant: Tenant, invoice_id: str):
-    return dump(invoice_out(_invoice_or_404(tenant, invoice_id)))
+    return dump(invoice_out(invoices.get_for_tenant(tenant, invoice_id)))
 
 
 @operation(
@@ -378,7 +362,7 @@ def get_invoice(principal, tenant: Tenant, invoice_id: str):
     summary="Whether an invoice is paid: amounts due and paid, when, and the payment attempts",
 )
 def invoice_payment_status(principal, tenant: Tenant, invoice_id: str):
-    invoice = _invoice_or_404(tenant, invoice_id)
+    invoice = invoices.get_for_tenant(tenant, invoice_id)
     return dump(
         schemas.PaymentStatusOut(
             invoice_id=invoice.id,
@@ -409,7 +393,7 @@ def invoice_payment_status(principal, tenant: Tenant, invoice_id: str):
     description="`paid_at` defaults to now and cannot be in the future. 409 when the invoice is already paid, or void.",
 )
 def mark_invoice_paid(principal, tenant: Tenant, invoice_id: str, body: schemas.MarkPaidIn):
-    invoice = _invoice_or_404(tenant, invoice_id)
+    invoice = invoices.get_for_tenant(tenant, invoice_id)
     now = utcnow()
     if body.paid_at is not None and body.paid_at > now + CLOCK_SKEW:
         raise ValidationFailed(

@@ -8,11 +8,10 @@ error per field; fields of the secret are named as in the request body (``creden
 import logging
 
 from portal.api import schemas
-from portal.api.registry import ApiError, not_found, operation
+from portal.api.registry import ApiError, operation
 from portal.credentials import services as vault
 from portal.credentials.crypto import CredentialDecryptError
 from portal.credentials.validation import CredentialInvalid
-from portal.errors import NotFound
 from portal.infra.transactions import commit
 from portal.models import Credential, Tenant
 
@@ -46,13 +45,6 @@ def credential_out(credential: Credential) -> schemas.CredentialOut:
         created_at=credential.created_at,
         last_validated_at=credential.last_validated_at,
     )
-
-
-def _credential_or_404(tenant: Tenant, credential_id: str) -> Credential:
-    try:
-        return vault.get_credential(tenant, credential_id)
-    except NotFound:
-        not_found("Credential")
 
 
 @operation(
@@ -93,8 +85,7 @@ def add_credential(principal, tenant: Tenant, body: schemas.CredentialCreateIn):
     summary="List the tenant's cloud credentials (identity and fingerprint only, never the secret)",
 )
 def list_credentials(principal, tenant: Tenant, query: schemas.CredentialListQuery):
-    rows = vault.list_credentials(tenant, query.provider)
-    page, pagination = schemas.page_of(rows, query)
+    page, pagination = schemas.page_of(vault.credentials_query(tenant, query.provider), query)
     return schemas.CredentialListOut(
         credentials=[credential_out(credential) for credential in page],
         pagination=pagination,
@@ -111,7 +102,7 @@ def list_credentials(principal, tenant: Tenant, query: schemas.CredentialListQue
     summary="Delete a cloud credential (it is never listed or used again)",
 )
 def delete_credential(principal, tenant: Tenant, credential_id: str):
-    credential = _credential_or_404(tenant, credential_id)
+    credential = vault.get_credential(tenant, credential_id)
     vault.delete_credential(principal.actor(), tenant, credential)
     commit()
     return schemas.CredentialDeletedOut(
@@ -132,7 +123,7 @@ def delete_credential(principal, tenant: Tenant, credential_id: str):
     "409 when the stored secret cannot be decrypted (its key was removed, or the row is damaged).",
 )
 def validate_credential(principal, tenant: Tenant, credential_id: str):
-    credential = _credential_or_404(tenant, credential_id)
+    credential = vault.get_credential(tenant, credential_id)
     try:
         errors = vault.revalidate_credential(principal.actor(), tenant, credential)
     except CredentialDecryptError as error:

@@ -2,7 +2,7 @@
 its field names accepted too); the tenant's ledger is readable by operators and the tenant's
 own keys. The rules are the ledger's (``portal.billing.credits``)."""
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import or_, select
 
 from portal.api import schemas
 from portal.api.billing import READ_SCOPE, dump
@@ -131,10 +131,7 @@ def get_credits(principal, tenant: Tenant, query: schemas.CreditsQuery):
     # By tenant_id only: on a warm key cache the tenant is detached (no relationships to load).
     summary = credits.summary(tenant.tenant_id, query.currency)
     statement = credits.entries(tenant.tenant_id, summary.currency)
-    total = db.session.scalar(select(func.count()).select_from(statement.order_by(None).subquery()))
-    rows = list(
-        db.session.execute(statement.limit(query.page_size).offset((query.page - 1) * query.page_size)).scalars()
-    )
+    rows, pagination = schemas.page_of(statement, query)
     grant_ids = {entry.grant_id for entry in rows if entry.grant_id}
     grants = (
         {g.id: g for g in db.session.execute(select(CreditGrant).where(CreditGrant.id.in_(grant_ids))).scalars()}
@@ -151,6 +148,6 @@ def get_credits(principal, tenant: Tenant, query: schemas.CreditsQuery):
             total_expired=summary.total_expired,
             balance_major=to_major(summary.balance),
             entries=[entry_out(entry, grants.get(entry.grant_id)) for entry in rows],
-            pagination=schemas.pagination(query.page, query.page_size, total),
+            pagination=pagination,
         )
     )

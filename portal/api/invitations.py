@@ -56,8 +56,7 @@ def create_invitation(principal, tenant: Tenant, body: schemas.InvitationCreateI
     summary="List pending invitations (expired ones included until resent; never tokens)",
 )
 def list_invitations(principal, tenant: Tenant, query: schemas.PageQuery):
-    rows = invitations.pending_invitations(tenant)
-    page, pagination = schemas.page_of(rows, query)
+    page, pagination = schemas.page_of(invitations.pending_query(tenant), query)
     return schemas.InvitationListOut(
         invitations=[invitation_out(i) for i in page],
         pagination=pagination,

@@ -1,13 +1,11 @@
 """Seed 000's API key endpoints: create (shown once), list, revoke."""
 
-from werkzeug.exceptions import NotFound as HTTPNotFound
-
-from portal.access import get_for_tenant_or_404
 from portal.api import schemas
-from portal.api.registry import not_found, operation
+from portal.api.registry import operation
 from portal.api_keys import services as keys
 from portal.infra.transactions import commit
 from portal.models import ADMIN_SCOPE, ApiKey, Tenant
+from portal.tenants.scoped import get_for_tenant
 
 
 def api_key_out(key: ApiKey) -> schemas.ApiKeyOut:
@@ -62,8 +60,7 @@ def create_api_key(principal, tenant: Tenant, body: schemas.ApiKeyCreateIn):
     summary="List the tenant's API keys (prefixes only, never the keys)",
 )
 def list_api_keys(principal, tenant: Tenant, query: schemas.PageQuery):
-    rows = keys.list_keys(tenant)
-    page, pagination = schemas.page_of(rows, query)
+    page, pagination = schemas.page_of(keys.keys_query(tenant), query)
     return schemas.ApiKeyListOut(
         api_keys=[api_key_out(key) for key in page],
         pagination=pagination,
@@ -81,10 +78,7 @@ def list_api_keys(principal, tenant: Tenant, query: schemas.PageQuery):
     summary="Revoke an API key",
 )
 def revoke_api_key(principal, tenant: Tenant, key_id: str, body: schemas.ApiKeyRevokeIn):
-    try:
-        key = get_for_tenant_or_404(ApiKey, key_id, tenant)
-    except HTTPNotFound:
-        not_found("API key")
+    key = get_for_tenant(ApiKey, key_id, tenant, "API key")
     keys.revoke_key(principal.actor(), tenant, key, body.revocation_reason or "")
     commit()
     return schemas.ApiKeyRevokeOut(

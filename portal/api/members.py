@@ -1,13 +1,11 @@
 """Members of a tenant over the API: list, change role, remove (DESIGN §5, from seed 004)."""
 
-from sqlalchemy import select
-
 from portal.api import schemas
-from portal.api.registry import not_found, operation
-from portal.extensions import db
+from portal.api.registry import operation
 from portal.infra.transactions import commit
 from portal.models import ADMIN_SCOPE, Membership, Tenant
 from portal.team import services as team
+from portal.tenants.scoped import get_for_tenant
 
 
 def member_out(membership: Membership) -> schemas.MemberOut:
@@ -20,14 +18,9 @@ def member_out(membership: Membership) -> schemas.MemberOut:
     )
 
 
-def _membership_or_404(tenant: Tenant, user_id: str) -> Membership:
-    # Another tenant's user under this tenant's path is simply not found.
-    membership = db.session.execute(
-        select(Membership).where(Membership.tenant_id == tenant.tenant_id, Membership.user_id == user_id)
-    ).scalar_one_or_none()
-    if membership is None:
-        not_found("Member")
-    return membership
+def _membership(tenant: Tenant, user_id: str) -> Membership:
+    # The API names a member by user id; another tenant's user under this path is not found.
+    return get_for_tenant(Membership, user_id, tenant, "Member", by=Membership.user_id)
 
 
 @operation(
@@ -40,8 +33,7 @@ def _membership_or_404(tenant: Tenant, user_id: str) -> Membership:
     summary="List the tenant's members and their roles",
 )
 def list_members(principal, tenant: Tenant, query: schemas.PageQuery):
-    rows = team.members(tenant)
-    page, pagination = schemas.page_of(rows, query)
+    page, pagination = schemas.page_of(team.members_query(tenant), query)
     return schemas.MemberListOut(
         members=[member_out(m) for m in page],
         pagination=pagination,
@@ -59,7 +51,7 @@ def list_members(principal, tenant: Tenant, query: schemas.PageQuery):
     summary="Change a member's role (not the owner's: transfer ownership in the portal)",
 )
 def change_member_role(principal, tenant: Tenant, user_id: str, body: schemas.MemberPatchIn):
-    membership = team.change_role(principal.actor(), tenant, _membership_or_404(tenant, user_id), body.role)
+    membership = team.change_role(principal.actor(), tenant, _membership(tenant, user_id), body.role)
     commit()
     return member_out(membership).model_dump(mode="json")
 
@@ -74,7 +66,7 @@ def change_member_role(principal, tenant: Tenant, user_id: str, body: schemas.Me
     summary="Remove a member (not the owner); their portal sessions end at once",
 )
 def remove_member(principal, tenant: Tenant, user_id: str):
-    membership = _membership_or_404(tenant, user_id)
+    membership = _membership(tenant, user_id)
     email = membership.user.email
     team.remove_member(principal.actor(), tenant, membership)
     commit()

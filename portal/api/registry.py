@@ -11,7 +11,7 @@ from flask import Blueprint, request
 from pydantic import BaseModel, ValidationError
 
 from portal.api.principal import CACHED_AUTH_ENDPOINTS, Principal, credential_was_presented, current_principal
-from portal.errors import PermissionDenied, ServiceError, TenantSuspended
+from portal.errors import NotFound, PermissionDenied, ServiceError, TenantSuspended
 from portal.extensions import db
 from portal.models import ADMIN_SCOPE, Tenant
 
@@ -187,4 +187,4 @@ def require_admin_scope(principal: Principal | None) -> None:
 
 
 def not_found(what: str = "Resource"):
-    raise ApiError(404, "RESOURCE_NOT_FOUND", f"{what} not found")
+    raise NotFound(f"{what} not found")

@@ -17,6 +17,7 @@ from pydantic import (
     model_validator,
 )
 
+from portal.infra.pagination import paginate
 from portal.models import (
     API_SCOPES,
     CANCELLATION_REASONS,
@@ -164,21 +165,16 @@ class ActivateOut(Out):
     message: str
 
 
-def page_of(rows: list, query: PageQuery) -> tuple[list, Pagination]:
-    """One page of a tenant-sized list (members, keys, invitations) and its pagination."""
-    start = (query.page - 1) * query.page_size
-    return rows[start : start + query.page_size], pagination(query.page, query.page_size, len(rows))
-
-
-def pagination(page: int, page_size: int, total: int) -> Pagination:
-    pages = max((total + page_size - 1) // page_size, 1)
-    return Pagination(
-        page=page,
-        page_size=page_size,
-        total_items=total,
-        total_pages=pages,
-        has_next=page < pages,
-        has_previous=page > 1,
+def page_of(statement, query: PageQuery) -> tuple[list, Pagination]:
+    """One page of ``statement`` (paged in SQL) and seed 000's pagination block for it."""
+    page = paginate(statement, query.page, query.page_size)
+    return page.items, Pagination(
+        page=page.page,
+        page_size=page.per_page,
+        total_items=page.total,
+        total_pages=max(page.pages, 1),
+        has_next=page.has_next,
+        has_previous=page.has_prev,
     )
 
 

@@ -1,14 +1,12 @@
 """Seed 000's customer endpoints: onboard, read, update, list, suspend, activate."""
 
 from flask import current_app, request
-from sqlalchemy import func, select
 
 from portal.access import Actor
 from portal.api import schemas
 from portal.api.registry import OPERATOR, PUBLIC, ApiError, operation
 from portal.api_keys import services as keys
 from portal.errors import PermissionDenied
-from portal.extensions import db
 from portal.infra.transactions import commit
 from portal.invitations.services import invite_first_owner
 from portal.models import Tenant, utcnow
@@ -120,26 +118,15 @@ def update_tenant(principal, tenant: Tenant, body: schemas.TenantPatchIn):
     summary="List tenants (search, filter, paginate)",
 )
 def list_tenants(principal, query: schemas.TenantListQuery):
-    statement = select(Tenant)
-    if query.status != "all":
-        statement = statement.where(Tenant.status == query.status)
-    if query.subscription_plan != "all":
-        statement = statement.where(Tenant.subscription_plan == query.subscription_plan)
-    if query.search:
-        needle = query.search.lower()
-        statement = statement.where(
-            func.lower(Tenant.tenant_id).contains(needle, autoescape=True)
-            | func.lower(Tenant.company_name).contains(needle, autoescape=True)
-        )
-    total = db.session.scalar(select(func.count()).select_from(statement.subquery()))
-    rows = db.session.execute(
-        statement.order_by(Tenant.created_at.desc(), Tenant.tenant_id)
-        .limit(query.page_size)
-        .offset((query.page - 1) * query.page_size)
-    ).scalars()
+    statement = tenants.search(
+        query.search,
+        status=None if query.status == "all" else query.status,
+        plan=None if query.subscription_plan == "all" else query.subscription_plan,
+    )
+    rows, pagination = schemas.page_of(statement, query)
     return schemas.TenantListOut(
         tenants=[schemas.TenantListItem.model_validate(t) for t in rows],
-        pagination=schemas.pagination(query.page, query.page_size, total),
+        pagination=pagination,
     ).model_dump(mode="json")
 
 

@@ -5,10 +5,11 @@ from datetime import datetime
 from decimal import Decimal
 
 from flask import request
-from sqlalchemy import func, or_, select
+from sqlalchemy import or_, select
 
 from portal.api import schemas
 from portal.api.registry import OPERATOR, TENANT, ApiError, not_found, operation
+from portal.billing.pricing import feature_specs
 from portal.errors import ValidationFailed
 from portal.extensions import db
 from portal.infra.transactions import autocommit_statements, commit, defer
@@ -263,17 +264,8 @@ def list_events(principal, query: schemas.EventListQuery):
         statement = statement.where(UsageEvent.occurred_at >= start)
     if end is not None:
         statement = statement.where(UsageEvent.occurred_at < end)
-    total = db.session.scalar(select(func.count()).select_from(statement.subquery()))
-    rows = db.session.execute(
-        statement.order_by(UsageEvent.occurred_at, UsageEvent.id)
-        .limit(query.page_size)
-        .offset((query.page - 1) * query.page_size)
-    ).scalars()
-    return dump(
-        schemas.EventListOut(
-            events=[event_out(e) for e in rows], pagination=schemas.pagination(query.page, query.page_size, total)
-        )
-    )
+    rows, pagination = schemas.page_of(statement.order_by(UsageEvent.occurred_at, UsageEvent.id), query)
+    return dump(schemas.EventListOut(events=[event_out(e) for e in rows], pagination=pagination))
 
 
 @operation(
@@ -324,7 +316,7 @@ def _month_usage(tenant_id: str, version, start: datetime, meters=None, known: d
     """Seed 000's five figures for a month; ``known`` ones (already measured) are not read again."""
     end = next_month(start)
     meters = meters_by_key() if meters is None else meters
-    features = {f.key: f for f in version.feature_specs()} if version is not None else {}
+    features = {f.key: f for f in feature_specs(version)} if version is not None else {}
     values = {}
     for key in SEED_000_FEATURES:
         meter = meters.get(key)

@@ -2,13 +2,14 @@
 
 from flask import Blueprint, abort, flash, g
 
-from portal.access import current_actor, get_for_tenant_or_404, tenant_required
+from portal.access import current_actor, tenant_required
 from portal.api_keys import services
 from portal.api_keys.forms import CreateKeyForm, RevokeKeyForm
 from portal.errors import ServiceError
 from portal.forms import apply_service_error
 from portal.infra.transactions import commit, rollback
 from portal.models import ApiKey
+from portal.tenants.scoped import get_for_tenant
 from portal.web import act, form_errors_status, redirect_to, render
 
 bp = Blueprint("api_keys", __name__, url_prefix="/api-keys")
@@ -57,7 +58,7 @@ def create():
 @tenant_required("keys.manage")
 def revoke(key_id: str):
     """Revoke a key with a reason; programs using it get 401 from then on."""
-    key = get_for_tenant_or_404(ApiKey, key_id, g.tenant)
+    key = get_for_tenant(ApiKey, key_id, g.tenant, "API key")
     form = RevokeKeyForm()
     if not form.validate_on_submit():
         if "csrf_token" in form.errors:

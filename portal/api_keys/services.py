@@ -3,7 +3,7 @@
 import secrets
 from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import Select, select, update
 from sqlalchemy.orm import contains_eager
 
 from portal import audit
@@ -83,12 +83,12 @@ def create_key(
     return key, plaintext
 
 
+def keys_query(tenant: Tenant) -> Select:
+    return select(ApiKey).where(ApiKey.tenant_id == tenant.tenant_id).order_by(ApiKey.created_at.desc(), ApiKey.id)
+
+
 def list_keys(tenant: Tenant) -> list[ApiKey]:
-    return list(
-        db.session.execute(
-            select(ApiKey).where(ApiKey.tenant_id == tenant.tenant_id).order_by(ApiKey.created_at.desc())
-        ).scalars()
-    )
+    return list(db.session.execute(keys_query(tenant)).scalars())
 
 
 def revoke_key(actor: Actor, tenant: Tenant, key: ApiKey, reason: str = "") -> ApiKey:

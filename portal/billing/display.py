@@ -4,7 +4,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from portal.billing.money import format_amount, format_money
-from portal.billing.pricing import FeatureSpec
+from portal.billing.pricing import FeatureSpec, feature_specs
 from portal.timezones import format_local
 
 QUOTA_LABELS = {
@@ -66,4 +66,4 @@ def feature_summary(feature: FeatureSpec, currency: str) -> str:
 
 
 def features(version) -> list[str]:
-    return [feature_summary(feature, version.currency) for feature in version.feature_specs()]
+    return [feature_summary(feature, version.currency) for feature in feature_specs(version)]

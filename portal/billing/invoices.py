@@ -18,6 +18,7 @@ from portal.errors import Conflict, ValidationFailed
 from portal.extensions import db
 from portal.models import INVOICE_STATUSES, Invoice, InvoiceCounter, InvoiceLine, Subscription, Tenant
 from portal.models.base import new_id, utcnow
+from portal.tenants import scoped
 
 PAYMENT_REFERENCE_MAX = 200
 
@@ -197,12 +198,8 @@ def for_tenant(tenant: Tenant, status: str | None = None):
     return statement.order_by(Invoice.issued_at.desc(), Invoice.number.desc())
 
 
-def get_for_tenant(tenant: Tenant, invoice_id: str) -> Invoice | None:
-    # An id no invoice can have is simply not found (PostgreSQL refuses a NUL in a query: a 500).
-    if not invoice_id or len(invoice_id) > 32 or "\x00" in invoice_id:
-        return None
-    invoice = db.session.get(Invoice, invoice_id)
-    return invoice if invoice is not None and invoice.tenant_id == tenant.tenant_id else None
+def get_for_tenant(tenant: Tenant, invoice_id: str) -> Invoice:
+    return scoped.get_for_tenant(Invoice, invoice_id, tenant, "Invoice")
 
 
 def mark_paid(actor: Actor, invoice: Invoice, reference: str, at: datetime) -> Invoice:

@@ -225,3 +225,8 @@ def usage_charges(feature: FeatureSpec, quantity: Decimal, *, currency: str = "U
 def usage_total(feature: FeatureSpec, quantity: Decimal) -> int:
     """What one period's usage of ``feature`` costs, in minor units."""
     return sum(charge.amount for charge in usage_charges(feature, quantity))
+
+
+def feature_specs(version) -> list[FeatureSpec]:
+    """A plan version's features as validated specs (the model stores them as JSON)."""
+    return [FeatureSpec.model_validate(feature) for feature in version.features or []]

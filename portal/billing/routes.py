@@ -21,6 +21,7 @@ from portal.billing.money import format_amount, format_money
 from portal.billing.pdf import pdf_download, seller_from_config
 from portal.errors import ServiceError
 from portal.extensions import db
+from portal.infra.pagination import paginate
 from portal.models import INVOICE_STATUSES, Plan, Subscription, utcnow
 from portal.web import act, form_errors_status, redirect_to, render
 
@@ -31,7 +32,6 @@ RECENT_INVOICES = 5
 RECENT_CREDIT_ENTRIES = 5
 CREDIT_ENTRIES_PER_PAGE = 20
 # Beyond any real number of pages; keeps the OFFSET inside what a database accepts.
-MAX_PAGE = 100_000
 QUOTE_MAX_AGE = 30 * 60
 
 
@@ -80,12 +80,7 @@ def _index_page(cancel_form: CancelForm | None = None, status: int = 200):
         "billing/index.html",
         status=status,
         credit=credit,
-        credit_entries=db.paginate(
-            credit_service.entries(g.tenant.tenant_id, credit.currency),
-            page=1,
-            per_page=RECENT_CREDIT_ENTRIES,
-            error_out=False,
-        ),
+        credit_entries=paginate(credit_service.entries(g.tenant.tenant_id, credit.currency), 1, RECENT_CREDIT_ENTRIES),
         subscription=subscription,
         live=live,
         estimate=subscriptions.next_invoice_estimate(subscription) if live else None,
@@ -109,12 +104,10 @@ def index():
 def credits():
     """The account's credit balance and its whole ledger, newest first, a page at a time."""
     credit = credit_service.summary(g.tenant.tenant_id)
-    page = min(max(request.args.get("page", 1, type=int) or 1, 1), MAX_PAGE)
-    entries = db.paginate(
+    entries = paginate(
         credit_service.entries(g.tenant.tenant_id, credit.currency),
-        page=page,
-        per_page=CREDIT_ENTRIES_PER_PAGE,
-        error_out=False,
+        request.args.get("page", 1, type=int),
+        CREDIT_ENTRIES_PER_PAGE,
     )
     return render("billing/credits.html", credit=credit, credit_entries=entries)
 
@@ -336,17 +329,13 @@ def _status_filter() -> tuple[str | None, str | None]:
     return status, None
 
 
-def _page_number() -> int:
-    return min(max(request.args.get("page", 1, type=int) or 1, 1), MAX_PAGE)
-
-
 @bp.get("/invoices")
 @tenant_required()
 def invoices():
     """The tenant's invoices, newest first, by status, 20 a page."""
     status, complaint = _status_filter()
-    page = db.paginate(
-        invoice_service.for_tenant(g.tenant, status), page=_page_number(), per_page=INVOICES_PER_PAGE, error_out=False
+    page = paginate(
+        invoice_service.for_tenant(g.tenant, status), request.args.get("page", 1, type=int), INVOICES_PER_PAGE
     )
     return render(
         "billing/invoices.html",
@@ -374,21 +363,13 @@ def invoices_csv():
     return response
 
 
-def invoice_or_404(invoice_id: str):
-    """The current tenant's invoice, or 404: the one loader of this blueprint's invoice pages."""
-    invoice = invoice_service.get_for_tenant(g.tenant, invoice_id)
-    if invoice is None:
-        abort(404, "There is no such invoice in this account.")
-    return invoice
-
-
 @bp.get("/invoices/<invoice_id>")
 @tenant_required()
 def invoice(invoice_id: str):
     """One invoice as issued: seller, buyer, lines, totals, payment."""
     return render(
         "billing/invoice.html",
-        invoice=invoice_or_404(invoice_id),
+        invoice=invoice_service.get_for_tenant(g.tenant, invoice_id),
         seller=seller_from_config(),
         back=url_for("billing.invoices"),
     )
@@ -398,4 +379,4 @@ def invoice(invoice_id: str):
 @tenant_required()
 def invoice_pdf(invoice_id: str):
     """The invoice as a PDF download named after its number."""
-    return pdf_download(invoice_or_404(invoice_id))
+    return pdf_download(invoice_service.get_for_tenant(g.tenant, invoice_id))

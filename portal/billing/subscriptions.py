@@ -16,7 +16,7 @@ from portal.billing import plans
 from portal.billing.invoices import BILLING, Line, issue
 from portal.billing.money import format_money, round_half_up
 from portal.billing.periods import add_interval, period_bounds, remaining_fraction
-from portal.billing.pricing import usage_charges
+from portal.billing.pricing import feature_specs, usage_charges
 from portal.errors import Conflict, ValidationFailed
 from portal.extensions import db
 from portal.models import CANCELLATION_REASONS, Invoice, PlanVersion, Subscription, Tenant, UsageEvent, utcnow
@@ -56,7 +56,7 @@ def usage_lines(subscription: Subscription, start: datetime, end: datetime) -> l
     """Usage of a closed period, billed in arrears by the plan version of that period: one line
     (or one per tier) for each priced feature with billable usage, each rounded once."""
     version = subscription.plan_version
-    priced = [feature for feature in version.feature_specs() if feature.pricing != "included"]
+    priced = [feature for feature in feature_specs(version) if feature.pricing != "included"]
     if not priced:
         return []
     meters = meters_by_key()

@@ -15,7 +15,7 @@ from portal.credentials.forms import (
     forget_secrets,
 )
 from portal.credentials.validation import CredentialInvalid
-from portal.errors import NotFound, ServiceError
+from portal.errors import ServiceError
 from portal.forms import apply_service_error
 from portal.infra.transactions import commit, rollback
 from portal.models import PROVIDERS
@@ -45,13 +45,6 @@ def _page(add_forms=None, open_provider=None, status=200):
         add_forms=forms,
         open_provider=open_provider,
     )
-
-
-def _credential_or_404(credential_id: str):
-    try:
-        return services.get_credential(g.tenant, credential_id)
-    except NotFound:
-        abort(404)
 
 
 @bp.get("")
@@ -93,7 +86,7 @@ def add(provider: str):
 @bp.post("/<credential_id>/rename")
 @tenant_required("credentials.manage")
 def rename(credential_id: str):
-    credential = _credential_or_404(credential_id)
+    credential = services.get_credential(g.tenant, credential_id)
     form = RenameCredentialForm()
     old = credential.name
 
@@ -107,7 +100,7 @@ def rename(credential_id: str):
 @bp.post("/<credential_id>/validate")
 @tenant_required("credentials.manage")
 def revalidate(credential_id: str):
-    credential = _credential_or_404(credential_id)
+    credential = services.get_credential(g.tenant, credential_id)
     try:
         errors = services.revalidate_credential(current_actor(), g.tenant, credential)
         commit()
@@ -129,7 +122,7 @@ def revalidate(credential_id: str):
 @bp.post("/<credential_id>/delete")
 @tenant_required("credentials.manage")
 def delete(credential_id: str):
-    credential = _credential_or_404(credential_id)
+    credential = services.get_credential(g.tenant, credential_id)
 
     def delete_it():
         services.delete_credential(current_actor(), g.tenant, credential)

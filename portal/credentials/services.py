@@ -8,7 +8,7 @@ import hashlib
 import json
 import logging
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 
 from portal import audit
 from portal.access import Actor
@@ -19,6 +19,7 @@ from portal.errors import Conflict, NotFound, ValidationFailed
 from portal.extensions import db
 from portal.models import CREDENTIAL_TYPES, PROVIDERS, Credential, Tenant, utcnow
 from portal.models.base import new_id
+from portal.tenants.scoped import get_for_tenant
 
 log = logging.getLogger(__name__)
 
@@ -108,22 +109,23 @@ def add_credential(
     return credential
 
 
-def list_credentials(tenant: Tenant, provider: str | None = None) -> list[Credential]:
+def credentials_query(tenant: Tenant, provider: str | None = None) -> Select:
     """The tenant's credentials that are not deleted, newest first; provider None or "all" for every one."""
     query = select(Credential).where(Credential.tenant_id == tenant.tenant_id, Credential.deleted_at.is_(None))
     if provider not in (None, "", "all"):
         if provider not in PROVIDERS:
             raise ValidationFailed(f"provider must be one of: all, {', '.join(PROVIDERS)}.", field="provider")
         query = query.where(Credential.provider == provider)
-    return list(db.session.execute(query.order_by(Credential.created_at.desc(), Credential.id)).scalars())
+    return query.order_by(Credential.created_at.desc(), Credential.id)
+
+
+def list_credentials(tenant: Tenant, provider: str | None = None) -> list[Credential]:
+    return list(db.session.execute(credentials_query(tenant, provider)).scalars())
 
 
 def get_credential(tenant: Tenant, credential_id: str) -> Credential:
     """One of this tenant's credentials that is not deleted; another tenant's is simply not found."""
-    credential = db.session.get(Credential, credential_id)
-    if credential is None or credential.tenant_id != tenant.tenant_id or credential.deleted_at is not None:
-        raise NotFound("No such credential.")
-    return credential
+    return get_for_tenant(Credential, credential_id, tenant, "Credential", where=(Credential.deleted_at.is_(None),))
 
 
 def _check_owner(tenant: Tenant, credential: Credential) -> None:

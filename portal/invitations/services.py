@@ -3,7 +3,7 @@
 from datetime import timedelta
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import Select, select
 
 from portal import audit
 from portal.access import Actor
@@ -85,15 +85,17 @@ def _invite(actor: Actor, tenant: Tenant, email: str, role: str, expires_in_days
     return invitation, token
 
 
-def pending_invitations(tenant: Tenant) -> list[Invitation]:
+def pending_query(tenant: Tenant) -> Select:
     """Invitations still waiting for an answer, expired ones included (they can be resent)."""
-    return list(
-        db.session.execute(
-            select(Invitation)
-            .where(Invitation.tenant_id == tenant.tenant_id, Invitation.status == "pending")
-            .order_by(Invitation.created_at.desc())
-        ).scalars()
+    return (
+        select(Invitation)
+        .where(Invitation.tenant_id == tenant.tenant_id, Invitation.status == "pending")
+        .order_by(Invitation.created_at.desc(), Invitation.id)
     )
+
+
+def pending_invitations(tenant: Tenant) -> list[Invitation]:
+    return list(db.session.execute(pending_query(tenant)).scalars())
 
 
 def resend(actor: Actor, invitation: Invitation) -> str:

@@ -11,7 +11,6 @@ from fractions import Fraction
 from sqlalchemy import JSON, Boolean, ForeignKey, Integer, Numeric, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from portal.billing.pricing import FeatureSpec
 from portal.extensions import db
 from portal.models.base import UTCDateTime, new_id, utcnow
 
@@ -94,9 +93,6 @@ class PlanVersion(db.Model):
     def monthly_price(self) -> Fraction:
         """For telling an upgrade from a downgrade across monthly and yearly plans."""
         return Fraction(self.price, self.months)
-
-    def feature_specs(self) -> list:
-        return [FeatureSpec.model_validate(feature) for feature in self.features or []]
 
     def __repr__(self) -> str:
         return f"<PlanVersion {self.plan_id} v{self.version} {self.price} {self.currency}/{self.interval}>"

@@ -1,6 +1,6 @@
 from flask import Blueprint, flash, g
 
-from portal.access import current_actor, get_for_tenant_or_404, tenant_required
+from portal.access import current_actor, tenant_required
 from portal.errors import ServiceError
 from portal.forms import apply_service_error
 from portal.infra.transactions import commit, rollback
@@ -8,6 +8,7 @@ from portal.invitations import services as invitations
 from portal.models import Invitation, Membership
 from portal.team import services
 from portal.team.forms import ConfirmForm, InviteForm, RoleForm, TransferOwnershipForm
+from portal.tenants.scoped import get_for_tenant
 from portal.web import act, form_errors_status, redirect_to, render
 
 bp = Blueprint("team", __name__, url_prefix="/team")
@@ -63,7 +64,7 @@ def invite():
 
 
 def _invitation_action(invitation_id: str, action) -> object:
-    invitation = get_for_tenant_or_404(Invitation, invitation_id, g.tenant)
+    invitation = get_for_tenant(Invitation, invitation_id, g.tenant, "Invitation")
     return act(lambda: action(invitation), "team.index")
 
 
@@ -95,7 +96,7 @@ def revoke_invitation(invitation_id: str):
 @tenant_required("team.manage")
 def change_role(membership_id: str):
     """Give a member another role."""
-    membership = get_for_tenant_or_404(Membership, membership_id, g.tenant)
+    membership = get_for_tenant(Membership, membership_id, g.tenant, "Member")
     form = RoleForm()
     if not form.validate_on_submit():
         flash("Choose one of the listed roles.", "error")
@@ -112,7 +113,7 @@ def change_role(membership_id: str):
 @tenant_required("team.manage")
 def remove_member(membership_id: str):
     """Remove a member; they are signed out at once."""
-    membership = get_for_tenant_or_404(Membership, membership_id, g.tenant)
+    membership = get_for_tenant(Membership, membership_id, g.tenant, "Member")
     name = membership.user.display_name
 
     def remove():
@@ -144,7 +145,7 @@ def transfer_ownership():
     """Make another member the owner, after re-entering the password."""
     form = _transfer_form()
     if form.validate_on_submit():
-        new_owner = get_for_tenant_or_404(Membership, form.new_owner.data, g.tenant)
+        new_owner = get_for_tenant(Membership, form.new_owner.data, g.tenant, "Member")
         try:
             services.transfer_ownership(current_actor(), g.tenant, g.membership, new_owner, form.password.data)
             commit()

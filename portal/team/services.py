@@ -1,6 +1,6 @@
 """Members of a tenant: roles, removal, leaving, ownership transfer."""
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import joinedload
 
 from portal import audit
@@ -12,15 +12,17 @@ from portal.invitations.services import check_role
 from portal.models import Membership, Tenant
 
 
-def members(tenant: Tenant) -> list[Membership]:
-    return list(
-        db.session.execute(
-            select(Membership)
-            .options(joinedload(Membership.user))
-            .where(Membership.tenant_id == tenant.tenant_id)
-            .order_by(Membership.created_at)
-        ).scalars()
+def members_query(tenant: Tenant) -> Select:
+    return (
+        select(Membership)
+        .options(joinedload(Membership.user))
+        .where(Membership.tenant_id == tenant.tenant_id)
+        .order_by(Membership.created_at, Membership.id)
     )
+
+
+def members(tenant: Tenant) -> list[Membership]:
+    return list(db.session.execute(members_query(tenant)).scalars())
 
 
 def change_role(actor: Actor, tenant: Tenant, membership: Membership, role: str) -> Membership:

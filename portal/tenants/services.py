@@ -3,7 +3,7 @@
 import re
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 
 from portal import audit
 from portal.access import Actor
@@ -161,6 +161,26 @@ def cancel(actor: Actor, tenant: Tenant) -> Tenant:
     for membership in tenant.memberships:
         end_all_sessions(membership.user, only_if_no_other_tenant=True)
     return tenant
+
+
+def search(text: str | None = None, status: str | None = None, plan: str | None = None) -> Select:
+    """Tenants newest first, narrowed by a piece of their id or company name, a status and a plan.
+
+    The console and the operator API both list tenants through this one query.
+    """
+    statement = select(Tenant)
+    if text:
+        # autoescape: "%" and "_" typed in a search are characters, not LIKE wildcards.
+        needle = text.lower()
+        statement = statement.where(
+            func.lower(Tenant.tenant_id).contains(needle, autoescape=True)
+            | func.lower(Tenant.company_name).contains(needle, autoescape=True)
+        )
+    if status:
+        statement = statement.where(Tenant.status == status)
+    if plan:
+        statement = statement.where(Tenant.subscription_plan == plan)
+    return statement.order_by(Tenant.created_at.desc(), Tenant.tenant_id)
 
 
 def member_count(tenant: Tenant) -> int:

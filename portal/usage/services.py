@@ -10,7 +10,7 @@ from sqlalchemy import bindparam, or_, select
 
 from portal.billing.catalog import MeterSpec
 from portal.billing.plans import current_version
-from portal.billing.pricing import FeatureSpec
+from portal.billing.pricing import FeatureSpec, feature_specs
 from portal.errors import ValidationFailed
 from portal.extensions import db
 from portal.infra import cache as key_cache
@@ -79,7 +79,7 @@ def feature_usage(
     meters = meters_by_key() if meters is None else meters
     quotas = version.quotas or {}
     result = []
-    for feature in version.feature_specs():
+    for feature in feature_specs(version):
         meter = meters.get(feature.key)
         if meter is None or (only is not None and feature.key not in only):
             continue
@@ -106,7 +106,7 @@ def _plan_terms_of(plan_version_id: str) -> tuple[tuple[FeatureSpec, ...], dict]
     terms = _plan_terms.get(plan_version_id)
     if terms is None:
         version = db.session.get(PlanVersion, plan_version_id)
-        terms = (tuple(version.feature_specs()), dict(version.quotas or {})) if version is not None else ((), {})
+        terms = (tuple(feature_specs(version)), dict(version.quotas or {})) if version is not None else ((), {})
         if len(_plan_terms) >= 1000:
             _plan_terms.clear()
         _plan_terms[plan_version_id] = terms

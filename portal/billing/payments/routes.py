@@ -9,9 +9,10 @@ outcome back from Stripe, never from the browser.
 from flask import Blueprint, abort, current_app, flash, g, jsonify, request, url_for
 
 from portal.access import current_actor, tenant_required
+from portal.billing import invoices as invoice_service
 from portal.billing.money import format_money
 from portal.billing.payments import events, gateway, services
-from portal.billing.routes import bp, invoice_or_404
+from portal.billing.routes import bp
 from portal.errors import ServiceError
 from portal.extensions import csrf
 from portal.infra.transactions import autocommit_statements, commit, rollback
@@ -192,7 +193,7 @@ def remove_card():
 def pay(invoice_id: str):
     """Pay now with the card on file; 3-D Secure, when the bank asks, follows in the browser."""
     _require_stripe()
-    invoice = invoice_or_404(invoice_id)
+    invoice = invoice_service.get_for_tenant(g.tenant, invoice_id)
     try:
         attempt = services.pay_now(invoice)
         commit()
@@ -218,7 +219,7 @@ def pay(invoice_id: str):
 def authenticate(invoice_id: str):
     """The bank's 3-D Secure step, run by Stripe.js; the outcome comes back by webhook."""
     _require_stripe()
-    invoice = invoice_or_404(invoice_id)
+    invoice = invoice_service.get_for_tenant(g.tenant, invoice_id)
     attempt = services.attempt_for(invoice, request.args.get("attempt", 0, type=int) or 0)
     if attempt is None or attempt.status != "requires_action" or not attempt.payment_intent_id:
         return redirect_to("billing.invoice", invoice_id=invoice_id)
@@ -241,7 +242,7 @@ def authenticated(invoice_id: str):
     browser's word). A failed authentication emits no webhook of its own, so without this the
     invoice would wait for the bank for ever; a completed one shows as sent until the webhook."""
     _require_stripe()
-    invoice = invoice_or_404(invoice_id)
+    invoice = invoice_service.get_for_tenant(g.tenant, invoice_id)
     attempt = services.attempt_for(invoice, request.args.get("attempt", 0, type=int) or 0)
     if attempt is not None and attempt.status == "requires_action" and attempt.payment_intent_id:
         try:
@@ -256,7 +257,7 @@ def authenticated(invoice_id: str):
 @tenant_required()
 def payment_status(invoice_id: str):
     """The invoice's payment block; htmx polls it until Stripe's answer has landed (286 stops it)."""
-    invoice = invoice_or_404(invoice_id)
+    invoice = invoice_service.get_for_tenant(g.tenant, invoice_id)
     response = render("payments/_invoice_payment.html", invoice=invoice)
     if not _payment_state(invoice)["waiting"]:
         response.status_code = 286

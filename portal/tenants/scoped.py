@@ -1,0 +1,31 @@
+"""Loading one of a tenant's own rows: the single rule for ids and ownership.
+
+Another tenant's row is not found, exactly like a row that does not exist, so an id never
+tells an outsider anything. The error is the domain's ``NotFound``: the HTML error handler
+shows the 404 page, the JSON one seed 000's ``RESOURCE_NOT_FOUND`` envelope.
+"""
+
+from sqlalchemy import select
+
+from portal.errors import NotFound
+from portal.extensions import db
+from portal.models import Tenant
+
+# Longer than any id we issue; refusing it early also keeps NUL (which PostgreSQL rejects) out.
+MAX_ID_LENGTH = 64
+
+
+def get_for_tenant(model, object_id, tenant: Tenant, what: str, *, by=None, where=()):
+    """The ``model`` row of ``tenant`` whose ``by`` column (the id by default) is ``object_id``.
+
+    ``where`` adds conditions a row must meet to exist for the tenant (e.g. not deleted).
+    """
+    if not isinstance(object_id, str) or not object_id or len(object_id) > MAX_ID_LENGTH or "\x00" in object_id:
+        raise NotFound(f"{what} not found")
+    column = model.id if by is None else by
+    row = db.session.execute(
+        select(model).where(column == object_id, model.tenant_id == tenant.tenant_id, *where)
+    ).scalar_one_or_none()
+    if row is None:
+        raise NotFound(f"{what} not found")
+    return row
