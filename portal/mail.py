@@ -1,31 +1,105 @@
-"""The one mailer: renders both bodies, records the message, and sends it from a job."""
+"""The one mailer: renders both bodies, records the message, and sends it from a job.
 
+A link that grants something (an invitation, a password reset, an email confirmation) must
+never be usable from a database dump. ``send_email(..., secrets=[url])`` stores the bodies
+with each secret replaced by a marker and the secrets themselves sealed (AES-GCM) under the
+credentials key, which lives outside the database. Delivery opens them; once SMTP has the
+message they are dropped, so the stored copy says "link removed after delivery". Without
+SMTP (embedded mode) the outbox *is* the delivery channel, so it keeps them to show.
+"""
+
+import json
+import re
 import smtplib
+from dataclasses import dataclass
 from email.message import EmailMessage as MimeMessage
 from email.utils import make_msgid
 
 from flask import current_app, render_template
 
+from portal.credentials import crypto
 from portal.extensions import db
 from portal.infra.transactions import defer
 from portal.models import EmailMessage, Tenant, utcnow
 
+SEAL_CONTEXT = "email-secrets"
+REDACTED = "[link removed after delivery]"
+_MARKER = re.compile(r"\[\[secret:(\d+)\]\]")
 
-def send_email(to: str, subject: str, template: str, tenant: Tenant | None = None, **context) -> EmailMessage:
-    """Queue an email rendered from ``templates/email/<template>.txt|.html``."""
+
+@dataclass(frozen=True)
+class Opened:
+    """A stored message as its reader gets it: secrets in place, or redacted once gone."""
+
+    message: EmailMessage
+    text_body: str
+    html_body: str
+
+    def __getattr__(self, name):
+        return getattr(self.message, name)
+
+
+def send_email(
+    to: str, subject: str, template: str, tenant: Tenant | None = None, secrets=(), **context
+) -> EmailMessage:
+    """Queue an email rendered from ``templates/email/<template>.txt|.html``.
+
+    ``secrets``: strings in the context (e.g. the link's URL) never to be stored in clear.
+    """
     context.setdefault("base_url", current_app.config["PUBLIC_BASE_URL"])
+    text_body = render_template(f"email/{template}.txt", **context)
+    html_body = render_template(f"email/{template}.html", **context)
+    secrets = [secret for secret in secrets if secret]
+    for index, secret in enumerate(secrets):
+        text_body = text_body.replace(secret, f"[[secret:{index}]]")
+        html_body = html_body.replace(secret, f"[[secret:{index}]]")
     message = EmailMessage(
         tenant_id=tenant.tenant_id if tenant else None,
         # Stored lower-case like every account email, so the outbox finds it by address.
         to=to.strip().lower(),
         subject=subject,
-        text_body=render_template(f"email/{template}.txt", **context),
-        html_body=render_template(f"email/{template}.html", **context),
+        text_body=text_body,
+        html_body=html_body,
     )
     db.session.add(message)
     db.session.flush()
+    if secrets:
+        keyring = crypto.current_keyring()
+        blob, kid = crypto.encrypt(keyring, json.dumps(secrets).encode(), SEAL_CONTEXT, message.id)
+        message.sealed_secrets, message.sealed_key_id = blob, kid
     defer("jobs.email.deliver_email", message.id, queue="email")
     return message
+
+
+def _secrets(message: EmailMessage) -> list[str] | None:
+    if message.sealed_secrets is None:
+        return None
+    try:
+        plain = crypto.decrypt(
+            crypto.current_keyring(), message.sealed_secrets, message.sealed_key_id, SEAL_CONTEXT, message.id
+        )
+    except crypto.CredentialDecryptError:
+        return None  # sealed under a key since retired: the link is as good as gone
+    return json.loads(plain)
+
+
+def opened(message: EmailMessage, reveal: bool = True) -> Opened:
+    """The bodies with their links back in (``reveal``) or redacted."""
+    secrets = _secrets(message) if reveal else None
+
+    def fill(body: str) -> str:
+        def one(match):
+            index = int(match.group(1))
+            return secrets[index] if secrets is not None and index < len(secrets) else REDACTED
+
+        return _MARKER.sub(one, body)
+
+    return Opened(message, fill(message.text_body), fill(message.html_body))
+
+
+def outbox_shows_links() -> bool:
+    """Without SMTP the outbox is where mail is read, so it must show the links; with SMTP, never."""
+    return not current_app.config["MAIL_SERVER"]
 
 
 def deliver(message: EmailMessage) -> None:
@@ -36,13 +110,14 @@ def deliver(message: EmailMessage) -> None:
         message.status = "outbox"
         message.sent_at = utcnow()
         return
+    full = opened(message)
     mime = MimeMessage()
     mime["From"] = config["MAIL_DEFAULT_SENDER"]
     mime["To"] = message.to
     mime["Subject"] = message.subject
     mime["Message-ID"] = make_msgid(domain="portal.local")
-    mime.set_content(message.text_body)
-    mime.add_alternative(message.html_body, subtype="html")
+    mime.set_content(full.text_body)
+    mime.add_alternative(full.html_body, subtype="html")
     with smtplib.SMTP(config["MAIL_SERVER"], config["MAIL_PORT"], timeout=15) as smtp:
         if config["MAIL_USE_TLS"]:
             smtp.starttls()
@@ -51,3 +126,6 @@ def deliver(message: EmailMessage) -> None:
         smtp.send_message(mime)
     message.status = "sent"
     message.sent_at = utcnow()
+    # Delivered: the person has the link; the stored copy must not.
+    message.sealed_secrets = None
+    message.sealed_key_id = None

@@ -279,18 +279,20 @@ def login():
 
 @pytest.fixture
 def outbox(app):
-    """outbox(to) -> emails sent to that address, newest first."""
+    """outbox(to) -> emails sent to that address, newest first, as the embedded outbox shows them."""
 
     def read(to: str):
+        from portal.mail import opened
         from portal.models import EmailMessage
 
         with app.app_context():
-            return (
-                db.session.query(EmailMessage)
+            return [
+                opened(message)
+                for message in db.session.query(EmailMessage)
                 .filter(EmailMessage.to == to.lower())
                 .order_by(EmailMessage.created_at.desc())
                 .all()
-            )
+            ]
 
     return read
 

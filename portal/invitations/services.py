@@ -23,14 +23,16 @@ def invitation_url(token: str) -> str:
 
 
 def _send(invitation: Invitation, token: str, inviter_name: str) -> None:
+    url = invitation_url(token)
     send_email(
         invitation.email,
         f"You are invited to join {invitation.tenant.company_name}",
         "invitation",
         tenant=invitation.tenant,
         invitation=invitation,
-        url=invitation_url(token),
+        url=url,
         inviter=inviter_name,
+        secrets=[url],
     )
 
 

@@ -1,6 +1,6 @@
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Integer, String, Text
+from sqlalchemy import ForeignKey, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from portal.extensions import db
@@ -18,6 +18,10 @@ class EmailMessage(db.Model):
     subject: Mapped[str] = mapped_column(String(255))
     text_body: Mapped[str] = mapped_column(Text)
     html_body: Mapped[str] = mapped_column(Text)
+    # The bodies hold "[[secret:N]]" where a live link was; the links are sealed here (portal/mail.py)
+    # under the credentials key, never in clear, and dropped once SMTP has the message.
+    sealed_secrets: Mapped[bytes | None] = mapped_column(LargeBinary)
+    sealed_key_id: Mapped[str | None] = mapped_column(String(16))
     # queued -> sent (SMTP) | outbox (no SMTP configured) | failed
     status: Mapped[str] = mapped_column(String(20), default="queued")
     attempts: Mapped[int] = mapped_column(Integer, default=0)

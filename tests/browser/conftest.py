@@ -58,16 +58,18 @@ class LiveServer:
     errors: list[str] = field(default_factory=list)
 
     def emails_to(self, address: str):
-        """Emails the live portal recorded for ``address``, newest first."""
+        """Emails the live portal recorded for ``address``, newest first, as its outbox shows them."""
+        from portal.mail import opened
         from portal.models import EmailMessage
 
         with self.app.app_context():
-            return (
-                db.session.query(EmailMessage)
+            return [
+                opened(message)
+                for message in db.session.query(EmailMessage)
                 .filter(EmailMessage.to == address.lower())
                 .order_by(EmailMessage.created_at.desc())
                 .all()
-            )
+            ]
 
     def link_in_latest_email(self, address: str, path_prefix: str) -> str:
         """The absolute link (on this server) that the newest email to ``address`` carries."""
