@@ -130,9 +130,7 @@ def request_password_reset(email: str) -> None:
     )
 
     url = public_url("auth.reset_password", token=token)
-    send_email(
-        user.email, "Reset your password", "password_reset", url=url, user=user, minutes=minutes, secrets=[url]
-    )
+    send_email(user.email, "Reset your password", "password_reset", url=url, user=user, minutes=minutes, secrets=[url])
 
 
 def find_password_reset(token: str) -> PasswordReset | None:
