@@ -35,8 +35,8 @@ catalog_cli = AppGroup("catalog", help="The plan catalog.")
 billing_cli = AppGroup("billing", help="Billing runs.")
 usage_cli = AppGroup("usage", help="Usage metering.")
 
-DEMO_PASSWORD = "demo-password"  # noqa: S105 - published demo sign-in
-DEMO_OPERATOR = ("operator@example.com", "operator-password")
+DEMO_PASSWORD = "demo portal passphrase"  # noqa: S105 - published demo sign-in
+DEMO_OPERATOR = ("operator@example.com", "operator console passphrase")
 DEMO_TENANT = ("demo_co", "Demo Company")
 DEMO_MEMBERS = (
     ("owner@demo.example.com", "Olivia Owner", "owner"),

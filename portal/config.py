@@ -66,6 +66,10 @@ def load_config() -> dict:
         "INVITATION_DEFAULT_DAYS": 7,
         "PASSWORD_RESET_MINUTES": 60,
         "SIGNIN_RATE_LIMIT": os.environ.get("SIGNIN_RATE_LIMIT", "10 per minute"),
+        # Per account, from any number of addresses: failures in a row before sign-in is held,
+        # and the first hold's length (each later one doubles, up to a day). portal/auth/throttle.py
+        "SIGNIN_ACCOUNT_MAX_FAILURES": int(os.environ.get("SIGNIN_ACCOUNT_MAX_FAILURES", "10")),
+        "SIGNIN_ACCOUNT_HOLD_MINUTES": int(os.environ.get("SIGNIN_ACCOUNT_HOLD_MINUTES", "15")),
         # POST /api/v1/tenants/onboard without an operator token (self-service onboarding).
         "API_PUBLIC_ONBOARDING": _bool("API_PUBLIC_ONBOARDING", False),
         "API_ANONYMOUS_RATE_LIMIT": os.environ.get("API_ANONYMOUS_RATE_LIMIT", "60 per minute"),
@@ -114,6 +118,10 @@ def check_production(config: dict) -> None:
         problems.append("SECRET_KEY must be set to a random value of at least 32 characters")
     if config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
         problems.append("DATABASE_URL must point at PostgreSQL")
+    if not config.get("MAIL_SERVER"):
+        # Without SMTP the outbox is how mail is read, live links included: fine on a laptop,
+        # an account takeover for any operator in production.
+        problems.append("MAIL_SERVER must be set: production sends mail by SMTP, never to the outbox")
     if not config.get("CREDENTIALS_KEYS"):
         problems.append("CREDENTIALS_KEYS must be set (generate one with `flask credentials generate-key`)")
     else:

@@ -8,7 +8,9 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 _hasher = PasswordHasher()  # argon2id with the library's current recommended cost
 
-PASSWORD_MIN_LENGTH = 8
+PASSWORD_MIN_LENGTH = 10
+# zxcvbn's scale: 3 = "safely unguessable" (about 10^10 guesses), the least we accept.
+PASSWORD_MIN_SCORE = 3
 PASSWORD_MAX_LENGTH = 256
 
 

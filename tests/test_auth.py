@@ -1,5 +1,6 @@
 """Accounts: sign-up, sign-in, sign-out, throttling and password reset, through HTTP."""
 
+import hashlib
 import re
 import uuid
 from datetime import timedelta
@@ -147,8 +148,12 @@ def test_sign_up_with_an_email_already_in_use_is_refused_and_writes_nothing(clie
     assert count(app, Tenant, Tenant.tenant_id == data["tenant_id"]) == 0
 
 
-@pytest.mark.parametrize("password", ["x" * 8, "x" * 256])
-def test_sign_up_accepts_passwords_from_8_to_256_characters(client, app, password):
+# Strong at both ends of the length range: ten random characters, and 256 that never repeat.
+LONGEST = "".join(hashlib.sha256(str(n).encode()).hexdigest() for n in range(4))
+
+
+@pytest.mark.parametrize("password", ["q7#Vt2!mZr", LONGEST])
+def test_sign_up_accepts_strong_passwords_from_10_to_256_characters(client, app, password):
     data = sign_up_data(password=password)
     assert client.post("/signup", data=data).status_code == 303
     other = app.test_client()
@@ -156,14 +161,32 @@ def test_sign_up_accepts_passwords_from_8_to_256_characters(client, app, passwor
     assert signed_in(other)
 
 
-@pytest.mark.parametrize("password", ["x" * 7, "x" * 257])
+@pytest.mark.parametrize("password", ["x" * 9, "x" * 257])
 def test_sign_up_with_a_too_short_or_too_long_password_is_refused(client, app, password):
     data = sign_up_data(password=password)
     response = client.post("/signup", data=data)
     assert response.status_code == 422
     assert (
-        field_error(response.get_data(as_text=True), "password") == "Field must be between 8 and 256 characters long."
+        field_error(response.get_data(as_text=True), "password") == "Field must be between 10 and 256 characters long."
     )
+    assert user_by_email(app, data["email"]) is None
+    assert count(app, Tenant, Tenant.tenant_id == data["tenant_id"]) == 0
+
+
+@pytest.mark.parametrize(
+    ("password", "advice"),
+    [
+        ("password123", "This is a very common password."),
+        ("qwertyuiop12", "Add another word or two."),
+        ("acmewidgets1", "Add another word or two."),
+    ],
+)
+def test_sign_up_with_an_easily_guessed_password_is_refused_with_advice(client, app, password, advice):
+    data = sign_up_data(password=password, company_name="Acme Widgets")
+    response = client.post("/signup", data=data)
+    assert response.status_code == 422
+    message = field_error(response.get_data(as_text=True), "password")
+    assert message.startswith("This password is too easy to guess.") and advice in message
     assert user_by_email(app, data["email"]) is None
     assert count(app, Tenant, Tenant.tenant_id == data["tenant_id"]) == 0
 
@@ -174,7 +197,7 @@ def test_sign_up_with_several_mistakes_shows_each_beside_its_field(client):
     page = response.get_data(as_text=True)
     assert field_error(page, "company_name") == "This field is required."
     assert field_error(page, "email") == "Invalid email address."
-    assert field_error(page, "password") == "Field must be between 8 and 256 characters long."
+    assert field_error(page, "password") == "Field must be between 10 and 256 characters long."
     assert 'value="not-an-email"' in page
 
 
@@ -453,7 +476,7 @@ def test_too_short_new_password_is_refused_and_the_link_keeps_working(client, ap
     response = client.post(path, data={"password": "short"})
     assert response.status_code == 422
     assert (
-        field_error(response.get_data(as_text=True), "password") == "Field must be between 8 and 256 characters long."
+        field_error(response.get_data(as_text=True), "password") == "Field must be between 10 and 256 characters long."
     )
     assert app.test_client().post("/signin", data={"email": owner.email, "password": PASSWORD}).status_code == 303
     assert client.post(path, data={"password": NEW_PASSWORD}).status_code == 303

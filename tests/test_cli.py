@@ -73,7 +73,7 @@ def test_operator_create_with_invalid_email_fails_with_a_message(cli, app, email
 def test_operator_create_with_short_password_fails_with_a_message(cli, app):
     result = cli.invoke(args=["operator", "create", "short@example.com", "--password", "short"])
     assert result.exit_code == 1
-    assert "Error: Password must be 8 to 256 characters." in result.output
+    assert "Error: Password must be 10 to 256 characters." in result.output
     assert user_by_email(app, "short@example.com") is None
 
 

@@ -302,6 +302,7 @@ def test_production_refuses_to_start_without_credentials_keys(monkeypatch):
         "PORTAL_ENV": "production",
         "SECRET_KEY": "k" * 40,
         "SQLALCHEMY_DATABASE_URI": "postgresql+psycopg://portal@db.internal/portal",
+        "MAIL_SERVER": "smtp.internal",
     }
     with pytest.raises(RuntimeError, match="CREDENTIALS_KEYS must be set"):
         check_production(config)

@@ -371,7 +371,7 @@ def test_new_person_with_a_too_short_password_is_asked_again_and_nothing_is_crea
     response = invitee.post(link, data={"name": "Shorty", "password": "short"})
     assert response.status_code == 422
     page = response.get_data(as_text=True)
-    assert field_error(page, "password") == "Field must be between 8 and 256 characters long."
+    assert field_error(page, "password") == "Field must be between 10 and 256 characters long."
     assert 'value="Shorty"' in page
     assert invitation_row(app, tenant, "shorty@example.com").status == "pending"
     with app.app_context():

@@ -315,6 +315,12 @@ def test_production_names_every_problem_at_once():
     assert "SECRET_KEY" in str(error.value) and "DATABASE_URL" in str(error.value)
 
 
+def test_production_refuses_to_send_mail_to_the_outbox():
+    config = {"PORTAL_ENV": "production", "SECRET_KEY": STRONG_KEY, "SQLALCHEMY_DATABASE_URI": PG_URL}
+    with pytest.raises(RuntimeError, match="MAIL_SERVER must be set"):
+        check_production({**config, "CREDENTIALS_KEYS": "A" * 43, "MAIL_SERVER": ""})
+
+
 def test_production_with_real_settings_starts():
     check_production(
         {
@@ -322,6 +328,7 @@ def test_production_with_real_settings_starts():
             "SECRET_KEY": STRONG_KEY,
             "SQLALCHEMY_DATABASE_URI": PG_URL,
             "CREDENTIALS_KEYS": "A" * 43,
+            "MAIL_SERVER": "smtp.internal",
         }
     )
     # Development happily runs on the defaults.

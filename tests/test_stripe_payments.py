@@ -56,8 +56,8 @@ def _new_tenant(app):
 
     with app.test_request_context():
         tenant_id = f"t_{uuid.uuid4().hex[:8]}"
-        owner = create_user(f"owner-{tenant_id}@example.com", "pw-123456789", "Owner")
-        admin = create_user(f"admin-{tenant_id}@example.com", "pw-123456789", "Admin")
+        owner = create_user(f"owner-{tenant_id}@example.com", "stripe owner passphrase", "Owner")
+        admin = create_user(f"admin-{tenant_id}@example.com", "stripe owner passphrase", "Admin")
         create_tenant(SYSTEM, tenant_id, f"Company {tenant_id}", owner.email)
         db.session.add(Membership(tenant_id=tenant_id, user_id=owner.id, role="owner"))
         db.session.add(Membership(tenant_id=tenant_id, user_id=admin.id, role="admin"))
@@ -282,7 +282,7 @@ def test_an_off_session_charge_the_bank_wants_authenticated_is_dunned_and_paid_o
 
     # The invoice page says why, and offers to pay now, on-session, where 3-D Secure can run.
     client = stripe_portal.test_client()
-    sign_in(client, owner, "pw-123456789")
+    sign_in(client, owner, "stripe owner passphrase")
     page = client.get(f"/billing/invoices/{invoice_id}").get_data(as_text=True)
     assert "Your bank asked you to confirm this payment" in page
     assert 'data-testid="pay-now"' in page

@@ -87,15 +87,25 @@ def sign_in():
     if current_user.is_authenticated and request.method == "GET":
         return redirect(url_for("main.overview"))
     form = SignInForm()
+    status = 200
     if form.validate_on_submit():
-        user = services.authenticate(form.email.data, form.password.data)
+        try:
+            user = services.sign_in_with_password(form.email.data, form.password.data, request.remote_addr)
+        except services.SignInHeld as held:
+            # htmx swaps only 2xx answers; a plain form post gets the honest 429.
+            user, status = None, 200 if form_errors_status() == 200 else held.status_code
+            form.form_errors.append(held.message)
+        # The failure counts per account even though nobody signs in.
+        commit()
         if user is None:
-            form.form_errors.append("Email or password is not correct.")
+            if not form.form_errors:
+                form.form_errors.append("Email or password is not correct.")
         else:
             _sign_in(user)
             commit()
             return redirect(_safe_next(request.args.get("next")) or url_for("main.overview"), code=303)
-    status = form_errors_status() if form.errors or form.form_errors else 200
+    if status == 200 and (form.errors or form.form_errors):
+        status = form_errors_status()
     return render("auth/sign_in.html", "auth/_sign_in_form.html", status=status, form=form)
 
 

@@ -1,20 +1,24 @@
 """Accounts and sessions: sign-up, sign-in, server-side sessions, password reset."""
 
-from datetime import timedelta
+import re
+from datetime import datetime, timedelta
 
 from email_validator import EmailNotValidError, validate_email
 from flask import current_app
 from sqlalchemy import select, update
+from zxcvbn import zxcvbn
 
 from portal import audit, timezones
 from portal.access import Actor
-from portal.errors import Conflict, ValidationFailed
+from portal.auth import throttle
+from portal.errors import Conflict, ServiceError, ValidationFailed
 from portal.extensions import db
 from portal.mail import send_email
 from portal.models import PasswordReset, User, UserSession, utcnow
 from portal.security import (
     PASSWORD_MAX_LENGTH,
     PASSWORD_MIN_LENGTH,
+    PASSWORD_MIN_SCORE,
     hash_password,
     hash_token,
     new_token,
@@ -32,10 +36,25 @@ def normalize_email(email: str) -> str:
         raise ValidationFailed(str(error), field="email") from None
 
 
-def check_password_rules(password: str) -> None:
+def check_password_rules(password: str, known: tuple[str, ...] = ()) -> None:
+    """Long enough and hard to guess; ``known`` are words about the person (email, name) it must not lean on."""
     if not PASSWORD_MIN_LENGTH <= len(password) <= PASSWORD_MAX_LENGTH:
         raise ValidationFailed(
             f"Password must be {PASSWORD_MIN_LENGTH} to {PASSWORD_MAX_LENGTH} characters.", field="password"
+        )
+    # zxcvbn refuses more than 72 characters (its cost grows with length); those tell all it can tell.
+    # Each word on its own and run together: "Acme Widgets" must also catch "acmewidgets1".
+    inputs = []
+    for value in filter(None, known):
+        words = [word for word in re.split(r"[@.\s_-]+", value.lower()) if word]
+        inputs += [*words, "".join(words)]
+    result = zxcvbn(password[:72], user_inputs=inputs)
+    if result["score"] < PASSWORD_MIN_SCORE:
+        feedback = result["feedback"]
+        hints = " ".join(filter(None, [feedback.get("warning"), *feedback.get("suggestions", [])]))
+        raise ValidationFailed(
+            "This password is too easy to guess. " + (hints or "Use a passphrase of three or four unrelated words."),
+            field="password",
         )
 
 
@@ -43,9 +62,12 @@ def find_user_by_email(email: str) -> User | None:
     return db.session.execute(select(User).where(User.email == email.lower())).scalar_one_or_none()
 
 
-def create_user(email: str, password: str, name: str = "", is_operator: bool = False) -> User:
+def create_user(
+    email: str, password: str, name: str = "", is_operator: bool = False, known: tuple[str, ...] = ()
+) -> User:
+    """``known``: more words the password must not lean on (e.g. the company's name)."""
     email = normalize_email(email)
-    check_password_rules(password)
+    check_password_rules(password, (email, name, *known))
     if find_user_by_email(email):
         raise Conflict("An account with this email already exists. Sign in instead.", field="email")
     user = User(email=email, name=name.strip(), password_hash=hash_password(password), is_operator=is_operator)
@@ -115,6 +137,16 @@ def end_all_sessions(user: User, only_if_no_other_tenant: bool = False) -> None:
     )
 
 
+def _reset_link(user: User) -> tuple[str, int]:
+    """A new single-use reset link for ``user`` (only its hash is kept) and its life in minutes."""
+    token = new_token()
+    minutes = current_app.config["PASSWORD_RESET_MINUTES"]
+    db.session.add(
+        PasswordReset(token_hash=hash_token(token), user_id=user.id, expires_at=utcnow() + timedelta(minutes=minutes))
+    )
+    return public_url("auth.reset_password", token=token), minutes
+
+
 def request_password_reset(email: str) -> None:
     """Email a reset link if the account exists; the caller says the same thing either way."""
     try:
@@ -123,14 +155,61 @@ def request_password_reset(email: str) -> None:
         return
     if user is None:
         return
-    token = new_token()
-    minutes = current_app.config["PASSWORD_RESET_MINUTES"]
-    db.session.add(
-        PasswordReset(token_hash=hash_token(token), user_id=user.id, expires_at=utcnow() + timedelta(minutes=minutes))
-    )
-
-    url = public_url("auth.reset_password", token=token)
+    url, minutes = _reset_link(user)
     send_email(user.email, "Reset your password", "password_reset", url=url, user=user, minutes=minutes, secrets=[url])
+
+
+class SignInHeld(ServiceError):
+    status_code = 429
+    error_code = "RATE_LIMIT_EXCEEDED"
+
+    def __init__(self, until: datetime):
+        minutes = max(int((until - utcnow()).total_seconds() + 59) // 60, 1)
+        super().__init__(
+            "Too many failed sign-ins for this account. Try again in "
+            f"{minutes} minute{'' if minutes == 1 else 's'}, or use “Forgot your password?” to set a new one now."
+        )
+        self.until = until
+
+
+def sign_in_with_password(email: str, password: str, ip: str | None) -> User | None:
+    """``authenticate``, held per account after too many failures (``SignInHeld``); None when wrong.
+
+    The caller commits either way: a failure must count even though nobody signs in.
+    """
+    key = throttle.key_for(email)
+    if (until := throttle.held_until(key)) is not None:
+        verify_password(None, password)  # a held account answers as slowly as any other
+        raise SignInHeld(until)
+    user = authenticate(email, password)
+    if user is not None:
+        throttle.clear(key)
+        return user
+    if (until := throttle.record_failure(key)) is not None:
+        _tell_account_holder(email, until, ip)
+        raise SignInHeld(until)
+    return None
+
+
+def _tell_account_holder(email: str, until: datetime, ip: str | None) -> None:
+    try:
+        user = find_user_by_email(normalize_email(email))
+    except ValidationFailed:
+        return
+    if user is None:
+        return
+    url, minutes = _reset_link(user)
+    send_email(
+        user.email,
+        "Security: sign-in to your account was paused",
+        "sign_in_held",
+        user=user,
+        url=url,
+        minutes=minutes,
+        until=until,
+        secrets=[url],
+    )
+    audit.record(Actor(user=None, ip=ip), "user.sign_in_held", None, "user", user.id, until=until.isoformat())
 
 
 def find_password_reset(token: str) -> PasswordReset | None:
@@ -146,8 +225,8 @@ def reset_password(token: str, password: str, ip: str | None) -> User:
     reset = find_password_reset(token)
     if reset is None:
         raise ValidationFailed("This reset link is invalid, expired or already used. Ask for a new one.")
-    check_password_rules(password)
     user = reset.user
+    check_password_rules(password, (user.email, user.name))
     user.password_hash = hash_password(password)
     # Every outstanding link is spent, not just this one: an older email must not reset it again.
     db.session.execute(
@@ -156,6 +235,7 @@ def reset_password(token: str, password: str, ip: str | None) -> User:
         .values(used_at=utcnow())
     )
     end_all_sessions(user)
+    throttle.clear(throttle.key_for(user.email))
     audit.record(Actor(user=user, ip=ip), "user.password_reset", None, "user", user.id)
     return user
 

@@ -21,6 +21,7 @@ from portal.models.email import EmailMessage
 from portal.models.invitation import Invitation
 from portal.models.payments import PAYMENT_ATTEMPT_STATUSES, STRIPE_EVENT_STATUSES, PaymentAttempt, StripeEvent
 from portal.models.tenant import SUSPENSION_REASONS, Tenant
+from portal.models.throttle import SignInThrottle
 from portal.models.usage import AGGREGATIONS, Meter, QuotaNotice, UsageEvent, UsageRollup
 from portal.models.user import INVITABLE_ROLES, ROLES, Membership, PasswordReset, User, UserSession
 
@@ -61,6 +62,7 @@ __all__ = [
     "SUSPENSION_REASONS",
     "STRIPE_EVENT_STATUSES",
     "StripeEvent",
+    "SignInThrottle",
     "Subscription",
     "Tenant",
     "User",

@@ -78,7 +78,7 @@ def sign_up(
     actor: Actor, company_name: str, tenant_id: str, email: str, password: str, name: str = "", plan: str = "starter"
 ) -> tuple[User, Tenant]:
     """A new company on ``plan``: the tenant, its subscription, and the person signing up as its owner."""
-    user = create_user(email, password, name)
+    user = create_user(email, password, name, known=(company_name, tenant_id))
     # From here on the person signing up is the actor, so the log names them, not "system".
     actor = Actor(user=user, ip=actor.ip)
     tenant = create_tenant(actor, tenant_id, company_name, contact_email=user.email, subscription_plan=plan)

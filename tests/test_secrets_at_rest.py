@@ -1,0 +1,107 @@
+"""No usable secret at rest: a dump of PostgreSQL (pg_dump) and of Redis, taken before and after
+the mail goes out, holds none of the invitation links, reset links or API keys the portal issued.
+
+Runs on a committed database of its own (pg_dump reads from another connection), with jobs on
+real Redis queues and mail through a real SMTP server (aiosmtpd), as production runs.
+"""
+
+import shutil
+import subprocess
+from types import SimpleNamespace
+
+import pytest
+from aiosmtpd.controller import Controller
+from sqlalchemy.engine import make_url
+
+from portal.access import SYSTEM, Actor
+from portal.api_keys.services import create_key
+from portal.auth.services import request_password_reset
+from portal.extensions import db
+from portal.infra import transactions
+from portal.invitations.services import create_invitation
+from portal.mail import REDACTED, opened
+from portal.models import EmailMessage
+from portal.tenants.services import sign_up
+from tests.conftest import database, link_in, make_app, unique
+from tests.test_email_smtp import Inbox, _free_port
+from tests.test_jobs import own_queues
+
+
+@pytest.fixture
+def own_database(tmp_path_factory):
+    with database("secrets", tmp_path_factory) as url:
+        yield url
+
+
+@pytest.fixture
+def smtp_server():
+    inbox = Inbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=_free_port())
+    controller.start()
+    try:
+        yield SimpleNamespace(inbox=inbox, port=controller.port)
+    finally:
+        controller.stop()
+
+
+def database_dump(url: str) -> bytes:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return open(parsed.database, "rb").read()  # the file is the whole database
+    dsn = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+    pg_dump = shutil.which("pg_dump")
+    assert pg_dump, "pg_dump is not installed (apt-get install postgresql-client)"
+    # Our own scratch database's URL, not outside input.
+    return subprocess.run([pg_dump, "--data-only", dsn], check=True, capture_output=True).stdout  # noqa: S603
+
+
+def redis_dump(connection) -> bytes:
+    # DUMP serialises each value exactly as RDB stores it: a dump of every key is the RDB's content.
+    return b"".join(key + (connection.dump(key) or b"") for key in connection.scan_iter(count=1000))
+
+
+def test_a_dump_before_or_after_delivery_holds_no_usable_link_or_key(
+    own_database,
+    redis_url,
+    smtp_server,
+    monkeypatch,
+):
+    app = make_app(
+        own_database, REDIS_URL=redis_url, JOBS_INLINE=False, MAIL_SERVER="127.0.0.1", MAIL_PORT=smtp_server.port
+    )
+    owner_email, invitee = f"{unique('own')}@example.com", f"{unique('inv')}@example.com"
+    with own_queues(app, monkeypatch) as queues:
+        with app.test_request_context():
+            user, tenant = sign_up(SYSTEM, "Dump Co", unique("dump"), owner_email, "a long dump passphrase")
+            actor = Actor(user=user, ip="203.0.113.5")
+            _, invitation_token = create_invitation(actor, tenant, invitee, "admin")
+            _, api_key = create_key(actor, tenant, "CI key", None, 30)
+            request_password_reset(owner_email)
+            transactions.commit()
+
+        queued = (database_dump(own_database), redis_dump(queues.connection))
+        queues.work()  # the email jobs: SMTP now has the links
+        delivered = (database_dump(own_database), redis_dump(queues.connection))
+
+    mails = {address: smtp_server.inbox.to(address)[-1].message for address in (owner_email, invitee)}
+    invite_path = link_in(mails[invitee].get_body(("plain",)).get_content(), "/invite/")
+    reset_path = link_in(mails[owner_email].get_body(("plain",)).get_content(), "/reset-password/")
+    secrets = {
+        "invitation token": invitation_token.encode(),
+        "invitation link": invite_path.encode(),
+        "reset link": reset_path.encode(),
+        "API key": api_key.encode(),
+    }
+    for moment, dumps in (("queued", queued), ("delivered", delivered)):
+        for where, dump in zip(("database", "Redis"), dumps, strict=True):
+            for name, secret in secrets.items():
+                assert secret not in dump, f"the {name} is in the {where} dump ({moment})"
+
+    # The links were live all along (so the dumps were looked at for the right things) ...
+    client = app.test_client()
+    assert client.get(invite_path).status_code == 200
+    assert client.get(reset_path).status_code == 200
+    # ... and the stored copies, even opened with the key, now say the link is gone.
+    with app.app_context():
+        stored = db.session.query(EmailMessage).filter(EmailMessage.to.in_([owner_email, invitee])).all()
+        assert stored and all(REDACTED in opened(m).text_body and m.sealed_secrets is None for m in stored)
