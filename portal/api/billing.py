@@ -12,8 +12,9 @@ from fractions import Fraction
 from pydantic import BaseModel
 from sqlalchemy.orm import selectinload
 
-from portal.api import schemas
 from portal.api.registry import OPERATOR, ApiError, not_found, operation
+from portal.api.schemas import billing as schemas
+from portal.api.schemas import common
 from portal.billing import invoices, plans, subscriptions
 from portal.billing.money import round_half_up, to_major
 from portal.billing.periods import ONE_SECOND
@@ -293,7 +294,7 @@ def plan_out(plan) -> schemas.PlanOut:
         interval=version.interval,
         interval_months=version.months,
         trial_days=version.trial_days,
-        quotas=schemas.QuotasOut.model_validate(version.quotas),
+        quotas=common.QuotasOut.model_validate(version.quotas),
         rate_limits=schemas.RateLimitsOut.model_validate(version.rate_limits),
         features=[schemas.FeatureOut.model_validate(feature) for feature in feature_specs(version)],
     )
@@ -333,7 +334,7 @@ def list_plans(principal):
 )
 def list_invoices(principal, tenant: Tenant, query: schemas.InvoiceListQuery):
     statement = invoices.for_tenant(tenant, None if query.status == "all" else query.status)
-    rows, pagination = schemas.page_of(statement.options(selectinload(Invoice.lines)), query)
+    rows, pagination = common.page_of(statement.options(selectinload(Invoice.lines)), query)
     return dump(schemas.InvoiceListOut(invoices=[invoice_out(invoice) for invoice in rows], pagination=pagination))
 
 

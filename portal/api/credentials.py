@@ -7,8 +7,9 @@ error per field; fields of the secret are named as in the request body (``creden
 
 import logging
 
-from portal.api import schemas
 from portal.api.registry import ApiError, operation
+from portal.api.schemas import common
+from portal.api.schemas import credentials as schemas
 from portal.credentials import services as vault
 from portal.credentials.crypto import CredentialDecryptError
 from portal.credentials.validation import CredentialInvalid
@@ -85,7 +86,7 @@ def add_credential(principal, tenant: Tenant, body: schemas.CredentialCreateIn):
     summary="List the tenant's cloud credentials (identity and fingerprint only, never the secret)",
 )
 def list_credentials(principal, tenant: Tenant, query: schemas.CredentialListQuery):
-    page, pagination = schemas.page_of(vault.credentials_query(tenant, query.provider), query)
+    page, pagination = common.page_of(vault.credentials_query(tenant, query.provider), query)
     return schemas.CredentialListOut(
         credentials=[credential_out(credential) for credential in page],
         pagination=pagination,

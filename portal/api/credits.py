@@ -4,9 +4,10 @@ own keys. The rules are the ledger's (``portal.billing.credits``)."""
 
 from sqlalchemy import or_, select
 
-from portal.api import schemas
 from portal.api.billing import READ_SCOPE, dump
 from portal.api.registry import OPERATOR, ApiError, operation
+from portal.api.schemas import common
+from portal.api.schemas import credits as schemas
 from portal.billing import credits
 from portal.billing.money import to_major
 from portal.extensions import db
@@ -131,7 +132,7 @@ def get_credits(principal, tenant: Tenant, query: schemas.CreditsQuery):
     # By tenant_id only: on a warm key cache the tenant is detached (no relationships to load).
     summary = credits.summary(tenant.tenant_id, query.currency)
     statement = credits.entries(tenant.tenant_id, summary.currency)
-    rows, pagination = schemas.page_of(statement, query)
+    rows, pagination = common.page_of(statement, query)
     grant_ids = {entry.grant_id for entry in rows if entry.grant_id}
     grants = (
         {g.id: g for g in db.session.execute(select(CreditGrant).where(CreditGrant.id.in_(grant_ids))).scalars()}

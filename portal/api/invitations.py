@@ -2,8 +2,9 @@
 
 from flask import request
 
-from portal.api import schemas
 from portal.api.registry import PUBLIC, operation
+from portal.api.schemas import common
+from portal.api.schemas import invitations as schemas
 from portal.infra.transactions import commit
 from portal.invitations import services as invitations
 from portal.models import ADMIN_SCOPE, Invitation, Tenant
@@ -49,14 +50,14 @@ def create_invitation(principal, tenant: Tenant, body: schemas.InvitationCreateI
 @operation(
     "GET",
     "/tenants/<tenant_id>/invitations",
-    query=schemas.PageQuery,
+    query=common.PageQuery,
     response=schemas.InvitationListOut,
     tags=["team"],
     errors=[400, 401, 403, 404],
     summary="List pending invitations (expired ones included until resent; never tokens)",
 )
-def list_invitations(principal, tenant: Tenant, query: schemas.PageQuery):
-    page, pagination = schemas.page_of(invitations.pending_query(tenant), query)
+def list_invitations(principal, tenant: Tenant, query: common.PageQuery):
+    page, pagination = common.page_of(invitations.pending_query(tenant), query)
     return schemas.InvitationListOut(
         invitations=[invitation_out(i) for i in page],
         pagination=pagination,

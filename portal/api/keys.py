@@ -1,7 +1,8 @@
 """Seed 000's API key endpoints: create (shown once), list, revoke."""
 
-from portal.api import schemas
 from portal.api.registry import operation
+from portal.api.schemas import common
+from portal.api.schemas import keys as schemas
 from portal.api_keys import services as keys
 from portal.infra.transactions import commit
 from portal.models import ADMIN_SCOPE, ApiKey, Tenant
@@ -53,14 +54,14 @@ def create_api_key(principal, tenant: Tenant, body: schemas.ApiKeyCreateIn):
 @operation(
     "GET",
     "/tenants/<tenant_id>/api-keys",
-    query=schemas.PageQuery,
+    query=common.PageQuery,
     response=schemas.ApiKeyListOut,
     tags=["api keys"],
     errors=[400, 401, 403, 404],
     summary="List the tenant's API keys (prefixes only, never the keys)",
 )
-def list_api_keys(principal, tenant: Tenant, query: schemas.PageQuery):
-    page, pagination = schemas.page_of(keys.keys_query(tenant), query)
+def list_api_keys(principal, tenant: Tenant, query: common.PageQuery):
+    page, pagination = common.page_of(keys.keys_query(tenant), query)
     return schemas.ApiKeyListOut(
         api_keys=[api_key_out(key) for key in page],
         pagination=pagination,

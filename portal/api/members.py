@@ -1,7 +1,8 @@
 """Members of a tenant over the API: list, change role, remove (DESIGN §5, from seed 004)."""
 
-from portal.api import schemas
 from portal.api.registry import operation
+from portal.api.schemas import common
+from portal.api.schemas import members as schemas
 from portal.infra.transactions import commit
 from portal.models import ADMIN_SCOPE, Membership, Tenant
 from portal.team import services as team
@@ -26,14 +27,14 @@ def _membership(tenant: Tenant, user_id: str) -> Membership:
 @operation(
     "GET",
     "/tenants/<tenant_id>/members",
-    query=schemas.PageQuery,
+    query=common.PageQuery,
     response=schemas.MemberListOut,
     tags=["team"],
     errors=[400, 401, 403, 404],
     summary="List the tenant's members and their roles",
 )
-def list_members(principal, tenant: Tenant, query: schemas.PageQuery):
-    page, pagination = schemas.page_of(team.members_query(tenant), query)
+def list_members(principal, tenant: Tenant, query: common.PageQuery):
+    page, pagination = common.page_of(team.members_query(tenant), query)
     return schemas.MemberListOut(
         members=[member_out(m) for m in page],
         pagination=pagination,

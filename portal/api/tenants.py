@@ -3,8 +3,9 @@
 from flask import current_app, request
 
 from portal.access import Actor
-from portal.api import schemas
 from portal.api.registry import OPERATOR, PUBLIC, ApiError, operation
+from portal.api.schemas import common
+from portal.api.schemas import tenants as schemas
 from portal.api_keys import services as keys
 from portal.errors import PermissionDenied
 from portal.infra.transactions import commit
@@ -123,7 +124,7 @@ def list_tenants(principal, query: schemas.TenantListQuery):
         status=None if query.status == "all" else query.status,
         plan=None if query.subscription_plan == "all" else query.subscription_plan,
     )
-    rows, pagination = schemas.page_of(statement, query)
+    rows, pagination = common.page_of(statement, query)
     return schemas.TenantListOut(
         tenants=[schemas.TenantListItem.model_validate(t) for t in rows],
         pagination=pagination,

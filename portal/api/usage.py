@@ -7,8 +7,9 @@ from decimal import Decimal
 from flask import request
 from sqlalchemy import or_, select
 
-from portal.api import schemas
 from portal.api.registry import OPERATOR, TENANT, ApiError, not_found, operation
+from portal.api.schemas import common
+from portal.api.schemas import usage as schemas
 from portal.billing.pricing import feature_specs
 from portal.errors import ValidationFailed
 from portal.extensions import db
@@ -264,7 +265,7 @@ def list_events(principal, query: schemas.EventListQuery):
         statement = statement.where(UsageEvent.occurred_at >= start)
     if end is not None:
         statement = statement.where(UsageEvent.occurred_at < end)
-    rows, pagination = schemas.page_of(statement.order_by(UsageEvent.occurred_at, UsageEvent.id), query)
+    rows, pagination = common.page_of(statement.order_by(UsageEvent.occurred_at, UsageEvent.id), query)
     return dump(schemas.EventListOut(events=[event_out(e) for e in rows], pagination=pagination))
 
 
@@ -362,7 +363,7 @@ def get_usage(principal, tenant: Tenant, query: schemas.UsageQuery):
             api_requests_count=int(values["api_requests"]),
             last_pipeline_run_at=last_run,
             quota_reset_at=end,
-            quotas=schemas.QuotasOut(
+            quotas=common.QuotasOut(
                 monthly_pipeline_quota=quotas.get("monthly_pipeline_quota", 0),
                 concurrent_pipeline_quota=quotas.get("concurrent_pipeline_quota", 0),
                 storage_quota_gb=quotas.get("storage_quota_gb", 0),

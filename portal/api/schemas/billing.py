@@ -1,0 +1,215 @@
+"""Bodies of the billing routes (``portal/api/billing.py``): subscriptions, plans, invoices
+and payments."""
+
+import re
+from datetime import date, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator, Field, StringConstraints
+
+from portal.api.schemas.common import Body, ExactNumber, IsoInstant, Out, PageQuery, Pagination, QuotasOut
+from portal.models import CANCELLATION_REASONS, INVOICE_STATUSES
+from portal.models.billing import SUBSCRIPTION_STATUSES
+
+
+def _iso_date(value: Any) -> Any:
+    # Strict bodies take no JSON date type, so the ISO text is parsed here, and only that text:
+    # a number is not a date.
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value):
+        raise ValueError("use a date written as YYYY-MM-DD, e.g. 2025-12-01")
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{value} is not a calendar date") from None
+
+
+IsoDate = Annotated[date, BeforeValidator(_iso_date)]
+PlanKey = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+CancellationReason = Literal[tuple(CANCELLATION_REASONS)]  # type: ignore[valid-type]
+InvoiceStatus = Literal[tuple(INVOICE_STATUSES)]  # type: ignore[valid-type]
+
+
+class ScheduledChangeOut(Out):
+    plan: str
+    plan_name: str
+    effective_at: datetime
+
+
+class SubscriptionOut(Out):
+    """Seed 000's subscription body, then what the billing core adds."""
+
+    subscription_id: str
+    tenant_id: str
+    plan_name: str = Field(description="The plan's key (seed 000: starter, professional, enterprise).")
+    monthly_pipeline_quota: int
+    concurrent_pipeline_quota: int
+    storage_quota_gb: int
+    monthly_cost_usd: ExactNumber = Field(description="Price per month in major units (a yearly plan: a twelfth).")
+    billing_cycle_start: date
+    billing_cycle_end: date = Field(description="The last day of the current period.")
+    auto_renew: bool
+    stripe_subscription_id: str | None
+    created_at: datetime
+    status: Literal[tuple(SUBSCRIPTION_STATUSES)]  # type: ignore[valid-type]
+    currency: str
+    interval: Literal["month", "year"]
+    price: int = Field(description="Price per interval in minor units (cents).")
+    current_period_start: datetime
+    current_period_end: datetime = Field(description="The instant the period ends (exclusive).")
+    trial_end: datetime | None
+    cancel_at_period_end: bool
+    scheduled_change: ScheduledChangeOut | None
+
+
+class UpgradeIn(Body):
+    new_plan: PlanKey
+    # Omitted: at once. A future date schedules the change (an upgrade) for that day, 00:00 UTC.
+    effective_date: IsoDate | None = None
+    prorate: bool = True
+
+
+class UpgradeOut(Out):
+    subscription_id: str
+    previous_plan: str
+    new_plan: str
+    effective_date: date
+    prorated_charge: ExactNumber = Field(description="What the change costs now, in major units (0 if nothing).")
+    message: str
+    direction: Literal["upgrade", "downgrade"]
+    scheduled: bool
+    currency: str
+    invoice_id: str | None
+    invoice_number: str | None
+
+
+class CancelIn(Body):
+    cancel_at_period_end: bool = True
+    cancellation_reason: CancellationReason | None = None
+    feedback: Annotated[str, StringConstraints(max_length=2000)] | None = None
+
+
+class CancelOut(Out):
+    subscription_id: str
+    status: Literal["cancelled"]
+    cancelled_at: datetime
+    billing_cycle_end: date
+    message: str
+    cancel_at_period_end: bool
+    ends_at: datetime = Field(description="When the service stops: the period end, or now for an immediate cancel.")
+
+
+class RateLimitsOut(Out):
+    per_minute: int
+    per_hour: int
+
+
+class PriceTierOut(Out):
+    up_to: ExactNumber | None = Field(description="Upper bound in billable units; null: unbounded.")
+    unit_price: ExactNumber = Field(description="Minor units per unit; may be fractional.")
+    flat_fee: int
+
+
+class FeatureOut(Out):
+    key: str
+    name: str
+    description: str
+    unit_label: str
+    pricing: Literal["included", "per_unit", "graduated", "volume", "package"]
+    included_units: ExactNumber
+    limit: ExactNumber | None
+    reset_mode: Literal["reset", "accumulate"]
+    unit_price: ExactNumber | None = Field(description="Minor units per unit; may be fractional.")
+    tiers: list[PriceTierOut]
+    package_size: int | None
+    package_price: int | None
+
+
+class PlanOut(Out):
+    id: str
+    key: str
+    name: str
+    description: str
+    price: int = Field(description="Price per interval in minor units (cents).")
+    price_amount: ExactNumber = Field(description="The same price in major units.")
+    currency: str
+    interval: Literal["month", "year"]
+    interval_months: int
+    trial_days: int
+    quotas: QuotasOut
+    rate_limits: RateLimitsOut
+    features: list[FeatureOut]
+
+
+class PlanListOut(Out):
+    plans: list[PlanOut]
+
+
+class InvoiceLineOut(Out):
+    type: str
+    description: str
+    quantity: ExactNumber
+    unit_amount: ExactNumber = Field(description="Minor units; may be fractional.")
+    amount: int
+    period_start: datetime | None
+    period_end: datetime | None
+
+
+class InvoiceOut(Out):
+    """An invoice; amounts in minor units, ``*_major`` in major units."""
+
+    invoice_id: str
+    number: str
+    status: InvoiceStatus
+    currency: str
+    plan_name: str
+    subtotal: int
+    credits_applied: int
+    total: int
+    amount_paid: int
+    amount_due: int
+    total_major: ExactNumber
+    amount_due_major: ExactNumber
+    period_start: datetime
+    period_end: datetime
+    issued_at: datetime
+    due_at: datetime
+    paid_at: datetime | None
+    line_items: list[InvoiceLineOut]
+
+
+class InvoiceListOut(Out):
+    invoices: list[InvoiceOut]
+    pagination: Pagination
+
+
+class InvoiceListQuery(PageQuery):
+    status: Literal[(*INVOICE_STATUSES, "all")] = "all"  # type: ignore[valid-type]
+
+
+class PaymentAttemptOut(Out):
+    attempted_at: datetime
+    outcome: Literal["succeeded", "failed"]
+    amount: int
+    failure_reason: str | None
+
+
+class PaymentStatusOut(Out):
+    invoice_id: str
+    number: str
+    status: InvoiceStatus
+    currency: str
+    total: int
+    amount_due: int
+    amount_paid: int
+    due_at: datetime
+    paid_at: datetime | None
+    payment_reference: str | None
+    attempts: list[PaymentAttemptOut]
+
+
+class MarkPaidIn(Body):
+    reference: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+    # Omitted: now. Never in the future.
+    paid_at: IsoInstant | None = None

@@ -1,0 +1,79 @@
+"""What the API's schemas share: the base classes of bodies, queries and responses, the
+pagination block and ``page_of``, and the field types more than one resource uses."""
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, StringConstraints, WithJsonSchema
+
+from portal.infra.pagination import paginate
+from portal.models import INVITABLE_ROLES
+from portal.timezones import parse_instant
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+InvitableRole = Literal[tuple(INVITABLE_ROLES)]  # type: ignore[valid-type]
+IsoInstant = Annotated[datetime, BeforeValidator(parse_instant)]
+
+# Seed 000 writes money in major units as JSON numbers (``"monthly_cost_usd": 499.00``), and unit
+# prices can be sub-cent. The services keep them as exact Decimals; on the wire they are JSON
+# numbers, whose shortest form (499.0, 0.065) is exact for every amount this API can produce
+# (far fewer than 15 significant digits).
+ExactNumber = Annotated[
+    Decimal,
+    PlainSerializer(float, return_type=float, when_used="json"),
+    WithJsonSchema({"type": "number"}),
+]
+
+
+class Body(BaseModel):
+    """Request bodies: unknown fields and wrong JSON types are refused, never coerced."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class Query(BaseModel):
+    """Query strings arrive as text, so numbers are parsed (leniently) from it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class Pagination(Out):
+    page: int
+    page_size: int
+    total_items: int
+    total_pages: int
+    has_next: bool
+    has_previous: bool
+
+
+class PageQuery(Query):
+    page: int = Field(1, ge=1, le=100_000)
+    page_size: int = Field(50, ge=1, le=100)
+
+
+class Message(Out):
+    message: str
+
+
+class QuotasOut(Out):
+    monthly_pipeline_quota: int
+    concurrent_pipeline_quota: int
+    storage_quota_gb: int
+
+
+def page_of(statement, query: PageQuery) -> tuple[list, Pagination]:
+    """One page of ``statement`` (paged in SQL) and seed 000's pagination block for it."""
+    page = paginate(statement, query.page, query.page_size)
+    return page.items, Pagination(
+        page=page.page,
+        page_size=page.per_page,
+        total_items=page.total,
+        total_pages=max(page.pages, 1),
+        has_next=page.has_next,
+        has_previous=page.has_prev,
+    )

@@ -1,0 +1,108 @@
+"""Bodies of the tenant routes (``portal/api/tenants.py``): onboarding, reading, editing,
+listing, suspending and activating tenants."""
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import EmailStr, Field, StringConstraints
+
+from portal.api.schemas.common import Body, Name, Out, PageQuery, Pagination
+from portal.models import SUSPENSION_REASONS
+
+TenantIdStr = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_]{3,50}$")]
+MetadataKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,40}$")]
+MetadataValue = Annotated[str, StringConstraints(max_length=500)]
+PlanName = Literal["starter", "professional", "enterprise"]
+SuspensionReason = Literal[tuple(SUSPENSION_REASONS)]  # type: ignore[valid-type]
+
+
+class OnboardIn(Body):
+    tenant_id: TenantIdStr
+    company_name: Name
+    contact_email: EmailStr
+    subscription_plan: PlanName = "starter"
+    # Seed 000's BigQuery switches: accepted only as false, refused with a clear message.
+    force_recreate_dataset: bool = False
+    force_recreate_tables: bool = False
+
+
+class InvitationSummary(Out):
+    invitation_id: str
+    invited_email: str
+    role: str
+    expires_at: datetime
+    status: str
+
+
+class OnboardOut(Out):
+    tenant_id: str
+    company_name: str
+    subscription_plan: str
+    api_key_id: str
+    api_key: str
+    owner_invitation: InvitationSummary
+    message: str
+
+
+class TenantOut(Out):
+    tenant_id: str
+    company_name: str
+    contact_email: str
+    subscription_plan: str
+    status: str
+    suspension_reason: str | None = None
+    suspended_at: datetime | None = None
+    created_at: datetime
+    updated_at: datetime
+    metadata: dict[str, str]
+
+
+class TenantPatchIn(Body):
+    company_name: Name | None = None
+    contact_email: EmailStr | None = None
+    metadata: dict[MetadataKey, MetadataValue] | None = Field(None, max_length=50)
+
+
+class TenantListItem(Out):
+    tenant_id: str
+    company_name: str
+    subscription_plan: str
+    status: str
+    created_at: datetime
+
+
+class TenantListOut(Out):
+    tenants: list[TenantListItem]
+    pagination: Pagination
+
+
+class TenantListQuery(PageQuery):
+    status: Literal["active", "suspended", "cancelled", "all"] = "all"
+    subscription_plan: Literal["starter", "professional", "enterprise", "all"] = "all"
+    search: Annotated[str, StringConstraints(max_length=100)] | None = None
+
+
+class SuspendIn(Body):
+    reason: SuspensionReason
+    notify_customer: bool = True
+    suspension_note: Annotated[str, StringConstraints(max_length=1000)] | None = None
+
+
+class SuspendOut(Out):
+    tenant_id: str
+    status: str
+    suspended_at: datetime
+    suspension_reason: str
+    message: str
+
+
+class ActivateIn(Body):
+    notify_customer: bool = False
+    activation_note: Annotated[str, StringConstraints(max_length=1000)] | None = None
+
+
+class ActivateOut(Out):
+    tenant_id: str
+    status: str
+    activated_at: datetime
+    message: str

@@ -1,0 +1,273 @@
+"""Bodies of the usage routes (``portal/api/usage.py``): usage events, the monthly usage
+report and entitlements."""
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import ConfigDict, Field, StringConstraints
+
+from portal.api.schemas.common import Body, ExactNumber, Out, PageQuery, Pagination, Query, QuotasOut
+
+# --- usage events (seeds 001, 002, 003) ----------------------------------------------------
+
+
+def _alias(description: str):
+    # Checked by the ingestion service, which gives every event its own reason; here only named.
+    return Field(None, description=description)
+
+
+class EventIn(Body):
+    """One usage event. Each field may be sent under any of the seeds' names (one of them)."""
+
+    model_config = ConfigDict(extra="forbid", strict=False)
+
+    tenant_id: Any = _alias("The tenant: its tenant_id or external id. Alias: customerReferenceId, customerAlias.")
+    customerReferenceId: Any = _alias("Seed 002's name for tenant_id.")
+    customerAlias: Any = _alias("Seed 003's name for tenant_id.")
+    eventIdempotencyKey: Any = _alias(
+        "Unique per tenant (at most 200 characters); a repeat is a duplicate. "
+        "Alias: eventId, idempotency_key, ref. Omitted: never de-duplicated."
+    )
+    eventId: Any = _alias("Seed 001's name for eventIdempotencyKey.")
+    idempotency_key: Any = _alias("Alias of eventIdempotencyKey.")
+    ref: Any = _alias("Seed 003's name for eventIdempotencyKey.")
+    eventName: Any = _alias(
+        "The event's name (at most 128 characters), e.g. pipeline_run. Alias: event_name, name, metric."
+    )
+    event_name: Any = _alias("Alias of eventName.")
+    name: Any = _alias("Seed 003's name for eventName.")
+    metric: Any = _alias("Seed 001's name for eventName.")
+    occurredAt: Any = _alias(
+        "ISO 8601 with timezone; not more than 5 minutes ahead, not before the tenant's "
+        "oldest open billing period. Omitted: now. Alias: occurred_at, timestamp."
+    )
+    occurred_at: Any = _alias("Alias of occurredAt.")
+    timestamp: Any = _alias("Seed 003's name for occurredAt.")
+    quantity: Any = _alias("A finite number >= 0 (default 1). Alias: usageUnits.")
+    usageUnits: Any = _alias("Seed 002's name for quantity.")
+    properties: Any = _alias("A JSON object of at most 8 KB. Alias: meta, metadata, data.")
+    meta: Any = _alias("Seed 002's name for properties.")
+    metadata: Any = _alias("Seed 001's name for properties.")
+    data: Any = _alias("Seed 003's name for properties.")
+    flowId: Any = _alias("Accepted and ignored (seed 002).")
+    featureKey: Any = _alias("Accepted and ignored (seed 002).")
+    featureId: Any = _alias("Accepted and ignored (seed 002).")
+    costAmount: Any = _alias("Accepted and ignored (seed 002).")
+    subscriptionId: Any = _alias("Accepted and ignored (seed 001/002).")
+    entitlementId: Any = _alias("Accepted and ignored (seed 002).")
+    customerId: Any = _alias("Accepted and ignored (seed 002).")
+
+
+class EventIngestOut(Out):
+    success: bool
+    event_id: str
+    usageEventId: str = Field(description="Seed 001's name for event_id.")
+    duplicate: bool
+    tenant_id: str
+    ref: str = Field(description="The event's idempotency key.")
+
+
+class EventBatchIn(Body):
+    events: list[Any] = Field(
+        min_length=1, max_length=1000, description="Up to 1,000 events, each shaped like POST /events' body."
+    )
+
+
+class EventResultOut(Out):
+    index: int
+    status: Literal["accepted", "duplicate", "rejected", "valid"]
+    event_id: str | None
+    tenant_id: str | None
+    ref: str | None
+    reason: str | None
+    field: str | None
+
+
+class EventBatchOut(Out):
+    accepted: int
+    duplicates: int
+    rejected: int
+    results: list[EventResultOut]
+
+
+class MeterValueOut(Out):
+    key: str
+    value: ExactNumber | None = Field(description="This event's contribution (its quantity or property).")
+
+
+class DryRunResultOut(EventResultOut):
+    meters: list[MeterValueOut]
+
+
+class EventDryRunOut(Out):
+    valid: int
+    rejected: int
+    results: list[DryRunResultOut]
+
+
+class EventOut(Out):
+    event_id: str
+    ref: str
+    tenant_id: str
+    event_name: str
+    occurred_at: datetime
+    received_at: datetime
+    quantity: ExactNumber
+    properties: dict[str, Any]
+    invoiced: bool
+    invoice_id: str | None
+
+
+class EventListQuery(PageQuery):
+    start_time: Annotated[str, StringConstraints(max_length=40)] | None = Field(
+        None, description="ISO 8601 instant; events at or after it."
+    )
+    end_time: Annotated[str, StringConstraints(max_length=40)] | None = Field(
+        None, description="ISO 8601 instant; events before it."
+    )
+    event_name: Annotated[str, StringConstraints(max_length=128)] | None = None
+    tenant_id: Annotated[str, StringConstraints(max_length=100)] | None = None
+
+
+class EventListOut(Out):
+    events: list[EventOut]
+    pagination: Pagination
+
+
+class EventRefQuery(Query):
+    tenant_id: Annotated[str, StringConstraints(max_length=100)] | None = Field(
+        None, description="With it, ref may also be the event's idempotency key."
+    )
+
+
+class DeleteByRefsIn(Body):
+    refs: list[Annotated[str, StringConstraints(min_length=1, max_length=200)]] = Field(min_length=1, max_length=1000)
+    tenant_id: Annotated[str, StringConstraints(max_length=100)] | None = Field(
+        None, description="With it, refs may also be idempotency keys."
+    )
+
+
+class DeleteByRefsOut(Out):
+    deleted: list[EventOut]
+    invoiced: list[str] = Field(description="Refs of invoiced events: kept.")
+    not_found: list[str]
+
+
+# --- usage (seed 000) ----------------------------------------------------------------------
+
+
+class UsageQuery(Query):
+    month: Annotated[str, StringConstraints(max_length=20)] | None = Field(None, description="YYYY-MM; default: now.")
+
+
+class UsagePercentagesOut(Out):
+    pipelines: float
+    concurrent: float
+    storage: float
+
+
+class FeatureUsageOut(Out):
+    key: str
+    name: str
+    unit_label: str
+    used: ExactNumber
+    quota: ExactNumber | None
+    percent: float | None
+    hard_limit: bool
+
+
+class UsageOut(Out):
+    tenant_id: str
+    usage_month: str
+    pipelines_run_count: int
+    pipelines_running_count: int
+    storage_used_gb: ExactNumber
+    compute_hours: ExactNumber
+    api_requests_count: int
+    last_pipeline_run_at: datetime | None
+    quota_reset_at: datetime
+    quotas: QuotasOut
+    usage_percentages: UsagePercentagesOut
+    features: list[FeatureUsageOut] = Field(description="Every metered feature of the plan in that month.")
+
+
+class UsageHistoryQuery(Query):
+    start_month: Annotated[str, StringConstraints(max_length=20)] | None = Field(
+        None, description="YYYY-MM; default: five months before end_month."
+    )
+    end_month: Annotated[str, StringConstraints(max_length=20)] | None = Field(
+        None, description="YYYY-MM; default: this month."
+    )
+
+
+class UsageHistoryMonthOut(Out):
+    month: str
+    pipelines_run: int
+    storage_used_gb: ExactNumber
+    compute_hours: ExactNumber
+    api_requests: int
+
+
+class UsageHistoryOut(Out):
+    tenant_id: str
+    history: list[UsageHistoryMonthOut]
+
+
+# --- entitlements (seed 002) ---------------------------------------------------------------
+
+
+class TrackIn(Body):
+    model_config = ConfigDict(extra="forbid", strict=False)
+
+    eventName: Annotated[str, StringConstraints(max_length=128)] | None = None
+    usageUnits: float = Field(1, ge=0, le=1e14, allow_inf_nan=False)
+    meta: dict[str, Any] | None = None
+
+
+class RequestContextIn(Body):
+    idempotencyKey: Annotated[str, StringConstraints(max_length=128)] | None = None
+    flowId: Annotated[str, StringConstraints(max_length=128)] | None = None
+
+
+class EntitlementIn(Body):
+    customerReferenceId: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    featureKey: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    track: TrackIn | None = None
+    context: RequestContextIn | None = None
+
+
+class ReasonOut(Out):
+    code: str
+    description: str
+
+
+class EntitlementMetaOut(Out):
+    reason: ReasonOut | None
+
+
+class EntitlementUsageOut(Out):
+    used: ExactNumber
+    limit: ExactNumber | None
+    remaining: ExactNumber | None
+
+
+class SimulationOut(Out):
+    requestedUsage: ExactNumber
+    projectedUsage: ExactNumber
+    projectedRemaining: ExactNumber | None
+    wouldExceedLimit: bool
+
+
+class EntitlementOut(Out):
+    referenceCustomerId: str
+    featureKey: str
+    isAllowed: bool
+    flowId: str | None = None
+    meta: EntitlementMetaOut | None = None
+    usage: EntitlementUsageOut | None = None
+    simulation: SimulationOut | None = None
+
+
+class EntitlementEnvelopeOut(Out):
+    success: bool
+    data: EntitlementOut
