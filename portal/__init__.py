@@ -69,7 +69,7 @@ def _register_request_hooks(app: Flask) -> None:
 
 def _register_blueprints(app: Flask) -> None:
     from portal.activity.routes import bp as activity_bp
-    from portal.admin.routes import bp as admin_bp
+    from portal.admin import bp as admin_bp
     from portal.api_keys.routes import bp as api_keys_bp
     from portal.auth.routes import bp as auth_bp
     from portal.billing.payments.routes import webhooks_bp  # also adds the card and pay pages to billing_bp

@@ -1,0 +1,76 @@
+"""Console: start a billing run by hand, the recent runs and one run's progress."""
+
+from flask import abort, flash
+from sqlalchemy import select
+
+from portal.access import current_actor, operator_required
+from portal.admin.blueprint import bp
+from portal.admin.forms import BillingRunForm
+from portal.billing import runs as billing_runs
+from portal.errors import ServiceError
+from portal.extensions import db
+from portal.infra.transactions import commit, rollback
+from portal.models import BillingRun, Subscription
+from portal.web import form_errors_status, redirect_to, render, wants_fragment
+
+# htmx stops polling an element whose response has this status (the finished run's block).
+HTMX_STOP_POLLING = 286
+
+
+@bp.get("/billing")
+@operator_required
+def billing():
+    """Start a billing run by hand and see the recent ones."""
+    return _billing_page()
+
+
+def _billing_page(form: BillingRunForm | None = None, status: int = 200):
+    return render(
+        "admin/billing.html",
+        status=status,
+        form=form or BillingRunForm(formdata=None),
+        runs=billing_runs.recent_runs(),
+    )
+
+
+@bp.post("/billing/runs")
+@operator_required
+def run_billing():
+    """Queue a billing run as of now or of the given instant (UTC), then show its progress."""
+    form = BillingRunForm()
+    if not form.validate_on_submit():
+        return _billing_page(form=form, status=form_errors_status())
+    try:
+        run = billing_runs.request_run(triggered_by=current_actor().name, at=form.as_of.data)
+        run_id = run.id
+        commit()  # in the embedded mode the run executes right here, inline
+    except ServiceError as error:
+        rollback()
+        flash(error.message, "error")
+        return redirect_to("admin.billing")
+    flash("Billing run started.", "success")
+    return redirect_to("admin.billing_run", run_id=run_id)
+
+
+@bp.get("/billing/runs/<run_id>")
+@operator_required
+def billing_run(run_id: str):
+    """One run's progress; htmx polls the progress block until the run has finished."""
+    # A worker in another process moves the run on: read its row afresh on every poll.
+    run = db.session.get(BillingRun, run_id, populate_existing=True)
+    if run is None:
+        abort(404)
+    failed_ids = [error["subscription_id"] for error in run.errors or [] if error.get("subscription_id")]
+    tenant_of = (
+        dict(
+            db.session.execute(
+                select(Subscription.id, Subscription.tenant_id).where(Subscription.id.in_(failed_ids))
+            ).all()
+        )
+        if failed_ids
+        else {}
+    )
+    response = render("admin/billing_run.html", "admin/_run_progress.html", run=run, tenant_of=tenant_of)
+    if run.finished and wants_fragment():
+        response.status_code = HTMX_STOP_POLLING
+    return response

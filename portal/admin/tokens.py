@@ -1,0 +1,60 @@
+"""Console: operator API tokens (issue, shown once; revoke)."""
+
+from portal.access import current_actor, operator_required
+from portal.admin.blueprint import bp
+from portal.admin.forms import OperatorTokenForm
+from portal.api_keys import services as api_key_services
+from portal.errors import ServiceError
+from portal.extensions import db
+from portal.forms import apply_service_error
+from portal.infra.transactions import commit, rollback
+from portal.models import OperatorToken
+from portal.web import act, form_errors_status, render
+
+
+@bp.get("/tokens")
+@operator_required
+def tokens():
+    """Operator API tokens for the company's own programs."""
+    return _tokens_page()
+
+
+def _tokens_page(form: OperatorTokenForm | None = None, created=None, status: int = 200, fragment=None):
+    return render(
+        "admin/tokens.html",
+        fragment,
+        status=status,
+        tokens=api_key_services.list_operator_tokens(),
+        form=form or OperatorTokenForm(formdata=None),
+        created=created,
+    )
+
+
+@bp.post("/tokens")
+@operator_required
+def create_token():
+    """Issue an operator token and show it once, in this response only."""
+    form = OperatorTokenForm()
+    if form.validate_on_submit():
+        try:
+            token, plaintext = api_key_services.create_operator_token(current_actor(), form.name.data)
+            commit()
+        except ServiceError as error:
+            rollback()
+            apply_service_error(form, error)
+        else:
+            return _tokens_page(created={"token": token, "plaintext": plaintext}, fragment="admin/_token_created.html")
+    return _tokens_page(form=form, status=form_errors_status(), fragment="admin/_token_form.html")
+
+
+@bp.post("/tokens/<token_id>/revoke")
+@operator_required
+def revoke_token(token_id: str):
+    """Revoke an operator token; programs using it get 401 from then on."""
+    token = db.get_or_404(OperatorToken, token_id)
+
+    def revoke():
+        api_key_services.revoke_operator_token(current_actor(), token)
+        return f"The token “{token.name}” ({token.prefix}…) was revoked."
+
+    return act(revoke, "admin.tokens")
