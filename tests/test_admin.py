@@ -468,3 +468,33 @@ def test_outbox_filter_finds_a_contact_email_typed_with_capitals(operator_client
     operator_client.post(f"/admin/tenants/{tenant.tenant_id}/suspend", data={"reason": "payment_failed", "notify": "y"})
     page = operator_client.get("/admin/outbox?to=Billing@Console.example").get_data(as_text=True)
     assert "Your account Console Co has been suspended" in page
+
+
+# --- the outbox and live links --------------------------------------------------------------
+
+
+def _queued_reset_email(app, email: str) -> str:
+    """A reset email as it sits before any delivery: committed, its job not run."""
+    from portal.auth.services import request_password_reset
+
+    with app.test_request_context():
+        request_password_reset(email)
+        db.session.commit()  # not transactions.commit(): the delivery job must not run
+        return db.session.query(EmailMessage).filter_by(to=email).one().id
+
+
+def test_embedded_outbox_is_the_delivery_channel_and_says_its_links_are_live(app, operator_client, make_tenant):
+    message_id = _queued_reset_email(app, f"owner-{make_tenant().tenant_id}@example.com")
+    assert 'data-testid="outbox-live-links"' in operator_client.get("/admin/outbox").get_data(as_text=True)
+    page = operator_client.get(f"/admin/outbox/{message_id}").get_data(as_text=True)
+    assert "/reset-password/" in page and "[[secret" not in page
+
+
+def test_with_smtp_the_operator_sees_no_live_reset_link(app, operator_client, make_tenant, monkeypatch):
+    message_id = _queued_reset_email(app, f"owner-{make_tenant().tenant_id}@example.com")
+    # Production sends by SMTP: then even a message still waiting to go out shows no link.
+    monkeypatch.setitem(app.config, "MAIL_SERVER", "smtp.example.com")
+    assert 'data-testid="outbox-redacted"' in operator_client.get("/admin/outbox").get_data(as_text=True)
+    for path in (f"/admin/outbox/{message_id}", f"/admin/outbox/{message_id}/html"):
+        page = operator_client.get(path).get_data(as_text=True)
+        assert "/reset-password/" not in page and "[link removed after delivery]" in page

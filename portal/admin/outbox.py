@@ -7,6 +7,7 @@ from portal.access import operator_required
 from portal.admin.blueprint import bp
 from portal.extensions import db
 from portal.infra.pagination import paginate
+from portal.mail import opened, outbox_shows_links
 from portal.models import EmailMessage
 from portal.web import render
 
@@ -23,20 +24,21 @@ def outbox():
     if recipient:
         query = query.where(EmailMessage.to == recipient.lower())
     messages = paginate(query, request.args.get("page", 1, type=int), 25)
-    return render("admin/outbox.html", messages=messages, recipient=recipient)
+    return render("admin/outbox.html", messages=messages, recipient=recipient, shows_links=outbox_shows_links())
 
 
 @bp.get("/outbox/<message_id>")
 @operator_required
 def outbox_message(message_id: str):
-    message = db.get_or_404(EmailMessage, message_id)
-    return render("admin/outbox_message.html", message=message)
+    # With SMTP, mail reaches people by SMTP: no operator reads a customer's live reset link here.
+    message = opened(db.get_or_404(EmailMessage, message_id), reveal=outbox_shows_links())
+    return render("admin/outbox_message.html", message=message, shows_links=outbox_shows_links())
 
 
 @bp.get("/outbox/<message_id>/html")
 @operator_required
 def outbox_message_html(message_id: str):
-    message = db.get_or_404(EmailMessage, message_id)
+    message = opened(db.get_or_404(EmailMessage, message_id), reveal=outbox_shows_links())
     response = make_response(message.html_body)
     response.headers["Content-Security-Policy"] = EMAIL_PREVIEW_CSP
     return response
