@@ -147,13 +147,17 @@ def _reset_link(user: User) -> tuple[str, int]:
     return public_url("auth.reset_password", token=token), minutes
 
 
+def _account_for(typed_email: str) -> User | None:
+    """The account of an email as someone typed it; None for a malformed or unknown one."""
+    try:
+        return find_user_by_email(normalize_email(typed_email))
+    except ValidationFailed:
+        return None
+
+
 def request_password_reset(email: str) -> None:
     """Email a reset link if the account exists; the caller says the same thing either way."""
-    try:
-        user = find_user_by_email(normalize_email(email))
-    except ValidationFailed:
-        return
-    if user is None:
+    if (user := _account_for(email)) is None:
         return
     url, minutes = _reset_link(user)
     send_email(user.email, "Reset your password", "password_reset", url=url, user=user, minutes=minutes, secrets=[url])
@@ -192,11 +196,7 @@ def sign_in_with_password(email: str, password: str, ip: str | None) -> User | N
 
 
 def _tell_account_holder(email: str, until: datetime, ip: str | None) -> None:
-    try:
-        user = find_user_by_email(normalize_email(email))
-    except ValidationFailed:
-        return
-    if user is None:
+    if (user := _account_for(email)) is None:
         return
     url, minutes = _reset_link(user)
     send_email(
