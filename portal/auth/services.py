@@ -23,6 +23,9 @@ from portal.security import (
 )
 from portal.web import public_url
 
+# A session's last_seen_at is written at most this often: a page view must not cost a write.
+SESSION_SEEN_RESOLUTION = timedelta(minutes=5)
+
 
 def normalize_email(email: str) -> str:
     try:
@@ -89,8 +92,19 @@ def load_session_user(token: str) -> User | None:
     if row is None:
         return None
     user = row.user
+    _stamp_last_seen(row)
     user.session_token = token
     return user
+
+
+def _stamp_last_seen(row: UserSession) -> None:
+    """``last_seen_at`` at most once per SESSION_SEEN_RESOLUTION, committed at once, as an API
+    key's ``last_used_at`` is (docs/architecture.md): a page that only reads never commits.
+    Flask-Login loads the user before the view does anything, so nothing else is pending."""
+    now = utcnow()
+    if now - row.last_seen_at >= SESSION_SEEN_RESOLUTION:
+        db.session.execute(update(UserSession).where(UserSession.id == row.id).values(last_seen_at=now))
+        db.session.commit()
 
 
 def end_session(token: str | None) -> None:
