@@ -12,7 +12,7 @@ from portal.auth.user_agents import describe
 from portal.errors import ValidationFailed
 from portal.extensions import db
 from portal.models import AuditEvent, EmailChange, EmailMessage, User, UserSession, utcnow
-from portal.security import hash_token
+from portal.security import PASSWORD_MAX_LENGTH, PASSWORD_MIN_LENGTH, hash_token
 from tests.conftest import HTMX, PASSWORD, field_error, link_in, signed_in
 
 NEW_PASSWORD = "a brand new passphrase"
@@ -146,7 +146,7 @@ def test_new_passwords_that_differ_or_are_too_short_are_refused_beside_their_fie
     )
     short = change_password(laptop, new="short")
     assert field_error(short.get_data(as_text=True), "new_password") == (
-        "Field must be between 8 and 256 characters long."
+        f"Field must be between {PASSWORD_MIN_LENGTH} and {PASSWORD_MAX_LENGTH} characters long."
     )
     assert can_sign_in(app, person.email, PASSWORD)
 
