@@ -1,7 +1,7 @@
 from flask_wtf import FlaskForm
 from wtforms import PasswordField, RadioField, SelectField, StringField
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import DataRequired, Length, Regexp
+from wtforms.validators import DataRequired, EqualTo, Length, Regexp
 
 from portal.billing.money import format_money
 from portal.billing.plans import list_plans
@@ -65,3 +65,18 @@ class AccountForm(FlaskForm):
         "Billing itself always runs on UTC instants.",
         validate_choice=False,  # the service says what is wrong with an unknown zone
     )
+
+
+class ChangePasswordForm(FlaskForm):
+    current_password = PasswordField("Current password", validators=[DataRequired(), Length(max=1024)])
+    new_password = new_password_field("New password")
+    new_password_confirm = PasswordField(
+        "New password again",
+        validators=[DataRequired(), EqualTo("new_password", message="The two new passwords are not the same.")],
+    )
+
+
+class ChangeEmailForm(FlaskForm):
+    new_email = email_field("New email")
+    # Named as the service names it (confirm_password complains about "password").
+    password = PasswordField("Current password", validators=[DataRequired(), Length(max=1024)])

@@ -7,14 +7,22 @@ from wtforms.fields.choices import SelectChoice
 from portal import timezones
 from portal.access import TENANT_SESSION_KEY, current_actor
 from portal.auth import services
-from portal.auth.forms import AccountForm, ForgotPasswordForm, ResetPasswordForm, SignInForm, SignUpForm
-from portal.errors import ServiceError
+from portal.auth.forms import (
+    AccountForm,
+    ChangeEmailForm,
+    ChangePasswordForm,
+    ForgotPasswordForm,
+    ResetPasswordForm,
+    SignInForm,
+    SignUpForm,
+)
+from portal.errors import Conflict, ServiceError
 from portal.extensions import limiter
 from portal.forms import apply_service_error
 from portal.infra.transactions import commit, rollback
 from portal.models import utcnow
 from portal.tenants import services as tenants
-from portal.web import form_errors_status, redirect_to, render
+from portal.web import act, form_errors_status, redirect_to, render
 
 bp = Blueprint("auth", __name__)
 
@@ -121,18 +129,38 @@ def sign_out():
     return redirect(url_for("auth.sign_in"), code=303)
 
 
-@bp.route("/account", methods=["GET", "POST"])
-@login_required
-def account():
-    """The signed-in person's own preferences (today: the timezone they read times in)."""
-    form = AccountForm(
-        formdata=request.form if request.method == "POST" else None, timezone=current_user.timezone or ""
-    )
+def _timezone_form(formdata=None) -> AccountForm:
+    form = AccountForm(formdata=formdata, timezone=current_user.timezone or "")
     browser = timezones.browser_name()
     form.timezone.choices = [
         SelectChoice("", f"Automatic: your browser's ({browser or 'not known yet, so UTC'})"),
         *(SelectChoice(name, name.replace("_", " ")) for name in timezones.names()),
     ]
+    return form
+
+
+def _account_page(status: int = 200, fragment: str | None = None, **forms):
+    """The account page (or the one ``fragment`` htmx asked for), fresh forms where none is given."""
+    forms.setdefault("form", _timezone_form())
+    forms.setdefault("password_form", ChangePasswordForm(formdata=None))
+    forms.setdefault("email_form", ChangeEmailForm(formdata=None))
+    user = current_user._get_current_object()
+    return render(
+        "auth/account.html",
+        fragment,
+        status=status,
+        sessions=services.active_sessions(user),
+        pending_email_change=services.pending_email_change(user),
+        now=utcnow(),
+        **forms,
+    )
+
+
+@bp.route("/account", methods=["GET", "POST"])
+@login_required
+def account():
+    """The signed-in person's own account: password, email, sessions, and the timezone (saved here)."""
+    form = _timezone_form(request.form if request.method == "POST" else None)
     if request.method == "POST" and form.validate():
         try:
             services.set_timezone(current_actor(), current_user._get_current_object(), form.timezone.data)
@@ -143,7 +171,101 @@ def account():
         else:
             flash(f"Times are now shown in {current_user.timezone or 'your browser’s timezone'}.", "success")
             return redirect(url_for("auth.account"), code=303)
-    return render("auth/account.html", form=form, now=utcnow(), status=form_errors_status() if form.errors else 200)
+    return _account_page(form=form, status=form_errors_status() if form.errors else 200)
+
+
+@bp.post("/account/password")
+@limiter.limit("10 per minute")
+@login_required
+def change_password():
+    """Change the password after confirming the current one; every other session ends."""
+    form = ChangePasswordForm()
+    if form.validate_on_submit():
+        user = current_user._get_current_object()
+        try:
+            services.change_password(current_actor(), user, form.current_password.data, form.new_password.data)
+            commit()
+        except ServiceError as error:
+            rollback()
+            apply_service_error(form, error)
+        else:
+            login_user(user)  # this browser's renewed session token, into its cookie
+            flash("Your password is changed. Every other browser and device is signed out.", "success")
+            return redirect_to("auth.account")
+    return _account_page(password_form=form, status=form_errors_status(), fragment="auth/_password_form.html")
+
+
+@bp.post("/account/email")
+@limiter.limit("5 per minute")
+@login_required
+def request_email_change():
+    """Ask to change the sign-in email: a link goes to the new address, a notice to the current one."""
+    form = ChangeEmailForm()
+    if form.validate_on_submit():
+        try:
+            change = services.request_email_change(
+                current_actor(), current_user._get_current_object(), form.new_email.data, form.password.data
+            )
+            commit()
+        except ServiceError as error:
+            rollback()
+            apply_service_error(form, error)
+        else:
+            flash(f"We sent a link to {change.new_email}. Your sign-in email changes when you open it.", "success")
+            return redirect_to("auth.account")
+    return _account_page(email_form=form, status=form_errors_status(), fragment="auth/_email_form.html")
+
+
+@bp.route("/account/email/confirm/<token>", methods=["GET", "POST"])
+def confirm_email_change(token: str):
+    """The emailed link: a button makes the change (mail scanners follow links, and a GET changes
+    nothing). No sign-in needed: the link proves the new address is the person's."""
+    change = services.find_email_change(token)
+    if change is None:
+        return render("auth/email_change_invalid.html", status=400)
+    new_email = change.new_email
+    if request.method == "POST":
+        try:
+            user = services.confirm_email_change(token, request.remote_addr)
+            commit()
+        except Conflict as error:
+            rollback()
+            return render("auth/confirm_email_change.html", new_email=new_email, refusal=error.message, status=409)
+        except ServiceError:
+            rollback()
+            return render("auth/email_change_invalid.html", status=400)
+        flash(f"Your sign-in email is now {user.email}.", "success")
+        if current_user.is_authenticated and current_user.id == user.id:
+            return redirect(url_for("auth.account"), code=303)
+        return redirect(url_for("auth.sign_in"), code=303)
+    return render("auth/confirm_email_change.html", new_email=new_email)
+
+
+@bp.post("/account/sessions/<session_id>/sign-out")
+@login_required
+def sign_out_session(session_id: str):
+    """Sign out one of the person's other browsers; another person's session is not found (404)."""
+    user = current_user._get_current_object()
+    row = services.own_session(user, session_id)
+    return act(
+        lambda: f"{services.end_other_session(current_actor(), user, row)} is signed out.",
+        "auth.account",
+        _anchor="account-sessions",
+    )
+
+
+@bp.post("/account/sessions/sign-out-others")
+@login_required
+def sign_out_other_sessions():
+    """Sign out every browser of the person's but this one."""
+
+    def action() -> str:
+        ended = services.end_other_sessions(current_actor(), current_user._get_current_object())
+        if not ended:
+            return "No other browser or device was signed in."
+        return f"Signed out {ended} other session{'s' if ended != 1 else ''}."
+
+    return act(action, "auth.account", _anchor="account-sessions")
 
 
 @bp.route("/forgot-password", methods=["GET", "POST"])

@@ -1,6 +1,8 @@
-"""Accounts and sessions: sign-up, sign-in, server-side sessions, password reset."""
+"""Accounts and sessions: sign-up, sign-in, server-side sessions, password reset, and the
+person's own account page (password, email, sessions)."""
 
 import re
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from email_validator import EmailNotValidError, validate_email
@@ -10,11 +12,11 @@ from zxcvbn import zxcvbn
 
 from portal import audit, timezones
 from portal.access import Actor
-from portal.auth import throttle
-from portal.errors import Conflict, ServiceError, ValidationFailed
+from portal.auth import security_events, throttle, user_agents
+from portal.errors import Conflict, NotFound, ServiceError, ValidationFailed
 from portal.extensions import db
 from portal.mail import send_email
-from portal.models import PasswordReset, User, UserSession, utcnow
+from portal.models import EmailChange, PasswordReset, User, UserSession, utcnow
 from portal.security import (
     PASSWORD_MAX_LENGTH,
     PASSWORD_MIN_LENGTH,
@@ -25,7 +27,12 @@ from portal.security import (
     password_needs_rehash,
     verify_password,
 )
+from portal.tenants.scoped import MAX_ID_LENGTH
 from portal.web import public_url
+
+EMAIL_CHANGE_VALID_FOR = timedelta(hours=24)
+# A session's last_seen_at is written at most this often: a page view must not cost a write.
+SESSION_SEEN_RESOLUTION = timedelta(minutes=5)
 
 
 def normalize_email(email: str) -> str:
@@ -111,8 +118,19 @@ def load_session_user(token: str) -> User | None:
     if row is None:
         return None
     user = row.user
+    _stamp_last_seen(row)
     user.session_token = token
     return user
+
+
+def _stamp_last_seen(row: UserSession) -> None:
+    """``last_seen_at`` at most once per SESSION_SEEN_RESOLUTION, committed at once, as an API
+    key's ``last_used_at`` is (docs/architecture.md): a page that only reads never commits.
+    Flask-Login loads the user before the view does anything, so nothing else is pending."""
+    now = utcnow()
+    if now - row.last_seen_at >= SESSION_SEEN_RESOLUTION:
+        db.session.execute(update(UserSession).where(UserSession.id == row.id).values(last_seen_at=now))
+        db.session.commit()
 
 
 def end_session(token: str | None) -> None:
@@ -253,3 +271,207 @@ def set_timezone(actor: Actor, user: User, name: str | None) -> User:
     user.timezone = name
     audit.record(actor, "user.timezone_changed", None, "user", user.id, timezone=name or "browser")
     return user
+
+
+def _spend_reset_links(user: User) -> None:
+    db.session.execute(
+        update(PasswordReset)
+        .where(PasswordReset.user_id == user.id, PasswordReset.used_at.is_(None))
+        .values(used_at=utcnow())
+    )
+
+
+def _on_field(field: str, check, *args):
+    """``check(*args)``, with its complaint shown beside ``field`` (the caller's name for the input)."""
+    try:
+        return check(*args)
+    except ValidationFailed as error:
+        raise ValidationFailed(error.message, field=field) from None
+
+
+# --- the person's own account page ------------------------------------------------------
+
+
+def change_password(actor: Actor, user: User, current_password: str, new_password: str) -> None:
+    """A new password, once the current one is confirmed. Every other session ends, links sent
+    before (password reset, email change) are spent, and this browser's session gets a new
+    token, so a copy of its cookie dies too: the caller puts ``user.get_id()`` in the cookie."""
+    _on_field("current_password", confirm_password, user, current_password)
+    _on_field("new_password", check_password_rules, new_password, (user.email, user.name))
+    user.password_hash = hash_password(new_password)
+    _spend_reset_links(user)
+    # An email change asked for from a session that is now ended must not go through either.
+    _spend_email_changes(user)
+    _end_sessions_except(user, user.session_token)
+    _renew_session_token(user)
+    security_events.record(actor, user, "user.password_changed")
+
+
+def _renew_session_token(user: User) -> None:
+    """The same session (sign-in time, device) under a new token; the old cookie stops working."""
+    if not user.session_token:
+        return
+    token = new_token()
+    db.session.execute(
+        update(UserSession)
+        .where(UserSession.token_hash == hash_token(user.session_token), UserSession.revoked_at.is_(None))
+        .values(token_hash=hash_token(token))
+    )
+    user.session_token = token
+
+
+def _spend_email_changes(user: User) -> None:
+    db.session.execute(
+        update(EmailChange)
+        .where(EmailChange.user_id == user.id, EmailChange.used_at.is_(None))
+        .values(used_at=utcnow())
+    )
+
+
+def request_email_change(actor: Actor, user: User, new_email: str, password: str) -> EmailChange:
+    """Email a confirmation link to ``new_email`` and tell the current address; nothing changes
+    until the link is followed. Only the newest request stands (a mistyped one dies with it)."""
+    new_email = _on_field("new_email", normalize_email, new_email)
+    # The password before the address: without it, the form must not tell which addresses have accounts.
+    confirm_password(user, password)
+    if new_email == user.email:
+        raise ValidationFailed("That is already your sign-in email.", field="new_email")
+    if find_user_by_email(new_email) is not None:
+        raise Conflict("This address is already used by another account.", field="new_email")
+    _spend_email_changes(user)
+    token = new_token()
+    change = EmailChange(
+        token_hash=hash_token(token), user_id=user.id, new_email=new_email, expires_at=utcnow() + EMAIL_CHANGE_VALID_FOR
+    )
+    db.session.add(change)
+    db.session.flush()
+    url = public_url("auth.confirm_email_change", token=token)
+    hours = int(EMAIL_CHANGE_VALID_FOR.total_seconds() // 3600)
+    send_email(
+        new_email,
+        "Confirm your new sign-in email",
+        "email_change",
+        url=url,
+        new_email=new_email,
+        hours=hours,
+        secrets=[url],
+    )
+    security_events.record(actor, user, "user.email_change_requested", new_email=new_email)
+    return change
+
+
+def pending_email_change(user: User) -> EmailChange | None:
+    """The request still waiting for its link to be followed, if any."""
+    return db.session.execute(
+        select(EmailChange)
+        .where(EmailChange.user_id == user.id, EmailChange.used_at.is_(None), EmailChange.expires_at > utcnow())
+        .order_by(EmailChange.created_at.desc())
+        .limit(1)
+    ).scalar_one_or_none()
+
+
+def find_email_change(token: str) -> EmailChange | None:
+    change = db.session.execute(
+        select(EmailChange).where(EmailChange.token_hash == hash_token(token))
+    ).scalar_one_or_none()
+    if change is None or change.used_at is not None or change.expires_at <= utcnow():
+        return None
+    return change
+
+
+def confirm_email_change(token: str, ip: str | None) -> User:
+    """Make the requested address the sign-in email. The link proves the new address is the
+    person's, so no sign-in is needed; the old address is told, and every other outstanding
+    link (email change, password reset to the old address) is spent."""
+    change = find_email_change(token)
+    if change is None:
+        raise ValidationFailed("This confirmation link is invalid, expired or already used.")
+    user = change.user
+    if find_user_by_email(change.new_email) is not None:
+        # Taken since the request; the link stays unused, and a commit that races another
+        # account to the address fails on the unique email instead (portal.infra.transactions).
+        raise Conflict("Another account now uses this address, so your sign-in email was not changed.")
+    old_email = user.email
+    user.email = change.new_email
+    _spend_email_changes(user)
+    _spend_reset_links(user)
+    security_events.record(
+        Actor(user=user, ip=ip), user, "user.email_changed", to=old_email, old_email=old_email, new_email=user.email
+    )
+    return user
+
+
+@dataclass(frozen=True)
+class ActiveSession:
+    """One signed-in browser as the account page lists it."""
+
+    id: str
+    device: str
+    ip: str | None
+    signed_in_at: datetime
+    last_seen_at: datetime
+    current: bool
+
+
+def active_sessions(user: User) -> list[ActiveSession]:
+    """The person's live sessions: this browser's first, then the most recently seen."""
+    current = hash_token(user.session_token) if user.session_token else None
+    rows = db.session.execute(
+        select(UserSession)
+        .where(UserSession.user_id == user.id, UserSession.revoked_at.is_(None))
+        .order_by(UserSession.last_seen_at.desc(), UserSession.created_at.desc())
+    ).scalars()
+    sessions = [
+        ActiveSession(
+            id=row.id,
+            device=user_agents.describe(row.user_agent),
+            ip=row.ip,
+            signed_in_at=row.created_at,
+            last_seen_at=row.last_seen_at,
+            current=row.token_hash == current,
+        )
+        for row in rows
+    ]
+    return sorted(sessions, key=lambda session: not session.current)
+
+
+def own_session(user: User, session_id: str) -> UserSession:
+    """One of ``user``'s sessions by id; anyone else's is not found, like one that never existed."""
+    row = None
+    if isinstance(session_id, str) and 0 < len(session_id) <= MAX_ID_LENGTH and "\x00" not in session_id:
+        row = db.session.execute(
+            select(UserSession).where(UserSession.id == session_id, UserSession.user_id == user.id)
+        ).scalar_one_or_none()
+    if row is None:
+        raise NotFound("Session not found")
+    return row
+
+
+def end_other_session(actor: Actor, user: User, row: UserSession) -> str:
+    """Sign out one other browser of the person's; returns what it was ("Firefox on Windows")."""
+    device = user_agents.describe(row.user_agent)
+    if user.session_token and row.token_hash == hash_token(user.session_token):
+        raise ValidationFailed("That is this browser: use Sign out at the top of the page.")
+    if row.revoked_at is None:
+        row.revoked_at = utcnow()
+        # One session the person picked from the list: the activity log is enough, no email.
+        security_events.record(actor, user, "user.sessions_ended", email=False, sessions=1, device=device)
+    return device
+
+
+def end_other_sessions(actor: Actor, user: User) -> int:
+    """Sign out every browser of the person's but this one; returns how many were signed out."""
+    ended = _end_sessions_except(user, user.session_token)
+    if ended:
+        security_events.record(actor, user, "user.sessions_ended", sessions=ended)
+    return ended
+
+
+def _end_sessions_except(user: User, token: str | None) -> int:
+    keep = hash_token(token) if token else ""
+    result = db.session.execute(
+        update(UserSession)
+        .where(UserSession.user_id == user.id, UserSession.revoked_at.is_(None), UserSession.token_hash != keep)
+        .values(revoked_at=utcnow())
+    )
+    return result.rowcount

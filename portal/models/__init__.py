@@ -23,7 +23,7 @@ from portal.models.payments import PAYMENT_ATTEMPT_STATUSES, STRIPE_EVENT_STATUS
 from portal.models.tenant import SUSPENSION_REASONS, Tenant
 from portal.models.throttle import SignInThrottle
 from portal.models.usage import AGGREGATIONS, Meter, QuotaNotice, UsageEvent, UsageRollup
-from portal.models.user import INVITABLE_ROLES, ROLES, Membership, PasswordReset, User, UserSession
+from portal.models.user import INVITABLE_ROLES, ROLES, EmailChange, Membership, PasswordReset, User, UserSession
 
 __all__ = [
     "AGGREGATIONS",
@@ -43,6 +43,7 @@ __all__ = [
     "Credential",
     "CreditEntry",
     "CreditGrant",
+    "EmailChange",
     "EmailMessage",
     "INVITABLE_ROLES",
     "INVOICE_STATUSES",

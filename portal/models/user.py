@@ -107,3 +107,20 @@ class PasswordReset(db.Model):
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     user: Mapped[User] = relationship()
+
+
+class EmailChange(db.Model):
+    """A requested change of a user's sign-in email, made only once a single-use, expiring link
+    sent to the new address is followed (only the token's hash is kept)."""
+
+    __tablename__ = "email_changes"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("emc"))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    new_email: Mapped[str] = mapped_column(String(254))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    user: Mapped[User] = relationship()
