@@ -15,7 +15,7 @@ from sqlalchemy.engine import make_url
 
 from portal.access import SYSTEM, Actor
 from portal.api_keys.services import create_key
-from portal.auth.services import request_password_reset
+from portal.auth.services import request_email_change, request_password_reset
 from portal.extensions import db
 from portal.infra import transactions
 from portal.invitations.services import create_invitation
@@ -70,6 +70,7 @@ def test_a_dump_before_or_after_delivery_holds_no_usable_link_or_key(
         own_database, REDIS_URL=redis_url, JOBS_INLINE=False, MAIL_SERVER="127.0.0.1", MAIL_PORT=smtp_server.port
     )
     owner_email, invitee = f"{unique('own')}@example.com", f"{unique('inv')}@example.com"
+    new_email = f"{unique('new')}@example.com"
     with own_queues(app, monkeypatch) as queues:
         with app.test_request_context():
             user, tenant = sign_up(SYSTEM, "Dump Co", unique("dump"), owner_email, "a long dump passphrase")
@@ -77,19 +78,29 @@ def test_a_dump_before_or_after_delivery_holds_no_usable_link_or_key(
             _, invitation_token = create_invitation(actor, tenant, invitee, "admin")
             _, api_key = create_key(actor, tenant, "CI key", None, 30)
             request_password_reset(owner_email)
+            request_email_change(actor, user, new_email, "a long dump passphrase")
             transactions.commit()
 
         queued = (database_dump(own_database), redis_dump(queues.connection))
         queues.work()  # the email jobs: SMTP now has the links
         delivered = (database_dump(own_database), redis_dump(queues.connection))
 
-    mails = {address: smtp_server.inbox.to(address)[-1].message for address in (owner_email, invitee)}
+    mails = {address: smtp_server.inbox.to(address)[-1].message for address in (owner_email, invitee, new_email)}
     invite_path = link_in(mails[invitee].get_body(("plain",)).get_content(), "/invite/")
-    reset_path = link_in(mails[owner_email].get_body(("plain",)).get_content(), "/reset-password/")
+    reset_path = link_in(
+        next(
+            m.message.get_body(("plain",)).get_content()
+            for m in smtp_server.inbox.to(owner_email)
+            if "/reset-password/" in m.message.get_body(("plain",)).get_content()
+        ),
+        "/reset-password/",
+    )
+    confirm_path = link_in(mails[new_email].get_body(("plain",)).get_content(), "/account/email/confirm/")
     secrets = {
         "invitation token": invitation_token.encode(),
         "invitation link": invite_path.encode(),
         "reset link": reset_path.encode(),
+        "email confirmation link": confirm_path.encode(),
         "API key": api_key.encode(),
     }
     for moment, dumps in (("queued", queued), ("delivered", delivered)):
@@ -101,7 +112,10 @@ def test_a_dump_before_or_after_delivery_holds_no_usable_link_or_key(
     client = app.test_client()
     assert client.get(invite_path).status_code == 200
     assert client.get(reset_path).status_code == 200
+    assert client.get(confirm_path).status_code == 200
     # ... and the stored copies, even opened with the key, now say the link is gone.
     with app.app_context():
-        stored = db.session.query(EmailMessage).filter(EmailMessage.to.in_([owner_email, invitee])).all()
-        assert stored and all(REDACTED in opened(m).text_body and m.sealed_secrets is None for m in stored)
+        stored = db.session.query(EmailMessage).filter(EmailMessage.to.in_([owner_email, invitee, new_email])).all()
+        linked = [m for m in stored if "[[secret:" in m.text_body]
+        assert len(linked) == 3 and all(m.sealed_secrets is None for m in stored)
+        assert all(REDACTED in opened(m).text_body for m in linked)
