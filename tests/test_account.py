@@ -421,8 +421,9 @@ def test_signing_out_one_session_ends_exactly_that_one(app, person, browser, out
     assert phone.get("/overview").headers["Location"].startswith("/signin")
     assert signed_in(laptop) and signed_in(tablet)
     assert "user.sessions_ended" in audit_actions(app, person.user.id)
-    # One session picked from the list: recorded, but no email about it.
-    assert outbox(person.email) == []
+    # One session picked from the list: recorded, but no email about it (only the two
+    # sign-ins from devices never seen before were told, newest first).
+    assert subjects(outbox, person.email) == ["Security: someone signed in from a new device"] * 2
 
 
 def test_signing_out_all_other_sessions_keeps_only_this_browser(app, person, browser, outbox):
@@ -440,7 +441,10 @@ def test_signing_out_all_other_sessions_keeps_only_this_browser(app, person, bro
 
     assert signed_in(laptop)
     assert not any(signed_in(other) for other in others)
-    assert subjects(outbox, person.email) == ["Security: your other sessions were signed out"]
+    assert subjects(outbox, person.email) == [
+        "Security: your other sessions were signed out",
+        *["Security: someone signed in from a new device"] * 2,
+    ]
 
     laptop.post("/account/sessions/sign-out-others")
     assert flashes(laptop.get("/account").get_data(as_text=True)) == ["No other browser or device was signed in."]

@@ -559,3 +559,24 @@ def test_a_late_answer_to_a_request_sent_before_sign_up_does_not_sign_the_person
     assert response.status_code == 200
     assert "Set-Cookie" not in response.headers
     assert signed_in(browser)
+
+
+def test_a_sign_in_from_a_new_kind_of_device_is_told_to_the_person_and_logged(client, app, owner, outbox):
+    firefox = "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:133.0) Gecko/20100101 Firefox/133.0"
+    newer_firefox = firefox.replace("133.0", "134.0")
+    iphone = "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 Version/18.1 Safari/604.1"
+
+    def sign_in_with(agent):
+        browser = app.test_client()
+        browser.post("/signin", data={"email": owner.email, "password": PASSWORD}, headers={"User-Agent": agent})
+        assert signed_in(browser)
+
+    sign_in_with(firefox)  # the first sign-in ever: nothing to compare with
+    sign_in_with(newer_firefox)  # the same browser, updated: not new
+    assert [m.subject for m in outbox(owner.email)] == []
+    sign_in_with(iphone)
+    [notice] = outbox(owner.email)
+    assert notice.subject == "Security: someone signed in from a new device"
+    assert "Device: Safari on iPhone" in notice.text_body
+    with app.app_context():
+        assert db.session.query(AuditEvent).filter_by(action="user.sign_in_new_device").count() >= 1

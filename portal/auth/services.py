@@ -101,7 +101,18 @@ def authenticate(email: str, password: str) -> User | None:
 
 
 def start_session(user: User, ip: str | None, user_agent: str | None) -> str:
-    """Record a new server-side session and return the token for the cookie."""
+    """Record a new server-side session and return the token for the cookie.
+
+    A sign-in from a kind of device the person never used before (browser and system, so a
+    browser update is not "new") is a security event: they are told, in case it was not them.
+    """
+    device = user_agents.describe(user_agent)
+    earlier = db.session.execute(
+        select(UserSession.user_agent).where(UserSession.user_id == user.id).distinct().limit(200)
+    ).scalars()
+    seen = {user_agents.describe(agent) for agent in earlier}
+    if seen and device not in seen:
+        security_events.record(Actor(user=user, ip=ip), user, "user.sign_in_new_device", device=device)
     token = new_token()
     db.session.add(
         UserSession(token_hash=hash_token(token), user_id=user.id, ip=ip, user_agent=(user_agent or "")[:255])
