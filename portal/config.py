@@ -66,6 +66,8 @@ def load_config() -> dict:
         "INVITATION_DEFAULT_DAYS": 7,
         "PASSWORD_RESET_MINUTES": 60,
         "SIGNIN_RATE_LIMIT": os.environ.get("SIGNIN_RATE_LIMIT", "10 per minute"),
+        # The name authenticator apps and passkey prompts show for this portal.
+        "TWO_FACTOR_ISSUER": os.environ.get("TWO_FACTOR_ISSUER", "Portal"),
         # POST /api/v1/tenants/onboard without an operator token (self-service onboarding).
         "API_PUBLIC_ONBOARDING": _bool("API_PUBLIC_ONBOARDING", False),
         "API_ANONYMOUS_RATE_LIMIT": os.environ.get("API_ANONYMOUS_RATE_LIMIT", "60 per minute"),

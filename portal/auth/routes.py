@@ -8,11 +8,12 @@ from portal import timezones
 from portal.access import TENANT_SESSION_KEY, current_actor
 from portal.auth import services
 from portal.auth.forms import AccountForm, ForgotPasswordForm, ResetPasswordForm, SignInForm, SignUpForm
+from portal.auth.two_factor import pending as pending_sign_in
 from portal.errors import ServiceError
 from portal.extensions import limiter
 from portal.forms import apply_service_error
 from portal.infra.transactions import commit, rollback
-from portal.models import utcnow
+from portal.models import has_second_factor, utcnow
 from portal.tenants import services as tenants
 from portal.web import form_errors_status, redirect_to, render
 
@@ -91,6 +92,10 @@ def sign_in():
         user = services.authenticate(form.email.data, form.password.data)
         if user is None:
             form.form_errors.append("Email or password is not correct.")
+        elif has_second_factor(user.id):
+            commit()  # keep a password hash authenticate() upgraded; nobody is signed in yet
+            pending_sign_in.begin(user, _safe_next(request.args.get("next")))
+            return redirect(url_for("auth.two_factor_sign_in"), code=303)
         else:
             _sign_in(user)
             commit()
