@@ -66,6 +66,8 @@ def load_config() -> dict:
         "INVITATION_DEFAULT_DAYS": 7,
         "PASSWORD_RESET_MINUTES": 60,
         "SIGNIN_RATE_LIMIT": os.environ.get("SIGNIN_RATE_LIMIT", "10 per minute"),
+        # Operators need a second factor before any /admin page (portal.access.operator_required).
+        "OPERATOR_2FA_REQUIRED": _bool("OPERATOR_2FA_REQUIRED", env == "production"),
         # The name authenticator apps and passkey prompts show for this portal.
         "TWO_FACTOR_ISSUER": os.environ.get("TWO_FACTOR_ISSUER", "Portal"),
         # POST /api/v1/tenants/onboard without an operator token (self-service onboarding).
