@@ -69,6 +69,7 @@ def _register_request_hooks(app: Flask) -> None:
 
 def _register_blueprints(app: Flask) -> None:
     from portal.activity.routes import bp as activity_bp
+    from portal.admin import two_factor as _admin_two_factor  # noqa: F401  (adds its pages to admin_bp)
     from portal.admin.routes import bp as admin_bp
     from portal.api_keys.routes import bp as api_keys_bp
     from portal.auth.routes import bp as auth_bp
