@@ -214,7 +214,7 @@ def test_a_recovery_code_signs_in_once(app, client, member, login, outbox):
     assert "You signed in with a recovery code; 9 left." in page
     assert "9 of 10 recovery codes left" in page
     [email] = [m for m in outbox(member.email) if "recovery code was used" in m.subject]
-    assert "Codes left: 9" in email.text_body
+    assert "Used for: sign-in" in email.text_body and "Codes left: 9" in email.text_body
 
     again = app.test_client()
     password_step(again, member.email)

@@ -278,7 +278,7 @@ def confirm_totp(actor: Actor, user: User, code: str) -> list[str] | None:
     return codes
 
 
-def verify_code(actor: Actor, user: User, code: str, allow_recovery: bool = True) -> str:
+def verify_code(actor: Actor, user: User, code: str, allow_recovery: bool = True, used_for: str = "sign-in") -> str:
     """Check a second-factor code; returns "totp" or "recovery". Counts wrong codes (WrongCode, CodesHeld)."""
     state = _state(user)
     _check_not_held(state)
@@ -291,7 +291,7 @@ def verify_code(actor: Actor, user: User, code: str, allow_recovery: bool = True
         if state is not None:
             _clear_wrong_codes(state)
         left = recovery_codes_left(user)
-        security_events.record(actor, user, "user.recovery_code_used", codes_left=left)
+        security_events.record(actor, user, "user.recovery_code_used", used_for=used_for, codes_left=left)
         return "recovery"
     if state is not None and state.totp_enabled and len(normalized) == 6 and normalized.isdigit():
         message = "That code is not correct, or it was already used. Wait for the next code in your app."
@@ -310,7 +310,7 @@ def disable_totp(actor: Actor, user: User, password: str, code: str) -> None:
     if state is None or not state.totp_enabled:
         raise Conflict("The authenticator app is not on.")
     confirm_password(user, password)
-    verify_code(actor, user, code)
+    verify_code(actor, user, code, used_for="turning the authenticator app off")
     state.totp_secret = state.totp_key_id = state.totp_enabled_at = state.totp_last_step = None
     db.session.flush()
     _drop_recovery_codes_if_no_factor_left(user)
@@ -394,7 +394,7 @@ def regenerate_recovery_codes(actor: Actor, user: User, password: str, code: str
     if not has_second_factor(user.id):
         raise Conflict("Turn on two-factor authentication first: recovery codes come with it.")
     confirm_password(user, password)
-    verify_code(actor, user, code)
+    verify_code(actor, user, code, used_for="making new recovery codes")
     codes = _new_recovery_codes(user)
     security_events.record(actor, user, "user.recovery_codes_regenerated")
     return codes
