@@ -72,6 +72,7 @@ def _register_blueprints(app: Flask) -> None:
     from portal.admin import bp as admin_bp
     from portal.api_keys.routes import bp as api_keys_bp
     from portal.auth.routes import bp as auth_bp
+    from portal.auth.two_factor import routes as _two_factor  # noqa: F401  (adds the two-factor pages to auth_bp)
     from portal.billing.payments.routes import webhooks_bp  # also adds the card and pay pages to billing_bp
     from portal.billing.routes import bp as billing_bp
     from portal.credentials.routes import bp as credentials_bp

@@ -3,12 +3,12 @@
 from dataclasses import dataclass
 from functools import wraps
 
-from flask import abort, flash, g, redirect, request, session, url_for
+from flask import abort, current_app, flash, g, redirect, request, session, url_for
 from flask_login import current_user, login_required
 from sqlalchemy import select
 
 from portal.extensions import db
-from portal.models import Membership, Tenant, User
+from portal.models import Membership, Tenant, User, has_second_factor
 
 # What each role may do (DESIGN §3). Routes ask for a permission, not a role name,
 # so a later area (keys, credentials, billing) adds a row here instead of new checks.
@@ -21,6 +21,7 @@ PERMISSIONS: dict[str, set[str]] = {
     "billing.manage": {"owner", "admin"},
     "keys.manage": {"owner", "admin", "developer"},
     "credentials.manage": {"owner", "admin", "developer"},
+    "two_factor.require": {"owner"},
 }
 
 # Blueprints a suspended tenant's users may still change things in (DESIGN §4).
@@ -103,6 +104,15 @@ def _guard_suspended() -> None:
     )
 
 
+def _second_factor_missing(why: str):
+    """The one enforcement of "two-factor authentication required" (a tenant's policy, the console's):
+    a person without a second factor is sent to set one up, and reaches nothing else until then."""
+    if has_second_factor(current_user.id):
+        return None
+    flash(f"{why} Set up two-factor authentication to continue.", "warning")
+    return redirect(url_for("auth.two_factor_settings"))
+
+
 def tenant_required(permission: str = "tenant.read"):
     """Signed in, member of a live tenant, and allowed ``permission`` in it."""
 
@@ -115,6 +125,10 @@ def tenant_required(permission: str = "tenant.read"):
                     return redirect(url_for("admin.tenants"))
                 flash("You are not a member of any active account.", "warning")
                 return redirect(url_for("main.no_tenant"))
+            if g.tenant.require_two_factor:
+                missing = _second_factor_missing(f"{g.tenant.company_name} requires two-factor authentication.")
+                if missing is not None:
+                    return missing
             if not can(permission):
                 abort(403, "Your role does not allow this.")
             _guard_suspended()
@@ -131,6 +145,10 @@ def operator_required(view):
     def wrapper(*args, **kwargs):
         if not current_user.is_operator:
             abort(404)
+        if current_app.config["OPERATOR_2FA_REQUIRED"]:
+            missing = _second_factor_missing("The operator console requires two-factor authentication.")
+            if missing is not None:
+                return missing
         return view(*args, **kwargs)
 
     return wrapper

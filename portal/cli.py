@@ -9,6 +9,7 @@ from jobs.usage import FLUSH_EVERY_SECONDS, schedule_flush
 from portal.access import SYSTEM, Actor
 from portal.api_keys.services import create_key
 from portal.auth.services import create_user, find_user_by_email, normalize_email
+from portal.auth.two_factor.services import rotate_totp_secrets
 from portal.billing import invoices, subscriptions
 from portal.billing.catalog import DEFAULT_CATALOG_PATH, CatalogError, load_catalog
 from portal.billing.money import format_money
@@ -242,6 +243,11 @@ def rotate_credential_keys(batch_size: int) -> None:
         failed += batch_failed
         click.echo(f"  rotated {rotated} so far")
     click.echo(f"Rotated {rotated} credential(s); {len(failed)} could not be decrypted.")
+    # Authenticator-app secrets are sealed under the same keys (one row per person who has one).
+    resealed, totp_failed = rotate_totp_secrets(keyring)
+    commit()
+    click.echo(f"Re-sealed {resealed} authenticator-app secret(s); {len(totp_failed)} could not be decrypted.")
+    failed += [f"authenticator app of {user_id}" for user_id in totp_failed]
     if failed:
         raise click.ClickException(
             "Not rotated (their key is missing from CREDENTIALS_KEYS, or the row is damaged): " + ", ".join(failed)

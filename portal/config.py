@@ -70,6 +70,10 @@ def load_config() -> dict:
         # and the first hold's length (each later one doubles, up to a day). portal/auth/throttle.py
         "SIGNIN_ACCOUNT_MAX_FAILURES": int(os.environ.get("SIGNIN_ACCOUNT_MAX_FAILURES", "10")),
         "SIGNIN_ACCOUNT_HOLD_MINUTES": int(os.environ.get("SIGNIN_ACCOUNT_HOLD_MINUTES", "15")),
+        # Operators need a second factor before any /admin page (portal.access.operator_required).
+        "OPERATOR_2FA_REQUIRED": _bool("OPERATOR_2FA_REQUIRED", env == "production"),
+        # The name authenticator apps and passkey prompts show for this portal.
+        "TWO_FACTOR_ISSUER": os.environ.get("TWO_FACTOR_ISSUER", "Portal"),
         # POST /api/v1/tenants/onboard without an operator token (self-service onboarding).
         "API_PUBLIC_ONBOARDING": _bool("API_PUBLIC_ONBOARDING", False),
         "API_ANONYMOUS_RATE_LIMIT": os.environ.get("API_ANONYMOUS_RATE_LIMIT", "60 per minute"),

@@ -13,6 +13,7 @@ from portal.admin import (  # noqa: F401  (they register their routes on bp)
     stripe_events,
     tenants,
     tokens,
+    two_factor,
 )
 from portal.admin.blueprint import bp
 

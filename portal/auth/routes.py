@@ -16,11 +16,12 @@ from portal.auth.forms import (
     SignInForm,
     SignUpForm,
 )
+from portal.auth.two_factor import pending as pending_sign_in
 from portal.errors import Conflict, ServiceError
 from portal.extensions import limiter
 from portal.forms import apply_service_error
 from portal.infra.transactions import commit, rollback
-from portal.models import utcnow
+from portal.models import has_second_factor, utcnow
 from portal.tenants import services as tenants
 from portal.web import act, form_errors_status, redirect_to, render
 
@@ -108,6 +109,10 @@ def sign_in():
         if user is None:
             if not form.form_errors:
                 form.form_errors.append("Email or password is not correct.")
+        elif has_second_factor(user.id):
+            # Nobody is signed in yet: the second step calls _sign_in (the count was committed above).
+            pending_sign_in.begin(user, _safe_next(request.args.get("next")))
+            return redirect(url_for("auth.two_factor_sign_in"), code=303)
         else:
             _sign_in(user)
             commit()

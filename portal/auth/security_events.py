@@ -17,7 +17,7 @@ EVENTS = {
     "user.totp_disabled": "two-factor authentication (authenticator app) was turned off",
     "user.passkey_added": "a passkey was added",
     "user.passkey_removed": "a passkey was removed",
-    "user.recovery_code_used": "a recovery code was used to sign in",
+    "user.recovery_code_used": "a recovery code was used",
     "user.recovery_codes_regenerated": "new recovery codes were made",
     "user.two_factor_reset_by_operator": "an operator switched off your two-factor authentication",
     "user.sign_in_new_device": "someone signed in from a new device",

@@ -22,6 +22,7 @@ from portal.models.invitation import Invitation
 from portal.models.payments import PAYMENT_ATTEMPT_STATUSES, STRIPE_EVENT_STATUSES, PaymentAttempt, StripeEvent
 from portal.models.tenant import SUSPENSION_REASONS, Tenant
 from portal.models.throttle import SignInThrottle
+from portal.models.two_factor import Passkey, RecoveryCode, UserTwoFactor, has_second_factor
 from portal.models.usage import AGGREGATIONS, Meter, QuotaNotice, UsageEvent, UsageRollup
 from portal.models.user import INVITABLE_ROLES, ROLES, EmailChange, Membership, PasswordReset, User, UserSession
 
@@ -53,12 +54,14 @@ __all__ = [
     "Invitation",
     "Membership",
     "OperatorToken",
+    "Passkey",
     "PasswordReset",
     "PAYMENT_ATTEMPT_STATUSES",
     "PaymentAttempt",
     "Plan",
     "PlanVersion",
     "PROVIDERS",
+    "RecoveryCode",
     "ROLES",
     "SUSPENSION_REASONS",
     "STRIPE_EVENT_STATUSES",
@@ -68,5 +71,7 @@ __all__ = [
     "Tenant",
     "User",
     "UserSession",
+    "UserTwoFactor",
+    "has_second_factor",
     "utcnow",
 ]

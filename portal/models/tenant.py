@@ -1,6 +1,6 @@
 from datetime import datetime
 
-from sqlalchemy import JSON, Index, Integer, String, Text, func
+from sqlalchemy import JSON, Boolean, Index, Integer, String, Text, false, func
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.extensions import db
@@ -38,6 +38,8 @@ class Tenant(db.Model):
     card_last4: Mapped[str | None] = mapped_column(String(4))
     card_exp_month: Mapped[int | None] = mapped_column(Integer)
     card_exp_year: Mapped[int | None] = mapped_column(Integer)
+    # The owner's policy: every member needs a second factor to use this tenant (portal.access).
+    require_two_factor: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 

@@ -1,7 +1,7 @@
 import re
 
 from flask_wtf import FlaskForm
-from wtforms import FieldList, Form, FormField, StringField
+from wtforms import BooleanField, FieldList, Form, FormField, StringField
 from wtforms.validators import DataRequired, Length, Optional, ValidationError
 
 from portal.forms import email_field
@@ -39,3 +39,11 @@ class ProfileForm(FlaskForm):
 
 class DeleteTenantForm(FlaskForm):
     confirm_tenant_id = StringField("Type the account ID to confirm", validators=[DataRequired(), Length(max=50)])
+
+
+class TwoFactorPolicyForm(FlaskForm):
+    require_two_factor = BooleanField(
+        "Require two-factor authentication for every member",
+        description="Members without an authenticator app or a passkey are sent to set one up and "
+        "cannot use this account until they have.",
+    )

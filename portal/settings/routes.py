@@ -5,7 +5,7 @@ from portal.access import current_actor, tenant_required
 from portal.errors import ServiceError
 from portal.forms import apply_service_error
 from portal.infra.transactions import commit, rollback
-from portal.settings.forms import BLANK_METADATA_ROWS, DeleteTenantForm, ProfileForm
+from portal.settings.forms import BLANK_METADATA_ROWS, DeleteTenantForm, ProfileForm, TwoFactorPolicyForm
 from portal.tenants import services as tenants
 from portal.web import form_errors_status, redirect_to, render
 
@@ -25,13 +25,15 @@ def _with_blank_rows(form: ProfileForm) -> ProfileForm:
     return form
 
 
-def _page(profile_form=None, delete_form=None, status=200, fragment=None):
+def _page(profile_form=None, delete_form=None, status=200, fragment=None, two_factor_form=None):
     return render(
         "settings/index.html",
         fragment,
         status=status,
         form=profile_form or _with_blank_rows(_profile_form_for(g.tenant)),
         delete_form=delete_form or DeleteTenantForm(formdata=None),
+        two_factor_form=two_factor_form
+        or TwoFactorPolicyForm(formdata=None, require_two_factor=g.tenant.require_two_factor),
     )
 
 
@@ -60,6 +62,27 @@ def update():
             flash("Settings saved.", "success")
             return redirect_to("settings.index")
     return _page(profile_form=form, status=form_errors_status(), fragment="settings/_profile_form.html")
+
+
+@bp.post("/two-factor")
+@tenant_required("two_factor.require")
+def two_factor_policy():
+    """The owner requires (or stops requiring) two-factor authentication of every member."""
+    form = TwoFactorPolicyForm()
+    if form.validate_on_submit():
+        try:
+            tenants.set_two_factor_required(current_actor(), g.tenant, form.require_two_factor.data)
+            commit()
+        except ServiceError as error:
+            rollback()
+            apply_service_error(form, error)
+        else:
+            if g.tenant.require_two_factor:
+                flash("Every member now needs two-factor authentication to use this account.", "success")
+            else:
+                flash("Two-factor authentication is no longer required of members.", "success")
+            return redirect_to("settings.index")
+    return _page(status=form_errors_status(), two_factor_form=form, fragment="settings/_two_factor_form.html")
 
 
 @bp.post("/delete")

@@ -12,7 +12,7 @@ from portal.billing import plans, subscriptions
 from portal.errors import Conflict, ValidationFailed
 from portal.extensions import db
 from portal.mail import send_email
-from portal.models import SUSPENSION_REASONS, Membership, Tenant, User, utcnow
+from portal.models import SUSPENSION_REASONS, Membership, Tenant, User, has_second_factor, utcnow
 
 # \Z, not $: "$" also matches before a trailing newline, which would let "acme\n" in.
 TENANT_ID_PATTERN = re.compile(r"^[A-Za-z0-9_]{3,50}\Z")
@@ -100,6 +100,21 @@ def update_profile(actor: Actor, tenant: Tenant, company_name: str, contact_emai
         tenant.metadata_json = dict(metadata)
     if changes:
         audit.record(actor, "tenant.updated", tenant, "tenant", tenant.tenant_id, changes=changes)
+    return tenant
+
+
+def set_two_factor_required(actor: Actor, tenant: Tenant, required: bool) -> Tenant:
+    """The owner's policy: every member needs a second factor to use the tenant (portal.access)."""
+    if tenant.require_two_factor == required:
+        return tenant
+    if required and (actor.user is None or not has_second_factor(actor.user.id)):
+        # Otherwise the owner's next click would send them to set it up anyway, mid-change.
+        raise ValidationFailed(
+            "Set up two-factor authentication for yourself first (your account page), then require it.",
+            field="require_two_factor",
+        )
+    tenant.require_two_factor = required
+    audit.record(actor, "tenant.two_factor_required_changed", tenant, "tenant", tenant.tenant_id, required=required)
     return tenant
 
 
