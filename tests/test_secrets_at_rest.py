@@ -9,6 +9,7 @@ import shutil
 import subprocess
 from types import SimpleNamespace
 
+import pyotp
 import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy.engine import make_url
@@ -16,6 +17,7 @@ from sqlalchemy.engine import make_url
 from portal.access import SYSTEM, Actor
 from portal.api_keys.services import create_key
 from portal.auth.services import request_email_change, request_password_reset
+from portal.auth.two_factor import services as two_factor
 from portal.extensions import db
 from portal.infra import transactions
 from portal.invitations.services import create_invitation
@@ -79,6 +81,9 @@ def test_a_dump_before_or_after_delivery_holds_no_usable_link_or_key(
             _, api_key = create_key(actor, tenant, "CI key", None, 30)
             request_password_reset(owner_email)
             request_email_change(actor, user, new_email, "a long dump passphrase")
+            totp_secret = two_factor.start_totp(user)
+            recovery_codes = two_factor.confirm_totp(actor, user, pyotp.TOTP(totp_secret).now())
+            assert recovery_codes and len(recovery_codes) >= 8
             transactions.commit()
 
         queued = (database_dump(own_database), redis_dump(queues.connection))
@@ -102,6 +107,8 @@ def test_a_dump_before_or_after_delivery_holds_no_usable_link_or_key(
         "reset link": reset_path.encode(),
         "email confirmation link": confirm_path.encode(),
         "API key": api_key.encode(),
+        "TOTP secret": totp_secret.encode(),
+        **{f"recovery code {n}": code.encode() for n, code in enumerate(recovery_codes)},
     }
     for moment, dumps in (("queued", queued), ("delivered", delivered)):
         for where, dump in zip(("database", "Redis"), dumps, strict=True):
