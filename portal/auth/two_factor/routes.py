@@ -202,22 +202,31 @@ def confirm_totp():
     return _setup_page(secret, form, status=form_errors_status())
 
 
+def _with_password_and_code(form, change):
+    """``change(actor, me, password, code)`` committed; a wrong code still counts towards the
+    hold (committed too), any other complaint changes nothing. Returns (done, its result)."""
+    try:
+        result = change(current_actor(), _me(), form.password.data, form.code.data)
+        commit()
+    except two_factor.CodeRefused as error:
+        commit()
+        apply_service_error(form, error)
+    except ServiceError as error:
+        rollback()
+        apply_service_error(form, error)
+    else:
+        return True, result
+    return False, None
+
+
 @bp.post("/account/two-factor/totp/disable")
 @login_required
 def disable_totp():
     """Turn the authenticator app off: the password and a current code (or a recovery code)."""
     form = DisableTotpForm()
     if form.validate_on_submit():
-        try:
-            two_factor.disable_totp(current_actor(), _me(), form.password.data, form.code.data)
-            commit()
-        except two_factor.CodeRefused as error:
-            commit()
-            apply_service_error(form, error)
-        except ServiceError as error:
-            rollback()
-            apply_service_error(form, error)
-        else:
+        done, _ = _with_password_and_code(form, two_factor.disable_totp)
+        if done:
             flash("The authenticator app is off.", "success")
             return redirect_to("auth.two_factor_settings")
     return _page(status=form_errors_status(), disable_form=form)
@@ -229,16 +238,8 @@ def regenerate_recovery_codes():
     """New recovery codes (the old ones stop working): the password and a current code."""
     form = RegenerateCodesForm()
     if form.validate_on_submit():
-        try:
-            codes = two_factor.regenerate_recovery_codes(current_actor(), _me(), form.password.data, form.code.data)
-            commit()
-        except two_factor.CodeRefused as error:
-            commit()
-            apply_service_error(form, error)
-        except ServiceError as error:
-            rollback()
-            apply_service_error(form, error)
-        else:
+        done, codes = _with_password_and_code(form, two_factor.regenerate_recovery_codes)
+        if done:
             return _codes_page(codes, "regenerated")
     return _page(status=form_errors_status(), regenerate_form=form)
 
