@@ -1,7 +1,7 @@
 from datetime import datetime
 
 from sqlalchemy import Boolean, ForeignKey, Index, String, UniqueConstraint, text
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, declared_attr, mapped_column, relationship
 
 from portal.extensions import db
 from portal.models.base import UTCDateTime, new_id, utcnow
@@ -94,33 +94,33 @@ class UserSession(db.Model):
     user: Mapped[User] = relationship()
 
 
-class PasswordReset(db.Model):
-    """A single-use, expiring password reset link (only the token's hash is kept)."""
+class _EmailedLink:
+    """A single-use, expiring link emailed to a user; only the token's hash is kept."""
+
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    @declared_attr
+    def user(cls) -> Mapped[User]:
+        return relationship(User)
+
+
+class PasswordReset(_EmailedLink, db.Model):
+    """A password reset link."""
 
     __tablename__ = "password_resets"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("pwr"))
-    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-
-    user: Mapped[User] = relationship()
 
 
-class EmailChange(db.Model):
-    """A requested change of a user's sign-in email, made only once a single-use, expiring link
-    sent to the new address is followed (only the token's hash is kept)."""
+class EmailChange(_EmailedLink, db.Model):
+    """A requested change of a user's sign-in email, made only once the link sent to the new
+    address is followed."""
 
     __tablename__ = "email_changes"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("emc"))
-    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
     new_email: Mapped[str] = mapped_column(String(254))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-
-    user: Mapped[User] = relationship()
