@@ -44,7 +44,10 @@ def localhost_browser(browser, live_server):
 
 
 def code_for(secret: str, steps_from_now: int = 0) -> str:
-    """The app's code; never within a second of a step boundary, so it is still good when it arrives."""
+    """The app's code; never within a second of a step boundary, so it is still good when it arrives.
+
+    Enrolment uses the current step and later sign-ins the next one (the server accepts one step
+    either way and each step once): both stay good for a whole step however slow the machine."""
     if 30 - time.time() % 30 < 1.5:
         time.sleep(1.6)
     return pyotp.TOTP(secret).at(time.time() + 30 * steps_from_now)
@@ -100,7 +103,7 @@ def enrol_app(page) -> tuple[str, list[str]]:
     page.get_by_label("Code from the app").fill("000000" if pyotp.TOTP(secret).now() != "000000" else "111111")
     page.get_by_role("button", name="Turn on").click()
     expect(page.locator("#code-error")).to_contain_text("That code is not correct")
-    page.get_by_label("Code from the app").fill(code_for(secret, -1))
+    page.get_by_label("Code from the app").fill(code_for(secret))
     page.get_by_role("button", name="Turn on").click()
     expect(page.get_by_role("heading", level=1)).to_have_text("Two-factor authentication is on")
     codes = page.get_by_test_id("recovery-code").all_inner_texts()
@@ -152,7 +155,7 @@ def test_app_passkey_and_recovery_codes_from_set_up_to_sign_in(live_server, loca
     # Password alone is not enough: the app's code is the second step.
     sign_out(page)
     password_step(page, email)
-    page.get_by_label("Code").fill(code_for(secret))
+    page.get_by_label("Code").fill(code_for(secret, 1))
     page.get_by_role("button", name="Continue").click()
     expect(page).to_have_url(re.compile(r"/overview$"))
     expect(page.get_by_test_id("signed-in-as")).to_have_text(email)
@@ -202,7 +205,7 @@ def test_two_factor_pages_fit_from_360_to_1920_pixels(live_server, localhost_bro
         assert 150 <= qr["width"] <= min(400, width - 32), qr  # scannable, inside the screen's margins
         assert_fits(page, "setup")
         secret = page.get_by_test_id("totp-secret").inner_text().replace(" ", "")
-        page.get_by_label("Code from the app").fill(code_for(secret))
+        page.get_by_label("Code from the app").fill(code_for(secret, 1))
         page.get_by_role("button", name="Turn on").click()
         expect(page.get_by_test_id("recovery-code")).to_have_count(10)
         assert_fits(page, "recovery-codes")
@@ -247,6 +250,8 @@ def test_an_owner_requiring_two_factor_sends_a_member_to_set_it_up(live_server, 
 
     enrol_app(member)
     member.get_by_role("button", name="I have saved them").click()
+    # Wait for that page before the next click: clicking on while it loads races two navigations.
+    expect(member.get_by_test_id("totp-status")).to_contain_text("on")
     member.get_by_role("link", name="Overview", exact=True).click()
     expect(member).to_have_url(re.compile(r"/overview$"))
     expect(member.locator("main")).to_contain_text("you are")
