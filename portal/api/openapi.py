@@ -54,7 +54,8 @@ _ERROR_DESCRIPTIONS = {
     403: "Wrong kind of credential, another tenant's id (`Access denied`), a missing scope "
     "(`INSUFFICIENT_SCOPE`) or a suspended tenant (`CUSTOMER_SUSPENDED`).",
     404: "No such tenant or object (`RESOURCE_NOT_FOUND`); objects of other tenants are not found either.",
-    409: "The request conflicts with the current state (`CONFLICT`).",
+    409: "The request conflicts with the current state (`CONFLICT`), or onboards a tenant_id that exists "
+    "(`DUPLICATE_TENANT_ID`).",
     413: "The request body is too large (`PAYLOAD_TOO_LARGE`).",
     415: "The body is not JSON (`UNSUPPORTED_MEDIA_TYPE`): send `Content-Type: application/json`.",
     429: "Rate limit of the key exceeded (`RATE_LIMIT_EXCEEDED`); wait `Retry-After` seconds.",

@@ -4,13 +4,15 @@ import re
 from datetime import datetime
 
 from sqlalchemy import Select, func, select
+from sqlalchemy.exc import IntegrityError
 
 from portal import audit
 from portal.access import Actor
 from portal.auth.services import create_user, end_all_sessions
 from portal.billing import plans, subscriptions
-from portal.errors import Conflict, ValidationFailed
+from portal.errors import Conflict, DuplicateTenantId, ValidationFailed
 from portal.extensions import db
+from portal.infra.transactions import savepoint
 from portal.mail import send_email
 from portal.models import SUSPENSION_REASONS, Membership, Tenant, User, utcnow
 
@@ -58,8 +60,9 @@ def create_tenant(
 ) -> Tenant:
     validate_tenant_id(tenant_id)
     plans.current_version(subscription_plan)  # an unknown plan is refused before anything is created
+    taken = DuplicateTenantId(f"Tenant {tenant_id} already exists.", field="tenant_id")
     if tenant_id_taken(tenant_id):
-        raise Conflict(f"Tenant {tenant_id} already exists.", field="tenant_id")
+        raise taken
     tenant = Tenant(
         tenant_id=tenant_id,
         company_name=company_name.strip(),
@@ -67,8 +70,14 @@ def create_tenant(
         subscription_plan=subscription_plan,
         metadata_json={},
     )
-    db.session.add(tenant)
-    db.session.flush()
+    try:
+        # Two onboardings of one tenant_id at once: the second waits on the first's row, then
+        # gets the same answer as if it had come later, not a 500.
+        with savepoint():
+            db.session.add(tenant)
+            db.session.flush()
+    except IntegrityError:
+        raise taken from None
     audit.record(actor, "tenant.created", tenant, "tenant", tenant_id, company_name=tenant.company_name)
     subscriptions.start(actor, tenant, subscription_plan, at=subscribed_at)
     return tenant
