@@ -6,8 +6,11 @@ import re
 
 import pytest
 
-from portal.models import Tenant
-from tests.api_support import assert_envelope, bearer, fetch, operator_token, send_json
+from portal.api.registry import OPERATIONS
+from portal.extensions import db
+from portal.models import Tenant, utcnow
+from tests.api_support import assert_envelope, bearer, fetch, issue_key, operator_token, send_json, with_key
+from tests.conftest import unique
 
 ONBOARD = {"company_name": "ACME Corporation", "contact_email": "admin@acmecorp.com", "subscription_plan": "starter"}
 
@@ -49,3 +52,46 @@ def test_two_onboardings_of_one_tenant_id_at_once_give_the_loser_409_not_500(cli
     body = dict(ONBOARD, tenant_id=tenant.tenant_id)
     assert_envelope(client.post("/api/v1/tenants/onboard", json=body, headers=op), 409, "DUPLICATE_TENANT_ID")
     assert fetch(app, Tenant, tenant.tenant_id).company_name == tenant.company_name
+
+
+# --- 7: a credential that is sent must be valid, public endpoints included ---------------
+
+
+@pytest.mark.parametrize(
+    "headers", [{"Authorization": "Bearer not-a-real-token"}, {"X-API-Key": "acme_api_not_a_real_key"}]
+)
+def test_public_onboarding_with_an_invalid_credential_is_401_not_an_anonymous_sign_up(
+    client, app, monkeypatch, headers
+):
+    monkeypatch.setitem(app.config, "API_PUBLIC_ONBOARDING", True)
+    body = dict(ONBOARD, tenant_id=unique("badtoken"))
+    error = assert_envelope(client.post("/api/v1/tenants/onboard", json=body, headers=headers), 401, "INVALID_API_KEY")
+    assert error["detail"] == "API key is invalid, expired or revoked."
+    assert fetch(app, Tenant, body["tenant_id"]) is None
+    # Not a 400 for the fields an operator never meant to send either.
+    assert_envelope(client.post("/api/v1/tenants/onboard", json={}, headers=headers), 401, "INVALID_API_KEY")
+
+
+def test_every_endpoint_refuses_an_invalid_key_with_401_invalid_api_key(client, make_tenant):
+    tenant = make_tenant()
+    for op in OPERATIONS:
+        path = _concrete(op.rule, tenant.tenant_id)
+        for headers in ({"X-API-Key": "nope"}, bearer("nope")):
+            assert_envelope(_call(client, op, path, headers), 401, "INVALID_API_KEY")
+
+
+def test_a_revoked_key_on_a_public_endpoint_is_401(client, app, make_tenant):
+    tenant = make_tenant()
+    key, plaintext = issue_key(app, tenant)
+    assert client.get("/api/v1/openapi.json", headers=with_key(plaintext)).status_code == 200
+    with app.app_context():
+        db.session.get(type(key), key.id).revoked_at = utcnow()
+        db.session.commit()
+    assert_envelope(client.get("/api/v1/openapi.json", headers=with_key(plaintext)), 401, "INVALID_API_KEY")
+    assert client.get("/api/v1/openapi.json").status_code == 200  # without a credential: public
+
+
+def test_the_document_says_public_endpoints_may_answer_401(client):
+    document = client.get("/api/v1/openapi.json").get_json()
+    onboard = document["paths"]["/api/v1/tenants/onboard"]["post"]
+    assert "401" in onboard["responses"] and "INVALID_API_KEY" in onboard["description"]

@@ -104,9 +104,8 @@ def _query_parameters(model: type[BaseModel], schemas: dict) -> list[dict]:
 
 
 def _error_statuses(op: Operation) -> list[int]:
-    statuses = set(op.errors)
-    if op.auth != PUBLIC:
-        statuses.add(401)
+    # 401 everywhere: a public endpoint refuses a credential that is sent but invalid.
+    statuses = set(op.errors) | {401}
     if op.auth == OPERATOR or op.scope or "<tenant_id>" in op.rule:
         statuses.add(403)
     if _FLASK_PARAM.search(op.rule):
@@ -133,7 +132,7 @@ def _description(op: Operation) -> str:
     lines = [op.description] if op.description else []
     lines.append(
         {
-            PUBLIC: "Auth: none (public).",
+            PUBLIC: "Auth: none (public). A credential that is sent must be valid (else 401 `INVALID_API_KEY`).",
             OPERATOR: "Auth: operator token (`Authorization: Bearer`).",
             TENANT: "Auth: a key of this tenant (`X-API-Key` or `Authorization: Bearer`) or an operator token.",
         }[op.auth]

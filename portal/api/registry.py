@@ -54,12 +54,14 @@ OPERATIONS: list[Operation] = []
 
 
 def _authenticate(auth: str) -> Principal | None:
-    if auth == PUBLIC:
-        return current_principal() if credential_was_presented() else None
     principal = current_principal()
+    if principal is None and credential_was_presented():
+        # On every endpoint, public ones included: a caller whose key is wrong must hear so,
+        # not be served as anonymous (a public sign-up, a 400 for fields it never meant to send).
+        raise ApiError(401, "INVALID_API_KEY", "API key is invalid, expired or revoked.")
+    if auth == PUBLIC:
+        return principal
     if principal is None:
-        if credential_was_presented():
-            raise ApiError(401, "INVALID_API_KEY", "API key is invalid, expired or revoked.")
         raise ApiError(401, "UNAUTHORIZED", "Authentication required: send X-API-Key or Authorization: Bearer.")
     if auth == OPERATOR and not principal.is_operator:
         raise PermissionDenied("This endpoint needs an operator token.")
