@@ -5,11 +5,12 @@ parameters (the seeds' names accepted, unknown ones refused) on every endpoint."
 import re
 
 import pytest
+from sqlalchemy import select
 
 from portal.api.registry import OPERATIONS
 from portal.extensions import db
-from portal.models import Tenant, utcnow
-from tests.api_support import assert_envelope, bearer, fetch, issue_key, operator_token, send_json, with_key
+from portal.models import EmailMessage, Invitation, Invoice, Tenant, utcnow
+from tests.api_support import assert_envelope, bearer, count, fetch, issue_key, operator_token, send_json, with_key
 from tests.conftest import unique
 
 ONBOARD = {"company_name": "ACME Corporation", "contact_email": "admin@acmecorp.com", "subscription_plan": "starter"}
@@ -95,3 +96,65 @@ def test_the_document_says_public_endpoints_may_answer_401(client):
     document = client.get("/api/v1/openapi.json").get_json()
     onboard = document["paths"]["/api/v1/tenants/onboard"]["post"]
     assert "401" in onboard["responses"] and "INVALID_API_KEY" in onboard["description"]
+
+
+# --- 8: contact_email is optional --------------------------------------------------------
+
+
+def test_onboarding_without_a_contact_email_sends_no_invitation_and_says_so(client, app, op):
+    body = {"tenant_id": unique("nocontact"), "company_name": "Quiet Corp"}
+    response = client.post("/api/v1/tenants/onboard", json=body, headers=op)
+    assert response.status_code == 200, response.get_json()
+    data = response.get_json()
+    assert data["owner_invitation"] is None
+    assert "No owner invitation was sent: no contact_email was given." in data["message"]
+    assert count(app, Invitation, tenant_id=body["tenant_id"]) == 0
+    assert count(app, EmailMessage, tenant_id=body["tenant_id"]) == 0
+    # The key works and the tenant reads back with no contact.
+    tenant = client.get(f"/api/v1/tenants/{body['tenant_id']}", headers=with_key(data["api_key"])).get_json()
+    assert tenant["contact_email"] is None and tenant["company_name"] == "Quiet Corp"
+
+
+def test_a_tenant_without_a_contact_email_is_suspended_with_notify_and_no_email(client, app, op):
+    tenant_id = unique("nocontact")
+    client.post("/api/v1/tenants/onboard", json={"tenant_id": tenant_id, "company_name": "Quiet"}, headers=op)
+    notify = {"reason": "payment_failed", "notify_customer": True}
+    assert client.post(f"/api/v1/tenants/{tenant_id}/suspend", json=notify, headers=op).status_code == 200
+    activate = {"notify_customer": True}
+    assert client.post(f"/api/v1/tenants/{tenant_id}/activate", json=activate, headers=op).status_code == 200
+    assert count(app, EmailMessage, tenant_id=tenant_id) == 0
+    # Once the operator sets one, it is the tenant's contact.
+    patched = client.patch(f"/api/v1/tenants/{tenant_id}", json={"contact_email": "later@quiet.example"}, headers=op)
+    assert patched.get_json()["contact_email"] == "later@quiet.example"
+
+
+def test_a_failed_payment_of_a_tenant_with_no_contact_and_no_members_emails_nobody(client, app, op):
+    from portal.billing.payments.dunning import payment_failed
+    from portal.infra.transactions import commit
+
+    tenant_id = unique("nocontact")
+    client.post("/api/v1/tenants/onboard", json={"tenant_id": tenant_id, "company_name": "Quiet"}, headers=op)
+    with app.test_request_context():
+        invoice = db.session.execute(select(Invoice).filter_by(tenant_id=tenant_id, status="open")).scalar_one()
+        assert invoice.billing_email == ""
+        payment_failed(invoice, "Your card was declined.", utcnow())
+        commit()
+        failures = invoice.payment_failures
+    assert failures == 1
+    assert count(app, EmailMessage, tenant_id=tenant_id) == 0
+
+
+def test_the_operator_console_shows_a_tenant_without_a_contact_email(client, app, op, make_operator, login):
+    tenant_id = unique("nocontact")
+    client.post("/api/v1/tenants/onboard", json={"tenant_id": tenant_id, "company_name": "Quiet"}, headers=op)
+    console = app.test_client()
+    login(console, make_operator())
+    page = console.get(f"/admin/tenants/{tenant_id}")
+    assert page.status_code == 200
+    assert "contact none" in page.get_data(as_text=True)
+
+
+def test_onboarding_with_an_invalid_contact_email_is_still_400(client, op):
+    body = dict(ONBOARD, tenant_id=unique("bademail"), contact_email="not-an-email")
+    error = assert_envelope(client.post("/api/v1/tenants/onboard", json=body, headers=op), 400, "VALIDATION_ERROR")
+    assert error["errors"][0]["field"] == "contact_email"

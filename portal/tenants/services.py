@@ -54,7 +54,7 @@ def create_tenant(
     actor: Actor,
     tenant_id: str,
     company_name: str,
-    contact_email: str,
+    contact_email: str | None,
     subscription_plan: str = "starter",
     subscribed_at: datetime | None = None,
 ) -> Tenant:
@@ -124,7 +124,7 @@ def suspend(actor: Actor, tenant: Tenant, reason: str, note: str = "", notify: b
     tenant.suspension_note = note.strip() or None
     tenant.suspended_at = utcnow()
     audit.record(actor, "tenant.suspended", tenant, "tenant", tenant.tenant_id, reason=reason, note=note, notify=notify)
-    if notify:
+    if notify and tenant.contact_email:
         send_email(
             tenant.contact_email,
             f"Your account {tenant.company_name} has been suspended",
@@ -144,7 +144,7 @@ def activate(actor: Actor, tenant: Tenant, notify: bool = False, note: str = "")
     tenant.suspension_note = None
     tenant.suspended_at = None
     audit.record(actor, "tenant.activated", tenant, "tenant", tenant.tenant_id, previous_reason=previous, note=note)
-    if notify:
+    if notify and tenant.contact_email:
         send_email(
             tenant.contact_email,
             f"Your account {tenant.company_name} is active again",
