@@ -11,7 +11,7 @@ from portal.api.registry import OPERATIONS
 from portal.extensions import db
 from portal.models import EmailMessage, Invitation, Invoice, Tenant, utcnow
 from tests.api_support import assert_envelope, bearer, count, fetch, issue_key, operator_token, send_json, with_key
-from tests.conftest import unique
+from tests.conftest import make_app, unique
 
 ONBOARD = {"company_name": "ACME Corporation", "contact_email": "admin@acmecorp.com", "subscription_plan": "starter"}
 
@@ -158,3 +158,34 @@ def test_onboarding_with_an_invalid_contact_email_is_still_400(client, op):
     body = dict(ONBOARD, tenant_id=unique("bademail"), contact_email="not-an-email")
     error = assert_envelope(client.post("/api/v1/tenants/onboard", json=body, headers=op), 400, "VALIDATION_ERROR")
     assert error["errors"][0]["field"] == "contact_email"
+
+
+# --- 9: Retry-After only when the client has to wait ---------------------------------------
+
+
+@pytest.fixture
+def limited_app(database_url):
+    return make_app(database_url, RATELIMIT_ENABLED=True)
+
+
+def test_retry_after_is_sent_with_429_only_not_on_answered_requests(limited_app, app, make_tenant):
+    from tests.api_support import limit_tenant_to
+
+    tenant = make_tenant()
+    limit_tenant_to(app, tenant, per_minute=2)
+    _, plaintext = issue_key(app, tenant)
+    client = limited_app.test_client()
+    ok = client.get(f"/api/v1/tenants/{tenant.tenant_id}", headers=with_key(plaintext))
+    denied = client.get("/api/v1/tenants/someone_else", headers=with_key(plaintext))
+    assert (ok.status_code, denied.status_code) == (200, 403)
+    for response in (ok, denied):
+        assert "X-RateLimit-Remaining" in response.headers
+        assert "Retry-After" not in response.headers
+    limited = client.get(f"/api/v1/tenants/{tenant.tenant_id}", headers=with_key(plaintext))
+    assert limited.status_code == 429
+    assert 1 <= int(limited.headers["Retry-After"]) <= 61
+
+
+def test_retry_after_is_not_sent_by_unthrottled_pages_either(limited_app):
+    response = limited_app.test_client().get("/api/v1/openapi.json")
+    assert response.status_code == 200 and "Retry-After" not in response.headers
