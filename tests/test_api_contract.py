@@ -3,11 +3,13 @@ that is sent but wrong, the optional contact email, when Retry-After is sent, an
 parameters (the seeds' names accepted, unknown ones refused) on every endpoint."""
 
 import re
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
 
-from portal.api.registry import OPERATIONS
+from portal.api.openapi import build_document
+from portal.api.registry import OPERATIONS, OPERATOR, PUBLIC
 from portal.extensions import db
 from portal.models import EmailMessage, Invitation, Invoice, Tenant, utcnow
 from tests.api_support import assert_envelope, bearer, count, fetch, issue_key, operator_token, send_json, with_key
@@ -189,3 +191,116 @@ def test_retry_after_is_sent_with_429_only_not_on_answered_requests(limited_app,
 def test_retry_after_is_not_sent_by_unthrottled_pages_either(limited_app):
     response = limited_app.test_client().get("/api/v1/openapi.json")
     assert response.status_code == 200 and "Retry-After" not in response.headers
+
+
+# --- 10: query parameters -------------------------------------------------------------------
+
+
+def _events(client, op, tenant, count_: int):
+    start = utcnow()  # not before the tenant's first billing period, which starts now
+    batch = [
+        {
+            "tenant_id": tenant.tenant_id,
+            "eventIdempotencyKey": f"e{i}",
+            "eventName": "pipeline_run" if i % 2 == 0 else "compute_usage",
+            "occurredAt": (start + timedelta(seconds=i)).isoformat(),
+        }
+        for i in range(count_)
+    ]
+    response = send_json(client, "post", "/api/v1/events/batch", {"events": batch}, op)
+    assert response.get_json()["accepted"] == count_
+    return start
+
+
+def _refs(response) -> list[str]:
+    assert response.status_code == 200, response.get_json()
+    return [event["ref"] for event in response.get_json()["events"]]
+
+
+def test_events_query_takes_seed_003_names(client, op, make_tenant):
+    tenant, other = make_tenant(), make_tenant()
+    start = _events(client, op, tenant, 6)
+    _events(client, op, other, 2)
+    mine = f"customerAlias={tenant.tenant_id}"
+    assert _refs(client.get(f"/api/v1/events?{mine}", headers=op)) == ["e0", "e1", "e2", "e3", "e4", "e5"]
+    assert _refs(client.get(f"/api/v1/events?{mine}&limit=1", headers=op)) == ["e0"]
+    assert _refs(client.get(f"/api/v1/events?{mine}&limit=2&cursor=2", headers=op)) == ["e2", "e3"]
+    assert _refs(client.get(f"/api/v1/events?{mine}&eventName=compute_usage", headers=op)) == ["e1", "e3", "e5"]
+    window = (
+        f"startTime={(start + timedelta(seconds=2)).isoformat()}&endTime={(start + timedelta(seconds=4)).isoformat()}"
+    )
+    window = window.replace("+00:00", "Z")
+    assert _refs(client.get(f"/api/v1/events?{mine}&{window}", headers=op)) == ["e2", "e3"]
+    page = client.get(f"/api/v1/events?{mine}&limit=1", headers=op).get_json()["pagination"]
+    assert page["page_size"] == 1 and page["has_next"] is True
+
+
+def test_an_unknown_customer_alias_is_not_found_never_every_tenants_events(client, op, make_tenant):
+    _events(client, op, make_tenant(), 1)
+    error = assert_envelope(client.get("/api/v1/events?customerAlias=nobody", headers=op), 404, "RESOURCE_NOT_FOUND")
+    assert error["detail"] == "Customer not found"
+
+
+def test_an_unknown_query_parameter_is_400_naming_it_and_the_known_ones(client, op):
+    error = assert_envelope(client.get("/api/v1/events?foo=1", headers=op), 400, "VALIDATION_ERROR")
+    assert error["detail"] == (
+        "Unknown query parameter 'foo'. Known: page (or cursor), page_size (or limit), start_time (or startTime), "
+        "end_time (or endTime), event_name (or eventName), tenant_id (or customerAlias)."
+    )
+    assert error["errors"] == [{"field": "foo", "message": "Unknown query parameter."}]
+    error = assert_envelope(client.get("/api/v1/admin/tenants?pagesize=5&Status=x", headers=op), 400)
+    assert error["detail"].startswith("Unknown query parameters 'pagesize', 'Status'. Known: page (or cursor),")
+
+
+def test_an_endpoint_without_query_parameters_refuses_any(client, app, make_tenant):
+    tenant = make_tenant()
+    _, plaintext = issue_key(app, tenant)
+    error = assert_envelope(
+        client.get(f"/api/v1/tenants/{tenant.tenant_id}?expand=all", headers=with_key(plaintext)),
+        400,
+        "VALIDATION_ERROR",
+    )
+    assert error["detail"] == "Unknown query parameter 'expand'. This endpoint takes no query parameters."
+
+
+def test_every_endpoint_refuses_an_unknown_query_parameter(client, app, make_tenant):
+    tenant = make_tenant()
+    _, key = issue_key(app, tenant)
+    operator = bearer(operator_token(app))
+    for op in OPERATIONS:
+        headers = {} if op.auth == PUBLIC else operator if op.auth == OPERATOR else with_key(key)
+        path = _concrete(op.rule, tenant.tenant_id) + "?no_such_parameter=1"
+        error = assert_envelope(_call(client, op, path, headers), 400, "VALIDATION_ERROR")
+        assert error["detail"].startswith("Unknown query parameter 'no_such_parameter'."), (op.method, op.rule)
+
+
+@pytest.mark.parametrize(
+    ("query", "detail"),
+    [
+        ("page=1&page=2", "Query parameter 'page' is sent more than once."),
+        ("limit=1&page_size=2", "Send limit or page_size, not both: they are the same parameter."),
+        ("startTime=x&start_time=y", "Send startTime or start_time, not both: they are the same parameter."),
+        ("limit=500", "limit: Input should be less than or equal to 100"),
+        ("cursor=next", "cursor: Input should be a valid integer, unable to parse string as an integer"),
+        ("startTime=soon", "startTime: use an ISO 8601 date and time with a timezone, e.g. 2025-11-17T14:00:00Z"),
+        (f"{'x' * 60}=1", f"Unknown query parameter '{'x' * 40}…'."),
+    ],
+)
+def test_query_mistakes_are_named_in_the_clients_words(client, op, query, detail):
+    error = assert_envelope(client.get(f"/api/v1/events?{query}", headers=op), 400, "VALIDATION_ERROR")
+    assert error["detail"].startswith(detail), error["detail"]
+
+
+def test_the_document_lists_the_seed_names_of_the_events_query():
+    parameters = build_document()["paths"]["/api/v1/events"]["get"]["parameters"]
+    by_name = {parameter["name"]: parameter for parameter in parameters}
+    for own, seed in [
+        ("page", "cursor"),
+        ("page_size", "limit"),
+        ("start_time", "startTime"),
+        ("end_time", "endTime"),
+        ("event_name", "eventName"),
+        ("tenant_id", "customerAlias"),
+    ]:
+        assert by_name[seed]["in"] == "query" and by_name[seed]["schema"] == by_name[own]["schema"]
+        assert f"`{own}`" in by_name[seed]["description"] and f"`{seed}`" in by_name[own]["description"]
