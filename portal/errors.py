@@ -47,6 +47,12 @@ class Conflict(ServiceError):
     error_code = "CONFLICT"
 
 
+class DuplicateTenantId(Conflict):
+    """Seed 000's own code for onboarding a tenant_id that is taken."""
+
+    error_code = "DUPLICATE_TENANT_ID"
+
+
 class TenantSuspended(ServiceError):
     status_code = 403
     error_code = "CUSTOMER_SUSPENDED"

@@ -196,12 +196,15 @@ def test_chosen_scopes_and_expiry_are_stored_and_listed(app, client, tenant, tea
     assert '<td class="nowrap">never</td>' in forever
 
 
-def test_create_form_offers_every_scope_checked_and_ninety_days(client, team, login):
+def test_create_form_offers_the_scopes_that_grant_something_with_only_the_read_one_ticked(client, team, login):
     login(client, team["owner"])
     page = client.get("/api-keys").get_data(as_text=True)
-    for scope, description in API_SCOPES.items():
-        assert f'<input type="checkbox" name="scopes" value="{scope}" checked>' in page
-        assert description in page
+    boxes = re.findall(r'<input type="checkbox" name="scopes" value="([^"]+)" ?(checked)?>', page)
+    # Least privilege by default: admin:* is there to tick, never ticked for you.
+    assert boxes == [("usage:read", "checked"), ("credentials:read", ""), ("credentials:write", ""), ("admin:*", "")]
+    for scope, _ in boxes:
+        assert API_SCOPES[scope] in page
+    assert "pipelines:" not in page  # seed 000's pipeline scopes guard nothing here
     assert re.search(r'id="expires_in_days"[^>]*value="90"', page)
 
 

@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from portal.api.registry import OPERATIONS, OPERATOR, PUBLIC, TENANT, Operation, bp, operation
+from portal.api.schemas.common import Query
 from portal.errors import HTTP_ERROR_CODES
 
 VIEWER_VERSION = "5.35.0"  # swagger-ui-dist, vendored under static/vendor/swagger-ui-<version>/
@@ -48,13 +49,15 @@ class RateLimitedEnvelope(ErrorEnvelope):
 
 
 _ERROR_DESCRIPTIONS = {
-    400: "Invalid request: malformed JSON, a body that is not an object, or a field that fails validation "
+    400: "Invalid request: malformed JSON, a body that is not an object, a field that fails validation, or "
+    "a query parameter the endpoint does not know, sends twice or gets under two of its names "
     "(`VALIDATION_ERROR` with `errors` per field).",
     401: "No credentials (`UNAUTHORIZED`), or an invalid, expired or revoked key (`INVALID_API_KEY`).",
     403: "Wrong kind of credential, another tenant's id (`Access denied`), a missing scope "
     "(`INSUFFICIENT_SCOPE`) or a suspended tenant (`CUSTOMER_SUSPENDED`).",
     404: "No such tenant or object (`RESOURCE_NOT_FOUND`); objects of other tenants are not found either.",
-    409: "The request conflicts with the current state (`CONFLICT`).",
+    409: "The request conflicts with the current state (`CONFLICT`), or onboards a tenant_id that exists "
+    "(`DUPLICATE_TENANT_ID`).",
     413: "The request body is too large (`PAYLOAD_TOO_LARGE`).",
     415: "The body is not JSON (`UNSUPPORTED_MEDIA_TYPE`): send `Content-Type: application/json`.",
     429: "Rate limit of the key exceeded (`RATE_LIMIT_EXCEEDED`); wait `Retry-After` seconds.",
@@ -87,33 +90,44 @@ def _path_parameters(rule: str) -> list[dict]:
     return parameters
 
 
-def _query_parameters(model: type[BaseModel], schemas: dict) -> list[dict]:
+def _query_parameters(model: type[Query], schemas: dict) -> list[dict]:
+    """One parameter per field under its own name, then one per other name it is accepted under."""
     schema = schemas[model.__name__]
     required = set(schema.get("required", []))
-    parameters = []
-    for name, prop in schema.get("properties", {}).items():
-        prop = dict(prop)
+    properties = schema.get("properties", {})
+    parameters, aliases = [], []
+    for own, *others in model.parameter_names().values():
+        prop = dict(properties[own])
         description = prop.pop("description", None)
         prop.pop("title", None)
-        parameter = {"name": name, "in": "query", "required": name in required, "schema": prop}
-        if description:
-            parameter["description"] = description
+        parameter = {"name": own, "in": "query", "required": own in required, "schema": prop}
+        if description or others:
+            also = f"Also accepted as {', '.join(f'`{name}`' for name in others)}." if others else ""
+            parameter["description"] = " ".join(part for part in (description, also) if part)
         parameters.append(parameter)
-    return parameters
+        for name in others:
+            aliases.append(
+                {
+                    "name": name,
+                    "in": "query",
+                    "required": False,
+                    "schema": prop,
+                    "description": f"Another name for `{own}` (send one of them).",
+                }
+            )
+    return parameters + aliases
 
 
 def _error_statuses(op: Operation) -> list[int]:
-    statuses = set(op.errors)
-    if op.auth != PUBLIC:
-        statuses.add(401)
+    # 400 everywhere: any endpoint refuses query parameters it does not know.
+    # 401 everywhere: a public endpoint refuses a credential that is sent but invalid.
+    statuses = set(op.errors) | {400, 401}
     if op.auth == OPERATOR or op.scope or "<tenant_id>" in op.rule:
         statuses.add(403)
     if _FLASK_PARAM.search(op.rule):
         statuses.add(404)
     if op.body is not None:
-        statuses.update({400, 413, 415})
-    if op.query is not None:
-        statuses.add(400)
+        statuses.update({413, 415})
     statuses.update({429, 500})
     statuses.discard(op.status)
     return sorted(statuses)
@@ -132,7 +146,7 @@ def _description(op: Operation) -> str:
     lines = [op.description] if op.description else []
     lines.append(
         {
-            PUBLIC: "Auth: none (public).",
+            PUBLIC: "Auth: none (public). A credential that is sent must be valid (else 401 `INVALID_API_KEY`).",
             OPERATOR: "Auth: operator token (`Authorization: Bearer`).",
             TENANT: "Auth: a key of this tenant (`X-API-Key` or `Authorization: Bearer`) or an operator token.",
         }[op.auth]

@@ -11,6 +11,7 @@ from flask import Blueprint, request
 from pydantic import BaseModel, ValidationError
 
 from portal.api.principal import CACHED_AUTH_ENDPOINTS, Principal, credential_was_presented, current_principal
+from portal.api.schemas.common import Query
 from portal.errors import NotFound, PermissionDenied, ServiceError, TenantSuspended
 from portal.extensions import db
 from portal.models import ADMIN_SCOPE, Tenant
@@ -41,7 +42,7 @@ class Operation:
     auth: str
     scope: str | None
     body: type[BaseModel] | None
-    query: type[BaseModel] | None
+    query: type[Query] | None
     response: type[BaseModel] | None
     status: int
     tags: list[str]
@@ -54,12 +55,14 @@ OPERATIONS: list[Operation] = []
 
 
 def _authenticate(auth: str) -> Principal | None:
-    if auth == PUBLIC:
-        return current_principal() if credential_was_presented() else None
     principal = current_principal()
+    if principal is None and credential_was_presented():
+        # On every endpoint, public ones included: a caller whose key is wrong must hear so,
+        # not be served as anonymous (a public sign-up, a 400 for fields it never meant to send).
+        raise ApiError(401, "INVALID_API_KEY", "API key is invalid, expired or revoked.")
+    if auth == PUBLIC:
+        return principal
     if principal is None:
-        if credential_was_presented():
-            raise ApiError(401, "INVALID_API_KEY", "API key is invalid, expired or revoked.")
         raise ApiError(401, "UNAUTHORIZED", "Authentication required: send X-API-Key or Authorization: Bearer.")
     if auth == OPERATOR and not principal.is_operator:
         raise PermissionDenied("This endpoint needs an operator token.")
@@ -100,12 +103,51 @@ def _parse_body(model: type[BaseModel]) -> BaseModel:
     return _validate(model, payload)
 
 
+def _shown(name: str) -> str:
+    return f"'{name}'" if len(name) <= 40 else f"'{name[:40]}…'"
+
+
+def _parse_query(model: type[Query] | None) -> Query | None:
+    """The query string, on every endpoint: a parameter the endpoint does not know, or one sent
+    twice or under two of its names, is a 400 naming it, never silently ignored."""
+    accepted = model.parameter_names() if model is not None else {}
+    field_of = {name: field for field, names in accepted.items() for name in names}
+    unknown = [name for name in request.args if name not in field_of]
+    if unknown:
+        listed = ", ".join(_shown(name) for name in unknown[:5])
+        known = ", ".join(
+            f"{names[0]} (or {', '.join(names[1:])})" if names[1:] else names[0] for names in accepted.values()
+        )
+        raise ApiError(
+            400,
+            "VALIDATION_ERROR",
+            f"Unknown query parameter{'s' if len(unknown) > 1 else ''} {listed}. "
+            + (f"Known: {known}." if known else "This endpoint takes no query parameters."),
+            [{"field": name, "message": "Unknown query parameter."} for name in unknown],
+        )
+    sent: dict[str, list[str]] = {}
+    for name in request.args:
+        if len(request.args.getlist(name)) > 1:
+            raise ApiError(400, "VALIDATION_ERROR", f"Query parameter {_shown(name)} is sent more than once.")
+        sent.setdefault(field_of[name], []).append(name)
+    for names in sent.values():
+        if len(names) > 1:
+            raise ApiError(
+                400, "VALIDATION_ERROR", f"Send {names[0]} or {names[1]}, not both: they are the same parameter."
+            )
+    return _validate(model, request.args.to_dict()) if model is not None else None
+
+
 def _validate(model: type[BaseModel], data: dict) -> BaseModel:
     try:
         return model.model_validate(data)
     except ValidationError as error:
         errors = [
-            {"field": ".".join(str(part) for part in item["loc"]) or None, "message": item["msg"]}
+            {
+                "field": ".".join(str(part) for part in item["loc"]) or None,
+                # A validator's own message is already in the client's words.
+                "message": item["msg"].removeprefix("Value error, "),
+            }
             for item in error.errors(include_url=False, include_input=False)
         ]
         first = errors[0]
@@ -121,7 +163,7 @@ def operation(
     auth: str = TENANT,
     scope: str | None = None,
     body: type[BaseModel] | None = None,
-    query: type[BaseModel] | None = None,
+    query: type[Query] | None = None,
     response: type[BaseModel] | None = None,
     status: int = 200,
     tags: list[str] | None = None,
@@ -146,8 +188,9 @@ def operation(
             kwargs["principal"] = principal
             if "tenant_id" in path:
                 kwargs["tenant"] = _tenant_for(principal, kwargs.pop("tenant_id"), scope, allowed_when_suspended)
+            parsed_query = _parse_query(query)
             if query is not None:
-                kwargs["query"] = _validate(query, request.args.to_dict())
+                kwargs["query"] = parsed_query
             if body is not None:
                 kwargs["body"] = _parse_body(body)
             result = view(**kwargs)

@@ -38,7 +38,10 @@ def tenant_out(tenant: Tenant) -> dict:
     tags=["tenants"],
     errors=[400, 401, 403, 409],
     summary="Onboard a tenant: its first API key, and an owner invitation to the contact",
-    description="Operator token, or public when API_PUBLIC_ONBOARDING is on.",
+    description="Operator token, or public when API_PUBLIC_ONBOARDING is on. A tenant_id that is taken "
+    "(in any letter case) is 409 `DUPLICATE_TENANT_ID`. Without `contact_email` no owner invitation is "
+    "sent (`owner_invitation: null`), and notices meant for the contact (suspension, activation) are not "
+    "sent until one is set with PATCH.",
 )
 def onboard(principal, body: schemas.OnboardIn):
     if principal is None or not principal.is_operator:
@@ -54,7 +57,20 @@ def onboard(principal, body: schemas.OnboardIn):
     actor = principal.actor() if principal else Actor(user=None, ip=request.remote_addr, label="public onboarding")
     tenant = tenants.create_tenant(actor, body.tenant_id, body.company_name, body.contact_email, body.subscription_plan)
     key, plaintext = keys.create_key(actor, tenant, "Onboarding key", scopes=None)
-    invitation, _ = invite_first_owner(actor, tenant, body.contact_email)
+    message = f"Customer {tenant.tenant_id} onboarded successfully. Save your API key - it will only be shown once!"
+    owner_invitation = None
+    if body.contact_email is None:
+        # Seed 000 makes the contact optional; without one there is nobody to invite as owner.
+        message += " No owner invitation was sent: no contact_email was given."
+    else:
+        invitation, _ = invite_first_owner(actor, tenant, body.contact_email)
+        owner_invitation = schemas.InvitationSummary(
+            invitation_id=invitation.id,
+            invited_email=invitation.email,
+            role=invitation.role,
+            expires_at=invitation.expires_at,
+            status=invitation.status,
+        )
     commit()
     return schemas.OnboardOut(
         tenant_id=tenant.tenant_id,
@@ -62,14 +78,8 @@ def onboard(principal, body: schemas.OnboardIn):
         subscription_plan=tenant.subscription_plan,
         api_key_id=key.id,
         api_key=plaintext,
-        owner_invitation=schemas.InvitationSummary(
-            invitation_id=invitation.id,
-            invited_email=invitation.email,
-            role=invitation.role,
-            expires_at=invitation.expires_at,
-            status=invitation.status,
-        ),
-        message=f"Customer {tenant.tenant_id} onboarded successfully. Save your API key - it will only be shown once!",
+        owner_invitation=owner_invitation,
+        message=message,
     ).model_dump(mode="json")
 
 

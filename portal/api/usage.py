@@ -15,7 +15,6 @@ from portal.errors import ValidationFailed
 from portal.extensions import db
 from portal.infra.transactions import autocommit_statements, commit, defer
 from portal.models import Tenant, UsageEvent
-from portal.timezones import parse_instant
 from portal.usage import entitlements, ingest
 from portal.usage.meters import _event_values, last_event_at, meters_by_key
 from portal.usage.periods import month_start, next_month, this_month
@@ -222,15 +221,6 @@ def post_event_dry_run(principal, body: schemas.EventBatchIn):
 # --- queries -------------------------------------------------------------------------------
 
 
-def _instant(text: str | None, field: str) -> datetime | None:
-    if text is None or text == "":
-        return None
-    try:
-        return parse_instant(text)
-    except ValueError as error:
-        raise ValidationFailed(f"{field}: {error}", field=field) from None
-
-
 def _tenant_id_of(ref: str | None) -> str | None:
     if ref is None:
         return None
@@ -253,9 +243,9 @@ def _tenant_id_of(ref: str | None) -> str | None:
     summary="Query events by time range, name and tenant, oldest first (paginated)",
 )
 def list_events(principal, query: schemas.EventListQuery):
-    start, end = _instant(query.start_time, "start_time"), _instant(query.end_time, "end_time")
+    start, end = query.start_time, query.end_time
     if start is not None and end is not None and end <= start:
-        raise ValidationFailed("end_time must be after start_time.", field="end_time")
+        raise ValidationFailed("end_time (endTime) must be after start_time (startTime).", field="end_time")
     statement = select(UsageEvent)
     if (tenant_id := _tenant_id_of(query.tenant_id)) is not None:
         statement = statement.where(UsageEvent.tenant_id == tenant_id)

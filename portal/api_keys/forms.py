@@ -4,10 +4,13 @@ from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, StopValidation
 
 from portal.api_keys.services import DEFAULT_EXPIRY_DAYS, MAX_EXPIRY_DAYS
-from portal.models import API_SCOPES
+from portal.models import API_SCOPES, INERT_SCOPES
 
 NAME_MAX_LENGTH = 100
 REASON_MAX_LENGTH = 500
+# The scopes that guard something; ticked at first: the read-only one (least privilege).
+OFFERED_SCOPES = {scope: grants for scope, grants in API_SCOPES.items() if scope not in INERT_SCOPES}
+DEFAULT_SCOPES = ["usage:read"]
 
 
 def _expiry(form, field) -> None:
@@ -39,8 +42,8 @@ class CreateKeyForm(FlaskForm):
     # Which scopes exist is the service's rule (check_scopes): no choice validation here.
     scopes = SelectMultipleField(
         "Scopes",
-        choices=[SelectChoice(scope, description) for scope, description in API_SCOPES.items()],
-        default=list(API_SCOPES),
+        choices=[SelectChoice(scope, grants) for scope, grants in OFFERED_SCOPES.items()],
+        default=DEFAULT_SCOPES,
         validate_choice=False,
     )
     expires_in_days = IntegerField(

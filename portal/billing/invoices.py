@@ -116,7 +116,7 @@ def issue(
         "voided_at": None,
         "void_reason": None,
         "billing_name": tenant.company_name,
-        "billing_email": tenant.contact_email,
+        "billing_email": tenant.contact_email or "",
         "plan_name": subscription.plan_version.name,
         "created_at": now,
         "updated_at": now,

@@ -1,6 +1,6 @@
 """All models, importable from one place (Alembic autogenerate needs them loaded)."""
 
-from portal.models.api_key import ADMIN_SCOPE, API_SCOPES, ApiKey, OperatorToken
+from portal.models.api_key import ADMIN_SCOPE, API_SCOPES, INERT_SCOPES, ApiKey, OperatorToken
 from portal.models.audit import AuditEvent
 from portal.models.base import utcnow
 from portal.models.billing import (
@@ -34,6 +34,7 @@ __all__ = [
     "UsageRollup",
     "ADMIN_SCOPE",
     "API_SCOPES",
+    "INERT_SCOPES",
     "ApiKey",
     "AuditEvent",
     "BILLABLE_STATUSES",

@@ -6,16 +6,20 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from portal.extensions import db
 from portal.models.base import UTCDateTime, new_id, utcnow
 
-# Seed 000's scopes. admin:* covers every other scope and the admin-only endpoints.
+# Seed 000's scopes, each with what it grants here. admin:* covers every other scope and the
+# admin-only endpoints.
 API_SCOPES = {
-    "pipelines:read": "View pipeline runs and logs",
-    "pipelines:write": "Execute pipelines",
-    "usage:read": "View usage statistics",
-    "credentials:read": "View cloud credentials",
-    "credentials:write": "Manage cloud credentials",
-    "admin:*": "Full admin access",
+    "pipelines:read": "Grants nothing: this portal runs no pipelines (accepted for seed 000's clients)",
+    "pipelines:write": "Grants nothing: this portal runs no pipelines (accepted for seed 000's clients)",
+    "usage:read": "Read usage and usage history",
+    "credentials:read": "List cloud credentials (never their secrets)",
+    "credentials:write": "Add, re-validate and delete cloud credentials",
+    "admin:*": "Everything: keys, team, tenant profile, subscription changes and every scope above",
 }
 ADMIN_SCOPE = "admin:*"
+# Seed 000 documents the pipeline scopes and its own examples ask for them, so the API accepts
+# them; they guard nothing, so the portal does not offer them.
+INERT_SCOPES = ("pipelines:read", "pipelines:write")
 
 
 class ApiKey(db.Model):

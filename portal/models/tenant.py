@@ -21,7 +21,8 @@ class Tenant(db.Model):
 
     tenant_id: Mapped[str] = mapped_column(String(50), primary_key=True)
     company_name: Mapped[str] = mapped_column(String(200))
-    contact_email: Mapped[str] = mapped_column(String(254))
+    # Optional (seed 000): a tenant onboarded without one gets no owner invitation and no emails.
+    contact_email: Mapped[str | None] = mapped_column(String(254))
     # "metadata" is reserved by SQLAlchemy's declarative base, hence the attribute name.
     metadata_json: Mapped[dict] = mapped_column("metadata", JSON, default=dict)
     external_id: Mapped[str | None] = mapped_column(String(100), unique=True)

@@ -4,13 +4,15 @@ import re
 from datetime import datetime
 
 from sqlalchemy import Select, func, select
+from sqlalchemy.exc import IntegrityError
 
 from portal import audit
 from portal.access import Actor
 from portal.auth.services import create_user, end_all_sessions
 from portal.billing import plans, subscriptions
-from portal.errors import Conflict, ValidationFailed
+from portal.errors import Conflict, DuplicateTenantId, ValidationFailed
 from portal.extensions import db
+from portal.infra.transactions import savepoint
 from portal.mail import send_email
 from portal.models import SUSPENSION_REASONS, Membership, Tenant, User, has_second_factor, utcnow
 
@@ -52,14 +54,15 @@ def create_tenant(
     actor: Actor,
     tenant_id: str,
     company_name: str,
-    contact_email: str,
+    contact_email: str | None,
     subscription_plan: str = "starter",
     subscribed_at: datetime | None = None,
 ) -> Tenant:
     validate_tenant_id(tenant_id)
     plans.current_version(subscription_plan)  # an unknown plan is refused before anything is created
+    taken = DuplicateTenantId(f"Tenant {tenant_id} already exists.", field="tenant_id")
     if tenant_id_taken(tenant_id):
-        raise Conflict(f"Tenant {tenant_id} already exists.", field="tenant_id")
+        raise taken
     tenant = Tenant(
         tenant_id=tenant_id,
         company_name=company_name.strip(),
@@ -67,8 +70,14 @@ def create_tenant(
         subscription_plan=subscription_plan,
         metadata_json={},
     )
-    db.session.add(tenant)
-    db.session.flush()
+    try:
+        # Two onboardings of one tenant_id at once: the second waits on the first's row, then
+        # gets the same answer as if it had come later, not a 500.
+        with savepoint():
+            db.session.add(tenant)
+            db.session.flush()
+    except IntegrityError:
+        raise taken from None
     audit.record(actor, "tenant.created", tenant, "tenant", tenant_id, company_name=tenant.company_name)
     subscriptions.start(actor, tenant, subscription_plan, at=subscribed_at)
     return tenant
@@ -130,7 +139,7 @@ def suspend(actor: Actor, tenant: Tenant, reason: str, note: str = "", notify: b
     tenant.suspension_note = note.strip() or None
     tenant.suspended_at = utcnow()
     audit.record(actor, "tenant.suspended", tenant, "tenant", tenant.tenant_id, reason=reason, note=note, notify=notify)
-    if notify:
+    if notify and tenant.contact_email:
         send_email(
             tenant.contact_email,
             f"Your account {tenant.company_name} has been suspended",
@@ -150,7 +159,7 @@ def activate(actor: Actor, tenant: Tenant, notify: bool = False, note: str = "")
     tenant.suspension_note = None
     tenant.suspended_at = None
     audit.record(actor, "tenant.activated", tenant, "tenant", tenant.tenant_id, previous_reason=previous, note=note)
-    if notify:
+    if notify and tenant.contact_email:
         send_email(
             tenant.contact_email,
             f"Your account {tenant.company_name} is active again",

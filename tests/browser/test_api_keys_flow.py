@@ -36,8 +36,10 @@ def test_key_is_shown_once_copied_used_and_revoked(live_server, open_browser):
 
     form = page.locator("#create-key-form")
     form.get_by_label("Name").fill("Nightly export")
-    for scope in ("pipelines:write", "credentials:write", "admin:*"):
-        form.locator(f'input[name="scopes"][value="{scope}"]').uncheck()
+    # Least privilege by default: only the read-only usage scope is ticked, admin:* is not.
+    expect(form.locator('input[name="scopes"][value="usage:read"]')).to_be_checked()
+    expect(form.locator('input[name="scopes"][value="admin:*"]')).not_to_be_checked()
+    expect(form.locator('input[name="scopes"][value="pipelines:write"]')).to_have_count(0)
     form.get_by_label("Expires after (days)").fill("30")
     form.get_by_role("button", name="Create key").click()
 

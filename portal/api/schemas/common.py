@@ -5,7 +5,16 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, StringConstraints, WithJsonSchema
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StringConstraints,
+    WithJsonSchema,
+)
 
 from portal.infra.pagination import paginate
 from portal.models import INVITABLE_ROLES
@@ -14,6 +23,8 @@ from portal.timezones import parse_instant
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 InvitableRole = Literal[tuple(INVITABLE_ROLES)]  # type: ignore[valid-type]
 IsoInstant = Annotated[datetime, BeforeValidator(parse_instant)]
+# In a query string an empty value (``?start_time=``) means the parameter is not set.
+QueryInstant = Annotated[datetime | None, BeforeValidator(lambda value: parse_instant(value) if value else None)]
 
 # Seed 000 writes money in major units as JSON numbers (``"monthly_cost_usd": 499.00``), and unit
 # prices can be sub-cent. The services keep them as exact Decimals; on the wire they are JSON
@@ -33,9 +44,29 @@ class Body(BaseModel):
 
 
 class Query(BaseModel):
-    """Query strings arrive as text, so numbers are parsed (leniently) from it."""
+    """Query strings arrive as text, so numbers are parsed (leniently) from it. A parameter the
+    model does not name is refused, never ignored (the registry says which ones it knows): a
+    filter the API silently dropped would answer with other tenants' data, or a whole table.
 
-    model_config = ConfigDict(extra="ignore")
+    A field may also be sent under the seeds' names: ``validation_alias=names("page_size",
+    "limit")``, its own name first."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @classmethod
+    def parameter_names(cls) -> dict[str, tuple[str, ...]]:
+        """Each field's accepted names, its own first: ``{"page_size": ("page_size", "limit"), ...}``."""
+        accepted = {}
+        for name, info in cls.model_fields.items():
+            alias = info.validation_alias
+            accepted[name] = tuple(alias.choices) if isinstance(alias, AliasChoices) else (name,)
+        return accepted
+
+
+def names(field: str, *aliases: str) -> AliasChoices:
+    """The names a query field is accepted under: its own (the one the seeds' contract and the
+    OpenAPI document lead with), then other seeds' names for it."""
+    return AliasChoices(field, *aliases)
 
 
 class Out(BaseModel):
@@ -52,8 +83,12 @@ class Pagination(Out):
 
 
 class PageQuery(Query):
-    page: int = Field(1, ge=1, le=100_000)
-    page_size: int = Field(50, ge=1, le=100)
+    # Seed 003 pages with limit and an opaque cursor; this API pages by number, so its cursor
+    # is a page number (the next one is page + 1 while pagination.has_next).
+    page: int = Field(1, ge=1, le=100_000, validation_alias=names("page", "cursor"), description="Page number, from 1.")
+    page_size: int = Field(
+        50, ge=1, le=100, validation_alias=names("page_size", "limit"), description="Items per page, at most 100."
+    )
 
 
 class Message(Out):

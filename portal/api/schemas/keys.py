@@ -13,7 +13,12 @@ ScopeName = Literal[tuple(API_SCOPES)]  # type: ignore[valid-type]
 
 class ApiKeyCreateIn(Body):
     key_name: Annotated[str, StringConstraints(strip_whitespace=True, max_length=100)] | None = None
-    scopes: list[ScopeName] | None = Field(None, max_length=len(API_SCOPES) * 2)
+    scopes: list[ScopeName] | None = Field(
+        None,
+        max_length=len(API_SCOPES) * 2,
+        description="Omitted: all of them (seed 000). "
+        + " ".join(f"`{scope}`: {grants}." for scope, grants in API_SCOPES.items()),
+    )
     # null = never expires (seed 000); omitted = 90 days.
     expires_in_days: int | None = Field(90, ge=1, le=3650)
 

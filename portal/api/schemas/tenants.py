@@ -19,7 +19,9 @@ SuspensionReason = Literal[tuple(SUSPENSION_REASONS)]  # type: ignore[valid-type
 class OnboardIn(Body):
     tenant_id: TenantIdStr
     company_name: Name
-    contact_email: EmailStr
+    contact_email: EmailStr | None = Field(
+        None, description="Invited as the tenant's owner. Omitted: no owner invitation is sent."
+    )
     subscription_plan: PlanName = "starter"
     # Seed 000's BigQuery switches: accepted only as false, refused with a clear message.
     force_recreate_dataset: bool = False
@@ -40,14 +42,16 @@ class OnboardOut(Out):
     subscription_plan: str
     api_key_id: str
     api_key: str
-    owner_invitation: InvitationSummary
+    owner_invitation: InvitationSummary | None = Field(
+        description="The owner invitation sent to contact_email; null when no contact_email was given."
+    )
     message: str
 
 
 class TenantOut(Out):
     tenant_id: str
     company_name: str
-    contact_email: str
+    contact_email: str | None
     subscription_plan: str
     status: str
     suspension_reason: str | None = None

@@ -6,7 +6,17 @@ from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, StringConstraints
 
-from portal.api.schemas.common import Body, ExactNumber, Out, PageQuery, Pagination, Query, QuotasOut
+from portal.api.schemas.common import (
+    Body,
+    ExactNumber,
+    Out,
+    PageQuery,
+    Pagination,
+    Query,
+    QueryInstant,
+    QuotasOut,
+    names,
+)
 
 # --- usage events (seeds 001, 002, 003) ----------------------------------------------------
 
@@ -119,14 +129,25 @@ class EventOut(Out):
 
 
 class EventListQuery(PageQuery):
-    start_time: Annotated[str, StringConstraints(max_length=40)] | None = Field(
-        None, description="ISO 8601 instant; events at or after it."
+    """Also under seed 003's names (its queryEvents): startTime, endTime, eventName,
+    customerAlias, limit and cursor."""
+
+    start_time: QueryInstant = Field(
+        None, validation_alias=names("start_time", "startTime"), description="ISO 8601 instant; events at or after it."
     )
-    end_time: Annotated[str, StringConstraints(max_length=40)] | None = Field(
-        None, description="ISO 8601 instant; events before it."
+    end_time: QueryInstant = Field(
+        None, validation_alias=names("end_time", "endTime"), description="ISO 8601 instant; events before it."
     )
-    event_name: Annotated[str, StringConstraints(max_length=128)] | None = None
-    tenant_id: Annotated[str, StringConstraints(max_length=100)] | None = None
+    event_name: Annotated[str, StringConstraints(max_length=128)] | None = Field(
+        None, validation_alias=names("event_name", "eventName"), description="Only events of this name."
+    )
+    # Seed 003's customerAlias is the customer's id as events carry it, which ingestion maps
+    # to a tenant by tenant_id or external id: the same lookup as here.
+    tenant_id: Annotated[str, StringConstraints(max_length=100)] | None = Field(
+        None,
+        validation_alias=names("tenant_id", "customerAlias"),
+        description="Only this tenant's events: its tenant_id or external id. Unknown: 404.",
+    )
 
 
 class EventListOut(Out):

@@ -56,7 +56,8 @@ def _notify(invoice: Invoice, message: str, final: bool) -> None:
         "pay_url": public_url("billing.invoice", invoice_id=invoice.id),
         "card_url": public_url("billing.payment_method"),
     }
-    for email in billing_contacts(tenant) or [tenant.contact_email]:
+    fallback = [tenant.contact_email] if tenant.contact_email else []  # seed 000 lets it be absent
+    for email in billing_contacts(tenant) or fallback:
         send_email(email, subject, "payment_failed", tenant=tenant, **context)
 
 
