@@ -19,6 +19,7 @@ from portal.extensions import db
 from portal.models import INVOICE_STATUSES, Invoice, InvoiceCounter, InvoiceLine, Subscription, Tenant
 from portal.models.base import new_id, utcnow
 from portal.tenants import scoped
+from portal.tenants.suspension import activate
 
 PAYMENT_REFERENCE_MAX = 200
 
@@ -172,6 +173,8 @@ def issue(
     for stored in (invoice, *invoice.lines):
         make_transient_to_detached(stored)
     db.session.add(invoice)
+    if invoice.status == "paid":  # credit covered it (or nothing was due): paid like any other way
+        end_dunning(invoice, actor, subscription)
     audit.record_now(
         actor,
         "invoice.issued",
@@ -202,8 +205,40 @@ def get_for_tenant(tenant: Tenant, invoice_id: str) -> Invoice:
     return scoped.get_for_tenant(Invoice, invoice_id, tenant, "Invoice")
 
 
+def end_dunning(invoice: Invoice, actor: Actor = BILLING, subscription: Subscription | None = None) -> None:
+    """``invoice`` is no longer being collected: paid (card, webhook, bank transfer, credit) or
+    void. Once no other invoice of its subscription is open with a failed payment, a
+    past-due or unpaid subscription is active again and a suspension for non-payment is lifted
+    (the operator's other suspensions stay). Every way an invoice stops being owed comes here,
+    so there is one way out of dunning."""
+    subscription = subscription or invoice.subscription
+    tenant = subscription.tenant
+    # Only a suspension for non-payment is lifted by a payment; the operator's own stay.
+    lift_suspension = tenant.status == "suspended" and tenant.suspension_reason == "payment_failed"
+    if subscription.status not in ("past_due", "unpaid") and not lift_suspension:
+        return  # nothing was held back for non-payment (the usual case): no need to look further
+    still_failing = db.session.execute(
+        select(Invoice.id)
+        .where(
+            Invoice.subscription_id == subscription.id,
+            Invoice.status == "open",
+            Invoice.payment_failures > 0,
+            Invoice.id != invoice.id,
+        )
+        .limit(1)
+    ).first()
+    if still_failing:
+        return
+    if subscription.status in ("past_due", "unpaid"):
+        subscription.status = "active"
+        audit.record(actor, "subscription.recovered", tenant, "subscription", subscription.id, invoice=invoice.number)
+    if lift_suspension:
+        activate(actor, tenant, note=f"Invoice {invoice.number} {invoice.status}.")
+
+
 def mark_paid(actor: Actor, invoice: Invoice, reference: str, at: datetime) -> Invoice:
-    """The operator records a payment made outside Stripe (a bank transfer, say)."""
+    """The operator records a payment made outside Stripe (a bank transfer, say); as any payment
+    does, it ends the dunning the invoice caused."""
     reference = (reference or "").strip()
     if not reference or len(reference) > PAYMENT_REFERENCE_MAX:
         raise ValidationFailed(
@@ -218,13 +253,16 @@ def mark_paid(actor: Actor, invoice: Invoice, reference: str, at: datetime) -> I
     invoice.amount_paid = invoice.total
     invoice.paid_at = at
     invoice.payment_reference = reference
+    invoice.next_payment_attempt_at = None
     audit.record(
         actor, "invoice.marked_paid", invoice.tenant, "invoice", invoice.id, number=invoice.number, reference=reference
     )
+    end_dunning(invoice, actor)
     return invoice
 
 
 def void(actor: Actor, invoice: Invoice, reason: str, at: datetime) -> Invoice:
+    """An invoice that should never have been issued: nothing is owed, so its dunning ends too."""
     reason = (reason or "").strip()
     if not reason or len(reason) > 500:
         raise ValidationFailed("Say why the invoice is voided (1 to 500 characters).", field="reason")
@@ -233,7 +271,9 @@ def void(actor: Actor, invoice: Invoice, reason: str, at: datetime) -> Invoice:
     invoice.status = "void"
     invoice.voided_at = at
     invoice.void_reason = reason
+    invoice.next_payment_attempt_at = None
     audit.record(actor, "invoice.voided", invoice.tenant, "invoice", invoice.id, number=invoice.number, reason=reason)
+    end_dunning(invoice, actor)
     return invoice
 
 
@@ -281,8 +321,8 @@ _MARK_PAID = update(Invoice.__table__).where(Invoice.__table__.c.id == bindparam
 
 
 def record_card_payment(invoice: Invoice, amount: int, reference: str, at: datetime, actor: Actor = BILLING) -> bool:
-    """Stripe says the invoice was paid. False when it already was: an invoice never goes back
-    from paid, and a repeated notice changes nothing."""
+    """Stripe says the invoice was paid, which ends its dunning. False when it already was: an
+    invoice never goes back from paid, and a repeated notice changes nothing."""
     if invoice.status not in ("open", "uncollectible"):
         return False
     paid = {
@@ -307,6 +347,7 @@ def record_card_payment(invoice: Invoice, amount: int, reference: str, at: datet
         reference=reference,
         amount=amount,
     )
+    end_dunning(invoice, actor)
     return True
 
 

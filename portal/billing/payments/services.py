@@ -395,8 +395,7 @@ def apply_payment_intent(intent, at: datetime | None = None, invoice: Invoice | 
         attempt.status = status
     if status == "succeeded":
         amount = intent.get("amount_received") or intent.get("amount") or invoice.total
-        if invoice_service.record_card_payment(invoice, amount, intent["id"], at):
-            dunning.recovered(invoice)
+        if invoice_service.record_card_payment(invoice, amount, intent["id"], at):  # ends its dunning too
             return f"invoice {invoice.number} paid"
         return f"invoice {invoice.number} already {invoice.status}"
     if status == "requires_action":
