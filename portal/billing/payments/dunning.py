@@ -1,7 +1,7 @@
 """Dunning (DESIGN §6): a failed payment makes the subscription past_due, tells the billing
 contacts, and is retried on a schedule; when the last retry fails the subscription is unpaid
 and the tenant suspended (payment_failed). The invoice stopping being owed, whichever way
-(paid by card or transfer, covered by credit, voided), undoes both:
+(paid by card or transfer, covered by credit, voided, written off), undoes both:
 ``portal.billing.invoices.end_dunning``."""
 
 import logging
