@@ -75,6 +75,18 @@ class LocalStripe:
         )
         return json.loads(urllib.request.urlopen(request, timeout=5).read())  # noqa: S310 - our own http URLs
 
+    def authenticate_payment_intent(self, payment_intent: dict, success: bool = True) -> dict:
+        """What Stripe.js sends when the customer completes (or fails) the bank's 3-D Secure step."""
+        body = json.dumps(
+            {"key": PUBLISHABLE_KEY, "client_secret": payment_intent["client_secret"], "success": success}
+        )
+        request = urllib.request.Request(  # noqa: S310 - our own http URLs
+            f"{self.url}/v1/payment_intents/{payment_intent['id']}/_authenticate",
+            data=body.encode(),
+            method="POST",
+        )
+        return json.loads(urllib.request.urlopen(request, timeout=5).read())  # noqa: S310 - our own http URLs
+
 
 def free_port() -> int:
     with socket.socket() as sock:

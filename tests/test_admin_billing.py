@@ -97,6 +97,7 @@ def console_urls(app, tenant):
     posts = {
         "/admin/billing/runs": {"as_of": ""},
         f"/admin/invoices/{invoice.id}/mark-paid": {"reference": "TRX-1"},
+        f"/admin/invoices/{invoice.id}/mark-uncollectible": {"reason": "forged"},
         f"/admin/invoices/{invoice.id}/void": {"reason": "forged"},
     }
     return invoice, gets, posts
@@ -133,6 +134,7 @@ def test_unknown_run_or_invoice_is_not_found(operator_client):
     assert operator_client.get("/admin/invoices/inv_nope").status_code == 404
     assert operator_client.post("/admin/invoices/inv_nope/mark-paid", data={"reference": "x"}).status_code == 404
     assert operator_client.post("/admin/invoices/inv_nope/void", data={"reason": "x"}).status_code == 404
+    assert operator_client.post("/admin/invoices/inv_nope/mark-uncollectible", data={"reason": "x"}).status_code == 404
 
 
 def test_console_navigation_links_to_plans_and_billing_runs(operator_client):
@@ -455,7 +457,7 @@ def test_marking_a_void_invoice_paid_is_refused_with_a_message(operator_client, 
     response = operator_client.post(f"/admin/invoices/{invoice.id}/mark-paid", data={"reference": "WIRE-1"})
     assert response.status_code == 303
     page = operator_client.get(response.headers["Location"]).get_data(as_text=True)
-    assert f"Invoice {invoice.number} is void; only open invoices can be marked paid." in flashes(page)
+    assert f"Invoice {invoice.number} is void; only open or uncollectible invoices can be marked paid." in flashes(page)
     refused = invoice_row(app, invoice.id)
     assert (refused.status, refused.payment_reference, refused.amount_paid) == ("void", None, 0)
 
@@ -488,6 +490,7 @@ def test_every_billing_post_without_a_csrf_token_is_refused_and_changes_nothing(
     for url, data in {
         "/admin/billing/runs": {"as_of": ""},
         f"/admin/invoices/{invoice.id}/mark-paid": {"reference": "WIRE-1"},
+        f"/admin/invoices/{invoice.id}/mark-uncollectible": {"reason": "forged"},
         f"/admin/invoices/{invoice.id}/void": {"reason": "forged"},
     }.items():
         response = browser.post(url, data=data)

@@ -58,6 +58,8 @@ INVOICE_FIELDS = {
     "issued_at",
     "due_at",
     "paid_at",
+    "overdue",
+    "payment_failed",
     "line_items",
 }
 LINE_FIELDS = {"type", "description", "quantity", "unit_amount", "amount", "period_start", "period_end"}
@@ -506,8 +508,8 @@ def test_invoices_list_newest_first_with_lines_filters_and_pages(client, app):
     assert client.get(path(tenant, "/invoices?status=paid"), headers=key).get_json()["invoices"] == []
     assert len(client.get(path(tenant, "/invoices?status=open"), headers=key).get_json()["invoices"]) == 2
 
-    bad = assert_envelope(client.get(path(tenant, "/invoices?status=overdue"), headers=key), 400, "VALIDATION_ERROR")
-    for allowed in ("draft", "open", "paid", "void", "uncollectible"):
+    bad = assert_envelope(client.get(path(tenant, "/invoices?status=draft"), headers=key), 400, "VALIDATION_ERROR")
+    for allowed in ("open", "overdue", "failed", "paid", "void", "uncollectible"):
         assert allowed in bad["detail"]
     for query in ("page=0", "page_size=1000", "page=abc", "page_size=-1"):
         assert_envelope(client.get(path(tenant, f"/invoices?{query}"), headers=key), 400, "VALIDATION_ERROR")
@@ -533,6 +535,9 @@ def test_operator_marks_an_invoice_paid_and_payment_status_shows_it(client, app)
         "amount_paid": 0,
         "paid_at": None,
         "payment_reference": None,
+        "overdue": False,
+        "payment_failed": False,
+        "next_payment_attempt_at": None,
         "attempts": [],
         "due_at": None,
     }

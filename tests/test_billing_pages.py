@@ -600,8 +600,9 @@ def test_invoice_csv_exports_the_filtered_list(client, team, login, many_invoice
     assert [row["number"] for row in everything] == [number for _i, number, _s in many_invoices]
     bad = client.get("/billing/invoices.csv?status=bogus")
     assert bad.status_code == 400
-    assert "There is no invoice status “bogus”. Use one of draft, open, paid, void, uncollectible." in html.unescape(
-        bad.get_data(as_text=True)
+    assert (
+        "There is no invoice status “bogus”. Use one of open, overdue, failed, paid, void, uncollectible."
+        in html.unescape(bad.get_data(as_text=True))
     )
 
 

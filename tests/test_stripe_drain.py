@@ -164,20 +164,20 @@ def store_waiting(app, payloads: list[bytes]) -> list[str]:
 
 def test_a_failing_event_among_good_ones_undoes_only_its_own_changes(app, make_tenant, monkeypatch):
     from jobs.stripe import drain_stripe_events
-    from portal.billing.payments import dunning
+    from portal.billing import invoices as billing_invoices
     from portal.models import AuditEvent, PaymentAttempt, utcnow
 
     invoices = [open_invoice(app, make_tenant) for _ in range(3)]
     event_ids = store_waiting(app, [invoice_paid(invoice) for invoice in invoices])
-    recovered = dunning.recovered
+    end_dunning = billing_invoices.end_dunning
 
-    def fails_for_the_middle_invoice(invoice):
+    def fails_for_the_middle_invoice(invoice, *args):
         if invoice.id == invoices[1].id:
             db.session.flush()  # its invoice, attempt and audit rows are written before it fails
             raise RuntimeError("dunning broke")
-        recovered(invoice)
+        end_dunning(invoice, *args)
 
-    monkeypatch.setattr(dunning, "recovered", fails_for_the_middle_invoice)
+    monkeypatch.setattr(billing_invoices, "end_dunning", fails_for_the_middle_invoice)
     with app.app_context():
         assert drain_stripe_events() == 3  # all three in one batch, one commit
 
@@ -208,7 +208,7 @@ def test_a_failing_event_among_good_ones_undoes_only_its_own_changes(app, make_t
             )
 
     # Fixed, and due again: the next drain pays it, once.
-    monkeypatch.setattr(dunning, "recovered", recovered)
+    monkeypatch.setattr(billing_invoices, "end_dunning", end_dunning)
     with app.app_context():
         from portal.models import StripeEvent
 
@@ -223,7 +223,7 @@ def test_an_event_after_a_failed_one_sees_the_invoice_as_the_failure_left_it(app
     """The failed event had marked the invoice paid before it broke: the next event of the same
     batch finds it open again, and pays it."""
     from jobs.stripe import drain_stripe_events
-    from portal.billing.payments import dunning
+    from portal.billing import invoices as billing_invoices
     from portal.models import AuditEvent, PaymentAttempt, StripeEvent
 
     invoice = open_invoice(app, make_tenant)
@@ -231,15 +231,15 @@ def test_an_event_after_a_failed_one_sees_the_invoice_as_the_failure_left_it(app
     # Stripe sends invoice.payment_succeeded along with invoice.paid, for the same payment.
     succeeded = event_payload("invoice.payment_succeeded", json.loads(paid)["data"]["object"])
     event_ids = store_waiting(app, [paid, succeeded])
-    recovered, calls = dunning.recovered, []
+    end_dunning, calls = billing_invoices.end_dunning, []
 
-    def fails_the_first_time(invoice):
+    def fails_the_first_time(invoice, *args):
         calls.append(invoice.id)
         if len(calls) == 1:
             raise RuntimeError("dunning broke")
-        recovered(invoice)
+        end_dunning(invoice, *args)
 
-    monkeypatch.setattr(dunning, "recovered", fails_the_first_time)
+    monkeypatch.setattr(billing_invoices, "end_dunning", fails_the_first_time)
     with app.app_context():
         assert drain_stripe_events() == 2
         first, second = (db.session.get(StripeEvent, event_id) for event_id in event_ids)

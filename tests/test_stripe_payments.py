@@ -12,7 +12,7 @@ from werkzeug.serving import WSGIRequestHandler, make_server
 
 from portal.extensions import db
 from tests.conftest import database, make_app, sign_in
-from tests.stripe_support import localstripe  # noqa: F401  (fixture)
+from tests.stripe_support import event_payload, localstripe, signature  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.usefixtures("localstripe")
 
@@ -168,27 +168,93 @@ def _billing_run(app, at):
         commit()
 
 
-def test_saved_card_pays_an_invoice_when_the_succeeded_webhook_lands(stripe_portal, localstripe):  # noqa: F811
-    tenant_id, _, _ = _new_tenant(stripe_portal)
-    assert _save_card(stripe_portal, localstripe, tenant_id, "4242424242424242") == ("visa", "4242")
-    invoice_id = _open_invoice(stripe_portal, tenant_id)
+def _upgrade(app, tenant_id, plan: str = "professional") -> str:
+    """An upgrade, invoiced at once: the tenant's next open invoice."""
+    from portal.access import SYSTEM
+    from portal.billing import subscriptions
+    from portal.infra.transactions import commit
+    from portal.models import Subscription
 
-    assert _pay_now(stripe_portal, invoice_id) == "processing"
-    # Not paid on the browser's word: only when Stripe's signed webhook has been processed.
-    state = _wait_for(lambda: (s := _state(stripe_portal, tenant_id, invoice_id))["invoice"] == "paid" and s)
-    assert state["paid"] == state["total"] > 0
+    with app.test_request_context():
+        subscription = db.session.execute(select(Subscription).where(Subscription.tenant_id == tenant_id)).scalar_one()
+        _, invoice = subscriptions.change_plan(SYSTEM, subscription, plan)
+        commit()
+        return invoice.id
+
+
+def _attempts(app, invoice_id):
+    from portal.models import PaymentAttempt
+
+    with app.app_context():
+        db.session.expire_all()
+        return [
+            (a.number, a.off_session, a.status)
+            for a in db.session.execute(
+                select(PaymentAttempt).where(PaymentAttempt.invoice_id == invoice_id).order_by(PaymentAttempt.number)
+            ).scalars()
+        ]
+
+
+def _save_card_in_the_portal(app, localstripe, email, number):  # noqa: F811
+    """What the owner does on the payment method page: start a SetupIntent, have Stripe.js
+    confirm it, and post it back; returns the SetupIntent's id and the page the portal lands on."""
+    client = app.test_client()
+    sign_in(client, email, "stripe owner passphrase")
+    started = client.post("/billing/payment-method/setup")
+    assert started.status_code in (302, 303), started.get_data(as_text=True)[:300]
+    setup_intent = started.headers["Location"].split("setup_intent=")[1]
+    form = client.get(started.headers["Location"]).get_data(as_text=True)
+    client_secret = form.split('data-client-secret="')[1].split('"')[0]
+    assert localstripe.confirm_setup_intent(client_secret, number)["status"] == "succeeded"
+    saved = client.post("/billing/payment-method/confirm", data={"setup_intent": setup_intent}, follow_redirects=True)
+    assert saved.status_code == 200
+    return setup_intent, saved.get_data(as_text=True)
+
+
+def test_saving_a_card_pays_the_open_invoices_oldest_first_once_each(stripe_portal, localstripe):  # noqa: F811
+    """The payment method page promises that open invoices are charged to the card: saving it
+    charges each one off-session, oldest first, and each turns paid when Stripe's signed
+    webhook has been processed (never on the browser's word)."""
+    from portal.models import PaymentAttempt
+
+    tenant_id, owner, _ = _new_tenant(stripe_portal)
+    first = _open_invoice(stripe_portal, tenant_id)
+    second = _upgrade(stripe_portal, tenant_id)
+
+    setup_intent, page = _save_card_in_the_portal(stripe_portal, localstripe, owner, "4242424242424242")
+    assert "Card saved: visa ending 4242" in page
+    assert "Open invoices and renewals are charged to it automatically." in page
+    for invoice_id in (first, second):
+        state = _wait_for(lambda i=invoice_id: (s := _state(stripe_portal, tenant_id, i))["invoice"] == "paid" and s)
+        assert state["paid"] == state["total"] > 0
     assert any(
         status == "processed" and "paid" in result
         for status, result in _events(stripe_portal, "payment_intent.succeeded")
     )
+    # Stripe's setup_intent.succeeded webhook saves the same card again: nothing more is charged.
+    payload = event_payload("setup_intent.succeeded", {"id": setup_intent, "object": "setup_intent"})
+    response = stripe_portal.test_client().post(
+        "/webhooks/stripe", data=payload, headers={"Stripe-Signature": signature(payload)}
+    )
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert _events(stripe_portal, "setup_intent.succeeded")[-1][0] == "processed"
+    assert _attempts(stripe_portal, first) == _attempts(stripe_portal, second) == [(1, True, "succeeded")]
+    with stripe_portal.app_context():
+        charged = db.session.execute(
+            select(PaymentAttempt.invoice_id)
+            .where(PaymentAttempt.tenant_id == tenant_id)
+            .order_by(PaymentAttempt.created_at, PaymentAttempt.id)
+        ).scalars()
+        assert list(charged) == [first, second]  # the older invoice first
 
 
-def test_declined_card_goes_past_due_then_suspended_then_reactivated_by_a_payment(stripe_portal, localstripe):  # noqa: F811
+def test_declined_card_goes_past_due_then_suspended_then_reactivated_by_a_new_card(stripe_portal, localstripe):  # noqa: F811
     tenant_id, owner, admin = _new_tenant(stripe_portal)
-    _save_card(stripe_portal, localstripe, tenant_id, "4000000000000341")  # attaches, then declines charges
     invoice_id = _open_invoice(stripe_portal, tenant_id)
+    # It attaches, then declines charges: the charge saving it makes is the first failure.
+    _save_card(stripe_portal, localstripe, tenant_id, "4000000000000341")
 
-    assert _pay_now(stripe_portal, invoice_id) == "failed"
+    assert _attempts(stripe_portal, invoice_id) == [(1, True, "failed")]
     state = _state(stripe_portal, tenant_id, invoice_id)
     assert (state["invoice"], state["subscription"], state["failures"]) == ("open", "past_due", 1)
     assert state["next"] == state["first_failure"] + timedelta(days=3)
@@ -210,11 +276,12 @@ def test_declined_card_goes_past_due_then_suspended_then_reactivated_by_a_paymen
     assert (state["subscription"], state["tenant"], state["reason"]) == ("unpaid", "suspended", "payment_failed")
     assert any("suspended" in subject.lower() for subject in _emails(stripe_portal, owner))
 
-    # A working card and a payment bring everything back.
+    # A working card brings everything back: saving it pays the invoice, and the payment ends
+    # the dunning.
     _save_card(stripe_portal, localstripe, tenant_id, "4242424242424242")
-    assert _pay_now(stripe_portal, invoice_id) == "processing"
     state = _wait_for(lambda: (s := _state(stripe_portal, tenant_id, invoice_id))["invoice"] == "paid" and s)
     assert (state["subscription"], state["tenant"], state["reason"]) == ("active", "active", None)
+    assert _attempts(stripe_portal, invoice_id)[-1] == (5, True, "succeeded")
 
 
 def test_billing_run_charges_the_card_on_file_off_session(stripe_portal, localstripe):  # noqa: F811
@@ -245,16 +312,16 @@ def test_an_off_session_charge_the_bank_wants_authenticated_is_dunned_and_paid_o
     message saying why, the owner and admins are emailed the pay link, and the PaymentIntent
     is cancelled; paying from the invoice page, on-session, settles it."""
     from jobs.stripe import charge_invoice
-    from portal.billing.payments import gateway
+    from portal.billing.payments import gateway, services
     from portal.billing.payments.services import AUTHENTICATION_NEEDED
     from portal.models import PaymentAttempt, Tenant
 
     tenant_id, owner, admin = _new_tenant(stripe_portal)
     invoice_id = _open_invoice(stripe_portal, tenant_id)
-    _save_card(stripe_portal, localstripe, tenant_id, "4242424242424242")
     with stripe_portal.app_context():
         tenant = db.session.get(Tenant, tenant_id)
-        # The card is re-issued with strong authentication: every charge now asks for it.
+        services.ensure_customer(tenant)
+        # The card on file was re-issued with strong authentication: every charge now asks for it.
         card = gateway._call(
             gateway._client().v1.payment_methods.create,
             params={
@@ -264,6 +331,7 @@ def test_an_off_session_charge_the_bank_wants_authenticated_is_dunned_and_paid_o
         )
         gateway.attach_payment_method(card["id"], tenant.stripe_customer_id)
         tenant.stripe_payment_method_id = card["id"]
+        tenant.card_brand, tenant.card_last4 = "visa", "3184"
         db.session.commit()
 
     with stripe_portal.test_request_context():
@@ -286,8 +354,63 @@ def test_an_off_session_charge_the_bank_wants_authenticated_is_dunned_and_paid_o
     page = client.get(f"/billing/invoices/{invoice_id}").get_data(as_text=True)
     assert "Your bank asked you to confirm this payment" in page
     assert 'data-testid="pay-now"' in page
-    # localstripe lets this card through on-session without a challenge (3-D Secure in the
-    # browser is tested in tests/browser/test_stripe_flow.py); the payment brings the subscription back.
-    assert _pay_now(stripe_portal, invoice_id) == "processing"
+    # On-session the bank asks, and the customer confirms (Stripe.js does it in the browser:
+    # tests/browser/test_stripe_flow.py); the payment brings the subscription back.
+    assert _pay_now(stripe_portal, invoice_id) == "requires_action"
+    with stripe_portal.app_context():
+        attempt = db.session.execute(
+            select(PaymentAttempt).where(PaymentAttempt.invoice_id == invoice_id, PaymentAttempt.number == 2)
+        ).scalar_one()
+        intent = gateway.retrieve_payment_intent(attempt.payment_intent_id)
+    localstripe.authenticate_payment_intent(intent)
     state = _wait_for(lambda: (s := _state(stripe_portal, tenant_id, invoice_id))["invoice"] == "paid" and s)
     assert (state["subscription"], state["failures"]) == ("active", 1)
+
+
+def test_payment_status_lists_every_card_attempt_and_why_it_failed(stripe_portal, localstripe):  # noqa: F811
+    """GET .../payment-status: each attempt with its time, amount, outcome and the bank's reason;
+    the failed filter finds the invoice while its last attempt is a failure."""
+    from tests.api_support import issue_key, with_key
+
+    tenant_id, _, _ = _new_tenant(stripe_portal)
+    invoice_id = _open_invoice(stripe_portal, tenant_id)
+    with stripe_portal.app_context():
+        from portal.models import Tenant
+
+        key = with_key(issue_key(stripe_portal, db.session.get(Tenant, tenant_id), scopes=["admin:*"])[1])
+    client = stripe_portal.test_client()
+    status_url = f"/api/v1/tenants/{tenant_id}/invoices/{invoice_id}/payment-status"
+    before = time.time()
+
+    _save_card(stripe_portal, localstripe, tenant_id, "4000000000000341")  # declines every charge
+    assert _pay_now(stripe_portal, invoice_id) == "failed"  # the customer tries again by hand
+    status = client.get(status_url, headers=key).get_json()
+    assert (status["status"], status["payment_failed"], status["amount_due"]) == ("open", True, 4900)
+    assert [
+        (a["number"], a["amount"], a["currency"], a["outcome"], a["automatic"], a["failure_reason"])
+        for a in status["attempts"]
+    ] == [
+        (1, 4900, "USD", "failed", True, "Your card was declined."),
+        (2, 4900, "USD", "failed", False, "Your card was declined."),
+    ]
+    assert all(before - 5 <= _epoch(a["attempted_at"]) <= time.time() + 5 for a in status["attempts"])
+    listed = client.get(f"/api/v1/tenants/{tenant_id}/invoices?status=failed", headers=key).get_json()
+    assert [invoice["invoice_id"] for invoice in listed["invoices"]] == [invoice_id]
+
+    _save_card(stripe_portal, localstripe, tenant_id, "4242424242424242")
+    _wait_for(lambda: _state(stripe_portal, tenant_id, invoice_id)["invoice"] == "paid")
+    status = client.get(status_url, headers=key).get_json()
+    assert (status["status"], status["payment_failed"], status["next_payment_attempt_at"]) == ("paid", False, None)
+    assert [(a["outcome"], a["failure_reason"]) for a in status["attempts"]] == [
+        ("failed", "Your card was declined."),
+        ("failed", "Your card was declined."),
+        ("succeeded", None),
+    ]
+    listed = client.get(f"/api/v1/tenants/{tenant_id}/invoices?status=failed", headers=key).get_json()
+    assert listed["invoices"] == []
+
+
+def _epoch(instant: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(instant.replace("Z", "+00:00")).timestamp()

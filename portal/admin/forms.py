@@ -15,12 +15,13 @@ from wtforms.validators import DataRequired, InputRequired, Length, Optional, Va
 from portal.billing.credits import MAX_AMOUNT
 from portal.billing.credits import REASON_MAX as CREDIT_REASON_MAX
 from portal.billing.invoices import PAYMENT_REFERENCE_MAX
+from portal.billing.invoices import REASON_MAX as INVOICE_REASON_MAX
 from portal.forms import utc_instant_field
 from portal.models import SUSPENSION_REASONS, utcnow
 
 # A run far in the future would issue years of invoices at once; more than this is a typo.
 RUN_AHEAD_LIMIT = timedelta(days=366)
-VOID_REASON_MAX = 500
+VOID_REASON_MAX = INVOICE_REASON_MAX
 MAX_CREDIT = MAX_AMOUNT // 100  # in major units
 
 
@@ -76,6 +77,17 @@ class VoidInvoiceForm(FlaskForm):
         validators=[
             DataRequired("Say why the invoice is voided."),
             Length(max=VOID_REASON_MAX, message=f"Use at most {VOID_REASON_MAX} characters."),
+        ],
+        description="Kept with the invoice and in the tenant's activity log.",
+    )
+
+
+class UncollectibleInvoiceForm(FlaskForm):
+    reason = TextAreaField(
+        "Reason",
+        validators=[
+            DataRequired("Say why the invoice cannot be collected."),
+            Length(max=INVOICE_REASON_MAX, message=f"Use at most {INVOICE_REASON_MAX} characters."),
         ],
         description="Kept with the invoice and in the tenant's activity log.",
     )

@@ -1,8 +1,8 @@
-"""Console: one invoice of any tenant, its PDF, mark paid and void."""
+"""Console: one invoice of any tenant, its PDF, mark paid, mark uncollectible and void."""
 
 from portal.access import current_actor, operator_required
 from portal.admin.blueprint import bp
-from portal.admin.forms import MarkPaidForm, VoidInvoiceForm
+from portal.admin.forms import MarkPaidForm, UncollectibleInvoiceForm, VoidInvoiceForm
 from portal.billing import invoices as billing_invoices
 from portal.billing.pdf import pdf_download
 from portal.extensions import db
@@ -17,7 +17,7 @@ def _load_invoice(invoice_id: str) -> Invoice:
 @bp.get("/invoices/<invoice_id>")
 @operator_required
 def invoice(invoice_id: str):
-    """One invoice of any tenant, with the operator's mark-paid and void actions."""
+    """One invoice of any tenant, with the operator's mark-paid, uncollectible and void actions."""
     return _invoice_page(_load_invoice(invoice_id))
 
 
@@ -29,14 +29,20 @@ def invoice_pdf(invoice_id: str):
 
 
 def _invoice_page(
-    invoice: Invoice, paid_form: MarkPaidForm | None = None, void_form: VoidInvoiceForm | None = None, status: int = 200
+    invoice: Invoice,
+    paid_form: MarkPaidForm | None = None,
+    void_form: VoidInvoiceForm | None = None,
+    uncollectible_form: UncollectibleInvoiceForm | None = None,
+    status: int = 200,
 ):
     return render(
         "admin/invoice.html",
         status=status,
         invoice=invoice,
+        payment_failed=bool(billing_invoices.failed_among([invoice])),
         paid_form=paid_form or MarkPaidForm(formdata=None),
         void_form=void_form or VoidInvoiceForm(formdata=None),
+        uncollectible_form=uncollectible_form or UncollectibleInvoiceForm(formdata=None),
     )
 
 
@@ -63,6 +69,20 @@ def mark_invoice_paid(invoice_id: str):
         MarkPaidForm(),
         lambda form: billing_invoices.mark_paid(current_actor(), invoice, form.reference.data, utcnow()),
         f"Invoice {invoice.number} is marked paid.",
+    )
+
+
+@bp.post("/invoices/<invoice_id>/mark-uncollectible")
+@operator_required
+def mark_invoice_uncollectible(invoice_id: str):
+    """Write an open invoice off as bad debt: no more charges or retries, and its dunning ends."""
+    invoice = _load_invoice(invoice_id)
+    return _invoice_action(
+        invoice,
+        "uncollectible_form",
+        UncollectibleInvoiceForm(),
+        lambda form: billing_invoices.mark_uncollectible(current_actor(), invoice, form.reason.data, utcnow()),
+        f"Invoice {invoice.number} is marked uncollectible.",
     )
 
 

@@ -1,5 +1,6 @@
 """Billing over the API: seed 000's subscription endpoints, seed 002's plans, resume and
-scheduled-change revert, invoices with payment status (003) and the operator's mark-paid.
+scheduled-change revert, invoices with payment status (003) and the operator's mark-paid and
+mark-uncollectible.
 
 Every rule is the billing core's (``portal.billing``); these views parse, authorise, call one
 service and shape seed 000's bodies. Minor units are authoritative; the seed's major-unit
@@ -83,7 +84,10 @@ def subscription_out(subscription: Subscription) -> schemas.SubscriptionOut:
     )
 
 
-def invoice_out(invoice: Invoice) -> schemas.InvoiceOut:
+def invoice_out(invoice: Invoice, payment_failed: bool | None = None) -> schemas.InvoiceOut:
+    """``payment_failed``: when the caller has looked it up for a whole page at once."""
+    if payment_failed is None:
+        payment_failed = invoice.id in invoices.failed_among([invoice])
     return schemas.InvoiceOut(
         invoice_id=invoice.id,
         number=invoice.number,
@@ -102,6 +106,8 @@ def invoice_out(invoice: Invoice) -> schemas.InvoiceOut:
         issued_at=invoice.issued_at,
         due_at=invoice.due_at,
         paid_at=invoice.paid_at,
+        overdue=invoice.overdue,
+        payment_failed=payment_failed,
         line_items=[
             schemas.InvoiceLineOut(
                 type=line.type,
@@ -331,11 +337,18 @@ def list_plans(principal):
     allowed_when_suspended=True,
     errors=[400, 401, 403, 404],
     summary="List the tenant's invoices, newest first (filter by status, paginate)",
+    description="`status`: `open`, `paid`, `void` or `uncollectible`; or `overdue` (open and past its due "
+    "date) or `failed` (open, and its last payment attempt failed), which are open invoices too.",
 )
 def list_invoices(principal, tenant: Tenant, query: schemas.InvoiceListQuery):
     statement = invoices.for_tenant(tenant, None if query.status == "all" else query.status)
     rows, pagination = common.page_of(statement.options(selectinload(Invoice.lines)), query)
-    return dump(schemas.InvoiceListOut(invoices=[invoice_out(invoice) for invoice in rows], pagination=pagination))
+    failed = invoices.failed_among(rows)
+    return dump(
+        schemas.InvoiceListOut(
+            invoices=[invoice_out(invoice, invoice.id in failed) for invoice in rows], pagination=pagination
+        )
+    )
 
 
 @operation(
@@ -361,9 +374,12 @@ def get_invoice(principal, tenant: Tenant, invoice_id: str):
     allowed_when_suspended=True,
     errors=[401, 403, 404],
     summary="Whether an invoice is paid: amounts due and paid, when, and the payment attempts",
+    description="`attempts`: every card payment tried, oldest first, with its outcome and, when it failed, "
+    "why. `overdue` and `payment_failed` are the states of an open invoice that the list filters by.",
 )
 def invoice_payment_status(principal, tenant: Tenant, invoice_id: str):
     invoice = invoices.get_for_tenant(tenant, invoice_id)
+    attempts = invoices.attempts_of(invoice)
     return dump(
         schemas.PaymentStatusOut(
             invoice_id=invoice.id,
@@ -376,8 +392,21 @@ def invoice_payment_status(principal, tenant: Tenant, invoice_id: str):
             due_at=invoice.due_at,
             paid_at=invoice.paid_at,
             payment_reference=invoice.payment_reference,
-            # Card payments (Stripe) record their attempts once they exist; none are made yet.
-            attempts=[],
+            overdue=invoice.overdue,
+            payment_failed=invoice.id in invoices.failed_among([invoice]),
+            next_payment_attempt_at=invoice.next_payment_attempt_at if invoice.status == "open" else None,
+            attempts=[
+                schemas.PaymentAttemptOut(
+                    number=attempt.number,
+                    attempted_at=attempt.created_at,
+                    amount=attempt.amount,
+                    currency=attempt.currency,
+                    outcome=attempt.status,
+                    automatic=attempt.off_session,
+                    failure_reason=attempt.failure_message if attempt.status == "failed" else None,
+                )
+                for attempt in attempts
+            ],
         )
     )
 
@@ -391,7 +420,10 @@ def invoice_payment_status(principal, tenant: Tenant, invoice_id: str):
     tags=["operator"],
     errors=[400, 401, 403, 404, 409, 415],
     summary="Record a payment made outside Stripe (a bank transfer) on an open invoice",
-    description="`paid_at` defaults to now and cannot be in the future. 409 when the invoice is already paid, or void.",
+    description="`paid_at` defaults to now and cannot be in the future. Like any payment, it ends the dunning "
+    "the invoice caused: a past-due or unpaid subscription is active again, and a suspension for "
+    "`payment_failed` is lifted, once no other invoice is failing. An uncollectible invoice can be marked "
+    "paid too. 409 when the invoice is already paid, or void.",
 )
 def mark_invoice_paid(principal, tenant: Tenant, invoice_id: str, body: schemas.MarkPaidIn):
     invoice = invoices.get_for_tenant(tenant, invoice_id)
@@ -401,5 +433,24 @@ def mark_invoice_paid(principal, tenant: Tenant, invoice_id: str, body: schemas.
             "paid_at is in the future; give the day the payment arrived, or leave it out.", field="paid_at"
         )
     invoices.mark_paid(principal.actor(), invoice, body.reference, subscriptions.to_second(body.paid_at or now))
+    commit()
+    return dump(invoice_out(invoice))
+
+
+@operation(
+    "POST",
+    "/tenants/<tenant_id>/invoices/<invoice_id>/mark-uncollectible",
+    auth=OPERATOR,
+    body=schemas.MarkUncollectibleIn,
+    response=schemas.InvoiceOut,
+    tags=["operator"],
+    errors=[400, 401, 403, 404, 409, 415],
+    summary="Write an open invoice off as bad debt (uncollectible), with the reason",
+    description="It is no longer charged or retried, and the dunning it caused ends as when it is paid. A payment "
+    "that arrives later still marks it paid. 409 unless the invoice is open.",
+)
+def mark_invoice_uncollectible(principal, tenant: Tenant, invoice_id: str, body: schemas.MarkUncollectibleIn):
+    invoice = invoices.get_for_tenant(tenant, invoice_id)
+    invoices.mark_uncollectible(principal.actor(), invoice, body.reason, subscriptions.to_second(utcnow()))
     commit()
     return dump(invoice_out(invoice))

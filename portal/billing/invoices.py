@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from flask import current_app
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import and_, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import make_transient_to_detached
 
@@ -16,11 +16,19 @@ from portal.access import Actor
 from portal.billing import credits
 from portal.errors import Conflict, ValidationFailed
 from portal.extensions import db
-from portal.models import INVOICE_STATUSES, Invoice, InvoiceCounter, InvoiceLine, Subscription, Tenant
+from portal.models import Invoice, InvoiceCounter, InvoiceLine, PaymentAttempt, Subscription, Tenant
 from portal.models.base import new_id, utcnow
 from portal.tenants import scoped
+from portal.tenants.suspension import activate
 
 PAYMENT_REFERENCE_MAX = 200
+REASON_MAX = 500
+# What a list of invoices filters by: the statuses, and two states of an open invoice derived
+# from it, seed 003's overdue (past its due date) and seed 001's failed (its last payment
+# attempt failed). An invoice can be both.
+INVOICE_FILTERS = ("open", "overdue", "failed", "paid", "void", "uncollectible")
+# A payment attempt whose outcome is not known yet: while one is, the invoice is not "failed".
+ATTEMPTS_UNDER_WAY = ("pending", "requires_action", "processing")
 
 
 @dataclass(frozen=True)
@@ -172,6 +180,8 @@ def issue(
     for stored in (invoice, *invoice.lines):
         make_transient_to_detached(stored)
     db.session.add(invoice)
+    if invoice.status == "paid":  # credit covered it (or nothing was due): paid like any other way
+        end_dunning(invoice, actor, subscription)
     audit.record_now(
         actor,
         "invoice.issued",
@@ -186,24 +196,98 @@ def issue(
     return invoice
 
 
-def for_tenant(tenant: Tenant, status: str | None = None):
-    """The statement listing a tenant's invoices, newest first (callers paginate it)."""
+def _failed():
+    """Open, a payment failed, and no attempt is under way since: its last attempt failed
+    (a declined card, a bank that wanted authentication off-session, no card when a retry was due)."""
+    under_way = (
+        select(PaymentAttempt.id)
+        .where(PaymentAttempt.invoice_id == Invoice.id, PaymentAttempt.status.in_(ATTEMPTS_UNDER_WAY))
+        .exists()
+    )
+    return and_(Invoice.status == "open", Invoice.payment_failures > 0, ~under_way)
+
+
+def _matching(status: str, at: datetime):
+    if status not in INVOICE_FILTERS:
+        raise ValidationFailed(f"Unknown status {status!r}; use one of {', '.join(INVOICE_FILTERS)}.", field="status")
+    if status == "overdue":
+        return and_(Invoice.status == "open", Invoice.due_at < at)
+    if status == "failed":
+        return _failed()
+    return Invoice.status == status
+
+
+def for_tenant(tenant: Tenant, status: str | None = None, at: datetime | None = None):
+    """The statement listing a tenant's invoices, newest first (callers paginate it); ``status``
+    is one of INVOICE_FILTERS, overdue as of ``at`` (now)."""
     statement = select(Invoice).where(Invoice.tenant_id == tenant.tenant_id)
     if status:
-        if status not in INVOICE_STATUSES:
-            raise ValidationFailed(
-                f"Unknown status {status!r}; use one of {', '.join(INVOICE_STATUSES)}.", field="status"
-            )
-        statement = statement.where(Invoice.status == status)
+        statement = statement.where(_matching(status, at or utcnow()))
     return statement.order_by(Invoice.issued_at.desc(), Invoice.number.desc())
+
+
+def failed_among(invoices: list[Invoice]) -> set[str]:
+    """The ids of those of ``invoices`` whose last payment attempt failed (one query)."""
+    candidates = [invoice.id for invoice in invoices if invoice.status == "open" and invoice.payment_failures]
+    if not candidates:
+        return set()
+    return set(db.session.execute(select(Invoice.id).where(Invoice.id.in_(candidates), _failed())).scalars())
+
+
+def attempts_of(invoice: Invoice) -> list[PaymentAttempt]:
+    """Every attempt at collecting ``invoice`` by card, first first."""
+    return list(
+        db.session.execute(
+            select(PaymentAttempt).where(PaymentAttempt.invoice_id == invoice.id).order_by(PaymentAttempt.number)
+        ).scalars()
+    )
 
 
 def get_for_tenant(tenant: Tenant, invoice_id: str) -> Invoice:
     return scoped.get_for_tenant(Invoice, invoice_id, tenant, "Invoice")
 
 
+def end_dunning(invoice: Invoice, actor: Actor = BILLING, subscription: Subscription | None = None) -> None:
+    """``invoice`` is no longer being collected: paid (card, webhook, bank transfer, credit), void
+    or written off. Once no other invoice of its subscription is open with a failed payment, a
+    past-due or unpaid subscription is active again and a suspension for non-payment is lifted
+    (the operator's other suspensions stay). Every way an invoice stops being owed comes here,
+    so there is one way out of dunning."""
+    subscription = subscription or invoice.subscription
+    tenant = subscription.tenant
+    # Only a suspension for non-payment is lifted by a payment; the operator's own stay.
+    lift_suspension = tenant.status == "suspended" and tenant.suspension_reason == "payment_failed"
+    if subscription.status not in ("past_due", "unpaid") and not lift_suspension:
+        return  # nothing was held back for non-payment (the usual case): no need to look further
+    still_failing = db.session.execute(
+        select(Invoice.id)
+        .where(
+            Invoice.subscription_id == subscription.id,
+            Invoice.status == "open",
+            Invoice.payment_failures > 0,
+            Invoice.id != invoice.id,
+        )
+        .limit(1)
+    ).first()
+    if still_failing:
+        return
+    if subscription.status in ("past_due", "unpaid"):
+        subscription.status = "active"
+        audit.record(actor, "subscription.recovered", tenant, "subscription", subscription.id, invoice=invoice.number)
+    if lift_suspension:
+        activate(actor, tenant, note=f"Invoice {invoice.number} {invoice.status}.")
+
+
+def _reason(reason: str | None, what: str) -> str:
+    reason = (reason or "").strip()
+    if not reason or len(reason) > REASON_MAX:
+        raise ValidationFailed(f"Say why the invoice is {what} (1 to {REASON_MAX} characters).", field="reason")
+    return reason
+
+
 def mark_paid(actor: Actor, invoice: Invoice, reference: str, at: datetime) -> Invoice:
-    """The operator records a payment made outside Stripe (a bank transfer, say)."""
+    """The operator records a payment made outside Stripe (a bank transfer, say); as any payment
+    does, it ends the dunning the invoice caused."""
     reference = (reference or "").strip()
     if not reference or len(reference) > PAYMENT_REFERENCE_MAX:
         raise ValidationFailed(
@@ -212,28 +296,56 @@ def mark_paid(actor: Actor, invoice: Invoice, reference: str, at: datetime) -> I
         )
     if invoice.status == "paid":
         raise Conflict(f"Invoice {invoice.number} is already paid.")
-    if invoice.status != "open":
-        raise Conflict(f"Invoice {invoice.number} is {invoice.status}; only open invoices can be marked paid.")
+    if invoice.status not in ("open", "uncollectible"):
+        raise Conflict(
+            f"Invoice {invoice.number} is {invoice.status}; only open or uncollectible invoices can be marked paid."
+        )
     invoice.status = "paid"
     invoice.amount_paid = invoice.total
     invoice.paid_at = at
     invoice.payment_reference = reference
+    invoice.next_payment_attempt_at = None
     audit.record(
         actor, "invoice.marked_paid", invoice.tenant, "invoice", invoice.id, number=invoice.number, reference=reference
     )
+    end_dunning(invoice, actor)
+    return invoice
+
+
+def mark_uncollectible(actor: Actor, invoice: Invoice, reason: str, at: datetime) -> Invoice:
+    """The operator writes an open invoice off as bad debt: it is no longer charged or retried,
+    and the dunning it caused ends. Money that arrives later still marks it paid."""
+    reason = _reason(reason, "uncollectible")
+    if invoice.status != "open":
+        raise Conflict(f"Invoice {invoice.number} is {invoice.status}; only open invoices can be marked uncollectible.")
+    invoice.status = "uncollectible"
+    invoice.uncollectible_at = at
+    invoice.uncollectible_reason = reason
+    invoice.next_payment_attempt_at = None
+    audit.record(
+        actor,
+        "invoice.marked_uncollectible",
+        invoice.tenant,
+        "invoice",
+        invoice.id,
+        number=invoice.number,
+        reason=reason,
+    )
+    end_dunning(invoice, actor)
     return invoice
 
 
 def void(actor: Actor, invoice: Invoice, reason: str, at: datetime) -> Invoice:
-    reason = (reason or "").strip()
-    if not reason or len(reason) > 500:
-        raise ValidationFailed("Say why the invoice is voided (1 to 500 characters).", field="reason")
-    if invoice.status not in ("open", "draft", "uncollectible"):
+    """An invoice that should never have been issued: nothing is owed, so its dunning ends too."""
+    reason = _reason(reason, "voided")
+    if invoice.status not in ("open", "uncollectible"):
         raise Conflict(f"Invoice {invoice.number} is {invoice.status} and cannot be voided.")
     invoice.status = "void"
     invoice.voided_at = at
     invoice.void_reason = reason
+    invoice.next_payment_attempt_at = None
     audit.record(actor, "invoice.voided", invoice.tenant, "invoice", invoice.id, number=invoice.number, reason=reason)
+    end_dunning(invoice, actor)
     return invoice
 
 
@@ -281,8 +393,8 @@ _MARK_PAID = update(Invoice.__table__).where(Invoice.__table__.c.id == bindparam
 
 
 def record_card_payment(invoice: Invoice, amount: int, reference: str, at: datetime, actor: Actor = BILLING) -> bool:
-    """Stripe says the invoice was paid. False when it already was: an invoice never goes back
-    from paid, and a repeated notice changes nothing."""
+    """Stripe says the invoice was paid, which ends its dunning. False when it already was: an
+    invoice never goes back from paid, and a repeated notice changes nothing."""
     if invoice.status not in ("open", "uncollectible"):
         return False
     paid = {
@@ -307,6 +419,7 @@ def record_card_payment(invoice: Invoice, amount: int, reference: str, at: datet
         reference=reference,
         amount=amount,
     )
+    end_dunning(invoice, actor)
     return True
 
 

@@ -66,7 +66,7 @@ INK = (33, 37, 41)
 MUTED = (108, 117, 125)
 RULE = (206, 212, 218)
 SHADE = (241, 243, 245)
-STAMPS = {"paid": ("PAID", (25, 135, 84)), "void": ("VOID", (200, 35, 51)), "draft": ("DRAFT", (108, 117, 125))}
+STAMPS = {"paid": ("PAID", (25, 135, 84)), "void": ("VOID", (200, 35, 51))}
 
 MARGIN = 18
 COLUMNS = (96, 22, 30, 26)  # description, quantity, unit price, amount: 174 mm, the A4 text width

@@ -22,7 +22,7 @@ from portal.billing.pdf import pdf_download, seller_from_config
 from portal.errors import ServiceError
 from portal.extensions import db
 from portal.infra.pagination import paginate
-from portal.models import INVOICE_STATUSES, Plan, Subscription, utcnow
+from portal.models import Plan, Subscription, utcnow
 from portal.web import act, form_errors_status, redirect_to, render
 
 bp = Blueprint("billing", __name__, url_prefix="/billing")
@@ -89,6 +89,7 @@ def _index_page(cancel_form: CancelForm | None = None, status: int = 200):
         cancel_form=cancel_form or CancelForm(formdata=None),
         cancel_open=cancel_form is not None,
         recent_invoices=recent,
+        failed_invoices=invoice_service.failed_among(recent),
     )
 
 
@@ -324,7 +325,7 @@ def _status_filter() -> tuple[str | None, str | None]:
     status = request.args.get("status", "").strip()
     if not status:
         return None, None
-    if status not in INVOICE_STATUSES:
+    if status not in invoice_service.INVOICE_FILTERS:
         return None, f"There is no invoice status “{status[:40]}”; showing all invoices."
     return status, None
 
@@ -343,7 +344,8 @@ def invoices():
         invoices=page,
         status_filter=status,
         complaint=complaint,
-        statuses=INVOICE_STATUSES,
+        statuses=invoice_service.INVOICE_FILTERS,
+        failed_invoices=invoice_service.failed_among(page.items),
     )
 
 
@@ -353,7 +355,10 @@ def invoices_csv():
     """The (filtered) invoice list as a spreadsheet."""
     status, complaint = _status_filter()
     if complaint:
-        abort(400, complaint.replace("; showing all invoices.", f". Use one of {', '.join(INVOICE_STATUSES)}."))
+        abort(
+            400,
+            complaint.replace("; showing all invoices.", f". Use one of {', '.join(invoice_service.INVOICE_FILTERS)}."),
+        )
     rows = db.session.execute(invoice_service.for_tenant(g.tenant, status)).scalars().all()
     response = make_response(invoice_service.to_csv(rows))
     response.mimetype = "text/csv"
@@ -367,9 +372,11 @@ def invoices_csv():
 @tenant_required()
 def invoice(invoice_id: str):
     """One invoice as issued: seller, buyer, lines, totals, payment."""
+    invoice = invoice_service.get_for_tenant(g.tenant, invoice_id)
     return render(
         "billing/invoice.html",
-        invoice=invoice_service.get_for_tenant(g.tenant, invoice_id),
+        invoice=invoice,
+        payment_failed=bool(invoice_service.failed_among([invoice])),
         seller=seller_from_config(),
         back=url_for("billing.invoices"),
     )

@@ -17,7 +17,9 @@ from portal.models.base import UTCDateTime, new_id, utcnow
 SUBSCRIPTION_STATUSES = ("trialing", "active", "past_due", "unpaid", "paused", "canceled", "incomplete")
 # A subscription in one of these still renews and is billed by the billing run.
 BILLABLE_STATUSES = ("trialing", "active", "past_due")
-INVOICE_STATUSES = ("draft", "open", "paid", "void", "uncollectible")
+# Issued open (there are no drafts: an invoice is final when issued); then paid, void (never
+# owed) or uncollectible (written off by the operator; a later payment still marks it paid).
+INVOICE_STATUSES = ("open", "paid", "void", "uncollectible")
 LINE_TYPES = ("plan", "proration", "usage", "credit", "adjustment")
 # One invoice per subscription, period and kind (a unique constraint below).
 INVOICE_KINDS = ("period", "proration")
@@ -166,6 +168,8 @@ class Invoice(db.Model):
     next_payment_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     voided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     void_reason: Mapped[str | None] = mapped_column(Text)
+    uncollectible_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    uncollectible_reason: Mapped[str | None] = mapped_column(Text)
     # The buyer as they were when the invoice was issued: an invoice never changes afterwards.
     billing_name: Mapped[str] = mapped_column(String(200))
     billing_email: Mapped[str] = mapped_column(String(254))
@@ -182,6 +186,11 @@ class Invoice(db.Model):
     @property
     def amount_due(self) -> int:
         return max(self.total - self.amount_paid, 0) if self.status == "open" else 0
+
+    @property
+    def overdue(self) -> bool:
+        """Seed 003's Overdue: open, and past its due date."""
+        return self.status == "open" and self.due_at < utcnow()
 
     def __repr__(self) -> str:
         return f"<Invoice {self.number} {self.status} {self.total} {self.currency}>"

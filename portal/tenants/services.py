@@ -13,8 +13,12 @@ from portal.billing import plans, subscriptions
 from portal.errors import Conflict, DuplicateTenantId, ValidationFailed
 from portal.extensions import db
 from portal.infra.transactions import savepoint
-from portal.mail import send_email
-from portal.models import SUSPENSION_REASONS, Membership, Tenant, User, has_second_factor, utcnow
+from portal.models import Membership, Tenant, User, has_second_factor, utcnow
+
+# Suspend and activate live below billing (dunning suspends, a settled invoice lifts it) and are
+# re-exported here with the rest of the lifecycle.
+from portal.tenants.suspension import activate as activate
+from portal.tenants.suspension import suspend as suspend
 
 # \Z, not $: "$" also matches before a trailing newline, which would let "acme\n" in.
 TENANT_ID_PATTERN = re.compile(r"^[A-Za-z0-9_]{3,50}\Z")
@@ -124,50 +128,6 @@ def set_two_factor_required(actor: Actor, tenant: Tenant, required: bool) -> Ten
         )
     tenant.require_two_factor = required
     audit.record(actor, "tenant.two_factor_required_changed", tenant, "tenant", tenant.tenant_id, required=required)
-    return tenant
-
-
-def suspend(actor: Actor, tenant: Tenant, reason: str, note: str = "", notify: bool = False) -> Tenant:
-    if reason not in SUSPENSION_REASONS:
-        raise ValidationFailed(f"reason must be one of: {', '.join(SUSPENSION_REASONS)}", field="reason")
-    if tenant.status == "cancelled":
-        raise Conflict("A cancelled tenant cannot be suspended.")
-    if tenant.status == "suspended":
-        raise Conflict(f"Tenant {tenant.tenant_id} is already suspended.")
-    tenant.status = "suspended"
-    tenant.suspension_reason = reason
-    tenant.suspension_note = note.strip() or None
-    tenant.suspended_at = utcnow()
-    audit.record(actor, "tenant.suspended", tenant, "tenant", tenant.tenant_id, reason=reason, note=note, notify=notify)
-    if notify and tenant.contact_email:
-        send_email(
-            tenant.contact_email,
-            f"Your account {tenant.company_name} has been suspended",
-            "tenant_suspended",
-            tenant=tenant,
-            tenant_obj=tenant,
-        )
-    return tenant
-
-
-def activate(actor: Actor, tenant: Tenant, notify: bool = False, note: str = "") -> Tenant:
-    if tenant.status != "suspended":
-        raise Conflict(f"Tenant {tenant.tenant_id} is not suspended.")
-    tenant.status = "active"
-    previous = tenant.suspension_reason
-    tenant.suspension_reason = None
-    tenant.suspension_note = None
-    tenant.suspended_at = None
-    audit.record(actor, "tenant.activated", tenant, "tenant", tenant.tenant_id, previous_reason=previous, note=note)
-    if notify and tenant.contact_email:
-        send_email(
-            tenant.contact_email,
-            f"Your account {tenant.company_name} is active again",
-            "tenant_activated",
-            tenant=tenant,
-            tenant_obj=tenant,
-            note=note.strip(),
-        )
     return tenant
 
 

@@ -8,7 +8,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, StringConstraints
 
 from portal.api.schemas.common import Body, ExactNumber, IsoInstant, Out, PageQuery, Pagination, QuotasOut
-from portal.models import CANCELLATION_REASONS, INVOICE_STATUSES
+from portal.billing.invoices import INVOICE_FILTERS, REASON_MAX
+from portal.models import CANCELLATION_REASONS, INVOICE_STATUSES, PAYMENT_ATTEMPT_STATUSES
 from portal.models.billing import SUBSCRIPTION_STATUSES
 
 
@@ -176,6 +177,8 @@ class InvoiceOut(Out):
     issued_at: datetime
     due_at: datetime
     paid_at: datetime | None
+    overdue: bool = Field(description="Open and past `due_at` (seed 003's Overdue).")
+    payment_failed: bool = Field(description="Open, and its last payment attempt failed (seed 001's failed).")
     line_items: list[InvoiceLineOut]
 
 
@@ -185,14 +188,24 @@ class InvoiceListOut(Out):
 
 
 class InvoiceListQuery(PageQuery):
-    status: Literal[(*INVOICE_STATUSES, "all")] = "all"  # type: ignore[valid-type]
+    status: Literal[(*INVOICE_FILTERS, "all")] = Field(  # type: ignore[valid-type]
+        "all",
+        description="An invoice status, or `overdue` (open and past its due date) or `failed` (open, and its "
+        "last payment attempt failed); `all` (the default) lists every invoice.",
+    )
 
 
 class PaymentAttemptOut(Out):
+    number: int = Field(description="1 for the first attempt at collecting this invoice, then 2, 3, ...")
     attempted_at: datetime
-    outcome: Literal["succeeded", "failed"]
-    amount: int
-    failure_reason: str | None
+    amount: int = Field(description="Minor units (cents).")
+    currency: str
+    outcome: Literal[PAYMENT_ATTEMPT_STATUSES] = Field(  # type: ignore[valid-type]
+        description="`succeeded` or `failed`; `pending`, `requires_action` (the customer's bank asks them to "
+        "confirm) or `processing` while the outcome is not known yet."
+    )
+    automatic: bool = Field(description="Charged without the customer (a billing run, a retry, a card just saved).")
+    failure_reason: str | None = Field(description="Why it failed, as the bank or Stripe said it.")
 
 
 class PaymentStatusOut(Out):
@@ -206,7 +219,14 @@ class PaymentStatusOut(Out):
     due_at: datetime
     paid_at: datetime | None
     payment_reference: str | None
+    overdue: bool = Field(description="Open and past `due_at` (seed 003's Overdue).")
+    payment_failed: bool = Field(description="Open, and its last payment attempt failed (seed 001's failed).")
+    next_payment_attempt_at: datetime | None = Field(description="When a failed payment is tried again.")
     attempts: list[PaymentAttemptOut]
+
+
+class MarkUncollectibleIn(Body):
+    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=REASON_MAX)]
 
 
 class MarkPaidIn(Body):

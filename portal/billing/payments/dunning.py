@@ -1,6 +1,8 @@
 """Dunning (DESIGN §6): a failed payment makes the subscription past_due, tells the billing
 contacts, and is retried on a schedule; when the last retry fails the subscription is unpaid
-and the tenant suspended (payment_failed). A later payment undoes both."""
+and the tenant suspended (payment_failed). The invoice stopping being owed, whichever way
+(paid by card or transfer, covered by credit, voided, written off), undoes both:
+``portal.billing.invoices.end_dunning``."""
 
 import logging
 from datetime import datetime, timedelta
@@ -15,7 +17,7 @@ from portal.extensions import db
 from portal.infra.transactions import defer
 from portal.mail import send_email
 from portal.models import Invoice, Membership, PaymentAttempt, Subscription, Tenant, User
-from portal.tenants.services import activate, suspend
+from portal.tenants.suspension import suspend
 from portal.web import public_url
 
 log = logging.getLogger(__name__)
@@ -108,35 +110,6 @@ def _give_up(invoice: Invoice, subscription: Subscription) -> None:
     tenant = invoice.tenant
     if tenant.status == "active":
         suspend(BILLING, tenant, "payment_failed", note=f"Invoice {invoice.number} could not be collected.")
-
-
-def recovered(invoice: Invoice) -> None:
-    """A payment went through: back to active once nothing else of this subscription is failing."""
-    subscription = invoice.subscription
-    tenant = invoice.tenant
-    # Only a suspension for non-payment is lifted by a payment; the operator's own stay.
-    lift_suspension = tenant.status == "suspended" and tenant.suspension_reason == "payment_failed"
-    if subscription.status not in ("past_due", "unpaid") and not lift_suspension:
-        return  # nothing was held back for non-payment (the usual case): no need to look further
-    still_failing = db.session.execute(
-        select(Invoice.id)
-        .where(
-            Invoice.subscription_id == subscription.id,
-            Invoice.status == "open",
-            Invoice.payment_failures > 0,
-            Invoice.id != invoice.id,
-        )
-        .limit(1)
-    ).first()
-    if still_failing:
-        return
-    if subscription.status in ("past_due", "unpaid"):
-        subscription.status = "active"
-        audit.record(
-            BILLING, "subscription.recovered", invoice.tenant, "subscription", subscription.id, invoice=invoice.number
-        )
-    if lift_suspension:
-        activate(BILLING, tenant, note=f"Invoice {invoice.number} paid.")
 
 
 def retry_due(at: datetime) -> int:

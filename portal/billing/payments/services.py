@@ -57,7 +57,8 @@ def setup_intent_for(tenant: Tenant, setup_intent_id: str):
 
 def save_card(actor: Actor, tenant: Tenant, setup_intent) -> Tenant:
     """Make the SetupIntent's card the tenant's card: attached, the default, shown by brand and
-    last 4. The card it replaces is detached. Safe to repeat (the webhook does it too)."""
+    last 4. The card it replaces is detached, and the open invoices are charged to the new one.
+    Safe to repeat (the webhook does it too): a card already on file changes nothing."""
     if setup_intent.get("status") != "succeeded" or not setup_intent.get("payment_method"):
         raise ValidationFailed("The card was not confirmed. Enter it again.")
     payment_method_id = setup_intent["payment_method"]
@@ -84,7 +85,45 @@ def save_card(actor: Actor, tenant: Tenant, setup_intent) -> Tenant:
         last4=tenant.card_last4,
         replaced=previous,
     )
+    charge_open_invoices(tenant)
     return tenant
+
+
+def charge_open_invoices(tenant: Tenant) -> list[Invoice]:
+    """A card was just saved: each open invoice is charged to it off-session, oldest first, by
+    the charge job (after the commit, so Stripe is not called inside this transaction). An
+    invoice whose payment is already under way is left to it. The attempt number is taken now
+    and is part of the idempotency key, so the job charges once however often it runs; the
+    invoice's scheduled retry is claimed, as a due retry is, until the outcome sets the next.
+    Returns the invoices handed to the job."""
+    due = [
+        invoice
+        for invoice in db.session.execute(
+            select(Invoice)
+            .where(Invoice.tenant_id == tenant.tenant_id, Invoice.status == "open")
+            .order_by(Invoice.issued_at, Invoice.number)
+        ).scalars()
+        if invoice.amount_due > 0
+    ]
+    if not due:
+        return []
+    latest = {
+        attempt.invoice_id: attempt
+        for attempt in db.session.execute(
+            select(PaymentAttempt)
+            .where(PaymentAttempt.invoice_id.in_([invoice.id for invoice in due]))
+            .order_by(PaymentAttempt.number)
+        ).scalars()
+    }
+    charged = []
+    for invoice in due:
+        attempt = latest.get(invoice.id)
+        if attempt is not None and attempt.status in invoice_service.ATTEMPTS_UNDER_WAY:
+            continue
+        invoice.next_payment_attempt_at = None
+        defer("jobs.stripe.charge_invoice", invoice.id, (attempt.number if attempt else 0) + 1)
+        charged.append(invoice)
+    return charged
 
 
 def _show_card(tenant: Tenant, method) -> None:
@@ -395,8 +434,7 @@ def apply_payment_intent(intent, at: datetime | None = None, invoice: Invoice | 
         attempt.status = status
     if status == "succeeded":
         amount = intent.get("amount_received") or intent.get("amount") or invoice.total
-        if invoice_service.record_card_payment(invoice, amount, intent["id"], at):
-            dunning.recovered(invoice)
+        if invoice_service.record_card_payment(invoice, amount, intent["id"], at):  # ends its dunning too
             return f"invoice {invoice.number} paid"
         return f"invoice {invoice.number} already {invoice.status}"
     if status == "requires_action":
