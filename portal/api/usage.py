@@ -11,7 +11,7 @@ from portal.api.registry import OPERATOR, TENANT, ApiError, not_found, operation
 from portal.api.schemas import common
 from portal.api.schemas import usage as schemas
 from portal.billing.pricing import feature_specs
-from portal.errors import ValidationFailed
+from portal.errors import Conflict, ValidationFailed
 from portal.extensions import db
 from portal.infra.transactions import autocommit_statements, commit, defer
 from portal.models import Tenant, UsageEvent
@@ -269,21 +269,61 @@ def list_events(principal, query: schemas.EventListQuery):
     return dump(schemas.EventListOut(events=[event_out(e) for e in rows], pagination=pagination))
 
 
+def _events_tenant(principal, tenant_ref: str | None) -> str | None:
+    """Whose events a request may reach: an operator names any tenant (None: every one); a
+    tenant key reaches its own only, and naming another tenant finds nothing (404)."""
+    if principal.is_operator:
+        return _tenant_id_of(tenant_ref)
+    own = principal.api_key.tenant  # columns only (may be the key cache's detached copy)
+    if own.status == "cancelled" or (tenant_ref is not None and tenant_ref not in (own.tenant_id, own.external_id)):
+        not_found("Customer")
+    return own.tenant_id
+
+
 @operation(
     "GET",
     "/events/<ref>",
-    auth=OPERATOR,
+    auth=TENANT,
+    scope=USAGE_SCOPE,
     query=schemas.EventRefQuery,
     response=schemas.EventOut,
     tags=EVENT_TAGS,
-    errors=[400, 401, 403, 404],
-    summary="Get one event by its id (or, with tenant_id, by its idempotency key)",
+    errors=[400, 401, 403, 404, 409],
+    summary="Get one event by its ref: its event id or its idempotency key",
+    description="An operator token finds any tenant's event; a tenant key only its own (another "
+    "tenant's ref: 404). Idempotency keys are unique per tenant: when an operator's ref is the key "
+    "of events of several tenants, 409 `AMBIGUOUS_REF` asks for `tenant_id`.",
 )
 def get_event(principal, ref: str, query: schemas.EventRefQuery):
-    event = ingest.find(ref, _tenant_id_of(query.tenant_id))
+    event = ingest.find(ref, _events_tenant(principal, query.tenant_id))
     if event is None:
         not_found("Event")
     return dump(event_out(event))
+
+
+@operation(
+    "DELETE",
+    "/events/<ref>",
+    auth=OPERATOR,
+    query=schemas.EventRefQuery,
+    response=schemas.EventDeletedOut,
+    tags=EVENT_TAGS,
+    errors=[400, 401, 403, 404, 409],
+    summary="Delete one event by its ref (event id or idempotency key) unless it is invoiced",
+    description="An invoiced event is kept: 409. Refs are found as by GET /events/{ref} (409 "
+    "`AMBIGUOUS_REF` when a key names events of several tenants: give `tenant_id`).",
+)
+def delete_event(principal, ref: str, query: schemas.EventRefQuery):
+    result = ingest.delete_by_refs([ref], _tenant_id_of(query.tenant_id))
+    if result.ambiguous:
+        raise ingest.AmbiguousRef(ref)
+    if result.invoiced:
+        raise Conflict(f"Event {ref} is invoiced; invoiced events are kept.")
+    if not result.deleted:
+        not_found("Event")
+    deleted = event_out(result.deleted[0])
+    commit()
+    return dump(schemas.EventDeletedOut(event=deleted, message=f"Event {deleted.event_id} deleted."))
 
 
 @operation(
@@ -295,12 +335,18 @@ def get_event(principal, ref: str, query: schemas.EventRefQuery):
     tags=EVENT_TAGS,
     errors=[400, 401, 403, 404, 415],
     summary="Delete events that are not invoiced yet; invoiced and unknown ones are reported",
+    description="Each ref is an event id or an idempotency key, of any tenant unless `tenant_id` is given. "
+    "A key that names events of several tenants is reported in `ambiguous` and kept.",
 )
 def delete_events(principal, body: schemas.DeleteByRefsIn):
     result = ingest.delete_by_refs(body.refs, _tenant_id_of(body.tenant_id))
     deleted = [event_out(event) for event in result.deleted]
     commit()
-    return dump(schemas.DeleteByRefsOut(deleted=deleted, invoiced=result.invoiced, not_found=result.not_found))
+    return dump(
+        schemas.DeleteByRefsOut(
+            deleted=deleted, invoiced=result.invoiced, not_found=result.not_found, ambiguous=result.ambiguous
+        )
+    )
 
 
 # --- usage (seed 000) ----------------------------------------------------------------------

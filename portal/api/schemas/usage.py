@@ -136,14 +136,16 @@ class EventListOut(Out):
 
 class EventRefQuery(Query):
     tenant_id: Annotated[str, StringConstraints(max_length=100)] | None = Field(
-        None, description="With it, ref may also be the event's idempotency key."
+        None,
+        description="The tenant (tenant_id or external id) whose event ref names; needed only when a key "
+        "names events of more than one tenant.",
     )
 
 
 class DeleteByRefsIn(Body):
     refs: list[Annotated[str, StringConstraints(min_length=1, max_length=200)]] = Field(min_length=1, max_length=1000)
     tenant_id: Annotated[str, StringConstraints(max_length=100)] | None = Field(
-        None, description="With it, refs may also be idempotency keys."
+        None, description="Only this tenant's events (tenant_id or external id)."
     )
 
 
@@ -151,6 +153,14 @@ class DeleteByRefsOut(Out):
     deleted: list[EventOut]
     invoiced: list[str] = Field(description="Refs of invoiced events: kept.")
     not_found: list[str]
+    ambiguous: list[str] = Field(
+        description="Idempotency keys of events of more than one tenant: kept; send them again with tenant_id."
+    )
+
+
+class EventDeletedOut(Out):
+    event: EventOut
+    message: str
 
 
 # --- usage (seed 000) ----------------------------------------------------------------------
