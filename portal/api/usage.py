@@ -11,12 +11,12 @@ from portal.api.registry import OPERATOR, TENANT, ApiError, not_found, operation
 from portal.api.schemas import common
 from portal.api.schemas import usage as schemas
 from portal.billing.pricing import feature_specs
-from portal.errors import Conflict, ValidationFailed
+from portal.errors import Conflict, ValidationFailed, json_error
 from portal.extensions import db
-from portal.infra.transactions import autocommit_statements, commit, defer
-from portal.models import Tenant, UsageEvent
+from portal.infra.transactions import autocommit_statements, commit, defer, rollback
+from portal.models import Tenant, UsageEvent, utcnow
 from portal.timezones import parse_instant
-from portal.usage import entitlements, ingest
+from portal.usage import entitlements, ingest, limits
 from portal.usage.meters import _event_values, last_event_at, meters_by_key
 from portal.usage.periods import month_start, next_month, this_month
 from portal.usage.quotas import CHECK_PENDING_SECONDS, check_key
@@ -100,6 +100,25 @@ def _result(outcome) -> schemas.EventResultOut:
 # --- ingestion -----------------------------------------------------------------------------
 
 
+def _limit_message(states) -> str | None:
+    return " ".join(state.message for state in states) or None
+
+
+def _quota_exceeded(error: limits.LimitExceeded):
+    """Seed 000's 429 QUOTA_EXCEEDED; the wait is until the billing period (and the limit) renews."""
+    retry = max(int((error.state.period_end - utcnow()).total_seconds()), 1)
+    response = json_error(
+        429,
+        error.message,
+        error.error_code,
+        retry_after_seconds=retry,
+        feature=error.state.feature_key,
+        limit=float(error.state.limit),
+    )
+    response.headers["Retry-After"] = str(retry)
+    return response
+
+
 @operation(
     "POST",
     "/events",
@@ -114,23 +133,36 @@ def _result(outcome) -> schemas.EventResultOut:
     description="201 when stored. A repeat of an idempotency key already stored for the tenant answers 200 "
     "with `duplicate: true` and the original `event_id` (concurrent repeats store one event). "
     "`X-Idempotency-Key` overrides the body's key. Unknown tenant: 404. An event of a suspended "
-    "tenant is still recorded.",
+    "tenant is still recorded. `usageLimitExceeded` (seed 002) says the event took a feature with a "
+    "hard limit in the tenant's plan to that limit or past it. With `enforce: true` an event that "
+    "would take such a feature past its limit is refused: 429 `QUOTA_EXCEEDED` (seed 000), nothing "
+    "stored, `Retry-After` until the billing period renews.",
 )
 def post_event(principal, body: schemas.EventIn):
     raw = body.model_dump(exclude_unset=True)
+    enforce = raw.pop("enforce", False)
     header_key = request.headers.get("X-Idempotency-Key", "").strip() or None
     if header_key is not None and len(header_key) > ingest.MAX_KEY:
         raise ValidationFailed(
             f"X-Idempotency-Key is longer than {ingest.MAX_KEY} characters.", field="X-Idempotency-Key"
         )
-    _one_statement_writes()
-    outcome = ingest.ingest([raw], header_key=header_key)[0]
+    if enforce:
+        try:
+            outcome, reached = limits.ingest_within_limits(raw, header_key)
+        except limits.LimitExceeded as error:
+            rollback()
+            return _quota_exceeded(error)
+    else:
+        _one_statement_writes()
+        outcome = ingest.ingest([raw], header_key=header_key)[0]
+        reached = limits.reached([outcome]).get(outcome.index, [])
     if outcome.status == "rejected":
         if outcome.reason.startswith("unknown tenant"):
             raise ApiError(404, "RESOURCE_NOT_FOUND", f"Customer not found: {outcome.reason}.")
         raise ValidationFailed(outcome.reason[0].upper() + outcome.reason[1:] + ".", field=outcome.field)
     _defer_quota_checks([outcome])
     commit()
+    notice = schemas.LimitNoticeOut(usageLimitExceeded=bool(reached), message=_limit_message(reached))
     return dump(
         schemas.EventIngestOut(
             success=True,
@@ -139,6 +171,9 @@ def post_event(principal, body: schemas.EventIn):
             duplicate=outcome.status == "duplicate",
             tenant_id=outcome.tenant_id,
             ref=outcome.key,
+            usageLimitExceeded=notice.usageLimitExceeded,
+            message=notice.message,
+            data=notice,
         ),
         200 if outcome.status == "duplicate" else 201,
     )
@@ -155,11 +190,14 @@ def post_event(principal, body: schemas.EventIn):
     cached_auth=True,
     summary="Record up to 1,000 usage events; valid ones are stored even when others are rejected",
     description="Each event gets a result: `accepted`, `duplicate` (with the stored event's id) or "
-    "`rejected` with the reason. One INSERT for the whole batch.",
+    "`rejected` with the reason. One INSERT for the whole batch. An accepted event that feeds a "
+    "feature with a hard limit that is, after the batch, reached or exceeded has "
+    "`usageLimitExceeded: true` and a `message` (seed 002); it is recorded all the same.",
 )
 def post_event_batch(principal, body: schemas.EventBatchIn):
     _one_statement_writes()
     outcomes = ingest.ingest(body.events)
+    reached = limits.reached(outcomes)
     _defer_quota_checks(outcomes)
     commit()
     counts = {status: sum(o.status == status for o in outcomes) for status in ("accepted", "duplicate", "rejected")}
@@ -177,6 +215,8 @@ def post_event_batch(principal, body: schemas.EventBatchIn):
                 "ref": o.key,
                 "reason": o.reason,
                 "field": o.field,
+                "usageLimitExceeded": o.index in reached,
+                "message": _limit_message(reached.get(o.index, ())),
             }
             for o in outcomes
         ],
