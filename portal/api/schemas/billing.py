@@ -63,6 +63,22 @@ class SubscriptionOut(Out):
     scheduled_change: ScheduledChangeOut | None
 
 
+class SubscribeIn(Body):
+    plan: PlanKey = Field(description="The plan's key (GET /plans).")
+    trial_days: int | None = Field(
+        None,
+        ge=0,
+        le=365,
+        description="Days of trial; omitted: the plan's own (0: none). A tenant key may shorten the "
+        "plan's trial, not lengthen it.",
+    )
+    start_date: IsoDate | None = Field(
+        None,
+        description="YYYY-MM-DD: date the start back to that day, 00:00 UTC (the billing anchor), while its "
+        "first period (or trial) is still running and not before the previous subscription ended. Omitted: now.",
+    )
+
+
 class UpgradeIn(Body):
     new_plan: PlanKey
     # Omitted: at once. A future date schedules the change (an upgrade) for that day, 00:00 UTC.
@@ -177,6 +193,11 @@ class InvoiceOut(Out):
     due_at: datetime
     paid_at: datetime | None
     line_items: list[InvoiceLineOut]
+
+
+class SubscriptionStartedOut(SubscriptionOut):
+    invoice: InvoiceOut | None = Field(description="The first period's invoice (none during a trial).")
+    message: str
 
 
 class InvoiceListOut(Out):
