@@ -26,7 +26,15 @@ def tenant_out(tenant: Tenant) -> dict:
         created_at=tenant.created_at,
         updated_at=tenant.updated_at,
         metadata=tenant.metadata_json or {},
+        external_id=tenant.external_id,
     ).model_dump(mode="json")
+
+
+def _operator_only_external_id(principal) -> None:
+    if principal is None or not principal.is_operator:
+        raise PermissionDenied(
+            "external_id is the operator's own id for the tenant; only an operator token sets it.",
+        )
 
 
 @operation(
@@ -51,8 +59,17 @@ def onboard(principal, body: schemas.OnboardIn):
             "force_recreate_dataset and force_recreate_tables are not supported: "
             "onboarding never deletes data. Omit them, or set them to false.",
         )
+    if body.external_id is not None:
+        _operator_only_external_id(principal)
     actor = principal.actor() if principal else Actor(user=None, ip=request.remote_addr, label="public onboarding")
-    tenant = tenants.create_tenant(actor, body.tenant_id, body.company_name, body.contact_email, body.subscription_plan)
+    tenant = tenants.create_tenant(
+        actor,
+        body.tenant_id,
+        body.company_name,
+        body.contact_email,
+        body.subscription_plan,
+        external_id=body.external_id,
+    )
     key, plaintext = keys.create_key(actor, tenant, "Onboarding key", scopes=None)
     invitation, _ = invite_first_owner(actor, tenant, body.contact_email)
     commit()
@@ -93,10 +110,15 @@ def get_tenant(principal, tenant: Tenant):
     response=schemas.TenantOut,
     scope="admin:*",
     tags=["tenants"],
-    errors=[400, 401, 403, 404, 415],
-    summary="Update company name, contact email or metadata",
+    errors=[400, 401, 403, 404, 409, 415],
+    summary="Update company name, contact email, metadata or (operator) external_id",
+    description="`external_id` is set by operator tokens only (a tenant key sending it: 403); another "
+    "tenant's external id or tenant_id: 409.",
 )
 def update_tenant(principal, tenant: Tenant, body: schemas.TenantPatchIn):
+    if "external_id" in body.model_fields_set:
+        _operator_only_external_id(principal)
+        tenants.set_external_id(principal.actor(), tenant, body.external_id)
     tenants.update_profile(
         principal.actor(),
         tenant,
@@ -105,6 +127,22 @@ def update_tenant(principal, tenant: Tenant, body: schemas.TenantPatchIn):
         body.metadata if body.metadata is not None else dict(tenant.metadata_json or {}),
     )
     commit()
+    return tenant_out(tenant)
+
+
+@operation(
+    "GET",
+    "/tenants/by-external-id/<external_id>",
+    auth=OPERATOR,
+    response=schemas.TenantOut,
+    tags=["operator"],
+    errors=[401, 403, 404],
+    summary="Find a tenant by the operator's own id for it (seed 003's look-up by external id)",
+)
+def get_tenant_by_external_id(principal, external_id: str):
+    tenant = tenants.find_by_external_id(external_id)
+    if tenant is None:
+        raise ApiError(404, "RESOURCE_NOT_FOUND", "Customer not found")
     return tenant_out(tenant)
 
 
