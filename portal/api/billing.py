@@ -6,7 +6,7 @@ service and shape seed 000's bodies. Minor units are authoritative; the seed's m
 numbers (``monthly_cost_usd``, ``prorated_charge``) are computed as exact decimals.
 """
 
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from fractions import Fraction
 
 from pydantic import BaseModel
@@ -23,6 +23,7 @@ from portal.errors import Conflict, PermissionDenied, ValidationFailed
 from portal.extensions import db
 from portal.infra.transactions import commit
 from portal.models import ADMIN_SCOPE, API_SCOPES, Invoice, Subscription, Tenant, utcnow
+from portal.tenants import services as tenants
 
 TAGS = ["billing"]
 # Reading billing needs billing:read where that scope exists; otherwise any key of the tenant
@@ -407,6 +408,52 @@ def list_invoices(principal, tenant: Tenant, query: schemas.InvoiceListQuery):
     statement = invoices.for_tenant(tenant, None if query.status == "all" else query.status)
     rows, pagination = common.page_of(statement.options(selectinload(Invoice.lines)), query)
     return dump(schemas.InvoiceListOut(invoices=[invoice_out(invoice) for invoice in rows], pagination=pagination))
+
+
+@operation(
+    "GET",
+    "/invoices",
+    auth=OPERATOR,
+    query=schemas.AccountInvoiceListQuery,
+    response=schemas.AccountInvoiceListOut,
+    tags=["operator"],
+    errors=[400, 401, 403, 404],
+    summary="List the invoices of every tenant, newest first (filter by tenant, status and period; paginate)",
+    description="Seed 003's account-wide list. `period_start`/`period_end` keep the invoices whose period "
+    "lies within those days (a period ends on the day holding its last second). An unknown `tenant_id`: 404.",
+)
+def list_account_invoices(principal, query: schemas.AccountInvoiceListQuery):
+    tenant_id = None
+    if query.tenant_id is not None:
+        tenant = tenants.find_by_reference(query.tenant_id)
+        if tenant is None:
+            not_found("Customer")
+        tenant_id = tenant.tenant_id
+    statement = invoices.search(
+        tenant_id,
+        None if query.status == "all" else query.status,
+        _day_start(query.period_start),
+        _day_after(query.period_end),
+    )
+    rows, pagination = common.page_of(statement.options(selectinload(Invoice.lines)), query)
+    return dump(
+        schemas.AccountInvoiceListOut(
+            invoices=[
+                schemas.AccountInvoiceOut(**invoice_out(invoice).model_dump(), tenant_id=invoice.tenant_id)
+                for invoice in rows
+            ],
+            pagination=pagination,
+        )
+    )
+
+
+def _day_start(day: date | None) -> datetime | None:
+    return datetime.combine(day, time(0), tzinfo=UTC) if day is not None else None
+
+
+def _day_after(day: date | None) -> datetime | None:
+    """The end of ``day`` (periods are half-open); the last day there is bounds nothing."""
+    return _day_start(day + timedelta(days=1)) if day is not None and day < date.max else None
 
 
 @operation(

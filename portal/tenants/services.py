@@ -77,6 +77,14 @@ def _check_external_id_free(external_id: str, tenant_id: str) -> None:
         raise Conflict(f"external_id {external_id} already names another tenant.", field="external_id")
 
 
+def find_by_reference(reference: str) -> Tenant | None:
+    """The tenant a reference names: its tenant_id or its external id (never two tenants' ids)."""
+    if not reference or len(reference) > 100:
+        return None
+    statement = select(Tenant).where(or_(Tenant.tenant_id == reference, Tenant.external_id == reference))
+    return db.session.execute(statement.limit(1)).scalar_one_or_none()
+
+
 def find_by_external_id(external_id: str) -> Tenant | None:
     if not external_id or len(external_id) > 100:
         return None

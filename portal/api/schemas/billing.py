@@ -209,6 +209,28 @@ class InvoiceListQuery(PageQuery):
     status: Literal[(*INVOICE_STATUSES, "all")] = "all"  # type: ignore[valid-type]
 
 
+class AccountInvoiceListQuery(PageQuery):
+    tenant_id: Annotated[str, StringConstraints(max_length=100)] | None = Field(
+        None, description="Only this tenant's invoices (its tenant_id or external id)."
+    )
+    status: Literal[(*INVOICE_STATUSES, "all")] = "all"  # type: ignore[valid-type]
+    period_start: IsoDate | None = Field(
+        None, description="YYYY-MM-DD: invoices for periods starting on or after this day (00:00 UTC)."
+    )
+    period_end: IsoDate | None = Field(
+        None, description="YYYY-MM-DD: invoices for periods ending on or before this day (its last day)."
+    )
+
+
+class AccountInvoiceOut(InvoiceOut):
+    tenant_id: str
+
+
+class AccountInvoiceListOut(Out):
+    invoices: list[AccountInvoiceOut]
+    pagination: Pagination
+
+
 class PaymentAttemptOut(Out):
     attempted_at: datetime
     outcome: Literal["succeeded", "failed"]
