@@ -10,7 +10,7 @@ from portal.api_keys import services as keys
 from portal.errors import PermissionDenied
 from portal.infra.transactions import commit
 from portal.invitations.services import invite_first_owner
-from portal.models import Tenant, utcnow
+from portal.models import ADMIN_SCOPE, Tenant, utcnow
 from portal.tenants import services as tenants
 
 
@@ -128,6 +128,37 @@ def update_tenant(principal, tenant: Tenant, body: schemas.TenantPatchIn):
     )
     commit()
     return tenant_out(tenant)
+
+
+@operation(
+    "DELETE",
+    "/tenants/<tenant_id>",
+    scope=ADMIN_SCOPE,
+    response=schemas.TenantDeletedOut,
+    tags=["tenants"],
+    allowed_when_suspended=True,
+    errors=[401, 403, 404, 409],
+    summary="Delete the tenant, as its owner does on the settings page: members lose access, records are kept",
+    description="An operator token, or a tenant key with `admin:*` that the tenant's owner created (seed "
+    "004: only the owner deletes). The subscription ends at once; the tenant's keys stop working "
+    "(404). 409 when it is already deleted.",
+)
+def delete_tenant(principal, tenant: Tenant):
+    if not principal.is_operator:
+        owner = tenants.owner_of(tenant)
+        if owner is None or principal.api_key.created_by_id != owner.id:
+            raise PermissionDenied(
+                "Only the owner deletes the account: use an API key the owner created (with admin:*), "
+                "or an operator token."
+            )
+    tenants.cancel(principal.actor(), tenant)
+    commit()
+    return schemas.TenantDeletedOut(
+        tenant_id=tenant.tenant_id,
+        status=tenant.status,
+        cancelled_at=tenant.cancelled_at,
+        message=f"{tenant.company_name} was deleted. Its members no longer have access.",
+    ).model_dump(mode="json")
 
 
 @operation(

@@ -116,3 +116,10 @@ class ActivateOut(Out):
     status: str
     activated_at: datetime
     message: str
+
+
+class TenantDeletedOut(Out):
+    tenant_id: str
+    status: str
+    cancelled_at: datetime
+    message: str
