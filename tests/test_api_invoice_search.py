@@ -72,7 +72,7 @@ def test_pages_are_cut_in_sql_with_the_seed_pagination_block(app, client, op):
 @pytest.mark.parametrize(
     "query, status, words",
     [
-        ("tenant_id=nobody_at_all", 404, "not found"),
+        ("tenant_id=nobody_at_all", 404, "Customer not found"),
         ("status=lost", 400, "status"),
         ("period_start=yesterday", 400, "YYYY-MM-DD"),
         ("period_end=2025-02-30", 400, "not a calendar date"),
@@ -84,6 +84,7 @@ def test_pages_are_cut_in_sql_with_the_seed_pagination_block(app, client, op):
 def test_bad_filters_are_refused_with_the_reason(client, op, query, status, words):
     body = assert_envelope(client.get(f"/api/v1/invoices?{query}", headers=op), status)
     assert words in body["detail"]
+    assert body["error_code"] == ("RESOURCE_NOT_FOUND" if status == 404 else "VALIDATION_ERROR")
 
 
 def test_the_widest_dates_are_not_an_error(client, op):
