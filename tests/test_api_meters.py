@@ -94,6 +94,17 @@ def test_a_second_meter_with_the_same_key_is_a_conflict(app, client, op):
             "number",
         ),
         ({"filter": {"conditions": [{"criteria": [{"field": "n", "operator": "around"}]}]}}, "filter", "equals"),
+        (
+            {"filter": {"conditions": [{"criteria": [{"field": "n", "operator": "lt", "value": float("inf")}]}]}},
+            "filter",
+            "finite",
+        ),
+        (
+            {"filter": {"conditions": [{"criteria": [{"field": "n", "operator": "in", "value": [1, float("nan")]}]}]}},
+            "filter",
+            "finite",
+        ),
+        ({"filter": {"conditions": "all"}}, "filter", "list"),
         ({"name": ""}, "name", "at least 1"),
         ({"event_name": 5}, "event_name", "string"),
         ({"unit": "minutes"}, "unit", "Extra inputs"),

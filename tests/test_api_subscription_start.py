@@ -97,6 +97,10 @@ def test_a_start_date_dates_the_billing_period_back(client, app):
     )
     assert "future" in body["detail"]
     assert_envelope(subscribe(client, tenant, key, plan="starter", start_date="next week"), 400, "VALIDATION_ERROR")
+    for extreme in ("9999-12-31", "0001-01-01"):
+        for trial in (0, 365):
+            body = {"plan": "starter", "start_date": extreme, "trial_days": trial}
+            assert_envelope(subscribe(client, tenant, bearer(operator_token(app)), **body), 400, "VALIDATION_ERROR")
 
     # A subscription that ended long ago leaves room to date a new one back.
     with app.app_context():

@@ -127,8 +127,8 @@ def _first_period(version: PlanVersion, begins: datetime, trial_days: int) -> tu
     return period_bounds(begins, version.interval, 0)
 
 
-def _check_start_date(subscription: Subscription | None, begins: datetime, first_end: datetime, at: datetime) -> None:
-    """A start dated back must leave its first period running, after the previous subscription."""
+def _check_start_date(subscription: Subscription | None, begins: datetime, at: datetime) -> None:
+    """A start dated back is in the past, after the previous subscription ended."""
     if begins > at:
         raise ValidationFailed(
             "start_date is in the future; a subscription starts at once, or on an earlier day of its first period.",
@@ -138,11 +138,6 @@ def _check_start_date(subscription: Subscription | None, begins: datetime, first
         raise ValidationFailed(
             f"start_date is before the previous subscription ended ({subscription.ended_at:%Y-%m-%d %H:%M} UTC), "
             "whose usage up to then is billed already; leave start_date out to start now.",
-            field="start_date",
-        )
-    if first_end <= at:
-        raise ValidationFailed(
-            "start_date is so far back that its first period has already ended; choose a later day.",
             field="start_date",
         )
 
@@ -171,9 +166,14 @@ def start(
     if not 0 <= trial_days <= MAX_TRIAL_DAYS:
         raise ValidationFailed(f"trial_days must be between 0 and {MAX_TRIAL_DAYS}.", field="trial_days")
     begins = at if starts_at is None else to_second(starts_at)
-    first_start, first_end = _first_period(version, begins, trial_days)
     if starts_at is not None:
-        _check_start_date(subscription, begins, first_end, at)
+        _check_start_date(subscription, begins, at)
+    first_start, first_end = _first_period(version, begins, trial_days)
+    if first_end <= at:
+        raise ValidationFailed(
+            "start_date is so far back that its first period has already ended; choose a later day.",
+            field="start_date",
+        )
     if subscription is None:
         subscription = Subscription(tenant=tenant, tenant_id=tenant.tenant_id, created_at=at)
     else:
