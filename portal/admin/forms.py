@@ -35,6 +35,15 @@ class ActivateForm(FlaskForm):
     """CSRF only."""
 
 
+class ExternalIdForm(FlaskForm):
+    external_id = StringField(
+        "External id",
+        validators=[Optional(), Length(max=100)],
+        description="Your own id for this customer (e.g. cust_12345); events, entitlement checks and "
+        "credits accept it in place of the tenant id. Empty: none.",
+    )
+
+
 class OperatorTokenForm(FlaskForm):
     name = StringField(
         "Name",

@@ -6,7 +6,7 @@ from sqlalchemy import func, select
 
 from portal.access import current_actor, operator_required
 from portal.admin.blueprint import bp, load_tenant
-from portal.admin.forms import ActivateForm, CreditForm, CreditGrantForm, SuspendForm
+from portal.admin.forms import ActivateForm, CreditForm, CreditGrantForm, ExternalIdForm, SuspendForm
 from portal.billing import credits as billing_credits
 from portal.billing import invoices as billing_invoices
 from portal.billing.subscriptions import subscription_of
@@ -86,6 +86,7 @@ def detail_page(
     status: int = 200,
     grant_form: CreditGrantForm | None = None,
     deduct_form: CreditForm | None = None,
+    external_id_form: ExternalIdForm | None = None,
 ):
     """The tenant's page; suspend and the credit actions (``credits.py``) re-show it with their form."""
     events = (
@@ -116,6 +117,7 @@ def detail_page(
         invoices_shown=TENANT_INVOICES_SHOWN,
         suspend_form=suspend_form or SuspendForm(formdata=None),
         activate_form=ActivateForm(formdata=None),
+        external_id_form=external_id_form or ExternalIdForm(formdata=None, external_id=tenant.external_id),
     )
 
 
@@ -149,3 +151,23 @@ def activate(tenant_id: str):
         return f"{tenant.company_name} is active again."
 
     return act(activate_tenant, "admin.tenant_detail", tenant_id=tenant.tenant_id)
+
+
+@bp.post("/tenants/<tenant_id>/external-id")
+@operator_required
+def set_external_id(tenant_id: str):
+    """Set, change or clear the operator's own id for the tenant (audited)."""
+    tenant = load_tenant(tenant_id)
+    form = ExternalIdForm()
+    if form.validate_on_submit():
+        external_id = (form.external_id.data or "").strip() or None
+        try:
+            tenant_services.set_external_id(current_actor(), tenant, external_id)
+            commit()
+        except ServiceError as error:
+            rollback()
+            form.external_id.errors = [error.message]
+        else:
+            flash(f"External id {'set to ' + external_id if external_id else 'removed'}.", "success")
+            return redirect_to("admin.tenant_detail", tenant_id=tenant.tenant_id)
+    return detail_page(tenant, external_id_form=form, status=form_errors_status())

@@ -7,7 +7,7 @@ service and shape seed 000's bodies. Minor units are authoritative; the seed's m
 numbers (``monthly_cost_usd``, ``prorated_charge``) are computed as exact decimals.
 """
 
-from datetime import timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from fractions import Fraction
 
 from pydantic import BaseModel
@@ -17,12 +17,14 @@ from portal.api.registry import OPERATOR, ApiError, not_found, operation
 from portal.api.schemas import billing as schemas
 from portal.api.schemas import common
 from portal.billing import invoices, plans, subscriptions
-from portal.billing.money import round_half_up, to_major
+from portal.billing.money import format_money, round_half_up, to_major
 from portal.billing.periods import ONE_SECOND
 from portal.billing.pricing import feature_specs
-from portal.errors import ValidationFailed
+from portal.errors import Conflict, PermissionDenied, ValidationFailed
+from portal.extensions import db
 from portal.infra.transactions import commit
 from portal.models import ADMIN_SCOPE, API_SCOPES, Invoice, Subscription, Tenant, utcnow
+from portal.tenants import services as tenants
 
 TAGS = ["billing"]
 # Reading billing needs billing:read where that scope exists; otherwise any key of the tenant
@@ -145,6 +147,76 @@ def _as_new_plan_error(error: ValidationFailed) -> ApiError:
 )
 def get_subscription(principal, tenant: Tenant):
     return dump(subscription_out(_subscription_or_404(tenant)))
+
+
+def _subscribable_version(principal, plan_key: str):
+    """The plan's current version; a private plan is the operator's to give (to a tenant key it
+    does not exist)."""
+    version = plans.current_version(plan_key)
+    if not version.plan.public and not principal.is_operator:
+        public = ", ".join(plan.key for plan in plans.list_plans(public_only=True))
+        raise ValidationFailed(f"Unknown plan {plan_key!r}. Plans: {public}.", field="plan")
+    return version
+
+
+@operation(
+    "POST",
+    "/tenants/<tenant_id>/subscription",
+    scope=ADMIN_SCOPE,
+    body=schemas.SubscribeIn,
+    response=schemas.SubscriptionStartedOut,
+    status=201,
+    tags=TAGS,
+    allowed_when_suspended=True,
+    errors=[400, 401, 403, 404, 409, 415],
+    summary="Subscribe to a plan when no subscription is live (a first one, or again after a cancellation)",
+    description="Seeds 001/002: a trial when the plan has trial days (`trial_days` overrides them), else "
+    "the first period is invoiced at once (`invoice`). 409 while a subscription is live: change its plan "
+    "with `/subscription/upgrade` instead. An operator may give a private plan or a longer trial.",
+)
+def start_subscription(principal, tenant: Tenant, body: schemas.SubscribeIn):
+    current = subscriptions.subscription_of(tenant)
+    if current is not None and current.status != "canceled":
+        hint = (
+            "resume it with POST …/subscription/resume, or change its plan with POST …/subscription/upgrade"
+            if current.cancel_at_period_end
+            else "change its plan with POST …/subscription/upgrade, or cancel it first"
+        )
+        raise Conflict(
+            f"{tenant.tenant_id} already has a subscription ({current.plan_version.key}, {current.status}); {hint}."
+        )
+    version = _subscribable_version(principal, body.plan)
+    if body.trial_days is not None and body.trial_days > version.trial_days and not principal.is_operator:
+        raise PermissionDenied(
+            f"{version.name} comes with {version.trial_days} trial days; a longer trial is the operator's to give."
+        )
+    starts_at = datetime.combine(body.start_date, time(0), tzinfo=UTC) if body.start_date is not None else None
+    subscription = subscriptions.start(
+        principal.actor(), tenant, version.key, trial_days=body.trial_days, starts_at=starts_at
+    )
+    invoice = None
+    if subscription.status == "active":
+        latest = db.session.execute(invoices.for_tenant(tenant).limit(1)).scalar_one_or_none()
+        if latest is not None and (latest.subscription_id, latest.period_start) == (
+            subscription.id,
+            subscription.current_period_start,
+        ):
+            invoice = latest
+    commit()
+    if invoice is not None:
+        message = f"Subscribed to {version.name}. Invoice {invoice.number} was issued for {format_money(invoice.total, invoice.currency)}."
+    elif subscription.trial_end is not None:
+        message = f"Subscribed to {version.name}, on trial until {subscription.trial_end:%Y-%m-%d}; the first invoice comes then."
+    else:
+        message = f"Subscribed to {version.name}."
+    return dump(
+        schemas.SubscriptionStartedOut(
+            **subscription_out(subscription).model_dump(),
+            invoice=invoice_out(invoice) if invoice is not None else None,
+            message=message,
+        ),
+        201,
+    )
 
 
 @operation(
@@ -349,6 +421,52 @@ def list_invoices(principal, tenant: Tenant, query: schemas.InvoiceListQuery):
             invoices=[invoice_out(invoice, invoice.id in failed) for invoice in rows], pagination=pagination
         )
     )
+
+
+@operation(
+    "GET",
+    "/invoices",
+    auth=OPERATOR,
+    query=schemas.AccountInvoiceListQuery,
+    response=schemas.AccountInvoiceListOut,
+    tags=["operator"],
+    errors=[400, 401, 403, 404],
+    summary="List the invoices of every tenant, newest first (filter by tenant, status and period; paginate)",
+    description="Seed 003's account-wide list. `period_start`/`period_end` keep the invoices whose period "
+    "lies within those days (a period ends on the day holding its last second). An unknown `tenant_id`: 404.",
+)
+def list_account_invoices(principal, query: schemas.AccountInvoiceListQuery):
+    tenant_id = None
+    if query.tenant_id is not None:
+        tenant = tenants.find_by_reference(query.tenant_id)
+        if tenant is None:
+            not_found("Customer")
+        tenant_id = tenant.tenant_id
+    statement = invoices.search(
+        tenant_id,
+        None if query.status == "all" else query.status,
+        _day_start(query.period_start),
+        _day_after(query.period_end),
+    )
+    rows, pagination = common.page_of(statement.options(selectinload(Invoice.lines)), query)
+    return dump(
+        schemas.AccountInvoiceListOut(
+            invoices=[
+                schemas.AccountInvoiceOut(**invoice_out(invoice).model_dump(), tenant_id=invoice.tenant_id)
+                for invoice in rows
+            ],
+            pagination=pagination,
+        )
+    )
+
+
+def _day_start(day: date | None) -> datetime | None:
+    return datetime.combine(day, time(0), tzinfo=UTC) if day is not None else None
+
+
+def _day_after(day: date | None) -> datetime | None:
+    """The end of ``day`` (periods are half-open); the last day there is bounds nothing."""
+    return _day_start(day + timedelta(days=1)) if day is not None and day < date.max else None
 
 
 @operation(

@@ -10,7 +10,7 @@ from portal.api_keys import services as keys
 from portal.errors import PermissionDenied
 from portal.infra.transactions import commit
 from portal.invitations.services import invite_first_owner
-from portal.models import Tenant, utcnow
+from portal.models import ADMIN_SCOPE, Tenant, utcnow
 from portal.tenants import services as tenants
 
 
@@ -26,7 +26,15 @@ def tenant_out(tenant: Tenant) -> dict:
         created_at=tenant.created_at,
         updated_at=tenant.updated_at,
         metadata=tenant.metadata_json or {},
+        external_id=tenant.external_id,
     ).model_dump(mode="json")
+
+
+def _operator_only_external_id(principal) -> None:
+    if principal is None or not principal.is_operator:
+        raise PermissionDenied(
+            "external_id is the operator's own id for the tenant; only an operator token sets it.",
+        )
 
 
 @operation(
@@ -54,8 +62,17 @@ def onboard(principal, body: schemas.OnboardIn):
             "force_recreate_dataset and force_recreate_tables are not supported: "
             "onboarding never deletes data. Omit them, or set them to false.",
         )
+    if body.external_id is not None:
+        _operator_only_external_id(principal)
     actor = principal.actor() if principal else Actor(user=None, ip=request.remote_addr, label="public onboarding")
-    tenant = tenants.create_tenant(actor, body.tenant_id, body.company_name, body.contact_email, body.subscription_plan)
+    tenant = tenants.create_tenant(
+        actor,
+        body.tenant_id,
+        body.company_name,
+        body.contact_email,
+        body.subscription_plan,
+        external_id=body.external_id,
+    )
     key, plaintext = keys.create_key(actor, tenant, "Onboarding key", scopes=None)
     message = f"Customer {tenant.tenant_id} onboarded successfully. Save your API key - it will only be shown once!"
     owner_invitation = None
@@ -103,10 +120,15 @@ def get_tenant(principal, tenant: Tenant):
     response=schemas.TenantOut,
     scope="admin:*",
     tags=["tenants"],
-    errors=[400, 401, 403, 404, 415],
-    summary="Update company name, contact email or metadata",
+    errors=[400, 401, 403, 404, 409, 415],
+    summary="Update company name, contact email, metadata or (operator) external_id",
+    description="`external_id` is set by operator tokens only (a tenant key sending it: 403); another "
+    "tenant's external id or tenant_id: 409.",
 )
 def update_tenant(principal, tenant: Tenant, body: schemas.TenantPatchIn):
+    if "external_id" in body.model_fields_set:
+        _operator_only_external_id(principal)
+        tenants.set_external_id(principal.actor(), tenant, body.external_id)
     tenants.update_profile(
         principal.actor(),
         tenant,
@@ -115,6 +137,53 @@ def update_tenant(principal, tenant: Tenant, body: schemas.TenantPatchIn):
         body.metadata if body.metadata is not None else dict(tenant.metadata_json or {}),
     )
     commit()
+    return tenant_out(tenant)
+
+
+@operation(
+    "DELETE",
+    "/tenants/<tenant_id>",
+    scope=ADMIN_SCOPE,
+    response=schemas.TenantDeletedOut,
+    tags=["tenants"],
+    allowed_when_suspended=True,
+    errors=[401, 403, 404, 409],
+    summary="Delete the tenant, as its owner does on the settings page: members lose access, records are kept",
+    description="An operator token, or a tenant key with `admin:*` that the tenant's owner created (seed "
+    "004: only the owner deletes). The subscription ends at once; the tenant's keys stop working "
+    "(404). 409 when it is already deleted.",
+)
+def delete_tenant(principal, tenant: Tenant):
+    if not principal.is_operator:
+        owner = tenants.owner_of(tenant)
+        if owner is None or principal.api_key.created_by_id != owner.id:
+            raise PermissionDenied(
+                "Only the owner deletes the account: use an API key the owner created (with admin:*), "
+                "or an operator token."
+            )
+    tenants.cancel(principal.actor(), tenant)
+    commit()
+    return schemas.TenantDeletedOut(
+        tenant_id=tenant.tenant_id,
+        status=tenant.status,
+        cancelled_at=tenant.cancelled_at,
+        message=f"{tenant.company_name} was deleted. Its members no longer have access.",
+    ).model_dump(mode="json")
+
+
+@operation(
+    "GET",
+    "/tenants/by-external-id/<external_id>",
+    auth=OPERATOR,
+    response=schemas.TenantOut,
+    tags=["operator"],
+    errors=[401, 403, 404],
+    summary="Find a tenant by the operator's own id for it (seed 003's look-up by external id)",
+)
+def get_tenant_by_external_id(principal, external_id: str):
+    tenant = tenants.find_by_external_id(external_id)
+    if tenant is None:
+        raise ApiError(404, "RESOURCE_NOT_FOUND", "Customer not found")
     return tenant_out(tenant)
 
 

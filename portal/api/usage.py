@@ -11,11 +11,11 @@ from portal.api.registry import OPERATOR, TENANT, ApiError, not_found, operation
 from portal.api.schemas import common
 from portal.api.schemas import usage as schemas
 from portal.billing.pricing import feature_specs
-from portal.errors import ValidationFailed
+from portal.errors import Conflict, ValidationFailed, json_error
 from portal.extensions import db
-from portal.infra.transactions import autocommit_statements, commit, defer
-from portal.models import Tenant, UsageEvent
-from portal.usage import entitlements, ingest
+from portal.infra.transactions import autocommit_statements, commit, defer, rollback
+from portal.models import Tenant, UsageEvent, utcnow
+from portal.usage import entitlements, ingest, limits
 from portal.usage.meters import _event_values, last_event_at, meters_by_key
 from portal.usage.periods import month_start, next_month, this_month
 from portal.usage.quotas import CHECK_PENDING_SECONDS, check_key
@@ -99,6 +99,25 @@ def _result(outcome) -> schemas.EventResultOut:
 # --- ingestion -----------------------------------------------------------------------------
 
 
+def _limit_message(states) -> str | None:
+    return " ".join(state.message for state in states) or None
+
+
+def _quota_exceeded(error: limits.LimitExceeded):
+    """Seed 000's 429 QUOTA_EXCEEDED; the wait is until the billing period (and the limit) renews."""
+    retry = max(int((error.state.period_end - utcnow()).total_seconds()), 1)
+    response = json_error(
+        429,
+        error.message,
+        error.error_code,
+        retry_after_seconds=retry,
+        feature=error.state.feature_key,
+        limit=float(error.state.limit),
+    )
+    response.headers["Retry-After"] = str(retry)
+    return response
+
+
 @operation(
     "POST",
     "/events",
@@ -113,23 +132,36 @@ def _result(outcome) -> schemas.EventResultOut:
     description="201 when stored. A repeat of an idempotency key already stored for the tenant answers 200 "
     "with `duplicate: true` and the original `event_id` (concurrent repeats store one event). "
     "`X-Idempotency-Key` overrides the body's key. Unknown tenant: 404. An event of a suspended "
-    "tenant is still recorded.",
+    "tenant is still recorded. `usageLimitExceeded` (seed 002) says the event took a feature with a "
+    "hard limit in the tenant's plan to that limit or past it. With `enforce: true` an event that "
+    "would take such a feature past its limit is refused: 429 `QUOTA_EXCEEDED` (seed 000), nothing "
+    "stored, `Retry-After` until the billing period renews.",
 )
 def post_event(principal, body: schemas.EventIn):
     raw = body.model_dump(exclude_unset=True)
+    enforce = raw.pop("enforce", False)
     header_key = request.headers.get("X-Idempotency-Key", "").strip() or None
     if header_key is not None and len(header_key) > ingest.MAX_KEY:
         raise ValidationFailed(
             f"X-Idempotency-Key is longer than {ingest.MAX_KEY} characters.", field="X-Idempotency-Key"
         )
-    _one_statement_writes()
-    outcome = ingest.ingest([raw], header_key=header_key)[0]
+    if enforce:
+        try:
+            outcome, reached = limits.ingest_within_limits(raw, header_key)
+        except limits.LimitExceeded as error:
+            rollback()
+            return _quota_exceeded(error)
+    else:
+        _one_statement_writes()
+        outcome = ingest.ingest([raw], header_key=header_key)[0]
+        reached = limits.reached([outcome]).get(outcome.index, [])
     if outcome.status == "rejected":
         if outcome.reason.startswith("unknown tenant"):
             raise ApiError(404, "RESOURCE_NOT_FOUND", f"Customer not found: {outcome.reason}.")
         raise ValidationFailed(outcome.reason[0].upper() + outcome.reason[1:] + ".", field=outcome.field)
     _defer_quota_checks([outcome])
     commit()
+    notice = schemas.LimitNoticeOut(usageLimitExceeded=bool(reached), message=_limit_message(reached))
     return dump(
         schemas.EventIngestOut(
             success=True,
@@ -138,6 +170,9 @@ def post_event(principal, body: schemas.EventIn):
             duplicate=outcome.status == "duplicate",
             tenant_id=outcome.tenant_id,
             ref=outcome.key,
+            usageLimitExceeded=notice.usageLimitExceeded,
+            message=notice.message,
+            data=notice,
         ),
         200 if outcome.status == "duplicate" else 201,
     )
@@ -154,11 +189,14 @@ def post_event(principal, body: schemas.EventIn):
     cached_auth=True,
     summary="Record up to 1,000 usage events; valid ones are stored even when others are rejected",
     description="Each event gets a result: `accepted`, `duplicate` (with the stored event's id) or "
-    "`rejected` with the reason. One INSERT for the whole batch.",
+    "`rejected` with the reason. One INSERT for the whole batch. An accepted event that feeds a "
+    "feature with a hard limit that is, after the batch, reached or exceeded has "
+    "`usageLimitExceeded: true` and a `message` (seed 002); it is recorded all the same.",
 )
 def post_event_batch(principal, body: schemas.EventBatchIn):
     _one_statement_writes()
     outcomes = ingest.ingest(body.events)
+    reached = limits.reached(outcomes)
     _defer_quota_checks(outcomes)
     commit()
     counts = {status: sum(o.status == status for o in outcomes) for status in ("accepted", "duplicate", "rejected")}
@@ -176,6 +214,8 @@ def post_event_batch(principal, body: schemas.EventBatchIn):
                 "ref": o.key,
                 "reason": o.reason,
                 "field": o.field,
+                "usageLimitExceeded": o.index in reached,
+                "message": _limit_message(reached.get(o.index, ())),
             }
             for o in outcomes
         ],
@@ -259,21 +299,61 @@ def list_events(principal, query: schemas.EventListQuery):
     return dump(schemas.EventListOut(events=[event_out(e) for e in rows], pagination=pagination))
 
 
+def _events_tenant(principal, tenant_ref: str | None) -> str | None:
+    """Whose events a request may reach: an operator names any tenant (None: every one); a
+    tenant key reaches its own only, and naming another tenant finds nothing (404)."""
+    if principal.is_operator:
+        return _tenant_id_of(tenant_ref)
+    own = principal.api_key.tenant  # columns only (may be the key cache's detached copy)
+    if own.status == "cancelled" or (tenant_ref is not None and tenant_ref not in (own.tenant_id, own.external_id)):
+        not_found("Customer")
+    return own.tenant_id
+
+
 @operation(
     "GET",
     "/events/<ref>",
-    auth=OPERATOR,
+    auth=TENANT,
+    scope=USAGE_SCOPE,
     query=schemas.EventRefQuery,
     response=schemas.EventOut,
     tags=EVENT_TAGS,
-    errors=[400, 401, 403, 404],
-    summary="Get one event by its id (or, with tenant_id, by its idempotency key)",
+    errors=[400, 401, 403, 404, 409],
+    summary="Get one event by its ref: its event id or its idempotency key",
+    description="An operator token finds any tenant's event; a tenant key only its own (another "
+    "tenant's ref: 404). Idempotency keys are unique per tenant: when an operator's ref is the key "
+    "of events of several tenants, 409 `AMBIGUOUS_REF` asks for `tenant_id`.",
 )
 def get_event(principal, ref: str, query: schemas.EventRefQuery):
-    event = ingest.find(ref, _tenant_id_of(query.tenant_id))
+    event = ingest.find(ref, _events_tenant(principal, query.tenant_id))
     if event is None:
         not_found("Event")
     return dump(event_out(event))
+
+
+@operation(
+    "DELETE",
+    "/events/<ref>",
+    auth=OPERATOR,
+    query=schemas.EventRefQuery,
+    response=schemas.EventDeletedOut,
+    tags=EVENT_TAGS,
+    errors=[400, 401, 403, 404, 409],
+    summary="Delete one event by its ref (event id or idempotency key) unless it is invoiced",
+    description="An invoiced event is kept: 409. Refs are found as by GET /events/{ref} (409 "
+    "`AMBIGUOUS_REF` when a key names events of several tenants: give `tenant_id`).",
+)
+def delete_event(principal, ref: str, query: schemas.EventRefQuery):
+    result = ingest.delete_by_refs([ref], _tenant_id_of(query.tenant_id))
+    if result.ambiguous:
+        raise ingest.AmbiguousRef(ref)
+    if result.invoiced:
+        raise Conflict(f"Event {ref} is invoiced; invoiced events are kept.")
+    if not result.deleted:
+        not_found("Event")
+    deleted = event_out(result.deleted[0])
+    commit()
+    return dump(schemas.EventDeletedOut(event=deleted, message=f"Event {deleted.event_id} deleted."))
 
 
 @operation(
@@ -285,12 +365,18 @@ def get_event(principal, ref: str, query: schemas.EventRefQuery):
     tags=EVENT_TAGS,
     errors=[400, 401, 403, 404, 415],
     summary="Delete events that are not invoiced yet; invoiced and unknown ones are reported",
+    description="Each ref is an event id or an idempotency key, of any tenant unless `tenant_id` is given. "
+    "A key that names events of several tenants is reported in `ambiguous` and kept.",
 )
 def delete_events(principal, body: schemas.DeleteByRefsIn):
     result = ingest.delete_by_refs(body.refs, _tenant_id_of(body.tenant_id))
     deleted = [event_out(event) for event in result.deleted]
     commit()
-    return dump(schemas.DeleteByRefsOut(deleted=deleted, invoiced=result.invoiced, not_found=result.not_found))
+    return dump(
+        schemas.DeleteByRefsOut(
+            deleted=deleted, invoiced=result.invoiced, not_found=result.not_found, ambiguous=result.ambiguous
+        )
+    )
 
 
 # --- usage (seed 000) ----------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """The plan catalog: the operator's file (``catalog.toml``) and the schema it must follow."""
 
+import math
 import tomllib
 from pathlib import Path
 from typing import Literal
@@ -89,6 +90,10 @@ class Criterion(BaseModel):
 
     @model_validator(mode="after")
     def _value_fits_operator(self):
+        values = self.value if isinstance(self.value, list) else [self.value]
+        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+            # JSON has no NaN or Infinity: such a filter could not even be stored.
+            raise ValueError("value must hold finite numbers only")
         if self.operator in ("exists", "not_exists"):
             return self
         if self.value is None:

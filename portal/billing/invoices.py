@@ -243,6 +243,33 @@ def attempts_of(invoice: Invoice) -> list[PaymentAttempt]:
     )
 
 
+def search(
+    tenant_id: str | None = None,
+    status: str | None = None,
+    period_from: datetime | None = None,
+    period_until: datetime | None = None,
+):
+    """The statement listing invoices of every tenant (or of ``tenant_id``), newest first, for the
+    operator: by status, and by period: starting at or after ``period_from``, ending at or
+    before ``period_until`` (callers paginate it)."""
+    if period_from is not None and period_until is not None and period_until <= period_from:
+        raise ValidationFailed("period_end must be after period_start.", field="period_end")
+    statement = select(Invoice)
+    if tenant_id is not None:
+        statement = statement.where(Invoice.tenant_id == tenant_id)
+    if status:
+        if status not in INVOICE_FILTERS:
+            raise ValidationFailed(
+                f"Unknown status {status!r}; use one of {', '.join(INVOICE_FILTERS)}.", field="status"
+            )
+        statement = statement.where(_matching(status, utcnow()))
+    if period_from is not None:
+        statement = statement.where(Invoice.period_start >= period_from)
+    if period_until is not None:
+        statement = statement.where(Invoice.period_end <= period_until)
+    return statement.order_by(Invoice.issued_at.desc(), Invoice.number.desc())
+
+
 def get_for_tenant(tenant: Tenant, invoice_id: str) -> Invoice:
     return scoped.get_for_tenant(Invoice, invoice_id, tenant, "Invoice")
 

@@ -117,14 +117,63 @@ def _set_plan(subscription: Subscription, version: PlanVersion) -> None:
     subscription.tenant.subscription_plan = version.key
 
 
-def start(actor: Actor, tenant: Tenant, plan_key: str, at: datetime | None = None) -> Subscription:
-    """Sign-up and onboarding: a trial when the plan has trial days, else the first period
-    invoiced in advance at once."""
+MAX_TRIAL_DAYS = 365
+
+
+def _first_period(version: PlanVersion, begins: datetime, trial_days: int) -> tuple[datetime, datetime]:
+    """The trial, or else the first billing period, of a subscription beginning at ``begins``."""
+    if trial_days:
+        return begins, begins + timedelta(days=trial_days)
+    return period_bounds(begins, version.interval, 0)
+
+
+def _check_start_date(subscription: Subscription | None, begins: datetime, at: datetime) -> None:
+    """A start dated back is in the past, after the previous subscription ended."""
+    if begins > at:
+        raise ValidationFailed(
+            "start_date is in the future; a subscription starts at once, or on an earlier day of its first period.",
+            field="start_date",
+        )
+    if subscription is not None and subscription.ended_at is not None and begins < subscription.ended_at:
+        raise ValidationFailed(
+            f"start_date is before the previous subscription ended ({subscription.ended_at:%Y-%m-%d %H:%M} UTC), "
+            "whose usage up to then is billed already; leave start_date out to start now.",
+            field="start_date",
+        )
+
+
+def start(
+    actor: Actor,
+    tenant: Tenant,
+    plan_key: str,
+    at: datetime | None = None,
+    *,
+    trial_days: int | None = None,
+    starts_at: datetime | None = None,
+) -> Subscription:
+    """Sign-up, onboarding, and subscribing again after a subscription ended (the plan cards,
+    POST /tenants/{id}/subscription): a trial when the plan has trial days (``trial_days``
+    overrides them; 0: none), else the first period invoiced in advance at once. ``starts_at``
+    dates the start back (the billing anchor), as long as that first period is still running."""
     at = to_second(at)
     version = plans.current_version(plan_key)
     subscription = subscription_of(tenant)
+    if tenant.status == "cancelled":
+        raise Conflict(f"{tenant.tenant_id} is deleted; a deleted account cannot subscribe.")
     if subscription is not None and subscription.status != "canceled":
         raise Conflict(f"{tenant.tenant_id} already has a subscription.")
+    trial_days = version.trial_days if trial_days is None else trial_days
+    if not 0 <= trial_days <= MAX_TRIAL_DAYS:
+        raise ValidationFailed(f"trial_days must be between 0 and {MAX_TRIAL_DAYS}.", field="trial_days")
+    begins = at if starts_at is None else to_second(starts_at)
+    if starts_at is not None:
+        _check_start_date(subscription, begins, at)
+    first_start, first_end = _first_period(version, begins, trial_days)
+    if first_end <= at:
+        raise ValidationFailed(
+            "start_date is so far back that its first period has already ended; choose a later day.",
+            field="start_date",
+        )
     if subscription is None:
         subscription = Subscription(tenant=tenant, tenant_id=tenant.tenant_id, created_at=at)
     else:
@@ -134,14 +183,12 @@ def start(actor: Actor, tenant: Tenant, plan_key: str, at: datetime | None = Non
         subscription.cancel_reason = subscription.cancel_feedback = None
         subscription.cancel_at_period_end = False
     _set_plan(subscription, version)
-    if version.trial_days:
-        trial_end = at + timedelta(days=version.trial_days)
-        subscription.status, subscription.trial_end = "trialing", trial_end
-        subscription.billing_anchor, subscription.period_index = trial_end, -1
-        subscription.current_period_start, subscription.current_period_end = at, trial_end
+    if trial_days:
+        subscription.status, subscription.trial_end = "trialing", first_end
+        subscription.billing_anchor, subscription.period_index = first_end, -1
     else:
-        subscription.status, subscription.billing_anchor, subscription.period_index = "active", at, 0
-        subscription.current_period_start, subscription.current_period_end = period_bounds(at, version.interval, 0)
+        subscription.status, subscription.billing_anchor, subscription.period_index = "active", begins, 0
+    subscription.current_period_start, subscription.current_period_end = first_start, first_end
     db.session.add(subscription)
     db.session.flush()
     if subscription.status == "active":

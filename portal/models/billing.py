@@ -8,7 +8,7 @@ from datetime import datetime
 from decimal import Decimal
 from fractions import Fraction
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Integer, Numeric, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, Numeric, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.extensions import db
@@ -141,8 +141,12 @@ class Subscription(db.Model):
 
 class Invoice(db.Model):
     __tablename__ = "invoices"
-    # A crashed, repeated or concurrent billing run can never bill a period twice.
-    __table_args__ = (UniqueConstraint("subscription_id", "kind", "period_start"),)
+    __table_args__ = (
+        # A crashed, repeated or concurrent billing run can never bill a period twice.
+        UniqueConstraint("subscription_id", "kind", "period_start"),
+        # The operator's list of every tenant's invoices, newest first, a page at a time.
+        Index("ix_invoices_issued_at_number", "issued_at", "number"),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("inv"))
     number: Mapped[str] = mapped_column(String(20), unique=True)

@@ -3,7 +3,7 @@
 import re
 from datetime import datetime
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, func, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from portal import audit
@@ -24,6 +24,12 @@ from portal.tenants.suspension import suspend as suspend
 TENANT_ID_PATTERN = re.compile(r"^[A-Za-z0-9_]{3,50}\Z")
 TENANT_ID_RULE = "tenant_id must be alphanumeric with underscores, 3-50 characters"
 METADATA_MAX_KEYS = 50
+# The operator's own id for a customer (seed 002's "bring your own customer id"): what their
+# systems already call it, so room for UUIDs, "cust_123", "auth0|abc", e-mail-like ids.
+EXTERNAL_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@|+-]{0,99}\Z")
+EXTERNAL_ID_RULE = (
+    "external_id must be 1-100 characters: letters, digits and _ . : @ | + -, starting with a letter or digit"
+)
 
 
 def suggest_tenant_id(company_name: str) -> str:
@@ -47,11 +53,67 @@ def validate_tenant_id(tenant_id: str) -> str:
 
 
 def tenant_id_taken(tenant_id: str) -> bool:
-    # Case-insensitively: "Acme" and "acme" side by side would be a phishing gift.
+    # Case-insensitively: "Acme" and "acme" side by side would be a phishing gift. Another
+    # tenant's external id is taken too: events and checks name a tenant by either.
     return (
-        db.session.execute(select(Tenant.tenant_id).where(func.lower(Tenant.tenant_id) == tenant_id.lower())).first()
+        db.session.execute(
+            select(Tenant.tenant_id).where(
+                or_(func.lower(Tenant.tenant_id) == tenant_id.lower(), Tenant.external_id == tenant_id)
+            )
+        ).first()
         is not None
     )
+
+
+def validate_external_id(external_id: str) -> str:
+    if not isinstance(external_id, str) or not EXTERNAL_ID_PATTERN.match(external_id):
+        raise ValidationFailed(EXTERNAL_ID_RULE, field="external_id")
+    return external_id
+
+
+def _check_external_id_free(external_id: str, tenant_id: str) -> None:
+    """Unique, and never another tenant's tenant_id: a reference names one tenant, by either."""
+    clash = db.session.execute(
+        select(Tenant.tenant_id).where(
+            Tenant.tenant_id != tenant_id,
+            or_(Tenant.external_id == external_id, func.lower(Tenant.tenant_id) == external_id.lower()),
+        )
+    ).first()
+    if clash is not None:
+        raise Conflict(f"external_id {external_id} already names another tenant.", field="external_id")
+
+
+def find_by_reference(reference: str) -> Tenant | None:
+    """The tenant a reference names: its tenant_id or its external id (never two tenants' ids)."""
+    if not reference or len(reference) > 100:
+        return None
+    statement = select(Tenant).where(or_(Tenant.tenant_id == reference, Tenant.external_id == reference))
+    return db.session.execute(statement.limit(1)).scalar_one_or_none()
+
+
+def find_by_external_id(external_id: str) -> Tenant | None:
+    if not external_id or len(external_id) > 100:
+        return None
+    return db.session.execute(select(Tenant).where(Tenant.external_id == external_id)).scalar_one_or_none()
+
+
+def set_external_id(actor: Actor, tenant: Tenant, external_id: str | None) -> Tenant:
+    """Give the tenant the operator's own id for it (None: none); unique, audited."""
+    if external_id is not None:
+        validate_external_id(external_id)
+        _check_external_id_free(external_id, tenant.tenant_id)
+    if tenant.external_id != external_id:
+        audit.record(
+            actor,
+            "tenant.external_id_changed",
+            tenant,
+            "tenant",
+            tenant.tenant_id,
+            changes={"external_id": {"from": tenant.external_id, "to": external_id}},
+        )
+        tenant.external_id = external_id
+        db.session.flush()
+    return tenant
 
 
 def create_tenant(
@@ -61,18 +123,24 @@ def create_tenant(
     contact_email: str | None,
     subscription_plan: str = "starter",
     subscribed_at: datetime | None = None,
+    external_id: str | None = None,
 ) -> Tenant:
     validate_tenant_id(tenant_id)
     plans.current_version(subscription_plan)  # an unknown plan is refused before anything is created
     taken = DuplicateTenantId(f"Tenant {tenant_id} already exists.", field="tenant_id")
+    if external_id is not None:
+        validate_external_id(external_id)
     if tenant_id_taken(tenant_id):
         raise taken
+    if external_id is not None:
+        _check_external_id_free(external_id, tenant_id)
     tenant = Tenant(
         tenant_id=tenant_id,
         company_name=company_name.strip(),
         contact_email=contact_email,
         subscription_plan=subscription_plan,
         metadata_json={},
+        external_id=external_id,
     )
     try:
         # Two onboardings of one tenant_id at once: the second waits on the first's row, then
@@ -82,7 +150,10 @@ def create_tenant(
             db.session.flush()
     except IntegrityError:
         raise taken from None
-    audit.record(actor, "tenant.created", tenant, "tenant", tenant_id, company_name=tenant.company_name)
+    details = {"company_name": tenant.company_name}
+    if external_id is not None:
+        details["external_id"] = external_id
+    audit.record(actor, "tenant.created", tenant, "tenant", tenant_id, **details)
     subscriptions.start(actor, tenant, subscription_plan, at=subscribed_at)
     return tenant
 

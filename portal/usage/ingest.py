@@ -10,10 +10,12 @@ from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 from sqlalchemy import select, tuple_
+from sqlalchemy.orm import aliased
 
+from portal.errors import Conflict
 from portal.extensions import db
 from portal.infra import cache as key_cache
-from portal.models import UsageEvent, utcnow
+from portal.models import Tenant, UsageEvent, utcnow
 from portal.models.base import new_id
 from portal.timezones import parse_instant
 from portal.usage import rollups
@@ -380,18 +382,51 @@ def ingest(raw_events: list, header_key: str | None = None) -> list[Outcome]:
     return store(validate(raw_events, now, header_key), now)
 
 
+class AmbiguousRef(Conflict):
+    """An idempotency key that names events of more than one tenant (keys are unique per tenant)."""
+
+    error_code = "AMBIGUOUS_REF"
+
+    def __init__(self, ref: str):
+        super().__init__(
+            f"The ref {ref!r} is the idempotency key of events of more than one tenant; "
+            "give tenant_id to say whose, or use the event's id.",
+            field="ref",
+        )
+
+
+def _by_key(ref: str, tenant_id: str | None) -> list[UsageEvent]:
+    """At most two events whose idempotency key is ``ref`` (within ``tenant_id`` when given)."""
+    if tenant_id is not None:
+        statement = select(UsageEvent).where(UsageEvent.tenant_id == tenant_id, UsageEvent.idempotency_key == ref)
+        return list(db.session.execute(statement).scalars())
+    # Keys are indexed only behind tenant_id (an index of their own would slow every
+    # ingestion): one probe of that unique index per tenant, never a scan of every event.
+    probe = aliased(UsageEvent)
+    per_tenant = (
+        select(probe.id).where(probe.tenant_id == Tenant.tenant_id, probe.idempotency_key == ref).scalar_subquery()
+    )
+    statement = (
+        select(UsageEvent)
+        .where(UsageEvent.id.in_(select(per_tenant).select_from(Tenant)))
+        .order_by(UsageEvent.tenant_id)
+        .limit(2)
+    )
+    return list(db.session.execute(statement).scalars())
+
+
 def find(ref: str, tenant_id: str | None = None) -> UsageEvent | None:
-    """An event by its id, or by its idempotency key within ``tenant_id``."""
+    """An event by its id or by its idempotency key (seed 003's ref), within ``tenant_id`` when
+    given, else of any tenant; a key that names events of several tenants raises AmbiguousRef."""
     if not ref or len(ref) > MAX_KEY or "\x00" in ref:
         return None
     event = db.session.get(UsageEvent, ref) if len(ref) <= 32 else None
     if event is not None and (tenant_id is None or event.tenant_id == tenant_id):
         return event
-    if tenant_id is None:
-        return None
-    return db.session.execute(
-        select(UsageEvent).where(UsageEvent.tenant_id == tenant_id, UsageEvent.idempotency_key == ref)
-    ).scalar_one_or_none()
+    found = _by_key(ref, tenant_id)
+    if len(found) > 1:
+        raise AmbiguousRef(ref)
+    return found[0] if found else None
 
 
 @dataclass
@@ -399,17 +434,22 @@ class DeleteResult:
     deleted: list[UsageEvent]
     invoiced: list[str]
     not_found: list[str]
+    ambiguous: list[str] = dataclass_field(default_factory=list)
 
 
 def delete_by_refs(refs: list[str], tenant_id: str | None = None) -> DeleteResult:
-    """Delete events not yet invoiced; invoiced and unknown refs are reported, not deleted."""
+    """Delete events not yet invoiced; invoiced, unknown and ambiguous refs are reported, not deleted."""
     result = DeleteResult([], [], [])
     seen = set()
     for ref in refs:
         if ref in seen:
             continue
         seen.add(ref)
-        event = find(ref, tenant_id)
+        try:
+            event = find(ref, tenant_id)
+        except AmbiguousRef:
+            result.ambiguous.append(ref)
+            continue
         if event is None:
             result.not_found.append(ref)
         elif event.invoice_id is not None:

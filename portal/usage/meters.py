@@ -19,9 +19,12 @@ from flask import current_app, g
 from sqlalchemy import event, func, select, tuple_
 from sqlalchemy.orm import Session
 
+from portal import audit
+from portal.access import Actor
 from portal.billing.catalog import MeterFilter, MeterSpec
+from portal.errors import Conflict
 from portal.extensions import db
-from portal.models import Meter, UsageEvent
+from portal.models import Meter, Plan, PlanVersion, Subscription, UsageEvent
 from portal.usage import rollups
 
 ZERO = Decimal(0)
@@ -87,6 +90,70 @@ def save_meter(spec: MeterSpec) -> Meter:
 
 def list_meters() -> list[Meter]:
     return list(db.session.execute(select(Meter).order_by(Meter.key)).scalars())
+
+
+def meters_statement():
+    """Every meter by key (the API pages it)."""
+    return select(Meter).order_by(Meter.key)
+
+
+def get_meter(key: str) -> Meter | None:
+    if not key or len(key) > 64:
+        return None
+    return db.session.execute(select(Meter).where(Meter.key == key)).scalar_one_or_none()
+
+
+def plans_measured_by(key: str) -> list[str]:
+    """The plans with a feature ``key`` in their current version or in the version a subscription
+    that has not ended is on: the meter measures what they bill or limit."""
+    live_versions = select(Subscription.plan_version_id).where(Subscription.status != "canceled")
+    plans = db.session.execute(select(Plan).order_by(Plan.key)).scalars()
+    used = {plan.key for plan in plans if plan.versions and _has_feature(plan.current_version, key)}
+    for version in db.session.execute(select(PlanVersion).where(PlanVersion.id.in_(live_versions))).scalars():
+        if _has_feature(version, key):
+            used.add(version.key)
+    return sorted(used)
+
+
+def _has_feature(version: PlanVersion, key: str) -> bool:
+    return any(isinstance(f, dict) and f.get("key") == key for f in version.features or [])
+
+
+def create_meter(actor: Actor, spec: MeterSpec) -> Meter:
+    if get_meter(spec.key) is not None:
+        raise Conflict(f"A meter with the key {spec.key} exists; change it with PATCH instead.", field="key")
+    meter = save_meter(spec)
+    audit.record(actor, "meter.created", None, "meter", meter.key, meter=_described(spec))
+    return meter
+
+
+def update_meter(actor: Actor, meter: Meter, spec: MeterSpec) -> Meter:
+    """A changed meter counts from its next read, for the whole current period (as the console's edit)."""
+    before = _described(spec_of(meter))
+    save_meter(spec)
+    after = _described(spec)
+    if before != after:
+        audit.record(actor, "meter.updated", None, "meter", meter.key, before=before, after=after)
+    return meter
+
+
+def delete_meter(actor: Actor, meter: Meter) -> None:
+    """Refused while a plan measures a feature by it (its usage would silently read as none):
+    take the feature out of the catalog first. Events are kept."""
+    plans = plans_measured_by(meter.key)
+    if plans:
+        raise Conflict(
+            f"The meter {meter.key} measures a feature of the plans {', '.join(plans)}; "
+            "remove the feature from those plans first (usage billed by it would read as none)."
+        )
+    _forget_meters()
+    audit.record(actor, "meter.deleted", None, "meter", meter.key, meter=_described(spec_of(meter)))
+    db.session.delete(meter)
+    db.session.flush()
+
+
+def _described(spec: MeterSpec) -> dict:
+    return spec.model_dump(mode="json")
 
 
 # (database, read at, meters) shared by the requests of this process; see METER_CACHE_SECONDS.

@@ -64,6 +64,22 @@ class SubscriptionOut(Out):
     scheduled_change: ScheduledChangeOut | None
 
 
+class SubscribeIn(Body):
+    plan: PlanKey = Field(description="The plan's key (GET /plans).")
+    trial_days: int | None = Field(
+        None,
+        ge=0,
+        le=365,
+        description="Days of trial; omitted: the plan's own (0: none). A tenant key may shorten the "
+        "plan's trial, not lengthen it.",
+    )
+    start_date: IsoDate | None = Field(
+        None,
+        description="YYYY-MM-DD: date the start back to that day, 00:00 UTC (the billing anchor), while its "
+        "first period (or trial) is still running and not before the previous subscription ended. Omitted: now.",
+    )
+
+
 class UpgradeIn(Body):
     new_plan: PlanKey
     # Omitted: at once. A future date schedules the change (an upgrade) for that day, 00:00 UTC.
@@ -182,6 +198,11 @@ class InvoiceOut(Out):
     line_items: list[InvoiceLineOut]
 
 
+class SubscriptionStartedOut(SubscriptionOut):
+    invoice: InvoiceOut | None = Field(description="The first period's invoice (none during a trial).")
+    message: str
+
+
 class InvoiceListOut(Out):
     invoices: list[InvoiceOut]
     pagination: Pagination
@@ -193,6 +214,30 @@ class InvoiceListQuery(PageQuery):
         description="An invoice status, or `overdue` (open and past its due date) or `failed` (open, and its "
         "last payment attempt failed); `all` (the default) lists every invoice.",
     )
+
+
+class AccountInvoiceListQuery(PageQuery):
+    tenant_id: Annotated[str, StringConstraints(max_length=100)] | None = Field(
+        None, description="Only this tenant's invoices (its tenant_id or external id)."
+    )
+    status: Literal[(*INVOICE_FILTERS, "all")] = Field(  # type: ignore[valid-type]
+        "all", description="As on a tenant's invoice list: a status, `overdue` or `failed`; `all` by default."
+    )
+    period_start: IsoDate | None = Field(
+        None, description="YYYY-MM-DD: invoices for periods starting on or after this day (00:00 UTC)."
+    )
+    period_end: IsoDate | None = Field(
+        None, description="YYYY-MM-DD: invoices for periods ending on or before this day (its last day)."
+    )
+
+
+class AccountInvoiceOut(InvoiceOut):
+    tenant_id: str
+
+
+class AccountInvoiceListOut(Out):
+    invoices: list[AccountInvoiceOut]
+    pagination: Pagination
 
 
 class PaymentAttemptOut(Out):

@@ -13,6 +13,13 @@ TenantIdStr = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_]{3,50}$")]
 MetadataKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,40}$")]
 MetadataValue = Annotated[str, StringConstraints(max_length=500)]
 PlanName = Literal["starter", "professional", "enterprise"]
+# The rule (length, characters) is the service's, which says it in words; here only a bound.
+ExternalId = Annotated[str, StringConstraints(max_length=200)]
+EXTERNAL_ID_DESCRIPTION = (
+    "The operator's own id for the tenant (seed 002's customer reference): 1-100 letters, digits and "
+    "_ . : @ | + -, unique, and not another tenant's tenant_id. Events, entitlement checks and credits "
+    "accept it wherever they take a tenant_id. Set by operator tokens only."
+)
 SuspensionReason = Literal[tuple(SUSPENSION_REASONS)]  # type: ignore[valid-type]
 
 
@@ -23,6 +30,7 @@ class OnboardIn(Body):
         None, description="Invited as the tenant's owner. Omitted: no owner invitation is sent."
     )
     subscription_plan: PlanName = "starter"
+    external_id: ExternalId | None = Field(None, description=EXTERNAL_ID_DESCRIPTION)
     # Seed 000's BigQuery switches: accepted only as false, refused with a clear message.
     force_recreate_dataset: bool = False
     force_recreate_tables: bool = False
@@ -59,12 +67,14 @@ class TenantOut(Out):
     created_at: datetime
     updated_at: datetime
     metadata: dict[str, str]
+    external_id: str | None = Field(None, description="The operator's own id for the tenant, if set.")
 
 
 class TenantPatchIn(Body):
     company_name: Name | None = None
     contact_email: EmailStr | None = None
     metadata: dict[MetadataKey, MetadataValue] | None = Field(None, max_length=50)
+    external_id: ExternalId | None = Field(None, description=EXTERNAL_ID_DESCRIPTION + " null removes it.")
 
 
 class TenantListItem(Out):
@@ -109,4 +119,11 @@ class ActivateOut(Out):
     tenant_id: str
     status: str
     activated_at: datetime
+    message: str
+
+
+class TenantDeletedOut(Out):
+    tenant_id: str
+    status: str
+    cancelled_at: datetime
     message: str

@@ -4,7 +4,7 @@ report and entitlements."""
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, StringConstraints
+from pydantic import ConfigDict, Field, StrictBool, StringConstraints
 
 from portal.api.schemas.common import (
     Body,
@@ -66,6 +66,18 @@ class EventIn(Body):
     subscriptionId: Any = _alias("Accepted and ignored (seed 001/002).")
     entitlementId: Any = _alias("Accepted and ignored (seed 002).")
     customerId: Any = _alias("Accepted and ignored (seed 002).")
+    enforce: StrictBool = Field(
+        False,
+        description="true: refuse the event (429 QUOTA_EXCEEDED, nothing stored) when it would take a "
+        "feature with a hard limit in the tenant's plan past that limit.",
+    )
+
+
+class LimitNoticeOut(Out):
+    """Seed 002's ``data`` of an ingestion."""
+
+    usageLimitExceeded: bool
+    message: str | None
 
 
 class EventIngestOut(Out):
@@ -75,6 +87,12 @@ class EventIngestOut(Out):
     duplicate: bool
     tenant_id: str
     ref: str = Field(description="The event's idempotency key.")
+    usageLimitExceeded: bool = Field(
+        description="The event took a feature with a hard limit in the tenant's plan to that limit or past "
+        "it (seed 002); the event is recorded. Further use of the feature is denied by entitlement checks."
+    )
+    message: str | None = Field(description="Which feature, and its usage against the limit.")
+    data: LimitNoticeOut = Field(description="Seed 002's place for usageLimitExceeded and message.")
 
 
 class EventBatchIn(Body):
@@ -93,11 +111,18 @@ class EventResultOut(Out):
     field: str | None
 
 
+class EventBatchResultOut(EventResultOut):
+    usageLimitExceeded: bool = Field(
+        description="After this request the event's hard-limited feature is at or past its limit (seed 002)."
+    )
+    message: str | None
+
+
 class EventBatchOut(Out):
     accepted: int
     duplicates: int
     rejected: int
-    results: list[EventResultOut]
+    results: list[EventBatchResultOut]
 
 
 class MeterValueOut(Out):
@@ -157,14 +182,16 @@ class EventListOut(Out):
 
 class EventRefQuery(Query):
     tenant_id: Annotated[str, StringConstraints(max_length=100)] | None = Field(
-        None, description="With it, ref may also be the event's idempotency key."
+        None,
+        description="The tenant (tenant_id or external id) whose event ref names; needed only when a key "
+        "names events of more than one tenant.",
     )
 
 
 class DeleteByRefsIn(Body):
     refs: list[Annotated[str, StringConstraints(min_length=1, max_length=200)]] = Field(min_length=1, max_length=1000)
     tenant_id: Annotated[str, StringConstraints(max_length=100)] | None = Field(
-        None, description="With it, refs may also be idempotency keys."
+        None, description="Only this tenant's events (tenant_id or external id)."
     )
 
 
@@ -172,6 +199,14 @@ class DeleteByRefsOut(Out):
     deleted: list[EventOut]
     invoiced: list[str] = Field(description="Refs of invoiced events: kept.")
     not_found: list[str]
+    ambiguous: list[str] = Field(
+        description="Idempotency keys of events of more than one tenant: kept; send them again with tenant_id."
+    )
+
+
+class EventDeletedOut(Out):
+    event: EventOut
+    message: str
 
 
 # --- usage (seed 000) ----------------------------------------------------------------------

@@ -1,0 +1,150 @@
+"""Meters over the API (seed 003; operator tokens): list, create, read, change and delete the
+meters that turn usage events into plan features' quantities, as the console does."""
+
+from pydantic import ValidationError
+
+from portal.api.registry import OPERATOR, ApiError, not_found, operation
+from portal.api.schemas import common
+from portal.api.schemas import meters as schemas
+from portal.billing.catalog import MeterSpec
+from portal.infra.transactions import commit
+from portal.models import Meter, utcnow
+from portal.usage import meters
+
+TAGS = ["meters"]
+KEY_RULE = "key must be a lowercase letter, then 1-63 lowercase letters, digits or underscores (e.g. pipeline_runs)"
+
+
+def meter_out(meter: Meter) -> schemas.MeterOut:
+    return schemas.MeterOut(
+        key=meter.key,
+        name=meter.name,
+        event_name=meter.event_name,
+        aggregation=meter.aggregation,
+        property=meter.property,
+        filter=meter.filter or {},
+        created_at=meter.created_at,
+        updated_at=meter.updated_at,
+    )
+
+
+def _spec(values: dict) -> MeterSpec:
+    """The meter as the catalog's schema takes it; its rules (a property for unique_count, none
+    for count, a value fitting each filter operator) answered as a 400 naming the field."""
+    try:
+        return MeterSpec.model_validate(values)
+    except ValidationError as error:
+        errors = []
+        for problem in error.errors(include_url=False, include_input=False):
+            field = ".".join(str(part) for part in problem["loc"]) or None
+            message = KEY_RULE if field == "key" else problem["msg"].removeprefix("Value error, ")
+            errors.append({"field": field, "message": message})
+        first = errors[0]
+        detail = f"{first['field']}: {first['message']}" if first["field"] else first["message"]
+        raise ApiError(400, "VALIDATION_ERROR", detail, errors) from None
+
+
+def _meter_or_404(key: str) -> Meter:
+    meter = meters.get_meter(key)
+    if meter is None:
+        not_found("Meter")
+    return meter
+
+
+@operation(
+    "GET",
+    "/meters",
+    auth=OPERATOR,
+    query=schemas.MeterListQuery,
+    response=schemas.MeterListOut,
+    tags=TAGS,
+    errors=[400, 401, 403],
+    summary="List the meters, by key (paginated)",
+)
+def list_meters(principal, query: schemas.MeterListQuery):
+    rows, pagination = common.page_of(meters.meters_statement(), query)
+    return schemas.MeterListOut(meters=[meter_out(m) for m in rows], pagination=pagination).model_dump(mode="json")
+
+
+@operation(
+    "POST",
+    "/meters",
+    auth=OPERATOR,
+    body=schemas.MeterIn,
+    response=schemas.MeterOut,
+    status=201,
+    tags=TAGS,
+    errors=[400, 401, 403, 409, 415],
+    summary="Create a meter: how a plan feature (key) is measured from events",
+    description="409 when a meter with that key exists. A meter of the catalog file is written back "
+    "by its next `catalog sync`.",
+)
+def create_meter(principal, body: schemas.MeterIn):
+    spec = _spec(body.model_dump(exclude_none=True))
+    meter = meters.create_meter(principal.actor(), spec)
+    commit()
+    return meter_out(meter).model_dump(mode="json")
+
+
+@operation(
+    "GET",
+    "/meters/<key>",
+    auth=OPERATOR,
+    response=schemas.MeterOut,
+    tags=TAGS,
+    errors=[401, 403, 404],
+    summary="Get one meter by its key",
+)
+def get_meter(principal, key: str):
+    return meter_out(_meter_or_404(key)).model_dump(mode="json")
+
+
+@operation(
+    "PATCH",
+    "/meters/<key>",
+    auth=OPERATOR,
+    body=schemas.MeterPatchIn,
+    response=schemas.MeterOut,
+    tags=TAGS,
+    errors=[400, 401, 403, 404, 415],
+    summary="Change a meter's name, event, aggregation, property or filter (the key stays)",
+    description="Usage is read through the changed meter from then on, the current period included "
+    "(events are kept, not re-read into invoices already issued).",
+)
+def update_meter(principal, key: str, body: schemas.MeterPatchIn):
+    meter = _meter_or_404(key)
+    values = meters.spec_of(meter).model_dump()
+    for field in body.model_fields_set:
+        value = getattr(body, field)
+        values[field] = ({} if value is None else value) if field == "filter" else value
+    if None in (values["name"], values["event_name"], values["aggregation"]):
+        missing = next(field for field in ("name", "event_name", "aggregation") if values[field] is None)
+        raise ApiError(
+            400, "VALIDATION_ERROR", f"{missing} cannot be null.", [{"field": missing, "message": "cannot be null"}]
+        )
+    meters.update_meter(principal.actor(), meter, _spec(values))
+    commit()
+    return meter_out(meter).model_dump(mode="json")
+
+
+@operation(
+    "DELETE",
+    "/meters/<key>",
+    auth=OPERATOR,
+    response=schemas.MeterDeletedOut,
+    tags=TAGS,
+    errors=[401, 403, 404, 409],
+    summary="Delete a meter no plan measures a feature by",
+    description="409 while a plan's current version, or the version a subscription is on, has a feature "
+    "with this key: its usage (and what is billed or limited by it) would silently read as none. Take "
+    "the feature out of the plans first. The events are kept. A meter that is in the catalog file "
+    "comes back with the next `catalog sync`.",
+)
+def delete_meter(principal, key: str):
+    meter = _meter_or_404(key)
+    deleted = meter_out(meter)
+    meters.delete_meter(principal.actor(), meter)
+    commit()
+    return schemas.MeterDeletedOut(
+        meter=deleted, deleted_at=utcnow(), message=f"Meter {deleted.key} deleted."
+    ).model_dump(mode="json")
