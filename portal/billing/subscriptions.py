@@ -7,6 +7,7 @@ travel in time; instants are truncated to whole seconds because proration is by 
 
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from fractions import Fraction
 
 from sqlalchemy import select
 
@@ -210,12 +211,32 @@ def _effective_instant(effective_date: date | datetime | None, at: datetime) -> 
     return max(instant, at)
 
 
+def _paid_time_left(subscription: Subscription, at: datetime) -> Fraction:
+    """Periods' worth of time paid for and still to come at ``at``: the rest of the current
+    period, by the second. A current period that starts after ``at`` (a billing run as of a
+    future instant used to move periods on early) has the periods before it paid for too, so
+    those count as well, the one under way by the second and each one after it whole."""
+    start, end = subscription.current_period_start, subscription.current_period_end
+    if at >= start:
+        return remaining_fraction(start, end, at)
+    interval, left, index = subscription.plan_version.interval, Fraction(1), subscription.period_index
+    # Back through the periods counted from the anchor. Before it (index -1) was a trial or a
+    # period on another interval, not paid at this price: it adds nothing.
+    while index > 0:
+        index -= 1
+        start, end = period_bounds(subscription.billing_anchor, interval, index)
+        if at >= start:
+            return left + remaining_fraction(start, end, at)
+        left += 1
+    return left
+
+
 def _proration_lines(subscription: Subscription, new: PlanVersion, at: datetime, prorate: bool) -> list[Line]:
     """Unused time of the old price credited, remaining time of the new price charged, each by
     the second and rounded once. A change of interval starts a new period at ``at`` instead."""
     old = subscription.plan_version
-    start, end = subscription.current_period_start, subscription.current_period_end
-    fraction = remaining_fraction(start, end, at)
+    end = subscription.current_period_end
+    fraction = _paid_time_left(subscription, at)
     credit = round_half_up(old.price * fraction) if prorate and subscription.status != "trialing" else 0
     lines = []
     if credit:
