@@ -13,13 +13,13 @@ from portal.billing import invoices, subscriptions
 from portal.billing.catalog import DEFAULT_CATALOG_PATH, CatalogError, load_catalog
 from portal.billing.money import format_money
 from portal.billing.plans import sync_catalog
-from portal.billing.runs import create_run, execute
+from portal.billing.runs import claim_stalled, create_run, execute, resume
 from portal.credentials.crypto import CredentialKeyError, current_keyring, generate_key, parse_keys
 from portal.credentials.services import count_by_key, rotate_batch
 from portal.errors import ServiceError
 from portal.extensions import db
 from portal.infra.queues import QUEUE_NAMES, redis_connection
-from portal.infra.transactions import commit
+from portal.infra.transactions import commit, rollback
 from portal.infra.worker import AppWorker
 from portal.invitations.services import create_invitation
 from portal.models import Membership, Tenant, utcnow
@@ -189,10 +189,29 @@ def billing_run_command(at: str | None) -> None:
         instant = instant.replace(tzinfo=UTC) if instant.tzinfo is None else instant
     run = create_run("cli", instant)
     commit()
-    run = execute(run)
+    _summarize(execute(run))
+
+
+@billing_cli.command("resume")
+@click.argument("run_id")
+def billing_resume_command(run_id: str) -> None:
+    """Resume a stalled billing run (its process died) in this process: what is still due as of
+    its instant is billed, what was billed is not billed again."""
+    try:
+        run = claim_stalled(run_id)
+        commit()
+    except ServiceError as error:
+        rollback()
+        raise click.ClickException(error.message) from None
+    _summarize(resume(run), "resumed")
+
+
+def _summarize(run, how: str = "") -> None:
+    """A finished run's figures; exit status 1 when a subscription failed."""
     totals = ", ".join(format_money(amount, currency) for currency, amount in sorted(run.totals.items())) or "nothing"
+    label = f"Billing run {run.id}{f' ({how})' if how else ''}"
     click.echo(
-        f"Billing run {run.id} as of {run.as_of.isoformat()}: {run.subscriptions_due} due, "
+        f"{label} as of {run.as_of.isoformat()}: {run.subscriptions_due} due, "
         f"{run.subscriptions_billed} billed, {run.invoices_created} invoice(s), {totals} invoiced, "
         f"{len(run.errors)} error(s)."
     )

@@ -96,6 +96,9 @@ def load_config() -> dict:
         # shared among BILLING_RUN_PROCESSES forked processes (0: one per CPU).
         "BILLING_RUN_PROCESSES": int(os.environ.get("BILLING_RUN_PROCESSES", "0")),
         "BILLING_RUN_PARALLEL_FROM": int(os.environ.get("BILLING_RUN_PARALLEL_FROM", "500")),
+        # A running billing run writes a heartbeat as it goes; one silent for this long has lost
+        # its process (killed, out of memory, host gone) and the console offers to resume it.
+        "BILLING_RUN_STALLED_AFTER_SECONDS": int(os.environ.get("BILLING_RUN_STALLED_AFTER_SECONDS", "300")),
         # Stripe (DESIGN §6, §7). Without a secret key card payment is simply unavailable.
         # STRIPE_API_BASE points the SDK at an emulator (localstripe); empty means api.stripe.com.
         "STRIPE_SECRET_KEY": os.environ.get("STRIPE_SECRET_KEY", ""),

@@ -106,9 +106,10 @@ def _issue_period_invoice(
     at: datetime,
     extra: list[Line] = (),
     actor: Actor = BILLING,
+    run_id: str | None = None,
 ) -> Invoice:
     lines = [_plan_line(subscription.plan_version, start, end), *extra]
-    return issue(subscription, "period", start, end, lines, at, actor)
+    return issue(subscription, "period", start, end, lines, at, actor, billing_run_id=run_id)
 
 
 def _set_plan(subscription: Subscription, version: PlanVersion) -> None:
@@ -304,7 +305,12 @@ def preview_change(
 
 
 def _apply_now(
-    subscription: Subscription, new: PlanVersion, at: datetime, prorate: bool, actor: Actor = BILLING
+    subscription: Subscription,
+    new: PlanVersion,
+    at: datetime,
+    prorate: bool,
+    actor: Actor = BILLING,
+    run_id: str | None = None,
 ) -> Invoice | None:
     old = subscription.plan_version
     lines = _proration_lines(subscription, new, at, prorate) if subscription.status != "trialing" else []
@@ -317,10 +323,14 @@ def _apply_now(
         # A new interval starts a new billing cycle today, anchored here.
         subscription.billing_anchor, subscription.period_index = at, 0
         subscription.current_period_start, subscription.current_period_end = period_bounds(at, new.interval, 0)
-        return issue(subscription, "period", at, subscription.current_period_end, lines, at, actor)
+        return issue(
+            subscription, "period", at, subscription.current_period_end, lines, at, actor, billing_run_id=run_id
+        )
     if not lines:
         return None
-    return issue(subscription, "proration", at, subscription.current_period_end, lines, at, actor)
+    return issue(
+        subscription, "proration", at, subscription.current_period_end, lines, at, actor, billing_run_id=run_id
+    )
 
 
 def change_plan(
@@ -433,9 +443,10 @@ def resume(actor: Actor, subscription: Subscription | None, at: datetime | None 
     return subscription
 
 
-def renew(subscription: Subscription, at: datetime) -> list[Invoice]:
+def renew(subscription: Subscription, at: datetime, run_id: str | None = None) -> list[Invoice]:
     """The billing run's step for one subscription, as of ``at``: every boundary that has
-    passed is settled in order (a run that was down for months catches up)."""
+    passed is settled in order (a run that was down for months catches up). ``run_id``: the
+    run doing it, recorded on each invoice."""
     at = to_second(at)
     issued: list[Invoice] = []
     system = BILLING
@@ -454,7 +465,7 @@ def renew(subscription: Subscription, at: datetime) -> list[Invoice]:
             # An upgrade dated inside the period (seed 000's effective_date). One to a shorter
             # interval waits for the boundary instead, like in preview_change.
             new = subscription.scheduled_plan_version
-            invoice = _apply_now(subscription, new, change_at, subscription.scheduled_change_prorate)
+            invoice = _apply_now(subscription, new, change_at, subscription.scheduled_change_prorate, run_id=run_id)
             issued += [invoice] if invoice else []
             audit.record(
                 system, "subscription.upgraded", subscription.tenant, "subscription", subscription.id, new_plan=new.key
@@ -468,7 +479,9 @@ def renew(subscription: Subscription, at: datetime) -> list[Invoice]:
             subscription.status, subscription.ended_at = "canceled", boundary
             subscription.cancel_at_period_end = False
             if arrears:
-                issued.append(issue(subscription, "period", boundary, boundary, arrears, boundary))
+                issued.append(
+                    issue(subscription, "period", boundary, boundary, arrears, boundary, billing_run_id=run_id)
+                )
                 _mark_invoiced(subscription, closed_start, boundary, issued[-1])
             audit.record(
                 system,
@@ -502,7 +515,7 @@ def renew(subscription: Subscription, at: datetime) -> list[Invoice]:
         subscription.period_index += 1
         start, end = period_bounds(subscription.billing_anchor, version.interval, subscription.period_index)
         subscription.current_period_start, subscription.current_period_end = start, end
-        issued.append(_issue_period_invoice(subscription, start, end, boundary, arrears))
+        issued.append(_issue_period_invoice(subscription, start, end, boundary, arrears, run_id=run_id))
         if arrears:
             _mark_invoiced(subscription, closed_start, boundary, issued[-1])
     return issued

@@ -170,6 +170,9 @@ class Invoice(db.Model):
     billing_name: Mapped[str] = mapped_column(String(200))
     billing_email: Mapped[str] = mapped_column(String(254))
     plan_name: Mapped[str] = mapped_column(String(100), default="")
+    # The billing run that issued it (none for sign-ups and plan changes): a run resumed after
+    # its process died counts what it had billed from here.
+    billing_run_id: Mapped[str | None] = mapped_column(ForeignKey("billing_runs.id"), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -229,6 +232,9 @@ class BillingRun(db.Model):
     errors: Mapped[list] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Written as the run goes (every few subscriptions or seconds): a running run whose heartbeat
+    # has stopped lost its process, and is shown as stalled and can be resumed.
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     @property
