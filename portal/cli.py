@@ -172,10 +172,11 @@ def sync_catalog_command(path: str | None) -> None:
     "at",
     default=None,
     metavar="ISO8601",
-    help="Bill as of this instant, e.g. 2026-01-31T00:00:00Z (default: now).",
+    help="Bill as of this instant, e.g. 2026-01-31T00:00:00Z (default: now). A future instant only "
+    "previews what would be billed, unless BILLING_TEST_CLOCK is on.",
 )
 def billing_run_command(at: str | None) -> None:
-    """Run one billing run now, in this process, and print its summary."""
+    """Run one billing run now, in this process, and print its summary (a preview for a future --at)."""
     from datetime import UTC, datetime
 
     instant = None
@@ -210,11 +211,25 @@ def _summarize(run, how: str = "") -> None:
     """A finished run's figures; exit status 1 when a subscription failed."""
     totals = ", ".join(format_money(amount, currency) for currency, amount in sorted(run.totals.items())) or "nothing"
     label = f"Billing run {run.id}{f' ({how})' if how else ''}"
-    click.echo(
-        f"{label} as of {run.as_of.isoformat()}: {run.subscriptions_due} due, "
-        f"{run.subscriptions_billed} billed, {run.invoices_created} invoice(s), {totals} invoiced, "
-        f"{len(run.errors)} error(s)."
-    )
+    if run.preview:
+        click.echo(
+            f"Preview ({label}) as of {run.as_of.isoformat()}: {run.subscriptions_due} due, would bill "
+            f"{run.subscriptions_billed}, {run.invoices_created} invoice(s), {totals}, {len(run.errors)} error(s). "
+            "Nothing was billed: the instant is in the future (BILLING_TEST_CLOCK is off)."
+        )
+        for item in run.preview_items or []:
+            click.echo(
+                f"  {item['tenant_id']} ({item['plan']}): {item['invoices']} invoice(s), "
+                f"{format_money(item['total'], item['currency'])}"
+            )
+        if run.subscriptions_billed > len(run.preview_items or []):
+            click.echo(f"  … and {run.subscriptions_billed - len(run.preview_items or [])} more")
+    else:
+        click.echo(
+            f"{label} as of {run.as_of.isoformat()}: {run.subscriptions_due} due, "
+            f"{run.subscriptions_billed} billed, {run.invoices_created} invoice(s), {totals} invoiced, "
+            f"{len(run.errors)} error(s)."
+        )
     for error in run.errors:
         click.echo(f"  {error['subscription_id']}: {error['error']}", err=True)
     if run.errors:

@@ -20,12 +20,13 @@ import jobs.billing
 from portal.billing import runs
 from portal.extensions import db
 from portal.infra.transactions import commit, rollback
-from portal.models import BillingRun, Subscription, utcnow
+from portal.models import BillingRun, Invoice, Subscription, utcnow
 from tests.billing_engine_support import (
     all_invoices,
     assert_numbers_gap_free,
     duplicate_periods,
     run_billing,
+    subscribe,
 )
 from tests.conftest import HTMX
 from tests.test_admin_billing import cell, flashes
@@ -291,3 +292,46 @@ def test_a_stalled_runs_job_requeued_from_failed_jobs_resumes_it(monkeypatch):
     clean_book, clean = clean_figures()
     assert figures(resumed) == figures(clean)
     assert snapshot(resumed_book) == snapshot(clean_book)
+
+
+@pytest.mark.usefixtures("ctx")
+def test_a_stalled_preview_starts_over_when_resumed_and_still_bills_nothing(app, monkeypatch):
+    monkeypatch.setitem(app.config, "BILLING_TEST_CLOCK", False)
+    now = utcnow()
+    book = [subscribe("starter", now - timedelta(days=20, minutes=i)) for i in range(7)]
+    invoices_before = len(all_invoices())
+    monkeypatch.setattr(runs, "PROGRESS_EVERY", 2)
+    real_renew, calls = runs.renew, []
+
+    def renew_then_die(subscription, at, **kwargs):
+        calls.append(subscription.id)
+        if len(calls) == 5:
+            raise SimulatedCrash
+        return real_renew(subscription, at, **kwargs)
+
+    monkeypatch.setattr(runs, "renew", renew_then_die)
+    preview = runs.create_run("operator", now + timedelta(weeks=5))
+    commit()
+    with pytest.raises(SimulatedCrash):
+        runs.execute(preview)
+    rollback()
+    monkeypatch.setattr(runs, "renew", real_renew)
+    assert db.session.get(BillingRun, preview.id).subscriptions_done == 4
+    silence(preview.id, minutes=10)
+
+    runs.claim_stalled(preview.id)
+    commit()
+    jobs.billing.resume_billing_run(preview.id)
+
+    resumed = db.session.get(BillingRun, preview.id, populate_existing=True)
+    assert (resumed.preview, resumed.status, resumed.subscriptions_due, resumed.subscriptions_done) == (
+        True,
+        "completed",
+        7,
+        7,
+    )
+    assert (resumed.subscriptions_billed, resumed.invoices_created, resumed.totals) == (7, 7, {"USD": 7 * 4900})
+    assert len(resumed.preview_items) == 7
+    assert len(all_invoices()) == invoices_before
+    assert all(db.session.get(Subscription, s.id).current_period_start < now for s in book)
+    assert db.session.query(Invoice).filter(Invoice.issued_at > utcnow()).count() == 0

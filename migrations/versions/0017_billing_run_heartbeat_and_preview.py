@@ -1,4 +1,4 @@
-"""billing runs: a heartbeat, and the run that issued each invoice
+"""billing runs: a heartbeat, previews of a future "as of", and the run that issued each invoice
 
 A run whose heartbeat stopped is shown as stalled and can be resumed; a resumed run counts what
 it had billed from its invoices.
@@ -21,6 +21,8 @@ depends_on = None
 
 def upgrade():
     with op.batch_alter_table('billing_runs', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('preview', sa.Boolean(), server_default=sa.false(), nullable=False))
+        batch_op.add_column(sa.Column('preview_items', sa.JSON(), nullable=True))
         batch_op.add_column(sa.Column('heartbeat_at', sa.DateTime(), nullable=True))
 
     with op.batch_alter_table('invoices', schema=None) as batch_op:
@@ -39,3 +41,5 @@ def downgrade():
 
     with op.batch_alter_table('billing_runs', schema=None) as batch_op:
         batch_op.drop_column('heartbeat_at')
+        batch_op.drop_column('preview_items')
+        batch_op.drop_column('preview')

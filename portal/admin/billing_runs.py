@@ -1,6 +1,8 @@
 """Console: start a billing run by hand, the recent runs and one run's progress, and resume a
 stalled one."""
 
+from datetime import datetime
+
 from flask import abort, current_app, flash
 from sqlalchemy import select
 
@@ -44,13 +46,16 @@ def run_billing():
         return _billing_page(form=form, status=form_errors_status())
     try:
         run = billing_runs.request_run(triggered_by=current_actor().name, at=form.as_of.data)
-        run_id = run.id
+        run_id, preview = run.id, run.preview
         commit()  # in the embedded mode the run executes right here, inline
     except ServiceError as error:
         rollback()
         flash(error.message, "error")
         return redirect_to("admin.billing")
-    flash("Billing run started.", "success")
+    if preview:
+        flash("Preview started: the “as of” instant is in the future, so nothing will be billed.", "success")
+    else:
+        flash("Billing run started.", "success")
     return redirect_to("admin.billing_run", run_id=run_id)
 
 
@@ -94,6 +99,9 @@ def billing_run(run_id: str):
         run=run,
         run_status=run_status,
         tenant_of=tenant_of,
+        preview_items=[
+            {**item, "periods_to": datetime.fromisoformat(item["periods_to"])} for item in run.preview_items or []
+        ],
         stalled_after=current_app.config["BILLING_RUN_STALLED_AFTER_SECONDS"],
     )
     # A stalled run stops polling too: nothing moves until it is resumed, and the block would

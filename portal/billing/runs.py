@@ -5,8 +5,10 @@ Safe to crash and re-run, and to run twice at once: a subscription's row is lock
 renewed, renewing moves its period forward, and the unique (subscription, kind, period_start)
 constraint refuses a second invoice for a period whatever happens.
 
-A running run writes a heartbeat as it goes; one whose heartbeat has stopped lost its process,
-is shown as stalled, and ``resume`` carries it on.
+A run "as of" a future instant is a preview unless BILLING_TEST_CLOCK is on: each subscription
+is renewed as the run would, its figures read, and its transaction rolled back, so nothing is
+billed, moved on or charged. A running run writes a heartbeat as it goes; one whose heartbeat
+has stopped lost its process, is shown as stalled, and ``resume`` carries it on.
 """
 
 import logging
@@ -39,6 +41,8 @@ log = logging.getLogger(__name__)
 PROGRESS_EVERY = 25
 HEARTBEAT_EVERY_SECONDS = 10
 MAX_RECORDED_ERRORS = 100
+# A preview lists this many of the subscriptions it would bill (its totals count them all).
+PREVIEW_ITEMS = 100
 # Subscriptions (with their tenants) read per query; each is still locked and checked alone.
 LOAD_BATCH = 100
 
@@ -54,8 +58,16 @@ def due_subscription_ids(at: datetime) -> list[str]:
     )
 
 
+def is_preview(as_of: datetime) -> bool:
+    """A run as of this instant only previews: it is in the future and there is no test clock.
+    Billing ahead of time would move live subscriptions into the future, date invoices ahead
+    and charge cards for them."""
+    return to_second(as_of) > to_second(None) and not current_app.config["BILLING_TEST_CLOCK"]
+
+
 def create_run(triggered_by: str, at: datetime | None = None) -> BillingRun:
-    run = BillingRun(as_of=to_second(at), triggered_by=triggered_by[:254], status="queued")
+    as_of = to_second(at)
+    run = BillingRun(as_of=as_of, triggered_by=triggered_by[:254], status="queued", preview=is_preview(as_of))
     db.session.add(run)
     db.session.flush()
     return run
@@ -157,16 +169,17 @@ def execute(run: BillingRun) -> BillingRun:
     per-subscription work is mostly Python, so one process leaves cores idle); each shard adds
     its figures to the run's row as it goes, so the console's progress is the sum of all.
     """
-    run_id, at = run.id, run.as_of
-    # API requests still counted in Redis become events first, so the run bills them.
-    flush()
+    run_id, at, preview = run.id, run.as_of, run.preview
+    if not preview:
+        # API requests still counted in Redis become events first, so the run bills them.
+        flush()
     run = db.session.get(BillingRun, run_id)
     now = utcnow()
     run.status, run.started_at, run.heartbeat_at = "running", now, now
     ids = due_subscription_ids(at)
     run.subscriptions_due = len(ids)
     commit()
-    return _carry_out(run_id, at, ids)
+    return _carry_out(run_id, at, preview, ids)
 
 
 def resume(run: BillingRun) -> BillingRun:
@@ -175,22 +188,29 @@ def resume(run: BillingRun) -> BillingRun:
     What is still due as of its instant is renewed; what the dead process had renewed is not
     due any more, and the unique (subscription, kind, period_start) constraint would refuse it
     anyway. Its figures are counted afresh from the invoices it issued, since its last progress
-    report may have been up to PROGRESS_EVERY subscriptions behind.
+    report may have been up to PROGRESS_EVERY subscriptions behind. A preview wrote nothing to
+    count from: it starts over.
     """
-    run_id, at = run.id, run.as_of
-    flush()
+    run_id, at, preview = run.id, run.as_of, run.preview
+    if not preview:
+        flush()
     run = db.session.get(BillingRun, run_id, with_for_update=True, populate_existing=True)
     ids = due_subscription_ids(at)
-    run.subscriptions_billed, run.invoices_created, run.totals = _issued_by(run_id)
-    # Those still due are tried again, and recorded again if they fail again.
-    still_due = set(ids)
-    run.errors = [error for error in run.errors or [] if error.get("subscription_id") not in still_due]
-    run.subscriptions_done = max(run.subscriptions_due - len(ids), 0)
-    run.subscriptions_due = run.subscriptions_done + len(ids)
+    if preview:
+        run.subscriptions_due, run.subscriptions_done = len(ids), 0
+        run.subscriptions_billed, run.invoices_created, run.totals = 0, 0, {}
+        run.errors, run.preview_items = [], []
+    else:
+        run.subscriptions_billed, run.invoices_created, run.totals = _issued_by(run_id)
+        # Those still due are tried again, and recorded again if they fail again.
+        still_due = set(ids)
+        run.errors = [error for error in run.errors or [] if error.get("subscription_id") not in still_due]
+        run.subscriptions_done = max(run.subscriptions_due - len(ids), 0)
+        run.subscriptions_due = run.subscriptions_done + len(ids)
     run.heartbeat_at = utcnow()
     commit()
     log.info("Billing run %s: resumed, %d subscriptions still due", run_id, len(ids))
-    return _carry_out(run_id, at, ids)
+    return _carry_out(run_id, at, preview, ids)
 
 
 def _issued_by(run_id: str) -> tuple[int, int, dict[str, int]]:
@@ -208,20 +228,22 @@ def _issued_by(run_id: str) -> tuple[int, int, dict[str, int]]:
     return billed, count, {currency: int(total) for currency, total in totals.items()}
 
 
-def _carry_out(run_id: str, at: datetime, ids: list[str]) -> BillingRun:
+def _carry_out(run_id: str, at: datetime, preview: bool, ids: list[str]) -> BillingRun:
     try:
-        # Expired credit is written off even for tenants with nothing to invoice today.
-        written_off = credits.write_off_expired(at, BILLING)
-        _beat(run_id)
-        commit()
-        if written_off:
-            log.info("Billing run %s: expired credit written off for %d tenants", run_id, written_off)
+        if not preview:
+            # Expired credit is written off even for tenants with nothing to invoice today.
+            written_off = credits.write_off_expired(at, BILLING)
+            _beat(run_id)
+            commit()
+            if written_off:
+                log.info("Billing run %s: expired credit written off for %d tenants", run_id, written_off)
         shards = _shards(ids)
         if len(shards) > 1:
-            _renew_in_processes(run_id, at, shards)
+            _renew_in_processes(run_id, at, preview, shards)
         else:
-            _renew_shard(run_id, at, ids)
-        _retry_failed_payments(run_id, at)
+            _renew_shard(run_id, at, preview, ids)
+        if not preview:
+            _retry_failed_payments(run_id, at)
     except Exception as error:
         # Not one subscription's failure (those are recorded and skipped) but the run's own:
         # say so in the console instead of leaving it "running" for ever, and let RQ see it.
@@ -261,24 +283,24 @@ def _shards(ids: list[str]) -> list[list[str]]:
 _forked_app = None
 
 
-def _renew_in_processes(run_id: str, at: datetime, shards: list[list[str]]) -> None:
+def _renew_in_processes(run_id: str, at: datetime, preview: bool, shards: list[list[str]]) -> None:
     global _forked_app
     _forked_app = current_app._get_current_object()
     db.session.remove()  # nothing of this session's may be shared with the children
     try:
         with ProcessPoolExecutor(len(shards), mp_context=multiprocessing.get_context("fork")) as pool:
-            for finished in [pool.submit(_renew_shard_in_child, run_id, at, shard) for shard in shards]:
+            for finished in [pool.submit(_renew_shard_in_child, run_id, at, preview, shard) for shard in shards]:
                 finished.result()
     finally:
         _forked_app = None
 
 
-def _renew_shard_in_child(run_id: str, at: datetime, ids: list[str]) -> None:
+def _renew_shard_in_child(run_id: str, at: datetime, preview: bool, ids: list[str]) -> None:
     with _forked_app.app_context():
         # The parent's pooled connections are the parent's: open our own.
         db.engine.dispose(close=False)
         try:
-            _renew_shard(run_id, at, ids)
+            _renew_shard(run_id, at, preview, ids)
         finally:
             db.session.remove()
             db.engine.dispose()
@@ -293,8 +315,15 @@ class _Tally:
     invoices: int = 0
     totals: dict[str, int] = field(default_factory=dict)
     errors: list[dict] = field(default_factory=list)
+    items: list[dict] = field(default_factory=list)
 
-    def plus(self, done: int = 1, issued: list[tuple[str, int]] = (), error: dict | None = None) -> "_Tally":
+    def plus(
+        self,
+        done: int = 1,
+        issued: list[tuple[str, int]] = (),
+        error: dict | None = None,
+        item: dict | None = None,
+    ) -> "_Tally":
         totals = dict(self.totals)
         for currency, total in issued:
             totals[currency] = totals.get(currency, 0) + total
@@ -304,6 +333,7 @@ class _Tally:
             self.invoices + len(issued),
             totals,
             [*self.errors, *([error] if error else [])],
+            [*self.items, *([item] if item and len(self.items) < PREVIEW_ITEMS else [])],
         )
 
 
@@ -330,13 +360,29 @@ def _report(run_id: str, tally: _Tally) -> None:
         totals[currency] = totals.get(currency, 0) + total
     run.totals = totals
     run.errors = [*(run.errors or []), *tally.errors][:MAX_RECORDED_ERRORS]
+    if tally.items:
+        run.preview_items = [*(run.preview_items or []), *tally.items][:PREVIEW_ITEMS]
     run.heartbeat_at = utcnow()
 
 
-def _renew_shard(run_id: str, at: datetime, ids: list[str]) -> None:
+def _preview_item(subscription: Subscription, issued: list) -> dict:
+    """One line of a preview: whom it would bill, and how much."""
+    return {
+        "subscription_id": subscription.id,
+        "tenant_id": subscription.tenant_id,
+        "plan": subscription.plan_version.name,
+        "invoices": len(issued),
+        "currency": issued[0].currency,
+        "total": sum(invoice.total for invoice in issued),
+        "periods_to": max(invoice.period_end for invoice in issued).isoformat(),
+    }
+
+
+def _renew_shard(run_id: str, at: datetime, preview: bool, ids: list[str]) -> None:
     """Each due subscription in its own transaction, the tally added to the run every
     ``PROGRESS_EVERY`` subscriptions or ``HEARTBEAT_EVERY_SECONDS`` (in that subscription's
-    transaction) and at the end."""
+    transaction) and at the end. A preview rolls every subscription's transaction back once its
+    figures are read, and reports in a transaction of its own."""
     # Each subscription is re-read under its lock and plan versions are never edited, so the
     # per-subscription commits need not expire (and re-fetch) what the session holds. The
     # versions are loaded once and kept referenced: subscriptions find theirs without a query.
@@ -353,17 +399,24 @@ def _renew_shard(run_id: str, at: datetime, ids: list[str]) -> None:
             try:
                 subscription = _lock(subscription_id, loaded.get(subscription_id))
                 issued = renew(subscription, at, run_id=run_id) if subscription is not None else []
-                for invoice in issued:
-                    charge_after_issue(invoice)  # a job after this commit: no HTTP call inside it
+                if not preview:
+                    for invoice in issued:
+                        charge_after_issue(invoice)  # a job after this commit: no HTTP call inside it
                 # Read now: after a failed commit (rolled back, so expired) they could not be.
-                tally = unreported.plus(issued=[(invoice.currency, invoice.total) for invoice in issued])
+                tally = unreported.plus(
+                    issued=[(invoice.currency, invoice.total) for invoice in issued],
+                    item=_preview_item(subscription, issued) if preview and issued else None,
+                )
+                if preview:
+                    rollback()  # nothing of it stays: no invoice, no period moved on, no credit taken
                 report = position % PROGRESS_EVERY == 0 or time.monotonic() - last_report >= HEARTBEAT_EVERY_SECONDS
                 if report:
                     _report(run_id, tally)
                     commit()
                     unreported, last_report = _Tally(), time.monotonic()
                 else:
-                    commit()
+                    if not preview:
+                        commit()
                     unreported = tally
             except Exception as error:  # one bad subscription must not stop everyone else's billing
                 rollback()

@@ -8,7 +8,7 @@ from datetime import datetime
 from decimal import Decimal
 from fractions import Fraction
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Integer, Numeric, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, ForeignKey, Integer, Numeric, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.extensions import db
@@ -223,6 +223,8 @@ class BillingRun(db.Model):
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("run"))
     as_of: Mapped[datetime] = mapped_column(UTCDateTime)
     status: Mapped[str] = mapped_column(String(20), default="queued")  # queued|running|completed|failed
+    # As of a future instant (without BILLING_TEST_CLOCK): what would be billed, nothing billed.
+    preview: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     triggered_by: Mapped[str] = mapped_column(String(254), default="")
     subscriptions_due: Mapped[int] = mapped_column(Integer, default=0)
     subscriptions_done: Mapped[int] = mapped_column(Integer, default=0)
@@ -230,6 +232,8 @@ class BillingRun(db.Model):
     invoices_created: Mapped[int] = mapped_column(Integer, default=0)
     totals: Mapped[dict] = mapped_column(JSON, default=dict)  # currency -> minor units invoiced
     errors: Mapped[list] = mapped_column(JSON, default=list)
+    # A preview's first subscriptions and what each would be invoiced (a real run's are invoices).
+    preview_items: Mapped[list | None] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Written as the run goes (every few subscriptions or seconds): a running run whose heartbeat
