@@ -65,6 +65,8 @@ def build_app(database_url: str):
             "SECRET_KEY": uuid.uuid4().hex * 2,
             "MAIL_SERVER": "",
             "RATELIMIT_ENABLED": False,
+            # AS_OF may be in the future: bill for real on this scratch database, not a preview.
+            "BILLING_TEST_CLOCK": True,
         }
     )
     with app.app_context():

@@ -4,7 +4,7 @@ from datetime import timedelta
 
 from flask import current_app
 
-from portal.billing.runs import create_run, execute
+from portal.billing.runs import claim_stalled, create_run, execute, resume, stalled
 from portal.extensions import db
 from portal.infra.queues import get_queue
 from portal.infra.transactions import commit
@@ -14,10 +14,26 @@ TICK_JOB_ID = "billing-run-tick"
 
 
 def execute_billing_run(run_id: str) -> None:
+    """Run a queued billing run; requeued after its worker died, resume it."""
     run = db.session.get(BillingRun, run_id)
     if run is None or run.finished:
         return  # already done: a redelivered job changes nothing
+    if run.status == "running":
+        if not stalled(run):
+            return  # another worker is on it
+        run = claim_stalled(run_id)
+        commit()
+        resume(run)
+        return
     execute(run)
+
+
+def resume_billing_run(run_id: str) -> None:
+    """Carry on a stalled run the console or the CLI claimed."""
+    run = db.session.get(BillingRun, run_id)
+    if run is None or run.finished:
+        return
+    resume(run)
 
 
 def billing_tick() -> None:

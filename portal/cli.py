@@ -14,13 +14,13 @@ from portal.billing import invoices, subscriptions
 from portal.billing.catalog import DEFAULT_CATALOG_PATH, CatalogError, load_catalog
 from portal.billing.money import format_money
 from portal.billing.plans import sync_catalog
-from portal.billing.runs import create_run, execute
+from portal.billing.runs import claim_stalled, create_run, execute, resume
 from portal.credentials.crypto import CredentialKeyError, current_keyring, generate_key, parse_keys
 from portal.credentials.services import count_by_key, rotate_batch
 from portal.errors import ServiceError
 from portal.extensions import db
 from portal.infra.queues import QUEUE_NAMES, redis_connection
-from portal.infra.transactions import commit
+from portal.infra.transactions import commit, rollback
 from portal.infra.worker import AppWorker
 from portal.invitations.services import create_invitation
 from portal.models import Membership, Tenant, utcnow
@@ -173,10 +173,11 @@ def sync_catalog_command(path: str | None) -> None:
     "at",
     default=None,
     metavar="ISO8601",
-    help="Bill as of this instant, e.g. 2026-01-31T00:00:00Z (default: now).",
+    help="Bill as of this instant, e.g. 2026-01-31T00:00:00Z (default: now). A future instant only "
+    "previews what would be billed, unless BILLING_TEST_CLOCK is on.",
 )
 def billing_run_command(at: str | None) -> None:
-    """Run one billing run now, in this process, and print its summary."""
+    """Run one billing run now, in this process, and print its summary (a preview for a future --at)."""
     from datetime import UTC, datetime
 
     instant = None
@@ -190,13 +191,46 @@ def billing_run_command(at: str | None) -> None:
         instant = instant.replace(tzinfo=UTC) if instant.tzinfo is None else instant
     run = create_run("cli", instant)
     commit()
-    run = execute(run)
+    _summarize(execute(run))
+
+
+@billing_cli.command("resume")
+@click.argument("run_id")
+def billing_resume_command(run_id: str) -> None:
+    """Resume a stalled billing run (its process died) in this process: what is still due as of
+    its instant is billed, what was billed is not billed again."""
+    try:
+        run = claim_stalled(run_id)
+        commit()
+    except ServiceError as error:
+        rollback()
+        raise click.ClickException(error.message) from None
+    _summarize(resume(run), "resumed")
+
+
+def _summarize(run, how: str = "") -> None:
+    """A finished run's figures; exit status 1 when a subscription failed."""
     totals = ", ".join(format_money(amount, currency) for currency, amount in sorted(run.totals.items())) or "nothing"
-    click.echo(
-        f"Billing run {run.id} as of {run.as_of.isoformat()}: {run.subscriptions_due} due, "
-        f"{run.subscriptions_billed} billed, {run.invoices_created} invoice(s), {totals} invoiced, "
-        f"{len(run.errors)} error(s)."
-    )
+    label = f"Billing run {run.id}{f' ({how})' if how else ''}"
+    if run.preview:
+        click.echo(
+            f"Preview ({label}) as of {run.as_of.isoformat()}: {run.subscriptions_due} due, would bill "
+            f"{run.subscriptions_billed}, {run.invoices_created} invoice(s), {totals}, {len(run.errors)} error(s). "
+            "Nothing was billed: the instant is in the future (BILLING_TEST_CLOCK is off)."
+        )
+        for item in run.preview_items or []:
+            click.echo(
+                f"  {item['tenant_id']} ({item['plan']}): {item['invoices']} invoice(s), "
+                f"{format_money(item['total'], item['currency'])}"
+            )
+        if run.subscriptions_billed > len(run.preview_items or []):
+            click.echo(f"  … and {run.subscriptions_billed - len(run.preview_items or [])} more")
+    else:
+        click.echo(
+            f"{label} as of {run.as_of.isoformat()}: {run.subscriptions_due} due, "
+            f"{run.subscriptions_billed} billed, {run.invoices_created} invoice(s), {totals} invoiced, "
+            f"{len(run.errors)} error(s)."
+        )
     for error in run.errors:
         click.echo(f"  {error['subscription_id']}: {error['error']}", err=True)
     if run.errors:

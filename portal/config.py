@@ -100,6 +100,12 @@ def load_config() -> dict:
         # shared among BILLING_RUN_PROCESSES forked processes (0: one per CPU).
         "BILLING_RUN_PROCESSES": int(os.environ.get("BILLING_RUN_PROCESSES", "0")),
         "BILLING_RUN_PARALLEL_FROM": int(os.environ.get("BILLING_RUN_PARALLEL_FROM", "500")),
+        # A running billing run writes a heartbeat as it goes; one silent for this long has lost
+        # its process (killed, out of memory, host gone) and the console offers to resume it.
+        "BILLING_RUN_STALLED_AFTER_SECONDS": int(os.environ.get("BILLING_RUN_STALLED_AFTER_SECONDS", "300")),
+        # Off: a run "as of" a future instant is only a preview (nothing billed). On (never in
+        # production): it really bills, moving subscriptions into the future, for test time travel.
+        "BILLING_TEST_CLOCK": _bool("BILLING_TEST_CLOCK", False),
         # Stripe (DESIGN §6, §7). Without a secret key card payment is simply unavailable.
         # STRIPE_API_BASE points the SDK at an emulator (localstripe); empty means api.stripe.com.
         "STRIPE_SECRET_KEY": os.environ.get("STRIPE_SECRET_KEY", ""),
@@ -126,6 +132,11 @@ def check_production(config: dict) -> None:
         # Without SMTP the outbox is how mail is read, live links included: fine on a laptop,
         # an account takeover for any operator in production.
         problems.append("MAIL_SERVER must be set: production sends mail by SMTP, never to the outbox")
+    if config.get("BILLING_TEST_CLOCK"):
+        # A run as of a future instant would issue future-dated invoices and charge cards for them.
+        problems.append(
+            "BILLING_TEST_CLOCK must be off: billing runs as of a future instant are previews in production"
+        )
     if not config.get("CREDENTIALS_KEYS"):
         problems.append("CREDENTIALS_KEYS must be set (generate one with `flask credentials generate-key`)")
     else:

@@ -98,6 +98,9 @@ def make_app(database_url: str, sqlite_begin: str = "BEGIN", **overrides):
         # Tests roll their transactions back behind the session's back: a meter read by one
         # test must not be reused by the next (tests/test_usage_rollups.py turns it on).
         "METER_CACHE_SECONDS": 0,
+        # The billing tests travel in time (subscriptions in 2027, runs as of months later), as
+        # staging does; tests of the production behaviour (a future run is a preview) turn it off.
+        "BILLING_TEST_CLOCK": True,
     }
     config.update(overrides)
     app = create_app(config)

@@ -301,7 +301,7 @@ def test_progress_block_polls_while_the_run_is_unfinished_and_stops_when_it_is(o
 def test_a_failing_subscription_is_listed_with_a_link_to_its_tenant(operator_client, app, tenant, monkeypatch):
     import portal.billing.runs as runs
 
-    def broken_renew(subscription, at):
+    def broken_renew(subscription, at, **_):
         raise RuntimeError("card network unreachable")
 
     monkeypatch.setattr(runs, "renew", broken_renew)

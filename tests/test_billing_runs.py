@@ -98,9 +98,9 @@ def test_a_run_killed_half_way_and_re_run_bills_exactly_what_a_clean_run_bills(m
     crashed_book = build_book()
     real_renew, calls = runs.renew, []
 
-    def renew_then_die_on_the_13th(subscription, at):
+    def renew_then_die_on_the_13th(subscription, at, **kwargs):
         calls.append(subscription.id)
-        issued = real_renew(subscription, at)
+        issued = real_renew(subscription, at, **kwargs)
         if len(calls) == 13:  # killed after renewing it, before its commit
             raise SimulatedCrash
         return issued
@@ -189,10 +189,10 @@ def test_a_period_can_never_be_invoiced_twice_even_when_asked_directly():
 def fail_for(monkeypatch, subscription_id: str, message: str = "card network down") -> None:
     real_renew = runs.renew
 
-    def renew(subscription, at):
+    def renew(subscription, at, **kwargs):
         if subscription.id == subscription_id:
             raise RuntimeError(message)
-        return real_renew(subscription, at)
+        return real_renew(subscription, at, **kwargs)
 
     monkeypatch.setattr(runs, "renew", renew)
 
@@ -248,7 +248,7 @@ def test_a_failure_after_some_periods_were_invoiced_rolls_back_that_subscription
 def test_recorded_errors_are_capped_but_every_subscription_is_attempted(monkeypatch):
     monkeypatch.setattr(runs, "MAX_RECORDED_ERRORS", 3)
     book = [subscribe("starter", T0 + timedelta(minutes=i)) for i in range(6)]
-    monkeypatch.setattr(runs, "renew", lambda subscription, at: (_ for _ in ()).throw(RuntimeError("down")))
+    monkeypatch.setattr(runs, "renew", lambda subscription, at, **_: (_ for _ in ()).throw(RuntimeError("down")))
     run = run_billing(utc(2027, 2, 11))
     assert (run.subscriptions_done, len(run.errors), run.invoices_created) == (6, 3, 0)
     assert all(reload(s).current_period_end < utc(2027, 2, 11) for s in book)
@@ -352,10 +352,10 @@ def test_a_run_shared_among_processes_bills_what_one_process_bills(committed_app
         failing = shared_book[7]
     real_renew = runs.renew
 
-    def renew_failing_one(subscription, at):
+    def renew_failing_one(subscription, at, **kwargs):
         if subscription.id == failing:
             raise ValueError("the tax service is down")
-        return real_renew(subscription, at)
+        return real_renew(subscription, at, **kwargs)
 
     monkeypatch.setattr(runs, "renew", renew_failing_one)  # inherited by the forked children
     committed_app.config.update(BILLING_RUN_PARALLEL_FROM=2, BILLING_RUN_PROCESSES=3)

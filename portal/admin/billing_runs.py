@@ -1,6 +1,9 @@
-"""Console: start a billing run by hand, the recent runs and one run's progress."""
+"""Console: start a billing run by hand, the recent runs and one run's progress, and resume a
+stalled one."""
 
-from flask import abort, flash
+from datetime import datetime
+
+from flask import abort, current_app, flash
 from sqlalchemy import select
 
 from portal.access import current_actor, operator_required
@@ -30,6 +33,7 @@ def _billing_page(form: BillingRunForm | None = None, status: int = 200):
         status=status,
         form=form or BillingRunForm(formdata=None),
         runs=billing_runs.recent_runs(),
+        status_of=billing_runs.shown_status,
     )
 
 
@@ -42,13 +46,31 @@ def run_billing():
         return _billing_page(form=form, status=form_errors_status())
     try:
         run = billing_runs.request_run(triggered_by=current_actor().name, at=form.as_of.data)
-        run_id = run.id
+        run_id, preview = run.id, run.preview
         commit()  # in the embedded mode the run executes right here, inline
     except ServiceError as error:
         rollback()
         flash(error.message, "error")
         return redirect_to("admin.billing")
-    flash("Billing run started.", "success")
+    if preview:
+        flash("Preview started: the “as of” instant is in the future, so nothing will be billed.", "success")
+    else:
+        flash("Billing run started.", "success")
+    return redirect_to("admin.billing_run", run_id=run_id)
+
+
+@bp.post("/billing/runs/<run_id>/resume")
+@operator_required
+def resume_billing_run(run_id: str):
+    """Resume a stalled run: what is still due as of its instant is billed, nothing twice."""
+    try:
+        billing_runs.request_resume(run_id)
+        commit()  # in the embedded mode the rest of the run executes right here, inline
+    except ServiceError as error:
+        rollback()
+        flash(error.message, "error")
+    else:
+        flash("Billing run resumed: the subscriptions still due are being billed.", "success")
     return redirect_to("admin.billing_run", run_id=run_id)
 
 
@@ -70,7 +92,20 @@ def billing_run(run_id: str):
         if failed_ids
         else {}
     )
-    response = render("admin/billing_run.html", "admin/_run_progress.html", run=run, tenant_of=tenant_of)
-    if run.finished and wants_fragment():
+    run_status = billing_runs.shown_status(run)
+    response = render(
+        "admin/billing_run.html",
+        "admin/_run_progress.html",
+        run=run,
+        run_status=run_status,
+        tenant_of=tenant_of,
+        preview_items=[
+            {**item, "periods_to": datetime.fromisoformat(item["periods_to"])} for item in run.preview_items or []
+        ],
+        stalled_after=current_app.config["BILLING_RUN_STALLED_AFTER_SECONDS"],
+    )
+    # A stalled run stops polling too: nothing moves until it is resumed, and the block would
+    # otherwise replace (and close) the resume confirmation under the operator's pointer.
+    if (run.finished or run_status == "stalled") and wants_fragment():
         response.status_code = HTMX_STOP_POLLING
     return response

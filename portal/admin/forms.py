@@ -60,7 +60,8 @@ class BillingRunForm(FlaskForm):
     as_of = utc_instant_field(
         "As of",
         "2026-01-31T00:00",
-        "Blank means now. Every subscription whose period ended by then is renewed and invoiced.",
+        "Blank means now. Every subscription whose period ended by then is renewed and invoiced; "
+        "a future instant only previews what would be billed (unless the test clock is on).",
         leave_blank="leave it blank for now",
     )
 

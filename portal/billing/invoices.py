@@ -84,10 +84,12 @@ def issue(
     lines: list[Line],
     at: datetime,
     actor: Actor = BILLING,
+    billing_run_id: str | None = None,
 ) -> Invoice:
     """Create an open invoice (paid at once when nothing is due, or credit covers it all). The
     unique constraint on (subscription, kind, period_start) makes a second attempt for the same
-    period fail, so credit is never applied twice to one period either."""
+    period fail, so credit is never applied twice to one period either. ``billing_run_id``: the
+    run issuing it, which counts its invoices from these rows after a crash."""
     tenant = subscription.tenant
     subtotal = sum(line.amount for line in lines)
     if subtotal < 0:
@@ -126,6 +128,7 @@ def issue(
         "billing_name": tenant.company_name,
         "billing_email": tenant.contact_email or "",
         "plan_name": subscription.plan_version.name,
+        "billing_run_id": billing_run_id,
         "created_at": now,
         "updated_at": now,
     }

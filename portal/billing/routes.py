@@ -144,8 +144,8 @@ def _quoted_instant(token: str, subscription: Subscription | None, plan: Plan) -
     at, now = datetime.fromtimestamp(quote["at"], UTC), utcnow()
     if not now - timedelta(seconds=QUOTE_MAX_AGE) <= at <= now:
         return None
-    if subscription is not None and at < subscription.current_period_start:
-        return None
+    # A renewal since the preview changed the subscription's state above. A period that starts
+    # after the quote's instant is no reason to refuse: the preview counted the time paid ahead.
     return at
 
 

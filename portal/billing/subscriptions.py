@@ -7,6 +7,7 @@ travel in time; instants are truncated to whole seconds because proration is by 
 
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from fractions import Fraction
 
 from sqlalchemy import select
 
@@ -105,9 +106,10 @@ def _issue_period_invoice(
     at: datetime,
     extra: list[Line] = (),
     actor: Actor = BILLING,
+    run_id: str | None = None,
 ) -> Invoice:
     lines = [_plan_line(subscription.plan_version, start, end), *extra]
-    return issue(subscription, "period", start, end, lines, at, actor)
+    return issue(subscription, "period", start, end, lines, at, actor, billing_run_id=run_id)
 
 
 def _set_plan(subscription: Subscription, version: PlanVersion) -> None:
@@ -257,12 +259,32 @@ def _effective_instant(effective_date: date | datetime | None, at: datetime) -> 
     return max(instant, at)
 
 
+def _paid_time_left(subscription: Subscription, at: datetime) -> Fraction:
+    """Periods' worth of time paid for and still to come at ``at``: the rest of the current
+    period, by the second. A current period that starts after ``at`` (a billing run as of a
+    future instant used to move periods on early) has the periods before it paid for too, so
+    those count as well, the one under way by the second and each one after it whole."""
+    start, end = subscription.current_period_start, subscription.current_period_end
+    if at >= start:
+        return remaining_fraction(start, end, at)
+    interval, left, index = subscription.plan_version.interval, Fraction(1), subscription.period_index
+    # Back through the periods counted from the anchor. Before it (index -1) was a trial or a
+    # period on another interval, not paid at this price: it adds nothing.
+    while index > 0:
+        index -= 1
+        start, end = period_bounds(subscription.billing_anchor, interval, index)
+        if at >= start:
+            return left + remaining_fraction(start, end, at)
+        left += 1
+    return left
+
+
 def _proration_lines(subscription: Subscription, new: PlanVersion, at: datetime, prorate: bool) -> list[Line]:
     """Unused time of the old price credited, remaining time of the new price charged, each by
     the second and rounded once. A change of interval starts a new period at ``at`` instead."""
     old = subscription.plan_version
-    start, end = subscription.current_period_start, subscription.current_period_end
-    fraction = remaining_fraction(start, end, at)
+    end = subscription.current_period_end
+    fraction = _paid_time_left(subscription, at)
     credit = round_half_up(old.price * fraction) if prorate and subscription.status != "trialing" else 0
     lines = []
     if credit:
@@ -330,7 +352,12 @@ def preview_change(
 
 
 def _apply_now(
-    subscription: Subscription, new: PlanVersion, at: datetime, prorate: bool, actor: Actor = BILLING
+    subscription: Subscription,
+    new: PlanVersion,
+    at: datetime,
+    prorate: bool,
+    actor: Actor = BILLING,
+    run_id: str | None = None,
 ) -> Invoice | None:
     old = subscription.plan_version
     lines = _proration_lines(subscription, new, at, prorate) if subscription.status != "trialing" else []
@@ -343,10 +370,14 @@ def _apply_now(
         # A new interval starts a new billing cycle today, anchored here.
         subscription.billing_anchor, subscription.period_index = at, 0
         subscription.current_period_start, subscription.current_period_end = period_bounds(at, new.interval, 0)
-        return issue(subscription, "period", at, subscription.current_period_end, lines, at, actor)
+        return issue(
+            subscription, "period", at, subscription.current_period_end, lines, at, actor, billing_run_id=run_id
+        )
     if not lines:
         return None
-    return issue(subscription, "proration", at, subscription.current_period_end, lines, at, actor)
+    return issue(
+        subscription, "proration", at, subscription.current_period_end, lines, at, actor, billing_run_id=run_id
+    )
 
 
 def change_plan(
@@ -459,9 +490,10 @@ def resume(actor: Actor, subscription: Subscription | None, at: datetime | None 
     return subscription
 
 
-def renew(subscription: Subscription, at: datetime) -> list[Invoice]:
+def renew(subscription: Subscription, at: datetime, run_id: str | None = None) -> list[Invoice]:
     """The billing run's step for one subscription, as of ``at``: every boundary that has
-    passed is settled in order (a run that was down for months catches up)."""
+    passed is settled in order (a run that was down for months catches up). ``run_id``: the
+    run doing it, recorded on each invoice."""
     at = to_second(at)
     issued: list[Invoice] = []
     system = BILLING
@@ -480,7 +512,7 @@ def renew(subscription: Subscription, at: datetime) -> list[Invoice]:
             # An upgrade dated inside the period (seed 000's effective_date). One to a shorter
             # interval waits for the boundary instead, like in preview_change.
             new = subscription.scheduled_plan_version
-            invoice = _apply_now(subscription, new, change_at, subscription.scheduled_change_prorate)
+            invoice = _apply_now(subscription, new, change_at, subscription.scheduled_change_prorate, run_id=run_id)
             issued += [invoice] if invoice else []
             audit.record(
                 system, "subscription.upgraded", subscription.tenant, "subscription", subscription.id, new_plan=new.key
@@ -494,7 +526,9 @@ def renew(subscription: Subscription, at: datetime) -> list[Invoice]:
             subscription.status, subscription.ended_at = "canceled", boundary
             subscription.cancel_at_period_end = False
             if arrears:
-                issued.append(issue(subscription, "period", boundary, boundary, arrears, boundary))
+                issued.append(
+                    issue(subscription, "period", boundary, boundary, arrears, boundary, billing_run_id=run_id)
+                )
                 _mark_invoiced(subscription, closed_start, boundary, issued[-1])
             audit.record(
                 system,
@@ -528,7 +562,7 @@ def renew(subscription: Subscription, at: datetime) -> list[Invoice]:
         subscription.period_index += 1
         start, end = period_bounds(subscription.billing_anchor, version.interval, subscription.period_index)
         subscription.current_period_start, subscription.current_period_end = start, end
-        issued.append(_issue_period_invoice(subscription, start, end, boundary, arrears))
+        issued.append(_issue_period_invoice(subscription, start, end, boundary, arrears, run_id=run_id))
         if arrears:
             _mark_invoiced(subscription, closed_start, boundary, issued[-1])
     return issued

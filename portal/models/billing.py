@@ -8,7 +8,7 @@ from datetime import datetime
 from decimal import Decimal
 from fractions import Fraction
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, Numeric, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, Numeric, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.extensions import db
@@ -178,6 +178,9 @@ class Invoice(db.Model):
     billing_name: Mapped[str] = mapped_column(String(200))
     billing_email: Mapped[str] = mapped_column(String(254))
     plan_name: Mapped[str] = mapped_column(String(100), default="")
+    # The billing run that issued it (none for sign-ups and plan changes): a run resumed after
+    # its process died counts what it had billed from here.
+    billing_run_id: Mapped[str | None] = mapped_column(ForeignKey("billing_runs.id"), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -233,6 +236,8 @@ class BillingRun(db.Model):
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("run"))
     as_of: Mapped[datetime] = mapped_column(UTCDateTime)
     status: Mapped[str] = mapped_column(String(20), default="queued")  # queued|running|completed|failed
+    # As of a future instant (without BILLING_TEST_CLOCK): what would be billed, nothing billed.
+    preview: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     triggered_by: Mapped[str] = mapped_column(String(254), default="")
     subscriptions_due: Mapped[int] = mapped_column(Integer, default=0)
     subscriptions_done: Mapped[int] = mapped_column(Integer, default=0)
@@ -240,8 +245,13 @@ class BillingRun(db.Model):
     invoices_created: Mapped[int] = mapped_column(Integer, default=0)
     totals: Mapped[dict] = mapped_column(JSON, default=dict)  # currency -> minor units invoiced
     errors: Mapped[list] = mapped_column(JSON, default=list)
+    # A preview's first subscriptions and what each would be invoiced (a real run's are invoices).
+    preview_items: Mapped[list | None] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Written as the run goes (every few subscriptions or seconds): a running run whose heartbeat
+    # has stopped lost its process, and is shown as stalled and can be resumed.
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     @property

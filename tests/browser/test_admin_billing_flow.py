@@ -85,6 +85,56 @@ def test_operator_runs_billing_and_watches_a_queued_run_finish(live_server, open
     assert console.csp_violations == []
 
 
+def test_operator_resumes_a_stalled_run_after_confirming(live_server, open_browser):
+    from datetime import timedelta
+
+    from portal.access import SYSTEM
+    from portal.billing.runs import create_run, due_subscription_ids
+    from portal.extensions import db
+    from portal.infra.transactions import commit
+    from portal.models import BillingRun, Invoice, utcnow
+    from portal.tenants.services import create_tenant
+
+    suffix = uuid.uuid4().hex[:8]
+    email, _ = make_operator_and_tenant(live_server, suffix)
+    with live_server.app.test_request_context():
+        # A tenant whose month ended ten days ago, and a run for it whose process died at once.
+        late = create_tenant(
+            SYSTEM,
+            f"late_{suffix}",
+            f"Late {suffix}",
+            f"late-{suffix}@ledger.example",
+            "starter",
+            subscribed_at=utcnow() - timedelta(days=40),
+        )
+        run = create_run(f"worker-{suffix}")
+        run.status, run.started_at = "running", utcnow() - timedelta(minutes=10)
+        run.heartbeat_at, run.subscriptions_due = run.started_at, len(due_subscription_ids(run.as_of))
+        commit()
+        run_id, late_id = run.id, late.tenant_id
+
+    page, console = open_browser()
+    sign_in(page, email)
+    page.goto(f"/admin/billing/runs/{run_id}")
+    block = page.get_by_test_id("run-progress")
+    expect(block).to_have_attribute("data-status", "stalled")
+    expect(page.get_by_test_id("run-stalled-note")).to_contain_text("the process running it has most likely died")
+    page.get_by_text("Resume…").click()
+    page.wait_for_timeout(1500)  # a polling block would have replaced (and closed) the confirmation by now
+    save_screenshot(page, "admin-billing-run-stalled.png")
+    page.get_by_role("button", name="Yes, resume").click()
+
+    expect(page.locator(".flash-success")).to_have_text(
+        "Billing run resumed: the subscriptions still due are being billed."
+    )
+    expect(block).to_have_attribute("data-status", "completed")
+    expect(page.get_by_test_id("run-stalled-note")).to_have_count(0)
+    with live_server.app.app_context():
+        assert db.session.get(BillingRun, run_id).status == "completed"
+        assert db.session.query(Invoice).filter_by(tenant_id=late_id).count() == 2
+    assert console.csp_violations == []
+
+
 def test_operator_marks_a_tenants_invoice_paid(live_server, open_browser):
     suffix = uuid.uuid4().hex[:8]
     email, tenant_id = make_operator_and_tenant(live_server, suffix)
