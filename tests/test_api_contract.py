@@ -304,3 +304,14 @@ def test_the_document_lists_the_seed_names_of_the_events_query():
     ]:
         assert by_name[seed]["in"] == "query" and by_name[seed]["schema"] == by_name[own]["schema"]
         assert f"`{own}`" in by_name[seed]["description"] and f"`{seed}`" in by_name[own]["description"]
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/api/v1/invoices?tenant_id=a%00b", "/api/v1/events?customerAlias=a%00b", "/api/v1/events?event_name=x%00"],
+)
+def test_a_nul_character_in_a_query_parameter_is_a_400_not_a_500(client, op, path):
+    response = client.get(path, headers=op)
+    assert response.status_code == 400
+    body = response.get_json()
+    assert body["error_code"] == "VALIDATION_ERROR" and "NUL character" in body["detail"]

@@ -135,6 +135,16 @@ def _parse_query(model: type[Query] | None) -> Query | None:
             raise ApiError(
                 400, "VALIDATION_ERROR", f"Send {names[0]} or {names[1]}, not both: they are the same parameter."
             )
+    for name, value in request.args.items():
+        # No value of ours holds a NUL, and PostgreSQL refuses one in any query: say so here,
+        # once for every endpoint, rather than a 500 wherever a lookup forgot to.
+        if "\x00" in value:
+            raise ApiError(
+                400,
+                "VALIDATION_ERROR",
+                f"Query parameter {_shown(name)} contains a NUL character.",
+                [{"field": name, "message": "Contains a NUL character."}],
+            )
     return _validate(model, request.args.to_dict()) if model is not None else None
 
 

@@ -85,14 +85,15 @@ def _check_external_id_free(external_id: str, tenant_id: str) -> None:
 
 def find_by_reference(reference: str) -> Tenant | None:
     """The tenant a reference names: its tenant_id or its external id (never two tenants' ids)."""
-    if not reference or len(reference) > 100:
+    # NUL: no id of ours has one, and PostgreSQL refuses it in a query (a 500, not a "not found").
+    if not reference or len(reference) > 100 or "\x00" in reference:
         return None
     statement = select(Tenant).where(or_(Tenant.tenant_id == reference, Tenant.external_id == reference))
     return db.session.execute(statement.limit(1)).scalar_one_or_none()
 
 
 def find_by_external_id(external_id: str) -> Tenant | None:
-    if not external_id or len(external_id) > 100:
+    if not external_id or len(external_id) > 100 or "\x00" in external_id:
         return None
     return db.session.execute(select(Tenant).where(Tenant.external_id == external_id)).scalar_one_or_none()
 
