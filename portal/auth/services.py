@@ -27,7 +27,7 @@ from portal.security import (
     password_needs_rehash,
     verify_password,
 )
-from portal.tenants.scoped import MAX_ID_LENGTH
+from portal.tenants.scoped import could_be_an_id
 from portal.web import public_url
 
 EMAIL_CHANGE_VALID_FOR = timedelta(hours=24)
@@ -449,7 +449,7 @@ def active_sessions(user: User) -> list[ActiveSession]:
 def own_session(user: User, session_id: str) -> UserSession:
     """One of ``user``'s sessions by id; anyone else's is not found, like one that never existed."""
     row = None
-    if isinstance(session_id, str) and 0 < len(session_id) <= MAX_ID_LENGTH and "\x00" not in session_id:
+    if could_be_an_id(session_id):
         row = db.session.execute(
             select(UserSession).where(UserSession.id == session_id, UserSession.user_id == user.id)
         ).scalar_one_or_none()

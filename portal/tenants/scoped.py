@@ -15,12 +15,17 @@ from portal.models import Tenant
 MAX_ID_LENGTH = 64
 
 
+def could_be_an_id(value) -> bool:
+    """Whether ``value`` is worth looking up at all (anything else is simply not found)."""
+    return isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH and "\x00" not in value
+
+
 def get_for_tenant(model, object_id, tenant: Tenant, what: str, *, by=None, where=()):
     """The ``model`` row of ``tenant`` whose ``by`` column (the id by default) is ``object_id``.
 
     ``where`` adds conditions a row must meet to exist for the tenant (e.g. not deleted).
     """
-    if not isinstance(object_id, str) or not object_id or len(object_id) > MAX_ID_LENGTH or "\x00" in object_id:
+    if not could_be_an_id(object_id):
         raise NotFound(f"{what} not found")
     column = model.id if by is None else by
     row = db.session.execute(

@@ -42,37 +42,35 @@
     return options;
   }
 
-  function registrationJSON(credential) {
-    var response = credential.response;
+  // The credential as JSON for the server; ``response`` holds the part that differs between
+  // making a passkey and using one.
+  function credentialJSON(credential, response) {
+    response.clientDataJSON = toBase64url(credential.response.clientDataJSON);
     return {
       id: credential.id,
       rawId: toBase64url(credential.rawId),
       type: credential.type,
       authenticatorAttachment: credential.authenticatorAttachment || null,
       clientExtensionResults: credential.getClientExtensionResults ? credential.getClientExtensionResults() : {},
-      response: {
-        clientDataJSON: toBase64url(response.clientDataJSON),
-        attestationObject: toBase64url(response.attestationObject),
-        transports: response.getTransports ? response.getTransports() : []
-      }
+      response: response
     };
+  }
+
+  function registrationJSON(credential) {
+    var response = credential.response;
+    return credentialJSON(credential, {
+      attestationObject: toBase64url(response.attestationObject),
+      transports: response.getTransports ? response.getTransports() : []
+    });
   }
 
   function assertionJSON(credential) {
     var response = credential.response;
-    return {
-      id: credential.id,
-      rawId: toBase64url(credential.rawId),
-      type: credential.type,
-      authenticatorAttachment: credential.authenticatorAttachment || null,
-      clientExtensionResults: credential.getClientExtensionResults ? credential.getClientExtensionResults() : {},
-      response: {
-        clientDataJSON: toBase64url(response.clientDataJSON),
-        authenticatorData: toBase64url(response.authenticatorData),
-        signature: toBase64url(response.signature),
-        userHandle: response.userHandle ? toBase64url(response.userHandle) : null
-      }
-    };
+    return credentialJSON(credential, {
+      authenticatorData: toBase64url(response.authenticatorData),
+      signature: toBase64url(response.signature),
+      userHandle: response.userHandle ? toBase64url(response.userHandle) : null
+    });
   }
 
   // What a person reads when it does not work, by the DOMException the browser raised.
