@@ -1,10 +1,14 @@
-"""The audit log: every change records who did what to which object, when, from where."""
+"""The audit log: every change records who did what to which object, when, from where.
+
+The changes a tenant's webhooks announce are audited changes, so each is handed on to the
+webhook outbox here, in the same transaction (``portal.webhooks.catalog.FROM_AUDIT``)."""
 
 from sqlalchemy import insert
 
 from portal.access import Actor
 from portal.extensions import db
 from portal.models import AuditEvent, Tenant, utcnow
+from portal.webhooks import outbox
 
 
 def _values(
@@ -32,6 +36,8 @@ def record(
 ) -> AuditEvent:
     event = AuditEvent(**_values(actor, action, tenant, target_type, target_id, details))
     db.session.add(event)
+    # The change's webhook event, if it has one, in the same transaction as the change.
+    outbox.emit_for_audit(action, tenant.tenant_id if tenant else None, target_type, target_id, details)
     return event
 
 
@@ -48,6 +54,7 @@ def record_now(
     db.session.connection().execute(
         _INSERT, {**_values(actor, action, tenant, target_type, target_id, details), "created_at": utcnow()}
     )
+    outbox.emit_for_audit(action, tenant.tenant_id if tenant else None, target_type, target_id, details)
 
 
 # Built once, as its cache key is; inline: no RETURNING of the new id, which nobody reads.

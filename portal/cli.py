@@ -6,6 +6,7 @@ from flask.cli import AppGroup
 
 from jobs.billing import schedule_tick
 from jobs.usage import FLUSH_EVERY_SECONDS, schedule_flush
+from jobs.webhooks import deliver, sweep
 from portal.access import SYSTEM, Actor
 from portal.api_keys.services import create_key
 from portal.auth.services import create_user, find_user_by_email, normalize_email
@@ -19,7 +20,7 @@ from portal.credentials.crypto import CredentialKeyError, current_keyring, gener
 from portal.credentials.services import count_by_key, rotate_batch
 from portal.errors import ServiceError
 from portal.extensions import db
-from portal.infra.queues import QUEUE_NAMES, redis_connection
+from portal.infra.queues import QUEUE_NAMES, queue_name, redis_connection
 from portal.infra.transactions import commit, rollback
 from portal.infra.worker import AppWorker
 from portal.invitations.services import create_invitation
@@ -28,6 +29,7 @@ from portal.tenants.services import create_tenant
 from portal.usage.api_request_events import flush
 from portal.usage.meters import sync_meters
 from portal.usage.rollups import rebuild
+from portal.webhooks import delivery as webhook_delivery
 
 operator_cli = AppGroup("operator", help="Operator (SaaS staff) accounts.")
 demo_cli = AppGroup("demo", help="Demo data for the embedded mode.")
@@ -35,6 +37,7 @@ credentials_cli = AppGroup("credentials", help="The cloud credentials vault's en
 catalog_cli = AppGroup("catalog", help="The plan catalog.")
 billing_cli = AppGroup("billing", help="Billing runs.")
 usage_cli = AppGroup("usage", help="Usage metering.")
+webhooks_cli = AppGroup("webhooks", help="Outbound webhooks.")
 
 DEMO_PASSWORD = "demo portal passphrase"  # noqa: S105 - published demo sign-in
 DEMO_OPERATOR = ("operator@example.com", "operator console passphrase")
@@ -131,12 +134,15 @@ def run_worker(burst: bool) -> None:
     if current_app.config["JOBS_INLINE"]:
         raise click.ClickException("Jobs run inline in this configuration; set REDIS_URL to use a worker.")
     connection = redis_connection()
-    queues = [Queue(name, connection=connection) for name in QUEUE_NAMES]
+    queues = [Queue(queue_name(name), connection=connection) for name in QUEUE_NAMES]
     interval = current_app.config["BILLING_RUN_INTERVAL_SECONDS"]
     if interval > 0 and not burst:
         schedule_tick(min(interval, 60))  # the first run soon after start, then every interval
     if not burst:
         schedule_flush(FLUSH_EVERY_SECONDS)
+    # Deliveries committed while no worker ran (or whose worker died mid-attempt) go out first;
+    # then every 30 s the sweep looks again.
+    sweep(grace_seconds=0, reschedule=not burst)
     AppWorker(queues, connection=connection).work(burst=burst, with_scheduler=True)
 
 
@@ -297,7 +303,21 @@ def generate_credentials_key() -> None:
     click.echo(f"(key id {parse_keys(key).primary_id})", err=True)
 
 
+@webhooks_cli.command("retry-due")
+def webhooks_retry_due() -> None:
+    """Attempt every webhook delivery whose retry is due, here and now (the embedded mode has
+    no worker to do it)."""
+    ids = webhook_delivery.due()
+    commit()
+    states = [deliver(delivery_id) for delivery_id in ids]
+    click.echo(
+        f"{len(ids)} due: {states.count('succeeded')} delivered, {states.count('pending')} to retry later, "
+        f"{states.count('failed')} failed for good."
+    )
+
+
 def register_cli(app) -> None:
+    app.cli.add_command(webhooks_cli)
     app.cli.add_command(operator_cli)
     app.cli.add_command(demo_cli)
     app.cli.add_command(credentials_cli)

@@ -47,6 +47,8 @@ def load_config() -> dict:
         # dropped connection is replaced, not served an error); one in steady use is not.
         "DATABASE_PING_IDLE_SECONDS": float(os.environ.get("DATABASE_PING_IDLE_SECONDS", "10")),
         "REDIS_URL": os.environ.get("REDIS_URL", ""),
+        # Put before every RQ queue's name: deployments sharing one Redis keep their jobs apart.
+        "RQ_QUEUE_PREFIX": os.environ.get("RQ_QUEUE_PREFIX", ""),
         # Per-process cache of API key lookups for reads, invalidated through Redis at once;
         # this is only its safety-net lifetime. Needs REDIS_URL; 0 turns it off.
         "API_KEY_CACHE_SECONDS": int(os.environ.get("API_KEY_CACHE_SECONDS", "30")),
@@ -116,6 +118,23 @@ def load_config() -> dict:
         # Days after the first failed payment on which it is tried again; after the last one
         # fails the subscription is unpaid and the tenant suspended (payment_failed).
         "DUNNING_RETRY_DAYS": os.environ.get("DUNNING_RETRY_DAYS", "3,5,7"),
+        # Outbound webhooks (portal/webhooks/). Plain http:// endpoints are refused in production;
+        # endpoints resolving to loopback, private, link-local or metadata addresses are refused
+        # (at creation and at every delivery) unless their host or address is in this allow-list
+        # of names, addresses and networks: empty in production, this machine outside it.
+        "WEBHOOK_REQUIRE_HTTPS": _bool("WEBHOOK_REQUIRE_HTTPS", env == "production"),
+        "WEBHOOK_ALLOWED_HOSTS": os.environ.get(
+            "WEBHOOK_ALLOWED_HOSTS", "" if env == "production" else "localhost,127.0.0.0/8,::1"
+        ),
+        # A delivery is a success when the endpoint answers 2xx within this many seconds.
+        "WEBHOOK_TIMEOUT_SECONDS": float(os.environ.get("WEBHOOK_TIMEOUT_SECONDS", "10")),
+        # Seconds between attempts after a failure: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h (~28 h).
+        "WEBHOOK_RETRY_SCHEDULE": os.environ.get("WEBHOOK_RETRY_SCHEDULE", "5,300,1800,7200,18000,36000,36000"),
+        # An endpoint whose every attempt failed for this long is disabled and its admins emailed.
+        "WEBHOOK_DISABLE_AFTER_DAYS": float(os.environ.get("WEBHOOK_DISABLE_AFTER_DAYS", "5")),
+        "WEBHOOK_MAX_ENDPOINTS": int(os.environ.get("WEBHOOK_MAX_ENDPOINTS", "10")),
+        # How often the worker looks for deliveries whose job was lost (a crash after the commit).
+        "WEBHOOK_SWEEP_SECONDS": float(os.environ.get("WEBHOOK_SWEEP_SECONDS", "30")),
     }
 
 

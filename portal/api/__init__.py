@@ -6,7 +6,19 @@ from flask import current_app, g, request
 from flask.sessions import SecureCookieSessionInterface
 from sqlalchemy import select
 
-from portal.api import billing, credentials, credits, invitations, keys, members, meters, openapi, tenants, usage  # noqa: F401  (they register their operations on bp)
+from portal.api import (  # noqa: F401  (they register their operations on bp)
+    billing,
+    credentials,
+    credits,
+    invitations,
+    keys,
+    members,
+    meters,
+    openapi,
+    tenants,
+    usage,
+    webhooks,
+)
 from portal.api.principal import current_principal
 from portal.api.registry import bp
 from portal.extensions import csrf, db, limiter

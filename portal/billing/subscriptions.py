@@ -23,6 +23,7 @@ from portal.extensions import db
 from portal.models import CANCELLATION_REASONS, Invoice, PlanVersion, Subscription, Tenant, UsageEvent, utcnow
 from portal.usage.meters import meters_by_key
 from portal.usage.services import value_of
+from portal.webhooks import outbox
 
 
 def to_second(at: datetime | None) -> datetime:
@@ -565,6 +566,7 @@ def renew(subscription: Subscription, at: datetime, run_id: str | None = None) -
         issued.append(_issue_period_invoice(subscription, start, end, boundary, arrears, run_id=run_id))
         if arrears:
             _mark_invoiced(subscription, closed_start, boundary, issued[-1])
+        outbox.emit_about(subscription.tenant_id, "subscription.renewed", "subscription", subscription.id)
     return issued
 
 

@@ -10,7 +10,7 @@ import hashlib
 from flask import current_app
 from rq import Queue, Retry
 
-QUEUE_NAMES = ("default", "email")
+QUEUE_NAMES = ("default", "email", "webhooks")
 
 
 def redis_connection():
@@ -29,9 +29,14 @@ def redis_connection():
     return ext["portal_redis"]
 
 
+def queue_name(name: str) -> str:
+    """``RQ_QUEUE_PREFIX`` + name: deployments (or test runs) sharing one Redis keep apart."""
+    return current_app.config.get("RQ_QUEUE_PREFIX", "") + name
+
+
 def get_queue(name: str = "default") -> Queue:
     inline = current_app.config["JOBS_INLINE"]
-    return Queue(name, connection=redis_connection(), is_async=not inline)
+    return Queue(queue_name(name), connection=redis_connection(), is_async=not inline)
 
 
 def enqueue(job: str, args: tuple, queue: str = "default", retries: int = 3, timeout: int = 120) -> None:

@@ -25,8 +25,14 @@ from portal.models.throttle import SignInThrottle
 from portal.models.two_factor import Passkey, RecoveryCode, UserTwoFactor, has_second_factor
 from portal.models.usage import AGGREGATIONS, Meter, QuotaNotice, UsageEvent, UsageRollup
 from portal.models.user import INVITABLE_ROLES, ROLES, EmailChange, Membership, PasswordReset, User, UserSession
+from portal.models.webhooks import DELIVERY_STATES, WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
 
 __all__ = [
+    "DELIVERY_STATES",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookEndpoint",
+    "WebhookEvent",
     "AGGREGATIONS",
     "Meter",
     "QuotaNotice",

@@ -1,6 +1,7 @@
 """Quota notices: at 90 % and at 100 % of a feature's quota in a period, the tenant's owner and
-admins get one email each (a unique row per tenant, feature, period and threshold makes it
-once, even when two ingestions cross the line together)."""
+admins get one email each, and the tenant's webhook endpoints ``quota.approaching_limit`` or
+``quota.exceeded`` (a unique row per tenant, feature, period and threshold makes it once, even
+when two ingestions cross the line together)."""
 
 import logging
 from decimal import Decimal
@@ -15,6 +16,7 @@ from portal.models.base import new_id, utcnow
 from portal.usage.ingest import _insert_statement_for
 from portal.usage.periods import current_period
 from portal.usage.services import FeatureUsage, feature_usage, subscription_for
+from portal.webhooks import outbox
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +31,6 @@ def check_key(tenant_id: str) -> str:
 
 
 NOTIFIED_ROLES = ("owner", "admin")
-
-
-def send_quota_webhook(tenant_id: str, event_type: str, data: dict) -> None:
-    """Outbound webhooks (a later issue) deliver seed 000's ``quota.approaching_limit`` and
-    ``quota.exceeded`` from here; until they exist there is nobody to tell."""
 
 
 def _claim(tenant_id: str, usage: FeatureUsage, period_start, threshold: int) -> bool:
@@ -85,12 +82,12 @@ def check_quotas(tenant_id: str) -> list[tuple[str, int]]:
         if not new:
             continue
         threshold = max(new)
-        _notify(tenant, usage, threshold, end)
+        _notify(tenant, usage, threshold, start, end)
         sent.append((usage.key, threshold))
     return sent
 
 
-def _notify(tenant: Tenant, usage: FeatureUsage, threshold: int, resets_at) -> None:
+def _notify(tenant: Tenant, usage: FeatureUsage, threshold: int, period_start, resets_at) -> None:
     exceeded = threshold >= 100
     subject = f"{usage.name}: quota reached" if exceeded else f"{usage.name}: {threshold}% of your quota used"
     for email in _recipients(tenant.tenant_id):
@@ -105,7 +102,7 @@ def _notify(tenant: Tenant, usage: FeatureUsage, threshold: int, resets_at) -> N
             resets_at=resets_at,
             company=tenant.company_name,
         )
-    send_quota_webhook(
+    outbox.emit(
         tenant.tenant_id,
         "quota.exceeded" if exceeded else "quota.approaching_limit",
         {
@@ -113,6 +110,9 @@ def _notify(tenant: Tenant, usage: FeatureUsage, threshold: int, resets_at) -> N
             "usage_percentage": usage.percent,
             "used": float(usage.used),
             "quota": float(usage.quota),
+            "unit": usage.unit_label,
+            "period_start": period_start.isoformat(),
+            "period_end": resets_at.isoformat(),
         },
     )
     log.info("Quota notice %s%% for %s of %s", threshold, usage.key, tenant.tenant_id)
