@@ -81,6 +81,7 @@ def _register_blueprints(app: Flask) -> None:
     from portal.settings.routes import bp as settings_bp
     from portal.team.routes import bp as team_bp
     from portal.usage.routes import bp as usage_bp
+    from portal.webhooks.routes import bp as outbound_webhooks_bp
 
     for blueprint in (
         main_bp,
@@ -95,6 +96,7 @@ def _register_blueprints(app: Flask) -> None:
         activity_bp,
         admin_bp,
         webhooks_bp,
+        outbound_webhooks_bp,
     ):
         app.register_blueprint(blueprint)
 

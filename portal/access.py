@@ -21,6 +21,7 @@ PERMISSIONS: dict[str, set[str]] = {
     "billing.manage": {"owner", "admin"},
     "keys.manage": {"owner", "admin", "developer"},
     "credentials.manage": {"owner", "admin", "developer"},
+    "webhooks.manage": {"owner", "admin"},
     "two_factor.require": {"owner"},
 }
 

@@ -14,6 +14,7 @@ from portal.admin import (  # noqa: F401  (they register their routes on bp)
     tenants,
     tokens,
     two_factor,
+    webhooks,
 )
 from portal.admin.blueprint import bp
 
