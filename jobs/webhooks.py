@@ -14,15 +14,12 @@ from portal.webhooks.outbox import DELIVERY_JOB, QUEUE
 
 def deliver(delivery_id: str, trigger: str = "automatic") -> str | None:
     """One attempt of one delivery; returns its state afterwards (None: not ours to attempt)."""
-    claimed = delivery.claim(delivery_id)
-    commit()
-    if not claimed:
+    prepared = delivery.claim(delivery_id)
+    commit()  # the claim holds; no transaction stays open during the request
+    if prepared is None:
         return None
-    prepared = delivery.prepare(delivery_id)
-    commit()  # prepare only read: no transaction stays open during the request
     outcome = delivery.send(prepared)
-    result = delivery.record(delivery_id, outcome, trigger)
-    state, retry_at = result.state, result.next_attempt_at
+    state, retry_at = delivery.record(prepared, outcome, trigger)
     commit()
     if state == "pending" and retry_at is not None and not current_app.config["JOBS_INLINE"]:
         # Inline (embedded) there is no scheduler: `flask webhooks retry-due` sends what is due.

@@ -274,19 +274,19 @@ def test_after_the_last_retry_the_delivery_fails_and_five_failing_days_disable_t
         schedule = [int(s) for s in app.config["WEBHOOK_RETRY_SCHEDULE"].split(",")]
         assert sum(schedule) / 3600 == pytest.approx(28, abs=0.5)  # about 28 hours in all
         for _ in schedule:
-            delivery = db.session.get(WebhookDelivery, delivery_id)
+            delivery = db.session.get(WebhookDelivery, delivery_id, populate_existing=True)
             delivery.next_attempt_at = utcnow()
             db.session.commit()
             state = deliver(delivery_id)
         assert state == "failed"
-        assert db.session.get(WebhookDelivery, delivery_id).attempt_count == len(schedule) + 1
-        endpoint = db.session.get(WebhookEndpoint, webhook_id)
+        assert db.session.get(WebhookDelivery, delivery_id, populate_existing=True).attempt_count == len(schedule) + 1
+        endpoint = db.session.get(WebhookEndpoint, webhook_id, populate_existing=True)
         assert endpoint.enabled  # failing, but not for five days yet
         endpoint.failing_since = utcnow() - timedelta(days=5, minutes=1)
         db.session.commit()
     in_request(app, lambda: send_test(SYSTEM, tenant, db.session.get(WebhookEndpoint, webhook_id)))
     with app.test_request_context():
-        endpoint = db.session.get(WebhookEndpoint, webhook_id)
+        endpoint = db.session.get(WebhookEndpoint, webhook_id, populate_existing=True)
         assert not endpoint.enabled
         assert "failed for 5 days" in endpoint.disabled_reason
         told = (

@@ -1,21 +1,21 @@
 """Attempting deliveries: claim, send, record, retry with backoff, give up, disable.
 
-A delivery is attempted by ``jobs.webhooks.deliver`` in three steps, each the job's own
-transaction: ``claim`` (the row is locked for the length of an attempt, so two workers never
-send it at once), ``send`` (the HTTP request, outside any transaction), ``record`` (the
-attempt, the outcome, the next retry). Receivers may still see a delivery twice (a worker
+A delivery is attempted by ``jobs.webhooks.deliver`` in three steps: ``claim`` (the row is
+held for the length of an attempt, so two workers never send it at once, and what to send is
+read; a transaction of its own), ``send`` (the HTTP request, outside any transaction),
+``record`` (the attempt, the outcome, the next retry; another transaction). Receivers may still see a delivery twice (a worker
 killed after the request, before the record): they dedupe on ``webhook-id``, the event id."""
 
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import or_, select, update
+from sqlalchemy import insert, or_, select, update
 
 from portal.extensions import db
 from portal.mail import send_email
-from portal.models import Membership, Tenant, User, WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from portal.models import Membership, Tenant, User, WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
 from portal.models.base import utcnow
 from portal.webhooks import signing, urls
 
@@ -36,41 +36,55 @@ def _lock_seconds() -> float:
     return current_app.config["WEBHOOK_TIMEOUT_SECONDS"] + 10
 
 
-def claim(delivery_id: str) -> bool:
-    """Take the delivery for one attempt if it is pending, due and nobody else has it."""
-    now = utcnow()
-    table = WebhookDelivery.__table__
-    result = db.session.execute(
-        update(table)
-        .where(
-            table.c.id == delivery_id,
-            table.c.state == "pending",
-            table.c.next_attempt_at <= now + timedelta(seconds=1),
-            or_(table.c.locked_until.is_(None), table.c.locked_until < now),
-        )
-        .values(locked_until=now + timedelta(seconds=_lock_seconds()))
-    )
-    return result.rowcount == 1
-
-
 @dataclass
 class Prepared:
+    """A claimed delivery and what to send, read in the claim's transaction so that none stays
+    open during the request."""
+
     delivery_id: str
+    endpoint_id: str
+    attempt_number: int
     url: str | None
     body: bytes
     headers: dict
+    failing_since: datetime | None = None
     skip_reason: str | None = None
 
 
-def prepare(delivery_id: str) -> Prepared:
-    """What to send, read before the request so that no transaction stays open during it."""
-    delivery = db.session.get(WebhookDelivery, delivery_id, populate_existing=True)
-    endpoint = delivery.endpoint
-    body = delivery.event.body.encode()
+_DELIVERIES = WebhookDelivery.__table__
+_ENDPOINTS = WebhookEndpoint.__table__
+_EVENTS = WebhookEvent.__table__
+_ATTEMPTS = WebhookAttempt.__table__
+
+
+def claim(delivery_id: str) -> Prepared | None:
+    """Take the delivery for one attempt if it is pending, due and nobody else has it (one
+    UPDATE: of two workers, one wins), and read what to send. None: not ours to attempt."""
+    now = utcnow()
+    claimed = db.session.execute(
+        update(_DELIVERIES)
+        .where(
+            _DELIVERIES.c.id == delivery_id,
+            _DELIVERIES.c.state == "pending",
+            _DELIVERIES.c.next_attempt_at <= now + timedelta(seconds=1),
+            or_(_DELIVERIES.c.locked_until.is_(None), _DELIVERIES.c.locked_until < now),
+        )
+        .values(locked_until=now + timedelta(seconds=_lock_seconds()))
+        .returning(_DELIVERIES.c.endpoint_id, _DELIVERIES.c.event_id, _DELIVERIES.c.attempt_count)
+    ).first()
+    if claimed is None:
+        return None
+    endpoint_id, event_id, attempts = claimed
+    endpoint, body = db.session.execute(
+        select(WebhookEndpoint, _EVENTS.c.body).where(WebhookEndpoint.id == endpoint_id, _EVENTS.c.id == event_id)
+    ).one()
+    body = body.encode()
+    prepared = Prepared(delivery_id, endpoint_id, attempts + 1, endpoint.url, body, {}, endpoint.failing_since)
     if not endpoint.enabled:
-        return Prepared(delivery_id, None, body, {}, "Not sent: the endpoint is disabled.")
-    signed = signing.headers(delivery.event_id, body, signing.signing_secrets(endpoint))
-    return Prepared(delivery_id, endpoint.url, body, signed)
+        prepared.url, prepared.skip_reason = None, "Not sent: the endpoint is disabled."
+    else:
+        prepared.headers = signing.headers(event_id, body, signing.signing_secrets(endpoint))
+    return prepared
 
 
 def send(prepared: Prepared) -> urls.Outcome:
@@ -79,46 +93,65 @@ def send(prepared: Prepared) -> urls.Outcome:
     return urls.post(prepared.url, prepared.body, prepared.headers, current_app.config)
 
 
-def record(delivery_id: str, outcome: urls.Outcome, trigger: str = "automatic") -> WebhookDelivery:
-    """Store the attempt and decide what comes next; returns the delivery."""
+def record(prepared: Prepared, outcome: urls.Outcome, trigger: str = "automatic") -> tuple[str, datetime | None]:
+    """Store the attempt and decide what comes next: (state, next attempt). A few plain
+    statements, no object loading: this runs once per attempt, at hundreds a second."""
     now = utcnow()
-    delivery = db.session.get(WebhookDelivery, delivery_id, populate_existing=True)
-    endpoint = delivery.endpoint
-    delivery.attempt_count += 1
-    db.session.add(
-        WebhookAttempt(
-            delivery_id=delivery.id,
-            number=delivery.attempt_count,
-            attempted_at=now,
-            status_code=outcome.status_code,
-            latency_ms=outcome.latency_ms,
-            response_excerpt=outcome.excerpt,
-            error=outcome.error,
-            trigger=trigger,
+    number = prepared.attempt_number
+    skipped = prepared.skip_reason is not None
+    db.session.execute(
+        insert(_ATTEMPTS),
+        {
+            "delivery_id": prepared.delivery_id,
+            "number": number,
+            "attempted_at": now,
+            "status_code": outcome.status_code,
+            "latency_ms": outcome.latency_ms,
+            "response_excerpt": outcome.excerpt,
+            "error": outcome.error,
+            "trigger": trigger,
+        },
+    )
+    schedule = retry_schedule()
+    if outcome.succeeded:
+        state, next_at, finished = "succeeded", None, now
+    elif skipped or number > len(schedule):
+        state, next_at, finished = "failed", None, now
+    else:
+        state, next_at, finished = "pending", now + timedelta(seconds=schedule[number - 1]), None
+    db.session.execute(
+        update(_DELIVERIES)
+        .where(_DELIVERIES.c.id == prepared.delivery_id)
+        .values(
+            attempt_count=number,
+            last_status_code=outcome.status_code,
+            last_latency_ms=outcome.latency_ms,
+            last_error=outcome.error or (None if outcome.succeeded else f"HTTP {outcome.status_code}"),
+            locked_until=None,
+            state=state,
+            next_attempt_at=next_at,
+            finished_at=finished,
         )
     )
-    delivery.last_status_code = outcome.status_code
-    delivery.last_latency_ms = outcome.latency_ms
-    delivery.last_error = outcome.error or (None if outcome.succeeded else f"HTTP {outcome.status_code}")
-    delivery.locked_until = None
-    skipped = outcome.status_code is None and not endpoint.enabled
-    if not skipped:
-        endpoint.last_delivery_at, endpoint.last_status_code = now, outcome.status_code
-        endpoint.last_succeeded = outcome.succeeded
-    if outcome.succeeded:
-        delivery.state, delivery.finished_at, delivery.next_attempt_at = "succeeded", now, None
-        endpoint.failing_since = None
-        return delivery
-    schedule = retry_schedule()
-    if skipped or delivery.attempt_count > len(schedule):
-        delivery.state, delivery.finished_at, delivery.next_attempt_at = "failed", now, None
-    else:
-        delivery.next_attempt_at = now + timedelta(seconds=schedule[delivery.attempt_count - 1])
-    if not skipped:
-        endpoint.failing_since = endpoint.failing_since or now
-        if now - endpoint.failing_since >= timedelta(days=current_app.config["WEBHOOK_DISABLE_AFTER_DAYS"]):
+    if skipped:
+        return state, next_at
+    failing_since = None if outcome.succeeded else (prepared.failing_since or now)
+    db.session.execute(
+        update(_ENDPOINTS)
+        .where(_ENDPOINTS.c.id == prepared.endpoint_id)
+        .values(
+            last_delivery_at=now,
+            last_status_code=outcome.status_code,
+            last_succeeded=outcome.succeeded,
+            failing_since=failing_since,
+        )
+    )
+    disable_after = timedelta(days=current_app.config["WEBHOOK_DISABLE_AFTER_DAYS"])
+    if failing_since is not None and now - failing_since >= disable_after:
+        endpoint = db.session.get(WebhookEndpoint, prepared.endpoint_id, populate_existing=True)
+        if endpoint.enabled:
             _disable_failing(endpoint, now)
-    return delivery
+    return state, next_at
 
 
 def _disable_failing(endpoint: WebhookEndpoint, now) -> None:

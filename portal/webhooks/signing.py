@@ -8,6 +8,7 @@ a receiver verifies with that package (or any Standard Webhooks library) in a fe
 import base64
 import secrets
 from datetime import datetime
+from functools import lru_cache
 
 from standardwebhooks import Webhook
 
@@ -26,20 +27,23 @@ def seal(endpoint_id: str, secret: str) -> tuple[bytes, str]:
     return crypto.encrypt(crypto.current_keyring(), secret.encode(), SEAL_CONTEXT, endpoint_id)
 
 
+@lru_cache(maxsize=1024)
 def _unseal(endpoint_id: str, blob: bytes, kid: str) -> str:
+    # Kept per process: a worker signs hundreds of deliveries a second with a few secrets, and
+    # reading the keyring and decrypting each time would be most of a delivery's CPU.
     return crypto.decrypt(crypto.current_keyring(), blob, kid, SEAL_CONTEXT, endpoint_id).decode()
 
 
 def signing_secrets(endpoint: WebhookEndpoint, at: datetime | None = None) -> list[str]:
     """The current secret, then the previous one while its overlap lasts."""
     at = at or utcnow()
-    found = [_unseal(endpoint.id, endpoint.sealed_secret, endpoint.sealed_key_id)]
+    found = [_unseal(endpoint.id, bytes(endpoint.sealed_secret), endpoint.sealed_key_id)]
     if (
         endpoint.sealed_previous_secret is not None
         and endpoint.previous_secret_expires_at is not None
         and endpoint.previous_secret_expires_at > at
     ):
-        found.append(_unseal(endpoint.id, endpoint.sealed_previous_secret, endpoint.previous_key_id))
+        found.append(_unseal(endpoint.id, bytes(endpoint.sealed_previous_secret), endpoint.previous_key_id))
     return found
 
 
