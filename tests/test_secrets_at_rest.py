@@ -24,6 +24,7 @@ from portal.invitations.services import create_invitation
 from portal.mail import REDACTED, opened
 from portal.models import EmailMessage
 from portal.tenants.services import sign_up
+from portal.webhooks.services import create_endpoint
 from tests.conftest import database, link_in, make_app, unique
 from tests.test_email_smtp import Inbox, _free_port
 from tests.test_jobs import own_queues
@@ -78,7 +79,8 @@ def test_a_dump_before_or_after_delivery_holds_no_usable_link_or_key(
             user, tenant = sign_up(SYSTEM, "Dump Co", unique("dump"), owner_email, "a long dump passphrase")
             actor = Actor(user=user, ip="203.0.113.5")
             _, invitation_token = create_invitation(actor, tenant, invitee, "admin")
-            _, api_key = create_key(actor, tenant, "CI key", None, 30)
+            _, webhook_secret = create_endpoint(actor, tenant, "http://127.0.0.1:9/hooks", ["*"], "")
+            _, api_key = create_key(actor, tenant, "CI key", None, 30)  # an event to sign, too
             request_password_reset(owner_email)
             request_email_change(actor, user, new_email, "a long dump passphrase")
             totp_secret = two_factor.start_totp(user)
@@ -107,6 +109,8 @@ def test_a_dump_before_or_after_delivery_holds_no_usable_link_or_key(
         "reset link": reset_path.encode(),
         "email confirmation link": confirm_path.encode(),
         "API key": api_key.encode(),
+        "webhook signing secret": webhook_secret.encode(),
+        "webhook signing key": webhook_secret.removeprefix("whsec_").encode(),
         "TOTP secret": totp_secret.encode(),
         **{f"recovery code {n}": code.encode() for n, code in enumerate(recovery_codes)},
     }
