@@ -488,3 +488,16 @@ def test_the_event_catalog_is_public_and_in_the_openapi_document(client):
     assert "/api/v1/tenants/{tenant_id}/webhooks" in document["paths"]
     assert "/api/v1/tenants/{tenant_id}/webhooks/{webhook_id}/deliveries/{delivery_id}/resend" in document["paths"]
     assert "quota.approaching_limit" in json.dumps(document)
+
+
+def test_production_defaults_refuse_plain_http_and_every_private_address(monkeypatch):
+    from portal.config import load_config
+
+    monkeypatch.setenv("PORTAL_ENV", "production")
+    monkeypatch.delenv("WEBHOOK_ALLOWED_HOSTS", raising=False)
+    monkeypatch.delenv("WEBHOOK_REQUIRE_HTTPS", raising=False)
+    production = load_config()
+    assert (production["WEBHOOK_REQUIRE_HTTPS"], production["WEBHOOK_ALLOWED_HOSTS"]) == (True, "")
+    monkeypatch.setenv("PORTAL_ENV", "development")
+    development = load_config()
+    assert development["WEBHOOK_REQUIRE_HTTPS"] is False and "127.0.0.0/8" in development["WEBHOOK_ALLOWED_HOSTS"]
