@@ -143,6 +143,10 @@ def run_worker(burst: bool) -> None:
     # Deliveries committed while no worker ran (or whose worker died mid-attempt) go out first;
     # then every 30 s the sweep looks again.
     sweep(grace_seconds=0, reschedule=not burst)
+    # RQ forks its scheduler from this process: a child holding copies of pooled database
+    # sockets would keep them open (and any lock on them) if this process were killed.
+    db.session.remove()
+    db.engine.dispose()
     AppWorker(queues, connection=connection).work(burst=burst, with_scheduler=True)
 
 

@@ -57,8 +57,8 @@ def worker_env(own_database, redis_url):
             [sys.executable, "-m", "flask", "--app", "wsgi", "worker"],
             cwd=ROOT,
             env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stdout=open(os.environ.get("WORKER_LOG", os.devnull), "a"),  # noqa: SIM115
+            stderr=subprocess.STDOUT,
         )
         workers.append(process)
         return process
@@ -125,7 +125,7 @@ def test_the_worker_retries_a_failure_on_schedule_with_the_same_webhook_id(worke
         tenant_id, _, secret = _tenant_with_endpoint(app, receiver.url)
         _create_key(app, tenant_id)
         start_worker()
-        first, second = receiver.wait_for(2, timeout=30)
+        first, second = receiver.wait_for(2, timeout=90)
         assert first.headers["webhook-id"] == second.headers["webhook-id"]
         second.verify(secret)
         deadline = time.monotonic() + 10
@@ -146,7 +146,7 @@ def test_a_worker_killed_mid_delivery_delivers_after_restart(worker_env):
         tenant_id, _, secret = _tenant_with_endpoint(app, receiver.url)
         _create_key(app, tenant_id)
         worker = start_worker()
-        receiver.wait_for(1, timeout=30)
+        receiver.wait_for(1, timeout=90)
         worker.send_signal(signal.SIGKILL)
         worker.wait(timeout=10)
         delivery = _delivery(app)
@@ -155,7 +155,7 @@ def test_a_worker_killed_mid_delivery_delivers_after_restart(worker_env):
         receiver.delay = 0
         start_worker()
         # The claim of the dead worker lapses (timeout + 10 s), then the sweep re-queues it.
-        requests = receiver.wait_for(2, timeout=40)
+        requests = receiver.wait_for(2, timeout=90)
         assert requests[0].headers["webhook-id"] == requests[1].headers["webhook-id"]
         requests[1].verify(secret)
         deadline = time.monotonic() + 10
@@ -179,7 +179,7 @@ def test_deliveries_committed_while_no_worker_ran_go_out_when_one_starts(worker_
 
             get_queue("webhooks").empty()  # the enqueue never happened
         start_worker()
-        [request] = receiver.wait_for(1, timeout=30)
+        [request] = receiver.wait_for(1, timeout=90)
         assert request.verify(secret)["event_type"] == "api_key.created"
     finally:
         server.shutdown()

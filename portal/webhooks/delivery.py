@@ -75,8 +75,9 @@ def claim(delivery_id: str) -> Prepared | None:
     if claimed is None:
         return None
     endpoint_id, event_id, attempts = claimed
+    body_of_event = select(_EVENTS.c.body).where(_EVENTS.c.id == event_id).scalar_subquery()
     endpoint, body = db.session.execute(
-        select(WebhookEndpoint, _EVENTS.c.body).where(WebhookEndpoint.id == endpoint_id, _EVENTS.c.id == event_id)
+        select(WebhookEndpoint, body_of_event).where(WebhookEndpoint.id == endpoint_id)
     ).one()
     body = body.encode()
     prepared = Prepared(delivery_id, endpoint_id, attempts + 1, endpoint.url, body, {}, endpoint.failing_since)
