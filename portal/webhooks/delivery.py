@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import insert, or_, select, update
+from sqlalchemy import insert, or_, select, text, update
 
 from portal.extensions import db
 from portal.mail import send_email
@@ -57,10 +57,23 @@ _EVENTS = WebhookEvent.__table__
 _ATTEMPTS = WebhookAttempt.__table__
 
 
+def _relaxed_commit() -> None:
+    """This transaction's commit need not wait for the disk (PostgreSQL): should the database
+    crash just after it, the delivery is only attempted once more, which receivers expect
+    (they dedupe on webhook-id). The event and its delivery row, written with the change,
+    are committed durably like the change itself."""
+    if db.session.get_bind().dialect.name == "postgresql":
+        db.session.execute(_SYNCHRONOUS_COMMIT_OFF)
+
+
+_SYNCHRONOUS_COMMIT_OFF = text("SET LOCAL synchronous_commit TO OFF")
+
+
 def claim(delivery_id: str) -> Prepared | None:
     """Take the delivery for one attempt if it is pending, due and nobody else has it (one
     UPDATE: of two workers, one wins), and read what to send. None: not ours to attempt."""
     now = utcnow()
+    _relaxed_commit()
     claimed = db.session.execute(
         update(_DELIVERIES)
         .where(
@@ -98,6 +111,7 @@ def record(prepared: Prepared, outcome: urls.Outcome, trigger: str = "automatic"
     """Store the attempt and decide what comes next: (state, next attempt). A few plain
     statements, no object loading: this runs once per attempt, at hundreds a second."""
     now = utcnow()
+    _relaxed_commit()
     number = prepared.attempt_number
     skipped = prepared.skip_reason is not None
     db.session.execute(
