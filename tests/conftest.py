@@ -355,3 +355,14 @@ def committed_app(request, tmp_path_factory):
     finally:
         # Each app context removed its own session when it was popped.
         db.session = test_session
+
+
+@pytest.fixture
+def receiver():
+    """A real HTTP receiver of outbound webhooks on loopback, for one test (tests/webhook_support.py)."""
+    from tests.webhook_support import start_receiver
+
+    found, server = start_receiver()
+    yield found
+    server.shutdown()
+    server.server_close()

@@ -24,15 +24,6 @@ from portal.models import (
 from portal.webhooks.catalog import EVENT_TYPES
 from tests.api_support import assert_envelope, bearer, issue_key, operator_token, send_json, with_key
 from tests.test_usage_quotas import send_runs
-from tests.webhook_support import start_receiver
-
-
-@pytest.fixture
-def receiver():
-    found, server = start_receiver()
-    yield found
-    server.shutdown()
-    server.server_close()
 
 
 def add_endpoint(app, tenant, url, event_types=("*",), description="Test endpoint"):

@@ -3,21 +3,11 @@ event, read the delivery log, resend, rotate and delete; others neither see nor 
 
 import re
 
-import pytest
 from sqlalchemy import select
 
 from portal.extensions import db
 from portal.models import WebhookEndpoint
 from tests.conftest import HTMX, field_error
-from tests.webhook_support import start_receiver
-
-
-@pytest.fixture
-def receiver():
-    found, server = start_receiver()
-    yield found
-    server.shutdown()
-    server.server_close()
 
 
 def endpoint_of(app, tenant):

@@ -117,6 +117,14 @@ def _delivery(app):
         return db.session.execute(select(WebhookDelivery)).scalar_one()
 
 
+def _once_recorded(app, state: str = "succeeded", seconds: float = 10):
+    """The delivery once the worker has recorded ``state`` (it answers before it records)."""
+    deadline = time.monotonic() + seconds
+    while _delivery(app).state != state and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return _delivery(app)
+
+
 def test_the_worker_retries_a_failure_on_schedule_with_the_same_webhook_id(worker_env):
     app, start_worker = worker_env
     receiver, server = start_receiver()
@@ -128,10 +136,7 @@ def test_the_worker_retries_a_failure_on_schedule_with_the_same_webhook_id(worke
         first, second = receiver.wait_for(2, timeout=90)
         assert first.headers["webhook-id"] == second.headers["webhook-id"]
         second.verify(secret)
-        deadline = time.monotonic() + 10
-        while _delivery(app).state != "succeeded" and time.monotonic() < deadline:
-            time.sleep(0.1)
-        delivery = _delivery(app)
+        delivery = _once_recorded(app)
         assert (delivery.state, delivery.attempt_count) == ("succeeded", 2)
     finally:
         server.shutdown()
@@ -158,10 +163,7 @@ def test_a_worker_killed_mid_delivery_delivers_after_restart(worker_env):
         requests = receiver.wait_for(2, timeout=90)
         assert requests[0].headers["webhook-id"] == requests[1].headers["webhook-id"]
         requests[1].verify(secret)
-        deadline = time.monotonic() + 10
-        while _delivery(app).state != "succeeded" and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert _delivery(app).state == "succeeded"
+        assert _once_recorded(app).state == "succeeded"
     finally:
         server.shutdown()
         server.server_close()

@@ -112,6 +112,14 @@ def delivery_out(delivery: WebhookDelivery) -> schemas.DeliveryOut:
     )
 
 
+def _delivery_after_commit(delivery_id: str) -> dict:
+    """Commit, then the delivery as it stands: inline (embedded) the attempt has happened by
+    then; with a worker it is queued."""
+    commit()
+    db.session.expire_all()
+    return delivery_out(db.session.get(WebhookDelivery, delivery_id)).model_dump(mode="json")
+
+
 def _endpoint(tenant: Tenant, webhook_id: str) -> WebhookEndpoint:
     return get_for_tenant(WebhookEndpoint, webhook_id, tenant, "Webhook")
 
@@ -253,11 +261,7 @@ def rotate_webhook_secret(principal, tenant: Tenant, webhook_id: str):
 )
 def test_webhook(principal, tenant: Tenant, webhook_id: str):
     endpoint = _endpoint(tenant, webhook_id)
-    delivery = webhooks.send_test(principal.actor(), tenant, endpoint)
-    delivery_id = delivery.id
-    commit()  # inline mode: the attempt has happened by now
-    db.session.expire_all()
-    return delivery_out(db.session.get(WebhookDelivery, delivery_id)).model_dump(mode="json")
+    return _delivery_after_commit(webhooks.send_test(principal.actor(), tenant, endpoint).id)
 
 
 @operation(
@@ -292,9 +296,7 @@ def resend_webhook_delivery(principal, tenant: Tenant, webhook_id: str, delivery
     endpoint = _endpoint(tenant, webhook_id)
     delivery = webhooks.get_delivery(endpoint, delivery_id)
     webhooks.resend(principal.actor(), tenant, delivery)
-    commit()
-    db.session.expire_all()
-    return delivery_out(db.session.get(WebhookDelivery, delivery_id)).model_dump(mode="json")
+    return _delivery_after_commit(delivery.id)
 
 
 @operation(

@@ -9,17 +9,8 @@ from playwright.sync_api import expect
 
 from tests.browser.conftest import save_screenshot
 from tests.browser.test_api_keys_flow import sign_up
-from tests.webhook_support import start_receiver
 
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture
-def receiver():
-    found, server = start_receiver()
-    yield found
-    server.shutdown()
-    server.server_close()
 
 
 def test_owner_adds_an_endpoint_copies_the_secret_tests_and_resends(live_server, open_browser, receiver):
