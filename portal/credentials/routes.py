@@ -24,6 +24,12 @@ from portal.web import act, form_errors_status, redirect_to, render
 bp = Blueprint("credentials", __name__, url_prefix="/credentials")
 
 PROVIDER_LABELS = {"gcp": "Google Cloud", "aws": "AWS", "azure": "Azure"}
+# What the list calls each kind of secret (the stored codes are seed 000's API vocabulary).
+TYPE_LABELS = {
+    "service_account": "Google Cloud service account",
+    "access_key": "AWS access key",
+    "service_principal": "Azure service principal",
+}
 
 
 def _provider_filter() -> str | None:
@@ -42,6 +48,7 @@ def _page(add_forms=None, open_provider=None, status=200):
         provider_filter=provider,
         providers=PROVIDERS,
         provider_labels=PROVIDER_LABELS,
+        type_labels=TYPE_LABELS,
         add_forms=forms,
         open_provider=open_provider,
     )
