@@ -83,6 +83,14 @@ def add(provider: str):
             apply_service_error(form, error)
         else:
             flash(f"The credential “{credential.name}” was added and validated.", "success")
+            twins = services.same_secret_as(g.tenant, credential)
+            if twins:
+                names = ", ".join(f"“{twin.name}”" for twin in twins)
+                flash(
+                    f"The same key is already stored as {names}. Delete the copy you do not need, "
+                    "so that rotating the key later means changing it in one place.",
+                    "warning",
+                )
             return redirect_to("credentials.index")
     elif "csrf_token" in form.errors:
         abort(400, "Your form expired. Reload the page and try again.")
