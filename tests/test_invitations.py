@@ -476,7 +476,7 @@ def test_invite_without_a_csrf_token_is_refused_with_a_friendly_page_and_changes
     assert response.status_code == 400
     page = response.get_data(as_text=True)
     assert "Your form expired or was sent from elsewhere. Reload the page and try again." in page
-    assert '<header class="site container">' in page
+    assert '<header class="site">' in page
     assert invitation_row(app, tenant, "forged@example.com") is None
     with app.app_context():
         assert db.session.query(EmailMessage).filter_by(to="forged@example.com").count() == 0

@@ -118,9 +118,7 @@ def test_the_month_picker_shows_the_current_month_and_quotas_carry_units(app, cl
     assert "1,000 runs" in row  # the quota with its unit, like the usage beside it
 
 
-def test_quota_warnings_are_amber_then_red_and_offer_an_upgrade_to_who_can(
-    app, client, make_tenant, make_user, login
-):
+def test_quota_warnings_are_amber_then_red_and_offer_an_upgrade_to_who_can(app, client, make_tenant, make_user, login):
     tenant = make_tenant()
     with app.test_request_context():
         record(tenant.tenant_id, "pipeline_run", many=920)  # starter: 1,000 → 92 %
