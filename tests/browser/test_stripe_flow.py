@@ -160,4 +160,7 @@ def test_failed_three_d_secure_shows_the_failure_and_pay_now_again(live_server, 
     )
     expect(page.get_by_test_id("invoice-status")).to_have_text("open")
     expect(page.get_by_test_id("pay-now")).to_be_visible()
+    # Beside Pay now, after a failure: the way to pay with a different card.
+    expect(page.get_by_test_id("use-another-card")).to_have_attribute("href", "/billing/payment-method")
+    expect(page.get_by_test_id("past-due-banner")).to_contain_text("Payment overdue.")
     assert console.csp_violations == []
