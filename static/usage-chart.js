@@ -13,9 +13,9 @@
   var colors = ["#1565c0", "#2e7d32", "#b45309", "#6a1b9a", "#c62828", "#00838f"];
   var xs = chart.days.map(function (day) { return Date.parse(day + "T00:00:00Z") / 1000; });
   var span = [chart.start, chart.end];
-  // The same date format as the rest of the portal (2026-12-06), not the US "12/6".
-  var dayLabel = window.uPlot.fmtDate("{YYYY}-{MM}-{DD}");
-  var tickLabel = window.uPlot.fmtDate("{MM}-{DD}");
+  // The same date format as the rest of the portal ("Dec 6, 2026"), not an ambiguous "12/6".
+  var dayLabel = window.uPlot.fmtDate("{MMM} {D}, {YYYY}");
+  var tickLabel = window.uPlot.fmtDate("{MMM} {D}");
   var utc = function (ts) { return window.uPlot.tzDate(new Date(ts * 1000), "Etc/UTC"); };
   var charts = [];
 

@@ -60,7 +60,7 @@ def test_change_shows_who_what_when_and_from_which_address(client, tenant, make_
     assert "newbie@example.com" in invited
     assert updated.split("|")[1:3] == [admin.email, "Company profile changed"]
     assert "Renamed Co" in updated and updated.endswith("203.0.113.7")
-    when = datetime.strptime(updated.split("|")[0], "%Y-%m-%d %H:%M:%S UTC")  # no timezone chosen or reported
+    when = datetime.strptime(updated.split("|")[0], "%b %d, %Y, %H:%M:%S UTC")  # no timezone chosen or reported
     assert abs((when - before).total_seconds()) < 60
     # The account was created by the test factory, with no address.
     assert created.split("|")[1:3] == ["system", "Account created"]

@@ -424,6 +424,20 @@ def reset_link(outbox, email: str) -> str:
     return link_in(message.text_body, "/reset-password/")
 
 
+def test_emails_greet_a_person_by_name_in_the_branded_frame(client, app, make_tenant, make_user, outbox):
+    member = make_user(make_tenant(company_name="Greeting Co"), role="admin", name="Wanda Walker")
+    request_reset(client, member.email)
+    [message] = outbox(member.email)
+    assert message.text_body.startswith("Hello Wanda Walker,")
+    assert "Hello Wanda Walker," in message.html_body and ">Portal</a>" in message.html_body
+    # Someone without a name on file is greeted plainly, never by an email address.
+    with app.app_context():
+        db.session.get(User, member.user.id).name = ""
+        db.session.commit()
+    request_reset(app.test_client(), member.email)
+    assert outbox(member.email)[0].text_body.startswith("Hello,\n")
+
+
 def test_reset_request_gets_the_same_answer_for_known_and_unknown_emails(client, app, owner, outbox):
     known = request_reset(client, owner.email)
     unknown = request_reset(app.test_client(), "nobody@nowhere.example")
