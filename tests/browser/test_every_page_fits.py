@@ -40,7 +40,7 @@ def _seed(app) -> dict:
     from portal.extensions import db
     from portal.infra.transactions import commit
     from portal.invitations.services import create_invitation
-    from portal.models import Invoice, Membership, utcnow
+    from portal.models import Membership, utcnow
     from portal.tenants.services import create_tenant
     from portal.usage import ingest
 
@@ -76,6 +76,9 @@ def _seed(app) -> dict:
         aws = {"aws_access_key_id": AWS_ACCESS_KEY_ID, "aws_secret_access_key": AWS_SECRET, "region": "us-east-1"}
         add_credential(actor, tenant, "aws", "access_key", "AWS cost explorer " + "y" * 80, aws)
         credits.grant(Actor(user=operator, label=None), tenant, 2500, reason="Goodwill for the outage")
+        # An upgrade's invoice left unpaid past its due date: every page carries the past-due banner.
+        _, upgrade = subscriptions.change_plan(actor, subscriptions.subscription_of(tenant), "enterprise")
+        upgrade.due_at = now - timedelta(days=3)
         commit()
         ingest.ingest(
             [
@@ -88,12 +91,7 @@ def _seed(app) -> dict:
         commit()
         execute(run)
         commit()
-        invoice_id = (
-            db.session.query(Invoice.id)
-            .filter(Invoice.tenant_id == tenant.tenant_id)
-            .order_by(Invoice.issued_at.desc())
-            .first()[0]
-        )
+        invoice_id = upgrade.id
         return {
             "tenant_id": tenant.tenant_id,
             "invoice_id": invoice_id,
@@ -221,6 +219,8 @@ def _visit_all(browser, live_server, role: str, email: str | None, paths: list[s
         problems = []
         for path in paths:
             response = page.goto(path)
+            if email and role != "operator":
+                assert page.get_by_test_id("past-due-banner").is_visible(), path
             assert response is not None
             if response.status >= 400 and "not-a-real-token" not in path:
                 problems.append(f"{path}: HTTP {response.status}")
