@@ -112,3 +112,23 @@ def test_a_long_company_name_is_cut_short_in_the_header_with_the_full_name_on_ho
         assert box is not None and box["x"] + box["width"] <= width
         assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
         expect(page.get_by_role("button", name="Sign out")).to_be_in_viewport()
+
+
+def test_help_text_sits_under_its_own_field_and_errors_are_announced(live_server, open_browser):
+    page, console = open_browser()
+    page.goto("/signup")
+    account_id = page.get_by_label("Account ID")
+    help_text = page.locator("#tenant_id-help")
+    next_label = page.locator('label[for="name"]')
+    field_box, help_box, next_box = account_id.bounding_box(), help_text.bounding_box(), next_label.bounding_box()
+    gap_to_own = help_box["y"] - (field_box["y"] + field_box["height"])
+    gap_to_next = next_box["y"] - (help_box["y"] + help_box["height"])
+    assert 0 <= gap_to_own < gap_to_next
+    expect(account_id).to_have_attribute("aria-describedby", "tenant_id-help")
+
+    account_id.fill("no spaces allowed")
+    page.get_by_role("button", name="Create account").click()
+    expect(page.locator("#tenant_id-error")).to_be_visible()
+    expect(account_id).to_have_attribute("aria-invalid", "true")
+    expect(account_id).to_have_attribute("aria-describedby", "tenant_id-error")
+    assert console.csp_violations == []
