@@ -548,7 +548,10 @@ def audit_rows(page: str) -> list[tuple[str, str, str, str]]:
     """(action, who, details, from) for each row of the activity page, newest first."""
     rows = []
     for action, body in re.findall(r'<tr data-testid="audit-row" data-action="([^"]+)">(.*?)</tr>', page, re.S):
-        cells = [html.unescape(re.sub(r"<[^>]+>", " ", c)).strip() for c in re.findall(r"<td>(.*?)</td>", body, re.S)]
+        cells = [
+            " ".join(html.unescape(re.sub(r"<[^>]+>", " ", c)).split())
+            for c in re.findall(r"<td[^>]*>(.*?)</td>", body, re.S)
+        ]
         rows.append((action, cells[1], cells[3], cells[4]))
     return rows
 
@@ -582,8 +585,8 @@ def test_every_team_change_shows_on_the_activity_page_with_who_and_from_where(cl
         ("ownership.transferred", owner, team["developer"].email, owner_ip),
         ("member.left", team["admin"].email, team["admin"].email, leaver_ip),
         ("member.removed", owner, team["viewer"].email, owner_ip),
-        ("member.role_changed", owner, "to: admin", owner_ip),
-        ("member.joined", "joins@example.com", "role: viewer", invitee_ip),
+        ("member.role_changed", owner, "To: admin", owner_ip),
+        ("member.joined", "joins@example.com", "Role: viewer", invitee_ip),
         ("invitation.resent", owner, "joins@example.com", owner_ip),
         ("invitation.created", owner, "joins@example.com", owner_ip),
         ("invitation.revoked", owner, "revoke-me@example.com", owner_ip),
