@@ -101,6 +101,7 @@ def _formatted(local: datetime, style: str) -> str:
 
 def init_app(app: Flask) -> None:
     app.add_template_filter(format_local, "local")
+    app.add_template_global(format_in, "local_in")  # an instant in a named zone: the operator's UTC inputs
 
     @app.context_processor
     def timezone_context():
