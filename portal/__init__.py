@@ -48,7 +48,7 @@ def create_app(overrides: dict | None = None) -> Flask:
 
 def _register_request_hooks(app: Flask) -> None:
     from portal import auth  # noqa: F401  (registers the Flask-Login loader)
-    from portal.access import PERMISSIONS, can, load_tenant_context
+    from portal.access import PERMISSIONS, can, load_tenant_context, offer
     from portal.errors import register_error_handlers
     from portal.web import register_security_headers
 
@@ -62,7 +62,10 @@ def _register_request_hooks(app: Flask) -> None:
             "current_tenant": g.get("tenant"),
             "current_membership": g.get("membership"),
             "user_memberships": g.get("memberships", []),
-            "can": can,
+            # Pages ask "can" to decide which buttons to show: a suspended tenant is offered only
+            # what it may still do; "role_allows" is the role alone (what is shown read-only).
+            "can": offer,
+            "role_allows": can,
             "PERMISSIONS": PERMISSIONS,
         }
 

@@ -27,6 +27,8 @@ PERMISSIONS: dict[str, set[str]] = {
 
 # Blueprints a suspended tenant's users may still change things in (DESIGN §4).
 SUSPENSION_EXEMPT_BLUEPRINTS = {"auth", "billing", "invitations", "main", "payments"}
+# ...and the permissions whose buttons a suspended tenant's pages still offer: reading and paying.
+SUSPENSION_EXEMPT_PERMISSIONS = {"tenant.read", "billing.manage"}
 
 TENANT_SESSION_KEY = "tenant_id"
 
@@ -57,6 +59,15 @@ def current_actor() -> Actor:
 def can(permission: str, membership: Membership | None = None) -> bool:
     membership = membership if membership is not None else g.get("membership")
     return membership is not None and membership.role in PERMISSIONS[permission]
+
+
+def offer(permission: str) -> bool:
+    """Whether a page shows the buttons of ``permission``: the role allows it and, while the
+    tenant is suspended, it is one of the few things still possible (else it ends on a 403)."""
+    if not can(permission):
+        return False
+    tenant = g.get("tenant")
+    return not (tenant is not None and tenant.is_suspended and permission not in SUSPENSION_EXEMPT_PERMISSIONS)
 
 
 SESSIONLESS_ENDPOINTS = frozenset({"static", "webhooks.stripe_webhook"})

@@ -20,7 +20,8 @@ from flask import current_app, render_template
 from portal.credentials import crypto
 from portal.extensions import db
 from portal.infra.transactions import defer
-from portal.models import EmailMessage, Tenant, utcnow
+from portal.models import EmailMessage, Tenant, User, utcnow
+from portal.timezones import format_in
 
 SEAL_CONTEXT = "email-secrets"
 REDACTED = "[link removed after delivery]"
@@ -47,6 +48,13 @@ def send_email(
     ``secrets``: strings in the context (e.g. the link's URL) never to be stored in clear.
     """
     context.setdefault("base_url", current_app.config["PUBLIC_BASE_URL"])
+    # Written to a person where we know them: their name in the greeting, every time in their
+    # own timezone with the zone named (not the zone of whoever's request sent the email).
+    recipient = context.get("recipient") or db.session.query(User).filter_by(email=to.strip().lower()).first()
+    context["recipient"] = recipient
+    zone_hint = context.pop("zone_name", None)  # a sender's guess, for someone without an account
+    zone_name = getattr(recipient, "timezone", None) or zone_hint
+    context.setdefault("when", lambda value, style="datetime": format_in(value, zone_name, style))
     text_body = render_template(f"email/{template}.txt", **context)
     html_body = render_template(f"email/{template}.html", **context)
     secrets = [secret for secret in secrets if secret]

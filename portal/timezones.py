@@ -18,10 +18,13 @@ COOKIE = "tz"
 # Longest IANA name today is 32 characters; anything much longer is not a timezone.
 NAME_MAX = 64
 
+# One way to write a date across portal, console and emails: "Dec 6, 2026" (no 12/6 vs 6/12
+# ambiguity), times on the 24-hour clock with the zone named: "Dec 6, 2026, 14:05 CET".
 STYLES = {
-    "date": "%Y-%m-%d",
-    "datetime": "%Y-%m-%d %H:%M %Z",
-    "seconds": "%Y-%m-%d %H:%M:%S %Z",
+    "date": "{month} {day}, {year}",
+    "day": "{month} {day}, {year}",
+    "datetime": "{month} {day}, {year}, %H:%M %Z",
+    "seconds": "{month} {day}, {year}, %H:%M:%S %Z",
     "time": "%H:%M %Z",
     "clock": "%H:%M:%S %Z",
 }
@@ -71,21 +74,34 @@ def localize(value: datetime) -> datetime:
 
 
 def format_local(value: datetime | None, style: str = "datetime") -> str:
-    """``value`` in the viewer's timezone: "2027-03-14 08:00 EDT"; "—" for no value.
+    """``value`` in the viewer's timezone: "Mar 14, 2027, 08:00 EDT"; "—" for no value.
 
-    Styles: date, datetime (default), seconds, time, clock (time with seconds), and day
-    ("Mar 14, 2027").
+    Styles: date and day ("Mar 14, 2027"), datetime (default), seconds, time, clock (time with
+    seconds).
     """
     if value is None:
         return "—"
-    local = localize(value)
-    if style == "day":
-        return f"{local:%b} {local.day}, {local.year}"
-    return local.strftime(STYLES[style])
+    return _formatted(localize(value), style)
+
+
+def format_in(value: datetime | None, zone_name: str | None, style: str = "datetime") -> str:
+    """``value`` in the named timezone (UTC when none or unknown), in the one format: for emails,
+    read in the recipient's zone rather than that of whoever's request sent them."""
+    if value is None:
+        return "—"
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return _formatted(value.astimezone(zone(zone_name) or ZoneInfo("UTC")), style)
+
+
+def _formatted(local: datetime, style: str) -> str:
+    pattern = STYLES[style].format(month=f"{local:%b}", day=local.day, year=local.year)
+    return local.strftime(pattern)
 
 
 def init_app(app: Flask) -> None:
     app.add_template_filter(format_local, "local")
+    app.add_template_global(format_in, "local_in")  # an instant in a named zone: the operator's UTC inputs
 
     @app.context_processor
     def timezone_context():

@@ -97,4 +97,9 @@ def register_security_headers(app) -> None:
             headers.set("X-Request-ID", request_id())
         else:
             headers.add("X-Request-ID", request_id())
+        # A boosted form that redirects (Post/Redirect/Get) ends on another page than it posted to:
+        # name the page shown, so the address bar, a reload and Back all show this page.
+        if htmx and htmx.boosted and request.method == "GET" and response.status_code == 200:
+            if "hx-push-url" not in present:
+                headers.add("HX-Push-Url", request.full_path.removesuffix("?"))
         return response

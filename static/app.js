@@ -63,3 +63,36 @@
     // No Intl support: times stay in UTC, which the footer says.
   }
 })();
+
+// Narrow screens show each table row as a card (app.css): every cell is labelled with its
+// column's heading, read from the table's head, for tables that are in the page and that htmx
+// swaps in later.
+(function () {
+  "use strict";
+
+  function labelCells(root) {
+    var tables = root.querySelectorAll ? root.querySelectorAll("table") : [];
+    if (root.matches && root.matches("table")) {
+      tables = [root];
+    }
+    Array.prototype.forEach.call(tables, function (table) {
+      var headings = table.querySelectorAll("thead tr:last-child > th, thead tr:last-child > td");
+      if (!headings.length) {
+        return;
+      }
+      Array.prototype.forEach.call(table.querySelectorAll("tbody tr"), function (row) {
+        var column = 0;
+        Array.prototype.forEach.call(row.children, function (cell) {
+          var heading = headings[column];
+          if (heading && !cell.hasAttribute("data-label")) {
+            cell.setAttribute("data-label", heading.textContent.trim());
+          }
+          column += cell.colSpan || 1;
+        });
+      });
+    });
+  }
+
+  document.addEventListener("DOMContentLoaded", function () { labelCells(document); });
+  document.addEventListener("htmx:load", function (event) { labelCells(event.target); });
+})();

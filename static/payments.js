@@ -3,27 +3,65 @@
 (function () {
   "use strict";
 
+  var EMPTY = "Enter the card number, expiry date and CVC.";
+  var UNREADABLE = "The card could not be saved. Check its details and try again, or use another card.";
+
+  // Stripe's own card and validation messages are written for customers; anything else (a
+  // network failure, a script error inside a stand-in) is not, so it gets our sentence.
+  function customerMessage(error) {
+    if (error && error.message && (error.type === "card_error" || error.type === "validation_error")) {
+      return error.message;
+    }
+    return UNREADABLE;
+  }
+
   function setupCard(box) {
     var stripe = Stripe(box.dataset.publishableKey);
     var card = stripe.elements().create("card");
-    card.mount(box.querySelector("[data-card-element]"));
+    var element = box.querySelector("[data-card-element]");
+    card.mount(element);
     var form = box.querySelector("form");
     var errors = box.querySelector("[data-card-errors]");
     var button = form.querySelector("button[type=submit]");
+    // Elements reports each change; until the first one the card is certainly empty.
+    var typed = false;
+    var empty = true;
+    card.on("change", function (event) {
+      typed = true;
+      // Stripe passes {empty, complete, error}; a stand-in may pass nothing.
+      empty = event ? Boolean(event.empty) : false;
+      if (event && event.error) {
+        errors.textContent = customerMessage(event.error);
+      } else if (errors.textContent === EMPTY) {
+        errors.textContent = "";
+      }
+    });
+
+    function done(message) {
+      errors.textContent = message;
+      element.setAttribute("aria-invalid", message ? "true" : "false");
+      button.disabled = false;
+      button.removeAttribute("aria-busy");
+    }
+
     form.addEventListener("submit", function (event) {
       event.preventDefault();
+      if (!typed || empty) {
+        done(EMPTY);
+        return;
+      }
       button.disabled = true;
       button.setAttribute("aria-busy", "true");
       errors.textContent = "";
       stripe.confirmCardSetup(box.dataset.clientSecret, { payment_method: { card: card } }).then(function (result) {
         if (result.error) {
-          errors.textContent = result.error.message || "The card was not accepted.";
-          button.disabled = false;
-          button.removeAttribute("aria-busy");
+          done(customerMessage(result.error));
           return;
         }
         // Our server reads the outcome back from Stripe; the browser only says "done".
         form.submit();
+      }, function () {
+        done(UNREADABLE);
       });
     });
   }

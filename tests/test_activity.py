@@ -15,7 +15,10 @@ def rows(page: str) -> list[str]:
     """The audit rows of a rendered activity page, as their text cells joined by '|'."""
     found = re.findall(r'<tr data-testid="audit-row" data-action="[^"]*">(.*?)</tr>', page, flags=re.S)
     return [
-        "|".join(re.sub(r"<[^>]+>", " ", cell).strip() for cell in re.findall(r"<td>(.*?)</td>", row, flags=re.S))
+        "|".join(
+            re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", cell)).strip()
+            for cell in re.findall(r"<td[^>]*>(.*?)</td>", row, flags=re.S)
+        )
         for row in found
     ]
 
@@ -52,15 +55,15 @@ def test_change_shows_who_what_when_and_from_which_address(client, tenant, make_
     page = response.get_data(as_text=True)
     # Creating the account also started its subscription and issued its first invoice.
     [invited, updated, *billing, created] = rows(page)
-    assert sorted(row.split("|")[2] for row in billing) == ["invoice.issued", "subscription.started"]
-    assert invited.split("|")[1:] == [admin.email, "invitation.created", invited.split("|")[3], "203.0.113.7"]
+    assert sorted(row.split("|")[2] for row in billing) == ["Invoice issued", "Subscription started"]
+    assert invited.split("|")[1:] == [admin.email, "Invitation sent", invited.split("|")[3], "203.0.113.7"]
     assert "newbie@example.com" in invited
-    assert updated.split("|")[1:3] == [admin.email, "tenant.updated"]
+    assert updated.split("|")[1:3] == [admin.email, "Company profile changed"]
     assert "Renamed Co" in updated and updated.endswith("203.0.113.7")
-    when = datetime.strptime(updated.split("|")[0], "%Y-%m-%d %H:%M:%S UTC")  # no timezone chosen or reported
+    when = datetime.strptime(updated.split("|")[0], "%b %d, %Y, %H:%M:%S UTC")  # no timezone chosen or reported
     assert abs((when - before).total_seconds()) < 60
     # The account was created by the test factory, with no address.
-    assert created.split("|")[1:3] == ["system", "tenant.created"]
+    assert created.split("|")[1:3] == ["system", "Account created"]
     assert created.endswith("—")
 
 
@@ -69,7 +72,7 @@ def test_every_member_can_read_the_activity_log(client, tenant, make_user, login
     login(client, make_user(tenant, role=role))
     response = client.get("/activity")
     assert response.status_code == 200
-    assert "tenant.created" in response.get_data(as_text=True)
+    assert "Account created" in response.get_data(as_text=True)
 
 
 def test_signed_out_visitor_is_sent_to_sign_in(client):
@@ -100,9 +103,9 @@ def test_another_tenants_events_never_appear(client, tenant, make_tenant, make_u
     assert "user.password_reset" not in page
     # This tenant's own history only: its creation, subscription and first invoice.
     assert sorted(row.split("|")[2] for row in rows(page)) == [
-        "invoice.issued",
-        "subscription.started",
-        "tenant.created",
+        "Account created",
+        "Invoice issued",
+        "Subscription started",
     ]
     # Asking for a later page does not widen the filter.
     assert "neighbour.private" not in client.get("/activity?page=2").get_data(as_text=True)
@@ -117,7 +120,7 @@ def test_more_than_fifty_events_are_split_into_pages_newest_first(client, tenant
     assert "Page 1 of 2" in first
     assert 'href="/activity?page=2"' in first
     assert "Newer" not in first
-    assert "n: 59" in rows(first)[0]
+    assert "N: 59" in rows(first)[0]
 
     second = client.get("/activity?page=2").get_data(as_text=True)
     second_rows = rows(second)
@@ -125,7 +128,7 @@ def test_more_than_fifty_events_are_split_into_pages_newest_first(client, tenant
     assert "Page 2 of 2" in second
     assert 'href="/activity?page=1"' in second
     assert "Older" not in second
-    assert "tenant.created" in second_rows[-1]
+    assert "Account created" in second_rows[-1]
     # No event is on both pages, and none is missing.
     assert len(set(rows(first)) | set(second_rows)) == 63
 
@@ -155,7 +158,7 @@ def test_htmx_request_gets_only_the_events_fragment(client, tenant, make_user, l
     page = response.get_data(as_text=True)
     assert page.lstrip().startswith('<div id="events">')
     assert "<html" not in page
-    assert "tenant.created" in page
+    assert 'data-action="tenant.created"' in page and "Account created" in page
     # A boosted navigation (a plain link click under hx-boost) wants the whole page.
     boosted = client.get("/activity", headers={"HX-Request": "true", "HX-Boosted": "true"}).get_data(as_text=True)
     assert "<html" in boosted
@@ -183,3 +186,31 @@ def test_a_page_past_the_last_says_so_instead_of_claiming_an_empty_log(client, t
     page = client.get("/activity?page=999").get_data(as_text=True)
     assert "There is no page 999." in page
     assert "Nothing has happened yet." not in page
+
+
+def test_entries_read_as_sentences_with_money_and_changes_spelled_out(client, tenant, make_user, login, app):
+    with app.test_request_context():
+        row = db.session.get(Tenant, tenant.tenant_id)
+        someone = Actor(user=None, label="owner@example.com")
+        audit.record(someone, "subscription.cancel_scheduled", row, "subscription", "sub_1", reason="too_expensive")
+        audit.record(
+            someone,
+            "tenant.updated",
+            row,
+            "tenant",
+            row.tenant_id,
+            changes={"company_name": {"from": "Audited Co", "to": "Audited Co Ltd"}},
+        )
+        audit.record(someone, "credit.granted", row, "credit_grant", "cg_1", amount=49900, currency="USD", reason="")
+        audit.record(someone, "meter.recalibrated", row, "meter", "m_1", dry_run=True)
+        db.session.commit()
+    login(client, make_user(tenant, role="viewer"))
+    page = client.get("/activity").get_data(as_text=True)
+    shown = {row.split("|")[2]: row.split("|")[3] for row in rows(page)}
+    assert shown["Cancellation scheduled for the end of the period"] == "Reason: too_expensive"
+    assert shown["Company profile changed"] == "Changes: Company name: Audited Co → Audited Co Ltd"
+    assert shown["Credit granted"] == "Amount: $499.00"
+    assert shown["Meter: recalibrated"] == "Dry run: yes"  # an action without a name of its own
+    text = re.sub(r"<[^>]+>", " ", page)
+    for debug in ("subscription.cancel_scheduled", "{'", "49900", "&#39;from&#39;"):
+        assert debug not in text

@@ -375,6 +375,19 @@ def test_activate_lifts_the_suspension_and_the_banner(operator_client, tenant, m
     assert response.status_code == 303
 
 
+def test_activation_emails_the_customer_unless_the_operator_unticks_it(operator_client, tenant, app, outbox):
+    operator_client.post(f"/admin/tenants/{tenant.tenant_id}/suspend", data={"reason": "admin_request"})
+    page = operator_client.get(f"/admin/tenants/{tenant.tenant_id}").get_data(as_text=True)
+    assert re.search(r'<input[^>]*checked[^>]*name="notify"|<input[^>]*name="notify"[^>]*checked', page)
+    response = operator_client.post(f"/admin/tenants/{tenant.tenant_id}/activate", data={"notify": "y"})
+    page = operator_client.get(response.headers["Location"]).get_data(as_text=True)
+    assert f"{tenant.contact_email} was emailed." in page
+    [message] = [m for m in outbox(tenant.contact_email) if "active again" in m.subject]
+    assert "is active again" in message.text_body
+    # The branded frame: the product's name on top, the greeting, the reason it came.
+    assert ">Portal</a>" in message.html_body and "Sent by the Portal" in message.html_body
+
+
 def test_activating_an_active_tenant_says_so(operator_client, tenant, app):
     response = operator_client.post(f"/admin/tenants/{tenant.tenant_id}/activate")
     assert response.status_code == 303

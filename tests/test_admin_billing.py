@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 
 from portal.extensions import db
 from portal.models import AuditEvent, BillingRun, Invoice, PlanVersion, Subscription, utcnow
+from portal.timezones import format_in
 from tests.conftest import HTMX, field_error, make_app
 
 
@@ -346,7 +347,7 @@ def test_tenant_detail_shows_a_scheduled_downgrade_then_a_pending_cancellation(o
         commit()
         subscriptions.change_plan(SYSTEM, subscription, "starter")
         commit()
-        period_end = subscription.current_period_end.strftime("%Y-%m-%d %H:%M UTC")
+        period_end = format_in(subscription.current_period_end, None)
     page = operator_client.get(url).get_data(as_text=True)
     assert cell(page, "subscription-plan") == "Professional (v1) · $499.00 / month"
     assert cell(page, "scheduled-change") == f"To Starter (v1, $49.00 / month) on {period_end}"

@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from portal.extensions import db
 from portal.models import API_SCOPES, ApiKey, AuditEvent, utcnow
 from portal.security import hash_token
+from portal.timezones import format_local
 from tests.conftest import HTMX, field_error
 
 ALL_SCOPES = list(API_SCOPES)
@@ -160,7 +161,7 @@ def test_created_key_works_against_the_api_until_it_is_revoked(app, client, tena
 
     row = re.search(r'data-name="Deploy bot">(.*?)</tr>', client.get("/api-keys").get_data(as_text=True), re.S)
     last_used = re.sub(r"<[^>]+>", " ", row.group(1).split("</td>")[5])
-    assert utcnow().strftime("%Y-%m-%d") in last_used
+    assert format_local(utcnow(), "date") in last_used  # the one date format, "Dec 7, 2026"
 
     assert client.post(f"/api-keys/{key_id(app, secret)}/revoke", data={"reason": "leaked"}).status_code == 303
     denied = api.get(url, headers={"X-API-Key": secret})

@@ -225,7 +225,14 @@ def test_htmx_sign_up_that_succeeds_tells_htmx_to_go_to_the_overview(client):
 
 @pytest.mark.parametrize(
     ("company_name", "suggestion"),
-    [("ACME, Inc.", "acme_inc"), ("  Big   Data GmbH ", "big_data_gmbh"), ("AB", "ab_co"), ("X" * 80, "x" * 50)],
+    [
+        ("ACME, Inc.", "acme_inc"),
+        ("  Big   Data GmbH ", "big_data_gmbh"),
+        ("AB", "ab_co"),
+        ("X" * 80, "x" * 50),
+        ("Müller & Söhne", "muller_sohne"),  # transliterated, not m_ller_s_hne
+        ("Øresund Straße", "oresund_strasse"),
+    ],
 )
 def test_tenant_id_is_suggested_from_the_company_name(client, company_name, suggestion):
     response = client.get("/signup/suggest-id", query_string={"company_name": company_name}, headers=HTMX)
@@ -233,6 +240,20 @@ def test_tenant_id_is_suggested_from_the_company_name(client, company_name, sugg
     fragment = response.get_data(as_text=True)
     assert f'<code data-testid="suggested-tenant-id">{suggestion}</code>' in fragment
     assert "<html" not in fragment
+
+
+def test_the_suggestion_fills_the_account_id_field_until_the_person_types_their_own(client):
+    def field_value(query):
+        fragment = client.get("/signup/suggest-id", query_string=query, headers=HTMX).get_data(as_text=True)
+        return re.search(r'<input[^>]*name="tenant_id"[^>]*value="([^"]*)"', fragment).group(1)
+
+    assert field_value({"company_name": "Müller & Söhne", "tenant_id": ""}) == "muller_sohne"
+    # Still following the company name while the field holds the previous suggestion...
+    query = {"company_name": "Müller & Söhne KG", "tenant_id": "muller_sohne", "suggested_tenant_id": "muller_sohne"}
+    assert field_value(query) == "muller_sohne_kg"
+    # ...but an ID the person typed is theirs.
+    query = {"company_name": "Müller & Söhne KG", "tenant_id": "ms_berlin", "suggested_tenant_id": "muller_sohne"}
+    assert field_value(query) == "ms_berlin"
 
 
 def test_no_tenant_id_is_suggested_for_a_name_without_letters_or_digits(client):
@@ -383,7 +404,7 @@ def test_fourth_sign_in_attempt_in_a_minute_is_refused_with_a_friendly_page(thro
     page = response.get_data(as_text=True)
     assert "Too many attempts" in page
     assert "Please wait a minute and try again." in page
-    assert '<header class="site container">' in page
+    assert '<header class="site">' in page
     assert not signed_in(client)
     # Reading the sign-in page is not throttled.
     assert client.get("/signin").status_code == 200
@@ -401,6 +422,20 @@ def reset_link(outbox, email: str) -> str:
     assert message.subject == "Reset your password"
     assert message.html_body and message.text_body
     return link_in(message.text_body, "/reset-password/")
+
+
+def test_emails_greet_a_person_by_name_in_the_branded_frame(client, app, make_tenant, make_user, outbox):
+    member = make_user(make_tenant(company_name="Greeting Co"), role="admin", name="Wanda Walker")
+    request_reset(client, member.email)
+    [message] = outbox(member.email)
+    assert message.text_body.startswith("Hello Wanda Walker,")
+    assert "Hello Wanda Walker," in message.html_body and ">Portal</a>" in message.html_body
+    # Someone without a name on file is greeted plainly, never by an email address.
+    with app.app_context():
+        db.session.get(User, member.user.id).name = ""
+        db.session.commit()
+    request_reset(app.test_client(), member.email)
+    assert outbox(member.email)[0].text_body.startswith("Hello,\n")
 
 
 def test_reset_request_gets_the_same_answer_for_known_and_unknown_emails(client, app, owner, outbox):

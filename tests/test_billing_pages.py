@@ -286,6 +286,21 @@ def test_a_quote_for_one_plan_cannot_confirm_another(client, app, tenant, team, 
     assert subscription_state(app, tenant)["plan"] == "starter"
 
 
+def test_the_downgrade_preview_says_what_is_lost(client, app, tenant, team, login):
+    login(client, team["owner"])
+    upgrade_via_page(client, "professional")
+    period_end = subscription_state(app, tenant)["period_end"]
+    page = html.unescape(client.get("/billing/change/starter").get_data(as_text=True))
+    assert shown(page, "what-is-lost").startswith(
+        f"From {day(period_end)} you will have less: Pipeline runs a month 5,000 → 1,000, "
+        "Concurrent pipelines 15 → 5, Storage 500 GB → 50 GB."
+    )
+    assert page.count('class="quota-lost"') == 3
+    # An upgrade loses nothing, so it says nothing of the kind (the comparison is still there).
+    page = client.get("/billing/change/enterprise").get_data(as_text=True)
+    assert 'data-testid="what-is-lost"' not in page and 'data-testid="quota-changes"' in page
+
+
 def test_downgrade_is_scheduled_for_the_period_end_and_can_be_kept_back(client, app, tenant, team, login):
     tenant = tenant
     login(client, team["owner"])

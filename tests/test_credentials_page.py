@@ -221,7 +221,12 @@ def test_invalid_aws_input_shows_a_message_per_field_and_stores_nothing(app, cli
     assert "AKIA or ASIA" in field_error(page, "aws-aws_access_key_id")
     assert "exactly 40 characters" in field_error(page, "aws-aws_secret_access_key")
     assert "not an AWS region" in field_error(page, "aws-region")
-    assert "role_arn must look like" in field_error(page, "aws-role_arn")
+    assert "Role ARN must look like" in field_error(page, "aws-role_arn")
+    assert field_error(page, "aws-aws_access_key_id").startswith("Access key ID must be AKIA or ASIA")
+    assert field_error(page, "aws-region").startswith("Region is not an AWS region")
+    errors = " ".join(re.findall(r'class="field-error"[^>]*>([^<]*)<', page))
+    for internal in ("aws_access_key_id", "aws_secret_access_key", "role_arn", "region is"):
+        assert internal not in errors  # the form's own words, never the API's field names
     assert "short-secret-value" not in page
     assert 'value="AKIA123"' in page  # the non-secret key id is kept for correcting
     assert re.search(r'<details class="add-credential" data-provider="aws"\s+open', page)
@@ -248,6 +253,8 @@ def test_invalid_gcp_key_shows_each_problem_and_does_not_echo_the_key(app, clien
     assert response.status_code == 422
     message = field_error(page, "gcp-key_json")
     assert "not a readable PEM private key" in message and "iam.gserviceaccount.com" in message
+    assert "The key file's private key is not a readable PEM private key" in message
+    assert "private_key" not in message and "client_email" not in message
     assert "MIIEvQIBADANBgkqhkiG9w0BAQEFAASC" not in page
     assert stored(app, tenant, deleted=True) == []
 
@@ -255,9 +262,32 @@ def test_invalid_gcp_key_shows_each_problem_and_does_not_echo_the_key(app, clien
     assert "not valid JSON" in field_error(page, "gcp-key_json")
     assert "{not json" not in page
     page = add(client, "gcp", {"gcp-credential_name": "Empty", "gcp-key_json": ""}).get_data(as_text=True)
-    assert field_error(page, "gcp-key_json")
+    assert html.unescape(field_error(page, "gcp-key_json")) == (
+        "Paste the service account key file's contents here, or upload the file."
+    )
     assert form_error(page) == ""
     assert stored(app, tenant, deleted=True) == []
+
+
+def test_adding_the_same_key_twice_warns_and_names_the_copy(app, client, tenant, team, login):
+    login(client, team["developer"])
+    same_key = gcp_form(name="Billing export")
+    add_ok(client, "gcp", same_key)
+    response = client.post("/credentials/add/gcp", data={**same_key, "gcp-credential_name": "Billing again"})
+    page = html.unescape(client.get(response.headers["Location"]).get_data(as_text=True))
+    assert "The same key is already stored as “Billing export”." in page
+    assert "Billing export" in page and "Billing again" in page  # both kept: the warning lets them choose
+
+
+def test_the_list_names_each_type_in_words_and_the_name_is_text_until_rename(app, client, tenant, team, login):
+    login(client, team["developer"])
+    add_ok(client, "gcp", gcp_form(name="Billing export"))
+    page = html.unescape(client.get("/credentials").get_data(as_text=True))
+    assert re.search(r'data-testid="credential-type">Google Cloud service account<', page)
+    assert "service_account<" not in page
+    assert re.search(r'data-testid="credential-name">Billing export<', page)
+    # The rename field is behind the Rename button, not an always-open input in every row.
+    assert re.search(r'<details class="confirm rename">\s*<summary[^>]*>Rename</summary>', page)
 
 
 def test_an_unknown_provider_is_not_found(client, team, login):

@@ -73,7 +73,7 @@ def test_operator_grants_credit_after_confirming_and_sees_it_in_the_ledger(app, 
     assert review.status_code == 200
     page = review.get_data(as_text=True)
     assert shown(page, "credit-confirm-summary") == (
-        f"Grant $25.50 of credit to Credited Co ({tenant.tenant_id}), expiring 2099-12-31 23:59 UTC."
+        f"Grant $25.50 of credit to Credited Co ({tenant.tenant_id}), expiring Dec 31, 2099, 23:59 UTC."
     )
     assert entries_of(app, tenant) == []  # nothing happens before the confirmation
 

@@ -10,6 +10,7 @@ from sqlalchemy import select, text, update
 from portal.extensions import db
 from portal.models import EmailMessage, Invitation, Membership, Tenant, User, utcnow
 from portal.security import hash_token
+from portal.timezones import format_in
 from tests.conftest import HTMX, PASSWORD, field_error, link_in, make_app, unique
 
 NEW_PASSWORD = "the invitees own passphrase"
@@ -97,10 +98,26 @@ def test_owner_and_admin_can_invite_with_any_role_but_owner(
     [message] = outbox(email)
     assert message.subject == "You are invited to join Inviting Co"
     assert f"invited you to join Inviting Co as {role}" in message.text_body
-    assert inviter.email in message.text_body
+    # Named as a person, not as an email address.
+    name = "Ina Inviter" if inviter_role != "owner" else inviter.user.name  # the owner is the tenant's own
+    assert name and f"{name} invited you to join Inviting Co as {role}" in message.text_body
+    assert inviter.email not in message.text_body
     assert "/invite/" in message.html_body
     saved = invitation_row(app, tenant, email)
     assert (saved.role, saved.status) == (role, "pending")
+
+
+def test_the_invitation_expiry_reads_in_the_inviters_timezone(client, app, tenant, make_user, login, outbox):
+    inviter = make_user(tenant, role="admin", name="Ina Inviter")
+    with app.app_context():
+        db.session.get(User, inviter.user.id).timezone = "Europe/Berlin"
+        db.session.commit()
+    login(client, inviter)
+    invite(client, "berlin@example.com")
+    saved = invitation_row(app, tenant, "berlin@example.com")
+    [message] = outbox("berlin@example.com")
+    shown = format_in(saved.expires_at, "Europe/Berlin")
+    assert shown.endswith(("CET", "CEST")) and shown in message.text_body and shown in message.html_body
 
 
 def test_invitation_expires_in_7_days_by_default(owner_client, app, tenant, outbox):
@@ -108,7 +125,9 @@ def test_invitation_expires_in_7_days_by_default(owner_client, app, tenant, outb
     invite(owner_client, "later@example.com")
     saved = invitation_row(app, tenant, "later@example.com")
     assert before + timedelta(days=7) <= saved.expires_at <= utcnow() + timedelta(days=7)
-    assert saved.expires_at.strftime("%Y-%m-%d %H:%M UTC") in outbox("later@example.com")[0].text_body
+    # In the one date format, with the zone named (the inviter chose none: UTC).
+    assert format_in(saved.expires_at, None) in outbox("later@example.com")[0].text_body
+    assert format_in(saved.expires_at, None).endswith(" UTC")
     # The form offers 7 as well.
     assert re.search(r'id="expires_in_days"[^>]*value="7"', team_page(owner_client))
 
@@ -476,7 +495,7 @@ def test_invite_without_a_csrf_token_is_refused_with_a_friendly_page_and_changes
     assert response.status_code == 400
     page = response.get_data(as_text=True)
     assert "Your form expired or was sent from elsewhere. Reload the page and try again." in page
-    assert '<header class="site container">' in page
+    assert '<header class="site">' in page
     assert invitation_row(app, tenant, "forged@example.com") is None
     with app.app_context():
         assert db.session.query(EmailMessage).filter_by(to="forged@example.com").count() == 0

@@ -373,3 +373,45 @@ def test_the_invoices_page_shows_overdue_and_failed_payments_and_filters_by_them
     assert "Overdue: it was due by" in detail
     csv_text = client.get("/billing/invoices.csv?status=overdue").get_data(as_text=True)
     assert numbers[overdue] in csv_text and numbers[recent] not in csv_text
+
+
+def test_an_overdue_invoice_shows_a_banner_with_the_way_to_pay_on_every_page(client, app, make_user, login):
+    from portal.billing.display import day
+
+    tenant_id = starter_tenant(app, days_ago=20)  # its first invoice was due 6 days ago
+    [invoice_id] = open_invoices(app, tenant_id)
+    tenant = fetch(app, Tenant, tenant_id)
+    login(client, make_user(tenant, role="admin"))
+    for path in ("/overview", "/team", "/billing/invoices"):
+        page = client.get(path).get_data(as_text=True)
+        banner = re.search(r'data-testid="past-due-banner">(.*?)</div>', page, re.S).group(1)
+        assert "Payment overdue." in banner and "$49.00" in banner, path
+        assert f'href="/billing/invoices/{invoice_id}#invoice-payment"' in banner
+        assert "Use another card" in banner
+    with app.test_request_context():
+        due = day(fetch(app, Invoice, invoice_id).due_at)
+    # The invoice list says when it was due, and offers to pay it from the row.
+    listing = client.get("/billing/invoices").get_data(as_text=True)
+    assert re.search(rf'data-testid="invoice-due">{re.escape(due)}<', listing)
+    assert 'data-testid="invoice-pay"' in listing and "Pay $49.00" in listing
+
+    viewer = app.test_client()
+    login(viewer, make_user(tenant, role="viewer"))
+    page = viewer.get("/overview").get_data(as_text=True)
+    assert "Payment overdue." in page and "An owner or admin of this account can pay it." in page
+    assert 'data-testid="past-due-pay"' not in page and 'data-testid="invoice-pay"' not in page
+
+
+def test_no_banner_while_the_invoice_is_not_yet_due(client, app, make_user, login):
+    tenant_id = starter_tenant(app)  # invoiced today, due in 14 days
+    login(client, make_user(fetch(app, Tenant, tenant_id), role="admin"))
+    assert 'data-testid="past-due-banner"' not in client.get("/overview").get_data(as_text=True)
+
+
+def test_a_failed_payment_shows_the_banner_before_the_due_date(client, app, make_user, login):
+    tenant_id = starter_tenant(app)
+    [invoice_id] = open_invoices(app, tenant_id)
+    payment_fails(app, invoice_id)
+    login(client, make_user(fetch(app, Tenant, tenant_id), role="admin"))
+    page = client.get("/overview").get_data(as_text=True)
+    assert "Payment overdue." in page  # a failed payment needs paying, due date or not

@@ -178,7 +178,7 @@ def test_unknown_page_shows_the_friendly_404_in_the_layout(client):
     page = response.get_data(as_text=True)
     assert "<h1>Page not found</h1>" in page
     assert "There is nothing here" in page
-    assert '<header class="site container">' in page and "<footer" in page
+    assert '<header class="site">' in page and "<footer" in page
     assert 'href="/"' in page
 
 
@@ -214,7 +214,7 @@ def test_unexpected_error_shows_the_friendly_500_page(boom_app, caplog):
     assert response.status_code == 500
     page = response.get_data(as_text=True)
     assert "<h1>Something went wrong</h1>" in page
-    assert '<header class="site container">' in page
+    assert '<header class="site">' in page
     assert "hunter2" not in page and "RuntimeError" not in page and "Traceback" not in page
     assert response.headers["X-Request-ID"] == "boom-page-1"
     assert response.headers["Content-Security-Policy"]

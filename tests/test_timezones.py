@@ -66,11 +66,11 @@ def test_the_operator_console_shows_the_dst_shift_in_the_operators_own_timezone(
         run_billing(utc(2027, 2, 28, 4))
     login(client, operator)
     page = client.get(f"/admin/tenants/{customer['tenant_id']}").get_data(as_text=True)
-    assert shown(page, "subscription-period") == "2027-02-27 22:30 EST – 2027-03-30 23:30 EDT"
+    assert shown(page, "subscription-period") == "Feb 27, 2027, 22:30 EST – Mar 30, 2027, 23:30 EDT"
 
     choose_timezone(app, operator.email, "Europe/Berlin")
     page = client.get(f"/admin/tenants/{customer['tenant_id']}").get_data(as_text=True)
-    assert shown(page, "subscription-period") == "2027-02-28 04:30 CET – 2027-03-31 05:30 CEST"
+    assert shown(page, "subscription-period") == "Feb 28, 2027, 04:30 CET – Mar 31, 2027, 05:30 CEST"
 
 
 def test_without_a_choice_the_browsers_timezone_is_used_and_a_bogus_one_falls_back_to_utc(app, client, login, customer):

@@ -2,7 +2,10 @@
 CSV export, empty state; every role reads its own tenant's usage only."""
 
 import csv
+import html
 import io
+import json
+import re
 from datetime import timedelta
 
 from portal.models import utcnow
@@ -72,3 +75,59 @@ def test_usage_is_the_signed_in_tenants_own(app, client, make_tenant, login):
 
 def test_signed_out_people_are_sent_to_sign_in(client):
     assert client.get("/usage").status_code == 302
+
+
+def test_a_level_holds_between_reports_while_a_counter_is_a_daily_total(app, client, make_tenant, login):
+    """Storage reported once is still held the next day (not 420 GB one day and 0 the next)."""
+    from portal.access import SYSTEM
+    from portal.extensions import db
+    from portal.infra.transactions import commit
+    from portal.models import Membership, User
+    from portal.tenants.services import create_tenant
+
+    started = utcnow() - timedelta(days=3)
+    with app.test_request_context():
+        owner = db.session.query(User).filter_by(email=make_tenant().contact_email).one()
+        tenant = create_tenant(SYSTEM, f"lvl{owner.id[-8:]}", "Levels", owner.email, subscribed_at=started)
+        db.session.add(Membership(tenant_id=tenant.tenant_id, user_id=owner.id, role="owner"))
+        commit()
+        record(tenant.tenant_id, "storage_snapshot", 420, at=started + timedelta(minutes=5))
+        record(tenant.tenant_id, "pipeline_run", at=started + timedelta(minutes=5), many=3)
+    login(client, owner.email)
+    client.post("/switch-tenant", data={"tenant_id": tenant.tenant_id})
+    response = client.get("/usage/export.csv")
+    rows = list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
+    storage = [float(row["value"]) for row in rows if row["feature"] == "storage_gb"]
+    runs = [float(row["value"]) for row in rows if row["feature"] == "pipeline_runs"]
+    assert len(storage) >= 3 and set(storage) == {420.0}  # every day since holds the level
+    assert runs[0] == 3 and set(runs[1:]) == {0.0}
+    page = client.get("/usage").get_data(as_text=True)
+    chart = json.loads(html.unescape(re.search(r'data-chart="([^"]*)"', page).group(1)))
+    kinds = {series["key"]: (series["kind"], series["unit"]) for series in chart["series"]}
+    assert kinds["storage_gb"][0] == "level" and kinds["pipeline_runs"] == ("counter", "runs")
+
+
+def test_the_month_picker_shows_the_current_month_and_quotas_carry_units(app, client, make_tenant, login):
+    tenant = make_tenant()
+    with app.test_request_context():
+        record(tenant.tenant_id, "pipeline_run", many=2)
+    login(client, tenant.contact_email)
+    page = client.get("/usage").get_data(as_text=True)
+    assert f'name="month" value="{this_month():%Y-%m}"' in page
+    row = re.search(r'<tr data-feature="pipeline_runs".*?</tr>', page, re.S).group(0)
+    assert "1,000 runs" in row  # the quota with its unit, like the usage beside it
+
+
+def test_quota_warnings_are_amber_then_red_and_offer_an_upgrade_to_who_can(app, client, make_tenant, make_user, login):
+    tenant = make_tenant()
+    with app.test_request_context():
+        record(tenant.tenant_id, "pipeline_run", many=920)  # starter: 1,000 → 92 %
+        record(tenant.tenant_id, "pipelines_running", 6)  # 6 of 5 → 120 %
+    login(client, tenant.contact_email)  # the owner
+    page = client.get("/usage").get_data(as_text=True)
+    assert 'class="quota-bar quota-warning"' in page and 'class="quota-bar quota-exceeded"' in page
+    assert page.count('data-testid="upgrade-link"') == 2 and 'href="/billing#plans"' in page
+    viewer = make_user(tenant, "viewer")
+    login(client, viewer)
+    page = client.get("/usage").get_data(as_text=True)
+    assert 'data-testid="upgrade-link"' not in page and "An owner or admin can upgrade the plan." in page

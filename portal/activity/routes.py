@@ -2,6 +2,7 @@ from flask import Blueprint, g, request
 from sqlalchemy import select
 
 from portal.access import tenant_required
+from portal.activity.display import describe
 from portal.infra.pagination import paginate
 from portal.models import AuditEvent
 from portal.web import render
@@ -22,4 +23,4 @@ def index():
         .order_by(AuditEvent.created_at.desc(), AuditEvent.id.desc())
     )
     events = paginate(query, page, PAGE_SIZE)
-    return render("activity/index.html", "activity/_events.html", events=events)
+    return render("activity/index.html", "activity/_events.html", events=events, describe=describe)

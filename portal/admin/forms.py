@@ -32,7 +32,8 @@ class SuspendForm(FlaskForm):
 
 
 class ActivateForm(FlaskForm):
-    """CSRF only."""
+    # The customer was told of the suspension; by default they hear that it is over too.
+    notify = BooleanField("Email the customer's contact", default=True)
 
 
 class ExternalIdForm(FlaskForm):

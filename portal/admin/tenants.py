@@ -143,12 +143,15 @@ def suspend(tenant_id: str):
 @bp.post("/tenants/<tenant_id>/activate")
 @operator_required
 def activate(tenant_id: str):
-    """Lift a suspension."""
+    """Lift a suspension, and (unless unticked) email the customer that it is over."""
     tenant = load_tenant(tenant_id)
+    form = ActivateForm()
+    notify = bool(form.notify.data)
 
     def activate_tenant():
-        tenant_services.activate(current_actor(), tenant)
-        return f"{tenant.company_name} is active again."
+        tenant_services.activate(current_actor(), tenant, notify=notify)
+        told = f" {tenant.contact_email} was emailed." if notify and tenant.contact_email else ""
+        return f"{tenant.company_name} is active again.{told}"
 
     return act(activate_tenant, "admin.tenant_detail", tenant_id=tenant.tenant_id)
 

@@ -84,9 +84,14 @@ def sign_up():
 
 @bp.get("/signup/suggest-id")
 def suggest_id():
-    """htmx: propose an account id from the company name as it is typed."""
+    """htmx: the account ID field, filled with an ID proposed from the company name as it is typed,
+    unless the person has typed one of their own (anything but the previous suggestion)."""
     suggestion = tenants.suggest_tenant_id(request.args.get("company_name", "")[:200])
-    return render("auth/_tenant_id_suggestion.html", suggestion=suggestion)
+    typed = request.args.get("tenant_id", "").strip()
+    filled = typed in ("", request.args.get("suggested_tenant_id", ""))
+    form = SignUpForm(formdata=None)
+    form.tenant_id.data = suggestion if filled else typed
+    return render("auth/_tenant_id_suggestion.html", form=form, suggestion=suggestion, filled=filled)
 
 
 @bp.route("/signin", methods=["GET", "POST"])

@@ -1,5 +1,6 @@
 """How billing figures read on the page: dates, quantities, plan quotas and feature prices."""
 
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
@@ -12,6 +13,38 @@ QUOTA_LABELS = {
     "concurrent_pipeline_quota": "concurrent pipelines",
     "storage_quota_gb": "GB storage",
 }
+# The same quotas as a comparison's row names and units ("Storage: 500 GB → 50 GB").
+QUOTA_ROWS = {
+    "monthly_pipeline_quota": ("Pipeline runs a month", ""),
+    "concurrent_pipeline_quota": ("Concurrent pipelines", ""),
+    "storage_quota_gb": ("Storage", " GB"),
+}
+
+
+@dataclass(frozen=True)
+class QuotaChange:
+    name: str
+    before: str
+    after: str
+    lost: bool  # the new plan gives less of it
+
+
+def quota_changes(old, new) -> list[QuotaChange]:
+    """Each quota on the current plan and on the other, in words; ``lost`` where the other has less."""
+    before, after = old.quotas or {}, new.quotas or {}
+    changes = []
+    for key in list(before) + [key for key in after if key not in before]:
+        name, unit = QUOTA_ROWS.get(key, (key.replace("_", " ").capitalize(), ""))
+        old_amount, new_amount = before.get(key), after.get(key)
+        changes.append(
+            QuotaChange(
+                name,
+                f"{number(old_amount)}{unit}" if old_amount is not None else "unlimited",
+                f"{number(new_amount)}{unit}" if new_amount is not None else "unlimited",
+                new_amount is not None and (old_amount is None or new_amount < old_amount),
+            )
+        )
+    return changes
 
 
 def day(value: datetime | None) -> str:

@@ -229,6 +229,17 @@ def for_tenant(tenant: Tenant, status: str | None = None, at: datetime | None = 
     return statement.order_by(Invoice.issued_at.desc(), Invoice.number.desc())
 
 
+def needing_payment(tenant: Tenant, at: datetime | None = None) -> list[Invoice]:
+    """The tenant's open invoices that are overdue or whose payment failed, oldest first: what
+    the past-due banner asks the customer to pay."""
+    statement = (
+        select(Invoice)
+        .where(Invoice.tenant_id == tenant.tenant_id, _matching("overdue", at or utcnow()) | _failed())
+        .order_by(Invoice.due_at, Invoice.number)
+    )
+    return list(db.session.execute(statement).scalars())
+
+
 def failed_among(invoices: list[Invoice]) -> set[str]:
     """The ids of those of ``invoices`` whose last payment attempt failed (one query)."""
     candidates = [invoice.id for invoice in invoices if invoice.status == "open" and invoice.payment_failures]

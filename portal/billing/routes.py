@@ -43,6 +43,7 @@ def billing_helpers():
         "amount": format_amount,
         "number": display.number,
         "plan_price": display.price,
+        "quota_changes": display.quota_changes,
         "plan_quotas": display.quotas,
         "plan_features": display.features,
     }

@@ -30,6 +30,14 @@ class GcpCredentialForm(FlaskForm):
     # Every GCP complaint is about the key file's contents: shown beside the JSON input used.
     JSON_FIELDS = ("credentials", "type", "project_id", "client_email", "private_key", "token_uri")
     SECRET_FIELDS = ("key_json",)
+    # The validator names the key file's own JSON members (the API's words); a person reads these.
+    FIELD_NAMES = {
+        "type": "The key file's type",
+        "project_id": "The key file's project ID",
+        "client_email": "The key file's client email",
+        "private_key": "The key file's private key",
+        "token_uri": "The key file's token URI",
+    }
 
     credential_name = _name_field()
     key_json = TextAreaField(
@@ -41,6 +49,16 @@ class GcpCredentialForm(FlaskForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, prefix="gcp", **kwargs)
+
+    def validate(self, extra_validators=None) -> bool:
+        valid = super().validate(extra_validators)
+        upload = self.key_file.data
+        if not (self.key_json.data or "").strip() and not (upload and getattr(upload, "filename", "")):
+            self.key_json.errors = list(self.key_json.errors or []) + [
+                "Paste the service account key file's contents here, or upload the file."
+            ]
+            return False
+        return valid
 
     def key_text(self) -> tuple[str, str]:
         """(the key file's text, the form field it came from); an upload wins over a paste."""
@@ -113,15 +131,27 @@ class AzureCredentialForm(FlaskForm):
 ADD_FORMS = {"gcp": GcpCredentialForm, "aws": AwsCredentialForm, "azure": AzureCredentialForm}
 
 
+def _in_words(form, field: str, message: str) -> str:
+    """The validator's message with the API's field name (``aws_access_key_id``) swapped for the
+    name the person sees on the form (``Access key ID``)."""
+    if not message.startswith(field):
+        return message
+    named = getattr(form, "FIELD_NAMES", {}).get(field)
+    if named is None and field in form._fields:
+        named = form._fields[field].label.text.removesuffix(" (optional)")
+    return f"{named}{message[len(field) :]}" if named else message
+
+
 def apply_credential_errors(form, errors: list[dict[str, str]], aliases: dict[str, str]) -> None:
     """Each failing field's message beside that field; a field the form lacks goes on top."""
     for error in errors:
         name = aliases.get(error["field"], error["field"])
         field = form._fields.get(name)
+        message = _in_words(form, error["field"], error["message"])
         if field is not None and name not in ("csrf_token",):
-            field.errors = list(field.errors or []) + [error["message"]]
+            field.errors = list(field.errors or []) + [message]
         else:
-            form.form_errors.append(error["message"])
+            form.form_errors.append(message)
 
 
 def forget_secrets(form) -> None:

@@ -24,6 +24,12 @@ from portal.web import act, form_errors_status, redirect_to, render
 bp = Blueprint("credentials", __name__, url_prefix="/credentials")
 
 PROVIDER_LABELS = {"gcp": "Google Cloud", "aws": "AWS", "azure": "Azure"}
+# What the list calls each kind of secret (the stored codes are seed 000's API vocabulary).
+TYPE_LABELS = {
+    "service_account": "Google Cloud service account",
+    "access_key": "AWS access key",
+    "service_principal": "Azure service principal",
+}
 
 
 def _provider_filter() -> str | None:
@@ -42,6 +48,7 @@ def _page(add_forms=None, open_provider=None, status=200):
         provider_filter=provider,
         providers=PROVIDERS,
         provider_labels=PROVIDER_LABELS,
+        type_labels=TYPE_LABELS,
         add_forms=forms,
         open_provider=open_provider,
     )
@@ -76,6 +83,14 @@ def add(provider: str):
             apply_service_error(form, error)
         else:
             flash(f"The credential “{credential.name}” was added and validated.", "success")
+            twins = services.same_secret_as(g.tenant, credential)
+            if twins:
+                names = ", ".join(f"“{twin.name}”" for twin in twins)
+                flash(
+                    f"The same key is already stored as {names}. Delete the copy you do not need, "
+                    "so that rotating the key later means changing it in one place.",
+                    "warning",
+                )
             return redirect_to("credentials.index")
     elif "csrf_token" in form.errors:
         abort(400, "Your form expired. Reload the page and try again.")

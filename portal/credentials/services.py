@@ -123,6 +123,14 @@ def list_credentials(tenant: Tenant, provider: str | None = None) -> list[Creden
     return list(db.session.execute(credentials_query(tenant, provider)).scalars())
 
 
+def same_secret_as(tenant: Tenant, credential: Credential) -> list[Credential]:
+    """The tenant's other credentials holding the very same secret (the same fingerprint)."""
+    query = credentials_query(tenant).where(
+        Credential.fingerprint == credential.fingerprint, Credential.id != credential.id
+    )
+    return list(db.session.execute(query).scalars())
+
+
 def get_credential(tenant: Tenant, credential_id: str) -> Credential:
     """One of this tenant's credentials that is not deleted; another tenant's is simply not found."""
     return get_for_tenant(Credential, credential_id, tenant, "Credential", where=(Credential.deleted_at.is_(None),))

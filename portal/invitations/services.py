@@ -22,8 +22,11 @@ def invitation_url(token: str) -> str:
     return public_url("invitations.accept", token=token)
 
 
-def _send(invitation: Invitation, token: str, inviter_name: str) -> None:
+def _send(invitation: Invitation, token: str, actor: Actor) -> None:
     url = invitation_url(token)
+    # "Wanda Walker invited you", not an email address; the expiry in the inviter's timezone, the
+    # best guess for a colleague who has no account yet.
+    inviter = actor.user.display_name if actor.user else actor.name
     send_email(
         invitation.email,
         f"You are invited to join {invitation.tenant.company_name}",
@@ -31,7 +34,8 @@ def _send(invitation: Invitation, token: str, inviter_name: str) -> None:
         tenant=invitation.tenant,
         invitation=invitation,
         url=url,
-        inviter=inviter_name,
+        inviter=inviter,
+        zone_name=actor.user.timezone if actor.user else None,
         secrets=[url],
     )
 
@@ -83,7 +87,7 @@ def _invite(actor: Actor, tenant: Tenant, email: str, role: str, expires_in_days
     db.session.add(invitation)
     db.session.flush()
     audit.record(actor, "invitation.created", tenant, "invitation", invitation.id, email=email, role=role)
-    _send(invitation, token, actor.name)
+    _send(invitation, token, actor)
     return invitation, token
 
 
@@ -111,7 +115,7 @@ def resend(actor: Actor, invitation: Invitation) -> str:
     invitation.send_count += 1
     invitation.last_sent_at = utcnow()
     audit.record(actor, "invitation.resent", invitation.tenant, "invitation", invitation.id, email=invitation.email)
-    _send(invitation, token, actor.name)
+    _send(invitation, token, actor)
     return token
 
 

@@ -3,6 +3,7 @@
 import re
 from datetime import datetime
 
+from slugify import slugify
 from sqlalchemy import Select, func, or_, select
 from sqlalchemy.exc import IntegrityError
 
@@ -33,8 +34,10 @@ EXTERNAL_ID_RULE = (
 
 
 def suggest_tenant_id(company_name: str) -> str:
-    """A free, valid, readable slug from a company name ("ACME, Inc." -> "acme_inc", "acme_inc_2")."""
-    slug = re.sub(r"[^a-z0-9]+", "_", company_name.lower()).strip("_")[:50]
+    """A free, valid, readable slug from a company name ("ACME, Inc." -> "acme_inc", "acme_inc_2";
+    "Müller & Söhne" -> "muller_sohne": letters are transliterated, not dropped)."""
+    ascii_name = slugify(company_name, separator="_")
+    slug = re.sub(r"[^a-z0-9]+", "_", ascii_name).strip("_")[:50].rstrip("_")
     if not slug:
         return ""
     if len(slug) < 3:

@@ -5,11 +5,14 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
 from portal.models import Tenant
-from portal.usage.meters import daily_values, meters_by_key
+from portal.usage.meters import daily_values, meter_value, meters_by_key
 from portal.usage.periods import current_period, month_start, next_month
 from portal.usage.services import FeatureUsage, feature_usage, has_usage, plan_version_of, subscription_for
 
 WARN_AT = 90
+# Meters that read a level (storage held, pipelines running) rather than count what happened: a
+# day without a report still holds the last level, where a counter's quiet day is a zero.
+LEVEL_AGGREGATIONS = frozenset({"last", "max", "min", "avg", "first"})
 
 
 @dataclass
@@ -37,6 +40,7 @@ class UsageReport:
     features: list[FeatureLine] = field(default_factory=list)
     days: list[date] = field(default_factory=list)
     daily: dict[str, list[float]] = field(default_factory=dict)
+    levels: set[str] = field(default_factory=set)
     any_usage: bool = False
 
     @property
@@ -64,6 +68,23 @@ def build(tenant: Tenant, month: str | None = None, with_daily: bool = True) -> 
         last = min(end, datetime.now(start.tzinfo) + timedelta(days=1))
         report.days = [(start + timedelta(days=i)).date() for i in range(max((last - start).days, 1))]
         for line in report.features:
-            by_day = daily_values(meters[line.usage.key], tenant.tenant_id, start, end)
-            report.daily[line.usage.key] = [float(by_day.get(day, 0)) for day in report.days]
+            meter = meters[line.usage.key]
+            by_day = daily_values(meter, tenant.tenant_id, start, end)
+            if meter.aggregation in LEVEL_AGGREGATIONS:
+                report.levels.add(line.usage.key)
+                # The level the window opens with is the last one reported before it (0 if none).
+                before = meter_value(meter, tenant.tenant_id, None, start) if meter.aggregation == "last" else 0
+                report.daily[line.usage.key] = _carried_forward(by_day, report.days, float(before))
+            else:
+                report.daily[line.usage.key] = [float(by_day.get(day, 0)) for day in report.days]
     return report
+
+
+def _carried_forward(by_day: dict, days: list[date], opening: float) -> list[float]:
+    """A level per day: the day's own reading, else the last one before it."""
+    values, last = [], opening
+    for day in days:
+        if day in by_day:
+            last = float(by_day[day])
+        values.append(last)
+    return values

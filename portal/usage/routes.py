@@ -5,6 +5,7 @@ import json
 from flask import Blueprint, g, make_response, request
 
 from portal.access import tenant_required
+from portal.models import utcnow
 from portal.usage import report as usage_report
 from portal.web import render
 
@@ -27,10 +28,15 @@ def index():
         "start": int(report.start.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()),
         "end": int(report.end.timestamp()),
         "days": [day.isoformat() for day in report.days],
+        # One small chart per feature, each on its own scale and unit: runs, GB and hours on one
+        # axis made the small ones flat lines.
         "series": [
             {
                 "key": line.usage.key,
-                "label": f"{line.usage.name} ({line.usage.unit_label})",
+                "label": line.usage.name,
+                "unit": line.usage.unit_label,
+                "kind": "level" if line.usage.key in report.levels else "counter",
+                "quota": float(line.usage.quota) if line.usage.quota is not None else None,
                 "values": report.daily.get(line.usage.key, []),
             }
             for line in report.features
@@ -38,7 +44,14 @@ def index():
     }
     # A chart of nothing but zeros (a month before the first event, say) says less than a sentence.
     charted = any(value for series in chart["series"] for value in series["values"])
-    return render("usage/index.html", report=report, chart_json=json.dumps(chart), charted=charted)
+    return render(
+        "usage/index.html",
+        report=report,
+        chart_json=json.dumps(chart),
+        charted=charted,
+        # The picker shows the month on screen: the chosen one, else the current one.
+        picker_month=report.month or f"{utcnow():%Y-%m}",
+    )
 
 
 @bp.get("/export.csv")

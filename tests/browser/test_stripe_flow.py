@@ -70,6 +70,26 @@ def _open_invoice(page):
     expect(page.get_by_test_id("payment")).to_have_text(re.compile(r"^Due by "))
 
 
+def test_saving_an_empty_card_form_asks_for_the_card_in_words(live_server, open_browser):
+    suffix = uuid.uuid4().hex[:8]
+    page, console = open_browser()
+    _sign_up(page, suffix)
+    page.goto("/billing/payment-method")
+    page.get_by_test_id("add-card").click()
+    expect(page).to_have_url(re.compile(r"/billing/payment-method/new\?setup_intent=seti_\w+$"))
+    page.get_by_test_id("save-card").click()
+    error = page.get_by_test_id("card-error")
+    expect(error).to_have_text("Enter the card number, expiry date and CVC.")
+    expect(page.get_by_test_id("card-element")).to_have_attribute("aria-invalid", "true")
+    # A half-typed card that Stripe cannot read gets a sentence, never a script's error text.
+    page.get_by_test_id("card-element").get_by_placeholder("number").fill("4242")
+    page.get_by_test_id("save-card").click()
+    expect(error).not_to_have_text("")
+    assert "undefined" not in error.inner_text() and "Cannot read" not in error.inner_text()
+    expect(page).to_have_url(re.compile(r"/billing/payment-method/new\?setup_intent=seti_\w+$"))
+    assert console.csp_violations == []
+
+
 def test_owner_adds_a_card_and_it_pays_the_open_invoice(live_server, open_browser):
     suffix = uuid.uuid4().hex[:8]
     page, console = open_browser()
@@ -140,4 +160,7 @@ def test_failed_three_d_secure_shows_the_failure_and_pay_now_again(live_server, 
     )
     expect(page.get_by_test_id("invoice-status")).to_have_text("open")
     expect(page.get_by_test_id("pay-now")).to_be_visible()
+    # Beside Pay now, after a failure: the way to pay with a different card.
+    expect(page.get_by_test_id("use-another-card")).to_have_attribute("href", "/billing/payment-method")
+    expect(page.get_by_test_id("past-due-banner")).to_contain_text("Payment overdue.")
     assert console.csp_violations == []

@@ -54,13 +54,19 @@ def test_the_owner_sees_usage_against_the_quota_in_the_table_and_the_daily_chart
     expect(row).to_contain_text("1,000")
     expect(row).to_contain_text("95.0% · almost used")
     expect(page.get_by_test_id("usage-warning")).to_have_text("Pipeline runs: 95.0% of the quota is used.")
+    expect(page.get_by_test_id("upgrade-link")).to_have_attribute("href", "/billing#plans")
+    # The month picker shows the month on screen, not "--------- ----".
+    expect(page.get_by_label("Month")).to_have_value(f"{datetime.now(UTC):%Y-%m}")
 
-    # uPlot drew the chart: a canvas with a legend naming the series, and today's point.
+    # uPlot drew one chart per feature with usage: here only pipeline runs, as daily bars.
     chart = page.get_by_test_id("usage-chart")
-    expect(chart.locator("canvas")).to_be_visible()
-    expect(chart.locator(".u-legend")).to_contain_text("Pipeline runs")
-    box = chart.locator("canvas").bounding_box()
-    assert box is not None and box["width"] >= 320 and box["height"] > 100
+    expect(chart.locator("figure")).to_have_count(1)
+    figure = chart.locator('figure[data-feature="pipeline_runs"]')
+    expect(figure.locator("figcaption")).to_have_text("Pipeline runs (per day, runs)")
+    expect(figure.locator("canvas")).to_be_visible()
+    expect(figure.locator(".u-legend")).to_contain_text("Pipeline runs")
+    box = figure.locator("canvas").bounding_box()
+    assert box is not None and box["width"] >= 280 and box["height"] > 100
     assert chart.get_attribute("data-drawn") == "1"
     # The x axis spans the billing period shown above it, not years around its first day.
     x_min, x_max = chart.evaluate("el => [el.uplot.scales.x.min, el.uplot.scales.x.max]")

@@ -28,7 +28,14 @@ def payment_helpers():
         "stripe_test_mode": gateway.test_mode,
         "payment_state": _payment_state,
         "money": format_money,
+        "needing_payment": _needing_payment,
     }
+
+
+def _needing_payment() -> list:
+    """For the banner every page of a tenant shows while an invoice is overdue or failed."""
+    tenant = g.get("tenant")
+    return invoice_service.needing_payment(tenant) if tenant is not None else []
 
 
 def _payment_state(invoice) -> dict:
