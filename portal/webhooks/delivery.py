@@ -17,6 +17,7 @@ from portal.extensions import db
 from portal.mail import send_email
 from portal.models import Membership, Tenant, User, WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
 from portal.models.base import utcnow
+from portal.timezones import format_local
 from portal.webhooks import signing, urls
 
 log = logging.getLogger(__name__)
@@ -174,7 +175,7 @@ def _disable_failing(endpoint: WebhookEndpoint, now) -> None:
     endpoint.enabled = False
     endpoint.disabled_reason = (
         f"Disabled automatically: every delivery failed for {days:g} days "
-        f"(since {endpoint.failing_since:%Y-%m-%d %H:%M} UTC)."
+        f"(since {format_local(endpoint.failing_since)})."
     )
     log.warning("Webhook endpoint %s disabled after failing since %s", endpoint.id, endpoint.failing_since)
     if endpoint.tenant_id is None:

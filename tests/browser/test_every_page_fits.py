@@ -38,6 +38,7 @@ SCREENSHOT_PAGES = {
         "/settings",
         "/activity",
         "/account",
+        "/integrations/webhooks",
     },
     "operator": {"/admin/tenants", "/admin/plans", "/admin/billing", "/admin/outbox"},
     "visitor": {"/signin", "/signup"},
@@ -61,6 +62,7 @@ def _seed(app) -> dict:
     from portal.models import Membership, utcnow
     from portal.tenants.services import create_tenant
     from portal.usage import ingest
+    from portal.webhooks.services import create_endpoint
 
     suffix = uuid.uuid4().hex[:8]
     people = {role: f"{role}-{suffix}@fits.example" for role in ("owner", "admin", "viewer", "operator")}
@@ -79,6 +81,11 @@ def _seed(app) -> dict:
         operator = create_user(people["operator"], PASSWORD, "Portal Operator", is_operator=True)
         db.session.flush()
         actor = Actor(user=owner, label=None)
+        # An endpoint nobody answers at (port 9, discard): every event below leaves a failed
+        # attempt in its delivery log, with an error message to lay out.
+        endpoint, _ = create_endpoint(
+            actor, tenant, "http://127.0.0.1:9/hooks/" + "a-long-path-segment-" * 8, ["*"], "Finance sync " + "z" * 60
+        )
         create_invitation(actor, tenant, f"developer-{suffix}@fits.example", "developer")
         create_key(actor, tenant, "Nightly export " + "x" * 60, scopes=None, expires_in_days=None)
         gcp = {
@@ -111,6 +118,7 @@ def _seed(app) -> dict:
         commit()
         invoice_id = upgrade.id
         return {
+            "endpoint_id": endpoint.id,
             "tenant_id": tenant.tenant_id,
             "invoice_id": invoice_id,
             "run_id": run.id,
@@ -142,7 +150,13 @@ def _pages(role: str, site: dict, live_server) -> list[str]:
         "/account/two-factor",
     ]
     if role == "owner":
-        return [*member, "/billing/change/starter", "/billing/payment-method"]
+        return [
+            *member,
+            "/billing/change/starter",
+            "/billing/payment-method",
+            "/integrations/webhooks",
+            f"/integrations/webhooks/{site['endpoint_id']}",
+        ]
     if role == "viewer":
         return member
     if role == "operator":
@@ -161,6 +175,7 @@ def _pages(role: str, site: dict, live_server) -> list[str]:
             f"/admin/invoices/{invoice_id}",
             "/admin/jobs/failed",
             "/admin/stripe-events",
+            "/admin/webhooks",
             "/admin/meters",
             "/admin/meters/new",
             "/admin/outbox",
