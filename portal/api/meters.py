@@ -78,6 +78,7 @@ def list_meters(principal, query: schemas.MeterListQuery):
     summary="Create a meter: how a plan feature (key) is measured from events",
     description="409 when a meter with that key exists. A meter of the catalog file is written back "
     "by its next `catalog sync`.",
+    links={target: {"key": "$response.body#/key"} for target in ("get_meter", "update_meter", "delete_meter")},
 )
 def create_meter(principal, body: schemas.MeterIn):
     spec = _spec(body.model_dump(exclude_none=True))

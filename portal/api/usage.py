@@ -136,6 +136,7 @@ def _quota_exceeded(error: limits.LimitExceeded):
     "hard limit in the tenant's plan to that limit or past it. With `enforce: true` an event that "
     "would take such a feature past its limit is refused: 429 `QUOTA_EXCEEDED` (seed 000), nothing "
     "stored, `Retry-After` until the billing period renews.",
+    links={target: {"ref": "$response.body#/ref"} for target in ("get_event", "delete_event")},
 )
 def post_event(principal, body: schemas.EventIn):
     raw = body.model_dump(exclude_unset=True)
@@ -312,7 +313,7 @@ def _events_tenant(principal, tenant_ref: str | None) -> str | None:
 
 @operation(
     "GET",
-    "/events/<ref>",
+    "/events/<except('batch', 'dry-run', 'delete-by-refs'):ref>",
     auth=TENANT,
     scope=USAGE_SCOPE,
     query=schemas.EventRefQuery,
@@ -333,7 +334,7 @@ def get_event(principal, ref: str, query: schemas.EventRefQuery):
 
 @operation(
     "DELETE",
-    "/events/<ref>",
+    "/events/<except('batch', 'dry-run', 'delete-by-refs'):ref>",
     auth=OPERATOR,
     query=schemas.EventRefQuery,
     response=schemas.EventDeletedOut,

@@ -276,5 +276,8 @@ class MarkUncollectibleIn(Body):
 
 class MarkPaidIn(Body):
     reference: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-    # Omitted: now. Never in the future.
-    paid_at: IsoInstant | None = None
+    paid_at: IsoInstant | None = Field(
+        None,
+        description="When the payment arrived (ISO 8601 with a timezone). Not in the future: JSON Schema has "
+        "no keyword for that, and a later instant is a 400 naming paid_at. Omitted: now.",
+    )

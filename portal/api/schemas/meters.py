@@ -4,7 +4,7 @@ file and the console write them."""
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, StringConstraints
+from pydantic import Field, StringConstraints, WithJsonSchema
 
 from portal.api.schemas.common import Body, Out, PageQuery, Pagination
 from portal.models.usage import AGGREGATIONS
@@ -27,7 +27,9 @@ Filter = dict[str, Any]
 
 class MeterIn(Body):
     # The pattern is checked with a message in words (portal/api/meters.py); here only a bound.
-    key: Annotated[str, StringConstraints(max_length=64)] = Field(
+    key: Annotated[
+        str, StringConstraints(max_length=64), WithJsonSchema({"type": "string", "pattern": "^[a-z][a-z0-9_]{1,63}$"})
+    ] = Field(
         description="The plan feature it measures: a lowercase letter, then 1-63 lowercase letters, digits "
         "or _ (e.g. pipeline_runs). Never renamed."
     )

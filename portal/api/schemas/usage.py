@@ -4,7 +4,7 @@ report and entitlements."""
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, StrictBool, StringConstraints
+from pydantic import ConfigDict, Field, StrictBool, StringConstraints, WithJsonSchema
 
 from portal.api.schemas.common import (
     Body,
@@ -212,8 +212,16 @@ class EventDeletedOut(Out):
 # --- usage (seed 000) ----------------------------------------------------------------------
 
 
+# portal.usage.periods.month_start's rule: YYYY-MM from 2000-01; empty means the default.
+Month = Annotated[
+    str,
+    StringConstraints(max_length=20),
+    WithJsonSchema({"type": "string", "pattern": "^(?:[2-9][0-9]{3}-(?:0[1-9]|1[0-2]))?$"}),
+]
+
+
 class UsageQuery(Query):
-    month: Annotated[str, StringConstraints(max_length=20)] | None = Field(None, description="YYYY-MM; default: now.")
+    month: Month | None = Field(None, description="YYYY-MM; default: now.")
 
 
 class UsagePercentagesOut(Out):
@@ -248,12 +256,12 @@ class UsageOut(Out):
 
 
 class UsageHistoryQuery(Query):
-    start_month: Annotated[str, StringConstraints(max_length=20)] | None = Field(
-        None, description="YYYY-MM; default: five months before end_month."
+    start_month: Month | None = Field(
+        None,
+        description="YYYY-MM; default: five months before end_month. Not after end_month, and at most "
+        "35 months before it: 36 months at most (400 otherwise).",
     )
-    end_month: Annotated[str, StringConstraints(max_length=20)] | None = Field(
-        None, description="YYYY-MM; default: this month."
-    )
+    end_month: Month | None = Field(None, description="YYYY-MM; default: this month.")
 
 
 class UsageHistoryMonthOut(Out):
