@@ -23,8 +23,10 @@ from tests.conftest import database, make_app, need_service, unique
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMATHESIS = Path(sys.executable).with_name("st")
-MAX_EXAMPLES = 8
-MAX_SECONDS = 150  # per run; the stateful phase stops at it, whatever it has left
+MAX_EXAMPLES = 4
+# --max-time would make fuzzing and the stateful phase repeat until it is spent: the examples
+# cap bounds a run (about a minute here), and this timeout catches a run that hangs.
+TIMEOUT_SECONDS = 600
 
 
 def _free_port() -> int:
@@ -129,6 +131,9 @@ def _config(tmp_path: Path, auth: dict[str, dict[str, str]], tenant_id: str) -> 
         "[generation]",
         f"max-examples = {MAX_EXAMPLES}",
         "database = 'none'",
+        # The document says no text may hold a NUL (U+0000); a JSON Schema pattern on every
+        # string would say it to the generator only at the price of unreadable schemas.
+        "allow-x00 = false",
         "",
         "[checks.negative_data_rejection]",
         # A body over MAX_CONTENT_LENGTH is refused before it is read: a rejection too.
@@ -165,8 +170,6 @@ def _run_schemathesis(base: str, config: Path, tmp_path: Path) -> tuple[int, str
             "examples,coverage,fuzzing,stateful",
             "--workers",
             "2",
-            "--max-time",
-            str(MAX_SECONDS),
             "--seed",
             "21",
             "--no-shrink",
@@ -177,7 +180,7 @@ def _run_schemathesis(base: str, config: Path, tmp_path: Path) -> tuple[int, str
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True,
         text=True,
-        timeout=MAX_SECONDS * 3,
+        timeout=TIMEOUT_SECONDS,
         check=False,
     )
     return result.returncode, result.stdout + result.stderr, time.monotonic() - started
@@ -194,7 +197,7 @@ def test_schemathesis_finds_nothing_with_an_operator_token(gunicorn_portal, tmp_
     code, output, seconds = _run_schemathesis(base, config, tmp_path)
     print(f"schemathesis (operator token): {seconds:.0f} s\n{_summary(output)}")
     assert code == 0, output[-30000:]
-    assert "Stateful" in output and "No issues found" in output
+    assert "✅ Stateful" in output and "❌" not in output
 
 
 def test_schemathesis_finds_nothing_with_a_tenant_key(gunicorn_portal, tmp_path):
@@ -206,4 +209,4 @@ def test_schemathesis_finds_nothing_with_a_tenant_key(gunicorn_portal, tmp_path)
     code, output, seconds = _run_schemathesis(base, _config(tmp_path, auth, tenant_id), tmp_path)
     print(f"schemathesis (tenant key): {seconds:.0f} s\n{_summary(output)}")
     assert code == 0, output[-30000:]
-    assert "Stateful" in output and "No issues found" in output
+    assert "✅ Stateful" in output and "❌" not in output

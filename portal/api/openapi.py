@@ -90,7 +90,11 @@ def openapi_path(rule: str) -> str:
     return _FLASK_PARAM.sub(lambda m: "{" + m.group("name") + "}", rule)
 
 
-def _refuses_empty(model: type[BaseModel]) -> bool:
+def _refuses_empty(model: type[BaseModel], schema: dict) -> bool:
+    """Whether {} is refused: by the model, or by a rule its document states (exactly one of
+    some fields, where the model leaves the check to a service)."""
+    if any(branch.get("required") for rule in schema.get("allOf", []) for branch in rule.get("oneOf", [])):
+        return True
     try:
         model.model_validate({})
     except ValidationError:
@@ -169,7 +173,7 @@ def _error_statuses(op: Operation) -> list[int]:
     if op.body is not None:
         statuses.update({413, 415})
     statuses.update({429, 500})
-    statuses.discard(op.status)
+    statuses.difference_update({op.status, *op.also_succeeds})
     return sorted(statuses)
 
 
@@ -209,6 +213,8 @@ def _responses(op: Operation) -> dict:
     if op.links:
         success["links"] = _links(op)
     responses = {str(op.status): success}
+    for status, when in op.also_succeeds.items():
+        responses[str(status)] = {**success, "description": f"Success: {when}."}
     for status in _error_statuses(op):
         envelope = RateLimitedEnvelope if status == 429 else ErrorEnvelope
         headers = dict(_REQUEST_ID_HEADER)
@@ -359,7 +365,7 @@ def build_document(operations: list[Operation] | None = None, *, max_content_len
             item["requestBody"] = {
                 # No body is read as {}: required exactly when {} is refused (a required field,
                 # or a rule such as exactly_one_of).
-                "required": _refuses_empty(op.body),
+                "required": _refuses_empty(op.body, schemas[op.body.__name__]),
                 "content": {"application/json": {"schema": {"$ref": REF.format(model=op.body.__name__)}}},
             }
         paths.setdefault(bp.url_prefix + openapi_path(op.rule), {})[op.method.lower()] = item
@@ -374,7 +380,8 @@ def build_document(operations: list[Operation] | None = None, *, max_content_len
                 "(`detail`, `error_code`, `timestamp`, `request_id`, `errors` on validation). "
                 "Rate limits per key by plan; every response carries `X-Request-ID` and "
                 "`X-RateLimit-*` headers. A method a path does not list gets 405 with `Allow` "
-                "(`#/components/responses/MethodNotAllowed`). " + (MAX_BODY_NOTE.format(limit=limit) if limit else "")
+                "(`#/components/responses/MethodNotAllowed`). No text, in a body or a query, may hold a NUL "
+                "character (U+0000): it is refused with 400. " + (MAX_BODY_NOTE.format(limit=limit) if limit else "")
             ).strip(),
         },
         "servers": [{"url": "/"}],

@@ -68,6 +68,7 @@ class Operation:
     description: str = ""
     errors: list[int] = field(default_factory=list)
     links: dict[str, dict[str, str]] = field(default_factory=dict)
+    also_succeeds: dict[int, str] = field(default_factory=dict)
 
 
 OPERATIONS: list[Operation] = []
@@ -125,7 +126,29 @@ def _parse_body(model: type[BaseModel]) -> BaseModel:
             raise ApiError(400, "MALFORMED_JSON", "The request body is not valid JSON.")
     if not isinstance(payload, dict):
         raise ApiError(400, "VALIDATION_ERROR", "The request body must be a JSON object.")
+    if (where := _nul_in(payload)) is not None:
+        # PostgreSQL stores no NUL in text: refused here, for every body, naming where it is.
+        raise ApiError(
+            400,
+            "VALIDATION_ERROR",
+            f"{where or 'The body'} contains a NUL character.",
+            [{"field": where or None, "message": "Contains a NUL character."}],
+        )
     return _validate(model, _integral_numbers_as_ints(payload))
+
+
+def _nul_in(value, where: str = "") -> str | None:
+    """The dotted path of the first text (value or key) holding a NUL, if any."""
+    if isinstance(value, str):
+        return where if "\x00" in value else None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        path = f"{where}.{key}" if where else str(key)
+        if isinstance(key, str) and "\x00" in key:
+            return path
+        if (found := _nul_in(item, path)) is not None:
+            return found
+    return None
 
 
 def _integral_numbers_as_ints(value):
@@ -219,6 +242,7 @@ def operation(
     errors: list[int] | None = None,
     cached_auth: bool = False,
     links: dict[str, dict[str, str]] | None = None,
+    also_succeeds: dict[int, str] | None = None,
 ):
     """Register an API endpoint. The view gets ``principal``, ``tenant`` (when the rule has
     ``<tenant_id>``), ``body`` and ``query`` (parsed models) as keyword arguments.
@@ -227,7 +251,8 @@ def operation(
     ``links``: OpenAPI links from this operation's success to others, by operationId (the
     view's name): ``{"revoke_api_key": {"key_id": "$response.body#/api_key_id"}}``; a
     ``tenant_id`` in both rules is carried over on its own. Clients and schemathesis's
-    stateful phase follow them to use what this operation created."""
+    stateful phase follow them to use what this operation created.
+    ``also_succeeds``: other success statuses with the same body, and when: ``{200: "a repeat"}``."""
 
     def decorator(view):
         @wraps(view)
@@ -269,6 +294,7 @@ def operation(
                 allowed_when_suspended=allowed_when_suspended,
                 errors=errors or [],
                 links=links or {},
+                also_succeeds=also_succeeds or {},
             )
         )
         return wrapper

@@ -227,7 +227,9 @@ class AccountInvoiceListQuery(PageQuery):
         None, description="YYYY-MM-DD: invoices for periods starting on or after this day (00:00 UTC)."
     )
     period_end: IsoDate | None = Field(
-        None, description="YYYY-MM-DD: invoices for periods ending on or before this day (its last day)."
+        None,
+        description="YYYY-MM-DD: invoices for periods ending on or before this day (its last day); "
+        "one before period_start matches none.",
     )
 
 
