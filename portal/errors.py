@@ -141,12 +141,19 @@ def register_error_handlers(app) -> None:
         if _wants_json():
             if status == 429:
                 return _rate_limited()
-            return json_error(status, error.description or error.name)
-        if status == 400 and "CSRF" in (error.description or ""):
-            message = "Your form expired or was sent from elsewhere. Reload the page and try again."
+            response = json_error(status, error.description or error.name)
         else:
-            message = error.description
-        return error_page(status, message)
+            if status == 400 and "CSRF" in (error.description or ""):
+                message = "Your form expired or was sent from elsewhere. Reload the page and try again."
+            else:
+                message = error.description
+            response = error_page(status, message)
+        # The exception's own headers (a 405's Allow, which RFC 9110 requires; a 401's
+        # WWW-Authenticate) belong on whichever body we render instead of werkzeug's.
+        for name, value in error.get_headers():
+            if name.lower() != "content-type":
+                response.headers[name] = value
+        return response
 
     @app.errorhandler(Exception)
     def handle_unexpected(error: Exception):

@@ -147,7 +147,9 @@ def _db_transaction(request, app):
     Code under test commits as usual; those commits release savepoints only. Tests with a
     server of their own (another thread or process) use a committed database instead.
     """
-    if {"live_server", "portal_process", "stripe_portal", "own_database"} & set(request.fixturenames):
+    if {"live_server", "portal_process", "gunicorn_portal", "stripe_portal", "own_database"} & set(
+        request.fixturenames
+    ):
         yield
         return
     # No app context stays pushed during the test: each request must get its own `g`,

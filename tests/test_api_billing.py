@@ -339,14 +339,18 @@ def test_downgrade_is_scheduled_for_period_end_and_can_be_called_off(client, app
 
 
 @pytest.mark.parametrize(
-    "plan, says", [("platinum", "Unknown plan 'platinum'"), ("starter", "already on the Starter plan")]
+    "plan, says, status, code",
+    [
+        ("platinum", "Unknown plan 'platinum'", 404, "RESOURCE_NOT_FOUND"),
+        ("starter", "already on the Starter plan", 409, "CONFLICT"),
+    ],
 )
-def test_unknown_or_current_plan_is_refused_on_new_plan(client, app, plan, says):
+def test_unknown_or_current_plan_is_refused_on_new_plan(client, app, plan, says, status, code):
     tenant = tenant_on(app, "starter")
     response = client.post(
         path(tenant, "/subscription/upgrade"), headers=admin_key(app, tenant), json={"new_plan": plan}
     )
-    body = assert_envelope(response, 400, "VALIDATION_ERROR")
+    body = assert_envelope(response, status, code)
     assert says in body["detail"]
     assert body["errors"][0]["field"] == "new_plan"
     if plan == "platinum":
@@ -807,7 +811,7 @@ def test_a_private_plan_is_the_operators_to_give(client, app):
     key = admin_key(app, tenant)
     assert "acme_custom" not in [plan["key"] for plan in client.get("/api/v1/plans", headers=key).get_json()["plans"]]
     response = client.post(path(tenant, "/subscription/upgrade"), headers=key, json={"new_plan": "acme_custom"})
-    body = assert_envelope(response, 400, "VALIDATION_ERROR")
+    body = assert_envelope(response, 404, "RESOURCE_NOT_FOUND")
     assert "Unknown plan 'acme_custom'" in body["detail"] and "acme_custom" not in body["detail"].split("Plans:")[1]
     response = client.post(
         path(tenant, "/subscription/upgrade"), headers=bearer(operator_token(app)), json={"new_plan": "acme_custom"}

@@ -122,8 +122,12 @@ def test_a_bad_meter_is_refused_with_the_reason_and_nothing_is_stored(app, clien
 
 
 def test_a_bad_change_leaves_the_meter_as_it_was(app, client, op):
+    # A change that does not fit the meter as it is (unique_count of a meter without a property)
+    # conflicts with its state; one that breaks the rule on its own is malformed.
     response = send_json(client, "patch", "/api/v1/meters/pipeline_runs", {"aggregation": "unique_count"}, op)
-    assert_envelope(response, 400, "VALIDATION_ERROR")
+    assert "unique_count needs a property" in assert_envelope(response, 409, "CONFLICT")["detail"]
+    body = {"aggregation": "unique_count", "property": None}
+    assert_envelope(send_json(client, "patch", "/api/v1/meters/pipeline_runs", body, op), 400, "VALIDATION_ERROR")
     assert_envelope(send_json(client, "patch", "/api/v1/meters/pipeline_runs", {"name": None}, op), 400)
     assert_envelope(send_json(client, "patch", "/api/v1/meters/pipeline_runs", {"key": "other"}, op), 400)
     assert_envelope(send_json(client, "patch", "/api/v1/meters/no_such_meter", {"name": "x"}, op), 404)

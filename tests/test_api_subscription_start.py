@@ -124,21 +124,22 @@ def test_a_start_date_dates_the_billing_period_back(client, app):
 
 
 @pytest.mark.parametrize(
-    "body, field",
+    "body, field, status",
     [
-        ({}, "plan"),
-        ({"plan": "platinum"}, "plan"),
-        ({"plan": "starter", "trial_days": -1}, "trial_days"),
-        ({"plan": "starter", "trial_days": "7"}, "trial_days"),
-        ({"plan": "starter", "trial_days": 366}, "trial_days"),
-        ({"plan": "starter", "coupon": "FREE"}, "coupon"),
+        ({}, "plan", 400),
+        # A plan that does not exist is not found, like any id that names nothing.
+        ({"plan": "platinum"}, "plan", 404),
+        ({"plan": "starter", "trial_days": -1}, "trial_days", 400),
+        ({"plan": "starter", "trial_days": "7"}, "trial_days", 400),
+        ({"plan": "starter", "trial_days": 366}, "trial_days", 400),
+        ({"plan": "starter", "coupon": "FREE"}, "coupon", 400),
     ],
 )
-def test_bad_bodies_name_the_field_and_subscribe_nothing(client, app, body, field):
+def test_bad_bodies_name_the_field_and_subscribe_nothing(client, app, body, field, status):
     tenant = tenant_on(app, "starter", days_ago=1)
     key = admin_key(app, tenant)
     cancel_now(client, tenant, key)
-    response = assert_envelope(subscribe(client, tenant, key, **body), 400)
+    response = assert_envelope(subscribe(client, tenant, key, **body), status)
     assert response["errors"][0]["field"] == field
     assert subscription_row(app, tenant).status == "canceled"
 

@@ -161,7 +161,7 @@ def test_a_used_token_cannot_be_accepted_again(client, app, tenant_and_key):
     invitation = _invite(client, tenant, plaintext)
     path = f"/api/v1/invitations/{invitation['invitation_token']}/accept"
     assert client.post(path, json=SEED_ACCEPT).status_code == 200
-    error = assert_envelope(client.post(path, json=dict(SEED_ACCEPT, user_name="Mallory")), 400)
+    error = assert_envelope(client.post(path, json=dict(SEED_ACCEPT, user_name="Mallory")), 409, "CONFLICT")
     assert "already been used" in error["detail"]
 
 
@@ -173,13 +173,15 @@ def test_expired_revoked_and_unknown_tokens_are_refused_clearly(client, app, ten
         db.session.get(Invitation, expired["invitation_id"]).expires_at = utcnow() - timedelta(minutes=1)
         db.session.get(Invitation, revoked["invitation_id"]).status = "revoked"
         db.session.commit()
-    for token, words in [
-        (expired["invitation_token"], "expired"),
-        (revoked["invitation_token"], "revoked"),
-        ("no-such-token", "not valid"),
-        ("x" * 500, "not valid"),
+    # An unknown token is not found; a known one that can no longer be used conflicts with its state.
+    for token, words, status, code in [
+        (expired["invitation_token"], "expired", 409, "CONFLICT"),
+        (revoked["invitation_token"], "revoked", 409, "CONFLICT"),
+        ("no-such-token", "not valid", 404, "RESOURCE_NOT_FOUND"),
+        ("x" * 500, "not valid", 404, "RESOURCE_NOT_FOUND"),
     ]:
-        error = assert_envelope(client.post(f"/api/v1/invitations/{token}/accept", json=SEED_ACCEPT), 400)
+        response = client.post(f"/api/v1/invitations/{token}/accept", json=SEED_ACCEPT)
+        error = assert_envelope(response, status, code)
         assert words in error["detail"]
     with app.app_context():
         assert (

@@ -13,7 +13,7 @@ import pytest
 from portal.access import SYSTEM
 from portal.billing import subscriptions
 from portal.billing.plans import current_version, subscriber_counts, sync_catalog
-from portal.errors import Conflict, ValidationFailed
+from portal.errors import Conflict, NotFound, ValidationFailed
 from portal.infra.transactions import commit
 from tests.billing_engine_support import (
     add_plan,
@@ -103,7 +103,7 @@ def test_a_second_subscription_for_the_same_tenant_is_refused():
 
 def test_an_unknown_plan_is_refused_and_nothing_is_created():
     tenant = bare_tenant()
-    with pytest.raises(ValidationFailed, match="Unknown plan 'platinum'"):
+    with pytest.raises(NotFound, match="Unknown plan 'platinum'"):
         subscriptions.start(SYSTEM, tenant, "platinum", at=T0)
     assert subscriptions.subscription_of(tenant) is None
 
@@ -185,7 +185,7 @@ def test_upgrade_without_proration_charges_nothing_extra():
 
 def test_changing_to_the_current_plan_is_refused():
     subscription = subscribe("starter", T0)
-    with pytest.raises(ValidationFailed, match="already on the Starter plan"):
+    with pytest.raises(Conflict, match="already on the Starter plan"):
         subscriptions.change_plan(SYSTEM, subscription, "starter", at=utc(2027, 1, 20))
 
 

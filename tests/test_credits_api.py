@@ -99,7 +99,7 @@ def test_deducting_more_than_the_balance_is_a_400_that_changes_nothing(client, o
     tenant = make_tenant()
     grant(client, operator, {"tenant_id": tenant.tenant_id, "amount": 1000})
     body = assert_envelope(
-        deduct(client, operator, {"tenant_id": tenant.tenant_id, "amount": 1001}), 400, "INSUFFICIENT_CREDIT"
+        deduct(client, operator, {"tenant_id": tenant.tenant_id, "amount": 1001}), 409, "INSUFFICIENT_CREDIT"
     )
     assert body["detail"] == "Cannot deduct $10.01: the credit balance is only $10.00."
     assert credits_of(client, tenant.tenant_id, operator).get_json()["balance"] == 1000

@@ -241,11 +241,11 @@ def test_resend_makes_the_old_link_stop_working_and_the_new_one_work(owner_clien
 
     invitee = app.test_client()
     response = invitee.get(old_link)
-    assert response.status_code == 400
+    assert response.status_code == 404
     assert problem(response.get_data(as_text=True)) == (
         "This invitation link is not valid. It may have been replaced by a newer one."
     )
-    assert invitee.post(old_link, data={"name": "R", "password": NEW_PASSWORD}).status_code == 400
+    assert invitee.post(old_link, data={"name": "R", "password": NEW_PASSWORD}).status_code == 404
     assert membership_of(app, tenant, "resend@example.com") is None
 
     response = invitee.post(new_link, data={"name": "Rea Sent", "password": NEW_PASSWORD})
@@ -279,7 +279,7 @@ def test_revoked_invitation_link_shows_a_clear_revoked_page(owner_client, app, t
 
     invitee = app.test_client()
     response = invitee.get(link)
-    assert response.status_code == 400
+    assert response.status_code == 409
     page = response.get_data(as_text=True)
     assert "This invitation cannot be used" in page
     assert problem(page) == "This invitation was revoked."
@@ -328,10 +328,10 @@ def test_used_invitation_link_shows_a_clear_page(owner_client, app, tenant, outb
     assert first.post(link, data={"name": "Once", "password": NEW_PASSWORD}).status_code == 303
     second = app.test_client()
     response = second.get(link)
-    assert response.status_code == 400
+    assert response.status_code == 409
     assert problem(response.get_data(as_text=True)) == "This invitation has already been used. Sign in to continue."
     response = second.post(link, data={"name": "Twice", "password": "someone elses password"})
-    assert response.status_code == 400
+    assert response.status_code == 409
     # The account made with the link keeps its own password.
     assert (
         app.test_client().post("/signin", data={"email": "once@example.com", "password": NEW_PASSWORD}).status_code
@@ -341,7 +341,7 @@ def test_used_invitation_link_shows_a_clear_page(owner_client, app, tenant, outb
 
 def test_made_up_invitation_link_shows_a_clear_page(client):
     response = client.get("/invite/" + "x" * 43)
-    assert response.status_code == 400
+    assert response.status_code == 404
     assert problem(response.get_data(as_text=True)).startswith("This invitation link is not valid.")
 
 
@@ -349,7 +349,7 @@ def test_invitation_to_a_deleted_account_cannot_be_used(owner_client, app, tenan
     link = sent(owner_client, outbox, "toolate@example.com")
     owner_client.post("/settings/delete", data={"confirm_tenant_id": tenant.tenant_id})
     response = app.test_client().get(link)
-    assert response.status_code == 400
+    assert response.status_code == 409
     assert problem(response.get_data(as_text=True)) == "This account no longer exists."
 
 
@@ -508,7 +508,7 @@ def test_invitation_to_a_suspended_account_waits_for_reactivation(owner_client, 
         db.session.commit()
     invitee = app.test_client()
     response = invitee.post(link, data={"name": "Patient", "password": NEW_PASSWORD})
-    assert response.status_code == 400
+    assert response.status_code == 409
     assert "This account is suspended at the moment." in problem(response.get_data(as_text=True))
     assert membership_of(app, tenant, "patient@example.com") is None
     with app.app_context():

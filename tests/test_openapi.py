@@ -66,6 +66,8 @@ def test_every_api_route_is_documented_and_every_documented_operation_is_routed(
 
 def test_every_operation_states_its_auth_errors_and_success(document):
     schemes = document["components"]["securitySchemes"]
+    assert set(schemes) == {"ApiKeyHeader", "BearerAuth"}
+    assert schemes["BearerAuth"]["type"] == "http" and schemes["BearerAuth"]["scheme"] == "bearer"
     assert schemes["ApiKeyHeader"] == {
         "type": "apiKey",
         "in": "header",
@@ -81,15 +83,21 @@ def test_every_operation_states_its_auth_errors_and_success(document):
         if op["x-auth"] == PUBLIC:
             assert op["security"] == [], where
         elif op["x-auth"] == OPERATOR:
-            assert names == {"OperatorToken"}, where
+            # Only the bearer scheme: a tool must not offer X-API-Key where no tenant key may act.
+            assert op["security"] == [{"BearerAuth": []}], where
             assert "401" in op["responses"] and "403" in op["responses"], where
         else:
-            assert names == {"ApiKeyHeader", "ApiKeyBearer", "OperatorToken"}, where
-            assert "401" in op["responses"], where
+            assert names == {"ApiKeyHeader", "BearerAuth"}, where
+            # A valid credential without permission (another tenant, a missing scope) is 403.
+            assert "401" in op["responses"] and "403" in op["responses"], where
         if op.get("x-scope"):
             assert {"ApiKeyHeader": [op["x-scope"]]} in op["security"], where
+            assert {"BearerAuth": [op["x-scope"]]} in op["security"], where
         success = [code for code in op["responses"] if code.startswith("2")]
-        assert len(success) == 1, where
+        assert success, where
+        # More than one success status only when the others say when they are given.
+        descriptions = sorted(op["responses"][code]["description"] for code in success)
+        assert descriptions[0] == "Success." and all(d.startswith("Success: ") for d in descriptions[1:]), where
         for code, response in op["responses"].items():
             if code.startswith(("4", "5")):
                 schema = response["content"]["application/json"]["schema"]["$ref"]

@@ -20,7 +20,7 @@ from portal.billing import invoices, plans, subscriptions
 from portal.billing.money import format_money, round_half_up, to_major
 from portal.billing.periods import ONE_SECOND
 from portal.billing.pricing import feature_specs
-from portal.errors import Conflict, PermissionDenied, ValidationFailed
+from portal.errors import Conflict, NotFound, PermissionDenied, ServiceError, ValidationFailed
 from portal.extensions import db
 from portal.infra.transactions import commit
 from portal.models import ADMIN_SCOPE, API_SCOPES, Invoice, Subscription, Tenant, utcnow
@@ -126,10 +126,10 @@ def invoice_out(invoice: Invoice, payment_failed: bool | None = None) -> schemas
     )
 
 
-def _as_new_plan_error(error: ValidationFailed) -> ApiError:
-    """The core names the plan field ``plan``; in this body it is ``new_plan``."""
+def _as_new_plan_error(error: ServiceError) -> ApiError:
+    """The core names the plan field ``plan``; in this body it is ``new_plan`` (same status and code)."""
     field = "new_plan" if error.field in (None, "plan") else error.field
-    return ApiError(400, "VALIDATION_ERROR", error.message, [{"field": field, "message": error.message}])
+    return ApiError(error.status_code, error.error_code, error.message, [{"field": field, "message": error.message}])
 
 
 # --- subscription --------------------------------------------------------------------------
@@ -155,7 +155,7 @@ def _subscribable_version(principal, plan_key: str):
     version = plans.current_version(plan_key)
     if not version.plan.public and not principal.is_operator:
         public = ", ".join(plan.key for plan in plans.list_plans(public_only=True))
-        raise ValidationFailed(f"Unknown plan {plan_key!r}. Plans: {public}.", field="plan")
+        raise NotFound(f"Unknown plan {plan_key!r}. Plans: {public}.", field="plan")
     return version
 
 
@@ -240,13 +240,13 @@ def upgrade_subscription(principal, tenant: Tenant, body: schemas.UpgradeIn):
         if not target.plan.public and not principal.is_operator:
             # A private plan is the operator's to give; to a tenant it does not exist.
             public = ", ".join(plan.key for plan in plans.list_plans(public_only=True))
-            raise ValidationFailed(f"Unknown plan {body.new_plan!r}. Plans: {public}.", field="plan")
+            raise NotFound(f"Unknown plan {body.new_plan!r}. Plans: {public}.", field="plan")
         previous = subscription.plan_version
         preview, invoice = subscriptions.change_plan(
             principal.actor(), subscription, target.key, prorate=body.prorate, effective_date=body.effective_date
         )
-    except ValidationFailed as error:
-        if error.field in (None, "plan"):
+    except (ValidationFailed, NotFound, Conflict) as error:
+        if error.field == "plan" or (isinstance(error, ValidationFailed) and error.field is None):
             raise _as_new_plan_error(error) from None
         raise
     commit()
@@ -411,6 +411,10 @@ def list_plans(principal):
     summary="List the tenant's invoices, newest first (filter by status, paginate)",
     description="`status`: `open`, `paid`, `void` or `uncollectible`; or `overdue` (open and past its due "
     "date) or `failed` (open, and its last payment attempt failed), which are open invoices too.",
+    links={
+        target: {"invoice_id": "$response.body#/invoices/0/invoice_id"}
+        for target in ("get_invoice", "invoice_payment_status", "mark_invoice_paid", "mark_invoice_uncollectible")
+    },
 )
 def list_invoices(principal, tenant: Tenant, query: schemas.InvoiceListQuery):
     statement = invoices.for_tenant(tenant, None if query.status == "all" else query.status)

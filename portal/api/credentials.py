@@ -59,6 +59,10 @@ def credential_out(credential: Credential) -> schemas.CredentialOut:
     summary="Add a cloud credential (validated offline, stored encrypted, never shown again)",
     description="A secret that fails validation gets 400 `INVALID_CREDENTIALS` with `errors` per field "
     "(`credentials.private_key`, ...); nothing is stored. `scopes` is accepted but not stored.",
+    links={
+        target: {"credential_id": "$response.body#/credential_id"}
+        for target in ("delete_credential", "validate_credential")
+    },
 )
 def add_credential(principal, tenant: Tenant, body: schemas.CredentialCreateIn):
     try:

@@ -95,8 +95,8 @@ def grant_credits(principal, body: schemas.CreditGrantIn):
     body=schemas.CreditChangeIn,
     response=schemas.CreditDeductOut,
     tags=TAGS,
-    errors=[400, 401, 403, 404, 415],
-    summary="Deduct credit from a tenant; refused (400 INSUFFICIENT_CREDIT) beyond the balance",
+    errors=[400, 401, 403, 404, 409, 415],
+    summary="Deduct credit from a tenant; refused (409 INSUFFICIENT_CREDIT) beyond the balance",
     description="Same tenant and amount fields as the grant. Credit is taken oldest-expiring first; a "
     "deduction larger than the balance changes nothing.",
 )

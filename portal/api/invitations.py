@@ -30,6 +30,7 @@ def invitation_out(invitation: Invitation) -> schemas.InvitationOut:
     tags=["team"],
     errors=[400, 401, 403, 404, 409, 413, 415],
     summary="Invite someone by email (the token is in this response only)",
+    links={"accept_invitation": {"token": "$response.body#/invitation_token"}},
 )
 def create_invitation(principal, tenant: Tenant, body: schemas.InvitationCreateIn):
     invitation, token = invitations.create_invitation(

@@ -33,6 +33,7 @@ def api_key_out(key: ApiKey) -> schemas.ApiKeyOut:
     tags=["api keys"],
     errors=[400, 401, 403, 404, 413, 415],
     summary="Create an API key (the key is in this response only)",
+    links={"revoke_api_key": {"key_id": "$response.body#/api_key_id"}},
 )
 def create_api_key(principal, tenant: Tenant, body: schemas.ApiKeyCreateIn):
     key, plaintext = keys.create_key(

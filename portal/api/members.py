@@ -32,6 +32,9 @@ def _membership(tenant: Tenant, user_id: str) -> Membership:
     tags=["team"],
     errors=[400, 401, 403, 404],
     summary="List the tenant's members and their roles",
+    links={
+        target: {"user_id": "$response.body#/members/0/user_id"} for target in ("change_member_role", "remove_member")
+    },
 )
 def list_members(principal, tenant: Tenant, query: common.PageQuery):
     page, pagination = common.page_of(team.members_query(tenant), query)

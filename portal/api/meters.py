@@ -44,6 +44,13 @@ def _spec(values: dict) -> MeterSpec:
         raise ApiError(400, "VALIDATION_ERROR", detail, errors) from None
 
 
+def _spec_refuses(body: schemas.MeterPatchIn) -> bool:
+    """Whether the fields sent break MeterSpec's rule among themselves (else only with the meter's)."""
+    sent = body.model_dump(exclude_unset=True)
+    aggregation, prop = sent.get("aggregation"), sent.get("property", "unsent")
+    return (aggregation == "count" and prop not in (None, "unsent")) or (aggregation == "unique_count" and prop is None)
+
+
 def _meter_or_404(key: str) -> Meter:
     meter = meters.get_meter(key)
     if meter is None:
@@ -78,6 +85,7 @@ def list_meters(principal, query: schemas.MeterListQuery):
     summary="Create a meter: how a plan feature (key) is measured from events",
     description="409 when a meter with that key exists. A meter of the catalog file is written back "
     "by its next `catalog sync`.",
+    links={target: {"key": "$response.body#/key"} for target in ("get_meter", "update_meter", "delete_meter")},
 )
 def create_meter(principal, body: schemas.MeterIn):
     spec = _spec(body.model_dump(exclude_none=True))
@@ -106,7 +114,7 @@ def get_meter(principal, key: str):
     body=schemas.MeterPatchIn,
     response=schemas.MeterOut,
     tags=TAGS,
-    errors=[400, 401, 403, 404, 415],
+    errors=[400, 401, 403, 404, 409, 415],
     summary="Change a meter's name, event, aggregation, property or filter (the key stays)",
     description="Usage is read through the changed meter from then on, the current period included "
     "(events are kept, not re-read into invoices already issued).",
@@ -117,12 +125,17 @@ def update_meter(principal, key: str, body: schemas.MeterPatchIn):
     for field in body.model_fields_set:
         value = getattr(body, field)
         values[field] = ({} if value is None else value) if field == "filter" else value
-    if None in (values["name"], values["event_name"], values["aggregation"]):
-        missing = next(field for field in ("name", "event_name", "aggregation") if values[field] is None)
-        raise ApiError(
-            400, "VALIDATION_ERROR", f"{missing} cannot be null.", [{"field": missing, "message": "cannot be null"}]
-        )
-    meters.update_meter(principal.actor(), meter, _spec(values))
+    try:
+        spec = _spec(values)
+    except ApiError as error:
+        if any(problem["field"] is None for problem in error.errors) and not _spec_refuses(body):
+            # The change is fine on its own but not with what the meter already is (a property
+            # sent to a count meter): a conflict with its state, not a malformed request.
+            raise ApiError(
+                409, "CONFLICT", f"{error.message} (with the meter's current settings)", error.errors
+            ) from None
+        raise
+    meters.update_meter(principal.actor(), meter, spec)
     commit()
     return meter_out(meter).model_dump(mode="json")
 

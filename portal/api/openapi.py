@@ -8,9 +8,11 @@ checks both directions).
 
 import re
 
+import email_validator
 from flask import current_app, render_template, url_for
-from pydantic import BaseModel
-from pydantic.json_schema import models_json_schema
+from pydantic import BaseModel, ValidationError
+from pydantic.json_schema import GenerateJsonSchema, models_json_schema
+from werkzeug.routing import parse_converter_args
 
 from portal.api.registry import OPERATIONS, OPERATOR, PUBLIC, TENANT, Operation, bp, operation
 from portal.api.schemas.common import Query
@@ -19,7 +21,9 @@ from portal.errors import HTTP_ERROR_CODES
 VIEWER_VERSION = "5.35.0"  # swagger-ui-dist, vendored under static/vendor/swagger-ui-<version>/
 MAX_BODY_NOTE = "Request bodies larger than MAX_CONTENT_LENGTH ({limit} bytes) get 413."
 REF = "#/components/schemas/{model}"
-_FLASK_PARAM = re.compile(r"<(?:(?P<converter>[a-zA-Z_][a-zA-Z0-9_]*)(?:\([^)]*\))?:)?(?P<name>[a-zA-Z_]\w*)>")
+_FLASK_PARAM = re.compile(
+    r"<(?:(?P<converter>[a-zA-Z_][a-zA-Z0-9_]*)(?:\((?P<arguments>[^)]*)\))?:)?(?P<name>[a-zA-Z_]\w*)>"
+)
 _CONVERTER_TYPES = {
     "int": {"type": "integer"},
     "float": {"type": "number"},
@@ -52,13 +56,17 @@ _ERROR_DESCRIPTIONS = {
     400: "Invalid request: malformed JSON, a body that is not an object, a field that fails validation, or "
     "a query parameter the endpoint does not know, sends twice or gets under two of its names "
     "(`VALIDATION_ERROR` with `errors` per field).",
-    401: "No credentials (`UNAUTHORIZED`), or an invalid, expired or revoked key (`INVALID_API_KEY`).",
+    401: "No credentials (`UNAUTHORIZED`), or a credential that is invalid, expired or revoked "
+    "(`INVALID_API_KEY`): every credential sent (`X-API-Key`, `Authorization: Bearer`) must be valid, "
+    "and both name the same caller when both are sent.",
     403: "Wrong kind of credential, another tenant's id (`Access denied`), a missing scope "
     "(`INSUFFICIENT_SCOPE`) or a suspended tenant (`CUSTOMER_SUSPENDED`).",
     404: "No such tenant or object (`RESOURCE_NOT_FOUND`); objects of other tenants are not found either.",
     409: "The request conflicts with the current state (`CONFLICT`), or onboards a tenant_id that exists "
     "(`DUPLICATE_TENANT_ID`).",
     413: "The request body is too large (`PAYLOAD_TOO_LARGE`).",
+    405: "The path is another operation's and does not take this method (`METHOD_NOT_ALLOWED`); `Allow` "
+    "lists the methods it takes.",
     415: "The body is not JSON (`UNSUPPORTED_MEDIA_TYPE`): send `Content-Type: application/json`.",
     429: "Rate limit of the key exceeded (`RATE_LIMIT_EXCEEDED`); wait `Retry-After` seconds.",
     500: "Unexpected server error (`INTERNAL_ERROR`); quote the `request_id` to support.",
@@ -82,12 +90,46 @@ def openapi_path(rule: str) -> str:
     return _FLASK_PARAM.sub(lambda m: "{" + m.group("name") + "}", rule)
 
 
+def _refuses_empty(model: type[BaseModel], schema: dict) -> bool:
+    """Whether {} is refused: by the model, or by a rule its document states (exactly one of
+    some fields, where the model leaves the check to a service)."""
+    if any(branch.get("required") for rule in schema.get("allOf", []) for branch in rule.get("oneOf", [])):
+        return True
+    try:
+        model.model_validate({})
+    except ValidationError:
+        return True
+    return False
+
+
+def _path_names(rule: str) -> set[str]:
+    return {match.group("name") for match in _FLASK_PARAM.finditer(rule)}
+
+
 def _path_parameters(rule: str) -> list[dict]:
     parameters = []
     for match in _FLASK_PARAM.finditer(rule):
         schema = dict(_CONVERTER_TYPES.get(match.group("converter") or "", {"type": "string"}))
+        if match.group("converter") == "except":
+            excluded, _ = parse_converter_args(match.group("arguments"))
+            schema["not"] = {"enum": list(excluded)}
         parameters.append({"name": match.group("name"), "in": "path", "required": True, "schema": schema})
     return parameters
+
+
+def _query_value_schema(schema: dict) -> dict:
+    """A query string carries no null: a field's "or null" and null default mean "left out"."""
+    schema = dict(schema)
+    if schema.get("default", 0) is None:
+        del schema["default"]
+    branches = [branch for branch in schema.get("anyOf", []) if branch != {"type": "null"}]
+    if "anyOf" in schema:
+        del schema["anyOf"]
+        if len(branches) == 1:
+            schema.update(branches[0])
+        else:
+            schema["anyOf"] = branches
+    return schema
 
 
 def _query_parameters(model: type[Query], schemas: dict) -> list[dict]:
@@ -95,51 +137,56 @@ def _query_parameters(model: type[Query], schemas: dict) -> list[dict]:
     schema = schemas[model.__name__]
     required = set(schema.get("required", []))
     properties = schema.get("properties", {})
-    parameters, aliases = [], []
+    parameters = []
     for own, *others in model.parameter_names().values():
-        prop = dict(properties[own])
+        prop = _query_value_schema(properties[own])
         description = prop.pop("description", None)
         prop.pop("title", None)
         parameter = {"name": own, "in": "query", "required": own in required, "schema": prop}
+        # The seeds' other names are accepted but not listed as parameters of their own:
+        # OpenAPI cannot say "one of these two, never both", and the server refuses both.
         if description or others:
-            also = f"Also accepted as {', '.join(f'`{name}`' for name in others)}." if others else ""
+            also = (
+                f"Also accepted as {', '.join(f'`{name}`' for name in others)} (one name per request, never two)."
+                if others
+                else ""
+            )
             parameter["description"] = " ".join(part for part in (description, also) if part)
         parameters.append(parameter)
-        for name in others:
-            aliases.append(
-                {
-                    "name": name,
-                    "in": "query",
-                    "required": False,
-                    "schema": prop,
-                    "description": f"Another name for `{own}` (send one of them).",
-                }
-            )
-    return parameters + aliases
+    return parameters
 
 
 def _error_statuses(op: Operation) -> list[int]:
     # 400 everywhere: any endpoint refuses query parameters it does not know.
     # 401 everywhere: a public endpoint refuses a credential that is sent but invalid.
     statuses = set(op.errors) | {400, 401}
-    if op.auth == OPERATOR or op.scope or "<tenant_id>" in op.rule:
+    if op.auth != PUBLIC:
+        # A valid credential that may not do this: a tenant key on an operator-only operation
+        # or on another tenant, a missing scope, a suspended tenant.
         statuses.add(403)
     if _FLASK_PARAM.search(op.rule):
         statuses.add(404)
+    if any(match.group("converter") == "except" for match in _FLASK_PARAM.finditer(op.rule)):
+        # A parameter spelling a sibling path's word ("onboard") is that path, which may not
+        # take this method.
+        statuses.add(405)
     if op.body is not None:
         statuses.update({413, 415})
     statuses.update({429, 500})
-    statuses.discard(op.status)
+    statuses.difference_update({op.status, *op.also_succeeds})
     return sorted(statuses)
 
 
 def _security(op: Operation) -> list[dict]:
     if op.auth == PUBLIC:
         return []
+    # Two schemes, one per header: a generic client or tool then knows an operator-only
+    # operation takes no X-API-Key, and that a tenant key sent as a bearer is a valid
+    # credential there, refused with 403 (seed 000: valid key, insufficient permissions).
     if op.auth == OPERATOR:
-        return [{"OperatorToken": []}]
+        return [{"BearerAuth": []}]
     scopes = [op.scope] if op.scope else []
-    return [{"ApiKeyHeader": scopes}, {"ApiKeyBearer": scopes}, {"OperatorToken": []}]
+    return [{"ApiKeyHeader": scopes}, {"BearerAuth": scopes}]
 
 
 def _description(op: Operation) -> str:
@@ -153,7 +200,7 @@ def _description(op: Operation) -> str:
     )
     if op.scope:
         lines.append(f"Scope: `{op.scope}`.")
-    if op.auth == TENANT and "<tenant_id>" in op.rule and not op.allowed_when_suspended:
+    if op.auth == TENANT and "tenant_id" in _path_names(op.rule) and not op.allowed_when_suspended:
         lines.append("Refused with 403 `CUSTOMER_SUSPENDED` while the tenant is suspended.")
     return "\n\n".join(lines)
 
@@ -163,10 +210,20 @@ def _responses(op: Operation) -> dict:
     success: dict = {"description": "Success.", "headers": success_headers}
     if op.response is not None:
         success["content"] = {"application/json": {"schema": {"$ref": REF.format(model=op.response.__name__)}}}
+    if op.links:
+        success["links"] = _links(op)
     responses = {str(op.status): success}
+    for status, when in op.also_succeeds.items():
+        responses[str(status)] = {**success, "description": f"Success: {when}."}
     for status in _error_statuses(op):
         envelope = RateLimitedEnvelope if status == 429 else ErrorEnvelope
         headers = dict(_REQUEST_ID_HEADER)
+        if status == 405:
+            headers["Allow"] = {
+                "description": "The methods the path takes (RFC 9110).",
+                "schema": {"type": "string"},
+                "required": True,
+            }
         if status == 429:
             headers["Retry-After"] = {
                 "description": "Seconds to wait before retrying.",
@@ -182,6 +239,79 @@ def _responses(op: Operation) -> dict:
     return responses
 
 
+def _links(op: Operation) -> dict:
+    targets = {target.endpoint: target for target in OPERATIONS}
+    links = {}
+    for endpoint, parameters in op.links.items():
+        target = targets[endpoint]
+        carried = dict(parameters)
+        if "tenant_id" in _path_names(op.rule) and "tenant_id" in _path_names(target.rule):
+            carried.setdefault("tenant_id", "$request.path.tenant_id")
+        links[endpoint] = {"operationId": endpoint, "parameters": carried}
+    return links
+
+
+class ServerRules(GenerateJsonSchema):
+    """pydantic's JSON Schema, plus what the same models enforce that it leaves out, so a
+    request the document calls valid is one the server takes."""
+
+    def str_schema(self, schema):
+        json_schema = super().str_schema(schema)
+        if schema.get("strip_whitespace") and schema.get("min_length"):
+            # The value is stripped before its length is checked: "  " is refused as empty.
+            _add_pattern(json_schema, r"\S")
+        return json_schema
+
+    def dict_schema(self, schema):
+        json_schema = super().dict_schema(schema)
+        if "patternProperties" in json_schema and "additionalProperties" not in json_schema:
+            # A key that does not match the key type's pattern is refused, not let through.
+            json_schema["additionalProperties"] = False
+        return json_schema
+
+
+def _add_pattern(json_schema: dict, pattern: str) -> None:
+    if "pattern" in json_schema:
+        json_schema.setdefault("allOf", []).append({"pattern": pattern})
+    else:
+        json_schema["pattern"] = pattern
+
+
+def _any_case(word: str) -> str:
+    # JSON Schema patterns are ECMA-262: no inline (?i).
+    return "".join(f"[{char.upper()}{char.lower()}]" if char.isalpha() else re.escape(char) for char in word)
+
+
+# email-validator (behind pydantic's EmailStr) refuses addresses at special-use domains
+# (RFC 6761: .test, .localhost, ...) that `format: email` alone allows.
+_SPECIAL_USE_DOMAIN = {
+    "pattern": "@(?:[^@]*\\.)?(?:"
+    + "|".join(_any_case(name) for name in email_validator.SPECIAL_USE_DOMAIN_NAMES)
+    + ")\\.?$"
+}
+
+
+def _email_rules(node) -> None:
+    if isinstance(node, dict):
+        if node.get("format") == "email" and "not" not in node:
+            node["not"] = _SPECIAL_USE_DOMAIN
+            node.setdefault(
+                "description",
+                "An email address; not at a special-use domain ("
+                + ", ".join(f".{name}" for name in email_validator.SPECIAL_USE_DOMAIN_NAMES)
+                + ").",
+            )
+        for value in node.values():
+            _email_rules(value)
+    elif isinstance(node, list):
+        for value in node:
+            _email_rules(value)
+
+
+def _allows_null(schema: dict) -> bool:
+    return schema.get("type") == "null" or any(_allows_null(branch) for branch in schema.get("anyOf", []))
+
+
 def _component_schemas(operations: list[Operation]) -> dict:
     """One JSON Schema per model (requests in validation mode, responses in serialization mode)."""
     models: dict[tuple[type[BaseModel], str], None] = {}
@@ -193,8 +323,14 @@ def _component_schemas(operations: list[Operation]) -> dict:
             models[(op.response, "serialization")] = None
     models[(ErrorEnvelope, "serialization")] = None
     models[(RateLimitedEnvelope, "serialization")] = None
-    _, document = models_json_schema(list(models), ref_template=REF)
+    _, document = models_json_schema(list(models), ref_template=REF, schema_generator=ServerRules)
     schemas = document.get("$defs", {})
+    _email_rules(schemas)
+    for schema in schemas.values():
+        for prop in schema.get("properties", {}).values():
+            # ``str = None``: may be left out, may not be null (see common.exactly_one_of).
+            if "default" in prop and prop["default"] is None and not _allows_null(prop):
+                del prop["default"]
     names = {model.__name__ for model, _ in models}
     clashes = names - set(schemas)
     # A model used both as input and output with different shapes gets -Input/-Output names
@@ -226,9 +362,10 @@ def build_document(operations: list[Operation] | None = None, *, max_content_len
         if parameters:
             item["parameters"] = parameters
         if op.body is not None:
-            body_schema = schemas[op.body.__name__]
             item["requestBody"] = {
-                "required": bool(body_schema.get("required")),
+                # No body is read as {}: required exactly when {} is refused (a required field,
+                # or a rule such as exactly_one_of).
+                "required": _refuses_empty(op.body, schemas[op.body.__name__]),
                 "content": {"application/json": {"schema": {"$ref": REF.format(model=op.body.__name__)}}},
             }
         paths.setdefault(bp.url_prefix + openapi_path(op.rule), {})[op.method.lower()] = item
@@ -242,13 +379,31 @@ def build_document(operations: list[Operation] | None = None, *, max_content_len
                 "The JSON API of the tenant self-service portal. Errors use one envelope "
                 "(`detail`, `error_code`, `timestamp`, `request_id`, `errors` on validation). "
                 "Rate limits per key by plan; every response carries `X-Request-ID` and "
-                "`X-RateLimit-*` headers. " + (MAX_BODY_NOTE.format(limit=limit) if limit else "")
+                "`X-RateLimit-*` headers. A method a path does not list gets 405 with `Allow` "
+                "(`#/components/responses/MethodNotAllowed`). No text, in a body or a query, may hold a NUL "
+                "character (U+0000): it is refused with 400. " + (MAX_BODY_NOTE.format(limit=limit) if limit else "")
             ).strip(),
         },
         "servers": [{"url": "/"}],
         "paths": paths,
         "components": {
             "schemas": schemas,
+            "responses": {
+                # Not an operation's response: what any method a path does not list gets.
+                "MethodNotAllowed": {
+                    "description": "The path exists but not with this method (`METHOD_NOT_ALLOWED`); "
+                    "`Allow` lists the methods it takes.",
+                    "headers": {
+                        "Allow": {
+                            "description": "The methods this path takes (RFC 9110).",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        },
+                        **_REQUEST_ID_HEADER,
+                    },
+                    "content": {"application/json": {"schema": {"$ref": REF.format(model=ErrorEnvelope.__name__)}}},
+                },
+            },
             "securitySchemes": {
                 "ApiKeyHeader": {
                     "type": "apiKey",
@@ -256,15 +411,12 @@ def build_document(operations: list[Operation] | None = None, *, max_content_len
                     "name": "X-API-Key",
                     "description": "A tenant API key (`<tenant_id>_api_<secret>`).",
                 },
-                "ApiKeyBearer": {
+                "BearerAuth": {
                     "type": "http",
                     "scheme": "bearer",
-                    "description": "A tenant API key sent as `Authorization: Bearer <key>`.",
-                },
-                "OperatorToken": {
-                    "type": "http",
-                    "scheme": "bearer",
-                    "description": "An operator API token, or the PORTAL_ADMIN_TOKEN bootstrap token.",
+                    "description": "`Authorization: Bearer <credential>`: a tenant API key, an operator API "
+                    "token, or the PORTAL_ADMIN_TOKEN bootstrap token. Operator-only operations take only "
+                    "this scheme, with an operator token; a tenant key there gets 403.",
                 },
             },
         },

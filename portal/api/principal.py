@@ -38,15 +38,16 @@ class Principal:
         return Actor(user=None, ip=request.remote_addr, label=self.label)
 
 
-def _presented_credential() -> tuple[str, str] | None:
-    """("header name", value) of the credential the request carries, if any."""
+def _presented_credentials() -> list[tuple[str, str]]:
+    """("header name", value) of each credential the request carries: X-API-Key, Bearer, both or none."""
+    presented = []
     api_key = request.headers.get("X-API-Key", "").strip()
     if api_key:
-        return "X-API-Key", api_key
+        presented.append(("X-API-Key", api_key))
     scheme, _, value = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() == "bearer" and value.strip():
-        return "Bearer", value.strip()
-    return None
+        presented.append(("Bearer", value.strip()))
+    return presented
 
 
 def current_principal() -> Principal | None:
@@ -56,8 +57,8 @@ def current_principal() -> Principal | None:
     return g.api_principal
 
 
-def credential_was_presented() -> bool:
-    return _presented_credential() is not None
+def credentials_presented() -> int:
+    return len(_presented_credentials())
 
 
 def _may_use_cache() -> bool:
@@ -65,10 +66,21 @@ def _may_use_cache() -> bool:
 
 
 def _resolve() -> Principal | None:
-    presented = _presented_credential()
-    if presented is None:
+    """The caller, or None when no credential is sent or any credential sent is not valid.
+
+    A request may carry a key in X-API-Key and a token in Authorization at once; it is served
+    only if every credential it presents is valid and they name the same caller, so a wrong
+    key is never masked by a right token (or the reverse)."""
+    principals = [_resolve_one(header, secret) for header, secret in _presented_credentials()]
+    if not principals or None in principals:
         return None
-    header, secret = presented
+    first, *others = principals
+    if any(other.rate_limit_identity != first.rate_limit_identity for other in others):
+        return None
+    return first
+
+
+def _resolve_one(header: str, secret: str) -> Principal | None:
     if header == "Bearer":
         bootstrap = current_app.config.get("PORTAL_ADMIN_TOKEN") or ""
         if bootstrap and hmac.compare_digest(secret.encode(), bootstrap.encode()):

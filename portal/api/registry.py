@@ -4,19 +4,37 @@ Every route of the API is declared with ``operation(...)``; the OpenAPI document
 from the same declarations (``portal.api.openapi``), so the two cannot drift apart.
 """
 
+import re
 from dataclasses import dataclass, field
 from functools import wraps
 
 from flask import Blueprint, request
 from pydantic import BaseModel, ValidationError
+from werkzeug.routing import BaseConverter
 
-from portal.api.principal import CACHED_AUTH_ENDPOINTS, Principal, credential_was_presented, current_principal
+from portal.api.principal import CACHED_AUTH_ENDPOINTS, Principal, credentials_presented, current_principal
 from portal.api.schemas.common import Query
 from portal.errors import NotFound, PermissionDenied, ServiceError, TenantSuspended
 from portal.extensions import db
 from portal.models import ADMIN_SCOPE, Tenant
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
+
+
+class SegmentExceptConverter(BaseConverter):
+    """A path segment other than its sibling paths' words: ``/events/<except("batch"):ref>``.
+    Without it ``/events/batch`` is also ``/events/<ref>``: a GET there would read an event
+    whose ref is "batch", and OPTIONS and a 405's ``Allow`` would list methods the document
+    does not give that path."""
+
+    def __init__(self, url_map, *excluded: str):
+        super().__init__(url_map)
+        self.excluded = excluded
+        self.regex = f"(?!(?:{'|'.join(re.escape(word) for word in excluded)})(?![^/]))[^/]+"
+
+
+# Recorded before any rule, so the converter is known when the rules are added to the app.
+bp.record_once(lambda state: state.app.url_map.converters.setdefault("except", SegmentExceptConverter))
 
 PUBLIC = "public"
 OPERATOR = "operator"
@@ -49,6 +67,8 @@ class Operation:
     allowed_when_suspended: bool
     description: str = ""
     errors: list[int] = field(default_factory=list)
+    links: dict[str, dict[str, str]] = field(default_factory=dict)
+    also_succeeds: dict[int, str] = field(default_factory=dict)
 
 
 OPERATIONS: list[Operation] = []
@@ -56,10 +76,16 @@ OPERATIONS: list[Operation] = []
 
 def _authenticate(auth: str) -> Principal | None:
     principal = current_principal()
-    if principal is None and credential_was_presented():
+    if principal is None and credentials_presented():
         # On every endpoint, public ones included: a caller whose key is wrong must hear so,
         # not be served as anonymous (a public sign-up, a 400 for fields it never meant to send).
-        raise ApiError(401, "INVALID_API_KEY", "API key is invalid, expired or revoked.")
+        detail = "API key is invalid, expired or revoked."
+        if credentials_presented() > 1:
+            detail = (
+                "A credential sent is invalid, expired or revoked, or X-API-Key and Authorization name "
+                "different callers: send one valid credential."
+            )
+        raise ApiError(401, "INVALID_API_KEY", detail)
     if auth == PUBLIC:
         return principal
     if principal is None:
@@ -100,7 +126,41 @@ def _parse_body(model: type[BaseModel]) -> BaseModel:
             raise ApiError(400, "MALFORMED_JSON", "The request body is not valid JSON.")
     if not isinstance(payload, dict):
         raise ApiError(400, "VALIDATION_ERROR", "The request body must be a JSON object.")
-    return _validate(model, payload)
+    if (where := _nul_in(payload)) is not None:
+        # PostgreSQL stores no NUL in text: refused here, for every body, naming where it is.
+        raise ApiError(
+            400,
+            "VALIDATION_ERROR",
+            f"{where or 'The body'} contains a NUL character.",
+            [{"field": where or None, "message": "Contains a NUL character."}],
+        )
+    return _validate(model, _integral_numbers_as_ints(payload))
+
+
+def _nul_in(value, where: str = "") -> str | None:
+    """The dotted path of the first text (value or key) holding a NUL, if any."""
+    if isinstance(value, str):
+        return where if "\x00" in value else None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        path = f"{where}.{key}" if where else str(key)
+        if isinstance(key, str) and "\x00" in key:
+            return path
+        if (found := _nul_in(item, path)) is not None:
+            return found
+    return None
+
+
+def _integral_numbers_as_ints(value):
+    """JSON has one number type: 5.0 is the integer 5 (JSON Schema's "integer" says so too), so
+    an integer field takes it; a number field takes an int as it is."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {name: _integral_numbers_as_ints(item) for name, item in value.items()}
+    if isinstance(value, list):
+        return [_integral_numbers_as_ints(item) for item in value]
+    return value
 
 
 def _shown(name: str) -> str:
@@ -181,11 +241,18 @@ def operation(
     description: str = "",
     errors: list[int] | None = None,
     cached_auth: bool = False,
+    links: dict[str, dict[str, str]] | None = None,
+    also_succeeds: dict[int, str] | None = None,
 ):
     """Register an API endpoint. The view gets ``principal``, ``tenant`` (when the rule has
     ``<tenant_id>``), ``body`` and ``query`` (parsed models) as keyword arguments.
     ``cached_auth``: a write that may authenticate from the per-process credential cache, as
-    reads do (see ``portal.api.principal.CACHED_AUTH_ENDPOINTS``)."""
+    reads do (see ``portal.api.principal.CACHED_AUTH_ENDPOINTS``).
+    ``links``: OpenAPI links from this operation's success to others, by operationId (the
+    view's name): ``{"revoke_api_key": {"key_id": "$response.body#/api_key_id"}}``; a
+    ``tenant_id`` in both rules is carried over on its own. Clients and schemathesis's
+    stateful phase follow them to use what this operation created.
+    ``also_succeeds``: other success statuses with the same body, and when: ``{200: "a repeat"}``."""
 
     def decorator(view):
         @wraps(view)
@@ -226,6 +293,8 @@ def operation(
                 description=description,
                 allowed_when_suspended=allowed_when_suspended,
                 errors=errors or [],
+                links=links or {},
+                also_succeeds=also_succeeds or {},
             )
         )
         return wrapper

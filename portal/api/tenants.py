@@ -50,6 +50,10 @@ def _operator_only_external_id(principal) -> None:
     "(in any letter case) is 409 `DUPLICATE_TENANT_ID`. Without `contact_email` no owner invitation is "
     "sent (`owner_invitation: null`), and notices meant for the contact (suspension, activation) are not "
     "sent until one is set with PATCH.",
+    links={
+        target: {"tenant_id": "$response.body#/tenant_id"}
+        for target in ("get_tenant", "create_api_key", "add_credential", "create_invitation", "list_invoices")
+    },
 )
 def onboard(principal, body: schemas.OnboardIn):
     if principal is None or not principal.is_operator:
@@ -102,7 +106,7 @@ def onboard(principal, body: schemas.OnboardIn):
 
 @operation(
     "GET",
-    "/tenants/<tenant_id>",
+    "/tenants/<except('onboard', 'by-external-id'):tenant_id>",
     response=schemas.TenantOut,
     tags=["tenants"],
     allowed_when_suspended=True,
@@ -115,7 +119,7 @@ def get_tenant(principal, tenant: Tenant):
 
 @operation(
     "PATCH",
-    "/tenants/<tenant_id>",
+    "/tenants/<except('onboard', 'by-external-id'):tenant_id>",
     body=schemas.TenantPatchIn,
     response=schemas.TenantOut,
     scope="admin:*",
@@ -142,7 +146,7 @@ def update_tenant(principal, tenant: Tenant, body: schemas.TenantPatchIn):
 
 @operation(
     "DELETE",
-    "/tenants/<tenant_id>",
+    "/tenants/<except('onboard', 'by-external-id'):tenant_id>",
     scope=ADMIN_SCOPE,
     response=schemas.TenantDeletedOut,
     tags=["tenants"],

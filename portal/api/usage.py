@@ -136,6 +136,8 @@ def _quota_exceeded(error: limits.LimitExceeded):
     "hard limit in the tenant's plan to that limit or past it. With `enforce: true` an event that "
     "would take such a feature past its limit is refused: 429 `QUOTA_EXCEEDED` (seed 000), nothing "
     "stored, `Retry-After` until the billing period renews.",
+    links={target: {"ref": "$response.body#/ref"} for target in ("get_event", "delete_event")},
+    also_succeeds={200: "a repeat of an idempotency key already stored (`duplicate: true`)"},
 )
 def post_event(principal, body: schemas.EventIn):
     raw = body.model_dump(exclude_unset=True)
@@ -283,9 +285,8 @@ def _tenant_id_of(ref: str | None) -> str | None:
     summary="Query events by time range, name and tenant, oldest first (paginated)",
 )
 def list_events(principal, query: schemas.EventListQuery):
+    # An end not after the start matches no event (the filters below say so on their own).
     start, end = query.start_time, query.end_time
-    if start is not None and end is not None and end <= start:
-        raise ValidationFailed("end_time (endTime) must be after start_time (startTime).", field="end_time")
     statement = select(UsageEvent)
     if (tenant_id := _tenant_id_of(query.tenant_id)) is not None:
         statement = statement.where(UsageEvent.tenant_id == tenant_id)
@@ -312,7 +313,7 @@ def _events_tenant(principal, tenant_ref: str | None) -> str | None:
 
 @operation(
     "GET",
-    "/events/<ref>",
+    "/events/<except('batch', 'dry-run', 'delete-by-refs'):ref>",
     auth=TENANT,
     scope=USAGE_SCOPE,
     query=schemas.EventRefQuery,
@@ -333,7 +334,7 @@ def get_event(principal, ref: str, query: schemas.EventRefQuery):
 
 @operation(
     "DELETE",
-    "/events/<ref>",
+    "/events/<except('batch', 'dry-run', 'delete-by-refs'):ref>",
     auth=OPERATOR,
     query=schemas.EventRefQuery,
     response=schemas.EventDeletedOut,
@@ -475,15 +476,17 @@ def get_usage(principal, tenant: Tenant, query: schemas.UsageQuery):
     allowed_when_suspended=True,
     errors=[400, 401, 403, 404],
     summary="Usage per calendar month, newest first (default: the last six months)",
+    description=f"At most {MAX_HISTORY_MONTHS} months: the newest of a longer range. A start_month after "
+    "end_month is an empty history.",
 )
 def get_usage_history(principal, tenant: Tenant, query: schemas.UsageHistoryQuery):
     end = month_start(query.end_month, "end_month") if query.end_month else this_month()
     start = month_start(query.start_month, "start_month") if query.start_month else next_month(end, -5)
-    months = (end.year - start.year) * 12 + end.month - start.month + 1
-    if months < 1:
-        raise ValidationFailed("start_month must not be after end_month.", field="start_month")
-    if months > MAX_HISTORY_MONTHS:
-        raise ValidationFailed(f"Ask for at most {MAX_HISTORY_MONTHS} months at a time.", field="start_month")
+    # A range is answered as far as it goes: none of its months when it ends before it starts,
+    # the newest MAX_HISTORY_MONTHS of a longer one (as the document says; no schema can say
+    # "after that other parameter", so neither is a 400 a client could not have foreseen).
+    months = max(min((end.year - start.year) * 12 + end.month - start.month + 1, MAX_HISTORY_MONTHS), 0)
+    start = next_month(end, 1 - months)
     version = plan_version_of(subscription_for(tenant.tenant_id), tenant.subscription_plan)
     history = []
     for index in range(months - 1, -1, -1):

@@ -27,6 +27,8 @@ DEFAULT_CURRENCY = "USD"
 
 
 class InsufficientCredit(ValidationFailed):
+    # A well-formed request the balance cannot meet: a conflict with the ledger's state.
+    status_code = 409
     error_code = "INSUFFICIENT_CREDIT"
 
 

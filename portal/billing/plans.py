@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 
 from portal.billing.catalog import PlanSpec
-from portal.errors import ValidationFailed
+from portal.errors import NotFound
 from portal.extensions import db
 from portal.models import BILLABLE_STATUSES, Plan, PlanVersion, Subscription
 
@@ -64,7 +64,8 @@ def current_version(plan_key: str) -> PlanVersion:
     plan = db.session.execute(select(Plan).where(Plan.key == (plan_key or "").strip())).scalar_one_or_none()
     if plan is None or not plan.versions:
         known = ", ".join(plan_keys()) or "none (run `flask --app wsgi catalog sync`)"
-        raise ValidationFailed(f"Unknown plan {plan_key!r}. Plans: {known}.", field="plan")
+        # Like any id that names nothing: not found (a private plan too, for a key that may not see it).
+        raise NotFound(f"Unknown plan {plan_key!r}. Plans: {known}.", field="plan")
     return plan.current_version
 
 

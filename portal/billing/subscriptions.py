@@ -330,9 +330,9 @@ def preview_change(
     new = plans.current_version(plan_key)
     old = subscription.plan_version
     if new.plan_id == old.plan_id:
-        raise ValidationFailed(f"You are already on the {old.name} plan.", field="plan")
+        raise Conflict(f"You are already on the {old.name} plan.", field="plan")
     if new.currency != old.currency:
-        raise ValidationFailed("Plans in another currency cannot be switched to; contact support.", field="plan")
+        raise Conflict("Plans in another currency cannot be switched to; contact support.", field="plan")
     direction = "upgrade" if new.monthly_price >= old.monthly_price else "downgrade"
     effective_at = _effective_instant(effective_date, at)
     if subscription.status == "trialing":

@@ -19,9 +19,8 @@ def accept(token: str):
     try:
         invitation = services.usable_or_error(services.find_by_token(token))
     except ServiceError as error:
-        return render(
-            "invitations/unusable.html", status=410 if "expired" in error.message else 400, message=error.message
-        )
+        status = 410 if "expired" in error.message else error.status_code
+        return render("invitations/unusable.html", status=status, message=error.message)
 
     signed_in = current_user if current_user.is_authenticated else None
     existing_account = find_user_by_email(invitation.email) is not None

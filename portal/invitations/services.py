@@ -8,7 +8,7 @@ from sqlalchemy import Select, select
 from portal import audit
 from portal.access import Actor
 from portal.auth.services import create_user, find_user_by_email, normalize_email
-from portal.errors import Conflict, PermissionDenied, ValidationFailed
+from portal.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from portal.extensions import db
 from portal.mail import send_email
 from portal.models import INVITABLE_ROLES, Invitation, Membership, Tenant, User, utcnow
@@ -134,20 +134,22 @@ def find_by_token(token: str) -> Invitation | None:
 
 
 def usable_or_error(invitation: Invitation | None) -> Invitation:
-    """The invitation if it can still be accepted; otherwise a message that says why not."""
+    """The invitation if it can still be accepted; otherwise a message that says why not: an
+    unknown link is not found (404), a known one that can no longer be used conflicts with
+    what became of it (409)."""
     if invitation is None:
-        raise ValidationFailed("This invitation link is not valid. It may have been replaced by a newer one.")
+        raise NotFound("This invitation link is not valid. It may have been replaced by a newer one.")
     status = invitation.effective_status
     if status == "expired":
-        raise ValidationFailed("This invitation has expired. Ask the account's admin to send a new one.")
+        raise Conflict("This invitation has expired. Ask the account's admin to send a new one.")
     if status == "revoked":
-        raise ValidationFailed("This invitation was revoked.")
+        raise Conflict("This invitation was revoked.")
     if status == "accepted":
-        raise ValidationFailed("This invitation has already been used. Sign in to continue.")
+        raise Conflict("This invitation has already been used. Sign in to continue.")
     if invitation.tenant.status == "cancelled":
-        raise ValidationFailed("This account no longer exists.")
+        raise Conflict("This account no longer exists.")
     if invitation.tenant.status == "suspended":
-        raise ValidationFailed(
+        raise Conflict(
             "This account is suspended at the moment. The invitation stays valid until it expires; "
             "try again once the account is reactivated."
         )

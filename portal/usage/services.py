@@ -11,7 +11,7 @@ from sqlalchemy import bindparam, or_, select
 from portal.billing.catalog import MeterSpec
 from portal.billing.plans import current_version
 from portal.billing.pricing import FeatureSpec, feature_specs
-from portal.errors import ValidationFailed
+from portal.errors import NotFound
 from portal.extensions import db
 from portal.infra import cache as key_cache
 from portal.infra.transactions import autocommit_statements
@@ -131,7 +131,7 @@ def plan_version_of(subscription: Subscription | None, plan_key: str) -> PlanVer
 
     try:
         return current_version(plan_key)
-    except ValidationFailed:
+    except NotFound:
         return None
 
 

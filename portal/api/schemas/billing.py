@@ -227,7 +227,9 @@ class AccountInvoiceListQuery(PageQuery):
         None, description="YYYY-MM-DD: invoices for periods starting on or after this day (00:00 UTC)."
     )
     period_end: IsoDate | None = Field(
-        None, description="YYYY-MM-DD: invoices for periods ending on or before this day (its last day)."
+        None,
+        description="YYYY-MM-DD: invoices for periods ending on or before this day (its last day); "
+        "one before period_start matches none.",
     )
 
 
@@ -276,5 +278,8 @@ class MarkUncollectibleIn(Body):
 
 class MarkPaidIn(Body):
     reference: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-    # Omitted: now. Never in the future.
-    paid_at: IsoInstant | None = None
+    paid_at: IsoInstant | None = Field(
+        None,
+        description="When the payment arrived (ISO 8601 with a timezone). Not in the future: JSON Schema has "
+        "no keyword for that, and a later instant is a 400 naming paid_at. Omitted: now.",
+    )

@@ -22,9 +22,20 @@ from portal.timezones import parse_instant
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 InvitableRole = Literal[tuple(INVITABLE_ROLES)]  # type: ignore[valid-type]
-IsoInstant = Annotated[datetime, BeforeValidator(parse_instant)]
+# What parse_instant takes: RFC 3339 with an upper-case T and Z, at most 40 characters.
+INSTANT_SCHEMA = {
+    "type": "string",
+    "format": "date-time",
+    "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.+Z-]+$",
+    "maxLength": 40,
+}
+IsoInstant = Annotated[datetime, BeforeValidator(parse_instant), WithJsonSchema(INSTANT_SCHEMA)]
 # In a query string an empty value (``?start_time=``) means the parameter is not set.
-QueryInstant = Annotated[datetime | None, BeforeValidator(lambda value: parse_instant(value) if value else None)]
+QueryInstant = Annotated[
+    datetime | None,
+    BeforeValidator(lambda value: parse_instant(value) if value else None),
+    WithJsonSchema({"anyOf": [INSTANT_SCHEMA, {"type": "string", "maxLength": 0}]}),
+]
 
 # Seed 000 writes money in major units as JSON numbers (``"monthly_cost_usd": 499.00``), and unit
 # prices can be sub-cent. The services keep them as exact Decimals; on the wire they are JSON
@@ -41,6 +52,14 @@ class Body(BaseModel):
     """Request bodies: unknown fields and wrong JSON types are refused, never coerced."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
+
+
+def exactly_one_of(*groups: tuple[str, ...]) -> dict:
+    """``json_schema_extra`` for a body whose validator wants exactly one field of each group:
+    the document says so (``oneOf`` of ``required``), so a client knows before it sends. The
+    fields are then not nullable (``str = None``, not ``str | None``): ``null`` would count as
+    sent in the document and as absent in the validator."""
+    return {"allOf": [{"oneOf": [{"required": [name]} for name in group]} for group in groups]}
 
 
 class Query(BaseModel):

@@ -4,9 +4,9 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, StringConstraints, WithJsonSchema, model_validator
+from pydantic import BeforeValidator, ConfigDict, Field, StringConstraints, WithJsonSchema, model_validator
 
-from portal.api.schemas.common import Body, ExactNumber, IsoInstant, Out, PageQuery, Pagination
+from portal.api.schemas.common import Body, ExactNumber, IsoInstant, Out, PageQuery, Pagination, exactly_one_of
 
 
 def _major_amount(value: Any) -> Any:
@@ -24,7 +24,9 @@ def _major_amount(value: Any) -> Any:
 
 
 MajorAmount = Annotated[
-    Decimal, BeforeValidator(_major_amount), WithJsonSchema({"type": "number", "exclusiveMinimum": 0})
+    Decimal,
+    BeforeValidator(_major_amount),
+    WithJsonSchema({"type": "number", "exclusiveMinimum": 0, "maximum": 1_000_000_000, "multipleOf": 0.01}),
 ]
 CurrencyCode = Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{3}$")]
 CustomerRef = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
@@ -35,11 +37,15 @@ class CreditChangeIn(Body):
     """Whose credit and how much: our names, or seed 003's (``customerId``, ``creditAmount``) and
     seed 002's ``customerReferenceId``. A customer id matches a tenant id or an external id."""
 
-    tenant_id: CustomerRef | None = None
-    customerId: CustomerRef | None = None  # noqa: N815 (seed 003's name)
-    customerReferenceId: CustomerRef | None = None  # noqa: N815 (seed 002's name)
-    amount: int | None = Field(None, gt=0, le=100_000_000_000, description="Minor units (cents).")
-    creditAmount: MajorAmount | None = Field(None, description="Major units (seed 003), e.g. 25.5.")  # noqa: N815
+    model_config = ConfigDict(
+        json_schema_extra=exactly_one_of(("tenant_id", "customerId", "customerReferenceId"), ("amount", "creditAmount"))
+    )
+
+    tenant_id: CustomerRef = None
+    customerId: CustomerRef = None  # noqa: N815 (seed 003's name)
+    customerReferenceId: CustomerRef = None  # noqa: N815 (seed 002's name)
+    amount: int = Field(None, gt=0, le=100_000_000_000, description="Minor units (cents).")
+    creditAmount: MajorAmount = Field(None, description="Major units (seed 003), e.g. 25.5.")  # noqa: N815
     currency: CurrencyCode | None = Field(None, description="Defaults to the tenant's billing currency.")
     reason: CreditReason = ""
 

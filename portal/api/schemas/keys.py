@@ -16,6 +16,8 @@ class ApiKeyCreateIn(Body):
     scopes: list[ScopeName] | None = Field(
         None,
         max_length=len(API_SCOPES) * 2,
+        # The service says "Choose at least one scope." in words; the document says it too.
+        json_schema_extra={"minItems": 1},
         description="Omitted: all of them (seed 000). "
         + " ".join(f"`{scope}`: {grants}." for scope, grants in API_SCOPES.items()),
     )

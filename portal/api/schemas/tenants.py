@@ -4,7 +4,7 @@ listing, suspending and activating tenants."""
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import EmailStr, Field, StringConstraints
+from pydantic import EmailStr, Field, StringConstraints, WithJsonSchema
 
 from portal.api.schemas.common import Body, Name, Out, PageQuery, Pagination
 from portal.models import SUSPENSION_REASONS
@@ -13,13 +13,28 @@ TenantIdStr = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_]{3,50}$")]
 MetadataKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,40}$")]
 MetadataValue = Annotated[str, StringConstraints(max_length=500)]
 PlanName = Literal["starter", "professional", "enterprise"]
-# The rule (length, characters) is the service's, which says it in words; here only a bound.
-ExternalId = Annotated[str, StringConstraints(max_length=200)]
+# The rule (length, characters) is the service's, which says it in words
+# (portal.tenants.services.EXTERNAL_ID_PATTERN); here only a bound, and the rule for the document.
+ExternalId = Annotated[
+    str,
+    StringConstraints(max_length=200),
+    WithJsonSchema({"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.:@|+-]{0,99}$"}),
+]
 EXTERNAL_ID_DESCRIPTION = (
     "The operator's own id for the tenant (seed 002's customer reference): 1-100 letters, digits and "
     "_ . : @ | + -, unique, and not another tenant's tenant_id. Events, entitlement checks and credits "
     "accept it wherever they take a tenant_id. Set by operator tokens only."
 )
+NeverTrue = Annotated[
+    bool,
+    WithJsonSchema(
+        {
+            "type": "boolean",
+            "const": False,
+            "description": "Seed 000's switch; onboarding never deletes data, so only false is accepted.",
+        }
+    ),
+]
 SuspensionReason = Literal[tuple(SUSPENSION_REASONS)]  # type: ignore[valid-type]
 
 
@@ -32,8 +47,8 @@ class OnboardIn(Body):
     subscription_plan: PlanName = "starter"
     external_id: ExternalId | None = Field(None, description=EXTERNAL_ID_DESCRIPTION)
     # Seed 000's BigQuery switches: accepted only as false, refused with a clear message.
-    force_recreate_dataset: bool = False
-    force_recreate_tables: bool = False
+    force_recreate_dataset: NeverTrue = False
+    force_recreate_tables: NeverTrue = False
 
 
 class InvitationSummary(Out):

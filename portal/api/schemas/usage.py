@@ -2,11 +2,13 @@
 report and entitlements."""
 
 from datetime import datetime
+from itertools import combinations
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, StrictBool, StringConstraints
+from pydantic import ConfigDict, Field, StrictBool, StringConstraints, WithJsonSchema
 
 from portal.api.schemas.common import (
+    INSTANT_SCHEMA,
     Body,
     ExactNumber,
     Out,
@@ -17,6 +19,7 @@ from portal.api.schemas.common import (
     QuotasOut,
     names,
 )
+from portal.usage import ingest
 
 # --- usage events (seeds 001, 002, 003) ----------------------------------------------------
 
@@ -26,10 +29,44 @@ def _alias(description: str):
     return Field(None, description=description)
 
 
+def _text(limit: int) -> dict:
+    # Stripped, then non-empty, at most ``limit`` long and without NUL (portal.usage.ingest._text).
+    return {"type": "string", "maxLength": limit, "pattern": "^[^\\u0000]*\\S[^\\u0000]*$"}
+
+
+_EVENT_FIELD_SCHEMAS = {
+    "tenant": _text(100),
+    "key": _text(ingest.MAX_KEY),
+    "name": _text(ingest.MAX_NAME),
+    "occurred_at": INSTANT_SCHEMA,
+    "quantity": {"type": "number", "minimum": 0, "exclusiveMaximum": float(ingest.MAX_QUANTITY)},
+    "properties": {"type": "object"},
+}
+
+
+def _event_rules(schema: dict) -> None:
+    """The document of what portal.usage.ingest.draft checks: each field's type, and each field
+    under one of its names only (the tenant and the name required)."""
+    rules = []
+    for what, aliases in ingest.ALIASES.items():
+        required = what in ("tenant", "name")
+        # An optional field sent as null is left out; a required one must be there.
+        field_schema = (
+            _EVENT_FIELD_SCHEMAS[what] if required else {"anyOf": [_EVENT_FIELD_SCHEMAS[what], {"type": "null"}]}
+        )
+        for name in aliases:
+            schema["properties"][name].update(field_schema)
+        if required:
+            rules.append({"oneOf": [{"required": [name]} for name in aliases]})
+        else:
+            rules.append({"not": {"anyOf": [{"required": [a, b]} for a, b in combinations(aliases, 2)]}})
+    schema["allOf"] = rules
+
+
 class EventIn(Body):
     """One usage event. Each field may be sent under any of the seeds' names (one of them)."""
 
-    model_config = ConfigDict(extra="forbid", strict=False)
+    model_config = ConfigDict(extra="forbid", strict=False, json_schema_extra=_event_rules)
 
     tenant_id: Any = _alias("The tenant: its tenant_id or external id. Alias: customerReferenceId, customerAlias.")
     customerReferenceId: Any = _alias("Seed 002's name for tenant_id.")
@@ -161,7 +198,9 @@ class EventListQuery(PageQuery):
         None, validation_alias=names("start_time", "startTime"), description="ISO 8601 instant; events at or after it."
     )
     end_time: QueryInstant = Field(
-        None, validation_alias=names("end_time", "endTime"), description="ISO 8601 instant; events before it."
+        None,
+        validation_alias=names("end_time", "endTime"),
+        description="ISO 8601 instant; events before it (one not after start_time matches none).",
     )
     event_name: Annotated[str, StringConstraints(max_length=128)] | None = Field(
         None, validation_alias=names("event_name", "eventName"), description="Only events of this name."
@@ -212,8 +251,16 @@ class EventDeletedOut(Out):
 # --- usage (seed 000) ----------------------------------------------------------------------
 
 
+# portal.usage.periods.month_start's rule: YYYY-MM from 2000-01; empty means the default.
+Month = Annotated[
+    str,
+    StringConstraints(max_length=20),
+    WithJsonSchema({"type": "string", "pattern": "^(?:[2-9][0-9]{3}-(?:0[1-9]|1[0-2]))?$"}),
+]
+
+
 class UsageQuery(Query):
-    month: Annotated[str, StringConstraints(max_length=20)] | None = Field(None, description="YYYY-MM; default: now.")
+    month: Month | None = Field(None, description="YYYY-MM; default: now.")
 
 
 class UsagePercentagesOut(Out):
@@ -248,12 +295,12 @@ class UsageOut(Out):
 
 
 class UsageHistoryQuery(Query):
-    start_month: Annotated[str, StringConstraints(max_length=20)] | None = Field(
-        None, description="YYYY-MM; default: five months before end_month."
+    start_month: Month | None = Field(
+        None,
+        description="YYYY-MM; default: five months before end_month. After end_month: no months; more "
+        "than 35 months before it: the newest 36 months.",
     )
-    end_month: Annotated[str, StringConstraints(max_length=20)] | None = Field(
-        None, description="YYYY-MM; default: this month."
-    )
+    end_month: Month | None = Field(None, description="YYYY-MM; default: this month.")
 
 
 class UsageHistoryMonthOut(Out):
