@@ -23,6 +23,7 @@ def _describe_lambdas_without_parsing() -> None:
 
 _describe_lambdas_without_parsing()
 EVENT_INSTANTS = ("occurredAt", "occurred_at", "timestamp")
+WEBHOOK_URL = "http://127.0.0.1:9/hooks"
 
 
 def _instant(value) -> datetime | None:
@@ -36,7 +37,7 @@ def _instant(value) -> datetime | None:
 def map_case(ctx, case):
     """A valid value of a kind JSON Schema cannot describe is made one the words describe: an
     instant that must be recent (an event within 5 minutes ahead and not before the tenant's
-    open period; a payment not in the future), a GCP key's PEM. Case-level, so that every
+    open period; a payment not in the future), a GCP key's PEM, a webhook URL whose host resolves. Case-level, so that every
     phase (coverage included) applies it."""
     body, path = case.body, case.operation.path
     if not isinstance(body, dict):
@@ -56,6 +57,10 @@ def map_case(ctx, case):
             body = {**body, "events": [_recent(event, now) for event in events]}
         else:
             body = _recent(body, now)
+    if "/webhooks" in path and isinstance(body.get("url"), str):
+        # "Its host must resolve": an address this machine's development settings allow, where
+        # nothing listens (port 9, discard), so deliveries fail fast and harmlessly.
+        body = {**body, "url": WEBHOOK_URL}
     case.body = body
     return case
 

@@ -134,6 +134,17 @@ def _endpoint(tenant: Tenant, webhook_id: str) -> WebhookEndpoint:
     tags=TAGS,
     errors=[400, 401, 403, 404, 409, 413, 415],
     summary="Add a webhook endpoint (its signing secret is in this response only)",
+    links={
+        name: {"webhook_id": "$response.body#/webhook_id"}
+        for name in (
+            "get_webhook",
+            "update_webhook",
+            "delete_webhook",
+            "rotate_webhook_secret",
+            "test_webhook",
+            "list_webhook_deliveries",
+        )
+    },
     description="Deliveries are signed per the Standard Webhooks specification (headers webhook-id, "
     "webhook-timestamp, webhook-signature). At most 10 endpoints per tenant (409). In production the URL "
     "must be https:// and resolve to public addresses only.",
@@ -192,11 +203,6 @@ def get_webhook(principal, tenant: Tenant, webhook_id: str):
 )
 def update_webhook(principal, tenant: Tenant, webhook_id: str, body: schemas.WebhookPatchIn):
     endpoint = _endpoint(tenant, webhook_id)
-    for field in ("url", "event_types", "enabled"):
-        if field in body.model_fields_set and getattr(body, field) is None:
-            raise ApiError(
-                400, "VALIDATION_ERROR", f"{field} cannot be null.", [{"field": field, "message": "cannot be null"}]
-            )
     webhooks.update_endpoint(
         principal.actor(),
         tenant,
@@ -258,6 +264,12 @@ def rotate_webhook_secret(principal, tenant: Tenant, webhook_id: str):
     tags=TAGS,
     errors=[401, 403, 404],
     summary="Send a webhook.test event to this endpoint now",
+    links={
+        "resend_webhook_delivery": {
+            "webhook_id": "$response.body#/webhook_id",
+            "delivery_id": "$response.body#/delivery_id",
+        }
+    },
 )
 def test_webhook(principal, tenant: Tenant, webhook_id: str):
     endpoint = _endpoint(tenant, webhook_id)

@@ -1,16 +1,51 @@
 """Bodies of the webhook routes (``portal/api/webhooks.py``)."""
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, StringConstraints
+from pydantic import AfterValidator, Field, StringConstraints, WithJsonSchema
 
 from portal.api.schemas.common import Body, Out, PageQuery, Pagination
+from portal.errors import ValidationFailed
 from portal.models import DELIVERY_STATES
+from portal.webhooks import urls
 from portal.webhooks.catalog import EVENT_TYPES, PIPELINE_EVENT_TYPES
 
 EventTypeName = Literal[tuple([*EVENT_TYPES, "*"])]  # type: ignore[valid-type]
-Url = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2048)]
+# What the server parses as an http(s) URL with a host (and a valid port); whether that host
+# resolves, and to a public address, is only known at run time (the description says so).
+_HOST = (
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]+\])"
+)
+_PORT = r"(?::(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?"
+URL_PATTERN = rf"^https?://{_HOST}{_PORT}(?:[/?#][^\s]*)?$"
+URL_DESCRIPTION = (
+    "An http(s) URL. In production: https:// only, and its host must resolve, when saved and at every "
+    "delivery, to addresses reachable from the internet (never loopback, private, link-local or metadata "
+    "addresses); otherwise 400."
+)
+
+
+def _url_shape(value: str) -> str:
+    """The service's own words for a malformed URL, then the shape the document states."""
+    try:
+        urls.parse(value, require_https=False)
+    except ValidationFailed as error:
+        raise ValueError(error.message) from None
+    if not re.fullmatch(URL_PATTERN, value):
+        raise ValueError("Enter a full URL starting with https://, e.g. https://example.com/webhooks.")
+    return value
+
+
+Url = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=2048),
+    AfterValidator(_url_shape),
+    WithJsonSchema(
+        {"type": "string", "minLength": 1, "maxLength": 2048, "pattern": URL_PATTERN, "description": URL_DESCRIPTION}
+    ),
+]
 Description = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
 EVENT_TYPES_HELP = 'The events to send, or ["*"] for all of them. ' + " ".join(
     f"`{name}`: {about}" for name, about in EVENT_TYPES.items()
@@ -18,7 +53,7 @@ EVENT_TYPES_HELP = 'The events to send, or ["*"] for all of them. ' + " ".join(
 
 
 class WebhookCreateIn(Body):
-    url: Url = Field(description="Where to POST events: https:// (plain http:// only outside production).")
+    url: Url
     event_types: list[EventTypeName] = Field(
         min_length=1, max_length=len(EVENT_TYPES) + 1, description=EVENT_TYPES_HELP
     )
@@ -26,12 +61,11 @@ class WebhookCreateIn(Body):
 
 
 class WebhookPatchIn(Body):
-    url: Url | None = None
-    event_types: list[EventTypeName] | None = Field(None, min_length=1, max_length=len(EVENT_TYPES) + 1)
+    # Omitted: unchanged. Only the description may be null (no description).
+    url: Url = None
+    event_types: list[EventTypeName] = Field(None, min_length=1, max_length=len(EVENT_TYPES) + 1)
     description: Description | None = None
-    enabled: bool | None = Field(
-        None, description="false stops deliveries; true resumes them (and resets the failure count)."
-    )
+    enabled: bool = Field(None, description="false stops deliveries; true resumes them (and resets the failure count).")
 
 
 class WebhookOut(Out):
