@@ -109,7 +109,3 @@ class WebhookAttempt(db.Model):
     trigger: Mapped[str] = mapped_column(String(16), default="automatic")
 
     delivery: Mapped[WebhookDelivery] = relationship(back_populates="attempts")
-
-    @property
-    def succeeded(self) -> bool:
-        return self.status_code is not None and 200 <= self.status_code < 300

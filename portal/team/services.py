@@ -9,7 +9,7 @@ from portal.auth.services import confirm_password, end_all_sessions
 from portal.errors import Conflict, PermissionDenied
 from portal.extensions import db
 from portal.invitations.services import check_role
-from portal.models import Membership, Tenant
+from portal.models import Membership, Tenant, User
 
 
 def members_query(tenant: Tenant) -> Select:
@@ -23,6 +23,18 @@ def members_query(tenant: Tenant) -> Select:
 
 def members(tenant: Tenant) -> list[Membership]:
     return list(db.session.execute(members_query(tenant)).scalars())
+
+
+def owner_and_admin_emails(tenant_id: str) -> list[str]:
+    """Who is told about the account's money, quotas and integrations: the owner and admins."""
+    return list(
+        db.session.execute(
+            select(User.email)
+            .join(Membership, Membership.user_id == User.id)
+            .where(Membership.tenant_id == tenant_id, Membership.role.in_(("owner", "admin")))
+            .order_by(User.email)
+        ).scalars()
+    )
 
 
 def change_role(actor: Actor, tenant: Tenant, membership: Membership, role: str) -> Membership:

@@ -6,13 +6,12 @@ when two ingestions cross the line together)."""
 import logging
 from decimal import Decimal
 
-from sqlalchemy import select
-
 from portal.extensions import db
 from portal.infra.queues import database_key
 from portal.mail import send_email
-from portal.models import Membership, QuotaNotice, Tenant, User
+from portal.models import QuotaNotice, Tenant
 from portal.models.base import new_id, utcnow
+from portal.team.services import owner_and_admin_emails
 from portal.usage.ingest import _insert_statement_for
 from portal.usage.periods import current_period
 from portal.usage.services import FeatureUsage, feature_usage, subscription_for
@@ -28,9 +27,6 @@ CHECK_PENDING_SECONDS = 60
 
 def check_key(tenant_id: str) -> str:
     return database_key(f"once:quota-check:{tenant_id}")
-
-
-NOTIFIED_ROLES = ("owner", "admin")
 
 
 def _claim(tenant_id: str, usage: FeatureUsage, period_start, threshold: int) -> bool:
@@ -54,14 +50,7 @@ def _claim(tenant_id: str, usage: FeatureUsage, period_start, threshold: int) ->
 
 
 def _recipients(tenant_id: str) -> list[str]:
-    return list(
-        db.session.execute(
-            select(User.email)
-            .join(Membership, Membership.user_id == User.id)
-            .where(Membership.tenant_id == tenant_id, Membership.role.in_(NOTIFIED_ROLES))
-            .order_by(User.email)
-        ).scalars()
-    )
+    return owner_and_admin_emails(tenant_id)
 
 
 def check_quotas(tenant_id: str) -> list[tuple[str, int]]:

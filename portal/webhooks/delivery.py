@@ -15,22 +15,17 @@ from sqlalchemy import insert, or_, select, text, update
 
 from portal.extensions import db
 from portal.mail import send_email
-from portal.models import Membership, Tenant, User, WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
+from portal.models import Tenant, WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
 from portal.models.base import utcnow
+from portal.team.services import owner_and_admin_emails
 from portal.timezones import format_local
 from portal.webhooks import signing, urls
 
 log = logging.getLogger(__name__)
 
-NOTIFIED_ROLES = ("owner", "admin")
-
 
 def retry_schedule() -> list[int]:
     return [int(part) for part in str(current_app.config["WEBHOOK_RETRY_SCHEDULE"]).split(",") if part.strip()]
-
-
-def max_attempts() -> int:
-    return len(retry_schedule()) + 1
 
 
 def _lock_seconds() -> float:
@@ -181,12 +176,7 @@ def _disable_failing(endpoint: WebhookEndpoint, now) -> None:
     if endpoint.tenant_id is None:
         return
     tenant = db.session.get(Tenant, endpoint.tenant_id)
-    recipients = db.session.execute(
-        select(User.email)
-        .join(Membership, Membership.user_id == User.id)
-        .where(Membership.tenant_id == endpoint.tenant_id, Membership.role.in_(NOTIFIED_ROLES))
-        .order_by(User.email)
-    ).scalars()
+    recipients = owner_and_admin_emails(endpoint.tenant_id)
     for email in recipients:
         send_email(
             email,

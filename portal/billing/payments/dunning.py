@@ -16,7 +16,8 @@ from portal.billing.payments import gateway
 from portal.extensions import db
 from portal.infra.transactions import defer
 from portal.mail import send_email
-from portal.models import Invoice, Membership, PaymentAttempt, Subscription, Tenant, User
+from portal.models import Invoice, PaymentAttempt, Subscription, Tenant
+from portal.team.services import owner_and_admin_emails
 from portal.tenants.suspension import suspend
 from portal.web import public_url
 
@@ -32,14 +33,7 @@ def retry_days() -> list[int]:
 
 def billing_contacts(tenant: Tenant) -> list[str]:
     """Owner and admins: the people who can pay."""
-    return list(
-        db.session.execute(
-            select(User.email)
-            .join(Membership, Membership.user_id == User.id)
-            .where(Membership.tenant_id == tenant.tenant_id, Membership.role.in_(("owner", "admin")))
-            .order_by(User.email)
-        ).scalars()
-    )
+    return owner_and_admin_emails(tenant.tenant_id)
 
 
 def _notify(invoice: Invoice, message: str, final: bool) -> None:
