@@ -6,6 +6,7 @@ nothing; rotated secrets overlap; private addresses are refused; tenants stay ap
 import json
 from datetime import timedelta
 
+import jsonschema
 import pytest
 from sqlalchemy import select
 
@@ -145,9 +146,15 @@ def test_every_event_in_the_catalog_reaches_the_endpoint_after_its_cause_and_ver
     received = receiver.wait_for(len(EVENT_TYPES))
     verified = [request.verify(secret) for request in received]  # raises on a bad signature
     assert {payload["event_type"] for payload in verified} == set(EVENT_TYPES)
+    document = client.get("/api/v1/openapi.json").get_json()
     for request, payload in zip(received, verified, strict=True):
         assert set(payload) == {"event_id", "event_type", "tenant_id", "timestamp", "data"}
         assert request.headers["webhook-id"] == payload["event_id"]
+        # What arrived is what the document's ``webhooks`` section says each event carries.
+        described = document["webhooks"][payload["event_type"]]["post"]
+        schema = described["requestBody"]["content"]["application/json"]["schema"]
+        jsonschema.Draft202012Validator({**schema, "components": document["components"]}).validate(payload)
+        assert {p["name"] for p in described["parameters"]} <= {name.lower() for name in request.headers}
 
     def data(event_type, tenant_id=tid):
         return [p["data"] for p in verified if p["event_type"] == event_type and p["tenant_id"] == tenant_id]

@@ -14,9 +14,10 @@ from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import GenerateJsonSchema, models_json_schema
 from werkzeug.routing import parse_converter_args
 
-from portal.api.registry import OPERATIONS, OPERATOR, PUBLIC, TENANT, Operation, bp, operation
+from portal.api.registry import EVENT_PAYLOADS, OPERATIONS, OPERATOR, PUBLIC, TENANT, Operation, bp, operation
 from portal.api.schemas.common import Query
 from portal.errors import HTTP_ERROR_CODES
+from portal.webhooks.catalog import EVENT_TYPES
 
 VIEWER_VERSION = "5.35.0"  # swagger-ui-dist, vendored under static/vendor/swagger-ui-<version>/
 MAX_BODY_NOTE = "Request bodies larger than MAX_CONTENT_LENGTH ({limit} bytes) get 413."
@@ -321,6 +322,8 @@ def _component_schemas(operations: list[Operation]) -> dict:
                 models[(model, "validation")] = None
         if op.response is not None:
             models[(op.response, "serialization")] = None
+    for model in EVENT_PAYLOADS.values():
+        models[(model, "serialization")] = None
     models[(ErrorEnvelope, "serialization")] = None
     models[(RateLimitedEnvelope, "serialization")] = None
     _, document = models_json_schema(list(models), ref_template=REF, schema_generator=ServerRules)
@@ -337,6 +340,71 @@ def _component_schemas(operations: list[Operation]) -> dict:
     # from pydantic; the registry never does that, and the $refs above rely on plain names.
     assert not clashes, f"models need distinct request and response classes: {sorted(clashes)}"
     return schemas
+
+
+def _payload_model(event_type: str) -> type[BaseModel] | None:
+    if event_type in EVENT_PAYLOADS:
+        return EVENT_PAYLOADS[event_type]
+    prefixes = [prefix for prefix in EVENT_PAYLOADS if prefix.endswith(".") and event_type.startswith(prefix)]
+    return EVENT_PAYLOADS[max(prefixes, key=len)] if prefixes else None
+
+
+_SIGNATURE_HEADERS = [
+    ("webhook-id", "The event's id (`event_id`): the same on every retry, so receivers can drop repeats."),
+    ("webhook-timestamp", "Seconds since the epoch when this attempt was signed."),
+    (
+        "webhook-signature",
+        "`v1,<base64 HMAC-SHA256>` of `{webhook-id}.{webhook-timestamp}.{body}` under the endpoint's "
+        "secret (Standard Webhooks); during a rotation's 24 hours, one signature per secret, space-separated.",
+    ),
+]
+
+
+def _webhooks() -> dict:
+    """OpenAPI 3.1's ``webhooks``: what the portal POSTs to an endpoint, one entry per event type."""
+    parameters = [
+        {"name": name, "in": "header", "required": True, "description": about, "schema": {"type": "string"}}
+        for name, about in _SIGNATURE_HEADERS
+    ]
+    found = {}
+    for event_type, about in EVENT_TYPES.items():
+        model = _payload_model(event_type)
+        data = {"$ref": REF.format(model=model.__name__)} if model else {"type": "object"}
+        found[event_type] = {
+            "post": {
+                "operationId": "webhook_" + re.sub(r"\W", "_", event_type),
+                "summary": about,
+                "tags": ["webhooks"],
+                "parameters": parameters,
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["event_id", "event_type", "tenant_id", "timestamp", "data"],
+                                "properties": {
+                                    "event_id": {"type": "string"},
+                                    "event_type": {"const": event_type},
+                                    "tenant_id": {
+                                        "type": ["string", "null"],
+                                        "description": "null only for a test event sent to one of the operator's own endpoints.",
+                                    },
+                                    "timestamp": {"type": "string", "format": "date-time"},
+                                    "data": data,
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "2XX": {
+                        "description": "Received. Any other answer, or none within WEBHOOK_TIMEOUT_SECONDS (10 by default), is retried."
+                    }
+                },
+            }
+        }
+    return found
 
 
 def build_document(operations: list[Operation] | None = None, *, max_content_length: int | None = None) -> dict:
@@ -386,6 +454,7 @@ def build_document(operations: list[Operation] | None = None, *, max_content_len
         },
         "servers": [{"url": "/"}],
         "paths": paths,
+        "webhooks": _webhooks(),
         "components": {
             "schemas": schemas,
             "responses": {

@@ -72,6 +72,9 @@ class Operation:
 
 
 OPERATIONS: list[Operation] = []
+# Event type, or a prefix ending in "." -> the model of that event's ``data`` (for the
+# document's ``webhooks`` section; the outbox's serializers produce those shapes).
+EVENT_PAYLOADS: dict[str, type[BaseModel]] = {}
 
 
 def _authenticate(auth: str) -> Principal | None:

@@ -9,9 +9,12 @@ from sqlalchemy import select
 from portal.api.billing import invoice_out, subscription_out
 from portal.api.keys import api_key_out
 from portal.api.members import member_out
-from portal.api.registry import OPERATOR, PUBLIC, ApiError, operation
+from portal.api.registry import EVENT_PAYLOADS, OPERATOR, PUBLIC, ApiError, operation
 from portal.api.schemas import common
 from portal.api.schemas import webhooks as schemas
+from portal.api.schemas.billing import InvoiceOut, SubscriptionOut
+from portal.api.schemas.keys import ApiKeyOut
+from portal.api.schemas.tenants import TenantOut
 from portal.api.tenants import tenant_out
 from portal.extensions import db
 from portal.infra.transactions import commit
@@ -42,7 +45,7 @@ def _member(user: User, tenant_id: str | None, details: dict) -> dict:
     ).scalar_one_or_none()
     if membership is not None:
         return member_out(membership).model_dump(mode="json")
-    return {"user_id": user.id, "email": user.email, "name": user.name, "role": details.get("role")}
+    return {"user_id": user.id, "email": user.email, "name": user.name, "role": details.get("role"), "joined_at": None}
 
 
 def _credit(grant: CreditGrant, tenant_id: str | None, details: dict) -> dict:
@@ -63,6 +66,19 @@ outbox.register(
 )
 outbox.register("user", User, _member)
 outbox.register("credit_grant", CreditGrant, _credit)
+EVENT_PAYLOADS.update(
+    {
+        "customer.": TenantOut,
+        "subscription.": SubscriptionOut,
+        "invoice.": InvoiceOut,
+        "api_key.": ApiKeyOut,
+        "member.": schemas.MemberEventData,
+        "credit.": schemas.CreditEventData,
+        "quota.": schemas.QuotaEventData,
+        "pipeline.": schemas.PipelineEventData,
+        "webhook.test": schemas.WebhookTestData,
+    }
+)
 
 
 def webhook_out(endpoint: WebhookEndpoint) -> schemas.WebhookOut:

@@ -4,9 +4,10 @@ import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, StringConstraints, WithJsonSchema
+from pydantic import AfterValidator, ConfigDict, Field, StringConstraints, WithJsonSchema
 
 from portal.api.schemas.common import Body, Out, PageQuery, Pagination
+from portal.api.schemas.members import MemberOut
 from portal.errors import ValidationFailed
 from portal.models import DELIVERY_STATES
 from portal.webhooks import urls
@@ -165,3 +166,39 @@ class EventTypeOut(Out):
 
 class EventTypeListOut(Out):
     event_types: list[EventTypeOut]
+
+
+# The ``data`` of the events that carry no API object (the others carry the object as the API
+# returns it: see ``EVENT_PAYLOADS`` in portal/api/webhooks.py).
+class MemberEventData(MemberOut):
+    joined_at: datetime | None = Field(description="null in `member.removed`: the membership is gone.")
+
+
+class CreditEventData(Out):
+    grant_id: str
+    amount: int | None = Field(description="Minor units of `currency`.")
+    currency: str | None
+    expires_at: str | None = Field(description="RFC 3339, or null when the credit never expires.")
+    reason: str | None
+
+
+class QuotaEventData(Out):
+    feature: str
+    usage_percentage: float
+    used: float
+    quota: float
+    unit: str
+    period_start: str = Field(description="RFC 3339: the start of the quota period.")
+    period_end: str = Field(description="RFC 3339: when the quota resets.")
+
+
+class PipelineEventData(Out):
+    model_config = ConfigDict(extra="allow")
+    pipeline_id: str
+    run_id: str | None
+    # The operator's `data`, if any, is merged in beside these two.
+
+
+class WebhookTestData(Out):
+    webhook_id: str
+    message: str
