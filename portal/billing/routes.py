@@ -33,6 +33,8 @@ RECENT_CREDIT_ENTRIES = 5
 CREDIT_ENTRIES_PER_PAGE = 20
 # Beyond any real number of pages; keeps the OFFSET inside what a database accepts.
 QUOTE_MAX_AGE = 30 * 60
+# The plan cards' switch: monthly or yearly plans.
+INTERVALS = ("month", "year")
 
 
 @bp.context_processor
@@ -64,28 +66,41 @@ def _public_plan_or_404(plan_key: str) -> Plan:
     return plan
 
 
-def _plan_cards(subscription: Subscription | None) -> list[Plan]:
-    cards = plan_service.list_plans(public_only=True)
+def _card_interval(subscription: Subscription | None) -> str:
+    """Which plan cards to show: ``?interval=month|year``, else the current plan's interval."""
+    asked = request.args.get("interval", "")
+    if asked in INTERVALS:
+        return asked
+    return subscription.plan_version.interval if subscription is not None and subscription.is_live else "month"
+
+
+def _plan_cards(subscription: Subscription | None, interval: str) -> list[Plan]:
+    public = plan_service.list_plans(public_only=True)
+    cards = [plan for plan in public if plan.versions and plan.current_version.interval == interval]
     # A tenant on a plan no longer offered still sees it, marked as theirs.
-    if subscription is not None and subscription.is_live and subscription.plan_version.plan not in cards:
-        cards.insert(0, subscription.plan_version.plan)
+    current = subscription.plan_version.plan if subscription is not None and subscription.is_live else None
+    if current is not None and current not in public and subscription.plan_version.interval == interval:
+        cards.insert(0, current)
     return cards
 
 
 def _index_page(cancel_form: CancelForm | None = None, status: int = 200):
     subscription = _subscription()
     live = subscription is not None and subscription.is_live
+    interval = _card_interval(subscription)
     recent = db.session.execute(invoice_service.for_tenant(g.tenant).limit(RECENT_INVOICES)).scalars().all()
     credit = credit_service.summary(g.tenant.tenant_id)
     return render(
         "billing/index.html",
+        "billing/_plans.html",
         status=status,
         credit=credit,
         credit_entries=paginate(credit_service.entries(g.tenant.tenant_id, credit.currency), 1, RECENT_CREDIT_ENTRIES),
         subscription=subscription,
         live=live,
         estimate=subscriptions.next_invoice_estimate(subscription) if live else None,
-        plans=_plan_cards(subscription),
+        plans=_plan_cards(subscription, interval),
+        interval=interval,
         can_subscribe=_can_subscribe(subscription),
         cancel_form=cancel_form or CancelForm(formdata=None),
         cancel_open=cancel_form is not None,
