@@ -13,16 +13,16 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from portal.access import current_actor, tenant_required
 from portal.billing import credits as credit_service
-from portal.billing import display, subscriptions
+from portal.billing import display, notices, subscriptions
 from portal.billing import invoices as invoice_service
 from portal.billing import plans as plan_service
-from portal.billing.forms import CancelForm, ConfirmChangeForm
+from portal.billing.forms import BillingEmailsForm, CancelForm, ConfirmChangeForm
 from portal.billing.money import format_amount, format_money
 from portal.billing.pdf import pdf_download, seller_from_config
 from portal.errors import ServiceError
 from portal.extensions import db
 from portal.infra.pagination import paginate
-from portal.models import Plan, Subscription, utcnow
+from portal.models import OPTIONAL_BILLING_EMAILS, Plan, Subscription, utcnow
 from portal.web import act, form_errors_status, redirect_to, render
 
 bp = Blueprint("billing", __name__, url_prefix="/billing")
@@ -331,6 +331,45 @@ def resume():
         )
 
     return act(resume_it, "billing.index")
+
+
+# --- billing emails ----------------------------------------------------------------------
+
+
+@bp.get("/emails")
+@tenant_required("billing.manage")
+def emails():
+    """Which billing emails the owner and admins get."""
+    settings = notices.settings_of(g.tenant.tenant_id)
+    form = BillingEmailsForm(formdata=None, data={kind: getattr(settings, kind) for kind in OPTIONAL_BILLING_EMAILS})
+    return _emails_page(form)
+
+
+def _emails_page(form: BillingEmailsForm, status: int = 200):
+    return render(
+        "billing/emails.html",
+        "billing/_emails_form.html",
+        status=status,
+        form=form,
+        recipients=notices.recipients(g.tenant),
+    )
+
+
+@bp.post("/emails")
+@tenant_required("billing.manage")
+def save_emails():
+    """Switch billing emails on or off (receipts always go)."""
+    form = BillingEmailsForm()
+    if not form.validate_on_submit():
+        if "csrf_token" in form.errors:
+            abort(400, "Your form expired. Reload the page and try again.")
+        return _emails_page(form, status=form_errors_status())
+
+    def save() -> str:
+        notices.update_settings(current_actor(), g.tenant, {kind: form[kind].data for kind in OPTIONAL_BILLING_EMAILS})
+        return "Billing email choices saved. Payment receipts are always sent."
+
+    return act(save, "billing.emails")
 
 
 # --- invoices ----------------------------------------------------------------------------

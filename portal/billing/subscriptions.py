@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from portal import audit
 from portal.access import Actor
-from portal.billing import plans
+from portal.billing import notices, plans
 from portal.billing.invoices import BILLING, Line, issue
 from portal.billing.money import format_money, round_half_up
 from portal.billing.periods import add_interval, period_bounds, remaining_fraction
@@ -426,6 +426,7 @@ def change_plan(
         effective_at=preview.effective_at.isoformat(),
         invoice=invoice.number if invoice else None,
     )
+    notices.plan_changed(subscription, preview.old, preview.new, preview.effective_at, preview.immediate, invoice, at)
     return preview, invoice
 
 
@@ -486,6 +487,7 @@ def cancel(
         subscription.id,
         reason=reason,
     )
+    notices.cancellation_confirmed(subscription, at)
     return subscription
 
 
