@@ -1,14 +1,16 @@
-"""Billing jobs: one billing run, and the worker's periodic tick that starts them."""
+"""Billing jobs: one billing run, the worker's periodic tick that starts them, and an issued
+invoice's email."""
 
 from datetime import timedelta
 
 from flask import current_app
 
+from portal.billing import notices
 from portal.billing.runs import claim_stalled, create_run, execute, resume, stalled
 from portal.extensions import db
 from portal.infra.queues import get_queue
 from portal.infra.transactions import commit
-from portal.models import BillingRun
+from portal.models import BillingRun, Invoice
 
 TICK_JOB_ID = "billing-run-tick"
 
@@ -50,3 +52,12 @@ def billing_tick() -> None:
 
 def schedule_tick(delay_seconds: int) -> None:
     get_queue().enqueue_in(timedelta(seconds=delay_seconds), billing_tick, job_id=TICK_JOB_ID, job_timeout=3600)
+
+
+def invoice_issued_email(invoice_id: str) -> None:
+    """Email an issued invoice with its PDF; once per invoice, however often the job runs."""
+    invoice = db.session.get(Invoice, invoice_id)
+    if invoice is None:
+        return  # its transaction was rolled back after all
+    notices.invoice_issued(invoice)
+    commit()

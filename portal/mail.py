@@ -16,11 +16,12 @@ from email.message import EmailMessage as MimeMessage
 from email.utils import make_msgid
 
 from flask import current_app, render_template
+from sqlalchemy import select
 
 from portal.credentials import crypto
 from portal.extensions import db
 from portal.infra.transactions import defer
-from portal.models import EmailMessage, Tenant, User, utcnow
+from portal.models import EmailAttachment, EmailMessage, Tenant, User, utcnow
 from portal.timezones import format_in
 
 SEAL_CONTEXT = "email-secrets"
@@ -41,11 +42,13 @@ class Opened:
 
 
 def send_email(
-    to: str, subject: str, template: str, tenant: Tenant | None = None, secrets=(), **context
+    to: str, subject: str, template: str, tenant: Tenant | None = None, secrets=(), attachments=(), **context
 ) -> EmailMessage:
     """Queue an email rendered from ``templates/email/<template>.txt|.html``.
 
     ``secrets``: strings in the context (e.g. the link's URL) never to be stored in clear.
+    ``attachments``: ``(filename, content type, bytes)`` files sent with it, stored with the
+    message until delivery; only what may be kept (an invoice's PDF), never a secret.
     """
     context.setdefault("base_url", current_app.config["PUBLIC_BASE_URL"])
     # Written to a person where we know them: their name in the greeting, every time in their
@@ -71,6 +74,10 @@ def send_email(
     )
     db.session.add(message)
     db.session.flush()
+    for filename, content_type, content in attachments:
+        db.session.add(
+            EmailAttachment(message_id=message.id, filename=filename, content_type=content_type, content=content)
+        )
     if secrets:
         keyring = crypto.current_keyring()
         blob, kid = crypto.encrypt(keyring, json.dumps(secrets).encode(), SEAL_CONTEXT, message.id)
@@ -105,6 +112,14 @@ def opened(message: EmailMessage, reveal: bool = True) -> Opened:
     return Opened(message, fill(message.text_body), fill(message.html_body))
 
 
+def attachments_of(message: EmailMessage) -> list[EmailAttachment]:
+    return list(
+        db.session.execute(
+            select(EmailAttachment).where(EmailAttachment.message_id == message.id).order_by(EmailAttachment.created_at)
+        ).scalars()
+    )
+
+
 def outbox_shows_links() -> bool:
     """Without SMTP the outbox is where mail is read, so it must show the links; with SMTP, never."""
     return not current_app.config["MAIL_SERVER"]
@@ -126,6 +141,9 @@ def deliver(message: EmailMessage) -> None:
     mime["Message-ID"] = make_msgid(domain="portal.local")
     mime.set_content(full.text_body)
     mime.add_alternative(full.html_body, subtype="html")
+    for attachment in attachments_of(message):
+        maintype, _, subtype = attachment.content_type.partition("/")
+        mime.add_attachment(attachment.content, maintype=maintype, subtype=subtype, filename=attachment.filename)
     with smtplib.SMTP(config["MAIL_SERVER"], config["MAIL_PORT"], timeout=15) as smtp:
         if config["MAIL_USE_TLS"]:
             smtp.starttls()

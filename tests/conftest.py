@@ -284,20 +284,20 @@ def login():
 
 @pytest.fixture
 def outbox(app):
-    """outbox(to) -> emails sent to that address, newest first, as the embedded outbox shows them."""
+    """outbox(to) -> emails sent to that address, newest first, as the embedded outbox shows them.
 
-    def read(to: str):
+    Invoice emails (every tenant's first invoice sends one to its contact) are left out unless
+    ``invoices=True``, so a test of another email reads only that one."""
+
+    def read(to: str, invoices: bool = False):
         from portal.mail import opened
         from portal.models import EmailMessage
 
         with app.app_context():
-            return [
-                opened(message)
-                for message in db.session.query(EmailMessage)
-                .filter(EmailMessage.to == to.lower())
-                .order_by(EmailMessage.created_at.desc())
-                .all()
-            ]
+            query = db.session.query(EmailMessage).filter(EmailMessage.to == to.lower())
+            if not invoices:
+                query = query.filter(~EmailMessage.subject.startswith("Invoice INV-"))
+            return [opened(message) for message in query.order_by(EmailMessage.created_at.desc()).all()]
 
     return read
 

@@ -152,7 +152,14 @@ def test_console_navigation_links_to_plans_and_billing_runs(operator_client):
 
 def test_plans_page_lists_the_catalog_with_prices_and_limits(operator_client, tenant):
     page = operator_client.get("/admin/plans").get_data(as_text=True)
-    assert re.findall(r'data-testid="plan" data-plan-key="([^"]+)"', page) == ["starter", "professional", "enterprise"]
+    assert re.findall(r'data-testid="plan" data-plan-key="([^"]+)"', page) == [
+        "starter",
+        "starter_yearly",
+        "professional",
+        "professional_yearly",
+        "enterprise",
+        "enterprise_yearly",
+    ]
     professional = version_row(page, "professional", 1)
     assert "$499.00 / month" in cell(professional, "price")
     assert "14 days" in professional

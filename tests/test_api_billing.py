@@ -354,7 +354,7 @@ def test_unknown_or_current_plan_is_refused_on_new_plan(client, app, plan, says,
     assert says in body["detail"]
     assert body["errors"][0]["field"] == "new_plan"
     if plan == "platinum":
-        assert "starter, professional, enterprise" in body["detail"]
+        assert "starter, starter_yearly, professional, professional_yearly, enterprise" in body["detail"]
     assert subscription_row(app, tenant).plan_version.key == "starter"
     assert len(invoices_of(app, tenant)) == 1
 
@@ -443,8 +443,15 @@ def test_plans_catalog_with_features_and_exact_prices(client, app, make_tenant):
     response = client.get("/api/v1/plans", headers=with_key(reader))
     assert response.status_code == 200, response.get_json()
     plans = response.get_json()["plans"]
-    assert [plan["key"] for plan in plans] == ["starter", "professional", "enterprise"]
-    professional = plans[1]
+    assert [plan["key"] for plan in plans] == [
+        "starter",
+        "starter_yearly",
+        "professional",
+        "professional_yearly",
+        "enterprise",
+        "enterprise_yearly",
+    ]
+    professional = plans[2]
     assert professional["price"] == 49900 and professional["currency"] == "USD"
     assert (professional["interval"], professional["interval_months"], professional["trial_days"]) == ("month", 1, 14)
     assert professional["quotas"] == {
@@ -453,7 +460,8 @@ def test_plans_catalog_with_features_and_exact_prices(client, app, make_tenant):
         "storage_quota_gb": 500,
     }
     assert professional["rate_limits"] == {"per_minute": 300, "per_hour": 20000}
-    assert exact(response)["plans"][1]["price_amount"] == Decimal("499.00")
+    assert exact(response)["plans"][2]["price_amount"] == Decimal("499.00")
+    assert plans[3]["interval"] == "year" and plans[3]["price"] == 499000 and plans[3]["interval_months"] == 12
     features = {feature["key"]: feature for feature in professional["features"]}
     compute = features["compute_hours"]
     assert compute["pricing"] == "graduated" and compute["included_units"] == 500

@@ -25,11 +25,13 @@ def features(plan: PlanSpec) -> dict:
     return {feature.key: feature for feature in plan.features}
 
 
-def test_the_shipped_catalog_has_seed_000s_three_plans_in_order(catalog):
+def test_the_shipped_catalog_has_seed_000s_three_plans_in_order_each_also_yearly(catalog):
     assert DEFAULT_CATALOG_PATH.name == "catalog.toml" and DEFAULT_CATALOG_PATH.is_file()
     ordered = sorted(catalog.plans, key=lambda plan: plan.sort_order)
-    assert [plan.key for plan in ordered] == ["starter", "professional", "enterprise"]
-    assert all(plan.public and plan.currency == "USD" and plan.interval == "month" for plan in catalog.plans)
+    monthly = [plan.key for plan in ordered if plan.interval == "month"]
+    assert monthly == ["starter", "professional", "enterprise"]
+    assert [plan.key for plan in ordered if plan.interval == "year"] == [f"{key}_yearly" for key in monthly]
+    assert all(plan.public and plan.currency == "USD" for plan in catalog.plans)
 
 
 def test_professional_matches_seed_000(plans):

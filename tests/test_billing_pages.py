@@ -731,8 +731,11 @@ def test_sign_up_offers_the_public_plans_with_prices_and_the_trial(client):
     )
     assert [(bool(checked), value, label.strip()) for checked, value, label in choices] == [
         (True, "starter", "Starter: $49.00 / month"),
+        (False, "starter_yearly", "Starter (yearly): $490.00 / year"),
         (False, "professional", "Professional: $499.00 / month, 14-day free trial first"),
+        (False, "professional_yearly", "Professional (yearly): $4,990.00 / year, 14-day free trial first"),
         (False, "enterprise", "Enterprise: $1,999.00 / month"),
+        (False, "enterprise_yearly", "Enterprise (yearly): $19,990.00 / year"),
     ]
 
 

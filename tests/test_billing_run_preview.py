@@ -29,11 +29,17 @@ def production_clock(app, monkeypatch):
 
 @pytest.fixture
 def card_payments(app, monkeypatch):
-    """Card payment configured, and every job handed to the queue recorded instead of run."""
+    """Card payment configured, and every job handed to the queue recorded instead of run (but
+    emails: the first invoices of the subscriptions a test sets up queue theirs)."""
     monkeypatch.setitem(app.config, "STRIPE_SECRET_KEY", "sk_test_never_called")
     monkeypatch.setitem(app.config, "STRIPE_PUBLISHABLE_KEY", "pk_test_never_called")
     enqueued: list[tuple[str, tuple]] = []
-    monkeypatch.setattr(queues, "enqueue", lambda job, args, **_: enqueued.append((job, args)))
+
+    def record(job, args, queue="default", **_):
+        if queue != "email":
+            enqueued.append((job, args))
+
+    monkeypatch.setattr(queues, "enqueue", record)
     return enqueued
 
 

@@ -22,6 +22,7 @@ ACTIONS = {
     "invitation.created": "Invitation sent",
     "invitation.resent": "Invitation sent again",
     "invitation.revoked": "Invitation revoked",
+    "billing.emails_updated": "Billing emails changed",
     "invoice.issued": "Invoice issued",
     "invoice.marked_paid": "Invoice marked paid",
     "invoice.marked_uncollectible": "Invoice written off as uncollectible",

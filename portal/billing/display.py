@@ -3,22 +3,26 @@
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from fractions import Fraction
 
 from portal.billing.money import format_amount, format_money
 from portal.billing.pricing import FeatureSpec, feature_specs
 from portal.timezones import format_local
 
 QUOTA_LABELS = {
-    "monthly_pipeline_quota": "pipeline runs a month",
+    "monthly_pipeline_quota": "pipeline runs a {interval}",
     "concurrent_pipeline_quota": "concurrent pipelines",
     "storage_quota_gb": "GB storage",
 }
 # The same quotas as a comparison's row names and units ("Storage: 500 GB → 50 GB").
 QUOTA_ROWS = {
-    "monthly_pipeline_quota": ("Pipeline runs a month", ""),
+    "monthly_pipeline_quota": ("Pipeline runs a {interval}", ""),
     "concurrent_pipeline_quota": ("Concurrent pipelines", ""),
     "storage_quota_gb": ("Storage", " GB"),
 }
+# Quotas that count what a billing period sums, so a yearly plan's is a year's (seed 000 names
+# it "monthly" all the same); the others are levels, the same whatever the interval.
+PER_PERIOD_QUOTAS = {"monthly_pipeline_quota"}
 
 
 @dataclass(frozen=True)
@@ -30,18 +34,30 @@ class QuotaChange:
 
 
 def quota_changes(old, new) -> list[QuotaChange]:
-    """Each quota on the current plan and on the other, in words; ``lost`` where the other has less."""
+    """Each quota on the current plan and on the other, in words; ``lost`` where the other has
+    less. Between a monthly and a yearly plan a per-period quota is compared month for month."""
     before, after = old.quotas or {}, new.quotas or {}
+    same_interval = old.interval == new.interval
     changes = []
     for key in list(before) + [key for key in after if key not in before]:
         name, unit = QUOTA_ROWS.get(key, (key.replace("_", " ").capitalize(), ""))
         old_amount, new_amount = before.get(key), after.get(key)
+        per_period = key in PER_PERIOD_QUOTAS
+        old_unit = new_unit = unit
+        if per_period and not same_interval:
+            name = name.removesuffix(" a {interval}")
+            old_unit, new_unit = f"{unit} a {old.interval}", f"{unit} a {new.interval}"
+        name = name.format(interval=old.interval)
+        if per_period and new_amount is not None and old_amount is not None:
+            lost = Fraction(new_amount, new.months) < Fraction(old_amount, old.months)
+        else:
+            lost = new_amount is not None and (old_amount is None or new_amount < old_amount)
         changes.append(
             QuotaChange(
                 name,
-                f"{number(old_amount)}{unit}" if old_amount is not None else "unlimited",
-                f"{number(new_amount)}{unit}" if new_amount is not None else "unlimited",
-                new_amount is not None and (old_amount is None or new_amount < old_amount),
+                f"{number(old_amount)}{old_unit}" if old_amount is not None else "unlimited",
+                f"{number(new_amount)}{new_unit}" if new_amount is not None else "unlimited",
+                lost,
             )
         )
     return changes
@@ -65,7 +81,7 @@ def price(version) -> str:
 
 def quotas(version) -> list[str]:
     return [
-        f"{number(amount)} {QUOTA_LABELS.get(key, key.replace('_', ' '))}"
+        f"{number(amount)} {QUOTA_LABELS.get(key, key.replace('_', ' ')).format(interval=version.interval)}"
         for key, amount in (version.quotas or {}).items()
     ]
 

@@ -1,7 +1,8 @@
-"""Forms of the Billing page: confirm a plan change (with its signed quote), cancel."""
+"""Forms of the Billing pages: confirm a plan change (with its signed quote), cancel, and the
+billing emails a tenant wants."""
 
 from flask_wtf import FlaskForm
-from wtforms import HiddenField, RadioField, SelectField, TextAreaField
+from wtforms import BooleanField, HiddenField, RadioField, SelectField, TextAreaField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import Length, ValidationError
 
@@ -48,3 +49,17 @@ class CancelForm(FlaskForm):
     @property
     def at_period_end(self) -> bool:
         return self.when.data != "now"
+
+
+class BillingEmailsForm(FlaskForm):
+    """One switch per billing email that can be turned off (the receipt cannot)."""
+
+    invoice_issued = BooleanField("Invoice issued", description="Each new invoice, with its PDF attached.")
+    renewal_upcoming = BooleanField(
+        "Upcoming renewal", description="Seven days before a yearly plan renews, with what it will cost."
+    )
+    trial_ending = BooleanField("Trial ending", description="Three days before a free trial ends.")
+    cancellation_confirmed = BooleanField("Cancellation confirmed", description="When the subscription is cancelled.")
+    plan_changed = BooleanField(
+        "Plan changed", description="When the plan changes or a change is scheduled, with what it was charged."
+    )

@@ -13,9 +13,10 @@ from sqlalchemy.orm import make_transient_to_detached
 
 from portal import audit
 from portal.access import Actor
-from portal.billing import credits
+from portal.billing import credits, notices
 from portal.errors import Conflict, ValidationFailed
 from portal.extensions import db
+from portal.infra.transactions import defer
 from portal.models import Invoice, InvoiceCounter, InvoiceLine, PaymentAttempt, Subscription, Tenant
 from portal.models.base import new_id, utcnow
 from portal.tenants import scoped
@@ -185,6 +186,9 @@ def issue(
     db.session.add(invoice)
     if invoice.status == "paid":  # credit covered it (or nothing was due): paid like any other way
         end_dunning(invoice, actor, subscription)
+    # Its email, with the PDF, is drawn by a job after the commit (portal.billing.notices); a
+    # rolled-back invoice (a preview, a failed renewal) drops it.
+    defer("jobs.billing.invoice_issued_email", invoice.id, queue="email")
     audit.record_now(
         actor,
         "invoice.issued",
@@ -349,6 +353,7 @@ def mark_paid(actor: Actor, invoice: Invoice, reference: str, at: datetime) -> I
         actor, "invoice.marked_paid", invoice.tenant, "invoice", invoice.id, number=invoice.number, reference=reference
     )
     end_dunning(invoice, actor)
+    notices.payment_receipt(invoice, invoice.total, reference, at)
     return invoice
 
 
@@ -460,6 +465,7 @@ def record_card_payment(invoice: Invoice, amount: int, reference: str, at: datet
         amount=amount,
     )
     end_dunning(invoice, actor)
+    notices.payment_receipt(invoice, invoice.amount_paid, reference, at)
     return True
 
 

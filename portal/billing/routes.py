@@ -13,16 +13,16 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from portal.access import current_actor, tenant_required
 from portal.billing import credits as credit_service
-from portal.billing import display, subscriptions
+from portal.billing import display, notices, subscriptions
 from portal.billing import invoices as invoice_service
 from portal.billing import plans as plan_service
-from portal.billing.forms import CancelForm, ConfirmChangeForm
+from portal.billing.forms import BillingEmailsForm, CancelForm, ConfirmChangeForm
 from portal.billing.money import format_amount, format_money
 from portal.billing.pdf import pdf_download, seller_from_config
 from portal.errors import ServiceError
 from portal.extensions import db
 from portal.infra.pagination import paginate
-from portal.models import Plan, Subscription, utcnow
+from portal.models import OPTIONAL_BILLING_EMAILS, Plan, Subscription, utcnow
 from portal.web import act, form_errors_status, redirect_to, render
 
 bp = Blueprint("billing", __name__, url_prefix="/billing")
@@ -33,6 +33,8 @@ RECENT_CREDIT_ENTRIES = 5
 CREDIT_ENTRIES_PER_PAGE = 20
 # Beyond any real number of pages; keeps the OFFSET inside what a database accepts.
 QUOTE_MAX_AGE = 30 * 60
+# The plan cards' switch: monthly or yearly plans.
+INTERVALS = ("month", "year")
 
 
 @bp.context_processor
@@ -64,28 +66,41 @@ def _public_plan_or_404(plan_key: str) -> Plan:
     return plan
 
 
-def _plan_cards(subscription: Subscription | None) -> list[Plan]:
-    cards = plan_service.list_plans(public_only=True)
+def _card_interval(subscription: Subscription | None) -> str:
+    """Which plan cards to show: ``?interval=month|year``, else the current plan's interval."""
+    asked = request.args.get("interval", "")
+    if asked in INTERVALS:
+        return asked
+    return subscription.plan_version.interval if subscription is not None and subscription.is_live else "month"
+
+
+def _plan_cards(subscription: Subscription | None, interval: str) -> list[Plan]:
+    public = plan_service.list_plans(public_only=True)
+    cards = [plan for plan in public if plan.versions and plan.current_version.interval == interval]
     # A tenant on a plan no longer offered still sees it, marked as theirs.
-    if subscription is not None and subscription.is_live and subscription.plan_version.plan not in cards:
-        cards.insert(0, subscription.plan_version.plan)
+    current = subscription.plan_version.plan if subscription is not None and subscription.is_live else None
+    if current is not None and current not in public and subscription.plan_version.interval == interval:
+        cards.insert(0, current)
     return cards
 
 
 def _index_page(cancel_form: CancelForm | None = None, status: int = 200):
     subscription = _subscription()
     live = subscription is not None and subscription.is_live
+    interval = _card_interval(subscription)
     recent = db.session.execute(invoice_service.for_tenant(g.tenant).limit(RECENT_INVOICES)).scalars().all()
     credit = credit_service.summary(g.tenant.tenant_id)
     return render(
         "billing/index.html",
+        "billing/_plans.html",
         status=status,
         credit=credit,
         credit_entries=paginate(credit_service.entries(g.tenant.tenant_id, credit.currency), 1, RECENT_CREDIT_ENTRIES),
         subscription=subscription,
         live=live,
         estimate=subscriptions.next_invoice_estimate(subscription) if live else None,
-        plans=_plan_cards(subscription),
+        plans=_plan_cards(subscription, interval),
+        interval=interval,
         can_subscribe=_can_subscribe(subscription),
         cancel_form=cancel_form or CancelForm(formdata=None),
         cancel_open=cancel_form is not None,
@@ -316,6 +331,45 @@ def resume():
         )
 
     return act(resume_it, "billing.index")
+
+
+# --- billing emails ----------------------------------------------------------------------
+
+
+@bp.get("/emails")
+@tenant_required("billing.manage")
+def emails():
+    """Which billing emails the owner and admins get."""
+    settings = notices.settings_of(g.tenant.tenant_id)
+    form = BillingEmailsForm(formdata=None, data={kind: getattr(settings, kind) for kind in OPTIONAL_BILLING_EMAILS})
+    return _emails_page(form)
+
+
+def _emails_page(form: BillingEmailsForm, status: int = 200):
+    return render(
+        "billing/emails.html",
+        "billing/_emails_form.html",
+        status=status,
+        form=form,
+        recipients=notices.recipients(g.tenant),
+    )
+
+
+@bp.post("/emails")
+@tenant_required("billing.manage")
+def save_emails():
+    """Switch billing emails on or off (receipts always go)."""
+    form = BillingEmailsForm()
+    if not form.validate_on_submit():
+        if "csrf_token" in form.errors:
+            abort(400, "Your form expired. Reload the page and try again.")
+        return _emails_page(form, status=form_errors_status())
+
+    def save() -> str:
+        notices.update_settings(current_actor(), g.tenant, {kind: form[kind].data for kind in OPTIONAL_BILLING_EMAILS})
+        return "Billing email choices saved. Payment receipts are always sent."
+
+    return act(save, "billing.emails")
 
 
 # --- invoices ----------------------------------------------------------------------------

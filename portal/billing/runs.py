@@ -23,7 +23,7 @@ from flask import current_app
 from sqlalchemy import distinct, func, or_, select
 from sqlalchemy.orm import joinedload, lazyload
 
-from portal.billing import credits
+from portal.billing import credits, notices
 from portal.billing.invoices import BILLING
 from portal.billing.payments.dunning import retry_due
 from portal.billing.payments.services import charge_after_issue
@@ -244,6 +244,7 @@ def _carry_out(run_id: str, at: datetime, preview: bool, ids: list[str]) -> Bill
             _renew_shard(run_id, at, preview, ids)
         if not preview:
             _retry_failed_payments(run_id, at)
+            _send_reminders(run_id, at)
     except Exception as error:
         # Not one subscription's failure (those are recorded and skipped) but the run's own:
         # say so in the console instead of leaving it "running" for ever, and let RQ see it.
@@ -345,6 +346,18 @@ def _retry_failed_payments(run_id: str, at: datetime) -> None:
     except Exception:  # never lose the run's own results over a dunning problem
         rollback()
         log.exception("Billing run %s: dunning retries failed", run_id)
+
+
+def _send_reminders(run_id: str, at: datetime) -> None:
+    """Upcoming yearly renewals and trials ending, as of the run's instant (each sent once)."""
+    try:
+        sent = notices.send_reminders(at)
+        commit()
+        if sent:
+            log.info("Billing run %s: %d renewal or trial reminder(s) sent", run_id, sent)
+    except Exception:  # never lose the run's own results over an email
+        rollback()
+        log.exception("Billing run %s: reminders failed", run_id)
 
 
 def _report(run_id: str, tally: _Tally) -> None:

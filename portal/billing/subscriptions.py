@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from portal import audit
 from portal.access import Actor
-from portal.billing import plans
+from portal.billing import notices, plans
 from portal.billing.invoices import BILLING, Line, issue
 from portal.billing.money import format_money, round_half_up
 from portal.billing.periods import add_interval, period_bounds, remaining_fraction
@@ -318,6 +318,19 @@ def _proration_lines(subscription: Subscription, new: PlanVersion, at: datetime,
     return lines
 
 
+def change_direction(old: PlanVersion, new: PlanVersion) -> str:
+    """Up or down by the price of a month on each. Moving to a longer interval (monthly to
+    yearly) is an upgrade too when the new period costs at least the current one: a yearly plan
+    is cheaper by the month, but the commitment is paid now, the unused time credited, and the
+    year's price always covers that credit. A longer interval for less (Enterprise monthly to
+    Starter yearly) stays a downgrade, at the end of the period."""
+    if new.monthly_price >= old.monthly_price:
+        return "upgrade"
+    if new.months > old.months and new.price >= old.price:
+        return "upgrade"
+    return "downgrade"
+
+
 def preview_change(
     subscription: Subscription | None,
     plan_key: str,
@@ -333,7 +346,7 @@ def preview_change(
         raise Conflict(f"You are already on the {old.name} plan.", field="plan")
     if new.currency != old.currency:
         raise Conflict("Plans in another currency cannot be switched to; contact support.", field="plan")
-    direction = "upgrade" if new.monthly_price >= old.monthly_price else "downgrade"
+    direction = change_direction(old, new)
     effective_at = _effective_instant(effective_date, at)
     if subscription.status == "trialing":
         # No money has changed hands during a trial: any change applies at once, free, unless
@@ -413,6 +426,7 @@ def change_plan(
         effective_at=preview.effective_at.isoformat(),
         invoice=invoice.number if invoice else None,
     )
+    notices.plan_changed(subscription, preview.old, preview.new, preview.effective_at, preview.immediate, invoice, at)
     return preview, invoice
 
 
@@ -473,6 +487,7 @@ def cancel(
         subscription.id,
         reason=reason,
     )
+    notices.cancellation_confirmed(subscription, at)
     return subscription
 
 

@@ -15,6 +15,13 @@ from portal.models.billing import (
     PlanVersion,
     Subscription,
 )
+from portal.models.billing_emails import (
+    BILLING_EMAIL_KINDS,
+    OPTIONAL_BILLING_EMAILS,
+    BillingEmailSettings,
+    BillingNotice,
+    EmailAttachment,
+)
 from portal.models.credential import CREDENTIAL_TYPES, PROVIDERS, Credential
 from portal.models.credits import CREDIT_ENTRY_KINDS, CreditEntry, CreditGrant
 from portal.models.email import EmailMessage
@@ -28,6 +35,11 @@ from portal.models.user import INVITABLE_ROLES, ROLES, EmailChange, Membership, 
 from portal.models.webhooks import DELIVERY_STATES, WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
 
 __all__ = [
+    "BILLING_EMAIL_KINDS",
+    "OPTIONAL_BILLING_EMAILS",
+    "BillingEmailSettings",
+    "BillingNotice",
+    "EmailAttachment",
     "DELIVERY_STATES",
     "WebhookAttempt",
     "WebhookDelivery",

@@ -35,6 +35,8 @@ SCREENSHOT_PAGES = {
         "/billing",
         "/billing/invoices",
         "/billing/change/starter",
+        "/billing/change/starter_yearly",
+        "/billing/emails",
         "/settings",
         "/activity",
         "/account",
@@ -153,6 +155,9 @@ def _pages(role: str, site: dict, live_server) -> list[str]:
         return [
             *member,
             "/billing/change/starter",
+            "/billing/change/starter_yearly",
+            "/billing?interval=year",
+            "/billing/emails",
             "/billing/payment-method",
             "/integrations/webhooks",
             f"/integrations/webhooks/{site['endpoint_id']}",
