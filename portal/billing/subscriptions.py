@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from portal import audit
 from portal.access import Actor
-from portal.billing import plans
+from portal.billing import discounts, plans
 from portal.billing.invoices import BILLING, Line, issue
 from portal.billing.money import format_money, round_half_up
 from portal.billing.periods import add_interval, period_bounds, remaining_fraction
@@ -224,7 +224,11 @@ class ChangePreview:
 
     @property
     def credit(self) -> int:
-        return -sum(line.amount for line in self.lines if line.amount < 0)
+        return -sum(line.amount for line in self.lines if line.amount < 0 and line.type != "discount")
+
+    @property
+    def discount(self) -> int:
+        return -sum(line.amount for line in self.lines if line.type == "discount")
 
     @property
     def charge(self) -> int:
@@ -349,7 +353,13 @@ def preview_change(
         return ChangePreview(old, new, direction, effective_at, False, prorate)
     if new.interval == old.interval and not prorate:
         return ChangePreview(old, new, direction, at, True, prorate)
-    return ChangePreview(old, new, direction, at, True, prorate, _proration_lines(subscription, new, at, prorate))
+    lines = _proration_lines(subscription, new, at, prorate)
+    # The invoice the change issues gets the subscription's discount as any invoice does.
+    starts_period = new.interval != old.interval
+    applied = discounts.for_invoice(subscription, lines, at, starts_period, close=False, version=new)
+    if applied:
+        lines.append(Line(type="discount", description=applied.description, amount=-applied.amount))
+    return ChangePreview(old, new, direction, at, True, prorate, lines)
 
 
 def _apply_now(

@@ -17,6 +17,7 @@ from portal.models.billing import (
 )
 from portal.models.credential import CREDENTIAL_TYPES, PROVIDERS, Credential
 from portal.models.credits import CREDIT_ENTRY_KINDS, CreditEntry, CreditGrant
+from portal.models.discounts import COUPON_DURATIONS, DISCOUNT_STATUSES, Coupon, Discount, PromotionCode
 from portal.models.email import EmailMessage
 from portal.models.invitation import Invitation
 from portal.models.payments import PAYMENT_ATTEMPT_STATUSES, STRIPE_EVENT_STATUSES, PaymentAttempt, StripeEvent
@@ -28,6 +29,11 @@ from portal.models.user import INVITABLE_ROLES, ROLES, EmailChange, Membership, 
 from portal.models.webhooks import DELIVERY_STATES, WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
 
 __all__ = [
+    "COUPON_DURATIONS",
+    "DISCOUNT_STATUSES",
+    "Coupon",
+    "Discount",
+    "PromotionCode",
     "DELIVERY_STATES",
     "WebhookAttempt",
     "WebhookDelivery",
