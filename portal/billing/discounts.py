@@ -623,6 +623,18 @@ def remove(actor: Actor, subscription: Subscription | None, at: datetime | None 
     return current
 
 
+def renewal_discount(subscription: Subscription | None, renewal: tuple[datetime, int, str] | None, version) -> int:
+    """What the active discount takes off the next renewal invoice's plan fee: ``renewal`` =
+    (date, plan fee, plan name) and ``version`` (the plan version it bills) as the subscription
+    estimates them; 0 when none applies."""
+    discount = active_discount(subscription)
+    if renewal is None or discount is None or not in_effect(discount, renewal[0], True):
+        return 0
+    if not fits(discount.coupon, version.key, version.currency):
+        return 0
+    return amount_off(discount.coupon, renewal[1])
+
+
 def ends_on(discount: Discount, subscription: Subscription) -> datetime | None:
     """When ``discount`` stops discounting: the end of its last period (None: for ever). With
     periods still to invoice, that is the end of the period the last of them opens."""

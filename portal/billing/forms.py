@@ -1,9 +1,10 @@
-"""Forms of the Billing page: confirm a plan change (with its signed quote), cancel."""
+"""Forms of the Billing page: confirm a plan change (with its signed quote), cancel, add a
+promotion code."""
 
 from flask_wtf import FlaskForm
-from wtforms import HiddenField, RadioField, SelectField, TextAreaField
+from wtforms import HiddenField, RadioField, SelectField, StringField, TextAreaField
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import Length, ValidationError
+from wtforms.validators import DataRequired, Length, ValidationError
 
 from portal.models import CANCELLATION_REASONS
 
@@ -48,3 +49,16 @@ class CancelForm(FlaskForm):
     @property
     def at_period_end(self) -> bool:
         return self.when.data != "now"
+
+
+class PromotionCodeForm(FlaskForm):
+    code = StringField(
+        "Promotion code",
+        validators=[
+            DataRequired("Type the promotion code."),
+            Length(max=40, message="A promotion code has at most 40 characters."),
+        ],
+        description="As you received it; upper or lower case does not matter.",
+    )
+    # Set by the preview step: the customer has seen the new price and confirms.
+    confirmed = HiddenField(default="")

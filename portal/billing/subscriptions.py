@@ -584,7 +584,14 @@ def next_invoice_estimate(subscription: Subscription) -> tuple[datetime, int, st
     """(date, amount, plan name) of the next renewal invoice, or None when none will come."""
     if not subscription.is_live or subscription.cancel_at_period_end:
         return None
+    version = renewal_version(subscription)
+    return subscription.current_period_end, version.price, version.name
+
+
+def renewal_version(subscription: Subscription) -> PlanVersion:
+    """The plan version the next renewal invoice bills: a downgrade scheduled for the period's
+    end takes effect then; a change dated inside the period has already happened by then."""
     version = subscription.scheduled_plan_version or subscription.plan_version
     if subscription.scheduled_change_at and subscription.scheduled_change_at < subscription.current_period_end:
         version = subscription.plan_version
-    return subscription.current_period_end, version.price, version.name
+    return version
