@@ -276,6 +276,17 @@ def coupons():
     return select(Coupon).order_by(Coupon.created_at.desc(), Coupon.id)
 
 
+def redeemable_coupons() -> list[Coupon]:
+    """Active coupons not past their redeem-by date nor used up, newest first."""
+    now = utcnow()
+    statement = coupons().where(
+        Coupon.active.is_(True),
+        (Coupon.redeem_by.is_(None)) | (Coupon.redeem_by > now),
+        (Coupon.max_redemptions.is_(None)) | (Coupon.times_redeemed < Coupon.max_redemptions),
+    )
+    return list(db.session.execute(statement).scalars())
+
+
 def codes_of(coupon: Coupon | None = None):
     """The statement listing promotion codes (of ``coupon``), newest first."""
     statement = select(PromotionCode)

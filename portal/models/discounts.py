@@ -100,6 +100,12 @@ class Discount(db.Model):
 
     coupon: Mapped[Coupon] = relationship(lazy="joined")
     promotion_code: Mapped[PromotionCode | None] = relationship()
+    subscription: Mapped["Subscription"] = relationship()  # noqa: F821
+
+    @property
+    def currency(self) -> str:
+        """What it takes off is in the subscription's currency (a plan change keeps it)."""
+        return self.subscription.plan_version.currency
 
     def __repr__(self) -> str:
         return f"<Discount {self.id} {self.tenant_id} {self.status}>"
