@@ -203,7 +203,7 @@ def issue(
         invoice.id,
         number=invoice.number,
         total=invoice.total,
-        discount=invoice.discount,
+        discount=invoice.discount or None,  # None: not shown in the activity log
         credits_applied=invoice.credits_applied,
         currency=invoice.currency,
     )
