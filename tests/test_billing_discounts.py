@@ -260,6 +260,19 @@ class TestRedeeming:
         with pytest.raises(NotFound):
             discounts.remove(SYSTEM, subscription)
 
+    def test_a_used_up_discount_is_no_longer_shown_and_a_new_one_needs_no_replacing(self):
+        subscription = subscribe("starter", T0)
+        redeem(subscription, code_for(coupon(percent_off=10, duration="once"), unique_code("done")).code, T0)
+        run_billing(T1)  # its one period: Feb 10 - Mar 10
+        assert discounts.current(subscription, utc(2027, 3, 1)) is not None
+        assert discounts.current(subscription, utc(2027, 3, 10, 8)) is None
+        later = code_for(coupon(percent_off=5, name="Later offer"), unique_code("later"))
+        redeem(subscription, later.code, utc(2027, 3, 11))
+        statuses = db.session.execute(
+            select(Discount.status).where(Discount.subscription_id == subscription.id).order_by(Discount.redeemed_at)
+        ).scalars()
+        assert list(statuses) == ["ended", "active"]
+
     def test_ends_on_counts_the_periods_still_to_invoice(self):
         subscription = subscribe("starter", T0)
         discount = redeem(

@@ -110,7 +110,7 @@ def detail_page(
     if discount_form is None:
         discount_form = ApplyDiscountForm(formdata=None)
         discount_form.coupon_id.choices = discount_choices()
-    discount = billing_discounts.active_discount(subscription)
+    discount = billing_discounts.current(subscription)
     return render(
         "admin/tenant_detail.html",
         status=status,

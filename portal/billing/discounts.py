@@ -369,6 +369,13 @@ def active_discount(subscription: Subscription | None) -> Discount | None:
     ).scalar_one_or_none()
 
 
+def current(subscription: Subscription | None, at: datetime | None = None) -> Discount | None:
+    """The discount to show for ``subscription``: its active one while still in effect (one whose
+    last period is over is closed by the next invoice; until then it is no longer shown)."""
+    discount = active_discount(subscription)
+    return discount if discount is not None and in_effect(discount, at or utcnow(), False) else None
+
+
 def in_effect(discount: Discount, at: datetime, starts_period: bool) -> bool:
     """Whether an invoice issued at ``at`` is discounted: one that opens a billing period while
     periods remain, any other until the end of the last discounted period."""
@@ -570,6 +577,11 @@ def apply(
     check(coupon, promotion_code, subscription, at)
     what = _label(coupon, promotion_code)
     current = active_discount(subscription)
+    if current is not None and not in_effect(current, at, False):
+        # Its last period is over and no invoice has closed it yet: it is over, not replaced.
+        _close(current, "ended", current.ends_at or at)
+        db.session.flush()
+        current = None
     if current is not None and current.coupon_id == coupon.id:
         raise Conflict(f"{what} is already applied to this subscription.", field="code")
     if current is not None and not replace:

@@ -80,7 +80,7 @@ def _index_page(cancel_form: CancelForm | None = None, status: int = 200):
     recent = db.session.execute(invoice_service.for_tenant(g.tenant).limit(RECENT_INVOICES)).scalars().all()
     credit = credit_service.summary(g.tenant.tenant_id)
     estimate = subscriptions.next_invoice_estimate(subscription) if live else None
-    discount = discounts.active_discount(subscription)
+    discount = discounts.current(subscription)
     return render(
         "billing/index.html",
         status=status,
@@ -331,7 +331,7 @@ def resume():
 
 
 def _promotion_page(form: PromotionCodeForm, subscription: Subscription | None, quote=None, status: int = 200):
-    discount = discounts.active_discount(subscription)
+    discount = discounts.current(subscription)
     return render(
         "billing/promotion_code.html",
         status=status,
