@@ -97,11 +97,11 @@ def list_coupons(principal, query: schemas.ListQuery):
     response=schemas.CouponOut,
     status=201,
     tags=TAGS,
-    errors=[400, 401, 403, 415],
+    errors=[400, 401, 403, 404, 415],
     summary="Create a coupon: a percentage or an amount off, once, for N periods or for ever",
     description="Exactly one of `percent_off` or `amount_off` (minor units, with `currency`). "
-    "`duration_periods` only for `repeating`. `plan_keys` must name existing plans. A rule broken: "
-    "400 VALIDATION_ERROR naming the field.",
+    "`duration_periods` only for `repeating`. `redeem_by` in the future. A rule broken: 400 "
+    "VALIDATION_ERROR naming the field; a plan key that names no plan: 404 RESOURCE_NOT_FOUND.",
     links={
         "create_promotion_code": {"coupon_id": "$response.body#/coupon_id"},
         "list_promotion_codes": {"coupon_id": "$response.body#/coupon_id"},

@@ -94,9 +94,8 @@ def _plan_keys(keys) -> list[str]:
         return []
     known = set(db.session.execute(select(Plan.key)).scalars())
     if unknown := [key for key in wanted if key not in known]:
-        raise ValidationFailed(
-            f"Unknown plan {', '.join(unknown)}; plans are {', '.join(sorted(known))}.", field="plan_keys"
-        )
+        # Like any key that names nothing (plans.current_version): not found.
+        raise NotFound(f"Unknown plan {', '.join(unknown)}; plans are {', '.join(sorted(known))}.", field="plan_keys")
     return wanted
 
 
