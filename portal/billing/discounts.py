@@ -48,7 +48,6 @@ MAX_PERIODS = 120
 MAX_REDEMPTIONS = 1_000_000
 # A billion in major units, as for credit: more is a typo.
 MAX_AMOUNT = 100_000_000_000
-DURATION_WORDS = {"once": "once", "repeating": "repeating", "forever": "forever"}
 
 
 # --- coupons and promotion codes (the operator's) ----------------------------------------------
