@@ -57,6 +57,13 @@ def map_case(ctx, case):
             body = {**body, "events": [_recent(event, now) for event in events]}
         else:
             body = _recent(body, now)
+    if path.endswith(("/coupons", "/promotion-codes")):
+        # "In the future": a coupon's redeem_by, a code's expires_at.
+        for name in ("redeem_by", "expires_at"):
+            if (instant := _instant(body.get(name))) is not None and instant <= datetime.now(UTC) + timedelta(
+                minutes=5
+            ):
+                body = {**body, name: (datetime.now(UTC) + timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%SZ")}
     if "/webhooks" in path and isinstance(body.get("url"), str):
         # "Its host must resolve": an address this machine's development settings allow, where
         # nothing listens (port 9, discard), so deliveries fail fast and harmlessly.

@@ -47,6 +47,7 @@ INVOICE_FIELDS = {
     "currency",
     "plan_name",
     "subtotal",
+    "discount",
     "credits_applied",
     "total",
     "amount_paid",

@@ -1,7 +1,7 @@
 """billing emails: per-tenant choices, the causes already emailed, email attachments
 
 Revision ID: 0024_billing_email_settings
-Revises: 0021
+Revises: 0023_coupons
 Create Date: 2026-12-08 10:00:00.000000
 
 """
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = '0024_billing_email_settings'
-down_revision = '0021'
+down_revision = '0023_coupons'
 branch_labels = None
 depends_on = None
 

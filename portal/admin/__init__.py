@@ -4,6 +4,7 @@ package imports every subject, so the app factory registers the whole console at
 
 from portal.admin import (  # noqa: F401  (they register their routes on bp)
     billing_runs,
+    coupons,
     credits,
     failed_jobs,
     invoices,

@@ -6,10 +6,13 @@ from wtforms import (
     BooleanField,
     DecimalField,
     HiddenField,
+    IntegerField,
     SelectField,
+    SelectMultipleField,
     StringField,
     TextAreaField,
 )
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, InputRequired, Length, Optional, ValidationError
 
 from portal.billing.credits import MAX_AMOUNT
@@ -175,3 +178,80 @@ class MeterForm(FlaskForm):
         description='{"conditions": [{"criteria": [{"field": "status", "operator": "equals", '
         '"value": "ok"}]}]} — conditions OR\'ed, criteria AND\'ed. Empty: every event.',
     )
+
+
+class CouponForm(FlaskForm):
+    """A coupon; the rules (one of percent or amount, a repeating coupon's periods...) are the
+    service's, shown beside the field they concern."""
+
+    name = StringField(
+        "Name",
+        validators=[DataRequired("Give the coupon a name."), Length(max=100, message="Use at most 100 characters.")],
+        description="Printed on the invoice's discount line, e.g. “Spring offer”.",
+    )
+    percent_off = DecimalField(
+        "Percentage off",
+        places=2,
+        validators=[Optional()],
+        description="e.g. 20 for 20 %; leave it blank for an amount off.",
+    )
+    amount_off = DecimalField(
+        "Amount off",
+        places=2,
+        validators=[Optional(), _positive_cents],
+        description="In major units, e.g. 10.00; leave it blank for a percentage.",
+    )
+    currency = StringField(
+        "Currency of the amount",
+        validators=[Optional(), Length(min=3, max=3, message="Use a three-letter code such as USD.")],
+        description="Only for an amount off: it applies to plans billed in this currency.",
+    )
+    duration = SelectField(
+        "Duration",
+        choices=[
+            SelectChoice("once", "Once: one billing period"),
+            SelectChoice("repeating", "Repeating: a number of billing periods"),
+            SelectChoice("forever", "For ever"),
+        ],
+        default="once",
+        invalid_choice_message="Choose a duration.",
+    )
+    duration_periods = IntegerField(
+        "Billing periods", validators=[Optional()], description="Only for a repeating coupon, e.g. 3."
+    )
+    plan_keys = SelectMultipleField(
+        "Only for plans", choices=[], validate_choice=False, description="None chosen: every plan."
+    )
+    redeem_by = utc_instant_field("Redeem by", "2027-12-31T23:59", "Blank: it can be redeemed until deactivated.")
+    max_redemptions = IntegerField(
+        "Maximum redemptions", validators=[Optional()], description="Blank: no limit. Counts every tenant."
+    )
+
+    @property
+    def amount_cents(self) -> int | None:
+        return int(self.amount_off.data * 100) if self.amount_off.data is not None else None
+
+
+class PromotionCodeForm(FlaskForm):
+    code = StringField(
+        "Code",
+        validators=[
+            DataRequired("Give the code customers will type."),
+            Length(max=40, message="Use at most 40 characters."),
+        ],
+        description="3 to 40 letters, digits, - or _; customers may type it in any case.",
+    )
+    expires_at = utc_instant_field("Expires", "2027-12-31T23:59", "Blank: the coupon's own expiry only.")
+    max_redemptions = IntegerField(
+        "Maximum redemptions", validators=[Optional()], description="Blank: only the coupon's limit."
+    )
+
+
+class ApplyDiscountForm(FlaskForm):
+    """The operator applies a coupon (or a promotion code) to a tenant's subscription."""
+
+    coupon_id = SelectField("Coupon", choices=[], validate_choice=False)
+    code = StringField(
+        "or a promotion code", validators=[Optional(), Length(max=40)], description="Instead of choosing a coupon."
+    )
+    replace = BooleanField("Replace the tenant's current discount")

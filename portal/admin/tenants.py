@@ -3,11 +3,13 @@ suspend and activate. ``/admin`` opens on the list."""
 
 from flask import flash, request
 from sqlalchemy import func, select
+from wtforms.fields.choices import SelectChoice
 
 from portal.access import current_actor, operator_required
 from portal.admin.blueprint import bp, load_tenant
-from portal.admin.forms import ActivateForm, CreditForm, CreditGrantForm, ExternalIdForm, SuspendForm
+from portal.admin.forms import ActivateForm, ApplyDiscountForm, CreditForm, CreditGrantForm, ExternalIdForm, SuspendForm
 from portal.billing import credits as billing_credits
+from portal.billing import discounts as billing_discounts
 from portal.billing import invoices as billing_invoices
 from portal.billing.subscriptions import subscription_of
 from portal.errors import ServiceError
@@ -87,8 +89,10 @@ def detail_page(
     grant_form: CreditGrantForm | None = None,
     deduct_form: CreditForm | None = None,
     external_id_form: ExternalIdForm | None = None,
+    discount_form: ApplyDiscountForm | None = None,
 ):
-    """The tenant's page; suspend and the credit actions (``credits.py``) re-show it with their form."""
+    """The tenant's page; suspend, the credit actions (``credits.py``) and applying a discount
+    (``coupons.py``) re-show it with their form."""
     events = (
         db.session.execute(
             select(AuditEvent)
@@ -102,9 +106,21 @@ def detail_page(
     invoices = db.session.execute(billing_invoices.for_tenant(tenant).limit(TENANT_INVOICES_SHOWN)).scalars().all()
     default_grant, default_deduct = _credit_forms(tenant)
     credit = billing_credits.summary(tenant.tenant_id)
+    subscription = subscription_of(tenant)
+    if discount_form is None:
+        discount_form = ApplyDiscountForm(formdata=None)
+        discount_form.coupon_id.choices = discount_choices()
+    discount = billing_discounts.current(subscription)
     return render(
         "admin/tenant_detail.html",
         status=status,
+        discount=discount,
+        discount_terms=billing_discounts.terms,
+        discount_ends=billing_discounts.ends_on(discount, subscription) if discount else None,
+        discount_form=discount_form,
+        redemptions=db.session.execute(billing_discounts.redemptions(tenant_id=tenant.tenant_id).limit(10))
+        .scalars()
+        .all(),
         credit=credit,
         credit_entries=_credit_ledger(tenant, credit.currency),
         grant_form=grant_form or default_grant,
@@ -112,13 +128,21 @@ def detail_page(
         tenant=tenant,
         members=tenant_members(tenant),
         events=events,
-        subscription=subscription_of(tenant),
+        subscription=subscription,
         invoices=invoices,
         invoices_shown=TENANT_INVOICES_SHOWN,
         suspend_form=suspend_form or SuspendForm(formdata=None),
         activate_form=ActivateForm(formdata=None),
         external_id_form=external_id_form or ExternalIdForm(formdata=None, external_id=tenant.external_id),
     )
+
+
+def discount_choices() -> list[SelectChoice]:
+    """The coupons the operator may apply, for the tenant page's select."""
+    return [SelectChoice("", "Choose a coupon…")] + [
+        SelectChoice(coupon.id, f"{coupon.name}: {billing_discounts.terms(coupon)}")
+        for coupon in billing_discounts.redeemable_coupons()
+    ]
 
 
 @bp.post("/tenants/<tenant_id>/suspend")

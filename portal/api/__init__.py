@@ -10,6 +10,7 @@ from portal.api import (  # noqa: F401  (they register their operations on bp)
     billing,
     credentials,
     credits,
+    discounts,
     invitations,
     keys,
     members,

@@ -97,6 +97,7 @@ def invoice_out(invoice: Invoice, payment_failed: bool | None = None) -> schemas
         currency=invoice.currency,
         plan_name=invoice.plan_name,
         subtotal=invoice.subtotal,
+        discount=invoice.discount,
         credits_applied=invoice.credits_applied,
         total=invoice.total,
         amount_paid=invoice.amount_paid,

@@ -1,10 +1,10 @@
-"""Forms of the Billing pages: confirm a plan change (with its signed quote), cancel, and the
-billing emails a tenant wants."""
+"""Forms of the Billing pages: confirm a plan change (with its signed quote), cancel, add a
+promotion code, and the billing emails a tenant wants."""
 
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, HiddenField, RadioField, SelectField, TextAreaField
+from wtforms import BooleanField, HiddenField, RadioField, SelectField, StringField, TextAreaField
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import Length, ValidationError
+from wtforms.validators import DataRequired, Length, ValidationError
 
 from portal.models import CANCELLATION_REASONS
 
@@ -63,3 +63,16 @@ class BillingEmailsForm(FlaskForm):
     plan_changed = BooleanField(
         "Plan changed", description="When the plan changes or a change is scheduled, with what it was charged."
     )
+
+
+class PromotionCodeForm(FlaskForm):
+    code = StringField(
+        "Promotion code",
+        validators=[
+            DataRequired("Type the promotion code."),
+            Length(max=40, message="A promotion code has at most 40 characters."),
+        ],
+        description="As you received it; upper or lower case does not matter.",
+    )
+    # Set by the preview step: the customer has seen the new price and confirms.
+    confirmed = HiddenField(default="")

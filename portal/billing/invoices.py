@@ -13,7 +13,7 @@ from sqlalchemy.orm import make_transient_to_detached
 
 from portal import audit
 from portal.access import Actor
-from portal.billing import credits, notices
+from portal.billing import credits, discounts, notices
 from portal.errors import Conflict, ValidationFailed
 from portal.extensions import db
 from portal.infra.transactions import defer
@@ -95,6 +95,13 @@ def issue(
     subtotal = sum(line.amount for line in lines)
     if subtotal < 0:
         raise ValidationFailed("An invoice cannot total less than zero.")
+    # The subscription's discount, if one is in effect, is one more line (negative); an invoice
+    # that opens a billing period uses up one of the discount's periods.
+    starts_period = kind == "period" and any(line.type == "plan" for line in lines)
+    applied = discounts.for_invoice(subscription, lines, at, starts_period)
+    discount = applied.amount if applied else 0
+    if applied:
+        lines = [*lines, Line(type="discount", description=applied.description, amount=-discount)]
     # The unit of work costs more than the SQL for a row it only inserts (most of a billing run's
     # time per subscription): the invoice and its lines go in as two plain INSERTs, and the
     # objects returned are attached as already stored, every column set, so nothing reloads.
@@ -103,7 +110,7 @@ def issue(
     # processes queue on that lock for as short a time as possible.
     db.session.flush()
     currency = subscription.plan_version.currency
-    credit_possible = credits.may_apply(tenant.tenant_id, currency, subtotal)
+    credit_possible = credits.may_apply(tenant.tenant_id, currency, subtotal - discount)
     now = utcnow()
     values = {
         "id": new_id("inv"),
@@ -115,14 +122,15 @@ def issue(
         "period_end": period_end,
         "currency": currency,
         "subtotal": subtotal,
+        "discount": discount,
         "credits_applied": 0,
-        "total": subtotal,
+        "total": subtotal - discount,
         "amount_paid": 0,
         "amount_refunded": 0,
-        "status": "open" if subtotal > 0 else "paid",
+        "status": "open" if subtotal - discount > 0 else "paid",
         "issued_at": at,
         "due_at": at + timedelta(days=current_app.config["INVOICE_DUE_DAYS"]),
-        "paid_at": at if subtotal == 0 else None,
+        "paid_at": at if subtotal - discount == 0 else None,
         "payment_reference": None,
         "voided_at": None,
         "void_reason": None,
@@ -161,16 +169,18 @@ def issue(
         ) from None
     if line_values:
         connection.execute(insert(InvoiceLine.__table__), line_values)
+    if applied:
+        discounts.record_use(applied, starts_period, period_end)
     # Credit is taken in the invoice's own transaction: a rolled-back invoice gives it back.
-    applied = (
-        credits.apply_to_invoice(actor, tenant.tenant_id, currency, values["id"], values["number"], subtotal, at)
+    credit = (
+        credits.apply_to_invoice(actor, tenant.tenant_id, currency, values["id"], values["number"], values["total"], at)
         if credit_possible
         else 0
     )
-    if applied:
-        total = subtotal - applied
+    if credit:
+        total = values["total"] - credit
         values.update(
-            credits_applied=applied,
+            credits_applied=credit,
             total=total,
             status="open" if total > 0 else "paid",
             paid_at=None if total > 0 else at,
@@ -178,7 +188,7 @@ def issue(
         connection.execute(
             update(Invoice.__table__)
             .where(Invoice.__table__.c.id == values["id"])
-            .values(credits_applied=applied, total=total, status=values["status"], paid_at=values["paid_at"])
+            .values(credits_applied=credit, total=total, status=values["status"], paid_at=values["paid_at"])
         )
     invoice = Invoice(**values, lines=[InvoiceLine(**line) for line in line_values])
     for stored in (invoice, *invoice.lines):
@@ -197,6 +207,7 @@ def issue(
         invoice.id,
         number=invoice.number,
         total=invoice.total,
+        discount=invoice.discount or None,  # None: not shown in the activity log
         credits_applied=invoice.credits_applied,
         currency=invoice.currency,
     )

@@ -286,7 +286,8 @@ def _draw_lines(pdf: FPDF, invoice: Invoice) -> None:
         repeat_headings=1,
     ) as table:
         table.row(("Description", "Qty", "Unit price", "Amount"))
-        for line in invoice.lines:
+        # The discount is shown under the subtotal, where it is taken off (_draw_totals).
+        for line in (line for line in invoice.lines if line.type != "discount"):
             table.row(
                 (
                     safe_text(line.description),
@@ -305,6 +306,8 @@ def _draw_totals(pdf: FPDF, invoice: Invoice) -> None:
         return safe_text(format_money(cents, invoice.currency))
 
     rows = [("Subtotal", money(invoice.subtotal), False)]
+    discount_lines = [line for line in invoice.lines if line.type == "discount"]
+    rows += [(safe_text(line.description)[:60], money(line.amount), False) for line in discount_lines]
     if invoice.credits_applied:
         rows.append(("Credits applied", money(-invoice.credits_applied), False))
     rows.append(("Total", money(invoice.total), True))
@@ -316,7 +319,8 @@ def _draw_totals(pdf: FPDF, invoice: Invoice) -> None:
     row_height = 6.5
     if pdf.will_page_break(row_height * len(rows) + 4):
         pdf.add_page()
-    label_width, value_width = 50, 32
+    # A discount's row names its coupon: wider labels then.
+    label_width, value_width = (100 if discount_lines else 50), 32
     x = pdf.w - MARGIN - label_width - value_width
     pdf.set_draw_color(*RULE)
     for label, value, strong in rows:

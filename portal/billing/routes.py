@@ -13,15 +13,16 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from portal.access import current_actor, tenant_required
 from portal.billing import credits as credit_service
-from portal.billing import display, notices, subscriptions
+from portal.billing import discounts, display, notices, subscriptions
 from portal.billing import invoices as invoice_service
 from portal.billing import plans as plan_service
-from portal.billing.forms import BillingEmailsForm, CancelForm, ConfirmChangeForm
+from portal.billing.forms import BillingEmailsForm, CancelForm, ConfirmChangeForm, PromotionCodeForm
 from portal.billing.money import format_amount, format_money
 from portal.billing.pdf import pdf_download, seller_from_config
 from portal.errors import ServiceError
 from portal.extensions import db
 from portal.infra.pagination import paginate
+from portal.infra.transactions import commit, rollback
 from portal.models import OPTIONAL_BILLING_EMAILS, Plan, Subscription, utcnow
 from portal.web import act, form_errors_status, redirect_to, render
 
@@ -48,6 +49,7 @@ def billing_helpers():
         "quota_changes": display.quota_changes,
         "plan_quotas": display.quotas,
         "plan_features": display.features,
+        "discount_terms": discounts.terms,
     }
 
 
@@ -90,15 +92,22 @@ def _index_page(cancel_form: CancelForm | None = None, status: int = 200):
     interval = _card_interval(subscription)
     recent = db.session.execute(invoice_service.for_tenant(g.tenant).limit(RECENT_INVOICES)).scalars().all()
     credit = credit_service.summary(g.tenant.tenant_id)
+    estimate = subscriptions.next_invoice_estimate(subscription) if live else None
+    discount = discounts.current(subscription)
     return render(
         "billing/index.html",
         "billing/_plans.html",
         status=status,
+        discount=discount,
+        discount_ends=discounts.ends_on(discount, subscription) if discount else None,
+        renewal_discount=discounts.renewal_discount(
+            subscription, estimate, subscriptions.renewal_version(subscription) if estimate else None
+        ),
         credit=credit,
         credit_entries=paginate(credit_service.entries(g.tenant.tenant_id, credit.currency), 1, RECENT_CREDIT_ENTRIES),
         subscription=subscription,
         live=live,
-        estimate=subscriptions.next_invoice_estimate(subscription) if live else None,
+        estimate=estimate,
         plans=_plan_cards(subscription, interval),
         interval=interval,
         can_subscribe=_can_subscribe(subscription),
@@ -370,6 +379,60 @@ def save_emails():
         return "Billing email choices saved. Payment receipts are always sent."
 
     return act(save, "billing.emails")
+
+
+# --- promotion codes ---------------------------------------------------------------------
+
+
+def _promotion_page(form: PromotionCodeForm, subscription: Subscription | None, quote=None, status: int = 200):
+    discount = discounts.current(subscription)
+    return render(
+        "billing/promotion_code.html",
+        status=status,
+        form=form,
+        subscription=subscription,
+        quote=quote,
+        discount=discount,
+    )
+
+
+@bp.route("/promotion-code", methods=["GET", "POST"])
+@tenant_required("billing.manage")
+def promotion_code():
+    """Type a promotion code, see the next invoice's exact new price, then confirm to apply it."""
+    subscription = _subscription()
+    if request.method == "GET":
+        return _promotion_page(PromotionCodeForm(formdata=None), subscription)
+    form = PromotionCodeForm()
+    if not form.validate_on_submit():
+        if "csrf_token" in form.errors:
+            abort(400, "Your form expired. Reload the page and try again.")
+        return _promotion_page(form, subscription, status=form_errors_status())
+    live = subscription is not None and subscription.is_live
+    try:
+        code = discounts.find_code(form.code.data)
+        quote = discounts.quote(
+            subscription, code.coupon, code, subscriptions.next_invoice_estimate(subscription) if live else None
+        )
+        if form.confirmed.data not in ("yes", "replace"):
+            form.code.data = code.code
+            form.confirmed.data = "replace" if quote.replaces is not None else "yes"
+            return _promotion_page(form, subscription, quote=quote)
+        discounts.apply(current_actor(), subscription, code.coupon, code, replace=form.confirmed.data == "replace")
+        commit()
+    except ServiceError as error:
+        rollback()
+        form.code.errors = [error.message]
+        form.confirmed.data = ""
+        return _promotion_page(form, subscription, status=form_errors_status())
+    when = (
+        f" Your next invoice, on {display.day(quote.renews_at)}, is {quote.money(quote.after)} instead of "
+        f"{quote.money(quote.before)}."
+        if quote.renews_at
+        else ""
+    )
+    flash(f"Promotion code {code.code} applied: {discounts.terms(code.coupon)}.{when}", "success")
+    return redirect_to("billing.index")
 
 
 # --- invoices ----------------------------------------------------------------------------

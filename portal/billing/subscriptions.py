@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from portal import audit
 from portal.access import Actor
-from portal.billing import notices, plans
+from portal.billing import discounts, notices, plans
 from portal.billing.invoices import BILLING, Line, issue
 from portal.billing.money import format_money, round_half_up
 from portal.billing.periods import add_interval, period_bounds, remaining_fraction
@@ -224,7 +224,11 @@ class ChangePreview:
 
     @property
     def credit(self) -> int:
-        return -sum(line.amount for line in self.lines if line.amount < 0)
+        return -sum(line.amount for line in self.lines if line.amount < 0 and line.type != "discount")
+
+    @property
+    def discount(self) -> int:
+        return -sum(line.amount for line in self.lines if line.type == "discount")
 
     @property
     def charge(self) -> int:
@@ -362,7 +366,13 @@ def preview_change(
         return ChangePreview(old, new, direction, effective_at, False, prorate)
     if new.interval == old.interval and not prorate:
         return ChangePreview(old, new, direction, at, True, prorate)
-    return ChangePreview(old, new, direction, at, True, prorate, _proration_lines(subscription, new, at, prorate))
+    lines = _proration_lines(subscription, new, at, prorate)
+    # The invoice the change issues gets the subscription's discount as any invoice does.
+    starts_period = new.interval != old.interval
+    applied = discounts.for_invoice(subscription, lines, at, starts_period, close=False, version=new)
+    if applied:
+        lines.append(Line(type="discount", description=applied.description, amount=-applied.amount))
+    return ChangePreview(old, new, direction, at, True, prorate, lines)
 
 
 def _apply_now(
@@ -589,7 +599,14 @@ def next_invoice_estimate(subscription: Subscription) -> tuple[datetime, int, st
     """(date, amount, plan name) of the next renewal invoice, or None when none will come."""
     if not subscription.is_live or subscription.cancel_at_period_end:
         return None
+    version = renewal_version(subscription)
+    return subscription.current_period_end, version.price, version.name
+
+
+def renewal_version(subscription: Subscription) -> PlanVersion:
+    """The plan version the next renewal invoice bills: a downgrade scheduled for the period's
+    end takes effect then; a change dated inside the period has already happened by then."""
     version = subscription.scheduled_plan_version or subscription.plan_version
     if subscription.scheduled_change_at and subscription.scheduled_change_at < subscription.current_period_end:
         version = subscription.plan_version
-    return subscription.current_period_end, version.price, version.name
+    return version

@@ -24,6 +24,7 @@ from portal.models.billing_emails import (
 )
 from portal.models.credential import CREDENTIAL_TYPES, PROVIDERS, Credential
 from portal.models.credits import CREDIT_ENTRY_KINDS, CreditEntry, CreditGrant
+from portal.models.discounts import COUPON_DURATIONS, DISCOUNT_STATUSES, Coupon, Discount, PromotionCode
 from portal.models.email import EmailMessage
 from portal.models.invitation import Invitation
 from portal.models.payments import PAYMENT_ATTEMPT_STATUSES, STRIPE_EVENT_STATUSES, PaymentAttempt, StripeEvent
@@ -40,6 +41,11 @@ __all__ = [
     "BillingEmailSettings",
     "BillingNotice",
     "EmailAttachment",
+    "COUPON_DURATIONS",
+    "DISCOUNT_STATUSES",
+    "Coupon",
+    "Discount",
+    "PromotionCode",
     "DELIVERY_STATES",
     "WebhookAttempt",
     "WebhookDelivery",

@@ -20,7 +20,7 @@ BILLABLE_STATUSES = ("trialing", "active", "past_due")
 # Issued open (there are no drafts: an invoice is final when issued); then paid, void (never
 # owed) or uncollectible (written off by the operator; a later payment still marks it paid).
 INVOICE_STATUSES = ("open", "paid", "void", "uncollectible")
-LINE_TYPES = ("plan", "proration", "usage", "credit", "adjustment")
+LINE_TYPES = ("plan", "proration", "usage", "credit", "adjustment", "discount")
 # One invoice per subscription, period and kind (a unique constraint below).
 INVOICE_KINDS = ("period", "proration")
 CANCELLATION_REASONS = {
@@ -157,6 +157,9 @@ class Invoice(db.Model):
     period_end: Mapped[datetime] = mapped_column(UTCDateTime)
     currency: Mapped[str] = mapped_column(String(3))
     subtotal: Mapped[int] = mapped_column(Integer, default=0)
+    # What the discount line took off (a positive number; the line itself is negative). The
+    # total is subtotal - discount - credits_applied.
+    discount: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     credits_applied: Mapped[int] = mapped_column(Integer, default=0)
     total: Mapped[int] = mapped_column(Integer, default=0)
     amount_paid: Mapped[int] = mapped_column(Integer, default=0)

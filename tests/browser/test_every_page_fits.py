@@ -55,7 +55,7 @@ def _seed(app) -> dict:
     from portal.access import SYSTEM, Actor
     from portal.api_keys.services import create_key
     from portal.auth.services import create_user
-    from portal.billing import credits, invoices, subscriptions
+    from portal.billing import credits, discounts, invoices, subscriptions
     from portal.billing.runs import create_run, execute
     from portal.credentials.services import add_credential
     from portal.extensions import db
@@ -103,6 +103,12 @@ def _seed(app) -> dict:
         aws = {"aws_access_key_id": AWS_ACCESS_KEY_ID, "aws_secret_access_key": AWS_SECRET, "region": "us-east-1"}
         add_credential(actor, tenant, "aws", "access_key", "AWS cost explorer " + "y" * 80, aws)
         credits.grant(Actor(user=operator, label=None), tenant, 2500, reason="Goodwill for the outage")
+        # A discount with a long name and code: the billing page, invoice and console lay them out.
+        coupon = discounts.create_coupon(
+            SYSTEM, "Launch partner " + "w" * 60, percent_off=15, duration="repeating", duration_periods=6
+        )
+        code = discounts.create_promotion_code(SYSTEM, coupon, f"PARTNER-{suffix}-" + "Q" * 20)
+        discounts.apply(actor, subscriptions.subscription_of(tenant), coupon, code)
         # An upgrade's invoice left unpaid past its due date: every page carries the past-due banner.
         _, upgrade = subscriptions.change_plan(actor, subscriptions.subscription_of(tenant), "enterprise")
         upgrade.due_at = now - timedelta(days=3)
@@ -120,6 +126,7 @@ def _seed(app) -> dict:
         commit()
         invoice_id = upgrade.id
         return {
+            "coupon_id": coupon.id,
             "endpoint_id": endpoint.id,
             "tenant_id": tenant.tenant_id,
             "invoice_id": invoice_id,
@@ -158,6 +165,7 @@ def _pages(role: str, site: dict, live_server) -> list[str]:
             "/billing/change/starter_yearly",
             "/billing?interval=year",
             "/billing/emails",
+            "/billing/promotion-code",
             "/billing/payment-method",
             "/integrations/webhooks",
             f"/integrations/webhooks/{site['endpoint_id']}",
@@ -183,6 +191,8 @@ def _pages(role: str, site: dict, live_server) -> list[str]:
             "/admin/webhooks",
             "/admin/meters",
             "/admin/meters/new",
+            "/admin/coupons",
+            f"/admin/coupons/{site['coupon_id']}",
             "/admin/outbox",
             f"/admin/outbox/{message_id}",
             "/admin/tokens",

@@ -181,9 +181,10 @@ class InvoiceOut(Out):
     status: InvoiceStatus
     currency: str
     plan_name: str
-    subtotal: int
+    subtotal: int = Field(description="The lines before the discount (plan, proration, usage), minor units.")
+    discount: int = Field(description="What the discount line took off (minor units, positive).")
     credits_applied: int
-    total: int
+    total: int = Field(description="subtotal - discount - credits_applied.")
     amount_paid: int
     amount_due: int
     total_major: ExactNumber
