@@ -7,6 +7,8 @@ from portal.models.billing import (
     BILLABLE_STATUSES,
     CANCELLATION_REASONS,
     INVOICE_STATUSES,
+    TAX_ID_TYPES,
+    BillingProfile,
     BillingRun,
     Invoice,
     InvoiceCounter,
@@ -14,6 +16,7 @@ from portal.models.billing import (
     Plan,
     PlanVersion,
     Subscription,
+    TaxRate,
 )
 from portal.models.credential import CREDENTIAL_TYPES, PROVIDERS, Credential
 from portal.models.credits import CREDIT_ENTRY_KINDS, CreditEntry, CreditGrant
@@ -44,7 +47,10 @@ __all__ = [
     "ApiKey",
     "AuditEvent",
     "BILLABLE_STATUSES",
+    "BillingProfile",
     "BillingRun",
+    "TAX_ID_TYPES",
+    "TaxRate",
     "CANCELLATION_REASONS",
     "CREDENTIAL_TYPES",
     "CREDIT_ENTRY_KINDS",
