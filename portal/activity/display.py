@@ -74,6 +74,8 @@ MONEY_KEYS = frozenset(
         "amount_paid",
         "amount_refunded",
         "balance",
+        "tax",
+        "discount",
     }
 )
 LABELS = {
