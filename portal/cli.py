@@ -15,8 +15,8 @@ from portal.billing import invoices, subscriptions
 from portal.billing.catalog import DEFAULT_CATALOG_PATH, CatalogError, load_catalog
 from portal.billing.money import format_money
 from portal.billing.plans import sync_catalog
-from portal.billing.taxes import sync_tax_rates
 from portal.billing.runs import claim_stalled, create_run, execute, resume
+from portal.billing.taxes import sync_tax_rates
 from portal.credentials.crypto import CredentialKeyError, current_keyring, generate_key, parse_keys
 from portal.credentials.services import count_by_key, rotate_batch
 from portal.errors import ServiceError

@@ -9,6 +9,7 @@ from fpdf import FPDF, FontFace
 from fpdf.enums import TableBordersLayout, XPos, YPos
 
 from portal.billing.money import format_amount, format_money
+from portal.billing.profile import address_lines, tax_id_lines
 from portal.models.billing import Invoice
 
 # The core fonts are drawn with WinAnsiEncoding, which is cp1252: it has "€", "–", "…" and
@@ -179,7 +180,8 @@ def _draw_header(pdf: FPDF, invoice: Invoice, seller: dict) -> None:
     pdf.multi_cell(left_width, 6, safe_text(seller.get("name")), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
     pdf.set_font(FONT, "", 9)
     pdf.set_text_color(*MUTED)
-    for part in (seller.get("address"), seller.get("email")):
+    vat_id = f"VAT ID: {seller['vat_id']}" if seller.get("vat_id") else ""
+    for part in (seller.get("address"), seller.get("email"), vat_id):
         if part:
             pdf.multi_cell(left_width, 4.5, safe_text(part), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
     seller_bottom = pdf.get_y()
@@ -243,7 +245,13 @@ def _draw_bill_to(pdf: FPDF, invoice: Invoice) -> None:
     pdf.set_font(FONT, "B", 11)
     pdf.multi_cell(width, 5.5, safe_text(invoice.billing_name), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
     pdf.set_font(FONT, "", 9.5)
-    pdf.multi_cell(width, 5, safe_text(invoice.billing_email), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+    buyer = invoice.buyer or {}
+    lines = [*address_lines(buyer), *tax_id_lines(buyer)]
+    if buyer.get("po_number"):
+        lines.append(f"Purchase order: {buyer['po_number']}")
+    lines.append(invoice.billing_email)
+    for line in filter(None, lines):
+        pdf.multi_cell(width, 5, safe_text(line), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
     pdf.set_text_color(*MUTED)
     pdf.multi_cell(width, 5, safe_text(f"Tenant ID: {invoice.tenant_id}"), new_x=XPos.LMARGIN, new_y=YPos.NEXT)
     if invoice.plan_name:
@@ -305,8 +313,12 @@ def _draw_totals(pdf: FPDF, invoice: Invoice) -> None:
         return safe_text(format_money(cents, invoice.currency))
 
     rows = [("Subtotal", money(invoice.subtotal), False)]
+    if invoice.discount:
+        rows.append(("Discount", money(-invoice.discount), False))
     if invoice.credits_applied:
         rows.append(("Credits applied", money(-invoice.credits_applied), False))
+    for rate in invoice.tax_lines:
+        rows.append((rate.label, money(rate.amount), False))
     rows.append(("Total", money(invoice.total), True))
     rows.append(("Amount paid", money(invoice.amount_paid), False))
     if invoice.amount_refunded:
@@ -333,6 +345,8 @@ def _draw_totals(pdf: FPDF, invoice: Invoice) -> None:
 
 def _draw_closing(pdf: FPDF, invoice: Invoice, seller: dict) -> None:
     paragraphs = []
+    if invoice.tax_note:
+        paragraphs.append((invoice.tax_note, "B"))
     if invoice.amount_due:
         due = format_money(invoice.amount_due, invoice.currency)
         paragraphs.append((f"Please pay {due} by {format_date(invoice.due_at)}.", ""))
@@ -354,6 +368,8 @@ def seller_from_config() -> dict:
         "name": config["BILLING_SELLER_NAME"],
         "address": config["BILLING_SELLER_ADDRESS"],
         "email": config["BILLING_SELLER_EMAIL"],
+        "country": config.get("BILLING_SELLER_COUNTRY", ""),
+        "vat_id": config.get("BILLING_SELLER_VAT_ID", ""),
     }
 
 

@@ -51,6 +51,8 @@ def billing_helpers():
         "plan_quotas": display.quotas,
         "plan_features": display.features,
         "country_name": country_name,
+        "buyer_address": profile_service.address_lines,
+        "buyer_tax_ids": profile_service.tax_id_lines,
     }
 
 
