@@ -6,7 +6,7 @@ import io
 import pytest
 from pypdf import PdfReader
 
-from tests.api_support import assert_envelope, send_json, with_key
+from tests.api_support import assert_envelope, send_json
 from tests.test_api_billing import admin_key, path, tenant_on
 
 DE_PROFILE = {
