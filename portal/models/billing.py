@@ -219,8 +219,9 @@ class Invoice(db.Model):
                 continue
             key = (line.tax_name, line.tax_percentage, line.tax_inclusive)
             summary = summaries.setdefault(key, TaxSummary(line.tax_name, line.tax_percentage, line.tax_inclusive))
-            summary.taxable += line.amount - line.credit_allocated - (line.tax_amount if line.tax_inclusive else 0)
-            summary.amount += line.tax_amount
+            tax = line.tax_amount or 0
+            summary.taxable += line.amount - (line.credit_allocated or 0) - (tax if line.tax_inclusive else 0)
+            summary.amount += tax
         return list(summaries.values())
 
     def __repr__(self) -> str:
