@@ -54,6 +54,8 @@ def _seed(app) -> dict:
     from portal.api_keys.services import create_key
     from portal.auth.services import create_user
     from portal.billing import credits, invoices, subscriptions
+    from portal.billing.profile import ProfileData
+    from portal.billing.profile import update as update_profile
     from portal.billing.runs import create_run, execute
     from portal.credentials.services import add_credential
     from portal.extensions import db
@@ -101,6 +103,23 @@ def _seed(app) -> dict:
         aws = {"aws_access_key_id": AWS_ACCESS_KEY_ID, "aws_secret_access_key": AWS_SECRET, "region": "us-east-1"}
         add_credential(actor, tenant, "aws", "access_key", "AWS cost explorer " + "y" * 80, aws)
         credits.grant(Actor(user=operator, label=None), tenant, 2500, reason="Goodwill for the outage")
+        # A billing profile with a long legal name in three scripts and a VAT number: the invoice
+        # below carries the buyer's address, tax IDs and VAT per rate.
+        update_profile(
+            actor,
+            tenant,
+            ProfileData(
+                legal_name="Müller & Söhne 東京 Łódź " + "Holding" * 25,
+                address_line1="Hauptstraße 1",
+                postal_code="10115",
+                city="Berlin",
+                country="DE",
+                billing_email=people["owner"],
+                extra_recipients=["ap-" + "x" * 60 + "@fits.example"],
+                tax_ids=[{"type": "eu_vat", "value": "DE123456788"}],
+                po_number="PO-" + "7" * 40,
+            ),
+        )
         # An upgrade's invoice left unpaid past its due date: every page carries the past-due banner.
         _, upgrade = subscriptions.change_plan(actor, subscriptions.subscription_of(tenant), "enterprise")
         upgrade.due_at = now - timedelta(days=3)
@@ -144,6 +163,7 @@ def _pages(role: str, site: dict, live_server) -> list[str]:
         "/billing/invoices",
         f"/billing/invoices/{invoice_id}",
         "/billing/credits",
+        "/billing/details",
         "/settings",
         "/activity",
         "/account",
