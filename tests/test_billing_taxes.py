@@ -253,3 +253,43 @@ def test_a_negative_line_carries_exactly_the_negative_tax_of_the_same_charge():
     treatment = taxes.Treatment("VAT", Decimal("8.1"))
     for amount in range(1, 2000):
         assert taxes.line_tax(-amount, treatment) == -taxes.line_tax(amount, treatment)
+
+
+# --- the pages ----------------------------------------------------------------------------
+
+
+def test_the_invoice_page_shows_the_buyer_the_tax_per_rate_and_the_reverse_charge_mention(
+    app, client, login, make_tenant, seller_de
+):
+    import html
+    import re
+
+    from portal.extensions import db
+    from portal.models import Tenant
+    from tests.test_billing_pages import quote_of, shown
+
+    tenant = make_tenant(company_name="Dupont")
+    with app.app_context():
+        owner = db.session.get(Tenant, tenant.tenant_id).contact_email
+    login(client, owner)
+    details = {
+        "legal_name": "Dupont SA",
+        "address_line1": "12 rue de la Paix",
+        "postal_code": "75002",
+        "city": "Paris",
+        "country": "FR",
+        "tax_ids-0-type": "eu_vat",
+        "tax_ids-0-value": FR_VAT,
+    }
+    assert client.post("/billing/details", data=details).status_code == 303
+    page = client.get("/billing/change/enterprise").get_data(as_text=True)
+    assert client.post("/billing/change/enterprise", data={"quote": quote_of(page)}).status_code == 303
+    invoice_id = re.search(
+        r'href="/billing/invoices/(inv_[^"]+)"', client.get("/billing").get_data(as_text=True)
+    ).group(1)
+    page = client.get(f"/billing/invoices/{invoice_id}").get_data(as_text=True)
+    assert shown(page, "tax-note") == REVERSE_CHARGE
+    assert "Dupont SA" in shown(page, "buyer") and "75002 Paris France" in shown(page, "buyer")
+    assert f"EU VAT number: {FR_VAT}" in shown(page, "buyer")
+    assert "VAT reverse charge 0%" in html.unescape(shown(page, "tax-line"))
+    assert "VAT ID: " in shown(page, "seller")
