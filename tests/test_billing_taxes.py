@@ -293,3 +293,24 @@ def test_the_invoice_page_shows_the_buyer_the_tax_per_rate_and_the_reverse_charg
     assert f"EU VAT number: {FR_VAT}" in shown(page, "buyer")
     assert "VAT reverse charge 0%" in html.unescape(shown(page, "tax-line"))
     assert "VAT ID: " in shown(page, "seller")
+
+
+def test_the_plan_change_preview_adds_the_tax_and_equals_the_invoice_issued(app, client, login, make_tenant, seller_de):
+    import re
+
+    from portal.extensions import db
+    from portal.models import Tenant
+    from tests.test_billing_pages import quote_of, shown
+
+    tenant = make_tenant(company_name="Berlin Co")
+    with app.app_context():
+        owner = db.session.get(Tenant, tenant.tenant_id).contact_email
+    login(client, owner)
+    client.post("/billing/details", data={"legal_name": "Berlin Co GmbH", "country": "DE"})
+    page = client.get("/billing/change/enterprise").get_data(as_text=True)
+    assert shown(page, "preview-tax").startswith("VAT 19%")
+    promised = shown(page, "preview-total")
+    assert client.post("/billing/change/enterprise", data={"quote": quote_of(page)}).status_code == 303
+    billing = client.get("/billing").get_data(as_text=True)
+    invoice_id = re.search(r'href="/billing/invoices/(inv_[^"]+)"', billing).group(1)
+    assert shown(client.get(f"/billing/invoices/{invoice_id}").get_data(as_text=True), "total") == promised

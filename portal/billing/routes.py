@@ -13,7 +13,7 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from portal.access import current_actor, tenant_required
 from portal.billing import credits as credit_service
-from portal.billing import display, subscriptions
+from portal.billing import display, subscriptions, taxes
 from portal.billing import invoices as invoice_service
 from portal.billing import plans as plan_service
 from portal.billing import profile as profile_service
@@ -182,8 +182,11 @@ def change(plan_key: str):
     form = ConfirmChangeForm(formdata=None)
     form.quote.data = _quotes().dumps({**_quote_state(subscription, plan), "at": int(at.timestamp())})
     version = plan.current_version
+    buyer = profile_service.snapshot(profile_service.profile_of(g.tenant))
+    tax = taxes.estimate(buyer, [line.amount for line in preview.lines] if preview else [version.price])
     return render(
         "billing/change.html",
+        tax=tax,
         plan=plan,
         version=version,
         subscription=subscription,

@@ -168,3 +168,25 @@ def totals(amounts: list[int], kinds: list[str], credits: int, taxes: list[LineT
         tax=tax,
         total=sum(amounts) - credits + (0 if inclusive else tax),
     )
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """The tax a would-be invoice of these amounts gets (before any credit), for previews."""
+
+    label: str | None
+    tax: int
+    inclusive: bool
+
+    @property
+    def added(self) -> int:
+        return 0 if self.inclusive else self.tax
+
+
+def estimate(buyer: dict | None, amounts: list[int]) -> Estimate:
+    treatment = treatment_for(buyer)
+    tax = sum(line.tax for line in tax_lines(amounts, 0, treatment))
+    if treatment.name is None:
+        return Estimate(None, 0, False)
+    percent = f"{treatment.percentage.normalize():f}"
+    return Estimate(f"{treatment.name} {percent}%", tax, treatment.inclusive)
