@@ -84,8 +84,9 @@ def _valid_tax_ids(body: dict) -> dict:
     country beside them ("with any tax ID, country must be set")."""
     kinds = []
     for tax_id in body["tax_ids"]:
-        if isinstance(tax_id, dict) and tax_id.get("type") in TAX_ID_SAMPLES and tax_id["type"] not in kinds:
-            kinds.append(tax_id["type"])
+        kind = tax_id.get("type") if isinstance(tax_id, dict) else None
+        if isinstance(kind, str) and kind in TAX_ID_SAMPLES and kind not in kinds:
+            kinds.append(kind)
     if len(kinds) != len(body["tax_ids"]):
         return body  # not a valid body anyway (an unknown kind): left as generated
     body = {**body, "tax_ids": [{"type": kind, "value": TAX_ID_SAMPLES[kind]} for kind in kinds]}
