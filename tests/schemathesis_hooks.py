@@ -80,27 +80,16 @@ TAX_ID_SAMPLES = {
 
 
 def _valid_tax_ids(body: dict) -> dict:
-    """Each tax ID a valid number of its kind, each kind once (a repeat is refused), and a
-    country beside them ("with any tax ID, country must be set")."""
+    """Each tax ID a valid number of its kind, each kind once (the same number twice is refused),
+    and a country beside them ("with any tax ID, country must be set")."""
     kinds = []
     for tax_id in body["tax_ids"]:
         kind = tax_id.get("type") if isinstance(tax_id, dict) else None
-        if isinstance(kind, str) and kind in TAX_ID_SAMPLES and kind not in kinds:
+        if not (isinstance(kind, str) and kind in TAX_ID_SAMPLES):
+            return body  # not a valid body anyway (a negative case): left as generated
+        if kind not in kinds:
             kinds.append(kind)
-    if len(kinds) != len(body["tax_ids"]):
-        return body  # not a valid body anyway (an unknown kind): left as generated
     body = {**body, "tax_ids": [{"type": kind, "value": TAX_ID_SAMPLES[kind]} for kind in kinds]}
     if kinds and not body.get("country"):
         body["country"] = "FR"
     return body
-
-
-def _recent(event, now: str):
-    if not isinstance(event, dict):
-        return event
-    for name in EVENT_INSTANTS:
-        if (instant := _instant(event.get(name))) is not None and not (
-            datetime.now(UTC) - timedelta(minutes=1) <= instant <= datetime.now(UTC)
-        ):
-            event = {**event, name: now}
-    return event
