@@ -93,3 +93,14 @@ def _valid_tax_ids(body: dict) -> dict:
     if kinds and not body.get("country"):
         body["country"] = "FR"
     return body
+
+
+def _recent(event, now: str):
+    if not isinstance(event, dict):
+        return event
+    for name in EVENT_INSTANTS:
+        if (instant := _instant(event.get(name))) is not None and not (
+            datetime.now(UTC) - timedelta(minutes=1) <= instant <= datetime.now(UTC)
+        ):
+            event = {**event, name: now}
+    return event
