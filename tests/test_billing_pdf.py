@@ -307,3 +307,12 @@ def test_quantities_have_no_trailing_zeros_and_group_thousands(quantity, shown):
 )
 def test_safe_text_keeps_what_helvetica_can_draw(raw, safe):
     assert safe_text(raw) == safe
+
+
+def test_a_pdf_is_rendered_again_once_its_invoice_changes():
+    invoice = make_invoice(id="inv_cache", updated_at=datetime(2025, 3, 1, tzinfo=UTC))
+    first = pdf.invoice_pdf(invoice, SELLER)
+    assert pdf.invoice_pdf(invoice, SELLER) is first  # the same invoice: this process's copy
+    invoice.status, invoice.paid_at, invoice.amount_paid = "paid", datetime(2025, 3, 2, tzinfo=UTC), invoice.total
+    invoice.updated_at = datetime(2025, 3, 2, tzinfo=UTC)
+    assert "PAID" in text_of(pdf.invoice_pdf(invoice, SELLER))

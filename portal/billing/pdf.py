@@ -2,7 +2,9 @@
 
 import copy
 import logging
+import threading
 import unicodedata
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -498,9 +500,31 @@ def seller_from_config() -> dict:
     }
 
 
+# Recently rendered PDFs, per process: a document takes a few hundred milliseconds of CPU, and the
+# same invoice is often fetched again (a customer's second click, an email attachment, the API).
+_recent_pdfs: OrderedDict[tuple, bytes] = OrderedDict()
+_recent_lock = threading.Lock()
+RECENT_PDFS = 32
+
+
+def invoice_pdf(invoice: Invoice, seller: dict | None = None) -> bytes:
+    """``render_invoice_pdf``, reusing this process's copy while the invoice row is unchanged
+    (every change to it moves ``updated_at``; its lines never change) and the seller is the same."""
+    seller = seller if seller is not None else seller_from_config()
+    key = (invoice.id, invoice.updated_at, invoice.status, invoice.amount_paid, invoice.amount_refunded, repr(seller))
+    data = _recent_pdfs.get(key)
+    if data is None:
+        data = render_invoice_pdf(invoice, seller)
+        with _recent_lock:  # gthread workers render in threads
+            _recent_pdfs[key] = data
+            while len(_recent_pdfs) > RECENT_PDFS:
+                _recent_pdfs.popitem(last=False)
+    return data
+
+
 def pdf_download(invoice: Invoice) -> Response:
     """The invoice as a PDF attachment named after its number (the customer's and the operator's)."""
-    response = make_response(render_invoice_pdf(invoice, seller_from_config()))
+    response = make_response(invoice_pdf(invoice))
     response.mimetype = "application/pdf"
     response.headers["Content-Disposition"] = f'attachment; filename="{invoice.number}.pdf"'
     return response
