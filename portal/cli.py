@@ -16,6 +16,7 @@ from portal.billing.catalog import DEFAULT_CATALOG_PATH, CatalogError, load_cata
 from portal.billing.money import format_money
 from portal.billing.plans import sync_catalog
 from portal.billing.runs import claim_stalled, create_run, execute, resume
+from portal.billing.taxes import sync_tax_rates
 from portal.credentials.crypto import CredentialKeyError, current_keyring, generate_key, parse_keys
 from portal.credentials.services import count_by_key, rotate_batch
 from portal.errors import ServiceError
@@ -167,11 +168,13 @@ def sync_catalog_command(path: str | None) -> None:
 
     result = sync_catalog(catalog.plans)
     meters = sync_meters(catalog.meters)
+    rates = sync_tax_rates(catalog.tax_rates)
     commit()
     click.echo(
         f"Catalog synced: {len(result.created)} new plan(s), {len(result.new_versions)} new version(s), "
         f"{len(result.unchanged)} unchanged; meters: {len(meters.created)} new, {len(meters.updated)} "
-        f"updated, {len(meters.unchanged)} unchanged."
+        f"updated, {len(meters.unchanged)} unchanged; tax rates: {len(rates.created)} new, "
+        f"{len(rates.updated)} updated, {len(rates.unchanged)} unchanged, {len(rates.retired)} retired."
     )
     for key in result.new_versions:
         click.echo(f"  {key}: new version (existing subscriptions keep their price until they change plan)")

@@ -96,6 +96,10 @@ def load_config() -> dict:
         "BILLING_SELLER_NAME": os.environ.get("BILLING_SELLER_NAME", "Portal SaaS Inc."),
         "BILLING_SELLER_ADDRESS": os.environ.get("BILLING_SELLER_ADDRESS", "1 Example Street, Springfield"),
         "BILLING_SELLER_EMAIL": os.environ.get("BILLING_SELLER_EMAIL", "billing@example.com"),
+        # The seller's tax registration: its country decides the EU rules (reverse charge, whose
+        # rate applies), and its VAT ID is printed on every invoice. Empty country: EU rules off.
+        "BILLING_SELLER_COUNTRY": os.environ.get("BILLING_SELLER_COUNTRY", "DE").strip().upper(),
+        "BILLING_SELLER_VAT_ID": os.environ.get("BILLING_SELLER_VAT_ID", "DE123456788").strip(),
         "INVOICE_DUE_DAYS": int(os.environ.get("INVOICE_DUE_DAYS", "14")),
         "BILLING_RUN_INTERVAL_SECONDS": int(os.environ.get("BILLING_RUN_INTERVAL_SECONDS", "3600")),
         # A run with at least BILLING_RUN_PARALLEL_FROM subscriptions due (PostgreSQL only) is

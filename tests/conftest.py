@@ -112,11 +112,13 @@ def make_app(database_url: str, sqlite_begin: str = "BEGIN", **overrides):
         # What `make run` does after migrating: every tenant starts a subscription on a plan.
         from portal.billing.catalog import load_catalog
         from portal.billing.plans import sync_catalog
+        from portal.billing.taxes import sync_tax_rates
         from portal.usage.meters import sync_meters
 
         catalog = load_catalog()
         sync_catalog(catalog.plans)
         sync_meters(catalog.meters)
+        sync_tax_rates(catalog.tax_rates)
         db.session.commit()
     return app
 

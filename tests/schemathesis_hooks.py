@@ -68,8 +68,38 @@ def map_case(ctx, case):
         # "Its host must resolve": an address this machine's development settings allow, where
         # nothing listens (port 9, discard), so deliveries fail fast and harmlessly.
         body = {**body, "url": WEBHOOK_URL}
+    if path.endswith("/billing-profile") and isinstance(body.get("tax_ids"), list):
+        body = _valid_tax_ids(body)
     case.body = body
     return case
+
+
+# A number of each kind whose check digit holds ("checked by format and check digit").
+TAX_ID_SAMPLES = {
+    "eu_vat": "FR40303265045",
+    "gb_vat": "GB980780684",
+    "ch_vat": "CHE113947518MWST",
+    "no_vat": "NO995525828MVA",
+    "us_ein": "04-2103594",
+    "au_abn": "51824753556",
+    "in_gst": "27AAPFU0939F1ZV",
+}
+
+
+def _valid_tax_ids(body: dict) -> dict:
+    """Each tax ID a valid number of its kind, each kind once (the same number twice is refused),
+    and a country beside them ("with any tax ID, country must be set")."""
+    kinds = []
+    for tax_id in body["tax_ids"]:
+        kind = tax_id.get("type") if isinstance(tax_id, dict) else None
+        if not (isinstance(kind, str) and kind in TAX_ID_SAMPLES):
+            return body  # not a valid body anyway (a negative case): left as generated
+        if kind not in kinds:
+            kinds.append(kind)
+    body = {**body, "tax_ids": [{"type": kind, "value": TAX_ID_SAMPLES[kind]} for kind in kinds]}
+    if kinds and not body.get("country"):
+        body["country"] = "FR"
+    return body
 
 
 def _recent(event, now: str):

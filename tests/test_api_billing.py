@@ -62,8 +62,30 @@ INVOICE_FIELDS = {
     "overdue",
     "payment_failed",
     "line_items",
+    # Seed 003's breakdown (issue 19): discount and tax beside subtotal, credits and total, the
+    # buyer as issued, and where the PDF is.
+    "tax",
+    "tax_lines",
+    "tax_note",
+    "billing_name",
+    "billing_email",
+    "buyer",
+    "pdf_url",
 }
-LINE_FIELDS = {"type", "description", "quantity", "unit_amount", "amount", "period_start", "period_end"}
+LINE_FIELDS = {
+    "type",
+    "description",
+    "quantity",
+    "unit_amount",
+    "amount",
+    "period_start",
+    "period_end",
+    "credits_applied",
+    "tax_name",
+    "tax_percentage",
+    "tax_inclusive",
+    "tax",
+}
 
 
 def tenant_on(app, plan: str = "starter", days_ago: float = 0):

@@ -21,7 +21,11 @@ PACKAGE = "portal_api_client"
 def _generate(document: dict, where: Path):
     (where / "openapi.json").write_text(json.dumps(document))
     # No post hooks: the generator would run ruff over the code, which this test does not read.
-    (where / "config.yaml").write_text("post_hooks: []\n")
+    # An invoice's PDF is a file: the generator takes files as application/octet-stream, so a
+    # customer's config says the PDF is one (its documented override for such media types).
+    (where / "config.yaml").write_text(
+        "post_hooks: []\ncontent_type_overrides:\n  application/pdf: application/octet-stream\n"
+    )
     result = subprocess.run(  # noqa: S603 - the pinned generator, fixed arguments
         [
             str(GENERATOR),

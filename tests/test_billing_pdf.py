@@ -7,6 +7,7 @@ from decimal import Decimal
 import pytest
 from pypdf import PdfReader
 
+from portal.billing import pdf
 from portal.billing.pdf import format_quantity, render_invoice_pdf, safe_text
 from portal.models.billing import Invoice, InvoiceLine
 
@@ -204,9 +205,64 @@ def test_text_outside_latin1_renders_without_error():
 
     text = text_of(render_invoice_pdf(invoice, SELLER))
 
-    assert "Priority support – 24/7 € plan… “fast” ?? naïve Lódz" in text
-    assert "Zürich GmbH – Lukasz" in text
+    assert "Priority support – 24/7 € plan… “fast” 漢字 naïve Łódź" in text
+    assert "Zürich GmbH – Łukasz" in text
     assert "€123.45" in text
+
+
+def test_a_buyer_in_any_script_is_printed_intact_with_the_tax_per_rate():
+    line = make_line("Professional plan (monthly)", 4900)
+    line.tax_name, line.tax_percentage, line.tax_inclusive, line.tax_amount = "VAT", Decimal(19), False, 931
+    line.credit_allocated = 0
+    buyer = {
+        "legal_name": "Müller & Söhne 東京 Łódź Ltd",
+        "address_line1": "Hauptstraße 1",
+        "city": "Berlin",
+        "postal_code": "10115",
+        "country": "DE",
+        "tax_ids": [{"type": "eu_vat", "value": "DE123456788"}],
+        "po_number": "PO-東京-7",
+    }
+    invoice = make_invoice([line], billing_name=buyer["legal_name"], buyer=buyer, tax=931, total=5831)
+
+    text = text_of(render_invoice_pdf(invoice, {**SELLER, "vat_id": "DE999999995"}))
+
+    assert "Müller & Söhne 東京 Łódź" in text
+    assert "10115 Berlin" in text and "Germany" in text
+    assert "EU VAT number: DE123456788" in text and "Purchase order: PO-東京-7" in text
+    assert "VAT ID: DE999999995" in text
+    assert "VAT 19% $9.31" in text
+    assert "Total $58.31" in text
+
+
+def test_the_reverse_charge_mention_is_printed():
+    invoice = make_invoice(
+        tax_note="Reverse charge: VAT to be accounted for by the recipient, Article 196 Council Directive 2006/112/EC"
+    )
+    text = " ".join(text_of(render_invoice_pdf(invoice, SELLER)).split())
+    assert "Reverse charge: VAT to be accounted for by the recipient, Article 196 Council Directive 2006/112/EC" in text
+
+
+def test_right_to_left_text_renders_and_an_emoji_no_font_has_is_a_visible_box_never_a_question_mark():
+    lines = [make_line("Launch 🚀 שלום مرحبا Ελληνικά Привет", 100)]
+    text = text_of(render_invoice_pdf(make_invoice(lines, billing_name="Rocket 🚀 Ltd"), SELLER))
+    assert "Rocket □ Ltd" in text
+    assert "?" not in text.replace("Questions about this invoice?", "")
+    assert "Ελληνικά" in text and "Привет" in text
+
+
+def test_without_the_unicode_fonts_the_pdf_still_renders_with_the_core_font_and_a_warning(
+    monkeypatch, tmp_path, caplog
+):
+    monkeypatch.setattr(pdf, "FONT_DIR", tmp_path)
+    pdf.unicode_fonts.cache_clear()
+    try:
+        with caplog.at_level("WARNING", logger="portal.billing.pdf"):
+            text = text_of(render_invoice_pdf(make_invoice(billing_name="Zürich 東京"), SELLER))
+    finally:
+        pdf.unicode_fonts.cache_clear()
+    assert "Zürich ??" in text
+    assert "fonts-dejavu-core" in caplog.text
 
 
 def test_pdf_metadata_names_the_invoice_and_seller_and_output_is_deterministic():
@@ -251,3 +307,12 @@ def test_quantities_have_no_trailing_zeros_and_group_thousands(quantity, shown):
 )
 def test_safe_text_keeps_what_helvetica_can_draw(raw, safe):
     assert safe_text(raw) == safe
+
+
+def test_a_pdf_is_rendered_again_once_its_invoice_changes():
+    invoice = make_invoice(id="inv_cache", updated_at=datetime(2025, 3, 1, tzinfo=UTC))
+    first = pdf.invoice_pdf(invoice, SELLER)
+    assert pdf.invoice_pdf(invoice, SELLER) is first  # the same invoice: this process's copy
+    invoice.status, invoice.paid_at, invoice.amount_paid = "paid", datetime(2025, 3, 2, tzinfo=UTC), invoice.total
+    invoice.updated_at = datetime(2025, 3, 2, tzinfo=UTC)
+    assert "PAID" in text_of(pdf.invoice_pdf(invoice, SELLER))

@@ -1,8 +1,8 @@
-"""coupons, promotion codes and the discounts subscriptions carry; invoices.discount (what the
-discount line took off; another branch may add the same column, named and typed the same)
+"""coupons, promotion codes and the discounts subscriptions carry (invoices.discount, what the
+discount line took off, comes with 0022)
 
 Revision ID: 0023_coupons
-Revises: 0021
+Revises: 0022_billing_profiles_taxes
 Create Date: 2026-12-07 02:33:55
 
 """
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = '0023_coupons'
-down_revision = '0021'
+down_revision = '0022_billing_profiles_taxes'
 branch_labels = None
 depends_on = None
 
@@ -85,15 +85,10 @@ def upgrade():
         batch_op.create_index(batch_op.f('ix_discounts_subscription_id'), ['subscription_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_discounts_tenant_id'), ['tenant_id'], unique=False)
 
-    with op.batch_alter_table('invoices', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('discount', sa.Integer(), server_default='0', nullable=False))
 
 
 
 def downgrade():
-    with op.batch_alter_table('invoices', schema=None) as batch_op:
-        batch_op.drop_column('discount')
-
     with op.batch_alter_table('discounts', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_discounts_tenant_id'))
         batch_op.drop_index(batch_op.f('ix_discounts_subscription_id'))

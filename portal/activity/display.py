@@ -12,6 +12,7 @@ from portal.timezones import format_local
 ACTIONS = {
     "api_key.created": "API key created",
     "api_key.revoked": "API key revoked",
+    "billing_profile.updated": "Billing details changed",
     "credential.added": "Credential added",
     "credential.deleted": "Credential deleted",
     "credential.renamed": "Credential renamed",
@@ -81,6 +82,7 @@ MONEY_KEYS = frozenset(
         "amount_paid",
         "amount_refunded",
         "balance",
+        "tax",
     }
 )
 LABELS = {

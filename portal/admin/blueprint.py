@@ -7,6 +7,7 @@ from decimal import Decimal
 from flask import Blueprint, abort
 
 from portal.billing.money import format_amount, format_money
+from portal.billing.profile import address_lines, tax_id_lines
 from portal.extensions import db
 from portal.models import Tenant
 
@@ -20,7 +21,13 @@ def _quantity(value) -> str:
 
 @bp.context_processor
 def money_helpers():
-    return {"money": format_money, "amount": format_amount, "quantity": _quantity}
+    return {
+        "money": format_money,
+        "amount": format_amount,
+        "quantity": _quantity,
+        "buyer_address": address_lines,
+        "buyer_tax_ids": tax_id_lines,
+    }
 
 
 def load_tenant(tenant_id: str) -> Tenant:

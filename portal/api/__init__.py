@@ -8,6 +8,7 @@ from sqlalchemy import select
 
 from portal.api import (  # noqa: F401  (they register their operations on bp)
     billing,
+    billing_profiles,
     credentials,
     credits,
     discounts,

@@ -10,6 +10,7 @@ numbers (``monthly_cost_usd``, ``prorated_charge``) are computed as exact decima
 from datetime import UTC, date, datetime, time, timedelta
 from fractions import Fraction
 
+from flask import url_for
 from pydantic import BaseModel
 from sqlalchemy.orm import selectinload
 
@@ -18,6 +19,7 @@ from portal.api.schemas import billing as schemas
 from portal.api.schemas import common
 from portal.billing import invoices, plans, subscriptions
 from portal.billing.money import format_money, round_half_up, to_major
+from portal.billing.pdf import pdf_download
 from portal.billing.periods import ONE_SECOND
 from portal.billing.pricing import feature_specs
 from portal.errors import Conflict, NotFound, PermissionDenied, ServiceError, ValidationFailed
@@ -99,11 +101,28 @@ def invoice_out(invoice: Invoice, payment_failed: bool | None = None) -> schemas
         subtotal=invoice.subtotal,
         discount=invoice.discount,
         credits_applied=invoice.credits_applied,
+        tax=invoice.tax,
         total=invoice.total,
+        tax_lines=[
+            schemas.TaxLineOut(
+                name=rate.name,
+                percentage=rate.percentage.normalize() if rate.percentage is not None else None,
+                inclusive=rate.inclusive,
+                label=rate.label,
+                taxable=rate.taxable,
+                amount=rate.amount,
+            )
+            for rate in invoice.tax_lines
+        ],
+        tax_note=invoice.tax_note,
+        billing_name=invoice.billing_name,
+        billing_email=invoice.billing_email,
+        buyer=_buyer_out(invoice.buyer),
         amount_paid=invoice.amount_paid,
         amount_due=invoice.amount_due,
         total_major=to_major(invoice.total),
         amount_due_major=to_major(invoice.amount_due),
+        pdf_url=url_for("api.get_invoice_pdf", tenant_id=invoice.tenant_id, invoice_id=invoice.id),
         period_start=invoice.period_start,
         period_end=invoice.period_end,
         issued_at=invoice.issued_at,
@@ -121,9 +140,25 @@ def invoice_out(invoice: Invoice, payment_failed: bool | None = None) -> schemas
                 amount=line.amount,
                 period_start=line.period_start,
                 period_end=line.period_end,
+                credits_applied=line.credit_allocated,
+                tax_name=line.tax_name,
+                tax_percentage=line.tax_percentage.normalize() if line.tax_percentage is not None else None,
+                tax_inclusive=line.tax_inclusive,
+                tax=line.tax_amount,
             )
             for line in invoice.lines
         ],
+    )
+
+
+def _buyer_out(buyer: dict | None) -> schemas.BuyerOut | None:
+    if not buyer:
+        return None
+    return schemas.BuyerOut(
+        **{name: buyer.get(name) or "" for name in ("legal_name", "address_line1", "address_line2", "city")},
+        **{name: buyer.get(name) or "" for name in ("postal_code", "region", "po_number")},
+        country=buyer.get("country") or None,
+        tax_ids=[schemas.BuyerTaxIdOut(**tax_id) for tax_id in buyer.get("tax_ids", [])],
     )
 
 
@@ -414,7 +449,13 @@ def list_plans(principal):
     "date) or `failed` (open, and its last payment attempt failed), which are open invoices too.",
     links={
         target: {"invoice_id": "$response.body#/invoices/0/invoice_id"}
-        for target in ("get_invoice", "invoice_payment_status", "mark_invoice_paid", "mark_invoice_uncollectible")
+        for target in (
+            "get_invoice",
+            "get_invoice_pdf",
+            "invoice_payment_status",
+            "mark_invoice_paid",
+            "mark_invoice_uncollectible",
+        )
     },
 )
 def list_invoices(principal, tenant: Tenant, query: schemas.InvoiceListQuery):
@@ -486,6 +527,21 @@ def _day_after(day: date | None) -> datetime | None:
 )
 def get_invoice(principal, tenant: Tenant, invoice_id: str):
     return dump(invoice_out(invoices.get_for_tenant(tenant, invoice_id)))
+
+
+@operation(
+    "GET",
+    "/tenants/<tenant_id>/invoices/<invoice_id>/pdf",
+    scope=READ_SCOPE,
+    media_type="application/pdf",
+    tags=TAGS,
+    allowed_when_suspended=True,
+    errors=[401, 403, 404],
+    summary="The invoice as a PDF (the same document as the portal's download)",
+    description="`pdf_url` of an invoice points here. The file is named after the invoice number.",
+)
+def get_invoice_pdf(principal, tenant: Tenant, invoice_id: str):
+    return pdf_download(invoices.get_for_tenant(tenant, invoice_id))
 
 
 @operation(

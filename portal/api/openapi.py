@@ -211,6 +211,8 @@ def _responses(op: Operation) -> dict:
     success: dict = {"description": "Success.", "headers": success_headers}
     if op.response is not None:
         success["content"] = {"application/json": {"schema": {"$ref": REF.format(model=op.response.__name__)}}}
+    elif op.media_type is not None:
+        success["content"] = {op.media_type: {"schema": {"type": "string", "format": "binary"}}}
     if op.links:
         success["links"] = _links(op)
     responses = {str(op.status): success}

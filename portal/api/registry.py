@@ -69,6 +69,8 @@ class Operation:
     errors: list[int] = field(default_factory=list)
     links: dict[str, dict[str, str]] = field(default_factory=dict)
     also_succeeds: dict[int, str] = field(default_factory=dict)
+    # A success that is a file, not JSON: its media type (the view returns the Response).
+    media_type: str | None = None
 
 
 OPERATIONS: list[Operation] = []
@@ -246,6 +248,7 @@ def operation(
     cached_auth: bool = False,
     links: dict[str, dict[str, str]] | None = None,
     also_succeeds: dict[int, str] | None = None,
+    media_type: str | None = None,
 ):
     """Register an API endpoint. The view gets ``principal``, ``tenant`` (when the rule has
     ``<tenant_id>``), ``body`` and ``query`` (parsed models) as keyword arguments.
@@ -255,7 +258,8 @@ def operation(
     view's name): ``{"revoke_api_key": {"key_id": "$response.body#/api_key_id"}}``; a
     ``tenant_id`` in both rules is carried over on its own. Clients and schemathesis's
     stateful phase follow them to use what this operation created.
-    ``also_succeeds``: other success statuses with the same body, and when: ``{200: "a repeat"}``."""
+    ``also_succeeds``: other success statuses with the same body, and when: ``{200: "a repeat"}``.
+    ``media_type``: the success is a file of that type (``application/pdf``), not a JSON body."""
 
     def decorator(view):
         @wraps(view)
@@ -298,6 +302,7 @@ def operation(
                 errors=errors or [],
                 links=links or {},
                 also_succeeds=also_succeeds or {},
+                media_type=media_type,
             )
         )
         return wrapper

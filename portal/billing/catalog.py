@@ -2,11 +2,13 @@
 
 import math
 import tomllib
+from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from portal.billing.countries import COUNTRIES
 from portal.billing.pricing import FeatureSpec
 
 DEFAULT_CATALOG_PATH = Path(__file__).with_name("catalog.toml")
@@ -145,13 +147,51 @@ class MeterSpec(BaseModel):
         return self
 
 
+class TaxRateSpec(BaseModel):
+    """A tax rate: ``percentage`` of the line (a string, "19" or "8.1", kept exact) charged to
+    buyers in ``country`` (and ``region``, when given); ``inclusive``: prices already hold it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: str = Field(pattern=r"^[a-z][a-z0-9_-]{1,63}$")
+    name: str = Field(min_length=1, max_length=100)
+    percentage: Decimal = Field(ge=0, lt=100, max_digits=7, decimal_places=4)
+    country: str = Field(pattern=r"^[A-Z]{2}$")
+    region: str = Field(default="", max_length=100)
+    inclusive: bool = False
+
+    @field_validator("percentage", mode="before")
+    @classmethod
+    def _exact_percentage(cls, value):
+        if isinstance(value, float):
+            raise ValueError('write the percentage as a string ("19", "8.1"), not a TOML float')
+        return value
+
+    @field_validator("country")
+    @classmethod
+    def _known_country(cls, value: str) -> str:
+        if value not in COUNTRIES:
+            raise ValueError(f"{value} is not an ISO 3166 country code")
+        return value
+
+
 class CatalogFile(BaseModel):
-    """The whole catalog file: ``[[plans]]`` and ``[[meters]]`` tables."""
+    """The whole catalog file: ``[[plans]]``, ``[[meters]]`` and ``[[tax_rates]]`` tables."""
 
     model_config = ConfigDict(extra="forbid")
 
     plans: list[PlanSpec] = Field(min_length=1)
     meters: list[MeterSpec] = Field(default_factory=list)
+    tax_rates: list[TaxRateSpec] = Field(default_factory=list)
+
+    @field_validator("tax_rates")
+    @classmethod
+    def _one_rate_per_place(cls, rates: list[TaxRateSpec]) -> list[TaxRateSpec]:
+        if duplicates := _duplicates(rate.key for rate in rates):
+            raise ValueError(f"tax rate keys must be unique; repeated: {', '.join(duplicates)}")
+        if places := _duplicates(f"{rate.country}/{rate.region.casefold()}" for rate in rates):
+            raise ValueError(f"one tax rate per country and region; repeated: {', '.join(places)}")
+        return rates
 
     @field_validator("meters")
     @classmethod

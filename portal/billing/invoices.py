@@ -13,7 +13,7 @@ from sqlalchemy.orm import make_transient_to_detached
 
 from portal import audit
 from portal.access import Actor
-from portal.billing import credits, discounts, notices
+from portal.billing import credits, discounts, notices, profile, taxes
 from portal.errors import Conflict, ValidationFailed
 from portal.extensions import db
 from portal.infra.transactions import defer
@@ -92,16 +92,16 @@ def issue(
     period fail, so credit is never applied twice to one period either. ``billing_run_id``: the
     run issuing it, which counts its invoices from these rows after a crash."""
     tenant = subscription.tenant
-    subtotal = sum(line.amount for line in lines)
-    if subtotal < 0:
+    if sum(line.amount for line in lines) < 0:
         raise ValidationFailed("An invoice cannot total less than zero.")
     # The subscription's discount, if one is in effect, is one more line (negative); an invoice
-    # that opens a billing period uses up one of the discount's periods.
+    # that opens a billing period uses up one of the discount's periods. Tax is worked out on
+    # every line, the discount line included, so a discount lowers the tax with the price.
     starts_period = kind == "period" and any(line.type == "plan" for line in lines)
-    applied = discounts.for_invoice(subscription, lines, at, starts_period)
-    discount = applied.amount if applied else 0
-    if applied:
-        lines = [*lines, Line(type="discount", description=applied.description, amount=-discount)]
+    discounted = discounts.for_invoice(subscription, lines, at, starts_period)
+    if discounted:
+        lines = [*lines, Line(type="discount", description=discounted.description, amount=-discounted.amount)]
+    amounts = [line.amount for line in lines]
     # The unit of work costs more than the SQL for a row it only inserts (most of a billing run's
     # time per subscription): the invoice and its lines go in as two plain INSERTs, and the
     # objects returned are attached as already stored, every column set, so nothing reloads.
@@ -110,7 +110,14 @@ def issue(
     # processes queue on that lock for as short a time as possible.
     db.session.flush()
     currency = subscription.plan_version.currency
-    credit_possible = credits.may_apply(tenant.tenant_id, currency, subtotal - discount)
+    credit_possible = credits.may_apply(tenant.tenant_id, currency, sum(amounts))
+    # The buyer as they are now (their billing profile), and the tax that follows from it.
+    buyer_profile = profile.profile_of(tenant)
+    buyer = profile.snapshot(buyer_profile)
+    treatment = taxes.treatment_for(buyer)
+    kinds = [line.type for line in lines]
+    line_taxes = taxes.tax_lines(amounts, 0, treatment)
+    figures = taxes.totals(amounts, kinds, 0, line_taxes, treatment.inclusive)
     now = utcnow()
     values = {
         "id": new_id("inv"),
@@ -121,26 +128,68 @@ def issue(
         "period_start": period_start,
         "period_end": period_end,
         "currency": currency,
-        "subtotal": subtotal,
-        "discount": discount,
+        "subtotal": figures.subtotal,
+        "discount": figures.discount,
         "credits_applied": 0,
-        "total": subtotal - discount,
+        "tax": figures.tax,
+        "total": figures.total,
         "amount_paid": 0,
         "amount_refunded": 0,
-        "status": "open" if subtotal - discount > 0 else "paid",
+        "status": "open" if figures.total > 0 else "paid",
         "issued_at": at,
         "due_at": at + timedelta(days=current_app.config["INVOICE_DUE_DAYS"]),
-        "paid_at": at if subtotal - discount == 0 else None,
+        "paid_at": at if figures.total <= 0 else None,
         "payment_reference": None,
         "voided_at": None,
         "void_reason": None,
-        "billing_name": tenant.company_name,
-        "billing_email": tenant.contact_email or "",
+        "billing_name": (buyer or {}).get("legal_name") or tenant.company_name,
+        "billing_email": (buyer_profile.billing_email if buyer_profile else "") or tenant.contact_email or "",
+        "buyer": buyer,
+        "tax_note": treatment.note,
         "plan_name": subscription.plan_version.name,
         "billing_run_id": billing_run_id,
         "created_at": now,
         "updated_at": now,
     }
+    connection = db.session.connection()
+    try:
+        connection.execute(insert(Invoice.__table__), values)
+    except IntegrityError as error:
+        if not _is_same_period(error):
+            raise
+        # Two changes in one second (or a sign-up and a change of interval) would start two
+        # invoices of one kind at the same instant: refuse with a message, never a 500.
+        raise Conflict(
+            "This subscription already has an invoice starting at this very second; try again in a moment."
+        ) from None
+    # Credit is taken in the invoice's own transaction: a rolled-back invoice gives it back. It
+    # reduces what is taxed, so the lines' tax is worked out (again) once it is known.
+    applied = (
+        credits.apply_to_invoice(actor, tenant.tenant_id, currency, values["id"], values["number"], sum(amounts), at)
+        if credit_possible
+        else 0
+    )
+    if applied:
+        line_taxes = taxes.tax_lines(amounts, applied, treatment)
+        figures = taxes.totals(amounts, kinds, applied, line_taxes, treatment.inclusive)
+        values.update(
+            credits_applied=applied,
+            tax=figures.tax,
+            total=figures.total,
+            status="open" if figures.total > 0 else "paid",
+            paid_at=None if figures.total > 0 else at,
+        )
+        connection.execute(
+            update(Invoice.__table__)
+            .where(Invoice.__table__.c.id == values["id"])
+            .values(
+                credits_applied=applied,
+                tax=figures.tax,
+                total=figures.total,
+                status=values["status"],
+                paid_at=values["paid_at"],
+            )
+        )
     line_values = [
         {
             "id": new_id("il"),
@@ -153,43 +202,18 @@ def issue(
             "amount": line.amount,
             "period_start": line.period_start,
             "period_end": line.period_end,
+            "credit_allocated": tax.credit_allocated,
+            "tax_name": treatment.name,
+            "tax_percentage": treatment.percentage if treatment.name is not None else None,
+            "tax_inclusive": treatment.inclusive,
+            "tax_amount": tax.tax,
         }
-        for position, line in enumerate(lines)
+        for position, (line, tax) in enumerate(zip(lines, line_taxes, strict=True))
     ]
-    connection = db.session.connection()
-    try:
-        connection.execute(insert(Invoice.__table__), values)
-    except IntegrityError as error:
-        if not _is_same_period(error):
-            raise
-        # Two changes in one second (or a sign-up and a change of interval) would start two
-        # invoices of one kind at the same instant: refuse with a message, never a 500.
-        raise Conflict(
-            "This subscription already has an invoice starting at this very second; try again in a moment."
-        ) from None
     if line_values:
         connection.execute(insert(InvoiceLine.__table__), line_values)
-    if applied:
-        discounts.record_use(applied, starts_period, period_end)
-    # Credit is taken in the invoice's own transaction: a rolled-back invoice gives it back.
-    credit = (
-        credits.apply_to_invoice(actor, tenant.tenant_id, currency, values["id"], values["number"], values["total"], at)
-        if credit_possible
-        else 0
-    )
-    if credit:
-        total = values["total"] - credit
-        values.update(
-            credits_applied=credit,
-            total=total,
-            status="open" if total > 0 else "paid",
-            paid_at=None if total > 0 else at,
-        )
-        connection.execute(
-            update(Invoice.__table__)
-            .where(Invoice.__table__.c.id == values["id"])
-            .values(credits_applied=credit, total=total, status=values["status"], paid_at=values["paid_at"])
-        )
+    if discounted:
+        discounts.record_use(discounted, starts_period, period_end)
     invoice = Invoice(**values, lines=[InvoiceLine(**line) for line in line_values])
     for stored in (invoice, *invoice.lines):
         make_transient_to_detached(stored)
@@ -209,6 +233,7 @@ def issue(
         total=invoice.total,
         discount=invoice.discount or None,  # None: not shown in the activity log
         credits_applied=invoice.credits_applied,
+        tax=invoice.tax,
         currency=invoice.currency,
     )
     return invoice
@@ -413,11 +438,20 @@ CSV_COLUMNS = (
     "status",
     "currency",
     "subtotal",
+    "discount",
     "credits",
+    "tax",
+    "tax_rates",
     "total",
     "paid",
     "due",
+    "buyer_country",
+    "buyer_tax_ids",
 )
+
+
+def _major(amount: int) -> str:
+    return f"{Decimal(amount) / 100:.2f}"
 
 
 def to_csv(invoices: list[Invoice]) -> str:
@@ -434,11 +468,13 @@ def to_csv(invoices: list[Invoice]) -> str:
                 invoice.period_end.isoformat(),
                 invoice.status,
                 invoice.currency,
-                *(
-                    f"{Decimal(amount) / 100:.2f}"
-                    for amount in (invoice.subtotal, invoice.credits_applied, invoice.total, invoice.amount_paid)
-                ),
+                *(_major(amount) for amount in (invoice.subtotal, invoice.discount, invoice.credits_applied)),
+                _major(invoice.tax),
+                "; ".join(f"{rate.label}: {_major(rate.amount)}" for rate in invoice.tax_lines),
+                *(_major(amount) for amount in (invoice.total, invoice.amount_paid)),
                 invoice.due_at.date().isoformat(),
+                (invoice.buyer or {}).get("country", ""),
+                " ".join(tax_id["value"] for tax_id in (invoice.buyer or {}).get("tax_ids", [])),
             ]
         )
     return buffer.getvalue()

@@ -1,5 +1,6 @@
 """Money: integer minor units everywhere, rounded once, half-up, formatted for people."""
 
+import math
 from decimal import Decimal
 from fractions import Fraction
 
@@ -56,3 +57,22 @@ def format_money(cents: int, currency: str) -> str:
     if isinstance(cents, bool) or not isinstance(cents, int):
         raise TypeError(f"minor units are an int, not {type(cents).__name__}")
     return format_amount(cents, currency)
+
+
+def allocate(amount: int, weights: list[int]) -> list[int]:
+    """``amount`` shared out in proportion to ``weights`` (which may be negative, but must not sum
+    to zero unless ``amount`` is zero), in whole minor units that sum to ``amount`` exactly: each
+    share rounded down, the units left over given to the largest remainders (first come first)."""
+    total = sum(weights)
+    if amount == 0 or not weights:
+        return [0] * len(weights)
+    if total == 0:
+        raise ValueError("cannot allocate an amount over weights that sum to zero")
+    exact = [Fraction(amount * weight, total) for weight in weights]
+    shares = [math.floor(share) for share in exact]
+    left = amount - sum(shares)
+    # Largest remainder first; among equal remainders, the earlier line.
+    order = sorted(range(len(weights)), key=lambda i: (-(exact[i] - shares[i]), i))
+    for i in order[:left]:
+        shares[i] += 1
+    return shares

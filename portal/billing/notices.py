@@ -18,6 +18,7 @@ from portal import audit
 from portal.access import Actor
 from portal.billing.money import format_money
 from portal.billing.pdf import format_date, render_invoice_pdf, seller_from_config
+from portal.billing.profile import billing_recipients
 from portal.extensions import db
 from portal.mail import send_email
 from portal.models import (
@@ -30,7 +31,6 @@ from portal.models import (
     Tenant,
 )
 from portal.models.base import new_id, utcnow
-from portal.team.services import owner_and_admin_emails
 from portal.usage.ingest import _insert_statement_for
 from portal.web import public_url
 
@@ -47,11 +47,6 @@ NAMES = {
 }
 RENEWAL_NOTICE = timedelta(days=7)
 TRIAL_NOTICE = timedelta(days=3)
-
-
-def recipients(tenant: Tenant) -> list[str]:
-    """Who gets the billing emails."""
-    return owner_and_admin_emails(tenant.tenant_id)
 
 
 # --- settings ------------------------------------------------------------------------------
@@ -106,7 +101,7 @@ def _send(tenant: Tenant, kind: str, key: str, subject: str, attachments=(), **c
     """Send ``kind`` for the cause ``key`` unless switched off or already sent; True when sent."""
     if not settings_of(tenant.tenant_id).wants(kind):
         return False
-    addresses = recipients(tenant) or ([tenant.contact_email] if tenant.contact_email else [])
+    addresses = billing_recipients(tenant) or ([tenant.contact_email] if tenant.contact_email else [])
     if not addresses or not _claim(tenant.tenant_id, kind, f"{kind}:{key}"):
         return False
     files = attachments() if callable(attachments) else attachments

@@ -13,14 +13,24 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from portal.access import current_actor, tenant_required
 from portal.billing import credits as credit_service
-from portal.billing import discounts, display, notices, subscriptions
+from portal.billing import discounts, display, notices, subscriptions, taxes
 from portal.billing import invoices as invoice_service
 from portal.billing import plans as plan_service
-from portal.billing.forms import BillingEmailsForm, CancelForm, ConfirmChangeForm, PromotionCodeForm
+from portal.billing import profile as profile_service
+from portal.billing.countries import country_name
+from portal.billing.forms import (
+    BLANK_TAX_ID_ROWS,
+    BillingDetailsForm,
+    BillingEmailsForm,
+    CancelForm,
+    ConfirmChangeForm,
+    PromotionCodeForm,
+)
 from portal.billing.money import format_amount, format_money
 from portal.billing.pdf import pdf_download, seller_from_config
 from portal.errors import ServiceError
 from portal.extensions import db
+from portal.forms import apply_service_error
 from portal.infra.pagination import paginate
 from portal.infra.transactions import commit, rollback
 from portal.models import OPTIONAL_BILLING_EMAILS, Plan, Subscription, utcnow
@@ -50,6 +60,9 @@ def billing_helpers():
         "plan_quotas": display.quotas,
         "plan_features": display.features,
         "discount_terms": discounts.terms,
+        "country_name": country_name,
+        "buyer_address": profile_service.address_lines,
+        "buyer_tax_ids": profile_service.tax_id_lines,
     }
 
 
@@ -115,6 +128,7 @@ def _index_page(cancel_form: CancelForm | None = None, status: int = 200):
         cancel_open=cancel_form is not None,
         recent_invoices=recent,
         failed_invoices=invoice_service.failed_among(recent),
+        billing_profile=profile_service.profile_of(g.tenant),
     )
 
 
@@ -198,8 +212,11 @@ def change(plan_key: str):
     form = ConfirmChangeForm(formdata=None)
     form.quote.data = _quotes().dumps({**_quote_state(subscription, plan), "at": int(at.timestamp())})
     version = plan.current_version
+    buyer = profile_service.snapshot(profile_service.profile_of(g.tenant))
+    tax = taxes.estimate(buyer, [line.amount for line in preview.lines] if preview else [version.price])
     return render(
         "billing/change.html",
+        tax=tax,
         plan=plan,
         version=version,
         subscription=subscription,
@@ -360,7 +377,7 @@ def _emails_page(form: BillingEmailsForm, status: int = 200):
         "billing/_emails_form.html",
         status=status,
         form=form,
-        recipients=notices.recipients(g.tenant),
+        recipients=profile_service.billing_recipients(g.tenant),
     )
 
 
@@ -433,6 +450,68 @@ def promotion_code():
     )
     flash(f"Promotion code {code.code} applied: {discounts.terms(code.coupon)}.{when}", "success")
     return redirect_to("billing.index")
+
+
+# --- billing details ---------------------------------------------------------------------
+
+
+def _details_form() -> BillingDetailsForm:
+    data = profile_service.data_of(profile_service.profile_of(g.tenant))
+    form = BillingDetailsForm(
+        formdata=None,
+        **{name: getattr(data, name) for name in profile_service.LIMITS},
+        country=data.country,
+        billing_email=data.billing_email,
+        extra_recipients="\n".join(data.extra_recipients),
+    )
+    for tax_id in data.tax_ids:
+        form.tax_ids.append_entry(tax_id)
+    return form
+
+
+def _with_blank_tax_id(form: BillingDetailsForm) -> BillingDetailsForm:
+    for _ in range(BLANK_TAX_ID_ROWS):
+        form.tax_ids.append_entry()
+    return form
+
+
+def _details_page(form: BillingDetailsForm | None = None, status: int = 200, fragment: str | None = None):
+    return render(
+        "billing/details.html",
+        fragment,
+        status=status,
+        form=form or _with_blank_tax_id(_details_form()),
+        recipients=profile_service.billing_recipients(g.tenant),
+    )
+
+
+@bp.get("/details")
+@tenant_required()
+def details():
+    """Billing details: who invoices are made out to and sent to, and the tax IDs."""
+    return _details_page()
+
+
+@bp.post("/details")
+@tenant_required("billing.manage")
+def update_details():
+    """Save the billing profile; later invoices carry it (issued ones keep theirs)."""
+    form = BillingDetailsForm()
+    if form.validate_on_submit():
+        try:
+            profile_service.update(current_actor(), g.tenant, form.profile_data())
+            commit()
+        except ServiceError as error:
+            rollback()
+            apply_service_error(form, error)
+        else:
+            flash("Billing details saved. Invoices from now on carry them.", "success")
+            return redirect_to("billing.details")
+    elif "csrf_token" in form.errors:
+        abort(400, "Your form expired. Reload the page and try again.")
+    if not form.tax_ids.entries:
+        _with_blank_tax_id(form)
+    return _details_page(form, status=form_errors_status(), fragment="billing/_details_form.html")
 
 
 # --- invoices ----------------------------------------------------------------------------

@@ -7,6 +7,8 @@ from portal.models.billing import (
     BILLABLE_STATUSES,
     CANCELLATION_REASONS,
     INVOICE_STATUSES,
+    TAX_ID_TYPES,
+    BillingProfile,
     BillingRun,
     Invoice,
     InvoiceCounter,
@@ -14,6 +16,7 @@ from portal.models.billing import (
     Plan,
     PlanVersion,
     Subscription,
+    TaxRate,
 )
 from portal.models.billing_emails import (
     BILLING_EMAIL_KINDS,
@@ -62,7 +65,10 @@ __all__ = [
     "ApiKey",
     "AuditEvent",
     "BILLABLE_STATUSES",
+    "BillingProfile",
     "BillingRun",
+    "TAX_ID_TYPES",
+    "TaxRate",
     "CANCELLATION_REASONS",
     "CREDENTIAL_TYPES",
     "CREDIT_ENTRY_KINDS",

@@ -4,6 +4,7 @@ Every money column is an integer in the currency's minor units (cents). Unit pri
 sub-cent precision (usage lines) are ``Numeric`` and only ever multiplied, then rounded once.
 """
 
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from fractions import Fraction
@@ -21,6 +22,8 @@ BILLABLE_STATUSES = ("trialing", "active", "past_due")
 # owed) or uncollectible (written off by the operator; a later payment still marks it paid).
 INVOICE_STATUSES = ("open", "paid", "void", "uncollectible")
 LINE_TYPES = ("plan", "proration", "usage", "credit", "adjustment", "discount")
+# The kinds of tax ID a billing profile can hold (validated in portal.billing.tax_ids).
+TAX_ID_TYPES = ("eu_vat", "gb_vat", "ch_vat", "no_vat", "us_ein", "au_abn", "in_gst")
 # One invoice per subscription, period and kind (a unique constraint below).
 INVOICE_KINDS = ("period", "proration")
 CANCELLATION_REASONS = {
@@ -157,9 +160,6 @@ class Invoice(db.Model):
     period_end: Mapped[datetime] = mapped_column(UTCDateTime)
     currency: Mapped[str] = mapped_column(String(3))
     subtotal: Mapped[int] = mapped_column(Integer, default=0)
-    # What the discount line took off (a positive number; the line itself is negative). The
-    # total is subtotal - discount - credits_applied.
-    discount: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     credits_applied: Mapped[int] = mapped_column(Integer, default=0)
     total: Mapped[int] = mapped_column(Integer, default=0)
     amount_paid: Mapped[int] = mapped_column(Integer, default=0)
@@ -180,6 +180,14 @@ class Invoice(db.Model):
     # The buyer as they were when the invoice was issued: an invoice never changes afterwards.
     billing_name: Mapped[str] = mapped_column(String(200))
     billing_email: Mapped[str] = mapped_column(String(254))
+    # ...and their billing profile then (legal name, address, tax IDs, PO number); None: no profile.
+    buyer: Mapped[dict | None] = mapped_column(JSON)
+    # Negative ``discount`` lines, as a positive amount; ``subtotal`` is the lines before them.
+    # total = subtotal - discount - credits_applied + the tax not included in line amounts.
+    discount: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    tax: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # A legal mention the tax treatment requires (reverse charge), printed on the invoice.
+    tax_note: Mapped[str | None] = mapped_column(Text)
     plan_name: Mapped[str] = mapped_column(String(100), default="")
     # The billing run that issued it (none for sign-ups and plan changes): a run resumed after
     # its process died counts what it had billed from here.
@@ -202,6 +210,20 @@ class Invoice(db.Model):
         """Seed 003's Overdue: open, and past its due date."""
         return self.status == "open" and self.due_at < utcnow()
 
+    @property
+    def tax_lines(self) -> list["TaxSummary"]:
+        """The tax per rate, in the order the rates first appear on the lines (for display)."""
+        summaries: dict[tuple, TaxSummary] = {}
+        for line in self.lines:
+            if line.tax_name is None:
+                continue
+            key = (line.tax_name, line.tax_percentage, line.tax_inclusive)
+            summary = summaries.setdefault(key, TaxSummary(line.tax_name, line.tax_percentage, line.tax_inclusive))
+            tax = line.tax_amount or 0
+            summary.taxable += line.amount - (line.credit_allocated or 0) - (tax if line.tax_inclusive else 0)
+            summary.amount += tax
+        return list(summaries.values())
+
     def __repr__(self) -> str:
         return f"<Invoice {self.number} {self.status} {self.total} {self.currency}>"
 
@@ -219,8 +241,77 @@ class InvoiceLine(db.Model):
     amount: Mapped[int] = mapped_column(Integer)
     period_start: Mapped[datetime | None] = mapped_column(UTCDateTime)
     period_end: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The invoice's credit given to this line (a share in proportion to its amount): tax is on
+    # what is left. The tax rate as it was (name and percentage), None when no tax applies.
+    credit_allocated: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    tax_name: Mapped[str | None] = mapped_column(String(100))
+    tax_percentage: Mapped[Decimal | None] = mapped_column(Numeric(7, 4))
+    # Inclusive: the amount already holds the tax; exclusive: the tax is added to it.
+    tax_inclusive: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    tax_amount: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     invoice: Mapped[Invoice] = relationship(back_populates="lines")
+
+
+@dataclass
+class TaxSummary:
+    """One rate's share of an invoice: what it taxed (before tax) and the tax."""
+
+    name: str
+    percentage: Decimal | None
+    inclusive: bool
+    taxable: int = 0
+    amount: int = 0
+
+    @property
+    def label(self) -> str:
+        """ "VAT 19%", "GST 10% (included)", "Reverse charge"."""
+        if self.percentage is None:
+            return self.name
+        percent = f"{Decimal(self.percentage).normalize():f}"
+        return f"{self.name} {percent}%" + (" (included)" if self.inclusive else "")
+
+
+class TaxRate(db.Model):
+    """A tax rate of the catalog (``[[tax_rates]]``), synced by ``flask catalog sync``. Invoice
+    lines copy its name and percentage, so a later change never alters an issued invoice."""
+
+    __tablename__ = "tax_rates"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("txr"))
+    key: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(100))
+    percentage: Mapped[Decimal] = mapped_column(Numeric(7, 4))
+    country: Mapped[str] = mapped_column(String(2), index=True)
+    region: Mapped[str] = mapped_column(String(100), default="")
+    inclusive: Mapped[bool] = mapped_column(Boolean, default=False)
+    # A rate taken out of the catalog stays for the invoices that name it, inactive.
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class BillingProfile(db.Model):
+    """Who a tenant's invoices are made out to: legal name, address, tax IDs, where they go.
+    One per tenant; each invoice copies it as it is when issued (``Invoice.buyer``)."""
+
+    __tablename__ = "billing_profiles"
+
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.tenant_id"), primary_key=True)
+    legal_name: Mapped[str] = mapped_column(String(200), default="")
+    address_line1: Mapped[str] = mapped_column(String(200), default="")
+    address_line2: Mapped[str] = mapped_column(String(200), default="")
+    city: Mapped[str] = mapped_column(String(100), default="")
+    postal_code: Mapped[str] = mapped_column(String(20), default="")
+    region: Mapped[str] = mapped_column(String(100), default="")
+    country: Mapped[str] = mapped_column(String(2), default="")  # ISO 3166-1 alpha-2; "" not given
+    billing_email: Mapped[str] = mapped_column(String(254), default="")
+    extra_recipients: Mapped[list] = mapped_column(JSON, default=list)
+    # [{"type": "eu_vat", "value": "FR40303265045"}], normalised and validated.
+    tax_ids: Mapped[list] = mapped_column(JSON, default=list)
+    po_number: Mapped[str] = mapped_column(String(100), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 
 class InvoiceCounter(db.Model):

@@ -56,6 +56,8 @@ def _seed(app) -> dict:
     from portal.api_keys.services import create_key
     from portal.auth.services import create_user
     from portal.billing import credits, discounts, invoices, subscriptions
+    from portal.billing.profile import ProfileData
+    from portal.billing.profile import update as update_profile
     from portal.billing.runs import create_run, execute
     from portal.credentials.services import add_credential
     from portal.extensions import db
@@ -109,6 +111,23 @@ def _seed(app) -> dict:
         )
         code = discounts.create_promotion_code(SYSTEM, coupon, f"PARTNER-{suffix}-" + "Q" * 20)
         discounts.apply(actor, subscriptions.subscription_of(tenant), coupon, code)
+        # A billing profile with a long legal name in three scripts and a VAT number: the invoice
+        # below carries the buyer's address, tax IDs and VAT per rate.
+        update_profile(
+            actor,
+            tenant,
+            ProfileData(
+                legal_name="Müller & Söhne 東京 Łódź " + "Holding" * 25,
+                address_line1="Hauptstraße 1",
+                postal_code="10115",
+                city="Berlin",
+                country="DE",
+                billing_email=people["owner"],
+                extra_recipients=["ap-" + "x" * 60 + "@fits.example"],
+                tax_ids=[{"type": "eu_vat", "value": "DE123456788"}],
+                po_number="PO-" + "7" * 40,
+            ),
+        )
         # An upgrade's invoice left unpaid past its due date: every page carries the past-due banner.
         _, upgrade = subscriptions.change_plan(actor, subscriptions.subscription_of(tenant), "enterprise")
         upgrade.due_at = now - timedelta(days=3)
@@ -153,6 +172,7 @@ def _pages(role: str, site: dict, live_server) -> list[str]:
         "/billing/invoices",
         f"/billing/invoices/{invoice_id}",
         "/billing/credits",
+        "/billing/details",
         "/settings",
         "/activity",
         "/account",

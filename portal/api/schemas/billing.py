@@ -171,6 +171,41 @@ class InvoiceLineOut(Out):
     amount: int
     period_start: datetime | None
     period_end: datetime | None
+    credits_applied: int = Field(description="The invoice's credit given to this line (in proportion to its amount).")
+    tax_name: str | None = Field(description="The tax rate as it was when issued; null: no tax.")
+    tax_percentage: ExactNumber | None
+    tax_inclusive: bool = Field(description="The amount already holds the tax (else the tax is added to it).")
+    tax: int = Field(description="This line's tax in minor units, rounded once, half up; negative on a credit line.")
+
+
+class TaxLineOut(Out):
+    """One rate's share of an invoice."""
+
+    name: str
+    percentage: ExactNumber | None
+    inclusive: bool
+    label: str = Field(description='As printed: "VAT 19%".')
+    taxable: int = Field(description="What it taxed, before tax, after credit (minor units).")
+    amount: int
+
+
+class BuyerTaxIdOut(Out):
+    type: str
+    value: str
+
+
+class BuyerOut(Out):
+    """The buyer's billing profile as it was when the invoice was issued."""
+
+    legal_name: str
+    address_line1: str
+    address_line2: str
+    city: str
+    postal_code: str
+    region: str
+    country: str | None
+    tax_ids: list[BuyerTaxIdOut]
+    po_number: str
 
 
 class InvoiceOut(Out):
@@ -181,14 +216,23 @@ class InvoiceOut(Out):
     status: InvoiceStatus
     currency: str
     plan_name: str
-    subtotal: int = Field(description="The lines before the discount (plan, proration, usage), minor units.")
-    discount: int = Field(description="What the discount line took off (minor units, positive).")
+    subtotal: int = Field(
+        description="The lines before the discount (plan, proration, usage), minor units; tax not added."
+    )
+    discount: int = Field(description="What the discount line took off (minor units, positive; 0 without one).")
     credits_applied: int
-    total: int = Field(description="subtotal - discount - credits_applied.")
+    tax: int = Field(description="Every line's tax, added or included.")
+    total: int = Field(description="subtotal - discount - credits_applied + the tax not included in the lines.")
+    tax_lines: list[TaxLineOut] = Field(description="The tax per rate.")
+    tax_note: str | None = Field(description="A legal mention the tax requires (the EU reverse charge).")
+    billing_name: str
+    billing_email: str
+    buyer: BuyerOut | None = Field(description="The billing profile when issued; null: the tenant had none.")
     amount_paid: int
     amount_due: int
     total_major: ExactNumber
     amount_due_major: ExactNumber
+    pdf_url: str = Field(description="The invoice as a PDF: this API path, with the same credentials.")
     period_start: datetime
     period_end: datetime
     issued_at: datetime
