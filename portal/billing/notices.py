@@ -17,7 +17,7 @@ from sqlalchemy import select
 from portal import audit
 from portal.access import Actor
 from portal.billing.money import format_money
-from portal.billing.pdf import format_date, render_invoice_pdf, seller_from_config
+from portal.billing.pdf import format_date, invoice_pdf
 from portal.billing.profile import billing_recipients
 from portal.extensions import db
 from portal.mail import send_email
@@ -132,9 +132,7 @@ def invoice_issued(invoice: Invoice) -> bool:
         "invoice_issued",
         invoice.id,
         f"Invoice {invoice.number} for {format_money(invoice.total, invoice.currency)}",
-        attachments=lambda: [
-            (f"{invoice.number}.pdf", "application/pdf", render_invoice_pdf(invoice, seller_from_config()))
-        ],
+        attachments=lambda: [(f"{invoice.number}.pdf", "application/pdf", invoice_pdf(invoice))],
         invoice=invoice,
         invoice_url=public_url("billing.invoice", invoice_id=invoice.id),
     )
