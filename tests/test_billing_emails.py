@@ -11,6 +11,8 @@ from jobs.billing import invoice_issued_email
 from portal.access import SYSTEM
 from portal.billing import invoices as invoice_service
 from portal.billing import notices, subscriptions
+from portal.billing.profile import ProfileData, billing_recipients
+from portal.billing.profile import update as update_profile
 from portal.extensions import db
 from portal.infra.transactions import commit
 from portal.models import EmailAttachment, EmailMessage, Tenant
@@ -216,15 +218,24 @@ def test_a_trial_ending_is_announced_3_days_before_once(tenant):
     assert "There is no card on file" in reminder.text_body
 
 
-def test_recipients_are_the_owner_and_admins(make_tenant, make_user, ctx):
+def test_without_a_billing_email_the_owner_and_admins_get_them_then_the_billing_details_decide(
+    make_tenant, make_user, ctx
+):
     tenant = make_tenant(company_name="Team Mail Co")
     admin = make_user(tenant, role="admin")
     make_user(tenant, role="viewer")
     owner = make_user(tenant, role="owner")
-    assert sorted(notices.recipients(tenant)) == sorted([owner.email, admin.email])
+    assert sorted(billing_recipients(tenant)) == sorted([owner.email, admin.email])
+    subscriptions.change_plan(SYSTEM, subscriptions.subscription_of(tenant), "professional")
+    commit()
+    assert sorted(mail.to for mail in mails(tenant, "Your plan")) == sorted([owner.email, admin.email])
+
+    update_profile(
+        SYSTEM, tenant, ProfileData(billing_email="ap@team-mail.example", extra_recipients=["cfo@team-mail.example"])
+    )
     subscriptions.cancel(SYSTEM, subscriptions.subscription_of(tenant))
     commit()
-    assert sorted(mail.to for mail in mails(tenant, "cancelled")) == sorted([owner.email, admin.email])
+    assert sorted(mail.to for mail in mails(tenant, "cancelled")) == ["ap@team-mail.example", "cfo@team-mail.example"]
 
 
 # --- over SMTP ------------------------------------------------------------------------------------
