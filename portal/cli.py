@@ -187,7 +187,8 @@ def sync_catalog_command(path: str | None) -> None:
     "previews what would be billed, unless BILLING_TEST_CLOCK is on.",
 )
 def billing_run_command(at: str | None) -> None:
-    """Run one billing run now, in this process, and print its summary (a preview for a future --at)."""
+    """Run one billing run now, in this process (every shard, one after another), and print its
+    summary (a preview for a future --at)."""
     from datetime import UTC, datetime
 
     instant = None
@@ -201,7 +202,7 @@ def billing_run_command(at: str | None) -> None:
         instant = instant.replace(tzinfo=UTC) if instant.tzinfo is None else instant
     run = create_run("cli", instant)
     commit()
-    _summarize(execute(run))
+    _summarize(execute(run, inline=True))
 
 
 @billing_cli.command("resume")
@@ -215,7 +216,7 @@ def billing_resume_command(run_id: str) -> None:
     except ServiceError as error:
         rollback()
         raise click.ClickException(error.message) from None
-    _summarize(resume(run), "resumed")
+    _summarize(resume(run, inline=True), "resumed")
 
 
 def _summarize(run, how: str = "") -> None:

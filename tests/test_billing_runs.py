@@ -15,7 +15,7 @@ from portal.billing.subscriptions import cancel, change_plan
 from portal.errors import Conflict
 from portal.extensions import db
 from portal.infra.transactions import commit, rollback
-from portal.models import BillingRun, Subscription
+from portal.models import BillingRun, BillingRunShard, Subscription
 from tests.billing_engine_support import (
     NUMBER,
     all_invoices,
@@ -96,6 +96,9 @@ def snapshot(book: list[Subscription]) -> list[tuple]:
 @pytest.mark.usefixtures("ctx")
 def test_a_run_killed_half_way_and_re_run_bills_exactly_what_a_clean_run_bills(monkeypatch):
     crashed_book = build_book()
+    # One subscription per transaction (the mode a failed batch falls back to), so the crash
+    # lands between two commits; a crash inside a batch is tested below.
+    monkeypatch.setattr(runs, "BATCHED", False)
     real_renew, calls = runs.renew, []
 
     def renew_then_die_on_the_13th(subscription, at, **kwargs):
@@ -228,9 +231,10 @@ def test_a_failure_after_some_periods_were_invoiced_rolls_back_that_subscription
     real_usage, seen = subscriptions_module.usage_lines, []
 
     def usage_fails_on_the_third_period(subscription, start, end):
+        # Every time it is asked (the batch, then the subscription alone), as a broken store would.
         if subscription.id == victim.id:
             seen.append(start)
-            if len(seen) == 3:
+            if start == utc(2027, 3, 10, 8):
                 raise ValueError("usage store unavailable")
         return real_usage(subscription, start, end)
 
@@ -344,9 +348,10 @@ def test_two_runs_at_once_bill_what_one_run_bills_and_nothing_twice(committed_ap
         assert_numbers_gap_free(all_invoices())
 
 
-def test_a_run_shared_among_processes_bills_what_one_process_bills(committed_app, monkeypatch):
-    """A large run is split among forked processes; the result, figures and errors included,
-    is the same as one process's, and a subscription failing in a child is recorded."""
+def test_a_run_cut_into_shards_bills_what_one_shard_bills(committed_app, monkeypatch):
+    """A run is cut into shards (jobs on the queue; here, the embedded mode, billed one after
+    another); the result, figures and errors included, is the same as one shard's, and a
+    subscription failing in one shard is recorded."""
     with committed_app.test_request_context():
         shared_book = [subscription.id for subscription in build_book()]
         failing = shared_book[7]
@@ -357,15 +362,17 @@ def test_a_run_shared_among_processes_bills_what_one_process_bills(committed_app
             raise ValueError("the tax service is down")
         return real_renew(subscription, at, **kwargs)
 
-    monkeypatch.setattr(runs, "renew", renew_failing_one)  # inherited by the forked children
-    committed_app.config.update(BILLING_RUN_PARALLEL_FROM=2, BILLING_RUN_PROCESSES=3)
+    monkeypatch.setattr(runs, "renew", renew_failing_one)
+    committed_app.config.update(BILLING_RUN_SHARD_SIZE=7)  # 30 due: five shards
     with committed_app.test_request_context():
         shared = run_billing(AS_OF)
         assert (shared.status, shared.subscriptions_due, shared.subscriptions_done) == ("completed", 30, 30)
         assert shared.errors == [{"subscription_id": failing, "error": "ValueError: the tax service is down"}]
+        shards = db.session.query(BillingRunShard).filter_by(run_id=shared.id).order_by(BillingRunShard.position)
+        assert [(len(shard.subscription_ids), shard.status) for shard in shards] == [(7, "done")] * 4 + [(2, "done")]
 
     monkeypatch.setattr(runs, "renew", real_renew)
-    committed_app.config.update(BILLING_RUN_PARALLEL_FROM=10**9)
+    committed_app.config.update(BILLING_RUN_SHARD_SIZE=10**9)
     with committed_app.test_request_context():
         assert runs.due_subscription_ids(AS_OF) == [failing]  # left as it was, for the next run
         catch_up = run_billing(AS_OF)

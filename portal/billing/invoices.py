@@ -2,7 +2,9 @@
 
 import csv
 import io
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -16,6 +18,7 @@ from portal.access import Actor
 from portal.billing import credits
 from portal.errors import Conflict, ValidationFailed
 from portal.extensions import db
+from portal.infra import bulk
 from portal.models import Invoice, InvoiceCounter, InvoiceLine, PaymentAttempt, Subscription, Tenant
 from portal.models.base import new_id, utcnow
 from portal.tenants import scoped
@@ -44,14 +47,15 @@ class Line:
     period_end: datetime | None = None
 
 
-def next_number(year: int) -> str:
-    """``INV-YYYY-NNNNNN``, taken inside the caller's transaction: the counter row stays locked
-    until it commits, and a rollback hands the number back, so numbers never skip."""
+def _take_numbers(year: int, count: int) -> int:
+    """The last of ``count`` numbers taken from the year's counter, in the caller's transaction:
+    the counter row stays locked until it commits, and a rollback hands them back, so numbers
+    never skip."""
     counters = InvoiceCounter.__table__
     bump = (
         update(counters)
         .where(counters.c.year == year)
-        .values(last_number=counters.c.last_number + 1)
+        .values(last_number=counters.c.last_number + count)
         .returning(counters.c.last_number)
     )
     # On the session's connection, not through the ORM: no autoflush and no ORM bulk-update
@@ -60,11 +64,20 @@ def next_number(year: int) -> str:
     if number is None:
         try:
             with db.session.begin_nested():
-                db.session.execute(insert(InvoiceCounter).values(year=year, last_number=1))
-            number = 1
+                db.session.execute(insert(InvoiceCounter).values(year=year, last_number=count))
+            number = count
         except IntegrityError:  # another transaction started the year first
             number = db.session.connection().execute(bump).scalar()
+    return number
+
+
+def _number(year: int, number: int) -> str:
     return f"INV-{year}-{number:06d}"
+
+
+def next_number(year: int) -> str:
+    """``INV-YYYY-NNNNNN``, taken inside the caller's transaction (see ``_take_numbers``)."""
+    return _number(year, _take_numbers(year, 1))
 
 
 BILLING = Actor(user=None, label="billing run")
@@ -74,6 +87,73 @@ def _is_same_period(error: IntegrityError) -> bool:
     """The (subscription, kind, period_start) constraint, as PostgreSQL and SQLite name it."""
     text = str(error.orig)
     return "uq_invoices_subscription_id" in text or "invoices.subscription_id, invoices.kind" in text
+
+
+_BATCH = "portal_invoice_batch"
+
+
+@dataclass
+class _Batch:
+    """Invoices composed in a billing run's batch and stored together by ``store_batch``."""
+
+    # (tenant_id, currency) of the batch's tenants that have credit to spend (``credits.with_credit``)
+    credit: set[tuple[str, str]]
+    # (invoice, its row, its lines' rows, its actor, its subscription, work once its row is stored)
+    pending: list[tuple[Invoice, dict, list[dict], Actor, Subscription, list]] = field(default_factory=list)
+
+
+@contextmanager
+def batch(credit: set[tuple[str, str]]) -> Iterator[None]:
+    """Issue the invoices of a billing run's batch together: ``issue`` composes each as always,
+    and ``store_batch`` numbers them with one block per year and inserts them, their lines and
+    their audit rows in a few statements. Invoices that take credit are stored at once (their
+    credit entries name the number)."""
+    db.session.info[_BATCH] = _Batch(credit)
+    try:
+        yield
+    finally:
+        db.session.info.pop(_BATCH, None)
+
+
+def when_stored(invoice: Invoice, work) -> None:
+    """Run ``work()`` once the invoice's row exists: now, or when its batch is stored (a row
+    that refers to it cannot be written before)."""
+    for pending, *_, after in db.session.info[_BATCH].pending if _BATCH in db.session.info else ():
+        if pending is invoice:
+            after.append(work)
+            return
+    work()
+
+
+def store_batch() -> None:
+    """Number and insert the batch's composed invoices, in the order issued: one block of
+    numbers per year, used whole by this transaction (it holds the year's counter until it
+    commits, so the block is the next numbers and nobody else's)."""
+    batched = db.session.info.get(_BATCH)
+    if batched is None or not batched.pending:
+        return
+    pending, batched.pending = batched.pending, []
+    by_year: dict[int, list[tuple[Invoice, dict]]] = {}
+    for invoice, values, *_ in pending:
+        by_year.setdefault(invoice.issued_at.year, []).append((invoice, values))
+    for year in sorted(by_year):
+        issued = by_year[year]
+        last = _take_numbers(year, len(issued))
+        for number, (invoice, values) in enumerate(issued, start=last - len(issued) + 1):
+            invoice.number = values["number"] = _number(year, number)
+    connection = db.session.connection()
+    connection.execute(insert(Invoice.__table__), [values for _, values, *_ in pending])
+    lines = [line for _, _, line_values, *_ in pending for line in line_values]
+    if lines:
+        connection.execute(insert(InvoiceLine.__table__), lines)
+    with bulk.gathered():
+        for invoice, _, _, actor, subscription, after in pending:
+            for stored in (invoice, *invoice.lines):
+                make_transient_to_detached(stored)
+            db.session.add(invoice)
+            for work in after:
+                work()
+            _issued(invoice, actor, subscription)
 
 
 def issue(
@@ -98,15 +178,19 @@ def issue(
     # time per subscription): the invoice and its lines go in as two plain INSERTs, and the
     # objects returned are attached as already stored, every column set, so nothing reloads.
     # Whatever the session holds is written first, so that taking the number, which locks the
-    # year's counter until commit, is followed only by these few INSERTs: parallel billing
-    # processes queue on that lock for as short a time as possible.
-    db.session.flush()
+    # year's counter until commit, is followed only by these few INSERTs: billing runs on several
+    # workers queue on that lock for as short a time as possible.
+    batched = db.session.info.get(_BATCH)
     currency = subscription.plan_version.currency
-    credit_possible = credits.may_apply(tenant.tenant_id, currency, subtotal)
+    if batched is None:
+        db.session.flush()
+        credit_possible = credits.may_apply(tenant.tenant_id, currency, subtotal)
+    else:
+        credit_possible = subtotal > 0 and (tenant.tenant_id, currency) in batched.credit
     now = utcnow()
     values = {
         "id": new_id("inv"),
-        "number": next_number(at.year),
+        "number": None,
         "tenant_id": tenant.tenant_id,
         "subscription_id": subscription.id,
         "kind": kind,
@@ -147,6 +231,13 @@ def issue(
         }
         for position, line in enumerate(lines)
     ]
+    if batched is not None and not credit_possible:
+        # Numbered and stored with the rest of the batch (``store_batch``).
+        invoice = Invoice(**values, lines=[InvoiceLine(**line) for line in line_values])
+        batched.pending.append((invoice, values, line_values, actor, subscription, []))
+        return invoice
+    store_batch()  # numbers stay in the order invoices are issued
+    values["number"] = next_number(at.year)
     connection = db.session.connection()
     try:
         connection.execute(insert(Invoice.__table__), values)
@@ -183,12 +274,17 @@ def issue(
     for stored in (invoice, *invoice.lines):
         make_transient_to_detached(stored)
     db.session.add(invoice)
+    return _issued(invoice, actor, subscription)
+
+
+def _issued(invoice: Invoice, actor: Actor, subscription: Subscription) -> Invoice:
+    """What follows an invoice's issue once it is stored and numbered (alone, or with its batch)."""
     if invoice.status == "paid":  # credit covered it (or nothing was due): paid like any other way
         end_dunning(invoice, actor, subscription)
     audit.record_now(
         actor,
         "invoice.issued",
-        tenant,
+        subscription.tenant,
         "invoice",
         invoice.id,
         number=invoice.number,
