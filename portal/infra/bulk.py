@@ -8,7 +8,7 @@ Outside it, ``add`` returns False and the caller writes the row at once."""
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import Table, insert
+from sqlalchemy import Table, insert, text
 
 from portal.extensions import db
 
@@ -24,9 +24,44 @@ def gathered() -> Iterator[None]:
     finally:
         del db.session.info[_KEY]
     # Reached only when the block ended without an error: a failed one writes nothing.
-    connection = db.session.connection()
     for table, table_rows in rows.items():
-        connection.execute(insert(table), table_rows)
+        insert_rows(table, table_rows)
+
+
+_STATEMENTS: dict[tuple, tuple] = {}
+
+
+def insert_rows(table: Table, rows: list[dict]) -> None:
+    """Insert the rows (all with the same keys) in one statement.
+
+    On PostgreSQL each column goes as one array and ``unnest`` turns them back into rows: the
+    statement's text never changes, so it is parsed once, where a plain executemany is a
+    statement per row and a multi-row VALUES list a new text of thousands of placeholders to
+    parse every time (each was most of a billing run's cost of writing). Elsewhere: executemany.
+    """
+    connection = db.session.connection()
+    if connection.dialect.name != "postgresql" or len(rows) < 2:
+        connection.execute(insert(table), rows)
+        return
+    keys = tuple(rows[0])
+    cached = _STATEMENTS.get((table, keys))
+    if cached is None:
+        columns = [table.c[key] for key in keys]
+        arrays = ", ".join(
+            f"CAST(:c{n} AS {column.type.compile(dialect=connection.dialect)}[])" for n, column in enumerate(columns)
+        )
+        statement = text(
+            f"INSERT INTO {table.name} ({', '.join(column.name for column in columns)}) "  # noqa: S608 - our own names
+            f"SELECT * FROM unnest({arrays})"
+        )
+        processors = [column.type.bind_processor(connection.dialect) for column in columns]
+        cached = _STATEMENTS[(table, keys)] = (statement, processors)
+    statement, processors = cached
+    params = {}
+    for n, (key, process) in enumerate(zip(keys, processors, strict=True)):
+        values = [row[key] for row in rows]
+        params[f"c{n}"] = [process(value) for value in values] if process is not None else values
+    connection.execute(statement, params)
 
 
 def add(table: Table, row: dict) -> bool:
