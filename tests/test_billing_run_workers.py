@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 import uuid
@@ -75,8 +76,9 @@ def workers(database_url: str, redis_url: str, count: int, command: list[str], *
         **{key: str(value) for key, value in settings.items()},
     }
     app = make_app(database_url, REDIS_URL=redis_url, JOBS_INLINE=False, RQ_QUEUE_PREFIX=prefix, **settings)
+    log = tempfile.TemporaryFile()  # the workers' output, shown if the test fails
     processes = [
-        subprocess.Popen(command, cwd=ROOT, env=env)  # noqa: S603 - our own interpreter and app
+        subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603
         for _ in range(count)
     ]
     try:
@@ -88,6 +90,10 @@ def workers(database_url: str, redis_url: str, count: int, command: list[str], *
             assert time.monotonic() < deadline, "the workers never registered"
             time.sleep(0.1)
         yield app, processes
+    except BaseException:
+        log.seek(0)
+        sys.stderr.write(log.read().decode(errors="replace")[-20000:])
+        raise
     finally:
         for process in processes:
             if process.poll() is None:
@@ -97,6 +103,7 @@ def workers(database_url: str, redis_url: str, count: int, command: list[str], *
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 process.kill()
+        log.close()
         keys = list(connection.scan_iter(match=f"*{prefix}*"))
         if keys:
             connection.delete(*keys)
@@ -195,7 +202,11 @@ def test_a_worker_killed_in_the_middle_of_a_shard_leaves_a_run_that_resumes_on_t
             still_due = runs.due_subscription_ids(AS_OF)
         assert 0 < len(still_due) < 5  # part of the killed shard was committed, part was not
 
-        wait_until(lambda: runs.shown_status(the_run(committed_app, run_id)) == "stalled", 30, "it was stalled")
+        def stalled() -> bool:
+            with committed_app.app_context():
+                return runs.shown_status(db.session.get(BillingRun, run_id)) == "stalled"
+
+        wait_until(stalled, 30, "it was shown stalled")
         with queue_app.app_context():
             runs.request_resume(run_id)  # the console's Resume…
             commit()
