@@ -557,6 +557,9 @@ def _renew_batch(run_id: str, at: datetime, ids: list[str], shard_id: str | None
                 issued = renew(subscription, at, run_id=run_id) if subscription is not None else []
                 issued_all += issued
                 tally = tally.plus(issued=[(invoice.currency, invoice.total) for invoice in issued])
+            # The subscriptions' updates first: from the numbers block on, the year's counter
+            # (and then the run's row) is locked until commit, and every worker queues on it.
+            db.session.flush()
             invoices.store_batch()
         for invoice in issued_all:
             charge_after_issue(invoice)  # a job after this commit: no HTTP call inside it
