@@ -557,22 +557,26 @@ def _renew_batch(run_id: str, at: datetime, ids: list[str], shard_id: str | None
                 issued = renew(subscription, at, run_id=run_id) if subscription is not None else []
                 issued_all += issued
                 tally = tally.plus(issued=[(invoice.currency, invoice.total) for invoice in issued])
-            # The subscriptions' updates first: from the numbers block on, the year's counter
-            # (and then the run's row) is locked until commit, and every worker queues on it.
+            # Everything else first: from the numbers block on, the year's counter is locked
+            # until commit, and every worker billing the run queues on it.
+            _beat_shard(shard_id)
             db.session.flush()
             invoices.store_batch()
         for invoice in issued_all:
             charge_after_issue(invoice)  # a job after this commit: no HTTP call inside it
-        _report(run_id, tally)
-        _beat_shard(shard_id)
         commit()
-        return True
     except ShardTakenOver:
         raise
     except Exception:
         rollback()
         log.warning("Billing run %s: a batch of %d failed; billing it one by one", run_id, len(ids), exc_info=True)
         return False
+    # The run's row in a transaction of its own: held for as short a time as possible, since
+    # every worker's batches report to it. A crash just before leaves the figures one batch
+    # behind; resuming counts them afresh from the invoices.
+    _report(run_id, tally)
+    commit()
+    return True
 
 
 def _renew_one_by_one(run_id: str, at: datetime, preview: bool, ids: list[str], shard_id: str | None) -> None:
