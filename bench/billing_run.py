@@ -3,6 +3,8 @@
     .venv/bin/python bench/billing_run.py            # 10,000 with 1 worker and with 2; 100,000 with 2
     .venv/bin/python bench/billing_run.py --quick    # 2,000 with 1 and with 2; 20,000 with 2
     .venv/bin/python bench/billing_run.py --profile  # a cProfile of 2,000 billed in this process
+    .venv/bin/python bench/billing_run.py --repeat 3 # medians of three runs of each case
+    .venv/bin/python bench/billing_run.py --cases 100000:2   # only these cases (N:workers)
 
 Needs PostgreSQL (DATABASE_URL, default postgresql://postgres@127.0.0.1:5432/postgres) and
 Redis (REDIS_URL, default redis://127.0.0.1:6379/0). For each case: a scratch database,
@@ -18,8 +20,10 @@ Timed: from the run's job being queued (as the console queues it) to the run's r
 one period later, when all N subscriptions are due. Checked: no errors, N invoices of $49.00 for
 the new period, gap-free numbers, every worker took shards. Printed per case: seconds,
 subscriptions/s, the workers' CPU seconds (and per subscription), each worker's shards and peak
-RSS (VmHWM), and the machine's load; then the speed-up of 2 workers over 1 and the growth from
-10,000 to 100,000. Scratch databases and queues are dropped.
+RSS (VmHWM), and the machine's load; the median time of a shard early and late in the run;
+then the speed-up of 2 workers over 1 and the growth from 10,000 to 100,000. ``BENCH_PROFILE=0``
+with ``--profile``: the same in-process run, timed without the profiler. Scratch databases and
+queues are dropped.
 """
 
 import argparse
@@ -262,16 +266,24 @@ def timed_run(app, workers: list[subprocess.Popen]) -> tuple[float, float, list[
     return elapsed, cpu, [(cpu - start, peak) for (cpu, peak), start in zip(after, before, strict=True)], summary
 
 
-def shards_per_worker(app) -> dict[str, int]:
+def shards_per_worker(app) -> tuple[dict[str, int], list[float]]:
+    """(shards taken per worker, seconds each shard took, in the run's order)."""
     from sqlalchemy import func, select
 
     from portal.extensions import db
     from portal.models import BillingRunShard
 
     with app.app_context():
-        return dict(
+        taken = dict(
             db.session.execute(select(BillingRunShard.worker, func.count()).group_by(BillingRunShard.worker)).all()
         )
+        spans = [
+            (finished - started).total_seconds()
+            for started, finished in db.session.execute(
+                select(BillingRunShard.started_at, BillingRunShard.finished_at).order_by(BillingRunShard.position)
+            )
+        ]
+    return taken, spans
 
 
 def verify(app, count: int, summary) -> None:
@@ -347,7 +359,7 @@ def measure(base_url: str, redis_url: str, count: int, workers: int) -> dict:
             print(f"  N={count:,}, {workers} worker(s): setup {time.perf_counter() - setup_started:.1f} s (not timed)")
             load = os.getloadavg()[0]
             elapsed, cpu, per_worker, summary = timed_run(app, processes)
-            shards = shards_per_worker(app)
+            shards, spans = shards_per_worker(app)
         finally:
             for process in processes:
                 process.send_signal(signal.SIGTERM)
@@ -373,6 +385,7 @@ def measure(base_url: str, redis_url: str, count: int, workers: int) -> dict:
         "cpu": cpu,
         "per_worker": per_worker,
         "shards": sorted(shards.values(), reverse=True),
+        "spans": spans,
         "load": (load, os.getloadavg()[0]),
     }
 
@@ -421,6 +434,7 @@ def main() -> None:
     )
     parser.add_argument("--repeat", type=int, default=1, help="run each case this many times and report medians")
     parser.add_argument("--profile", action="store_true", help="only a cProfile of 2,000 billed in this process")
+    parser.add_argument("--cases", help="only these cases, e.g. 100000:2,10000:1 (N:workers)")
     args = parser.parse_args()
     import logging
 
@@ -433,6 +447,8 @@ def main() -> None:
         return
     small, large = (2_000, 20_000) if args.quick else (10_000, 100_000)
     cases = [(small, 1), (small, 2), (large, 2)]
+    if args.cases:
+        cases = [tuple(int(part) for part in case.split(":")) for case in args.cases.split(",")]
     results: dict[tuple[int, int], list[dict]] = {}
     for _ in range(args.repeat):
         for count, workers in cases:
@@ -460,6 +476,15 @@ def main() -> None:
             f"{count:>9,}{workers:>8}{seconds:>9.2f}{count / seconds:>8.0f}{cpu:>8.2f}{1000 * cpu / count:>11.2f}"
             f"  {shards:<18}{rss:<26}{load}"
         )
+    for (count, workers), runs in results.items():
+        spans = runs[-1]["spans"]
+        tenth = max(len(spans) // 10, 1)
+        print(
+            f"  N={count:,}, {workers} worker(s): seconds per shard, first tenth {statistics.median(spans[:tenth]):.2f}, "
+            f"last tenth {statistics.median(spans[-tenth:]):.2f} (median)"
+        )
+    if (small, 1) not in medians or (small, 2) not in medians or (large, 2) not in medians:
+        return
     speedup = medians[(small, 1)] / medians[(small, 2)]
     growth = medians[(large, 2)] / medians[(small, 2)]
     peak = max(peak for runs in results.values() for r in runs for _, peak in r["per_worker"]) / 2**20
