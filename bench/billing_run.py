@@ -1,19 +1,29 @@
-"""Benchmark (not a test): one billing run over N monthly subscriptions, for N = 1,000 and 10,000.
+"""Benchmark (not a test): billing runs on the queue, billed by real worker processes.
 
-    .venv/bin/python bench/billing_run.py [--sizes 1000,10000] [--profile]
+    .venv/bin/python bench/billing_run.py            # 10,000 with 1 worker and with 2; 100,000 with 2
+    .venv/bin/python bench/billing_run.py --quick    # 2,000 with 1 and with 2; 20,000 with 2
+    .venv/bin/python bench/billing_run.py --profile  # a cProfile of 2,000 billed in this process
+    .venv/bin/python bench/billing_run.py --repeat 3 # medians of three runs of each case
+    .venv/bin/python bench/billing_run.py --cases 100000:2   # only these cases (N:workers)
 
-For each N: a scratch PostgreSQL database on DATABASE_URL's server (default
-postgresql://postgres@127.0.0.1:5432/postgres), migrated, catalog synced. One tenant signs up
-to Starter through the real services (``create_tenant``, clock fixed at T0); its rows (tenant,
-subscription, first invoice and line, audit events) are then cloned N-1 times with bulk
-inserts, so every subscription is shaped exactly as the services shape it. Setup is not timed.
+Needs PostgreSQL (DATABASE_URL, default postgresql://postgres@127.0.0.1:5432/postgres) and
+Redis (REDIS_URL, default redis://127.0.0.1:6379/0). For each case: a scratch database,
+migrated, catalog and meters synced. One tenant signs up to Starter through the real services
+(``create_tenant``, clock fixed at T0); its rows (tenant, subscription, first invoice and line,
+audit events) are then cloned N-1 times with bulk inserts, so every subscription is shaped
+exactly as the services shape it. W ``flask --app wsgi worker`` processes are started on queues
+of the case's own (``RQ_QUEUE_PREFIX``) and left to settle. Setup is not timed.
 
-Timed: one billing run as the worker runs it, from this process (``runs.create_run`` +
-``runs.execute``), as of one period later, when all N subscriptions are due. Checked: no
-errors, N invoices of $49.00 for the new period, gap-free numbers. Prints seconds per run,
-subscriptions/s, invoices created, and the growth ratio time(largest N) / time(smallest N);
-targets: 10,000 in <= 60 s on a 2-core machine, growth <= 11x for 10x the subscriptions.
-``--profile`` prints the top of a cProfile of the largest run. Scratch databases are dropped.
+Timed: from the run's job being queued (as the console queues it) to the run's row saying
+``completed``: the worker that takes the job lists what is due and cuts it into shard jobs
+(``BILLING_RUN_SHARD_SIZE``, 500), the workers bill them, the last shard closes the run. As of
+one period later, when all N subscriptions are due. Checked: no errors, N invoices of $49.00 for
+the new period, gap-free numbers, every worker took shards. Printed per case: seconds,
+subscriptions/s, the workers' CPU seconds (and per subscription), each worker's shards and peak
+RSS (VmHWM), and the machine's load; the median time of a shard early and late in the run;
+then the speed-up of 2 workers over 1 and the growth from 10,000 to 100,000. ``BENCH_PROFILE=0``
+with ``--profile``: the same in-process run, timed without the profiler. Scratch databases and
+queues are dropped.
 """
 
 import argparse
@@ -22,8 +32,11 @@ import cProfile
 import io
 import os
 import pstats
-import resource
+import signal
+import statistics
+import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from datetime import UTC, datetime
@@ -36,6 +49,7 @@ sys.path.insert(0, str(ROOT))
 from bench import api as api_bench  # noqa: E402 - needs ROOT on the path
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 T0 = datetime(2027, 1, 10, 8, 0, tzinfo=UTC)
 AS_OF = datetime(2027, 2, 10, 8, 0, tzinfo=UTC)  # one monthly period later
 PRICE = 4900
@@ -48,13 +62,14 @@ def scratch_database(base_url: str) -> tuple[str, str, str]:
     return api_bench.scratch_database(base_url, prefix="portal_bench_billing", driver="postgresql+psycopg")
 
 
-def build_app(database_url: str):
+def build_app(database_url: str, **overrides):
     from flask_migrate import upgrade
 
     from portal import create_app
     from portal.billing.catalog import load_catalog
     from portal.billing.plans import sync_catalog
     from portal.extensions import db
+    from portal.usage.meters import sync_meters
 
     app = create_app(
         {
@@ -67,13 +82,16 @@ def build_app(database_url: str):
             "RATELIMIT_ENABLED": False,
             # AS_OF may be in the future: bill for real on this scratch database, not a preview.
             "BILLING_TEST_CLOCK": True,
+            **overrides,
         }
     )
     with app.app_context():
         # Alembic configures its own logging to stderr; its one line per migration is noise here.
         with contextlib.redirect_stderr(io.StringIO()):
             upgrade(directory=str(ROOT / "migrations"))
-        sync_catalog(load_catalog().plans)
+        catalog = load_catalog()
+        sync_catalog(catalog.plans)
+        sync_meters(catalog.meters)  # as `make run` does: Starter's priced features read usage
         db.session.commit()
     return app
 
@@ -163,52 +181,112 @@ def populate(app, count: int) -> None:
         db.session.commit()
 
 
-def _cpu_seconds() -> float:
-    """This process and its finished children: a large run is shared among forked processes."""
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return time.process_time() + children.ru_utime + children.ru_stime
+def _proc(pid: int) -> tuple[float, int]:
+    """(CPU seconds, peak RSS in bytes) of a live process, from /proc (Linux)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    peak = 0
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                peak = int(line.split()[1]) * 1024
+    return cpu, peak
 
 
-def _leave_emails_to_the_worker() -> None:
-    """Each issued invoice queues its email (with a PDF drawn) for a worker, after the commit. In
-    production the run only enqueues it; with the embedded inline jobs used here it would be drawn
-    inside the timed run, which no deployment does, so jobs on the email queue are dropped."""
-    from portal.infra import queues
-
-    enqueue = queues.enqueue
-
-    def enqueue_but_emails(job, args, queue="default", **options):
-        if queue != "email":
-            enqueue(job, args, queue=queue, **options)
-
-    queues.enqueue = enqueue_but_emails
-
-
-def timed_run(app, profile: bool) -> tuple[float, object, str]:
-    from portal.billing.runs import create_run, execute
-    from portal.infra.transactions import commit
-
-    profiler = cProfile.Profile() if profile else None
-    with app.app_context():
-        started, cpu_started = time.perf_counter(), _cpu_seconds()
-        if profiler:
-            profiler.enable()
-        run = create_run("bench", AS_OF)
-        commit()
-        run = execute(run)
-        if profiler:
-            profiler.disable()
-        elapsed = time.perf_counter() - started
-        cpu = _cpu_seconds() - cpu_started
-        summary = (run.status, run.subscriptions_due, run.invoices_created, dict(run.totals), list(run.errors))
-    report = ""
-    if profiler:
-        out = io.StringIO()
-        pstats.Stats(profiler, stream=out).sort_stats(os.environ.get("BENCH_SORT", "cumulative")).print_stats(
-            int(os.environ.get("BENCH_TOP", "35"))
+def start_workers(database_url: str, redis_url: str, prefix: str, count: int, log) -> list[subprocess.Popen]:
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "RQ_QUEUE_PREFIX": prefix,
+        "JOBS_INLINE": "false",
+        "BILLING_TEST_CLOCK": "true",
+        "BILLING_RUN_INTERVAL_SECONDS": "0",
+        "MAIL_SERVER": "",
+        "RATELIMIT_ENABLED": "false",
+        **{key: str(value) for key, value in EXTRA.items()},
+    }
+    return [
+        subprocess.Popen(  # noqa: S603 - our own interpreter running our own app
+            # Billing work only: each issued invoice also queues its email (with a PDF drawn),
+            # which production leaves to any worker; here those jobs wait on the email queue so
+            # the figures are the run's own.
+            [sys.executable, "-m", "flask", "--app", "wsgi", "worker", "--queue", "default"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
-        report = out.getvalue()
-    return elapsed, cpu, summary, report
+        for _ in range(count)
+    ]
+
+
+def wait_for_workers(app, prefix: str, count: int) -> None:
+    from rq import Worker
+
+    from portal.infra.queues import redis_connection
+
+    deadline = time.monotonic() + 60
+    with app.app_context():
+        connection = redis_connection()
+        while True:
+            mine = [w for w in Worker.all(connection=connection) if any(q.startswith(prefix) for q in w.queue_names())]
+            if len(mine) >= count:
+                break
+            if time.monotonic() > deadline:
+                sys.exit(f"only {len(mine)} of {count} workers came up (see the worker log)")
+            time.sleep(0.1)
+    time.sleep(1.0)  # let their start-up work (the webhook sweep, scheduling) settle
+
+
+def timed_run(app, workers: list[subprocess.Popen]) -> tuple[float, float, list[tuple[float, int]], tuple]:
+    """Queue a run as the console does, wait for its row to say it ended. -> (seconds, workers'
+    CPU seconds, per worker (CPU, peak RSS), the run's figures)."""
+    from portal.billing.runs import request_run
+    from portal.extensions import db
+    from portal.infra.transactions import commit
+    from portal.models import BillingRun
+
+    before = [_proc(worker.pid)[0] for worker in workers]
+    with app.app_context():
+        started = time.perf_counter()
+        run = request_run("bench", AS_OF)
+        run_id = run.id
+        commit()  # the job is queued now
+        while True:
+            run = db.session.get(BillingRun, run_id, populate_existing=True)
+            if run.finished:
+                break
+            db.session.rollback()
+            if any(worker.poll() is not None for worker in workers):
+                sys.exit("a worker died during the run (see the worker log)")
+            time.sleep(0.02)
+        elapsed = time.perf_counter() - started
+        summary = (run.status, run.subscriptions_due, run.invoices_created, dict(run.totals), list(run.errors))
+    after = [_proc(worker.pid) for worker in workers]
+    cpu = sum(cpu for cpu, _ in after) - sum(before)
+    return elapsed, cpu, [(cpu - start, peak) for (cpu, peak), start in zip(after, before, strict=True)], summary
+
+
+def shards_per_worker(app) -> tuple[dict[str, int], list[float]]:
+    """(shards taken per worker, seconds each shard took, in the run's order)."""
+    from sqlalchemy import func, select
+
+    from portal.extensions import db
+    from portal.models import BillingRunShard
+
+    with app.app_context():
+        taken = dict(
+            db.session.execute(select(BillingRunShard.worker, func.count()).group_by(BillingRunShard.worker)).all()
+        )
+        spans = [
+            (finished - started).total_seconds()
+            for started, finished in db.session.execute(
+                select(BillingRunShard.started_at, BillingRunShard.finished_at).order_by(BillingRunShard.position)
+            )
+        ]
+    return taken, spans
 
 
 def verify(app, count: int, summary) -> None:
@@ -247,72 +325,182 @@ def verify(app, count: int, summary) -> None:
         sys.exit("billing run is wrong:\n  " + "\n  ".join(problems))
 
 
-def measure(admin_url: str, base_url: str, count: int, profile: bool) -> tuple[float, float, int, str]:
+@contextlib.contextmanager
+def scratch(base_url: str):
     import psycopg
 
-    admin, name, scratch = scratch_database(base_url)
+    admin_url, name, url = scratch_database(base_url)
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     try:
-        app = build_app(scratch)
-        setup_started = time.perf_counter()
-        populate(app, count)
-        print(f"  N={count:,}: setup {time.perf_counter() - setup_started:.1f} s (not timed)", flush=True)
-        elapsed, cpu, summary, report = timed_run(app, profile)
-        verify(app, count, summary)
-        with app.app_context():
-            from portal.extensions import db
-
-            db.engine.dispose()
-        return elapsed, cpu, summary[2], report
+        yield url
     finally:
         with psycopg.connect(admin_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def drop_queues(app, prefix: str) -> None:
+    from portal.infra.queues import redis_connection
+
+    with app.app_context():
+        connection = redis_connection()
+        keys = list(connection.scan_iter(match=f"*{prefix}*"))
+        if keys:
+            connection.delete(*keys)
+
+
+def measure(base_url: str, redis_url: str, count: int, workers: int) -> dict:
+    prefix = f"bench-billing-{uuid.uuid4().hex[:8]}-"
+    with scratch(base_url) as url:
+        app = build_app(url, REDIS_URL=redis_url, JOBS_INLINE=False, RQ_QUEUE_PREFIX=prefix)
+        setup_started = time.perf_counter()
+        populate(app, count)
+        log = tempfile.NamedTemporaryFile("w+b", prefix="bench-billing-workers-", suffix=".log", delete=False)
+        processes = start_workers(url, redis_url, prefix, workers, log)
+        try:
+            wait_for_workers(app, prefix, workers)
+            print(f"  N={count:,}, {workers} worker(s): setup {time.perf_counter() - setup_started:.1f} s (not timed)")
+            load = os.getloadavg()[0]
+            elapsed, cpu, per_worker, summary = timed_run(app, processes)
+            shards, spans = shards_per_worker(app)
+        finally:
+            for process in processes:
+                process.send_signal(signal.SIGTERM)
+            for process in processes:
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+            drop_queues(app, prefix)
+        verify(app, count, summary)
+        busy = [worker for worker, taken in shards.items() if taken]
+        if workers > 1 and len(busy) < workers:
+            print(f"  note: only {len(busy)} of {workers} workers took shards")
+        with app.app_context():
+            from portal.extensions import db
+
+            db.engine.dispose()
+        os.unlink(log.name)
+    return {
+        "count": count,
+        "workers": workers,
+        "seconds": elapsed,
+        "cpu": cpu,
+        "per_worker": per_worker,
+        "shards": sorted(shards.values(), reverse=True),
+        "spans": spans,
+        "load": (load, os.getloadavg()[0]),
+    }
+
+
+def profile_in_process(base_url: str, redis_url: str, count: int) -> None:
+    """cProfile of one run billed in this process (every shard inline), as the CLI runs it."""
+    from portal.billing.runs import create_run, execute
+    from portal.infra.transactions import commit
+
+    with scratch(base_url) as url:
+        app = build_app(url, REDIS_URL=redis_url, RQ_QUEUE_PREFIX=f"bench-billing-{uuid.uuid4().hex[:8]}-")
+        populate(app, count)
+        profiler = cProfile.Profile() if os.environ.get("BENCH_PROFILE", "1") != "0" else None
+        with app.app_context():
+            started, cpu_started = time.perf_counter(), time.process_time()
+            if profiler:
+                profiler.enable()
+            run = create_run("bench", AS_OF)
+            commit()
+            run = execute(run, inline=True)
+            if profiler:
+                profiler.disable()
+            elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+            summary = (run.status, run.subscriptions_due, run.invoices_created, dict(run.totals), list(run.errors))
+        verify(app, count, summary)
+        if profiler:
+            out = io.StringIO()
+            pstats.Stats(profiler, stream=out).sort_stats(os.environ.get("BENCH_SORT", "cumulative")).print_stats(
+                int(os.environ.get("BENCH_TOP", "35"))
+            )
+            print(out.getvalue())
+        print(
+            f"{count:,} subscriptions in this process{', profiled' if profiler else ''}: {elapsed:.2f} s, "
+            f"{cpu:.2f} CPU s ({1000 * cpu / count:.2f} ms per subscription)"
+        )
+        with app.app_context():
+            from portal.extensions import db
+
+            db.engine.dispose()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", default="1000,10000", help="comma-separated N (default 1000,10000)")
-    parser.add_argument("--profile", action="store_true", help="print a cProfile of the largest run")
+    parser.add_argument(
+        "--quick", action="store_true", help="2,000 and 20,000 subscriptions instead of 10,000 and 100,000"
+    )
+    parser.add_argument("--repeat", type=int, default=1, help="run each case this many times and report medians")
+    parser.add_argument("--profile", action="store_true", help="only a cProfile of 2,000 billed in this process")
+    parser.add_argument("--cases", help="only these cases, e.g. 100000:2,10000:1 (N:workers)")
     args = parser.parse_args()
-    sizes = sorted(int(size) for size in args.sizes.split(","))
-    os.environ.pop("REDIS_URL", None)  # the run itself never enqueues; keep the bench self-contained
-    _leave_emails_to_the_worker()
     import logging
 
     # Warnings and errors only: the migrations and the run would otherwise log a line each.
     logging.basicConfig(level=logging.WARNING)
     base_url = os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
-    admin_url = scratch_database(base_url)[0]
-    results = {}
-    load_before = os.getloadavg()[0]
-    for count in sizes:
-        elapsed, cpu, created, report = measure(admin_url, base_url, count, args.profile and count == sizes[-1])
-        results[count] = (elapsed, cpu, created)
-        if report:
-            print(report)
+    redis_url = os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
+    if args.profile:
+        profile_in_process(base_url, redis_url, 2000)
+        return
+    small, large = (2_000, 20_000) if args.quick else (10_000, 100_000)
+    cases = [(small, 1), (small, 2), (large, 2)]
+    if args.cases:
+        cases = [tuple(int(part) for part in case.split(":")) for case in args.cases.split(",")]
+    results: dict[tuple[int, int], list[dict]] = {}
+    for _ in range(args.repeat):
+        for count, workers in cases:
+            results.setdefault((count, workers), []).append(measure(base_url, redis_url, count, workers))
 
     print(
-        f"Billing run over N monthly Starter subscriptions, all due; PostgreSQL scratch databases on "
-        f"{scratch_database(base_url)[0].rsplit('@', 1)[-1]} (dropped); {os.cpu_count()} CPU(s), load average "
-        f"{load_before:.2f} before and {os.getloadavg()[0]:.2f} after (other work on the machine slows the run)"
+        f"\nBilling runs on the queue over N monthly Starter subscriptions, all due, shards of "
+        f"{EXTRA.get('BILLING_RUN_SHARD_SIZE', 500)}; PostgreSQL and Redis on this machine; {os.cpu_count()} CPU(s)"
+        f"{f'; medians of {args.repeat} runs' if args.repeat > 1 else ''}"
     )
     print(
-        f"{'N':>8}{'seconds':>10}{'subs/s':>10}{'invoices':>10}{'CPU s':>10}  (CPU: the run's processes, PostgreSQL aside)"
+        f"{'N':>9}{'workers':>8}{'seconds':>9}{'subs/s':>8}{'CPU s':>8}{'CPU ms/sub':>11}"
+        f"  {'shards per worker':<18}{'peak RSS per worker (MB)':<26}load before/after"
     )
-    for count, (elapsed, cpu, created) in results.items():
-        print(f"{count:>8,}{elapsed:>10.2f}{count / elapsed:>10.0f}{created:>10,}{cpu:>10.2f}")
-    smallest, largest = sizes[0], sizes[-1]
-    if largest != smallest:
-        growth = results[largest][0] / results[smallest][0]
-        size_ratio = largest / smallest
+    medians = {}
+    for (count, workers), runs in results.items():
+        seconds = statistics.median(r["seconds"] for r in runs)
+        cpu = statistics.median(r["cpu"] for r in runs)
+        medians[(count, workers)] = seconds
+        last = runs[-1]
+        rss = ", ".join(f"{peak / 2**20:.0f}" for _, peak in last["per_worker"])
+        shards = "/".join(str(n) for n in last["shards"])
+        load = ", ".join(f"{r['load'][0]:.1f}/{r['load'][1]:.1f}" for r in runs)
         print(
-            f"growth time({largest:,})/time({smallest:,}): {growth:.2f}x for {size_ratio:.0f}x the subscriptions "
-            f"(target <= {1.1 * size_ratio:.3g}x: {'met' if growth <= 1.1 * size_ratio else 'NOT met'})"
+            f"{count:>9,}{workers:>8}{seconds:>9.2f}{count / seconds:>8.0f}{cpu:>8.2f}{1000 * cpu / count:>11.2f}"
+            f"  {shards:<18}{rss:<26}{load}"
         )
-    if 10_000 in results:
-        seconds = results[10_000][0]
-        print(f"10,000 subscriptions in {seconds:.1f} s (target <= 60 s: {'met' if seconds <= 60 else 'NOT met'})")
+    for (count, workers), runs in results.items():
+        spans = runs[-1]["spans"]
+        tenth = max(len(spans) // 10, 1)
+        print(
+            f"  N={count:,}, {workers} worker(s): seconds per shard, first tenth {statistics.median(spans[:tenth]):.2f}, "
+            f"last tenth {statistics.median(spans[-tenth:]):.2f} (median)"
+        )
+    if (small, 1) not in medians or (small, 2) not in medians or (large, 2) not in medians:
+        return
+    speedup = medians[(small, 1)] / medians[(small, 2)]
+    growth = medians[(large, 2)] / medians[(small, 2)]
+    peak = max(peak for runs in results.values() for r in runs for _, peak in r["per_worker"]) / 2**20
+    print(
+        f"2 workers over 1 at {small:,}: {speedup:.2f}x (target >= 1.6x on 2 cores: {'met' if speedup >= 1.6 else 'NOT met'})"
+    )
+    print(
+        f"growth {large:,}/{small:,} with 2 workers: {growth:.2f}x (target <= 11x: {'met' if growth <= 11 else 'NOT met'})"
+    )
+    print(f"largest peak RSS of a worker: {peak:.0f} MB (target <= 300 MB: {'met' if peak <= 300 else 'NOT met'})")
+    if not args.quick:
+        seconds = medians[(small, 2)]
+        print(f"10,000 with 2 workers in {seconds:.1f} s (target <= 10 s: {'met' if seconds <= 10 else 'NOT met'})")
 
 
 if __name__ == "__main__":

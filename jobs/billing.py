@@ -1,12 +1,12 @@
-"""Billing jobs: one billing run, the worker's periodic tick that starts them, and an issued
-invoice's email."""
+"""Billing jobs: a billing run (which cuts itself into shard jobs), one shard of it, the worker's
+periodic tick that starts runs, and an issued invoice's email."""
 
 from datetime import timedelta
 
 from flask import current_app
 
 from portal.billing import notices
-from portal.billing.runs import claim_stalled, create_run, execute, resume, stalled
+from portal.billing.runs import bill_shard, claim_stalled, create_run, execute, resume, stalled
 from portal.extensions import db
 from portal.infra.queues import get_queue
 from portal.infra.transactions import commit
@@ -28,6 +28,12 @@ def execute_billing_run(run_id: str) -> None:
         resume(run)
         return
     execute(run)
+
+
+def execute_billing_shard(shard_id: str) -> None:
+    """Bill one shard of a run, on whichever worker took the job; the last shard closes the run.
+    A shard delivered twice (or of an abandoned run) does nothing."""
+    bill_shard(shard_id)
 
 
 def resume_billing_run(run_id: str) -> None:

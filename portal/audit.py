@@ -7,6 +7,7 @@ from sqlalchemy import insert
 
 from portal.access import Actor
 from portal.extensions import db
+from portal.infra import bulk
 from portal.models import AuditEvent, Tenant, utcnow
 from portal.webhooks import outbox
 
@@ -51,9 +52,9 @@ def record_now(
 ) -> None:
     """``record`` as one INSERT at once, for hot paths (a billing run writes one per invoice)
     where the unit of work's bookkeeping would cost more than the row."""
-    db.session.connection().execute(
-        _INSERT, {**_values(actor, action, tenant, target_type, target_id, details), "created_at": utcnow()}
-    )
+    row = {**_values(actor, action, tenant, target_type, target_id, details), "created_at": utcnow()}
+    if not bulk.add(AuditEvent.__table__, row):  # a billing run's batch writes them all at once
+        db.session.connection().execute(_INSERT, row)
     outbox.emit_for_audit(action, tenant.tenant_id if tenant else None, target_type, target_id, details)
 
 

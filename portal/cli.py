@@ -128,14 +128,21 @@ def seed_demo() -> None:
 
 @click.command("worker")
 @click.option("--burst", is_flag=True, help="Drain the queues, then exit.")
-def run_worker(burst: bool) -> None:
-    """Run an RQ worker on all of the app's queues, inside the app context."""
+@click.option(
+    "--queue",
+    "only",
+    multiple=True,
+    type=click.Choice(QUEUE_NAMES),
+    help="Work only this queue (repeatable); default: all of them.",
+)
+def run_worker(burst: bool, only: tuple[str, ...]) -> None:
+    """Run an RQ worker on the app's queues (all, or those named), inside the app context."""
     from rq import Queue
 
     if current_app.config["JOBS_INLINE"]:
         raise click.ClickException("Jobs run inline in this configuration; set REDIS_URL to use a worker.")
     connection = redis_connection()
-    queues = [Queue(queue_name(name), connection=connection) for name in QUEUE_NAMES]
+    queues = [Queue(queue_name(name), connection=connection) for name in (only or QUEUE_NAMES)]
     interval = current_app.config["BILLING_RUN_INTERVAL_SECONDS"]
     if interval > 0 and not burst:
         schedule_tick(min(interval, 60))  # the first run soon after start, then every interval
@@ -190,7 +197,8 @@ def sync_catalog_command(path: str | None) -> None:
     "previews what would be billed, unless BILLING_TEST_CLOCK is on.",
 )
 def billing_run_command(at: str | None) -> None:
-    """Run one billing run now, in this process, and print its summary (a preview for a future --at)."""
+    """Run one billing run now, in this process (every shard, one after another), and print its
+    summary (a preview for a future --at)."""
     from datetime import UTC, datetime
 
     instant = None
@@ -204,7 +212,7 @@ def billing_run_command(at: str | None) -> None:
         instant = instant.replace(tzinfo=UTC) if instant.tzinfo is None else instant
     run = create_run("cli", instant)
     commit()
-    _summarize(execute(run))
+    _summarize(execute(run, inline=True))
 
 
 @billing_cli.command("resume")
@@ -218,7 +226,7 @@ def billing_resume_command(run_id: str) -> None:
     except ServiceError as error:
         rollback()
         raise click.ClickException(error.message) from None
-    _summarize(resume(run), "resumed")
+    _summarize(resume(run, inline=True), "resumed")
 
 
 def _summarize(run, how: str = "") -> None:

@@ -102,10 +102,8 @@ def load_config() -> dict:
         "BILLING_SELLER_VAT_ID": os.environ.get("BILLING_SELLER_VAT_ID", "DE123456788").strip(),
         "INVOICE_DUE_DAYS": int(os.environ.get("INVOICE_DUE_DAYS", "14")),
         "BILLING_RUN_INTERVAL_SECONDS": int(os.environ.get("BILLING_RUN_INTERVAL_SECONDS", "3600")),
-        # A run with at least BILLING_RUN_PARALLEL_FROM subscriptions due (PostgreSQL only) is
-        # shared among BILLING_RUN_PROCESSES forked processes (0: one per CPU).
-        "BILLING_RUN_PROCESSES": int(os.environ.get("BILLING_RUN_PROCESSES", "0")),
-        "BILLING_RUN_PARALLEL_FROM": int(os.environ.get("BILLING_RUN_PARALLEL_FROM", "500")),
+        # A run is cut into shards of this many subscriptions, each a job any worker takes.
+        "BILLING_RUN_SHARD_SIZE": int(os.environ.get("BILLING_RUN_SHARD_SIZE", "500")),
         # A running billing run writes a heartbeat as it goes; one silent for this long has lost
         # its process (killed, out of memory, host gone) and the console offers to resume it.
         "BILLING_RUN_STALLED_AFTER_SECONDS": int(os.environ.get("BILLING_RUN_STALLED_AFTER_SECONDS", "300")),

@@ -40,6 +40,7 @@ def kill_half_way(monkeypatch, die_at: int = 13) -> tuple[str, list[str]]:
     ``die_at``-th subscription (after its progress was last written at the 10th)."""
     book = [subscription.id for subscription in build_book()]
     monkeypatch.setattr(runs, "PROGRESS_EVERY", 5)
+    monkeypatch.setattr(runs, "BATCHED", False)  # a commit per subscription: it dies between two
     real_renew, calls = runs.renew, []
 
     def renew_then_die(subscription, at, **kwargs):
@@ -57,6 +58,7 @@ def kill_half_way(monkeypatch, die_at: int = 13) -> tuple[str, list[str]]:
     rollback()  # the dead process's open transaction is gone with it
     monkeypatch.setattr(runs, "renew", real_renew)
     monkeypatch.setattr(runs, "PROGRESS_EVERY", 25)
+    monkeypatch.setattr(runs, "BATCHED", True)
     return run.id, book
 
 

@@ -4,6 +4,7 @@ subscription failing among many, the CLI's summary and exit code, and invoice nu
 
 import threading
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 
@@ -15,7 +16,7 @@ from portal.billing.subscriptions import cancel, change_plan
 from portal.errors import Conflict
 from portal.extensions import db
 from portal.infra.transactions import commit, rollback
-from portal.models import BillingRun, Subscription
+from portal.models import AuditEvent, BillingRun, BillingRunShard, Subscription
 from tests.billing_engine_support import (
     NUMBER,
     all_invoices,
@@ -27,6 +28,7 @@ from tests.billing_engine_support import (
     subscribe,
     utc,
 )
+from tests.usage_support import record
 
 T0 = utc(2027, 1, 10, 8)
 AS_OF = utc(2027, 4, 12, 9)  # three months on: every subscription has periods to catch up
@@ -96,6 +98,9 @@ def snapshot(book: list[Subscription]) -> list[tuple]:
 @pytest.mark.usefixtures("ctx")
 def test_a_run_killed_half_way_and_re_run_bills_exactly_what_a_clean_run_bills(monkeypatch):
     crashed_book = build_book()
+    # One subscription per transaction (the mode a failed batch falls back to), so the crash
+    # lands between two commits; a crash inside a batch is tested below.
+    monkeypatch.setattr(runs, "BATCHED", False)
     real_renew, calls = runs.renew, []
 
     def renew_then_die_on_the_13th(subscription, at, **kwargs):
@@ -228,9 +233,10 @@ def test_a_failure_after_some_periods_were_invoiced_rolls_back_that_subscription
     real_usage, seen = subscriptions_module.usage_lines, []
 
     def usage_fails_on_the_third_period(subscription, start, end):
+        # Every time it is asked (the batch, then the subscription alone), as a broken store would.
         if subscription.id == victim.id:
             seen.append(start)
-            if len(seen) == 3:
+            if start == utc(2027, 3, 10, 8):
                 raise ValueError("usage store unavailable")
         return real_usage(subscription, start, end)
 
@@ -344,9 +350,10 @@ def test_two_runs_at_once_bill_what_one_run_bills_and_nothing_twice(committed_ap
         assert_numbers_gap_free(all_invoices())
 
 
-def test_a_run_shared_among_processes_bills_what_one_process_bills(committed_app, monkeypatch):
-    """A large run is split among forked processes; the result, figures and errors included,
-    is the same as one process's, and a subscription failing in a child is recorded."""
+def test_a_run_cut_into_shards_bills_what_one_shard_bills(committed_app, monkeypatch):
+    """A run is cut into shards (jobs on the queue; here, the embedded mode, billed one after
+    another); the result, figures and errors included, is the same as one shard's, and a
+    subscription failing in one shard is recorded."""
     with committed_app.test_request_context():
         shared_book = [subscription.id for subscription in build_book()]
         failing = shared_book[7]
@@ -357,15 +364,17 @@ def test_a_run_shared_among_processes_bills_what_one_process_bills(committed_app
             raise ValueError("the tax service is down")
         return real_renew(subscription, at, **kwargs)
 
-    monkeypatch.setattr(runs, "renew", renew_failing_one)  # inherited by the forked children
-    committed_app.config.update(BILLING_RUN_PARALLEL_FROM=2, BILLING_RUN_PROCESSES=3)
+    monkeypatch.setattr(runs, "renew", renew_failing_one)
+    committed_app.config.update(BILLING_RUN_SHARD_SIZE=7)  # 30 due: five shards
     with committed_app.test_request_context():
         shared = run_billing(AS_OF)
         assert (shared.status, shared.subscriptions_due, shared.subscriptions_done) == ("completed", 30, 30)
         assert shared.errors == [{"subscription_id": failing, "error": "ValueError: the tax service is down"}]
+        shards = db.session.query(BillingRunShard).filter_by(run_id=shared.id).order_by(BillingRunShard.position)
+        assert [(len(shard.subscription_ids), shard.status) for shard in shards] == [(7, "done")] * 4 + [(2, "done")]
 
     monkeypatch.setattr(runs, "renew", real_renew)
-    committed_app.config.update(BILLING_RUN_PARALLEL_FROM=10**9)
+    committed_app.config.update(BILLING_RUN_SHARD_SIZE=10**9)
     with committed_app.test_request_context():
         assert runs.due_subscription_ids(AS_OF) == [failing]  # left as it was, for the next run
         catch_up = run_billing(AS_OF)
@@ -382,3 +391,98 @@ def test_a_run_shared_among_processes_bills_what_one_process_bills(committed_app
         assert snapshot(shared_subscriptions) == snapshot(clean_book)
         assert duplicate_periods() == []
         assert_numbers_gap_free(all_invoices())
+
+
+# --- batches ------------------------------------------------------------------------------------
+
+
+def usage_book() -> list[Subscription]:
+    """Subscriptions with usage beyond what is included, anchored off the hour (so their periods
+    start and end inside an hour: the roll-ups' whole hours and the events' partial ones)."""
+    anchor = utc(2026, 1, 10, 8, 17, 13)
+    heavy, light = subscribe("starter", anchor), subscribe("starter", anchor + timedelta(minutes=3))
+    record(heavy.tenant_id, "compute_usage", Decimal("625.25"), at=anchor + timedelta(days=5), many=2)
+    record(heavy.tenant_id, "compute_usage", Decimal("7.5"), at=anchor + timedelta(minutes=20))  # the first hour
+    record(light.tenant_id, "compute_usage", Decimal("40"), at=anchor + timedelta(days=2))  # within the included
+    return [heavy, light]
+
+
+def issued_audit(book: list[Subscription]) -> list[tuple]:
+    tenants = {reload(subscription).tenant_id for subscription in book}
+    return sorted(
+        (event.details["number"], event.details["total"])
+        for event in db.session.query(AuditEvent).filter(
+            AuditEvent.action == "invoice.issued", AuditEvent.tenant_id.in_(tenants)
+        )
+    )
+
+
+@pytest.mark.usefixtures("ctx")
+def test_a_batch_is_billed_as_a_set_and_bills_what_one_subscription_at_a_time_bills(monkeypatch):
+    def fell_back(*args, **kwargs):
+        raise AssertionError("a batch fell back to one subscription per transaction")
+
+    monkeypatch.setattr(runs, "_renew_one_by_one", fell_back)
+    batched_book = build_book(15) + usage_book()
+    batched = run_billing(AS_OF)
+    monkeypatch.undo()
+
+    monkeypatch.setattr(runs, "BATCHED", False)
+    single_book = build_book(15) + usage_book()
+    single = run_billing(AS_OF)
+
+    assert batched.errors == [] and single.errors == []
+    assert (batched.subscriptions_billed, batched.invoices_created, batched.totals) == (
+        single.subscriptions_billed,
+        single.invoices_created,
+        single.totals,
+    )
+    assert snapshot(batched_book) == snapshot(single_book)
+    heavy_invoice = invoices_of(batched_book[-2])[1]
+    # 1,250.5 + 7.5 hours, 100 included: 1,000 at 12 cents, then 158 at 10 cents.
+    assert [(line.type, line.amount) for line in heavy_invoice.lines] == [
+        ("plan", 4900),
+        ("usage", 12000),
+        ("usage", 1580),
+    ]
+    # Every invoice has its audit row, with its number, as when issued alone.
+    assert [number for number, _ in issued_audit(batched_book)] == sorted(
+        invoice.number for subscription in batched_book for invoice in invoices_of(subscription)
+    )
+    assert duplicate_periods() == []
+    assert_numbers_gap_free(all_invoices())
+
+
+@pytest.mark.usefixtures("ctx")
+def test_a_crash_inside_a_batch_rolls_the_whole_batch_back_and_a_re_run_bills_it_once(monkeypatch):
+    crashed_book = build_book()
+    monkeypatch.setattr(runs, "PROGRESS_EVERY", 10)  # three batches of ten
+    real_renew, calls = runs.renew, []
+
+    def renew_then_die_on_the_13th(subscription, at, **kwargs):
+        calls.append(subscription.id)
+        issued = real_renew(subscription, at, **kwargs)
+        if len(calls) == 13:
+            raise SimulatedCrash
+        return issued
+
+    monkeypatch.setattr(runs, "renew", renew_then_die_on_the_13th)
+    crashed = runs.create_run("worker", AS_OF)
+    commit()
+    with pytest.raises(SimulatedCrash):
+        runs.execute(crashed)
+    rollback()
+    monkeypatch.setattr(runs, "renew", real_renew)
+
+    assert db.session.get(BillingRun, crashed.id).subscriptions_done == 10  # the first batch
+    settled = {s.id for s in crashed_book} - set(runs.due_subscription_ids(AS_OF))
+    assert settled == set(calls[:10])  # the second batch went with the crash, whole
+
+    rerun = run_billing(AS_OF)
+    assert (rerun.subscriptions_due, rerun.errors) == (20, [])
+    clean_book = build_book()
+    clean = run_billing(AS_OF)
+    assert clean.errors == []
+    assert snapshot(crashed_book) == snapshot(clean_book)
+    assert duplicate_periods() == []
+    assert_numbers_gap_free(all_invoices())

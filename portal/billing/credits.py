@@ -318,6 +318,22 @@ def may_apply(tenant_id: str, currency: str, amount_due: int) -> bool:
     )
 
 
+def with_credit(tenant_ids: list[str]) -> set[tuple[str, str]]:
+    """(tenant_id, currency) of those tenants that have credit left (one query for a billing
+    run's batch: ``may_apply`` for many at once)."""
+    if not tenant_ids:
+        return set()
+    grants = CreditGrant.__table__
+    return {
+        (tenant_id, currency)
+        for tenant_id, currency in db.session.connection().execute(
+            select(grants.c.tenant_id, grants.c.currency)
+            .where(grants.c.tenant_id.in_(tenant_ids), grants.c.remaining > 0)
+            .distinct()
+        )
+    }
+
+
 def apply_to_invoice(
     actor: Actor, tenant_id: str, currency: str, invoice_id: str, number: str, amount_due: int, at: datetime
 ) -> int:

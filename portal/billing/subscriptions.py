@@ -5,24 +5,26 @@ Every function takes the instant it acts at (``at``), so tests and ``billing run
 travel in time; instants are truncated to whole seconds because proration is by the second.
 """
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from fractions import Fraction
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from portal import audit
 from portal.access import Actor
 from portal.billing import discounts, notices, plans
-from portal.billing.invoices import BILLING, Line, issue
+from portal.billing.invoices import BILLING, Line, issue, when_stored
 from portal.billing.money import format_money, round_half_up
 from portal.billing.periods import add_interval, period_bounds, remaining_fraction
-from portal.billing.pricing import feature_specs, usage_charges
+from portal.billing.pricing import FeatureSpec, usage_charges
 from portal.errors import Conflict, ValidationFailed
 from portal.extensions import db
 from portal.models import CANCELLATION_REASONS, Invoice, PlanVersion, Subscription, Tenant, UsageEvent, utcnow
 from portal.usage.meters import meters_by_key
-from portal.usage.services import value_of
+from portal.usage.services import plan_features, value_of, values_known
 from portal.webhooks import outbox
 
 
@@ -58,7 +60,7 @@ def usage_lines(subscription: Subscription, start: datetime, end: datetime) -> l
     """Usage of a closed period, billed in arrears by the plan version of that period: one line
     (or one per tier) for each priced feature with billable usage, each rounded once."""
     version = subscription.plan_version
-    priced = [feature for feature in feature_specs(version) if feature.pricing != "included"]
+    priced = _priced(version)
     if not priced:
         return []
     meters = meters_by_key()
@@ -83,11 +85,32 @@ def usage_lines(subscription: Subscription, start: datetime, end: datetime) -> l
     return lines
 
 
-def _mark_invoiced(subscription: Subscription, start: datetime, end: datetime, invoice: Invoice) -> None:
-    """The closed period's events now belong to an invoice: they can no longer be deleted."""
-    from sqlalchemy import update
+def _priced(version: PlanVersion) -> list[FeatureSpec]:
+    """The version's features that cost money beyond what is included (parsed once per process)."""
+    return [feature for feature in plan_features(version.id) if feature.pricing != "included"]
 
-    db.session.execute(
+
+@contextmanager
+def prefetch_usage(subscriptions: list[Subscription], at: datetime) -> Iterator[None]:
+    """Read at once the usage ``usage_lines`` will ask for: the closed period of each of these
+    subscriptions that ``renew`` as of ``at`` settles first (a billing run's batch). Later
+    periods of a subscription catching up are read one by one, as before."""
+    meters = meters_by_key()
+    windows = [
+        (meters[feature.key], feature, subscription.tenant_id, subscription.current_period_start, boundary)
+        for subscription in subscriptions
+        if subscription.is_live and (boundary := subscription.current_period_end) <= at
+        for feature in _priced(subscription.plan_version)
+        if feature.key in meters
+    ]
+    with values_known(windows):
+        yield
+
+
+def _mark_invoiced(subscription: Subscription, start: datetime, end: datetime, invoice: Invoice) -> None:
+    """The closed period's events now belong to an invoice: they can no longer be deleted (once
+    the invoice's row is stored: at once, or with its billing run's batch)."""
+    statement = (
         update(UsageEvent)
         .where(
             UsageEvent.tenant_id == subscription.tenant_id,
@@ -98,6 +121,7 @@ def _mark_invoiced(subscription: Subscription, start: datetime, end: datetime, i
         .values(invoice_id=invoice.id)
         .execution_options(synchronize_session=False)
     )
+    when_stored(invoice, lambda: db.session.execute(statement))
 
 
 def _issue_period_invoice(

@@ -39,6 +39,12 @@ def get_queue(name: str = "default") -> Queue:
     return Queue(queue_name(name), connection=redis_connection(), is_async=not inline)
 
 
+def runs_inline() -> bool:
+    """Jobs run in the process that enqueues them (the embedded mode): work meant to be shared
+    among workers is then done in process, one piece after another."""
+    return bool(current_app.config["JOBS_INLINE"])
+
+
 def enqueue(job: str, args: tuple, queue: str = "default", retries: int = 3, timeout: int = 120) -> None:
     """Put ``job(*args)`` on a queue now, with RQ's ``Retry`` (10 s, 1 min, 5 min) for transient
     failures. Callers inside a unit of work use ``transactions.defer`` instead."""

@@ -351,3 +351,25 @@ class BillingRun(db.Model):
     @property
     def finished(self) -> bool:
         return self.status in ("completed", "failed")
+
+
+class BillingRunShard(db.Model):
+    """A slice of a billing run's due subscriptions, billed by one job on the queue (any worker,
+    any host). A job claims its shard (``status`` pending, or running with a stale heartbeat) before
+    it bills anything, so a shard delivered twice is billed once; the last shard to end closes the run.
+    """
+
+    __tablename__ = "billing_run_shards"
+    __table_args__ = (UniqueConstraint("run_id", "position"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("shd"))
+    run_id: Mapped[str] = mapped_column(ForeignKey("billing_runs.id"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    subscription_ids: Mapped[list] = mapped_column(JSON, default=list)
+    # pending | running | done | failed | abandoned (a resumed run re-cuts what is still due)
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    # The worker that took it ("host:pid"): the console and the tests see who billed what.
+    worker: Mapped[str | None] = mapped_column(String(255))
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

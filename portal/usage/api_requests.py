@@ -56,6 +56,23 @@ def _counts(raw: dict) -> dict[int, int]:
     return {int(minute): int(count) for minute, count in raw.items()}
 
 
+def pending_counts(tenant_ids: list[str]) -> dict[str, dict[int, int]] | None:
+    """Each tenant's requests still counted in Redis, per minute, in one round trip (None when
+    Redis cannot be read)."""
+    try:
+        pipe = redis_connection().pipeline(transaction=False)
+        for tenant_id in tenant_ids:
+            pipe.hgetall(_pending_key(tenant_id))
+        return {tenant_id: _counts(raw) for tenant_id, raw in zip(tenant_ids, pipe.execute(), strict=True)}
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def in_window(counts: dict[int, int], start: datetime | None, end: datetime) -> Decimal:
+    low = start.timestamp() if start is not None else float("-inf")
+    return Decimal(sum(count for minute, count in counts.items() if low <= minute < end.timestamp()))
+
+
 def pending(tenant_id: str, start: datetime | None, end: datetime) -> Decimal:
     """Requests counted in Redis but not flushed yet, in [start, end)."""
     try:

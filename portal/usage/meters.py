@@ -394,6 +394,17 @@ def meter_value(spec: MeterSpec, tenant_id: str, start: datetime | None, end: da
     return _clean(aggregate(spec.aggregation, _event_values(spec, rows)))
 
 
+def meter_values(spec: MeterSpec, windows: list[tuple[str, datetime | None, datetime]]) -> list[Decimal] | None:
+    """``meter_value`` for many (tenant_id, start, end) windows at once, in their order; None
+    when this meter or database cannot be read so (the caller asks one by one)."""
+    if not (_in_database(spec) and rollups.serves(spec.aggregation)):
+        return None
+    values = rollups.values_many(
+        spec.aggregation, [(tenant_id, spec.event_name, start, end) for tenant_id, start, end in windows]
+    )
+    return None if values is None else [_clean(value) for value in values]
+
+
 def _clean(value: Decimal) -> Decimal:
     """12.000000 -> 12, and an average's 28 digits cut to the storage's 6 decimals."""
     value = value.quantize(Decimal("0.000001")) if value.as_tuple().exponent < -6 else value

@@ -8,7 +8,8 @@ entry point this module may not import, so the API registers one serializer per 
 (``register``) when the app is built; without one, ``data`` holds the audit details."""
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import insert, or_, select
@@ -41,10 +42,29 @@ def data_for(tenant_id: str | None, target_type: str | None, target_id: str | No
     return {"id": target_id, **details} if target_id else dict(details)
 
 
+_KNOWN = "portal_outbox_endpoints"
+
+
+@contextmanager
+def endpoints_known(tenant_ids: list[str]) -> Iterator[None]:
+    """Read the enabled endpoints of these tenants (and the operator's) once, for the many
+    events a billing run's batch may emit about them; most tenants have none."""
+    owners = or_(WebhookEndpoint.tenant_id.in_(tenant_ids), WebhookEndpoint.tenant_id.is_(None))
+    rows = list(db.session.execute(select(WebhookEndpoint).where(WebhookEndpoint.enabled.is_(True), owners)).scalars())
+    db.session.info[_KNOWN] = (set(tenant_ids), rows)
+    try:
+        yield
+    finally:
+        db.session.info.pop(_KNOWN, None)
+
+
 def endpoints_for(tenant_id: str | None, event_type: str, only: WebhookEndpoint | None = None) -> list[WebhookEndpoint]:
     """The enabled endpoints that want this event: the tenant's and the operator's own."""
     if only is not None:
         return [only]
+    known = db.session.info.get(_KNOWN)
+    if known is not None and tenant_id in known[0]:
+        return [e for e in known[1] if e.tenant_id in (None, tenant_id) and e.wants(event_type)]
     owners = WebhookEndpoint.tenant_id.is_(None)
     if tenant_id is not None:
         owners = or_(WebhookEndpoint.tenant_id == tenant_id, owners)
