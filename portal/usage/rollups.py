@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 from portal.extensions import db
 from portal.infra import cache as key_cache
 from portal.models import UsageEvent, UsageRollup
+from portal.usage import partitions
 
 HOUR = timedelta(hours=1)
 # Meters the roll-ups can answer: no filter, no property, and one of these aggregations.
@@ -191,19 +192,28 @@ def rebuild(connection=None) -> int:
     )
 
     key_cache.note_usage_changed(db.session, {key_cache.ALL})  # every tenant's usage may read differently now
-    connection.execute(delete(UsageRollup.__table__))
+    # Months whose events retention retired keep their roll-ups: they are all that is left.
+    floor = partitions.retained_from(connection)
+    rollups, source = (
+        delete(UsageRollup.__table__),
+        select(
+            events.c.tenant_id,
+            events.c.name,
+            hour,
+            func.count(),
+            func.sum(events.c.quantity),
+            func.max(events.c.quantity),
+            func.min(events.c.quantity),
+        ),
+    )
+    if floor is not None:
+        rollups = rollups.where(UsageRollup.__table__.c.hour >= floor)
+        source = source.where(events.c.occurred_at >= floor)
+    connection.execute(rollups)
     connection.execute(
         UsageRollup.__table__.insert().from_select(
             ["tenant_id", "name", "hour", "count", "total", "max", "min"],
-            select(
-                events.c.tenant_id,
-                events.c.name,
-                hour,
-                func.count(),
-                func.sum(events.c.quantity),
-                func.max(events.c.quantity),
-                func.min(events.c.quantity),
-            ).group_by(events.c.tenant_id, events.c.name, hour),
+            source.group_by(events.c.tenant_id, events.c.name, hour),
         )
     )
     return connection.execute(select(func.count()).select_from(UsageRollup.__table__)).scalar()
