@@ -99,9 +99,7 @@ def test_the_migration_made_this_month_and_the_next_and_a_default(ctx, postgresq
     assert db.session.execute(text("SELECT to_regclass('usage_events_default')")).scalar() is not None
 
 
-def test_an_event_of_a_month_without_partition_lands_in_default_and_moves_when_it_is_made(
-    ctx, postgresql, make_tenant
-):
+def test_an_event_of_a_month_without_partition_lands_in_default_and_moves_when_it_is_made(ctx, postgresql, make_tenant):
     tenant = make_tenant()
     old = datetime(2019, 3, 15, 12, 0, tzinfo=UTC)
     event = store(tenant.tenant_id, old, quantity=4)
@@ -165,9 +163,7 @@ def test_retention_retires_an_invoiced_month_and_the_rollups_keep_its_totals(ctx
     assert meter_value(JOBS, tenant.tenant_id, *window) == 6
 
 
-def test_retention_keeps_a_month_a_subscription_may_still_invoice_and_drops_when_told(
-    ctx, postgresql, make_tenant
-):
+def test_retention_keeps_a_month_a_subscription_may_still_invoice_and_drops_when_told(ctx, postgresql, make_tenant):
     month = datetime(2021, 7, 1)
     tenant = _old_month_with_usage(make_tenant, month, quantity=1)
     subscription = db.session.execute(
