@@ -64,8 +64,8 @@ def tenant_detail(tenant_id: str):
     return detail_page(tenant)
 
 
-def _credit_forms(tenant: Tenant) -> tuple[CreditGrantForm, CreditForm]:
-    currency = billing_credits.currency_of(tenant.tenant_id)
+def _credit_forms(tenant: Tenant, currency: str | None = None) -> tuple[CreditGrantForm, CreditForm]:
+    currency = currency or billing_credits.currency_of(tenant.tenant_id)
     return (
         CreditGrantForm(formdata=None, currency=currency, prefix="grant"),
         CreditForm(formdata=None, currency=currency, prefix="deduct"),
@@ -100,8 +100,10 @@ def detail_page(
         .all()
     )
     invoices = db.session.execute(billing_invoices.for_tenant(tenant).limit(TENANT_INVOICES_SHOWN)).scalars().all()
-    default_grant, default_deduct = _credit_forms(tenant)
-    credit = billing_credits.summary(tenant.tenant_id)
+    subscription = subscription_of(tenant)
+    currency = billing_credits.currency_of_subscription(subscription)
+    default_grant, default_deduct = _credit_forms(tenant, currency)
+    credit = billing_credits.summary(tenant.tenant_id, currency)
     return render(
         "admin/tenant_detail.html",
         status=status,
@@ -112,7 +114,7 @@ def detail_page(
         tenant=tenant,
         members=tenant_members(tenant),
         events=events,
-        subscription=subscription_of(tenant),
+        subscription=subscription,
         invoices=invoices,
         invoices_shown=TENANT_INVOICES_SHOWN,
         suspend_form=suspend_form or SuspendForm(formdata=None),

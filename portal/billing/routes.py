@@ -76,7 +76,7 @@ def _index_page(cancel_form: CancelForm | None = None, status: int = 200):
     subscription = _subscription()
     live = subscription is not None and subscription.is_live
     recent = db.session.execute(invoice_service.for_tenant(g.tenant).limit(RECENT_INVOICES)).scalars().all()
-    credit = credit_service.summary(g.tenant.tenant_id)
+    credit = credit_service.summary(g.tenant.tenant_id, credit_service.currency_of_subscription(subscription))
     return render(
         "billing/index.html",
         status=status,

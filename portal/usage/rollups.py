@@ -394,3 +394,43 @@ def daily(aggregation: str, tenant_id: str, event_name: str, start: datetime, en
         ):
             days.setdefault(occurred_at.date(), Bucket()).add(1, quantity, quantity, quantity)
     return {day: bucket.value(aggregation) for day, bucket in days.items() if bucket.count}
+
+
+def many(tenant_id: str, names: list[str], start: datetime | None, end: datetime) -> dict[str, dict[date, Bucket]]:
+    """Per event name, per UTC day of [start, end), the buckets of ``names``' events, in one
+    statement for all of them (a page showing every feature): the whole hours from the roll-ups,
+    the edges' partial hours from the events."""
+    if not names:
+        return {}
+    low, high, partial = _edges(start, end)
+    parts = []
+    if low is not None or start is None:
+        rolled = select(
+            UsageRollup.name, UsageRollup.hour, UsageRollup.count, UsageRollup.total, UsageRollup.max, UsageRollup.min
+        ).where(UsageRollup.tenant_id == tenant_id, UsageRollup.name.in_(names), UsageRollup.hour < high)
+        parts.append(rolled.where(UsageRollup.hour >= low) if low is not None else rolled)
+    for edge_start, edge_end in partial:
+        parts.append(
+            select(
+                UsageEvent.name,
+                UsageEvent.occurred_at,
+                literal(1),
+                UsageEvent.quantity,
+                UsageEvent.quantity,
+                UsageEvent.quantity,
+            ).where(
+                UsageEvent.tenant_id == tenant_id,
+                UsageEvent.name.in_(names),
+                UsageEvent.occurred_at >= edge_start,
+                UsageEvent.occurred_at < edge_end,
+            )
+        )
+    statement = union_all(*parts) if len(parts) > 1 else parts[0]
+    found: dict[str, dict[date, Bucket]] = {name: {} for name in names}
+    for name, at, count, total, high_value, low_value in db.session.execute(statement):
+        if isinstance(at, str):  # SQLite gives a UNION's instants back as text
+            at = datetime.fromisoformat(at)
+        found[name].setdefault(at.date(), Bucket()).add(
+            int(count), Decimal(total), Decimal(high_value), Decimal(low_value)
+        )
+    return found
