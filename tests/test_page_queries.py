@@ -126,7 +126,9 @@ def _grow(app, ids: dict) -> None:
         db.session.execute(insert(Invoice), rows)
         commit()
         for n in range(500):
-            create_tenant(SYSTEM, f"grow_{n:03d}_{ids['tenant']}"[:50], f"Grown {n}", f"grow-{n}@example.com", "starter")
+            create_tenant(
+                SYSTEM, f"grow_{n:03d}_{ids['tenant']}"[:50], f"Grown {n}", f"grow-{n}@example.com", "starter"
+            )
             if n % 50 == 49:
                 commit()
         commit()
