@@ -342,7 +342,7 @@ PHASES = (
     ("hard-limit check (limits.reached)", "portal/usage/limits.py", "reached"),
     ("quota check queueing (_defer_quota_checks)", "portal/api/usage.py", "_defer_quota_checks"),
     ("commit (and enqueueing deferred jobs)", "portal/infra/transactions.py", "commit"),
-    ("response (pydantic model, JSON)", "portal/api/schemas/common.py", "dump"),
+    ("response (pydantic model, JSON)", "portal/api/usage.py", "dump"),
 )
 
 
@@ -487,7 +487,7 @@ def main() -> None:
             ).fetchone()
             figures["partitions"] = conn.execute(
                 "SELECT count(*) FROM pg_inherits WHERE inhparent = 'usage_events'::regclass"
-            ).scalar()
+            ).fetchone()[0]
         month = datetime.now(UTC).strftime("%Y-%m")
         usage = ("GET", f"/api/v1/tenants/bench_big/usage?month={month}", None, operator)
         drive(server.port, lambda: usage, 1, 2)
