@@ -396,6 +396,9 @@ def main() -> None:
         "--load-budget", type=float, default=1800, help="seconds loading those events may take (stops early)"
     )
     parser.add_argument("--profile", type=int, default=2000, help="single events profiled in process (0: none)")
+    parser.add_argument(
+        "--usage-only", action="store_true", help="only load the events and measure the usage query (part 4)"
+    )
     parser.add_argument("--profile-child", nargs=3, metavar=("N", "TENANT", "TOKEN"), help=argparse.SUPPRESS)
     add_worker_class_argument(parser)
     args = parser.parse_args()
@@ -433,46 +436,49 @@ def main() -> None:
         server = Server("wsgi:app", env)
         server.wait_ready(f"/api/v1/tenants/{tenant_id}", {"X-API-Key": key})
 
-        make = event_factory(tenant_id, "batch")
-        batch_request = lambda: (  # noqa: E731 - a request factory beside the others
-            "POST",
-            "/api/v1/events/batch",
-            json.dumps({"events": [make() for _ in range(BATCH)]}),
-            operator,
-        )
-        drive(server.port, batch_request, BATCH_CONNECTIONS, 2)  # warm-up
-        batch = drive(server.port, batch_request, BATCH_CONNECTIONS, args.duration)
-        figures["batch_events_per_s"] = batch["rps"] * BATCH
-        figures["raw_events_per_s"] = raw_baseline(plain_url, tenant_id, int(batch["requests"] * BATCH) or BATCH * 4)
-
-        single_events(server.port, tenant_id, operator, args.connections, 2)  # warm-up
-        figures["single"] = single_events(server.port, tenant_id, operator, args.connections, args.duration)
-        figures["single_minimal"] = minimal_single_events(env, plain_url, tenant_id, operator, args)
-
-        check_path = f"/api/v1/entitlements/{tenant_id}/pipeline_runs"
-        if shutil.which("wrk"):
-            load_wrk(server.port, check_path, operator, args.connections, 2)
-            figures["entitlement"] = load_wrk(server.port, check_path, operator, args.connections, args.duration)
-        else:
-            check = ("GET", check_path, None, operator)
-            drive(server.port, lambda: check, args.connections, 2)
-            figures["entitlement"] = drive(server.port, lambda: check, args.connections, args.duration)
-        # Offered at half the capacity just measured: the latency a check gets with headroom.
-        figures["entitlement_rate"] = max(int(figures["entitlement"]["rps"] / 2), 1)
-        figures["entitlement_at_rate"] = offered_rate(
-            server.port, check_path, operator, args.connections, figures["entitlement_rate"], args.duration
-        )
-
-        if args.profile:
-            profiled = subprocess.run(  # noqa: S603 - fixed argv, no shell
-                [sys.executable, str(Path(__file__)), "--profile-child", str(args.profile), tenant_id, token],
-                cwd=ROOT,
-                env=env,
-                check=True,
-                capture_output=True,
-                text=True,
+        if not args.usage_only:
+            make = event_factory(tenant_id, "batch")
+            batch_request = lambda: (  # noqa: E731 - a request factory beside the others
+                "POST",
+                "/api/v1/events/batch",
+                json.dumps({"events": [make() for _ in range(BATCH)]}),
+                operator,
             )
-            figures["profile"] = profiled.stdout
+            drive(server.port, batch_request, BATCH_CONNECTIONS, 2)  # warm-up
+            batch = drive(server.port, batch_request, BATCH_CONNECTIONS, args.duration)
+            figures["batch_events_per_s"] = batch["rps"] * BATCH
+            figures["raw_events_per_s"] = raw_baseline(
+                plain_url, tenant_id, int(batch["requests"] * BATCH) or BATCH * 4
+            )
+
+            single_events(server.port, tenant_id, operator, args.connections, 2)  # warm-up
+            figures["single"] = single_events(server.port, tenant_id, operator, args.connections, args.duration)
+            figures["single_minimal"] = minimal_single_events(env, plain_url, tenant_id, operator, args)
+
+            check_path = f"/api/v1/entitlements/{tenant_id}/pipeline_runs"
+            if shutil.which("wrk"):
+                load_wrk(server.port, check_path, operator, args.connections, 2)
+                figures["entitlement"] = load_wrk(server.port, check_path, operator, args.connections, args.duration)
+            else:
+                check = ("GET", check_path, None, operator)
+                drive(server.port, lambda: check, args.connections, 2)
+                figures["entitlement"] = drive(server.port, lambda: check, args.connections, args.duration)
+            # Offered at half the capacity just measured: the latency a check gets with headroom.
+            figures["entitlement_rate"] = max(int(figures["entitlement"]["rps"] / 2), 1)
+            figures["entitlement_at_rate"] = offered_rate(
+                server.port, check_path, operator, args.connections, figures["entitlement_rate"], args.duration
+            )
+
+            if args.profile:
+                profiled = subprocess.run(  # noqa: S603 - fixed argv, no shell
+                    [sys.executable, str(Path(__file__)), "--profile-child", str(args.profile), tenant_id, token],
+                    cwd=ROOT,
+                    env=env,
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                )
+                figures["profile"] = profiled.stdout
 
         figures["loaded"], figures["load_seconds"] = load_big_tenant(
             plain_url, "bench_big", args.events, args.load_budget
@@ -502,44 +508,46 @@ def main() -> None:
         if stale:
             client.delete(*stale)
 
-    ratio = figures["batch_events_per_s"] / figures["raw_events_per_s"]
-    single, check, usage = figures["single"], figures["entitlement"], figures["usage"]
-    at_rate = figures["entitlement_at_rate"]
-    client = "wrk (2 threads)" if shutil.which("wrk") else "Python threads + http.client"
-    print(
-        f"gunicorn {' '.join(GUNICORN_ARGS[:-2])} on {HOST}; PostgreSQL scratch database {name} (dropped); rate limiting off; "
-        f"Redis {redis_url} (quota checks queued as RQ jobs); client: {client} for single events and checks, "
-        f"Python threads for batches; {os.cpu_count()} CPU(s)"
-    )
-    print(
-        f"batch ingestion     {figures['batch_events_per_s']:>10,.0f} events/s  ({BATCH_CONNECTIONS} connections, "
-        f"{BATCH} events per request)"
-    )
-    print(
-        f"raw psycopg         {figures['raw_events_per_s']:>10,.0f} events/s  (executemany ... ON CONFLICT DO NOTHING)"
-    )
-    print(f"ratio batch/raw: {ratio:.2f} (target >= 0.25: {'met' if ratio >= 0.25 else 'NOT met'})")
-    minimal = figures["single_minimal"]
-    print(
-        f"single events       {single['rps']:>10,.0f} req/s     p50 {single['p50']:.1f} ms, p99 {single['p99']:.1f} ms "
-        f"({args.connections} connections; target >= 1,000: {'met' if single['rps'] >= 1000 else 'NOT met'})"
-    )
-    single_ratio = single["rps"] / minimal["rps"]
-    print(
-        f"  minimal WSGI app  {minimal['rps']:>10,.0f} req/s     p50 {minimal['p50']:.1f} ms, p99 {minimal['p99']:.1f} ms "
-        f"(no Flask, no auth or validation, the same INSERT on a raw psycopg connection); "
-        f"portal/minimal: {single_ratio:.2f} (target >= 0.5: {'met' if single_ratio >= 0.5 else 'NOT met'})"
-    )
-    print(
-        f"entitlement checks  {check['rps']:>10,.0f} req/s     p50 {check['p50']:.1f} ms, p99 {check['p99']:.1f} ms "
-        f"({args.connections} connections, as fast as they answer; target >= 1,500 req/s: "
-        f"{'met' if check['rps'] >= 1500 else 'NOT met'})"
-    )
-    print(
-        f"  at half capacity, {figures['entitlement_rate']:,} req/s offered: {at_rate['rps']:>6,.0f} req/s, "
-        f"p50 {at_rate['p50']:.1f} ms, p99 {at_rate['p99']:.1f} ms ({args.connections} connections at most; "
-        f"target p99 <= 10 ms: {'met' if at_rate['p99'] <= 10 else 'NOT met'})"
-    )
+    usage = figures["usage"]
+    if not args.usage_only:
+        ratio = figures["batch_events_per_s"] / figures["raw_events_per_s"]
+        single, check, usage = figures["single"], figures["entitlement"], figures["usage"]
+        at_rate = figures["entitlement_at_rate"]
+        client = "wrk (2 threads)" if shutil.which("wrk") else "Python threads + http.client"
+        print(
+            f"gunicorn {' '.join(GUNICORN_ARGS[:-2])} on {HOST}; PostgreSQL scratch database {name} (dropped); rate limiting off; "
+            f"Redis {redis_url} (quota checks queued as RQ jobs); client: {client} for single events and checks, "
+            f"Python threads for batches; {os.cpu_count()} CPU(s)"
+        )
+        print(
+            f"batch ingestion     {figures['batch_events_per_s']:>10,.0f} events/s  ({BATCH_CONNECTIONS} connections, "
+            f"{BATCH} events per request)"
+        )
+        print(
+            f"raw psycopg         {figures['raw_events_per_s']:>10,.0f} events/s  (executemany ... ON CONFLICT DO NOTHING)"
+        )
+        print(f"ratio batch/raw: {ratio:.2f} (target >= 0.25: {'met' if ratio >= 0.25 else 'NOT met'})")
+        minimal = figures["single_minimal"]
+        print(
+            f"single events       {single['rps']:>10,.0f} req/s     p50 {single['p50']:.1f} ms, p99 {single['p99']:.1f} ms "
+            f"({args.connections} connections; target >= 1,000: {'met' if single['rps'] >= 1000 else 'NOT met'})"
+        )
+        single_ratio = single["rps"] / minimal["rps"]
+        print(
+            f"  minimal WSGI app  {minimal['rps']:>10,.0f} req/s     p50 {minimal['p50']:.1f} ms, p99 {minimal['p99']:.1f} ms "
+            f"(no Flask, no auth or validation, the same INSERT on a raw psycopg connection); "
+            f"portal/minimal: {single_ratio:.2f} (target >= 0.5: {'met' if single_ratio >= 0.5 else 'NOT met'})"
+        )
+        print(
+            f"entitlement checks  {check['rps']:>10,.0f} req/s     p50 {check['p50']:.1f} ms, p99 {check['p99']:.1f} ms "
+            f"({args.connections} connections, as fast as they answer; target >= 1,500 req/s: "
+            f"{'met' if check['rps'] >= 1500 else 'NOT met'})"
+        )
+        print(
+            f"  at half capacity, {figures['entitlement_rate']:,} req/s offered: {at_rate['rps']:>6,.0f} req/s, "
+            f"p50 {at_rate['p50']:.1f} ms, p99 {at_rate['p99']:.1f} ms ({args.connections} connections at most; "
+            f"target p99 <= 10 ms: {'met' if at_rate['p99'] <= 10 else 'NOT met'})"
+        )
     partition, in_partition = figures["partition"]
     print(
         f"usage query         {figures['loaded']:,} events this month (loaded in {figures['load_seconds']:.0f} s; "
