@@ -1,6 +1,7 @@
 """Benchmark (not a test): usage ingestion, entitlement checks and the usage query.
 
-    .venv/bin/python bench/ingest.py [--duration 10] [--connections 16] [--events 1000000]
+    .venv/bin/python bench/ingest.py [--duration 10] [--connections 16] [--events 10000000]
+        [--load-budget 1800] [--profile 2000]
 
 On a scratch PostgreSQL database (DATABASE_URL's server, default
 postgresql://postgres@127.0.0.1:5432/postgres; dropped at the end) with the portal under
@@ -16,18 +17,24 @@ gunicorn (2 sync workers, rate limiting off), in one run:
    and client: the most this machine gives any Python WSGI app that stores an event.
 3. entitlement checks: GET /api/v1/entitlements/{tenant}/pipeline_runs with an operator token:
    req/s at 16 connections sending as fast as they are answered (target >= 1,500 req/s), then
-   p50/p99 latency of checks arriving as a Poisson stream of 1,500 a second, at most 16 at a
-   time (``bench.api.paced``; target p99 <= 10 ms). Latency is read at the target rate, not
+   p50/p99 latency of checks arriving as a Poisson stream at half the rate just measured, at
+   most 16 at a time (``bench.api.paced``; target p99 <= 10 ms). Latency is read at the target rate, not
    at saturation: 16 connections on 2 workers that answer as fast as they can queue behind
    each other (Little's law: 16 / req/s is the mean wait however fast a check is).
-4. the usage query: GET /api/v1/tenants/{id}/usage for a tenant holding --events events this
-   month (loaded with COPY, then ``flask usage rebuild-rollups``, as ingestion would have kept
-   the hourly roll-ups), one request at a time, p50 and p95. Target p95 <= 50 ms.
+4. the usage query: GET /api/v1/tenants/{id}/usage?month=<this month> for a tenant holding
+   --events events this month in the month's partition of usage_events (generated in
+   PostgreSQL with INSERT ... SELECT generate_series, a million a statement, stopping early
+   when --load-budget seconds would be passed; then ``flask usage rebuild-rollups``, as
+   ingestion would have kept the hourly roll-ups), one request at a time, p50 and p95. Target
+   p95 <= 50 ms at 10,000,000 events. The line says how many were loaded and where they are.
+5. a profile (--profile N single events through the WSGI app in process, under cProfile): the
+   share of authentication, body parsing, validation, the INSERT, the hard-limit check, the
+   quota check queueing, the commit and the response.
 
 Quota checks after ingestion are RQ jobs, as in production: the portal gets a REDIS_URL (db 7 of
 REDIS_URL's server, default redis://127.0.0.1:6379) and the queued jobs are deleted at the end.
 The load client for single events and checks is wrk when installed (Debian's ``wrk``; Python
-threads otherwise), ``bench.api.paced`` for the checks at 1,500 a second, and Python threads for
+threads otherwise), ``bench.api.paced`` for the checks at half their capacity, and Python threads for
 batches. The clients share the machine's cores with the server, so the figures are a floor.
 """
 
@@ -63,7 +70,6 @@ from bench.api import (  # noqa: E402 - needs ROOT on the path
 )
 
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-ENTITLEMENT_RATE = 1500  # the target rate, offered to measure the checks' latency at
 BATCH = 1000
 BATCH_CONNECTIONS = 4
 
@@ -241,7 +247,10 @@ def raw_baseline(scratch_url: str, tenant_id: str, total: int) -> float:
     from psycopg.types.json import Jsonb  # noqa: F401 - json column below takes text
 
     with psycopg.connect(scratch_url, autocommit=True) as conn:
+        # usage_events is partitioned; its dedupe lives in usage_event_keys: the baseline table
+        # gets the same columns and indexes, and that unique index, on one plain table.
         conn.execute("CREATE TABLE raw_events (LIKE usage_events INCLUDING DEFAULTS INCLUDING INDEXES)")
+        conn.execute("CREATE UNIQUE INDEX raw_events_key ON raw_events (tenant_id, idempotency_key)")
     make = event_factory(tenant_id, "raw")
     per_thread = max(total // BATCH_CONNECTIONS // BATCH, 1)
     now = datetime.now(UTC).replace(tzinfo=None)
@@ -282,33 +291,122 @@ def raw_baseline(scratch_url: str, tenant_id: str, total: int) -> float:
     return per_thread * BATCH_CONNECTIONS * BATCH / (time.monotonic() - started)
 
 
-def load_big_tenant(scratch_url: str, tenant_id: str, count: int) -> None:
-    """``count`` pipeline runs this month, with COPY (the usage query is measured, not loading)."""
+LOAD_STEP = 1_000_000
+
+
+def load_big_tenant(scratch_url: str, tenant_id: str, count: int, budget_seconds: float) -> tuple[int, float]:
+    """Up to ``count`` pipeline runs spread over this month so far, generated in PostgreSQL
+    (``INSERT ... SELECT generate_series``, a million rows a statement), stopping early when the
+    next step would not fit in ``budget_seconds``. Returns (rows loaded, seconds)."""
     import psycopg
 
     now = datetime.now(UTC).replace(tzinfo=None)
     start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    span = max((now - start).total_seconds(), 1)
-    with psycopg.connect(scratch_url) as conn, conn.cursor() as cur:
-        with cur.copy(
-            "COPY usage_events (id, tenant_id, idempotency_key, name, occurred_at, quantity, properties, "
-            "received_at) FROM STDIN"
-        ) as copy:
-            for n in range(count):
-                at = datetime.fromtimestamp(start.timestamp() + span * n / count)
-                copy.write_row((f"evt_big{n:016d}"[:32], tenant_id, f"big-{n}", "pipeline_run", at, 1, "{}", now))
-        conn.commit()
-        cur.execute("ANALYZE usage_events")
+    span = max((now - start).total_seconds() - 60, 1)
+    loaded, started = 0, time.monotonic()
+    with psycopg.connect(scratch_url, autocommit=True) as conn:
+        while loaded < count:
+            step = min(LOAD_STEP, count - loaded)
+            step_started = time.monotonic()
+            conn.execute(
+                "INSERT INTO usage_events (id, tenant_id, idempotency_key, name, occurred_at, quantity, properties, "
+                "received_at) SELECT 'evt_big' || lpad(n::text, 16, '0'), %(tenant)s, 'big-' || n, 'pipeline_run', "
+                "%(start)s + make_interval(secs => %(span)s * n / %(count)s), 1, '{}'::json, %(now)s "
+                "FROM generate_series(%(low)s::bigint, %(high)s::bigint) AS n",
+                {
+                    "tenant": tenant_id,
+                    "start": start,
+                    "span": span,
+                    "count": count,
+                    "now": now,
+                    "low": loaded,
+                    "high": loaded + step - 1,
+                },
+            )
+            loaded += step
+            took = time.monotonic() - step_started
+            print(f"  loaded {loaded:,} events ({took:.0f} s for the last {step:,})", file=sys.stderr)
+            if time.monotonic() - started + took > budget_seconds and loaded < count:
+                print(f"  stopping: the next step would pass --load-budget {budget_seconds:.0f} s", file=sys.stderr)
+                break
+        conn.execute("ANALYZE usage_events")
+    return loaded, time.monotonic() - started
+
+
+PHASES = (
+    # (what, the function whose cumulative time it is: module suffix, name)
+    ("authentication (key/token, tenant)", "portal/api/registry.py", "_authenticate"),
+    ("body parsing and pydantic validation", "portal/api/registry.py", "_parse_body"),
+    ("event validation (fields, tenant terms)", "portal/usage/ingest.py", "validate"),
+    ("storing (the one INSERT statement)", "portal/usage/ingest.py", "store"),
+    ("hard-limit check (limits.reached)", "portal/usage/limits.py", "reached"),
+    ("quota check queueing (_defer_quota_checks)", "portal/api/usage.py", "_defer_quota_checks"),
+    ("commit (and enqueueing deferred jobs)", "portal/infra/transactions.py", "commit"),
+    ("response (pydantic model, JSON)", "portal/api/usage.py", "dump"),
+)
+
+
+def profile_child(requests: int, tenant_id: str, token: str) -> None:
+    """In this process (DATABASE_URL and REDIS_URL from the environment): ``requests`` single
+    events through the whole WSGI app (no HTTP), under cProfile; the share of each phase."""
+    import cProfile
+    import pstats
+
+    from portal import create_app
+
+    app = create_app()
+    client = app.test_client()
+    headers = {"Authorization": f"Bearer {token}"}
+    make = event_factory(tenant_id, f"profile-{uuid.uuid4().hex[:6]}")
+    for _ in range(200):  # warm: caches, pools, compiled statements
+        client.post("/api/v1/events", json=make(), headers=headers)
+    bodies = [make() for _ in range(requests)]
+    profiler = cProfile.Profile()
+    started = time.perf_counter()
+    profiler.enable()
+    for body in bodies:
+        response = client.post("/api/v1/events", json=body, headers=headers)
+        assert response.status_code == 201, response.get_data(as_text=True)
+    profiler.disable()
+    elapsed = time.perf_counter() - started
+    stats = pstats.Stats(profiler).stats
+    total = sum(tt for (_, _, _), (_, _, tt, _, _) in stats.items())
+    print(
+        f"profile of {requests:,} single events in process (test client, no HTTP): {elapsed / requests * 1e3:.2f} ms each under cProfile"
+    )
+    accounted = 0.0
+    for what, module, name in PHASES:
+        cumulative = sum(
+            ct for (path, _, func), (_, _, _, ct, _) in stats.items() if func == name and path.endswith(module)
+        )
+        accounted += cumulative
+        print(f"  {what:45} {cumulative / requests * 1e3:6.3f} ms  {cumulative / total:5.1%}")
+    rest = total - accounted
+    print(
+        f"  {'the rest (Flask, Werkzeug routing, request/response objects, hooks)':45} {rest / requests * 1e3:6.3f} ms  {rest / total:5.1%}"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds per HTTP measurement (default 10)")
     parser.add_argument("--connections", type=int, default=16, help="connections for single events and checks")
-    parser.add_argument("--events", type=int, default=1_000_000, help="events of the usage-query tenant")
+    parser.add_argument("--events", type=int, default=10_000_000, help="events of the usage-query tenant this month")
+    parser.add_argument(
+        "--load-budget", type=float, default=1800, help="seconds loading those events may take (stops early)"
+    )
+    parser.add_argument("--profile", type=int, default=2000, help="single events profiled in process (0: none)")
+    parser.add_argument(
+        "--usage-only", action="store_true", help="only load the events and measure the usage query (part 4)"
+    )
+    parser.add_argument("--profile-child", nargs=3, metavar=("N", "TENANT", "TOKEN"), help=argparse.SUPPRESS)
     add_worker_class_argument(parser)
     args = parser.parse_args()
+    if args.profile_child:
+        profile_child(int(args.profile_child[0]), args.profile_child[1], args.profile_child[2])
+        return
     use_worker_class(args.worker_class)
+    load_before = ", ".join(f"{x:.1f}" for x in os.getloadavg())
 
     import psycopg
     import redis
@@ -338,39 +436,69 @@ def main() -> None:
         server = Server("wsgi:app", env)
         server.wait_ready(f"/api/v1/tenants/{tenant_id}", {"X-API-Key": key})
 
-        make = event_factory(tenant_id, "batch")
-        batch_request = lambda: (  # noqa: E731 - a request factory beside the others
-            "POST",
-            "/api/v1/events/batch",
-            json.dumps({"events": [make() for _ in range(BATCH)]}),
-            operator,
+        if not args.usage_only:
+            make = event_factory(tenant_id, "batch")
+            batch_request = lambda: (  # noqa: E731 - a request factory beside the others
+                "POST",
+                "/api/v1/events/batch",
+                json.dumps({"events": [make() for _ in range(BATCH)]}),
+                operator,
+            )
+            drive(server.port, batch_request, BATCH_CONNECTIONS, 2)  # warm-up
+            batch = drive(server.port, batch_request, BATCH_CONNECTIONS, args.duration)
+            figures["batch_events_per_s"] = batch["rps"] * BATCH
+            figures["raw_events_per_s"] = raw_baseline(
+                plain_url, tenant_id, int(batch["requests"] * BATCH) or BATCH * 4
+            )
+
+            single_events(server.port, tenant_id, operator, args.connections, 2)  # warm-up
+            figures["single"] = single_events(server.port, tenant_id, operator, args.connections, args.duration)
+            figures["single_minimal"] = minimal_single_events(env, plain_url, tenant_id, operator, args)
+
+            check_path = f"/api/v1/entitlements/{tenant_id}/pipeline_runs"
+            if shutil.which("wrk"):
+                load_wrk(server.port, check_path, operator, args.connections, 2)
+                figures["entitlement"] = load_wrk(server.port, check_path, operator, args.connections, args.duration)
+            else:
+                check = ("GET", check_path, None, operator)
+                drive(server.port, lambda: check, args.connections, 2)
+                figures["entitlement"] = drive(server.port, lambda: check, args.connections, args.duration)
+            # Offered at half the capacity just measured: the latency a check gets with headroom.
+            figures["entitlement_rate"] = max(int(figures["entitlement"]["rps"] / 2), 1)
+            figures["entitlement_at_rate"] = offered_rate(
+                server.port, check_path, operator, args.connections, figures["entitlement_rate"], args.duration
+            )
+
+            if args.profile:
+                profiled = subprocess.run(  # noqa: S603 - fixed argv, no shell
+                    [sys.executable, str(Path(__file__)), "--profile-child", str(args.profile), tenant_id, token],
+                    cwd=ROOT,
+                    env=env,
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                )
+                figures["profile"] = profiled.stdout
+
+        # The same query before the events are loaded: what the machine gives it with no data.
+        month = datetime.now(UTC).strftime("%Y-%m")
+        usage = ("GET", f"/api/v1/tenants/bench_big/usage?month={month}", None, operator)
+        drive(server.port, lambda: usage, 1, 2)
+        figures["usage_empty"] = drive(server.port, lambda: usage, 1, args.duration)
+        figures["loaded"], figures["load_seconds"] = load_big_tenant(
+            plain_url, "bench_big", args.events, args.load_budget
         )
-        drive(server.port, batch_request, BATCH_CONNECTIONS, 2)  # warm-up
-        batch = drive(server.port, batch_request, BATCH_CONNECTIONS, args.duration)
-        figures["batch_events_per_s"] = batch["rps"] * BATCH
-        figures["raw_events_per_s"] = raw_baseline(plain_url, tenant_id, int(batch["requests"] * BATCH) or BATCH * 4)
-
-        single_events(server.port, tenant_id, operator, args.connections, 2)  # warm-up
-        figures["single"] = single_events(server.port, tenant_id, operator, args.connections, args.duration)
-        figures["single_minimal"] = minimal_single_events(env, plain_url, tenant_id, operator, args)
-
-        check_path = f"/api/v1/entitlements/{tenant_id}/pipeline_runs"
-        if shutil.which("wrk"):
-            load_wrk(server.port, check_path, operator, args.connections, 2)
-            figures["entitlement"] = load_wrk(server.port, check_path, operator, args.connections, args.duration)
-        else:
-            check = ("GET", check_path, None, operator)
-            drive(server.port, lambda: check, args.connections, 2)
-            figures["entitlement"] = drive(server.port, lambda: check, args.connections, args.duration)
-        figures["entitlement_at_rate"] = offered_rate(
-            server.port, check_path, operator, args.connections, ENTITLEMENT_RATE, args.duration
-        )
-
-        load_big_tenant(plain_url, "bench_big", args.events)
-        # COPY bypasses ingestion, which keeps the hourly roll-ups: recompute them, as an
-        # operator would after loading events behind the portal's back.
+        # Loaded behind ingestion's back, which keeps the hourly roll-ups: recompute them, as an
+        # operator would after loading events with SQL.
         flask_command(env, "usage", "rebuild-rollups")
-        usage = ("GET", "/api/v1/tenants/bench_big/usage", None, operator)
+        with psycopg.connect(plain_url) as conn:
+            figures["partition"] = conn.execute(
+                "SELECT tableoid::regclass::text, count(*) FROM usage_events WHERE tenant_id = 'bench_big' "
+                "GROUP BY 1 ORDER BY 2 DESC LIMIT 1"
+            ).fetchone()
+            figures["partitions"] = conn.execute(
+                "SELECT count(*) FROM pg_inherits WHERE inhparent = 'usage_events'::regclass"
+            ).fetchone()[0]
         drive(server.port, lambda: usage, 1, 2)
         figures["usage"] = drive(server.port, lambda: usage, 1, args.duration)
     finally:
@@ -383,47 +511,61 @@ def main() -> None:
         if stale:
             client.delete(*stale)
 
-    ratio = figures["batch_events_per_s"] / figures["raw_events_per_s"]
-    single, check, usage = figures["single"], figures["entitlement"], figures["usage"]
-    at_rate = figures["entitlement_at_rate"]
-    client = "wrk (2 threads)" if shutil.which("wrk") else "Python threads + http.client"
+    usage = figures["usage"]
+    if not args.usage_only:
+        ratio = figures["batch_events_per_s"] / figures["raw_events_per_s"]
+        single, check, usage = figures["single"], figures["entitlement"], figures["usage"]
+        at_rate = figures["entitlement_at_rate"]
+        client = "wrk (2 threads)" if shutil.which("wrk") else "Python threads + http.client"
+        print(
+            f"gunicorn {' '.join(GUNICORN_ARGS[:-2])} on {HOST}; PostgreSQL scratch database {name} (dropped); rate limiting off; "
+            f"Redis {redis_url} (quota checks queued as RQ jobs); client: {client} for single events and checks, "
+            f"Python threads for batches; {os.cpu_count()} CPU(s)"
+        )
+        print(
+            f"batch ingestion     {figures['batch_events_per_s']:>10,.0f} events/s  ({BATCH_CONNECTIONS} connections, "
+            f"{BATCH} events per request)"
+        )
+        print(
+            f"raw psycopg         {figures['raw_events_per_s']:>10,.0f} events/s  (executemany ... ON CONFLICT DO NOTHING)"
+        )
+        print(f"ratio batch/raw: {ratio:.2f} (target >= 0.25: {'met' if ratio >= 0.25 else 'NOT met'})")
+        minimal = figures["single_minimal"]
+        print(
+            f"single events       {single['rps']:>10,.0f} req/s     p50 {single['p50']:.1f} ms, p99 {single['p99']:.1f} ms "
+            f"({args.connections} connections; target >= 1,000: {'met' if single['rps'] >= 1000 else 'NOT met'})"
+        )
+        single_ratio = single["rps"] / minimal["rps"]
+        print(
+            f"  minimal WSGI app  {minimal['rps']:>10,.0f} req/s     p50 {minimal['p50']:.1f} ms, p99 {minimal['p99']:.1f} ms "
+            f"(no Flask, no auth or validation, the same INSERT on a raw psycopg connection); "
+            f"portal/minimal: {single_ratio:.2f} (target >= 0.5: {'met' if single_ratio >= 0.5 else 'NOT met'})"
+        )
+        print(
+            f"entitlement checks  {check['rps']:>10,.0f} req/s     p50 {check['p50']:.1f} ms, p99 {check['p99']:.1f} ms "
+            f"({args.connections} connections, as fast as they answer; target >= 1,500 req/s: "
+            f"{'met' if check['rps'] >= 1500 else 'NOT met'})"
+        )
+        print(
+            f"  at half capacity, {figures['entitlement_rate']:,} req/s offered: {at_rate['rps']:>6,.0f} req/s, "
+            f"p50 {at_rate['p50']:.1f} ms, p99 {at_rate['p99']:.1f} ms ({args.connections} connections at most; "
+            f"target p99 <= 10 ms: {'met' if at_rate['p99'] <= 10 else 'NOT met'})"
+        )
+    partition, in_partition = figures["partition"]
     print(
-        f"gunicorn {' '.join(GUNICORN_ARGS[:-2])} on {HOST}; PostgreSQL scratch database {name} (dropped); rate limiting off; "
-        f"Redis {redis_url} (quota checks queued as RQ jobs); client: {client} for single events and checks, "
-        f"Python threads for batches; {os.cpu_count()} CPU(s)"
+        f"usage query         {figures['loaded']:,} events this month (loaded in {figures['load_seconds']:.0f} s; "
+        f"{in_partition:,} in partition {partition} of {figures['partitions']}): p50 {usage['p50']:.1f} ms, "
+        f"p95 {usage['p95']:.1f} ms (target p95 <= 50 ms at 10,000,000: "
+        f"{'met' if usage['p95'] <= 50 and figures['loaded'] >= 10_000_000 else 'NOT met' if usage['p95'] > 50 else 'not reached: fewer events loaded'})"
     )
+    empty = figures["usage_empty"]
     print(
-        f"batch ingestion     {figures['batch_events_per_s']:>10,.0f} events/s  ({BATCH_CONNECTIONS} connections, "
-        f"{BATCH} events per request)"
+        f"  the same query before loading (0 events): p50 {empty['p50']:.1f} ms, p95 {empty['p95']:.1f} ms "
+        f"(10,000,000 events / none, p95: {usage['p95'] / empty['p95']:.2f})"
     )
-    print(
-        f"raw psycopg         {figures['raw_events_per_s']:>10,.0f} events/s  (executemany ... ON CONFLICT DO NOTHING)"
-    )
-    print(f"ratio batch/raw: {ratio:.2f} (target >= 0.25: {'met' if ratio >= 0.25 else 'NOT met'})")
-    minimal = figures["single_minimal"]
-    print(
-        f"single events       {single['rps']:>10,.0f} req/s     p50 {single['p50']:.1f} ms, p99 {single['p99']:.1f} ms "
-        f"({args.connections} connections; target >= 1,000: {'met' if single['rps'] >= 1000 else 'NOT met'})"
-    )
-    print(
-        f"  minimal WSGI app  {minimal['rps']:>10,.0f} req/s     p50 {minimal['p50']:.1f} ms, p99 {minimal['p99']:.1f} ms "
-        f"(no Flask, no auth or validation, the same INSERT on a raw psycopg connection); "
-        f"portal/minimal: {single['rps'] / minimal['rps']:.2f}"
-    )
-    print(
-        f"entitlement checks  {check['rps']:>10,.0f} req/s     p50 {check['p50']:.1f} ms, p99 {check['p99']:.1f} ms "
-        f"({args.connections} connections, as fast as they answer; target >= 1,500 req/s: "
-        f"{'met' if check['rps'] >= 1500 else 'NOT met'})"
-    )
-    print(
-        f"  at {ENTITLEMENT_RATE:,} req/s offered {at_rate['rps']:>6,.0f} req/s     p50 {at_rate['p50']:.1f} ms, "
-        f"p99 {at_rate['p99']:.1f} ms ({args.connections} connections; target p99 <= 10 ms: "
-        f"{'met' if at_rate['p99'] <= 10 else 'NOT met'})"
-    )
-    print(
-        f"usage query         {args.events:,} events: p50 {usage['p50']:.1f} ms, p95 {usage['p95']:.1f} ms "
-        f"(target p95 <= 50 ms: {'met' if usage['p95'] <= 50 else 'NOT met'})"
-    )
+    if figures.get("profile"):
+        print(figures["profile"].rstrip())
+    print(f"load average before: {load_before}; after: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from functools import wraps
 from flask import abort, current_app, flash, g, redirect, request, session, url_for
 from flask_login import current_user, login_required
 from sqlalchemy import select
+from sqlalchemy.orm import contains_eager
 
 from portal.extensions import db
 from portal.models import Membership, Tenant, User, has_second_factor
@@ -86,6 +87,7 @@ def load_tenant_context() -> None:
         db.session.execute(
             select(Membership)
             .join(Tenant)
+            .options(contains_eager(Membership.tenant))  # each tenant with its membership: one statement
             .where(Membership.user_id == current_user.id, Tenant.status != "cancelled")
             .order_by(Tenant.company_name)
         )

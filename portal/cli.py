@@ -5,7 +5,7 @@ from flask import current_app
 from flask.cli import AppGroup
 
 from jobs.billing import schedule_tick
-from jobs.usage import FLUSH_EVERY_SECONDS, schedule_flush
+from jobs.usage import FLUSH_EVERY_SECONDS, partition_upkeep, schedule_flush, schedule_partition_tick
 from jobs.webhooks import deliver, sweep
 from portal.access import SYSTEM, Actor
 from portal.api_keys.services import create_key
@@ -27,6 +27,7 @@ from portal.infra.worker import AppWorker
 from portal.invitations.services import create_invitation
 from portal.models import Membership, Tenant, utcnow
 from portal.tenants.services import create_tenant
+from portal.usage import partitions
 from portal.usage.api_request_events import flush
 from portal.usage.meters import sync_meters
 from portal.usage.rollups import rebuild
@@ -148,6 +149,7 @@ def run_worker(burst: bool, only: tuple[str, ...]) -> None:
         schedule_tick(min(interval, 60))  # the first run soon after start, then every interval
     if not burst:
         schedule_flush(FLUSH_EVERY_SECONDS)
+        schedule_partition_tick(5)  # usage partitions: soon after start, then every few hours
     # Deliveries committed while no worker ran (or whose worker died mid-attempt) go out first;
     # then every 30 s the sweep looks again.
     sweep(grace_seconds=0, reschedule=not burst)
@@ -264,6 +266,23 @@ def rebuild_rollups_command() -> None:
     rows = rebuild()
     commit()
     click.echo(f"Rebuilt {rows} hourly usage roll-up(s) from the events.")
+
+
+@usage_cli.command("partitions")
+def usage_partitions_command() -> None:
+    """Create usage events' monthly partitions ahead and retire old ones (USAGE_RETENTION_MONTHS), as the worker does."""
+    if not partitions.is_partitioned():
+        click.echo("usage_events is not partitioned here (SQLite): nothing to do.")
+        return
+    created, retired, held = partition_upkeep()
+    for name in created:
+        click.echo(f"Created {name}.")
+    for item in retired:
+        click.echo(f"Retired {item.name}: " + (f"detached, kept as {item.kept_as}." if item.kept_as else "dropped."))
+    for name in held:
+        click.echo(f"Kept {name}: a subscription may still invoice its events.")
+    names = ", ".join(p.name for p in partitions.attached()) or "none"
+    click.echo(f"Monthly partitions: {names} (and {partitions.DEFAULT_PARTITION}).")
 
 
 @usage_cli.command("flush")

@@ -55,6 +55,12 @@ def load_config() -> dict:
         # How long a process reuses the meters it read (entitlement checks and usage reads ask
         # on every request); an edit in another process counts from then on. 0: every request reads.
         "METER_CACHE_SECONDS": float(os.environ.get("METER_CACHE_SECONDS", "5")),
+        # Usage events' monthly partitions (PostgreSQL): how many months ahead the worker creates
+        # them; events of months that ended more than USAGE_RETENTION_MONTHS whole months ago are
+        # detached once invoiced (0: kept for ever), then dropped or kept as a detached table.
+        "USAGE_PARTITIONS_AHEAD": int(os.environ.get("USAGE_PARTITIONS_AHEAD", "1")),
+        "USAGE_RETENTION_MONTHS": int(os.environ.get("USAGE_RETENTION_MONTHS", "0")),
+        "USAGE_RETENTION_DROP": _bool("USAGE_RETENTION_DROP", False),
         "PORTAL_ADMIN_TOKEN": os.environ.get("PORTAL_ADMIN_TOKEN", ""),
         "PUBLIC_BASE_URL": os.environ.get("PUBLIC_BASE_URL", "http://127.0.0.1:5000").rstrip("/"),
         "MAIL_SERVER": os.environ.get("MAIL_SERVER", ""),

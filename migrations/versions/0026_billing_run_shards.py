@@ -1,7 +1,7 @@
 """billing run shards: a run is cut into slices that jobs on the queue bill on any worker
 
 Revision ID: 0026_billing_run_shards
-Revises: 0024_billing_email_settings
+Revises: 0025_usage_partitions
 Create Date: 2026-12-08 10:00:00.000000
 
 """
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = '0026_billing_run_shards'
-down_revision = '0024_billing_email_settings'
+down_revision = '0025_usage_partitions'
 branch_labels = None
 depends_on = None
 

@@ -66,8 +66,8 @@ def tenant_detail(tenant_id: str):
     return detail_page(tenant)
 
 
-def _credit_forms(tenant: Tenant) -> tuple[CreditGrantForm, CreditForm]:
-    currency = billing_credits.currency_of(tenant.tenant_id)
+def _credit_forms(tenant: Tenant, currency: str | None = None) -> tuple[CreditGrantForm, CreditForm]:
+    currency = currency or billing_credits.currency_of(tenant.tenant_id)
     return (
         CreditGrantForm(formdata=None, currency=currency, prefix="grant"),
         CreditForm(formdata=None, currency=currency, prefix="deduct"),
@@ -104,9 +104,10 @@ def detail_page(
         .all()
     )
     invoices = db.session.execute(billing_invoices.for_tenant(tenant).limit(TENANT_INVOICES_SHOWN)).scalars().all()
-    default_grant, default_deduct = _credit_forms(tenant)
-    credit = billing_credits.summary(tenant.tenant_id)
     subscription = subscription_of(tenant)
+    currency = billing_credits.currency_of_subscription(subscription)
+    default_grant, default_deduct = _credit_forms(tenant, currency)
+    credit = billing_credits.summary(tenant.tenant_id, currency)
     if discount_form is None:
         discount_form = ApplyDiscountForm(formdata=None)
         discount_form.coupon_id.choices = discount_choices()

@@ -21,7 +21,7 @@ from portal.usage.periods import month_start, next_month, this_month
 from portal.usage.quotas import CHECK_PENDING_SECONDS, check_key
 from portal.usage.services import (
     Terms,
-    feature_usage,
+    feature_readings,
     plan_version_of,
     quota_event_names,
     subscription_for,
@@ -425,7 +425,8 @@ def get_usage(principal, tenant: Tenant, query: schemas.UsageQuery):
     version = plan_version_of(subscription, tenant.subscription_plan)
     quotas = (version.quotas if version is not None else None) or {}
     meters = meters_by_key()
-    features = feature_usage(tenant_id, version, start, end, meters=meters) if version is not None else []
+    # Every feature read together (one statement for the roll-up meters, one for levels).
+    features = feature_readings(tenant_id, version, start, end, meters)[0] if version is not None else []
     values = _month_usage(tenant_id, version, start, meters, {f.key: f.used for f in features})
     run_meter = meters.get("pipeline_runs")
     last_run = last_event_at(tenant_id, run_meter.event_name, start, end) if run_meter else None

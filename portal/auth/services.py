@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from email_validator import EmailNotValidError, validate_email
 from flask import current_app
 from sqlalchemy import select, update
+from sqlalchemy.orm import joinedload
 from zxcvbn import zxcvbn
 
 from portal import audit, timezones
@@ -124,7 +125,9 @@ def start_session(user: User, ip: str | None, user_agent: str | None) -> str:
 
 def load_session_user(token: str) -> User | None:
     row = db.session.execute(
-        select(UserSession).where(UserSession.token_hash == hash_token(token), UserSession.revoked_at.is_(None))
+        select(UserSession)
+        .options(joinedload(UserSession.user))  # the session and its person in one statement
+        .where(UserSession.token_hash == hash_token(token), UserSession.revoked_at.is_(None))
     ).scalar_one_or_none()
     if row is None:
         return None

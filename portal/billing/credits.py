@@ -10,7 +10,7 @@ without an expiry last. Expired credit is written off before anything else reads
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import case, func, select
+from sqlalchemy import and_, case, func, select
 
 from portal import audit
 from portal.access import Actor
@@ -51,6 +51,11 @@ def currency_of(tenant_id: str) -> str:
         .where(Subscription.tenant_id == tenant_id)
     ).scalar_one_or_none()
     return currency or DEFAULT_CURRENCY
+
+
+def currency_of_subscription(subscription: Subscription | None) -> str:
+    """``currency_of`` for a subscription already loaded (its plan version comes with it)."""
+    return subscription.plan_version.currency if subscription is not None else DEFAULT_CURRENCY
 
 
 def _currency(tenant_id: str, currency: str | None) -> str:
@@ -399,15 +404,28 @@ def summary(tenant_id: str, currency: str | None = None, at: datetime | None = N
     the billing run writes it off, so granted = used + expired + balance always holds."""
     at = at or utcnow()
     currency = _currency(tenant_id, currency)
-    kinds = dict(
-        db.session.execute(
-            select(CreditEntry.kind, func.coalesce(func.sum(CreditEntry.amount), 0))
-            .where(CreditEntry.tenant_id == tenant_id, CreditEntry.currency == currency)
-            .group_by(CreditEntry.kind)
-        ).all()
-    )
-    pending_expiry = _expired_balance(tenant_id, currency, at)
-    balance = _balance(tenant_id, currency) - pending_expiry
+    # One statement (pages show this on every visit): the ledger's totals per kind, the credit
+    # left on the grants, and how much of it has expired without a write-off yet.
+    entries = (CreditEntry.tenant_id == tenant_id, CreditEntry.currency == currency)
+    grants = (CreditGrant.tenant_id == tenant_id, CreditGrant.currency == currency)
+    expired = and_(CreditGrant.expires_at.is_not(None), CreditGrant.expires_at <= at)
+    row = db.session.execute(
+        select(
+            *(
+                select(func.coalesce(func.sum(CreditEntry.amount), 0))
+                .where(*entries, CreditEntry.kind == kind)
+                .scalar_subquery()
+                for kind in ("grant", "deduction", "application", "expiry")
+            ),
+            select(func.coalesce(func.sum(CreditGrant.remaining), 0)).where(*grants).scalar_subquery(),
+            select(func.coalesce(func.sum(case((expired, CreditGrant.remaining), else_=0)), 0))
+            .where(*grants)
+            .scalar_subquery(),
+        )
+    ).one()
+    granted, deducted, applied, expired_entries, remaining, pending_expiry = (int(value) for value in row)
+    kinds = {"grant": granted, "deduction": deducted, "application": applied, "expiry": expired_entries}
+    balance = remaining - pending_expiry
     return Summary(
         currency=currency,
         balance=int(balance),

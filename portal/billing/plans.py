@@ -3,6 +3,7 @@
 from dataclasses import dataclass
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import selectinload
 
 from portal.billing.catalog import PlanSpec
 from portal.errors import NotFound
@@ -49,7 +50,8 @@ def sync_catalog(specs: list[PlanSpec]) -> SyncResult:
 
 
 def list_plans(public_only: bool = False) -> list[Plan]:
-    statement = select(Plan).order_by(Plan.sort_order, Plan.key)
+    # Each plan's versions in one more statement, not one per plan (the plan cards read them).
+    statement = select(Plan).options(selectinload(Plan.versions)).order_by(Plan.sort_order, Plan.key)
     if public_only:
         statement = statement.where(Plan.public.is_(True))
     return list(db.session.execute(statement).scalars())

@@ -104,7 +104,7 @@ def _index_page(cancel_form: CancelForm | None = None, status: int = 200):
     live = subscription is not None and subscription.is_live
     interval = _card_interval(subscription)
     recent = db.session.execute(invoice_service.for_tenant(g.tenant).limit(RECENT_INVOICES)).scalars().all()
-    credit = credit_service.summary(g.tenant.tenant_id)
+    credit = credit_service.summary(g.tenant.tenant_id, credit_service.currency_of_subscription(subscription))
     estimate = subscriptions.next_invoice_estimate(subscription) if live else None
     discount = discounts.current(subscription)
     return render(

@@ -6,8 +6,7 @@ from portal.access import TENANT_SESSION_KEY, tenant_required
 from portal.billing.subscriptions import next_invoice_estimate, subscription_of
 from portal.extensions import db
 from portal.infra.queues import redis_connection
-from portal.invitations.services import pending_invitations
-from portal.tenants.services import member_count
+from portal.tenants.services import team_counts
 from portal.usage import report as usage_report
 from portal.web import render
 
@@ -27,13 +26,14 @@ def home():
 def overview():
     """The tenant's status at a glance."""
     subscription = subscription_of(g.tenant)
+    members, pending = team_counts(g.tenant)
     return render(
         "main/overview.html",
-        members=member_count(g.tenant),
-        pending=len(pending_invitations(g.tenant)),
+        members=members,
+        pending=pending,
         subscription=subscription,
         next_invoice=next_invoice_estimate(subscription) if subscription is not None else None,
-        usage=usage_report.build(g.tenant, with_daily=False),
+        usage=usage_report.build(g.tenant, with_daily=False, subscription=subscription),
     )
 
 

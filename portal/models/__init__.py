@@ -35,7 +35,15 @@ from portal.models.payments import PAYMENT_ATTEMPT_STATUSES, STRIPE_EVENT_STATUS
 from portal.models.tenant import SUSPENSION_REASONS, Tenant
 from portal.models.throttle import SignInThrottle
 from portal.models.two_factor import Passkey, RecoveryCode, UserTwoFactor, has_second_factor
-from portal.models.usage import AGGREGATIONS, Meter, QuotaNotice, UsageEvent, UsageRollup
+from portal.models.usage import (
+    AGGREGATIONS,
+    Meter,
+    QuotaNotice,
+    UsageEvent,
+    UsageEventKey,
+    UsageRollup,
+    is_usage_partition,
+)
 from portal.models.user import INVITABLE_ROLES, ROLES, EmailChange, Membership, PasswordReset, User, UserSession
 from portal.models.webhooks import DELIVERY_STATES, WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookEvent
 
@@ -59,6 +67,8 @@ __all__ = [
     "Meter",
     "QuotaNotice",
     "UsageEvent",
+    "UsageEventKey",
+    "is_usage_partition",
     "UsageRollup",
     "ADMIN_SCOPE",
     "API_SCOPES",

@@ -1,10 +1,21 @@
 """Usage metering: the events the operator's product backend reports, the meters that turn
 them into per-feature quantities, and the quota notices already sent (DESIGN §3)."""
 
+import re
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, Numeric, String, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    ForeignKey,
+    Index,
+    Integer,
+    Numeric,
+    PrimaryKeyConstraint,
+    String,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from portal.extensions import db
@@ -13,18 +24,31 @@ from portal.models.base import UTCDateTime, new_id, utcnow
 AGGREGATIONS = ("count", "sum", "unique_count", "max", "min", "avg", "first", "last")
 
 
+# On PostgreSQL usage_events is partitioned by month of occurred_at (migration 0025,
+# portal/usage/partitions.py): usage_events_y2026m12, ..., usage_events_default, and
+# usage_events_retired_y2025m01 once retention detached one. They are not model tables.
+PARTITION_NAME = re.compile(r"^usage_events_(y\d{4}m\d{2}|default|retired_y\d{4}m\d{2})$")
+
+
+def is_usage_partition(table_name: str) -> bool:
+    return PARTITION_NAME.match(table_name) is not None
+
+
 class UsageEvent(db.Model):
-    """One reported event. ``(tenant_id, idempotency_key)`` is unique, so a retried or concurrent
-    repeat of an event is stored once, whatever races."""
+    """One reported event. On PostgreSQL the table is partitioned by month of ``occurred_at``,
+    which must then be in its primary key; ``id`` alone still names an event (ids are random),
+    so the mapper keys on it. Idempotency keys are unique per tenant through UsageEventKey
+    (a unique index of a partitioned table would have to include the month)."""
 
     __tablename__ = "usage_events"
     __table_args__ = (
-        UniqueConstraint("tenant_id", "idempotency_key"),
+        PrimaryKeyConstraint("id", "occurred_at"),
         # Every meter reads one tenant's events of one name over a time range.
         Index("ix_usage_events_tenant_name_time", "tenant_id", "name", "occurred_at"),
     )
+    __mapper_args__ = {"primary_key": ["id"]}  # noqa: RUF012 - SQLAlchemy's declarative attribute
 
-    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("evt"))
+    id: Mapped[str] = mapped_column(String(32), default=lambda: new_id("evt"))
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.tenant_id"))
     idempotency_key: Mapped[str] = mapped_column(String(200))
     name: Mapped[str] = mapped_column(String(128))
@@ -34,6 +58,26 @@ class UsageEvent(db.Model):
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # Set when the billing run has invoiced the event's period: from then on it is not deleted.
     invoice_id: Mapped[str | None] = mapped_column(ForeignKey("invoices.id"), index=True)
+
+
+class UsageEventKey(db.Model):
+    """``(tenant_id, idempotency_key)`` of every stored event, unique: ingestion inserts here
+    first (ON CONFLICT DO NOTHING) and stores only the events whose key this took, so a retried
+    or concurrent repeat is stored once, whatever races and whatever its timestamp. Also how an
+    event is found by its key. Rows of months that retention retired are deleted with them
+    (their events could not be ingested again anyway: they are before every open period)."""
+
+    __tablename__ = "usage_event_keys"
+    __table_args__ = (
+        # Keys arrive in about time order: a BRIN index (PostgreSQL) finds a retired month's
+        # keys for next to nothing per insert.
+        Index("ix_usage_event_keys_occurred_at", "occurred_at", postgresql_using="brin"),
+    )
+
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.tenant_id"), primary_key=True)
+    idempotency_key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(32))
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class UsageRollup(db.Model):

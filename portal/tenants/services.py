@@ -14,7 +14,7 @@ from portal.billing import plans, subscriptions
 from portal.errors import Conflict, DuplicateTenantId, ValidationFailed
 from portal.extensions import db
 from portal.infra.transactions import savepoint
-from portal.models import Membership, Tenant, User, has_second_factor, utcnow
+from portal.models import Invitation, Membership, Tenant, User, has_second_factor, utcnow
 
 # Suspend and activate live below billing (dunning suspends, a settled invoice lifts it) and are
 # re-exported here with the rest of the lifecycle.
@@ -240,6 +240,18 @@ def search(text: str | None = None, status: str | None = None, plan: str | None 
     if plan:
         statement = statement.where(Tenant.subscription_plan == plan)
     return statement.order_by(Tenant.created_at.desc(), Tenant.tenant_id)
+
+
+def team_counts(tenant: Tenant) -> tuple[int, int]:
+    """(members, pending invitations, expired ones included), in one statement (the overview)."""
+    members = select(func.count()).select_from(Membership).where(Membership.tenant_id == tenant.tenant_id)
+    pending = (
+        select(func.count())
+        .select_from(Invitation)
+        .where(Invitation.tenant_id == tenant.tenant_id, Invitation.status == "pending")
+    )
+    row = db.session.execute(select(members.scalar_subquery(), pending.scalar_subquery())).one()
+    return int(row[0]), int(row[1])
 
 
 def member_count(tenant: Tenant) -> int:

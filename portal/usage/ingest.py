@@ -9,13 +9,13 @@ from dataclasses import field as dataclass_field
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import delete, select, tuple_
 from sqlalchemy.orm import aliased
 
 from portal.errors import Conflict
 from portal.extensions import db
 from portal.infra import cache as key_cache
-from portal.models import Tenant, UsageEvent, utcnow
+from portal.models import Tenant, UsageEvent, UsageEventKey, utcnow
 from portal.models.base import new_id
 from portal.timezones import parse_instant
 from portal.usage import rollups
@@ -227,22 +227,24 @@ def _insert_statement_for(table):
     return insert(table)
 
 
-def _insert_statement():
-    return _insert_statement_for(UsageEvent.__table__)
+_key_inserts: dict[str, object] = {}
 
 
-_event_inserts: dict[str, object] = {}
-
-
-# Ingestion on PostgreSQL stores the events and adds them to their hours' roll-ups in one
-# statement: one round trip, one atomic write. Constant text, values bound: not an injection.
+# Ingestion on PostgreSQL takes the events' idempotency keys, stores the events whose key it
+# took, and adds them to their hours' roll-ups in one statement: one round trip, one atomic
+# write. (usage_events is partitioned by month, so it cannot hold a unique index on
+# (tenant_id, idempotency_key); usage_event_keys does.) Constant text, values bound: not an
+# injection.
 def _stored_and_rolled(rows: str) -> str:
-    """``WITH stored AS (INSERT ... <rows> ON CONFLICT DO NOTHING RETURNING ...)``, then the
-    stored events added to their roll-ups; the ids of the events stored."""
+    """``WITH input AS (<rows>)``, the keys taken (ON CONFLICT DO NOTHING), the events whose
+    key was taken stored, then added to their roll-ups; the ids of the events stored."""
     return (
-        "WITH stored AS (INSERT INTO usage_events (id, tenant_id, idempotency_key, name, occurred_at, "  # noqa: S608
-        f"quantity, properties, received_at, invoice_id) {rows} "
-        "ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING id, tenant_id, name, occurred_at, quantity), "
+        f"WITH input (i, t, k, n, o, q, p, r) AS ({rows}), "  # noqa: S608 - constant text, values bound
+        "keyed AS (INSERT INTO usage_event_keys (tenant_id, idempotency_key, event_id, occurred_at) "
+        "SELECT t, k, i, o FROM input ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING event_id), "
+        "stored AS (INSERT INTO usage_events (id, tenant_id, idempotency_key, name, occurred_at, "
+        "quantity, properties, received_at, invoice_id) SELECT i, t, k, n, o, q, p::json, r, NULL FROM input "
+        "WHERE i IN (SELECT event_id FROM keyed) RETURNING id, tenant_id, name, occurred_at, quantity), "
         "rolled AS (" + rollups.ADD_STORED_POSTGRESQL + ") "
         "SELECT id FROM stored"
     )
@@ -251,12 +253,14 @@ def _stored_and_rolled(rows: str) -> str:
 # A batch as eight array parameters, sent in binary: a statement of constant text (a thousand
 # rows of placeholders would be parsed again by the driver on every batch).
 _UNNEST_INSERT = _stored_and_rolled(
-    "SELECT i, t, k, n, o, q, p::json, r, NULL FROM unnest(%b::varchar[], %b::varchar[], %b::varchar[], "
-    "%b::varchar[], %b::timestamp[], %b::numeric[], %b::text[], %b::timestamp[]) AS u(i, t, k, n, o, q, p, r)"
+    "SELECT * FROM unnest(%b::varchar[], %b::varchar[], %b::varchar[], "
+    "%b::varchar[], %b::timestamp[], %b::numeric[], %b::text[], %b::timestamp[])"
 )
 # One event (POST /events): scalar parameters, which the driver sends for about half the cost
 # of eight one-element arrays.
-_SINGLE_INSERT = _stored_and_rolled("VALUES (%s, %s, %s, %s, %s, %s, %s::json, %s, NULL)")
+_SINGLE_INSERT = _stored_and_rolled(
+    "SELECT %s::varchar, %s::varchar, %s::varchar, %s::varchar, %s::timestamp, %s::numeric, %s::text, %s::timestamp"
+)
 
 
 def _naive_utc(at: datetime) -> datetime:
@@ -299,15 +303,35 @@ def _insert_postgresql(connection, rows: list[dict], drafts: list[EventDraft]) -
     return {row[0] for row in connection.exec_driver_sql(_UNNEST_INSERT, columns)}
 
 
-def _event_insert(dialect: str):
-    statement = _event_inserts.get(dialect)
+def _key_insert(dialect: str):
+    statement = _key_inserts.get(dialect)
     if statement is None:
-        statement = _event_inserts[dialect] = (
-            _insert_statement()
+        statement = _key_inserts[dialect] = (
+            _insert_statement_for(UsageEventKey.__table__)
             .on_conflict_do_nothing(index_elements=["tenant_id", "idempotency_key"])
-            .returning(UsageEvent.__table__.c.id)
+            .returning(UsageEventKey.__table__.c.event_id)
         )
     return statement
+
+
+def _insert_other(connection, rows: list[dict]) -> set[str]:
+    """SQLite: the keys first (one multi-row INSERT, compiled once per process), then the
+    events whose key was taken, then their roll-ups."""
+    keys = [
+        {
+            "tenant_id": r["tenant_id"],
+            "idempotency_key": r["idempotency_key"],
+            "event_id": r["id"],
+            "occurred_at": r["occurred_at"],
+        }
+        for r in rows
+    ]
+    inserted = set(connection.execute(_key_insert(connection.dialect.name), keys).scalars())
+    stored = [row for row in rows if row["id"] in inserted]
+    if stored:
+        connection.execute(UsageEvent.__table__.insert(), stored)
+        rollups.add(stored, connection)
+    return inserted
 
 
 def store(outcomes: list[Outcome], now: datetime | None = None) -> list[Outcome]:
@@ -348,9 +372,7 @@ def store(outcomes: list[Outcome], now: datetime | None = None) -> list[Outcome]
                 connection, rows, [first_of[(r["tenant_id"], r["idempotency_key"])].draft for r in rows]
             )
         else:
-            # One multi-row INSERT ("insertmanyvalues"), compiled once per process.
-            inserted = set(connection.execute(_event_insert(connection.dialect.name), rows).scalars())
-            rollups.add((row for row in rows if row["id"] in inserted), connection)
+            inserted = _insert_other(connection, rows)
         if inserted:
             # Entitlement checks elsewhere may hold these tenants' usage: evicted at the commit.
             key_cache.note_usage_changed(db.session, {row["tenant_id"] for row in rows if row["id"] in inserted})
@@ -360,8 +382,8 @@ def store(outcomes: list[Outcome], now: datetime | None = None) -> list[Outcome]
         existing = {
             (tenant_id, key): event_id
             for event_id, tenant_id, key in db.session.execute(
-                select(UsageEvent.id, UsageEvent.tenant_id, UsageEvent.idempotency_key).where(
-                    tuple_(UsageEvent.tenant_id, UsageEvent.idempotency_key).in_(missing)
+                select(UsageEventKey.event_id, UsageEventKey.tenant_id, UsageEventKey.idempotency_key).where(
+                    tuple_(UsageEventKey.tenant_id, UsageEventKey.idempotency_key).in_(missing)
                 )
             ).all()
         }
@@ -398,20 +420,20 @@ class AmbiguousRef(Conflict):
 def _by_key(ref: str, tenant_id: str | None) -> list[UsageEvent]:
     """At most two events whose idempotency key is ``ref`` (within ``tenant_id`` when given)."""
     if tenant_id is not None:
-        statement = select(UsageEvent).where(UsageEvent.tenant_id == tenant_id, UsageEvent.idempotency_key == ref)
-        return list(db.session.execute(statement).scalars())
-    # Keys are indexed only behind tenant_id (an index of their own would slow every
-    # ingestion): one probe of that unique index per tenant, never a scan of every event.
-    probe = aliased(UsageEvent)
-    per_tenant = (
-        select(probe.id).where(probe.tenant_id == Tenant.tenant_id, probe.idempotency_key == ref).scalar_subquery()
-    )
-    statement = (
-        select(UsageEvent)
-        .where(UsageEvent.id.in_(select(per_tenant).select_from(Tenant)))
-        .order_by(UsageEvent.tenant_id)
-        .limit(2)
-    )
+        ids = select(UsageEventKey.event_id).where(
+            UsageEventKey.tenant_id == tenant_id, UsageEventKey.idempotency_key == ref
+        )
+    else:
+        # Keys are indexed behind tenant_id: one probe of that unique index per tenant, never a
+        # scan of every key.
+        probe = aliased(UsageEventKey)
+        per_tenant = (
+            select(probe.event_id)
+            .where(probe.tenant_id == Tenant.tenant_id, probe.idempotency_key == ref)
+            .scalar_subquery()
+        )
+        ids = select(per_tenant).select_from(Tenant)
+    statement = select(UsageEvent).where(UsageEvent.id.in_(ids)).order_by(UsageEvent.tenant_id).limit(2)
     return list(db.session.execute(statement).scalars())
 
 
@@ -457,5 +479,11 @@ def delete_by_refs(refs: list[str], tenant_id: str | None = None) -> DeleteResul
         else:
             result.deleted.append(event)
             db.session.delete(event)
+            # The key is free again: the same event may be sent anew.
+            db.session.execute(
+                delete(UsageEventKey).where(
+                    UsageEventKey.tenant_id == event.tenant_id, UsageEventKey.idempotency_key == event.idempotency_key
+                )
+            )
     db.session.flush()
     return result

@@ -16,7 +16,7 @@ from decimal import Decimal, InvalidOperation
 from itertools import groupby
 
 from flask import current_app, g
-from sqlalchemy import event, func, select, tuple_
+from sqlalchemy import event, func, literal, select, tuple_, union_all
 from sqlalchemy.orm import Session
 
 from portal import audit
@@ -432,3 +432,99 @@ def last_event_at(tenant_id: str, event_name: str, start: datetime, end: datetim
     return db.session.execute(
         _window(select(func.max(UsageEvent.occurred_at)), tenant_id, event_name, start, end)
     ).scalar()
+
+
+@dataclass
+class Reading:
+    """One meter over a window, as a page shows it: the value, the value per UTC day, and for a
+    ``last`` meter the level the window opens with (the last one reported before it)."""
+
+    value: Decimal
+    daily: dict[date, Decimal]
+    opening: Decimal = ZERO
+
+
+def _day_of(connection):
+    if connection.dialect.name == "postgresql":
+        return lambda column: func.date_trunc("day", column)
+    return func.date
+
+
+def _last_levels(
+    specs: list[MeterSpec], tenant_id: str, start: datetime, end: datetime
+) -> dict[str, tuple[dict[date, Decimal], Decimal]]:
+    """For ``last`` meters: each day's last reading in [start, end) and the last one before
+    start, for every meter in one statement (one row per meter and day, one per opening)."""
+    names = sorted({spec.event_name for spec in specs})
+    day = _day_of(db.session.connection())(UsageEvent.occurred_at)
+    ranked = (
+        select(
+            UsageEvent.name,
+            UsageEvent.occurred_at,
+            UsageEvent.quantity,
+            func.row_number()
+            .over(partition_by=(UsageEvent.name, day), order_by=[column.desc() for column in _ORDER])
+            .label("rank"),
+        )
+        .where(
+            UsageEvent.tenant_id == tenant_id,
+            UsageEvent.name.in_(names),
+            UsageEvent.occurred_at >= start,
+            UsageEvent.occurred_at < end,
+        )
+        .subquery()
+    )
+    parts = [select(ranked.c.name, ranked.c.occurred_at, ranked.c.quantity, literal(0)).where(ranked.c.rank == 1)]
+    for name in names:
+        before = (
+            select(UsageEvent.name, UsageEvent.occurred_at, UsageEvent.quantity)
+            .where(UsageEvent.tenant_id == tenant_id, UsageEvent.name == name, UsageEvent.occurred_at < start)
+            .order_by(*(column.desc() for column in _ORDER))
+            .limit(1)
+            .subquery()
+        )
+        parts.append(select(before.c.name, before.c.occurred_at, before.c.quantity, literal(1)))
+    found: dict[str, tuple[dict[date, Decimal], Decimal]] = {name: ({}, ZERO) for name in names}
+    for name, at, quantity, is_opening in db.session.execute(union_all(*parts)):
+        if isinstance(at, str):
+            at = datetime.fromisoformat(at)
+        days, opening = found[name]
+        if is_opening:
+            found[name] = (days, _clean(Decimal(quantity)))
+        else:
+            days[at.date()] = _clean(Decimal(quantity))
+    return found
+
+
+def read_window(specs: dict[str, MeterSpec], tenant_id: str, start: datetime, end: datetime) -> dict[str, Reading]:
+    """Every meter of ``specs`` (by key) over [start, end), value and days, in a constant number
+    of statements whatever the meters and the events: one for the meters the roll-ups serve, one
+    for ``last`` levels; a meter with a filter or over a property reads its own events."""
+    rolled = {key: spec for key, spec in specs.items() if _in_database(spec) and rollups.serves(spec.aggregation)}
+    levels = {key: spec for key, spec in specs.items() if _in_database(spec) and spec.aggregation == "last"}
+    readings: dict[str, Reading] = {}
+    if rolled:
+        buckets = rollups.many(tenant_id, sorted({spec.event_name for spec in rolled.values()}), start, end)
+        for key, spec in rolled.items():
+            by_day = buckets.get(spec.event_name, {})
+            total = rollups.Bucket()
+            for bucket in by_day.values():
+                total.add(bucket.count, bucket.total, bucket.max, bucket.min)
+            readings[key] = Reading(
+                value=_clean(total.value(spec.aggregation)),
+                daily={day: _clean(bucket.value(spec.aggregation)) for day, bucket in by_day.items() if bucket.count},
+            )
+    if levels:
+        found = _last_levels(list(levels.values()), tenant_id, start, end)
+        for key, spec in levels.items():
+            by_day, opening = found[spec.event_name]
+            value = by_day[max(by_day)] if by_day else ZERO
+            readings[key] = Reading(value=value, daily=by_day, opening=opening)
+    for key, spec in specs.items():
+        if key not in readings:
+            readings[key] = Reading(
+                value=meter_value(spec, tenant_id, start, end),
+                daily=daily_values(spec, tenant_id, start, end),
+                opening=meter_value(spec, tenant_id, None, start) if spec.aggregation == "last" else ZERO,
+            )
+    return readings

@@ -5,9 +5,9 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
 from portal.models import Tenant
-from portal.usage.meters import daily_values, meter_value, meters_by_key
+from portal.usage.meters import meters_by_key
 from portal.usage.periods import current_period, month_start, next_month
-from portal.usage.services import FeatureUsage, feature_usage, has_usage, plan_version_of, subscription_for
+from portal.usage.services import FeatureUsage, feature_readings, has_usage, plan_version_of, subscription_for
 
 WARN_AT = 90
 # Meters that read a level (storage held, pipelines running) rather than count what happened: a
@@ -48,9 +48,15 @@ class UsageReport:
         return [line for line in self.features if line.level != "ok"]
 
 
-def build(tenant: Tenant, month: str | None = None, with_daily: bool = True) -> UsageReport:
-    """The current billing period, or the calendar month ``month`` (YYYY-MM, 400 if malformed)."""
-    subscription = subscription_for(tenant.tenant_id)
+_UNREAD = object()
+
+
+def build(tenant: Tenant, month: str | None = None, with_daily: bool = True, subscription=_UNREAD) -> UsageReport:
+    """The current billing period, or the calendar month ``month`` (YYYY-MM, 400 if malformed).
+    ``subscription``: the tenant's, when the caller has read it already (None: it has none).
+    Its statements are as many with a year of events as with none (tests/test_page_queries.py)."""
+    if subscription is _UNREAD:
+        subscription = subscription_for(tenant.tenant_id)
     if month:
         start = month_start(month)
         end = next_month(start)
@@ -58,23 +64,22 @@ def build(tenant: Tenant, month: str | None = None, with_daily: bool = True) -> 
         start, end = current_period(subscription)
     report = UsageReport(start=start, end=end, month=month, any_usage=has_usage(tenant.tenant_id))
     version = plan_version_of(subscription, tenant.subscription_plan)
-    if version is None or not report.any_usage and not with_daily:
+    if version is None:
         return report
     meters = meters_by_key()
-    report.features = [
-        FeatureLine(usage) for usage in feature_usage(tenant.tenant_id, version, start, end, meters=meters)
-    ]
+    # Every feature read together: the page's statements do not grow with the plan's features.
+    usages, readings = feature_readings(tenant.tenant_id, version, start, end, meters)
+    report.features = [FeatureLine(usage) for usage in usages]
     if with_daily:
         last = min(end, datetime.now(start.tzinfo) + timedelta(days=1))
         report.days = [(start + timedelta(days=i)).date() for i in range(max((last - start).days, 1))]
         for line in report.features:
-            meter = meters[line.usage.key]
-            by_day = daily_values(meter, tenant.tenant_id, start, end)
+            meter, reading = meters[line.usage.key], readings[line.usage.key]
+            by_day = reading.daily
             if meter.aggregation in LEVEL_AGGREGATIONS:
                 report.levels.add(line.usage.key)
                 # The level the window opens with is the last one reported before it (0 if none).
-                before = meter_value(meter, tenant.tenant_id, None, start) if meter.aggregation == "last" else 0
-                report.daily[line.usage.key] = _carried_forward(by_day, report.days, float(before))
+                report.daily[line.usage.key] = _carried_forward(by_day, report.days, float(reading.opening))
             else:
                 report.daily[line.usage.key] = [float(by_day.get(day, 0)) for day in report.days]
     return report

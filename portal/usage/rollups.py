@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 from portal.extensions import db
 from portal.infra import cache as key_cache
 from portal.models import UsageEvent, UsageRollup
+from portal.usage import partitions
 
 HOUR = timedelta(hours=1)
 # Meters the roll-ups can answer: no filter, no property, and one of these aggregations.
@@ -191,19 +192,28 @@ def rebuild(connection=None) -> int:
     )
 
     key_cache.note_usage_changed(db.session, {key_cache.ALL})  # every tenant's usage may read differently now
-    connection.execute(delete(UsageRollup.__table__))
+    # Months whose events retention retired keep their roll-ups: they are all that is left.
+    floor = partitions.retained_from(connection)
+    rollups, source = (
+        delete(UsageRollup.__table__),
+        select(
+            events.c.tenant_id,
+            events.c.name,
+            hour,
+            func.count(),
+            func.sum(events.c.quantity),
+            func.max(events.c.quantity),
+            func.min(events.c.quantity),
+        ),
+    )
+    if floor is not None:
+        rollups = rollups.where(UsageRollup.__table__.c.hour >= floor)
+        source = source.where(events.c.occurred_at >= floor)
+    connection.execute(rollups)
     connection.execute(
         UsageRollup.__table__.insert().from_select(
             ["tenant_id", "name", "hour", "count", "total", "max", "min"],
-            select(
-                events.c.tenant_id,
-                events.c.name,
-                hour,
-                func.count(),
-                func.sum(events.c.quantity),
-                func.max(events.c.quantity),
-                func.min(events.c.quantity),
-            ).group_by(events.c.tenant_id, events.c.name, hour),
+            source.group_by(events.c.tenant_id, events.c.name, hour),
         )
     )
     return connection.execute(select(func.count()).select_from(UsageRollup.__table__)).scalar()
@@ -440,3 +450,43 @@ def daily(aggregation: str, tenant_id: str, event_name: str, start: datetime, en
         ):
             days.setdefault(occurred_at.date(), Bucket()).add(1, quantity, quantity, quantity)
     return {day: bucket.value(aggregation) for day, bucket in days.items() if bucket.count}
+
+
+def many(tenant_id: str, names: list[str], start: datetime | None, end: datetime) -> dict[str, dict[date, Bucket]]:
+    """Per event name, per UTC day of [start, end), the buckets of ``names``' events, in one
+    statement for all of them (a page showing every feature): the whole hours from the roll-ups,
+    the edges' partial hours from the events."""
+    if not names:
+        return {}
+    low, high, partial = _edges(start, end)
+    parts = []
+    if low is not None or start is None:
+        rolled = select(
+            UsageRollup.name, UsageRollup.hour, UsageRollup.count, UsageRollup.total, UsageRollup.max, UsageRollup.min
+        ).where(UsageRollup.tenant_id == tenant_id, UsageRollup.name.in_(names), UsageRollup.hour < high)
+        parts.append(rolled.where(UsageRollup.hour >= low) if low is not None else rolled)
+    for edge_start, edge_end in partial:
+        parts.append(
+            select(
+                UsageEvent.name,
+                UsageEvent.occurred_at,
+                literal(1),
+                UsageEvent.quantity,
+                UsageEvent.quantity,
+                UsageEvent.quantity,
+            ).where(
+                UsageEvent.tenant_id == tenant_id,
+                UsageEvent.name.in_(names),
+                UsageEvent.occurred_at >= edge_start,
+                UsageEvent.occurred_at < edge_end,
+            )
+        )
+    statement = union_all(*parts) if len(parts) > 1 else parts[0]
+    found: dict[str, dict[date, Bucket]] = {name: {} for name in names}
+    for name, at, count, total, high_value, low_value in db.session.execute(statement):
+        if isinstance(at, str):  # SQLite gives a UNION's instants back as text
+            at = datetime.fromisoformat(at)
+        found[name].setdefault(at.date(), Bucket()).add(
+            int(count), Decimal(total), Decimal(high_value), Decimal(low_value)
+        )
+    return found

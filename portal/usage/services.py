@@ -19,7 +19,7 @@ from portal.infra.transactions import autocommit_statements
 from portal.models import PlanVersion, Subscription, Tenant, UsageEvent
 from portal.models.billing import BILLABLE_STATUSES
 from portal.usage import api_requests
-from portal.usage.meters import meter_value, meter_values, meters_by_key
+from portal.usage.meters import Reading, meter_value, meter_values, meters_by_key, read_window
 
 # Seed 000's quota names for the features they limit.
 QUOTA_OF_FEATURE = {
@@ -138,6 +138,42 @@ def feature_usage(
             )
         )
     return result
+
+
+def feature_readings(
+    tenant_id: str, version: PlanVersion, start: datetime, end: datetime, meters: dict[str, MeterSpec]
+) -> tuple[list[FeatureUsage], dict[str, Reading]]:
+    """What ``feature_usage`` gives, plus each feature's days, for a page: every feature read
+    together (``read_window``), so the statements do not grow with the plan's features."""
+    quotas = version.quotas or {}
+    features = [feature for feature in feature_specs(version) if feature.key in meters]
+    readings = read_window({f.key: meters[f.key] for f in features}, tenant_id, start, end)
+    result = []
+    for feature in features:
+        meter, reading = meters[feature.key], readings[feature.key]
+        if feature.reset_mode == "accumulate":
+            # Counted from the beginning: a level is the last reading, in the window or before it.
+            used = (
+                (reading.value if reading.daily else reading.opening)
+                if meter.aggregation == "last"
+                else value_of(meter, feature, tenant_id, start, end)
+            )
+        else:
+            used = reading.value
+            if meter.event_name == api_requests.EVENT_NAME and meter.aggregation in ("sum", "count"):
+                used += api_requests.pending(tenant_id, start, end)
+        result.append(
+            FeatureUsage(
+                key=feature.key,
+                name=feature.name,
+                unit_label=feature.unit_label,
+                used=used,
+                quota=quota_of(feature, quotas),
+                hard_limit=feature.limit is not None,
+                pricing=feature.pricing,
+            )
+        )
+    return result, readings
 
 
 _plan_terms: dict[str, tuple[tuple[FeatureSpec, ...], dict]] = {}
