@@ -5,6 +5,7 @@
     .venv/bin/python bench/billing_run.py --profile  # a cProfile of 2,000 billed in this process
     .venv/bin/python bench/billing_run.py --repeat 3 # medians of three runs of each case
     .venv/bin/python bench/billing_run.py --cases 100000:2   # only these cases (N:workers)
+    .venv/bin/python bench/billing_run.py --plain    # without VAT and discounts (the default has both)
 
 Needs PostgreSQL (DATABASE_URL, default postgresql://postgres@127.0.0.1:5432/postgres) and
 Redis (REDIS_URL, default redis://127.0.0.1:6379/0). For each case: a scratch database,
@@ -53,6 +54,11 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 T0 = datetime(2027, 1, 10, 8, 0, tzinfo=UTC)
 AS_OF = datetime(2027, 2, 10, 8, 0, tzinfo=UTC)  # one monthly period later
 PRICE = 4900
+# With taxes and discounts on (the default; --plain turns them off): every tenant has a German
+# billing profile (domestic: the seller is German, VAT 19 %) and a 20 % coupon for ever, so each
+# renewal is 4900 - 980 = 3920 net + 745 VAT (744.8 rounded half up) = 4665, in four lines.
+B2B_TOTAL = 4665
+B2B = True
 BATCH = 2000  # rows per executemany
 EXTRA: dict = {}
 
@@ -102,15 +108,27 @@ def _rows(table, where) -> list[dict]:
     return [dict(row._mapping) for row in db.session.execute(table.select().where(where))]
 
 
-def populate(app, count: int) -> None:
-    """``count`` Starter subscriptions anchored at T0: one made by the services, the rest cloned."""
+def populate(app, count: int, b2b: bool) -> None:
+    """``count`` Starter subscriptions anchored at T0: one made by the services, the rest cloned
+    (with ``b2b``, its billing profile and discount too)."""
     from sqlalchemy import insert, update
 
     from portal.access import SYSTEM
-    from portal.billing import subscriptions
+    from portal.billing import discounts, subscriptions
+    from portal.billing.profile import ProfileData
+    from portal.billing.profile import update as update_profile
     from portal.extensions import db
     from portal.infra.transactions import commit
-    from portal.models import AuditEvent, Invoice, InvoiceCounter, InvoiceLine, Subscription, Tenant
+    from portal.models import (
+        AuditEvent,
+        BillingProfile,
+        Discount,
+        Invoice,
+        InvoiceCounter,
+        InvoiceLine,
+        Subscription,
+        Tenant,
+    )
     from portal.models.base import new_id
     from portal.tenants.services import create_tenant
 
@@ -118,6 +136,23 @@ def populate(app, count: int) -> None:
         with mock.patch.object(subscriptions, "utcnow", return_value=T0):
             template = create_tenant(SYSTEM, "bench_000000", "Bench 000000 Ltd", "billing-000000@example.com")
         commit()
+        if b2b:
+            update_profile(
+                SYSTEM,
+                template,
+                ProfileData(
+                    legal_name="Bench 000000 GmbH",
+                    address_line1="Hauptstraße 1",
+                    postal_code="10115",
+                    city="Berlin",
+                    country="DE",
+                ),
+            )
+            coupon = discounts.create_coupon(SYSTEM, "Bench partner", percent_off=20, duration="forever")
+            discounts.apply(SYSTEM, subscriptions.subscription_of(template), coupon, by_operator=True, at=T0)
+            commit()
+        profile_rows = _rows(BillingProfile.__table__, BillingProfile.tenant_id == template.tenant_id)
+        discount_rows = _rows(Discount.__table__, Discount.tenant_id == template.tenant_id)
         tenant_row = _rows(Tenant.__table__, Tenant.tenant_id == template.tenant_id)[0]
         subscription_row = _rows(Subscription.__table__, Subscription.tenant_id == template.tenant_id)[0]
         invoice_row = _rows(Invoice.__table__, Invoice.tenant_id == template.tenant_id)[0]
@@ -127,7 +162,7 @@ def populate(app, count: int) -> None:
         assert invoice_row["number"] == f"INV-{T0.year}-000001"
 
         for first in range(1, count, BATCH):
-            tenants, subs, invoices, lines, audits = [], [], [], [], []
+            tenants, subs, invoices, lines, audits, profiles, discounted = [], [], [], [], [], [], []
             for i in range(first, min(first + BATCH, count)):
                 tenant_id = f"bench_{i:06d}"
                 subscription_id, invoice_id = new_id("sub"), new_id("inv")
@@ -140,6 +175,17 @@ def populate(app, count: int) -> None:
                     }
                 )
                 subs.append({**subscription_row, "id": subscription_id, "tenant_id": tenant_id})
+                profiles += [{**row, "tenant_id": tenant_id} for row in profile_rows]
+                discounted += [
+                    {
+                        **row,
+                        "id": new_id("disc"),
+                        "tenant_id": tenant_id,
+                        "subscription_id": subscription_id,
+                        "active_subscription_id": subscription_id,
+                    }
+                    for row in discount_rows
+                ]
                 invoices.append(
                     {
                         **invoice_row,
@@ -171,6 +217,8 @@ def populate(app, count: int) -> None:
                 (Invoice, invoices),
                 (InvoiceLine, lines),
                 (AuditEvent, audits),
+                (BillingProfile, profiles),
+                (Discount, discounted),
             ):
                 if rows:
                     db.session.execute(insert(table.__table__), rows)
@@ -297,18 +345,19 @@ def verify(app, count: int, summary) -> None:
     from portal.models import Invoice, InvoiceCounter, Subscription
 
     status, due, created, totals, errors = summary
+    each = B2B_TOTAL if B2B else PRICE
     problems = []
     if (status, due, created, errors) != ("completed", count, count, []):
         problems.append(f"run: status={status} due={due} invoices={created} errors={errors[:3]}")
-    if totals != {"USD": count * PRICE}:
-        problems.append(f"run totals {totals}, expected USD {count * PRICE}")
+    if totals != {"USD": count * each}:
+        problems.append(f"run totals {totals}, expected USD {count * each}")
     with app.app_context():
         renewals = db.session.execute(
             select(func.count(), func.sum(Invoice.total), func.count(func.distinct(Invoice.subscription_id))).where(
                 Invoice.period_start == AS_OF, Invoice.kind == "period"
             )
         ).one()
-        if tuple(renewals) != (count, count * PRICE, count):
+        if tuple(renewals) != (count, count * each, count):
             problems.append(f"renewal invoices (count, sum, subscriptions) = {tuple(renewals)}")
         numbers = db.session.execute(
             select(func.count(), func.count(func.distinct(Invoice.number))).select_from(Invoice)
@@ -354,7 +403,7 @@ def measure(base_url: str, redis_url: str, count: int, workers: int) -> dict:
     with scratch(base_url) as url:
         app = build_app(url, REDIS_URL=redis_url, JOBS_INLINE=False, RQ_QUEUE_PREFIX=prefix)
         setup_started = time.perf_counter()
-        populate(app, count)
+        populate(app, count, B2B)
         log = tempfile.NamedTemporaryFile("w+b", prefix="bench-billing-workers-", suffix=".log", delete=False)
         processes = start_workers(url, redis_url, prefix, workers, log)
         try:
@@ -400,7 +449,7 @@ def profile_in_process(base_url: str, redis_url: str, count: int) -> None:
 
     with scratch(base_url) as url:
         app = build_app(url, REDIS_URL=redis_url, RQ_QUEUE_PREFIX=f"bench-billing-{uuid.uuid4().hex[:8]}-")
-        populate(app, count)
+        populate(app, count, B2B)
         profiler = cProfile.Profile() if os.environ.get("BENCH_PROFILE", "1") != "0" else None
         with app.app_context():
             started, cpu_started = time.perf_counter(), time.process_time()
@@ -435,10 +484,15 @@ def main() -> None:
     parser.add_argument(
         "--quick", action="store_true", help="2,000 and 20,000 subscriptions instead of 10,000 and 100,000"
     )
+    parser.add_argument(
+        "--plain", action="store_true", help="no billing profiles (so no VAT) and no discounts: the plan fee alone"
+    )
     parser.add_argument("--repeat", type=int, default=1, help="run each case this many times and report medians")
     parser.add_argument("--profile", action="store_true", help="only a cProfile of 2,000 billed in this process")
     parser.add_argument("--cases", help="only these cases, e.g. 100000:2,10000:1 (N:workers)")
     args = parser.parse_args()
+    global B2B  # noqa: PLW0603 - one switch read by populate and verify
+    B2B = not args.plain
     import logging
 
     # Warnings and errors only: the migrations and the run would otherwise log a line each.

@@ -11,6 +11,7 @@ SMTP (embedded mode) the outbox *is* the delivery channel, so it keeps them to s
 import json
 import re
 import smtplib
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage as MimeMessage
 from email.utils import make_msgid
@@ -47,8 +48,9 @@ def send_email(
     """Queue an email rendered from ``templates/email/<template>.txt|.html``.
 
     ``secrets``: strings in the context (e.g. the link's URL) never to be stored in clear.
-    ``attachments``: ``(filename, content type, bytes)`` files sent with it, stored with the
-    message until delivery; only what may be kept (an invoice's PDF), never a secret.
+    ``attachments``: ``(filename, content type, bytes or Drawn)`` files sent with it, stored
+    with the message until delivery; only what may be kept (an invoice's PDF), never a secret.
+    A ``Drawn`` file is made by its registered source when SMTP sends the message.
     """
     context.setdefault("base_url", current_app.config["PUBLIC_BASE_URL"])
     # Written to a person where we know them: their name in the greeting, every time in their
@@ -75,8 +77,15 @@ def send_email(
     db.session.add(message)
     db.session.flush()
     for filename, content_type, content in attachments:
+        drawn = isinstance(content, Drawn)
         db.session.add(
-            EmailAttachment(message_id=message.id, filename=filename, content_type=content_type, content=content)
+            EmailAttachment(
+                message_id=message.id,
+                filename=filename,
+                content_type=content_type,
+                content=None if drawn else content,
+                source=f"{content.source}:{content.ref}" if drawn else None,
+            )
         )
     if secrets:
         keyring = crypto.current_keyring()
@@ -112,6 +121,26 @@ def opened(message: EmailMessage, reveal: bool = True) -> Opened:
     return Opened(message, fill(message.text_body), fill(message.html_body))
 
 
+@dataclass(frozen=True)
+class Drawn:
+    """An attachment made when the message is sent: ``SOURCES[source](ref)`` gives its bytes."""
+
+    source: str
+    ref: str
+
+
+# Registered by the domain that owns the file (``portal.billing.pdf``: "invoice_pdf"); mail
+# cannot import it.
+SOURCES: dict[str, Callable[[str], bytes]] = {}
+
+
+def attachment_content(attachment: EmailAttachment) -> bytes:
+    if attachment.content is not None:
+        return attachment.content
+    source, _, ref = (attachment.source or "").partition(":")
+    return SOURCES[source](ref)
+
+
 def attachments_of(message: EmailMessage) -> list[EmailAttachment]:
     return list(
         db.session.execute(
@@ -143,7 +172,9 @@ def deliver(message: EmailMessage) -> None:
     mime.add_alternative(full.html_body, subtype="html")
     for attachment in attachments_of(message):
         maintype, _, subtype = attachment.content_type.partition("/")
-        mime.add_attachment(attachment.content, maintype=maintype, subtype=subtype, filename=attachment.filename)
+        mime.add_attachment(
+            attachment_content(attachment), maintype=maintype, subtype=subtype, filename=attachment.filename
+        )
     with smtplib.SMTP(config["MAIL_SERVER"], config["MAIL_PORT"], timeout=15) as smtp:
         if config["MAIL_USE_TLS"]:
             smtp.starttls()

@@ -46,7 +46,8 @@ def upgrade():
     sa.Column('message_id', sa.String(length=32), nullable=False),
     sa.Column('filename', sa.String(length=200), nullable=False),
     sa.Column('content_type', sa.String(length=100), nullable=False),
-    sa.Column('content', sa.LargeBinary(), nullable=False),
+    sa.Column('content', sa.LargeBinary(), nullable=True),
+    sa.Column('source', sa.String(length=100), nullable=True),
     sa.Column('created_at', sa.DateTime(), nullable=False),
     sa.ForeignKeyConstraint(['message_id'], ['email_messages.id'], name=op.f('fk_email_attachments_message_id_email_messages')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_email_attachments'))

@@ -17,10 +17,10 @@ from sqlalchemy import select
 from portal import audit
 from portal.access import Actor
 from portal.billing.money import format_money
-from portal.billing.pdf import format_date, invoice_pdf
+from portal.billing.pdf import format_date
 from portal.billing.profile import billing_recipients
 from portal.extensions import db
-from portal.mail import send_email
+from portal.mail import Drawn, send_email
 from portal.models import (
     OPTIONAL_BILLING_EMAILS,
     BillingEmailSettings,
@@ -104,7 +104,6 @@ def _send(tenant: Tenant, kind: str, key: str, subject: str, attachments=(), **c
     addresses = billing_recipients(tenant) or ([tenant.contact_email] if tenant.contact_email else [])
     if not addresses or not _claim(tenant.tenant_id, kind, f"{kind}:{key}"):
         return False
-    files = attachments() if callable(attachments) else attachments
     context = {
         "company": tenant.company_name,
         "money": format_money,
@@ -115,7 +114,7 @@ def _send(tenant: Tenant, kind: str, key: str, subject: str, attachments=(), **c
         **context,
     }
     for address in addresses:
-        send_email(address, subject, f"billing_{kind}", tenant=tenant, attachments=files, **context)
+        send_email(address, subject, f"billing_{kind}", tenant=tenant, attachments=attachments, **context)
     log.info("Billing email %s (%s) to %d recipient(s) of %s", kind, key, len(addresses), tenant.tenant_id)
     return True
 
@@ -125,14 +124,15 @@ def _send(tenant: Tenant, kind: str, key: str, subject: str, attachments=(), **c
 
 def invoice_issued(invoice: Invoice) -> bool:
     """The invoice, with its PDF attached. ``portal.billing.invoices.issue`` defers the job that
-    calls this, so a billing run's transactions draw no PDFs."""
+    calls this, so a billing run's transactions draw no PDFs; the PDF itself is drawn when SMTP
+    sends the message (never for the outbox)."""
     tenant = invoice.tenant
     return _send(
         tenant,
         "invoice_issued",
         invoice.id,
         f"Invoice {invoice.number} for {format_money(invoice.total, invoice.currency)}",
-        attachments=lambda: [(f"{invoice.number}.pdf", "application/pdf", invoice_pdf(invoice))],
+        attachments=[(f"{invoice.number}.pdf", "application/pdf", Drawn("invoice_pdf", invoice.id))],
         invoice=invoice,
         invoice_url=public_url("billing.invoice", invoice_id=invoice.id),
     )

@@ -16,8 +16,10 @@ from fontTools import ttLib
 from fpdf import FPDF, FontFace
 from fpdf.enums import TableBordersLayout, XPos, YPos
 
+from portal import mail
 from portal.billing.money import format_amount, format_money
 from portal.billing.profile import address_lines, tax_id_lines
+from portal.extensions import db
 from portal.models.billing import Invoice
 
 log = logging.getLogger(__name__)
@@ -522,6 +524,14 @@ def invoice_pdf(invoice: Invoice, seller: dict | None = None) -> bytes:
             while len(_recent_pdfs) > RECENT_PDFS:
                 _recent_pdfs.popitem(last=False)
     return data
+
+
+def _drawn(invoice_id: str) -> bytes:
+    return invoice_pdf(db.session.get(Invoice, invoice_id))
+
+
+# An email's "invoice_pdf:<id>" attachment is drawn when SMTP sends it (portal.mail.Drawn).
+mail.SOURCES["invoice_pdf"] = _drawn
 
 
 def pdf_download(invoice: Invoice) -> Response:

@@ -53,7 +53,9 @@ class BillingNotice(db.Model):
 
 
 class EmailAttachment(db.Model):
-    """A file sent with an email (an invoice's PDF). Only for what may be kept: never a secret."""
+    """A file sent with an email (an invoice's PDF). Only for what may be kept: never a secret.
+    Either its bytes (``content``) or what draws them at delivery (``source``, e.g.
+    ``invoice_pdf:inv_…``): a PDF is drawn only when SMTP sends it, never for the outbox."""
 
     __tablename__ = "email_attachments"
 
@@ -61,7 +63,8 @@ class EmailAttachment(db.Model):
     message_id: Mapped[str] = mapped_column(ForeignKey("email_messages.id"), index=True)
     filename: Mapped[str] = mapped_column(String(200))
     content_type: Mapped[str] = mapped_column(String(100))
-    content: Mapped[bytes] = mapped_column(LargeBinary)
+    content: Mapped[bytes | None] = mapped_column(LargeBinary)
+    source: Mapped[str | None] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     message: Mapped[EmailMessage] = relationship()
