@@ -7,7 +7,7 @@ from wtforms.fields.choices import SelectChoice
 from portal.access import current_actor, operator_required
 from portal.admin.blueprint import bp, load_tenant
 from portal.admin.forms import ApplyDiscountForm, CouponForm, PromotionCodeForm
-from portal.admin.tenants import detail_page, discount_choices
+from portal.admin.tenants import detail_page
 from portal.billing import discounts
 from portal.billing.plans import list_plans
 from portal.billing.subscriptions import subscription_of
@@ -171,7 +171,6 @@ def apply_discount(tenant_id: str):
     discount needs the box ticked."""
     tenant = load_tenant(tenant_id)
     form = ApplyDiscountForm()
-    form.coupon_id.choices = discount_choices()
     if not form.validate_on_submit():
         return detail_page(tenant, status=form_errors_status(), discount_form=form)
     try:

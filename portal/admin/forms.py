@@ -250,7 +250,13 @@ class PromotionCodeForm(FlaskForm):
 class ApplyDiscountForm(FlaskForm):
     """The operator applies a coupon (or a promotion code) to a tenant's subscription."""
 
-    coupon_id = SelectField("Coupon", choices=[], validate_choice=False)
+    # Typed, not chosen from a list: the tenant's page stays within its statement budget, and the
+    # Coupons page lists every coupon with its ID.
+    coupon_id = StringField(
+        "Coupon ID",
+        validators=[Optional(), Length(max=40)],
+        description="As listed on the Coupons page (coup_…).",
+    )
     code = StringField(
         "or a promotion code", validators=[Optional(), Length(max=40)], description="Instead of choosing a coupon."
     )

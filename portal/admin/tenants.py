@@ -3,7 +3,6 @@ suspend and activate. ``/admin`` opens on the list."""
 
 from flask import flash, request
 from sqlalchemy import func, select
-from wtforms.fields.choices import SelectChoice
 
 from portal.access import current_actor, operator_required
 from portal.admin.blueprint import bp, load_tenant
@@ -74,11 +73,12 @@ def _credit_forms(tenant: Tenant, currency: str | None = None) -> tuple[CreditGr
     )
 
 
-def _credit_ledger(tenant: Tenant, currency: str):
+def _credit_ledger(tenant: Tenant, credit: billing_credits.Summary):
     return paginate(
-        billing_credits.entries(tenant.tenant_id, currency),
+        billing_credits.entries(tenant.tenant_id, credit.currency),
         request.args.get("credit_page", 1, type=int),
         CREDIT_ENTRIES_PER_PAGE,
+        total=credit.entries,
     )
 
 
@@ -110,8 +110,12 @@ def detail_page(
     credit = billing_credits.summary(tenant.tenant_id, currency)
     if discount_form is None:
         discount_form = ApplyDiscountForm(formdata=None)
-        discount_form.coupon_id.choices = discount_choices()
-    discount = billing_discounts.current(subscription)
+    # The tenant's latest discounts; its active one, if any, is the newest of them (a new one
+    # replaces it), so it needs no look-up of its own.
+    redemptions = (
+        db.session.execute(billing_discounts.redemptions(tenant_id=tenant.tenant_id).limit(10)).scalars().all()
+    )
+    discount = billing_discounts.current(subscription, among=redemptions)
     return render(
         "admin/tenant_detail.html",
         status=status,
@@ -119,11 +123,9 @@ def detail_page(
         discount_terms=billing_discounts.terms,
         discount_ends=billing_discounts.ends_on(discount, subscription) if discount else None,
         discount_form=discount_form,
-        redemptions=db.session.execute(billing_discounts.redemptions(tenant_id=tenant.tenant_id).limit(10))
-        .scalars()
-        .all(),
+        redemptions=redemptions,
         credit=credit,
-        credit_entries=_credit_ledger(tenant, credit.currency),
+        credit_entries=_credit_ledger(tenant, credit),
         grant_form=grant_form or default_grant,
         deduct_form=deduct_form or default_deduct,
         tenant=tenant,
@@ -136,14 +138,6 @@ def detail_page(
         activate_form=ActivateForm(formdata=None),
         external_id_form=external_id_form or ExternalIdForm(formdata=None, external_id=tenant.external_id),
     )
-
-
-def discount_choices() -> list[SelectChoice]:
-    """The coupons the operator may apply, for the tenant page's select."""
-    return [SelectChoice("", "Choose a coupon…")] + [
-        SelectChoice(coupon.id, f"{coupon.name}: {billing_discounts.terms(coupon)}")
-        for coupon in billing_discounts.redeemable_coupons()
-    ]
 
 
 @bp.post("/tenants/<tenant_id>/suspend")

@@ -41,6 +41,7 @@ class Summary:
     total_granted: int
     total_used: int
     total_expired: int
+    entries: int = 0  # how many ledger entries (a page of them needs no count of its own)
 
 
 def currency_of(tenant_id: str) -> str:
@@ -421,9 +422,10 @@ def summary(tenant_id: str, currency: str | None = None, at: datetime | None = N
             select(func.coalesce(func.sum(case((expired, CreditGrant.remaining), else_=0)), 0))
             .where(*grants)
             .scalar_subquery(),
+            select(func.count()).select_from(CreditEntry).where(*entries).scalar_subquery(),
         )
     ).one()
-    granted, deducted, applied, expired_entries, remaining, pending_expiry = (int(value) for value in row)
+    granted, deducted, applied, expired_entries, remaining, pending_expiry, count = (int(value) for value in row)
     kinds = {"grant": granted, "deduction": deducted, "application": applied, "expiry": expired_entries}
     balance = remaining - pending_expiry
     return Summary(
@@ -432,6 +434,7 @@ def summary(tenant_id: str, currency: str | None = None, at: datetime | None = N
         total_granted=int(kinds.get("grant", 0)),
         total_used=-int(kinds.get("deduction", 0)) - int(kinds.get("application", 0)),
         total_expired=-int(kinds.get("expiry", 0)) + int(pending_expiry),
+        entries=count,
     )
 
 

@@ -367,10 +367,18 @@ def active_discount(subscription: Subscription | None) -> Discount | None:
     ).scalar_one_or_none()
 
 
-def current(subscription: Subscription | None, at: datetime | None = None) -> Discount | None:
+def current(
+    subscription: Subscription | None, at: datetime | None = None, *, among: list[Discount] | None = None
+) -> Discount | None:
     """The discount to show for ``subscription``: its active one while still in effect (one whose
-    last period is over is closed by the next invoice; until then it is no longer shown)."""
-    discount = active_discount(subscription)
+    last period is over is closed by the next invoice; until then it is no longer shown).
+    ``among``: discounts already loaded that hold the active one if there is one (the tenant's
+    newest), instead of a look-up."""
+    if among is not None:
+        found = [d for d in among if subscription is not None and d.active_subscription_id == subscription.id]
+        discount = found[0] if found else None
+    else:
+        discount = active_discount(subscription)
     return discount if discount is not None and in_effect(discount, at or utcnow(), False) else None
 
 
@@ -644,11 +652,18 @@ def remove(actor: Actor, subscription: Subscription | None, at: datetime | None 
     return current
 
 
-def renewal_discount(subscription: Subscription | None, renewal: tuple[datetime, int, str] | None, version) -> int:
+def renewal_discount(
+    subscription: Subscription | None,
+    renewal: tuple[datetime, int, str] | None,
+    version,
+    *,
+    active: Discount | None | bool = True,
+) -> int:
     """What the active discount takes off the next renewal invoice's plan fee: ``renewal`` =
     (date, plan fee, plan name) and ``version`` (the plan version it bills) as the subscription
-    estimates them; 0 when none applies."""
-    discount = active_discount(subscription)
+    estimates them; 0 when none applies. ``active``: the subscription's active discount when the
+    caller has it already (None: it has none); True: look it up."""
+    discount = active_discount(subscription) if active is True else active
     if renewal is None or discount is None or not in_effect(discount, renewal[0], True):
         return 0
     if not fits(discount.coupon, version.key, version.currency):

@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import joinedload
 
 from portal.billing.catalog import PlanSpec
 from portal.errors import NotFound
@@ -50,11 +50,11 @@ def sync_catalog(specs: list[PlanSpec]) -> SyncResult:
 
 
 def list_plans(public_only: bool = False) -> list[Plan]:
-    # Each plan's versions in one more statement, not one per plan (the plan cards read them).
-    statement = select(Plan).options(selectinload(Plan.versions)).order_by(Plan.sort_order, Plan.key)
+    # Each plan with its versions in the same statement (the plan cards read them).
+    statement = select(Plan).options(joinedload(Plan.versions)).order_by(Plan.sort_order, Plan.key)
     if public_only:
         statement = statement.where(Plan.public.is_(True))
-    return list(db.session.execute(statement).scalars())
+    return list(db.session.execute(statement).unique().scalars())
 
 
 def plan_keys() -> list[str]:

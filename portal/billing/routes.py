@@ -106,7 +106,8 @@ def _index_page(cancel_form: CancelForm | None = None, status: int = 200):
     recent = db.session.execute(invoice_service.for_tenant(g.tenant).limit(RECENT_INVOICES)).scalars().all()
     credit = credit_service.summary(g.tenant.tenant_id, credit_service.currency_of_subscription(subscription))
     estimate = subscriptions.next_invoice_estimate(subscription) if live else None
-    discount = discounts.current(subscription)
+    active = discounts.active_discount(subscription)
+    discount = discounts.current(subscription, among=[active] if active else [])
     return render(
         "billing/index.html",
         "billing/_plans.html",
@@ -114,10 +115,12 @@ def _index_page(cancel_form: CancelForm | None = None, status: int = 200):
         discount=discount,
         discount_ends=discounts.ends_on(discount, subscription) if discount else None,
         renewal_discount=discounts.renewal_discount(
-            subscription, estimate, subscriptions.renewal_version(subscription) if estimate else None
+            subscription, estimate, subscriptions.renewal_version(subscription) if estimate else None, active=active
         ),
         credit=credit,
-        credit_entries=paginate(credit_service.entries(g.tenant.tenant_id, credit.currency), 1, RECENT_CREDIT_ENTRIES),
+        credit_entries=paginate(
+            credit_service.entries(g.tenant.tenant_id, credit.currency), 1, RECENT_CREDIT_ENTRIES, total=credit.entries
+        ),
         subscription=subscription,
         live=live,
         estimate=estimate,
@@ -148,6 +151,7 @@ def credits():
         credit_service.entries(g.tenant.tenant_id, credit.currency),
         request.args.get("page", 1, type=int),
         CREDIT_ENTRIES_PER_PAGE,
+        total=credit.entries,
     )
     return render("billing/credits.html", credit=credit, credit_entries=entries)
 

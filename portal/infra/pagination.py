@@ -43,14 +43,18 @@ class Page:
         return iter(self.items)
 
 
-def paginate(statement: Select, page: int | None, per_page: int, *, rows: bool = False) -> Page:
+def paginate(
+    statement: Select, page: int | None, per_page: int, *, rows: bool = False, total: int | None = None
+) -> Page:
     """Page ``page`` (1-based; out-of-range numbers are clamped) of ``statement``'s results.
 
     ``rows=True`` keeps every selected column (e.g. a tenant and its member count); otherwise
-    the items are the first column's objects.
+    the items are the first column's objects. ``total``: the count, when the caller already
+    has it (one statement fewer).
     """
     page = min(max(page or 1, 1), MAX_PAGE)
-    total = db.session.scalar(select(func.count()).select_from(statement.order_by(None).subquery())) or 0
+    if total is None:
+        total = db.session.scalar(select(func.count()).select_from(statement.order_by(None).subquery())) or 0
     result = db.session.execute(statement.limit(per_page).offset((page - 1) * per_page))
     items = list(result.all() if rows else result.scalars())
     return Page(items=items, page=page, per_page=per_page, total=total)

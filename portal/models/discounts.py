@@ -99,7 +99,7 @@ class Discount(db.Model):
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     coupon: Mapped[Coupon] = relationship(lazy="joined")
-    promotion_code: Mapped[PromotionCode | None] = relationship()
+    promotion_code: Mapped[PromotionCode | None] = relationship(lazy="joined")
     subscription: Mapped["Subscription"] = relationship()  # noqa: F821
 
     @property

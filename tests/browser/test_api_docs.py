@@ -21,7 +21,10 @@ def test_api_docs_render_every_operation_without_breaking_the_csp(live_server, o
     expect(page.locator(".info .title")).to_contain_text("Tenant portal API")
     spec = page.request.get("/api/v1/openapi.json").json()
     operations = sum(len(methods) for methods in spec["paths"].values())
-    expect(page.locator(".opblock")).to_have_count(operations)
+    # ...and one block per outbound webhook event (the document's ``webhooks`` section).
+    webhooks = sum(len(methods) for methods in spec["webhooks"].values())
+    expect(page.locator(".opblock")).to_have_count(operations + webhooks)
+    expect(page.locator(".opblock", has_text="invoice.created")).to_have_count(1)
 
     # Open one operation: its parameters, body schema and error responses are shown.
     get_tenant = page.locator("#operations-tenants-get_tenant")
