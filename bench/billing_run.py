@@ -9,7 +9,7 @@
 
 Needs PostgreSQL (DATABASE_URL, default postgresql://postgres@127.0.0.1:5432/postgres) and
 Redis (REDIS_URL, default redis://127.0.0.1:6379/0). For each case: a scratch database,
-migrated, catalog and meters synced. One tenant signs up to Starter through the real services
+migrated, catalog, meters and tax rates synced. One tenant signs up to Starter through the real services
 (``create_tenant``, clock fixed at T0); its rows (tenant, subscription, first invoice and line,
 audit events) are then cloned N-1 times with bulk inserts, so every subscription is shaped
 exactly as the services shape it. W ``flask --app wsgi worker`` processes are started on queues
@@ -74,6 +74,7 @@ def build_app(database_url: str, **overrides):
     from portal import create_app
     from portal.billing.catalog import load_catalog
     from portal.billing.plans import sync_catalog
+    from portal.billing.taxes import sync_tax_rates
     from portal.extensions import db
     from portal.usage.meters import sync_meters
 
@@ -98,6 +99,7 @@ def build_app(database_url: str, **overrides):
         catalog = load_catalog()
         sync_catalog(catalog.plans)
         sync_meters(catalog.meters)  # as `make run` does: Starter's priced features read usage
+        sync_tax_rates(catalog.tax_rates)  # ...and its tax rates
         db.session.commit()
     return app
 
