@@ -20,6 +20,7 @@ from portal.billing.money import format_money
 from portal.billing.pdf import format_date
 from portal.billing.profile import billing_recipients
 from portal.extensions import db
+from portal.infra.bulk import dialect_insert
 from portal.mail import Drawn, send_email
 from portal.models import (
     OPTIONAL_BILLING_EMAILS,
@@ -31,7 +32,6 @@ from portal.models import (
     Tenant,
 )
 from portal.models.base import new_id, utcnow
-from portal.usage.ingest import _insert_statement_for
 from portal.web import public_url
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ def update_settings(actor: Actor, tenant: Tenant, wanted: dict[str, bool]) -> Bi
 def _claim(tenant_id: str, kind: str, key: str) -> bool:
     """Record the cause unless it is recorded; True when this call recorded it."""
     statement = (
-        _insert_statement_for(BillingNotice.__table__)
+        dialect_insert(BillingNotice.__table__)
         .values(id=new_id("bn"), tenant_id=tenant_id, kind=kind, key=key, created_at=utcnow())
         .on_conflict_do_nothing(index_elements=["key"])
         .returning(BillingNotice.__table__.c.id)

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import Table, bindparam, insert, text, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from portal.extensions import db
 
@@ -29,6 +30,14 @@ def gathered() -> Iterator[None]:
 
 
 _STATEMENTS: dict[tuple, tuple] = {}
+
+
+def dialect_insert(table: Table):
+    """The dialect's INSERT, which has ON CONFLICT DO NOTHING (PostgreSQL and SQLite alike): a
+    row written once whoever tries first (usage keys, quota and billing notices)."""
+    if db.session.connection().dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
 
 
 def insert_rows(table: Table, rows: list[dict]) -> None:

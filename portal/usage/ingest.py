@@ -15,6 +15,7 @@ from sqlalchemy.orm import aliased
 from portal.errors import Conflict
 from portal.extensions import db
 from portal.infra import cache as key_cache
+from portal.infra.bulk import dialect_insert
 from portal.models import Tenant, UsageEvent, UsageEventKey, utcnow
 from portal.models.base import new_id
 from portal.timezones import parse_instant
@@ -217,16 +218,6 @@ def validate(raw_events: list, now: datetime | None = None, header_key: str | No
     return outcomes
 
 
-def _insert_statement_for(table):
-    """The dialect's INSERT, which has ON CONFLICT DO NOTHING (PostgreSQL and SQLite alike)."""
-    dialect = db.session.connection().dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(table)
-
-
 _key_inserts: dict[str, object] = {}
 
 
@@ -307,7 +298,7 @@ def _key_insert(dialect: str):
     statement = _key_inserts.get(dialect)
     if statement is None:
         statement = _key_inserts[dialect] = (
-            _insert_statement_for(UsageEventKey.__table__)
+            dialect_insert(UsageEventKey.__table__)
             .on_conflict_do_nothing(index_elements=["tenant_id", "idempotency_key"])
             .returning(UsageEventKey.__table__.c.event_id)
         )

@@ -7,12 +7,12 @@ import logging
 from decimal import Decimal
 
 from portal.extensions import db
+from portal.infra.bulk import dialect_insert
 from portal.infra.queues import database_key
 from portal.mail import send_email
 from portal.models import QuotaNotice, Tenant
 from portal.models.base import new_id, utcnow
 from portal.team.services import owner_and_admin_emails
-from portal.usage.ingest import _insert_statement_for
 from portal.usage.periods import current_period
 from portal.usage.services import FeatureUsage, feature_usage, subscription_for
 from portal.webhooks import outbox
@@ -32,7 +32,7 @@ def check_key(tenant_id: str) -> str:
 def _claim(tenant_id: str, usage: FeatureUsage, period_start, threshold: int) -> bool:
     """Insert the notice row unless it exists; True when this call inserted it."""
     statement = (
-        _insert_statement_for(QuotaNotice.__table__)
+        dialect_insert(QuotaNotice.__table__)
         .values(
             id=new_id("qn"),
             tenant_id=tenant_id,
