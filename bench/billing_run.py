@@ -445,12 +445,14 @@ def measure(base_url: str, redis_url: str, count: int, workers: int) -> dict:
 
 
 def profile_in_process(base_url: str, redis_url: str, count: int) -> None:
-    """cProfile of one run billed in this process (every shard inline), as the CLI runs it."""
+    """cProfile of one run billed in this process (every shard inline), as a worker bills a shard:
+    the jobs it queues (invoice emails, charges) go to Redis for other workers, not run here."""
     from portal.billing.runs import create_run, execute
     from portal.infra.transactions import commit
 
+    prefix = f"bench-billing-{uuid.uuid4().hex[:8]}-"
     with scratch(base_url) as url:
-        app = build_app(url, REDIS_URL=redis_url, RQ_QUEUE_PREFIX=f"bench-billing-{uuid.uuid4().hex[:8]}-")
+        app = build_app(url, REDIS_URL=redis_url, RQ_QUEUE_PREFIX=prefix, JOBS_INLINE=False)
         populate(app, count, B2B)
         profiler = cProfile.Profile() if os.environ.get("BENCH_PROFILE", "1") != "0" else None
         with app.app_context():
@@ -475,6 +477,7 @@ def profile_in_process(base_url: str, redis_url: str, count: int) -> None:
             f"{count:,} subscriptions in this process{', profiled' if profiler else ''}: {elapsed:.2f} s, "
             f"{cpu:.2f} CPU s ({1000 * cpu / count:.2f} ms per subscription)"
         )
+        drop_queues(app, prefix)
         with app.app_context():
             from portal.extensions import db
 

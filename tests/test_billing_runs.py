@@ -9,9 +9,11 @@ from decimal import Decimal
 import pytest
 
 from portal.access import SYSTEM
+from portal.billing import discounts, runs, taxes
 from portal.billing import invoices as invoices_module
-from portal.billing import runs
 from portal.billing import subscriptions as subscriptions_module
+from portal.billing.profile import ProfileData
+from portal.billing.profile import update as update_profile
 from portal.billing.subscriptions import cancel, change_plan
 from portal.errors import Conflict
 from portal.extensions import db
@@ -21,6 +23,7 @@ from tests.billing_engine_support import (
     NUMBER,
     all_invoices,
     assert_numbers_gap_free,
+    bare_tenant,
     duplicate_periods,
     invoices_of,
     reload,
@@ -451,6 +454,96 @@ def test_a_batch_is_billed_as_a_set_and_bills_what_one_subscription_at_a_time_bi
     )
     assert duplicate_periods() == []
     assert_numbers_gap_free(all_invoices())
+
+
+def b2b_book() -> list[Subscription]:
+    """Tenants taxed and discounted differently, side by side in one batch: domestic VAT,
+    reverse charge, a Canadian province's rate, no billing profile; a discount for two periods
+    (used up among the three periods caught up, so it ends within one renewal), one for ever,
+    none."""
+    address = {"address_line1": "1 Main Street", "city": "Somewhere", "postal_code": "12345"}
+    profiles = [
+        ProfileData(legal_name="Kunde GmbH", country="DE", **address),
+        ProfileData(
+            legal_name="Client SARL", country="FR", tax_ids=[{"type": "eu_vat", "value": "FR40303265045"}], **address
+        ),
+        ProfileData(legal_name="Client Ltd", country="CA", region="ON", **address),
+        None,
+    ]
+    two_periods = discounts.create_coupon(
+        SYSTEM, "Two months", percent_off=25, duration="repeating", duration_periods=2
+    )
+    for_ever = discounts.create_coupon(SYSTEM, "Partner", amount_off=500, currency="USD", duration="forever")
+    book = []
+    for i in range(12):
+        tenant = bare_tenant(f"B2B {i}")
+        if profiles[i % 4] is not None:
+            update_profile(SYSTEM, tenant, profiles[i % 4])
+        subscription = subscribe(("starter", "professional")[i % 2], T0 + timedelta(hours=i), tenant)
+        if i % 3 != 2:
+            discounts.apply(SYSTEM, subscription, (two_periods, for_ever)[i % 3], at=T0 + timedelta(days=1))
+        commit()
+        book.append(subscription)
+    return book
+
+
+def b2b_snapshot(book: list[Subscription]) -> list[tuple]:
+    """Each subscription's invoices (figures, tax note, lines with their tax) and discounts."""
+    seen = []
+    for subscription in book:
+        subscription = reload(subscription)
+        invoices = [
+            (invoice.subtotal, invoice.discount, invoice.tax, invoice.total, invoice.tax_note)
+            + tuple((line.type, line.amount, line.tax_name, line.tax_amount) for line in invoice.lines)
+            for invoice in invoices_of(subscription)
+        ]
+        applied = db.session.execute(discounts.redemptions(tenant_id=subscription.tenant_id)).scalars()
+        seen.append(
+            (
+                invoices,
+                [
+                    (d.status, d.periods_remaining, d.invoices_discounted, d.amount_discounted, d.ended_at)
+                    for d in applied
+                ],
+            )
+        )
+    return seen
+
+
+@pytest.mark.usefixtures("ctx")
+def test_a_batch_taxes_and_discounts_each_subscription_as_one_at_a_time_does(app, monkeypatch):
+    monkeypatch.setitem(app.config, "BILLING_SELLER_COUNTRY", "DE")
+
+    def fell_back(*args, **kwargs):
+        raise AssertionError("a batch fell back to one subscription per transaction")
+
+    with monkeypatch.context() as batch_only:
+        batch_only.setattr(runs, "_renew_one_by_one", fell_back)
+        batched_book = b2b_book()
+        assert run_billing(AS_OF).errors == []
+    monkeypatch.setattr(runs, "BATCHED", False)
+    single_book = b2b_book()
+    assert run_billing(AS_OF).errors == []
+
+    batched = b2b_snapshot(batched_book)
+    assert batched == b2b_snapshot(single_book)
+    # Tenant 0 (German, 19 %): the sign-up invoice, then three renewals; 25 % off the first two
+    # (1,225 off 4,900: 3,675 + 698.25 VAT), then the discount has ended.
+    german, french, canadian, no_profile = batched[:4]
+    assert [invoice[:4] for invoice in german[0]] == [
+        (4900, 0, 931, 5831),
+        (4900, 1225, 698, 4373),
+        (4900, 1225, 698, 4373),
+        (4900, 0, 931, 5831),
+    ]
+    assert german[1][0][:4] == ("ended", 0, 2, 2450)
+    # Tenant 1 (French VAT number, Professional after its trial): reverse charged, $5 off every
+    # renewal for ever.
+    assert {(invoice[2], invoice[4]) for invoice in french[0]} == {(0, taxes.REVERSE_CHARGE_NOTE)}
+    assert [invoice[1] for invoice in french[0]] == [500, 500, 500]
+    # Tenant 2 (Ontario): 13 % HST on $49, no discount; tenant 3: no profile, no tax.
+    assert [invoice[2:4] for invoice in canadian[0]] == [(637, 5537)] * 4
+    assert {invoice[2] for invoice in no_profile[0]} == {0}
 
 
 @pytest.mark.usefixtures("ctx")

@@ -131,6 +131,24 @@ def test_send_email_then_commit_enqueues_exactly_one_job(jobs_app, queues, make_
     assert email_to(jobs_app, "direct@example.com").status == "outbox"
 
 
+def test_the_jobs_of_one_commit_are_queued_together_in_order_with_their_retries(jobs_app, queues, make_tenant):
+    from portal.mail import send_email
+
+    tenant = make_tenant()
+    addresses = [f"batch-{i}@example.com" for i in range(4)]
+    with jobs_app.test_request_context():
+        tenant_obj = db.session.get(Tenant, tenant.tenant_id)
+        ids = [
+            send_email(to, "Suspended", "tenant_suspended", tenant=tenant, tenant_obj=tenant_obj).id for to in addresses
+        ]
+        transactions.commit()
+    jobs = queues.email.get_jobs()
+    assert [job.args for job in jobs] == [(message_id,) for message_id in ids]
+    assert [(job.retries_left, job.retry_intervals, job.timeout) for job in jobs] == [(3, [10, 60, 300], 120)] * 4
+    queues.work()
+    assert [email_to(jobs_app, to).status for to in addresses] == ["outbox"] * 4
+
+
 def test_job_deferred_in_a_rolled_back_transaction_is_never_enqueued(jobs_app, queues, make_tenant):
     from portal.mail import send_email
 

@@ -367,6 +367,17 @@ def active_discount(subscription: Subscription | None) -> Discount | None:
     ).scalar_one_or_none()
 
 
+def active_discounts(subscription_ids: list[str]) -> dict[str, Discount]:
+    """The active discount of each of those subscriptions that has one (one query)."""
+    if not subscription_ids:
+        return {}
+    found = db.session.execute(select(Discount).where(Discount.active_subscription_id.in_(subscription_ids)))
+    return {discount.active_subscription_id: discount for discount in found.scalars()}
+
+
+_LOOK_UP = object()
+
+
 def current(
     subscription: Subscription | None, at: datetime | None = None, *, among: list[Discount] | None = None
 ) -> Discount | None:
@@ -407,14 +418,22 @@ def line_description(coupon: Coupon, promotion_code: PromotionCode | None = None
 
 
 def for_invoice(
-    subscription: Subscription, lines, at: datetime, starts_period: bool, close: bool = True, version=None
+    subscription: Subscription,
+    lines,
+    at: datetime,
+    starts_period: bool,
+    close: bool = True,
+    version=None,
+    discount=_LOOK_UP,
 ) -> Applied | None:
     """The discount line for an invoice of ``subscription`` with ``lines`` (objects with ``type``
     and ``amount``), issued at ``at``; None when no discount is in effect or it does not fit.
     A discount whose last period is over is closed here (in the invoice's transaction), unless
     ``close`` is false: a preview changes nothing. ``version``: the plan version the invoice is
-    for, when a preview looks at a plan the subscription is not on yet."""
-    discount = active_discount(subscription)
+    for, when a preview looks at a plan the subscription is not on yet. ``discount``: the
+    subscription's active discount (or None) when already read (``active_discounts``)."""
+    if discount is _LOOK_UP:
+        discount = active_discount(subscription)
     if discount is None:
         return None
     if not in_effect(discount, at, starts_period):

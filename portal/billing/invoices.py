@@ -95,21 +95,33 @@ _BATCH = "portal_invoice_batch"
 
 @dataclass
 class _Batch:
-    """Invoices composed in a billing run's batch and stored together by ``store_batch``."""
+    """Invoices composed in a billing run's batch and stored together by ``store_batch``, and
+    what composing them reads, read for the whole batch at once."""
 
     # (tenant_id, currency) of the batch's tenants that have credit to spend (``credits.with_credit``)
     credit: set[tuple[str, str]]
+    # the batch's billing profiles by tenant, active discounts by subscription, and tax rates
+    profiles: dict
+    discounts: dict
+    rates: taxes.RateBook
     # (invoice, its row, its lines' rows, its actor, its subscription, work once its row is stored)
     pending: list[tuple[Invoice, dict, list[dict], Actor, Subscription, list]] = field(default_factory=list)
 
 
 @contextmanager
-def batch(credit: set[tuple[str, str]]) -> Iterator[None]:
-    """Issue the invoices of a billing run's batch together: ``issue`` composes each as always,
-    and ``store_batch`` numbers them with one block per year and inserts them, their lines and
-    their audit rows in a few statements. Invoices that take credit are stored at once (their
-    credit entries name the number)."""
-    db.session.info[_BATCH] = _Batch(credit)
+def batch(subscriptions: list[Subscription]) -> Iterator[None]:
+    """Issue the invoices of a billing run's batch (``subscriptions``) together: what ``issue``
+    reads for each (credit left, billing profile, discount, tax rates) is read for all of them
+    in four queries, and ``store_batch`` numbers the invoices with one block per year and inserts
+    them, their lines and their audit rows in a few statements. Invoices that take credit are
+    stored at once (their credit entries name the number)."""
+    tenant_ids = list({subscription.tenant_id for subscription in subscriptions})
+    db.session.info[_BATCH] = _Batch(
+        credit=credits.with_credit(tenant_ids),
+        profiles=profile.profiles_of(tenant_ids),
+        discounts=discounts.active_discounts([subscription.id for subscription in subscriptions]),
+        rates=taxes.rate_book(),
+    )
     try:
         yield
     finally:
@@ -184,7 +196,16 @@ def issue(
     # that opens a billing period uses up one of the discount's periods. Tax is worked out on
     # every line, the discount line included, so a discount lowers the tax with the price.
     starts_period = kind == "period" and any(line.type == "plan" for line in lines)
-    discounted = discounts.for_invoice(subscription, lines, at, starts_period)
+    batched = db.session.info.get(_BATCH)
+    if batched is not None:
+        # Read before the batch's first invoice; one the subscription has since let go (its last
+        # period billed by an earlier invoice here) is no longer its discount.
+        discount = batched.discounts.get(subscription.id)
+        known = {"discount": discount if discount and discount.active_subscription_id == subscription.id else None}
+        buyer_profile = batched.profiles.get(tenant.tenant_id)
+    else:
+        known, buyer_profile = {}, profile.profile_of(tenant)
+    discounted = discounts.for_invoice(subscription, lines, at, starts_period, **known)
     if discounted:
         lines = [*lines, Line(type="discount", description=discounted.description, amount=-discounted.amount)]
     amounts = [line.amount for line in lines]
@@ -194,7 +215,6 @@ def issue(
     # Whatever the session holds is written first, so that taking the number, which locks the
     # year's counter until commit, is followed only by these few INSERTs: billing runs on several
     # workers queue on that lock for as short a time as possible.
-    batched = db.session.info.get(_BATCH)
     currency = subscription.plan_version.currency
     if batched is None:
         db.session.flush()
@@ -202,9 +222,8 @@ def issue(
     else:
         credit_possible = sum(amounts) > 0 and (tenant.tenant_id, currency) in batched.credit
     # The buyer as they are now (their billing profile), and the tax that follows from it.
-    buyer_profile = profile.profile_of(tenant)
     buyer = profile.snapshot(buyer_profile)
-    treatment = taxes.treatment_for(buyer)
+    treatment = taxes.treatment_for(buyer, book=batched.rates if batched is not None else None)
     kinds = [line.type for line in lines]
     line_taxes = taxes.tax_lines(amounts, 0, treatment)
     figures = taxes.totals(amounts, kinds, 0, line_taxes, treatment.inclusive)

@@ -3,6 +3,8 @@ purchase-order number) and who receives them. One row per tenant; invoices copy 
 
 from dataclasses import dataclass, field
 
+from sqlalchemy import select
+
 from portal import audit
 from portal.access import Actor
 from portal.auth.services import normalize_email
@@ -62,6 +64,14 @@ class ProfileData:
 def profile_of(tenant: Tenant | str) -> BillingProfile | None:
     tenant_id = tenant if isinstance(tenant, str) else tenant.tenant_id
     return db.session.get(BillingProfile, tenant_id)
+
+
+def profiles_of(tenant_ids: list[str]) -> dict[str, BillingProfile]:
+    """The billing profiles of those tenants that have one, by tenant (one query)."""
+    if not tenant_ids:
+        return {}
+    found = db.session.execute(select(BillingProfile).where(BillingProfile.tenant_id.in_(tenant_ids))).scalars()
+    return {profile.tenant_id: profile for profile in found}
 
 
 def data_of(profile: BillingProfile | None) -> ProfileData:

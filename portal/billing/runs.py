@@ -562,7 +562,7 @@ def _renew_batch(run_id: str, at: datetime, ids: list[str], shard_id: str | None
         locked = _lock_all(ids, _load(ids))
         tenant_ids = [subscription.tenant_id for subscription in locked.values()]
         with (
-            invoices.batch(credits.with_credit(tenant_ids)),
+            invoices.batch(list(locked.values())),
             outbox.endpoints_known(tenant_ids),
             prefetch_usage(list(locked.values()), at),
         ):

@@ -98,10 +98,29 @@ def active_rates() -> list[TaxRate]:
     )
 
 
-def rate_for(country: str, region: str = "") -> TaxRate | None:
-    """The active rate for ``country`` and ``region`` (any letter case), else the country's own."""
-    rates = db.session.execute(select(TaxRate).where(TaxRate.country == country, TaxRate.active.is_(True))).scalars()
-    by_region = {rate.region.strip().casefold(): rate for rate in rates}
+# The active rates by country, then by region (casefolded; "" for the whole country).
+RateBook = dict[str, dict[str, TaxRate]]
+
+
+def _book(rates) -> RateBook:
+    book: RateBook = {}
+    for rate in rates:
+        book.setdefault(rate.country, {})[rate.region.strip().casefold()] = rate
+    return book
+
+
+def rate_book() -> RateBook:
+    """Every active rate in one query, for work that taxes many invoices (a billing run's batch)."""
+    return _book(db.session.execute(select(TaxRate).where(TaxRate.active.is_(True))).scalars())
+
+
+def rate_for(country: str, region: str = "", book: RateBook | None = None) -> TaxRate | None:
+    """The active rate for ``country`` and ``region`` (any letter case), else the country's own;
+    from ``book`` when given, else looked up."""
+    if book is None:
+        rates = db.session.execute(select(TaxRate).where(TaxRate.country == country, TaxRate.active.is_(True)))
+        book = _book(rates.scalars())
+    by_region = book.get(country, {})
     return by_region.get(region.strip().casefold()) or by_region.get("")
 
 
@@ -115,8 +134,9 @@ def seller_country() -> str:
     return (current_app.config.get("BILLING_SELLER_COUNTRY") or "").strip().upper()
 
 
-def treatment_for(buyer: dict | None, seller: str | None = None) -> Treatment:
-    """The tax of an invoice for ``buyer`` (a billing profile snapshot, ``profile.snapshot``)."""
+def treatment_for(buyer: dict | None, seller: str | None = None, book: RateBook | None = None) -> Treatment:
+    """The tax of an invoice for ``buyer`` (a billing profile snapshot, ``profile.snapshot``);
+    ``book``: the active rates, already read (``rate_book``)."""
     seller = seller_country() if seller is None else seller
     country = ((buyer or {}).get("country") or "").upper()
     if not country:
@@ -124,12 +144,12 @@ def treatment_for(buyer: dict | None, seller: str | None = None) -> Treatment:
     region = (buyer or {}).get("region") or ""
     if seller in EU_COUNTRIES and country in EU_COUNTRIES:
         if country == seller:
-            return _as_treatment(rate_for(country, region))
+            return _as_treatment(rate_for(country, region, book))
         vat_ids = [tax_id for tax_id in buyer.get("tax_ids") or [] if tax_id.get("type") == "eu_vat"]
         if any(country_of(tax_id) != seller for tax_id in vat_ids):
             return Treatment(REVERSE_CHARGE_NAME, Decimal(0), False, REVERSE_CHARGE_NOTE)
-        return _as_treatment(rate_for(seller))
-    return _as_treatment(rate_for(country, region))
+        return _as_treatment(rate_for(seller, book=book))
+    return _as_treatment(rate_for(country, region, book))
 
 
 def line_tax(net: int, treatment: Treatment) -> int:

@@ -45,15 +45,31 @@ def runs_inline() -> bool:
     return bool(current_app.config["JOBS_INLINE"])
 
 
+def _retry(retries: int) -> Retry | None:
+    return Retry(max=retries, interval=[10, 60, 300][:retries]) if retries else None
+
+
 def enqueue(job: str, args: tuple, queue: str = "default", retries: int = 3, timeout: int = 120) -> None:
     """Put ``job(*args)`` on a queue now, with RQ's ``Retry`` (10 s, 1 min, 5 min) for transient
     failures. Callers inside a unit of work use ``transactions.defer`` instead."""
-    get_queue(queue).enqueue(
-        job,
-        *args,
-        job_timeout=timeout,
-        retry=Retry(max=retries, interval=[10, 60, 300][:retries]) if retries else None,
-    )
+    get_queue(queue).enqueue(job, *args, job_timeout=timeout, retry=_retry(retries))
+
+
+def enqueue_all(jobs: list[tuple[str, tuple, str, int, int]]) -> None:
+    """``enqueue`` each of ``jobs`` (job, args, queue, retries, timeout), in order: on Redis
+    in one round trip (a billing run's batch queues an email per invoice), inline one by one."""
+    if runs_inline() or len(jobs) < 2:
+        for job, args, queue, retries, timeout in jobs:
+            enqueue(job, args, queue=queue, retries=retries, timeout=timeout)
+        return
+    by_queue: dict[str, list] = {}
+    for job, args, queue, retries, timeout in jobs:
+        data = Queue.prepare_data(job, args, timeout=timeout, retry=_retry(retries))
+        by_queue.setdefault(queue, []).append(data)
+    with redis_connection().pipeline() as pipeline:
+        for queue, datas in by_queue.items():
+            get_queue(queue).enqueue_many(datas, pipeline=pipeline)
+        pipeline.execute()
 
 
 def claim(key: str, seconds: int) -> bool:

@@ -42,15 +42,21 @@ def commit() -> None:
     except Exception:
         db.session.rollback()
         raise
+    plain: list[tuple] = []  # jobs in a row with no ``once``: one Redis round trip for them all
     for job, args, queue, retries, timeout, once in pending:
-        if once is not None and not queues.claim(*once):
+        if once is None:
+            plain.append((job, args, queue, retries, timeout))
+            continue
+        queues.enqueue_all(plain)
+        plain = []
+        if not queues.claim(*once):
             continue  # a run that has not started yet will find this commit's rows
         try:
             queues.enqueue(job, args, queue=queue, retries=retries, timeout=timeout)
         except Exception:
-            if once is not None:
-                queues.release(once[0])  # nothing was queued: the next commit must be free to try
+            queues.release(once[0])  # nothing was queued: the next commit must be free to try
             raise
+    queues.enqueue_all(plain)
 
 
 def rollback() -> None:
