@@ -60,10 +60,11 @@ def schedule_tick(delay_seconds: int) -> None:
     get_queue().enqueue_in(timedelta(seconds=delay_seconds), billing_tick, job_id=TICK_JOB_ID, job_timeout=3600)
 
 
-def invoice_issued_email(invoice_id: str) -> None:
-    """Email an issued invoice with its PDF; once per invoice, however often the job runs."""
-    invoice = db.session.get(Invoice, invoice_id)
-    if invoice is None:
-        return  # its transaction was rolled back after all
-    notices.invoice_issued(invoice)
+def invoice_issued_email(*invoice_ids: str) -> None:
+    """Email issued invoices (one, or a billing run's batch) with their PDFs; once per invoice,
+    however often the job runs."""
+    for invoice_id in invoice_ids:
+        invoice = db.session.get(Invoice, invoice_id)
+        if invoice is not None:  # else its transaction was rolled back after all
+            notices.invoice_issued(invoice)
     commit()

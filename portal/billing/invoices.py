@@ -172,7 +172,9 @@ def store_batch() -> None:
         for invoice, _, _, actor, subscription, _ in pending:
             make_transient_to_detached(invoice)
             db.session.add(invoice)
-            _issued(invoice, actor, subscription)
+            _issued(invoice, actor, subscription, email=False)
+    # One job emails the batch's invoices: a job per invoice cost the run more than the email.
+    defer("jobs.billing.invoice_issued_email", *(invoice.id for invoice, *_ in pending), queue="email")
 
 
 def issue(
@@ -346,13 +348,15 @@ def _line_rows(invoice_id: str, lines: list[Line], line_taxes: list, treatment) 
     ]
 
 
-def _issued(invoice: Invoice, actor: Actor, subscription: Subscription) -> Invoice:
-    """What follows an invoice's issue once it is stored and numbered (alone, or with its batch)."""
+def _issued(invoice: Invoice, actor: Actor, subscription: Subscription, email: bool = True) -> Invoice:
+    """What follows an invoice's issue once it is stored and numbered (alone, or with its batch,
+    which queues its invoices' email itself)."""
     if invoice.status == "paid":  # credit covered it (or nothing was due): paid like any other way
         end_dunning(invoice, actor, subscription)
     # Its email, with the PDF, is drawn by a job after the commit (portal.billing.notices); a
     # rolled-back invoice (a preview, a failed renewal) drops it.
-    defer("jobs.billing.invoice_issued_email", invoice.id, queue="email")
+    if email:
+        defer("jobs.billing.invoice_issued_email", invoice.id, queue="email")
     audit.record_now(
         actor,
         "invoice.issued",
