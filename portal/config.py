@@ -52,6 +52,9 @@ def load_config() -> dict:
         # Per-process cache of API key lookups for reads, invalidated through Redis at once;
         # this is only its safety-net lifetime. Needs REDIS_URL; 0 turns it off.
         "API_KEY_CACHE_SECONDS": int(os.environ.get("API_KEY_CACHE_SECONDS", "30")),
+        # How long a web process adds up its API requests before it sends the counts to Redis
+        # in one round trip (portal/usage/api_requests.py); 0: a round trip per request.
+        "API_REQUEST_COUNT_SECONDS": float(os.environ.get("API_REQUEST_COUNT_SECONDS", "1")),
         # How long a process reuses the meters it read (entitlement checks and usage reads ask
         # on every request); an edit in another process counts from then on. 0: every request reads.
         "METER_CACHE_SECONDS": float(os.environ.get("METER_CACHE_SECONDS", "5")),

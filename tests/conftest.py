@@ -98,6 +98,9 @@ def make_app(database_url: str, sqlite_begin: str = "BEGIN", **overrides):
         # Tests roll their transactions back behind the session's back: a meter read by one
         # test must not be reused by the next (tests/test_usage_rollups.py turns it on).
         "METER_CACHE_SECONDS": 0,
+        # Requests are counted in Redis at once, so a test reads them straight after
+        # (tests/test_api_usage.py checks the counts added up over a second).
+        "API_REQUEST_COUNT_SECONDS": 0,
         # The billing tests travel in time (subscriptions in 2027, runs as of months later), as
         # staging does; tests of the production behaviour (a future run is a preview) turn it off.
         "BILLING_TEST_CLOCK": True,

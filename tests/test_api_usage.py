@@ -1,12 +1,15 @@
 """Seed 000's usage and usage history, exactly shaped, from real events; the api_request count."""
 
+import time
 from datetime import timedelta
 
 import pytest
 
 from portal.models import utcnow
+from portal.usage import api_requests
 from portal.usage.periods import next_month, this_month
 from tests.api_support import assert_envelope, bearer, issue_key, operator_token, with_key
+from tests.conftest import make_app
 from tests.usage_support import record
 
 SEED_000_USAGE_FIELDS = {
@@ -141,3 +144,27 @@ def test_every_tenant_key_request_counts_one_api_request(app, client, make_tenan
     assert (
         client.get(f"/api/v1/tenants/{tenant.tenant_id}/usage", headers=headers).get_json()["api_requests_count"] == 3
     )
+
+
+def test_a_web_process_sends_its_request_counts_to_redis_together_and_without_waiting_for_another_request(
+    database_url, redis_url, make_tenant
+):
+    app = make_app(database_url, REDIS_URL=redis_url, API_REQUEST_COUNT_SECONDS=3)
+    tenant = make_tenant()
+    _, plaintext = issue_key(app, tenant)
+    client = app.test_client()
+
+    def in_redis() -> int:
+        with app.app_context():
+            return sum(api_requests.pending_counts([tenant.tenant_id])[tenant.tenant_id].values())
+
+    started = time.monotonic()
+    for _ in range(5):
+        assert client.get(f"/api/v1/tenants/{tenant.tenant_id}", headers=with_key(plaintext)).status_code == 200
+    waiting = in_redis()
+    if time.monotonic() - started < 3:  # (a machine slow enough to take 3 s sends some on the way)
+        assert waiting == 0  # held in the process: one round trip for all of them
+    deadline = time.monotonic() + 10
+    while in_redis() < 5 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert in_redis() == 5  # sent by the process's timer: no later request was needed
