@@ -11,7 +11,6 @@ from datetime import UTC, date, datetime, time, timedelta
 from fractions import Fraction
 
 from flask import url_for
-from pydantic import BaseModel
 from sqlalchemy.orm import selectinload
 
 from portal.api.registry import OPERATOR, ApiError, not_found, operation
@@ -34,10 +33,6 @@ TAGS = ["billing"]
 READ_SCOPE = "billing:read" if "billing:read" in API_SCOPES else None
 # Clocks differ a little; a payment recorded "now" by a machine slightly ahead is still now.
 CLOCK_SKEW = timedelta(minutes=5)
-
-
-def dump(model: BaseModel, status: int = 200):
-    return model.model_dump(mode="json"), status
 
 
 def _subscription_or_404(tenant: Tenant) -> Subscription:
@@ -178,11 +173,10 @@ def _as_new_plan_error(error: ServiceError) -> ApiError:
     response=schemas.SubscriptionOut,
     tags=TAGS,
     allowed_when_suspended=True,
-    errors=[401, 403, 404],
     summary="Get the tenant's subscription (plan, quotas, price, billing cycle)",
 )
 def get_subscription(principal, tenant: Tenant):
-    return dump(subscription_out(_subscription_or_404(tenant)))
+    return subscription_out(_subscription_or_404(tenant))
 
 
 def _subscribable_version(principal, plan_key: str):
@@ -199,12 +193,11 @@ def _subscribable_version(principal, plan_key: str):
     "POST",
     "/tenants/<tenant_id>/subscription",
     scope=ADMIN_SCOPE,
-    body=schemas.SubscribeIn,
     response=schemas.SubscriptionStartedOut,
     status=201,
     tags=TAGS,
     allowed_when_suspended=True,
-    errors=[400, 401, 403, 404, 409, 415],
+    errors=[409],
     summary="Subscribe to a plan when no subscription is live (a first one, or again after a cancellation)",
     description="Seeds 001/002: a trial when the plan has trial days (`trial_days` overrides them), else "
     "the first period is invoiced at once (`invoice`). 409 while a subscription is live: change its plan "
@@ -245,13 +238,10 @@ def start_subscription(principal, tenant: Tenant, body: schemas.SubscribeIn):
         message = f"Subscribed to {version.name}, on trial until {subscription.trial_end:%Y-%m-%d}; the first invoice comes then."
     else:
         message = f"Subscribed to {version.name}."
-    return dump(
-        schemas.SubscriptionStartedOut(
-            **subscription_out(subscription).model_dump(),
-            invoice=invoice_out(invoice) if invoice is not None else None,
-            message=message,
-        ),
-        201,
+    return schemas.SubscriptionStartedOut(
+        **subscription_out(subscription).model_dump(),
+        invoice=invoice_out(invoice) if invoice is not None else None,
+        message=message,
     )
 
 
@@ -259,11 +249,10 @@ def start_subscription(principal, tenant: Tenant, body: schemas.SubscribeIn):
     "POST",
     "/tenants/<tenant_id>/subscription/upgrade",
     scope=ADMIN_SCOPE,
-    body=schemas.UpgradeIn,
     response=schemas.UpgradeOut,
     tags=TAGS,
     allowed_when_suspended=True,
-    errors=[400, 401, 403, 404, 409, 415],
+    errors=[409],
     summary="Change plan: upgrade now (prorated, invoiced at once) or on effective_date; downgrade at period end",
     description="`prorated_charge` is what is invoiced now, in major units; `invoice_id` names that "
     "invoice. A plan that costs less per month is a downgrade, scheduled for the end of the "
@@ -299,20 +288,18 @@ def upgrade_subscription(principal, tenant: Tenant, body: schemas.UpgradeIn):
         )
     else:
         message = f"Upgrade to {preview.new.name} scheduled for {when}."
-    return dump(
-        schemas.UpgradeOut(
-            subscription_id=subscription.id,
-            previous_plan=previous.key,
-            new_plan=preview.new.key,
-            effective_date=preview.effective_at.date(),
-            prorated_charge=to_major(preview.total),
-            message=message,
-            direction=preview.direction,
-            scheduled=not preview.immediate,
-            currency=preview.new.currency,
-            invoice_id=invoice.id if invoice else None,
-            invoice_number=invoice.number if invoice else None,
-        )
+    return schemas.UpgradeOut(
+        subscription_id=subscription.id,
+        previous_plan=previous.key,
+        new_plan=preview.new.key,
+        effective_date=preview.effective_at.date(),
+        prorated_charge=to_major(preview.total),
+        message=message,
+        direction=preview.direction,
+        scheduled=not preview.immediate,
+        currency=preview.new.currency,
+        invoice_id=invoice.id if invoice else None,
+        invoice_number=invoice.number if invoice else None,
     )
 
 
@@ -320,11 +307,10 @@ def upgrade_subscription(principal, tenant: Tenant, body: schemas.UpgradeIn):
     "POST",
     "/tenants/<tenant_id>/subscription/cancel",
     scope=ADMIN_SCOPE,
-    body=schemas.CancelIn,
     response=schemas.CancelOut,
     tags=TAGS,
     allowed_when_suspended=True,
-    errors=[400, 401, 403, 404, 409, 415],
+    errors=[409],
     summary="Cancel the subscription at the end of the period (default) or at once",
     description="At period end it can be resumed until then (`/subscription/resume`). 409 when it has "
     "already ended or is already set to end.",
@@ -345,16 +331,14 @@ def cancel_subscription(principal, tenant: Tenant, body: schemas.CancelIn):
     else:
         ends_at = subscription.ended_at
         message = "Subscription cancelled immediately"
-    return dump(
-        schemas.CancelOut(
-            subscription_id=subscription.id,
-            status="cancelled",
-            cancelled_at=subscription.cancel_requested_at,
-            billing_cycle_end=_last_day(ends_at) if body.cancel_at_period_end else ends_at.date(),
-            message=message,
-            cancel_at_period_end=body.cancel_at_period_end,
-            ends_at=ends_at,
-        )
+    return schemas.CancelOut(
+        subscription_id=subscription.id,
+        status="cancelled",
+        cancelled_at=subscription.cancel_requested_at,
+        billing_cycle_end=_last_day(ends_at) if body.cancel_at_period_end else ends_at.date(),
+        message=message,
+        cancel_at_period_end=body.cancel_at_period_end,
+        ends_at=ends_at,
     )
 
 
@@ -365,14 +349,14 @@ def cancel_subscription(principal, tenant: Tenant, body: schemas.CancelIn):
     response=schemas.SubscriptionOut,
     tags=TAGS,
     allowed_when_suspended=True,
-    errors=[401, 403, 404, 409],
+    errors=[409],
     summary="Resume a subscription set to cancel at period end",
     description="409 when it is not set to cancel, or has already ended.",
 )
 def resume_subscription(principal, tenant: Tenant):
     subscription = subscriptions.resume(principal.actor(), _subscription_or_404(tenant))
     commit()
-    return dump(subscription_out(subscription))
+    return subscription_out(subscription)
 
 
 @operation(
@@ -382,14 +366,14 @@ def resume_subscription(principal, tenant: Tenant):
     response=schemas.SubscriptionOut,
     tags=TAGS,
     allowed_when_suspended=True,
-    errors=[401, 403, 404, 409],
+    errors=[409],
     summary="Cancel the scheduled plan change (a pending downgrade or dated upgrade)",
     description="409 when no change is scheduled.",
 )
 def cancel_scheduled_change(principal, tenant: Tenant):
     subscription = subscriptions.cancel_scheduled_change(principal.actor(), _subscription_or_404(tenant))
     commit()
-    return dump(subscription_out(subscription))
+    return subscription_out(subscription)
 
 
 # --- plans ---------------------------------------------------------------------------------
@@ -419,16 +403,13 @@ def plan_out(plan) -> schemas.PlanOut:
     "/plans",
     response=schemas.PlanListOut,
     tags=TAGS,
-    errors=[401],
     summary="The public plan catalog: prices, quotas, rate limits, features and their pricing",
     description="Any tenant key or operator token. Prices are in minor units (`price`, `unit_price`, "
     "`package_price`, `flat_fee`) with `price_amount` in major units.",
 )
 def list_plans(principal):
-    return dump(
-        schemas.PlanListOut(
-            plans=[plan_out(plan) for plan in plans.list_plans(public_only=True) if plan.versions],
-        )
+    return schemas.PlanListOut(
+        plans=[plan_out(plan) for plan in plans.list_plans(public_only=True) if plan.versions],
     )
 
 
@@ -439,11 +420,9 @@ def list_plans(principal):
     "GET",
     "/tenants/<tenant_id>/invoices",
     scope=READ_SCOPE,
-    query=schemas.InvoiceListQuery,
     response=schemas.InvoiceListOut,
     tags=TAGS,
     allowed_when_suspended=True,
-    errors=[400, 401, 403, 404],
     summary="List the tenant's invoices, newest first (filter by status, paginate)",
     description="`status`: `open`, `paid`, `void` or `uncollectible`; or `overdue` (open and past its due "
     "date) or `failed` (open, and its last payment attempt failed), which are open invoices too.",
@@ -462,10 +441,8 @@ def list_invoices(principal, tenant: Tenant, query: schemas.InvoiceListQuery):
     statement = invoices.for_tenant(tenant, None if query.status == "all" else query.status)
     rows, pagination = common.page_of(statement.options(selectinload(Invoice.lines)), query)
     failed = invoices.failed_among(rows)
-    return dump(
-        schemas.InvoiceListOut(
-            invoices=[invoice_out(invoice, invoice.id in failed) for invoice in rows], pagination=pagination
-        )
+    return schemas.InvoiceListOut(
+        invoices=[invoice_out(invoice, invoice.id in failed) for invoice in rows], pagination=pagination
     )
 
 
@@ -473,10 +450,9 @@ def list_invoices(principal, tenant: Tenant, query: schemas.InvoiceListQuery):
     "GET",
     "/invoices",
     auth=OPERATOR,
-    query=schemas.AccountInvoiceListQuery,
     response=schemas.AccountInvoiceListOut,
     tags=["operator"],
-    errors=[400, 401, 403, 404],
+    errors=[404],
     summary="List the invoices of every tenant, newest first (filter by tenant, status and period; paginate)",
     description="Seed 003's account-wide list. `period_start`/`period_end` keep the invoices whose period "
     "lies within those days (a period ends on the day holding its last second). An unknown `tenant_id`: 404.",
@@ -495,14 +471,12 @@ def list_account_invoices(principal, query: schemas.AccountInvoiceListQuery):
         _day_after(query.period_end),
     )
     rows, pagination = common.page_of(statement.options(selectinload(Invoice.lines)), query)
-    return dump(
-        schemas.AccountInvoiceListOut(
-            invoices=[
-                schemas.AccountInvoiceOut(**invoice_out(invoice).model_dump(), tenant_id=invoice.tenant_id)
-                for invoice in rows
-            ],
-            pagination=pagination,
-        )
+    return schemas.AccountInvoiceListOut(
+        invoices=[
+            schemas.AccountInvoiceOut(**invoice_out(invoice).model_dump(), tenant_id=invoice.tenant_id)
+            for invoice in rows
+        ],
+        pagination=pagination,
     )
 
 
@@ -522,11 +496,10 @@ def _day_after(day: date | None) -> datetime | None:
     response=schemas.InvoiceOut,
     tags=TAGS,
     allowed_when_suspended=True,
-    errors=[401, 403, 404],
     summary="Get one invoice with its lines",
 )
 def get_invoice(principal, tenant: Tenant, invoice_id: str):
-    return dump(invoice_out(invoices.get_for_tenant(tenant, invoice_id)))
+    return invoice_out(invoices.get_for_tenant(tenant, invoice_id))
 
 
 @operation(
@@ -536,7 +509,6 @@ def get_invoice(principal, tenant: Tenant, invoice_id: str):
     media_type="application/pdf",
     tags=TAGS,
     allowed_when_suspended=True,
-    errors=[401, 403, 404],
     summary="The invoice as a PDF (the same document as the portal's download)",
     description="`pdf_url` of an invoice points here. The file is named after the invoice number.",
 )
@@ -551,7 +523,6 @@ def get_invoice_pdf(principal, tenant: Tenant, invoice_id: str):
     response=schemas.PaymentStatusOut,
     tags=TAGS,
     allowed_when_suspended=True,
-    errors=[401, 403, 404],
     summary="Whether an invoice is paid: amounts due and paid, when, and the payment attempts",
     description="`attempts`: every card payment tried, oldest first, with its outcome and, when it failed, "
     "why. `overdue` and `payment_failed` are the states of an open invoice that the list filters by.",
@@ -559,34 +530,32 @@ def get_invoice_pdf(principal, tenant: Tenant, invoice_id: str):
 def invoice_payment_status(principal, tenant: Tenant, invoice_id: str):
     invoice = invoices.get_for_tenant(tenant, invoice_id)
     attempts = invoices.attempts_of(invoice)
-    return dump(
-        schemas.PaymentStatusOut(
-            invoice_id=invoice.id,
-            number=invoice.number,
-            status=invoice.status,
-            currency=invoice.currency,
-            total=invoice.total,
-            amount_due=invoice.amount_due,
-            amount_paid=invoice.amount_paid,
-            due_at=invoice.due_at,
-            paid_at=invoice.paid_at,
-            payment_reference=invoice.payment_reference,
-            overdue=invoice.overdue,
-            payment_failed=invoice.id in invoices.failed_among([invoice]),
-            next_payment_attempt_at=invoice.next_payment_attempt_at if invoice.status == "open" else None,
-            attempts=[
-                schemas.PaymentAttemptOut(
-                    number=attempt.number,
-                    attempted_at=attempt.created_at,
-                    amount=attempt.amount,
-                    currency=attempt.currency,
-                    outcome=attempt.status,
-                    automatic=attempt.off_session,
-                    failure_reason=attempt.failure_message if attempt.status == "failed" else None,
-                )
-                for attempt in attempts
-            ],
-        )
+    return schemas.PaymentStatusOut(
+        invoice_id=invoice.id,
+        number=invoice.number,
+        status=invoice.status,
+        currency=invoice.currency,
+        total=invoice.total,
+        amount_due=invoice.amount_due,
+        amount_paid=invoice.amount_paid,
+        due_at=invoice.due_at,
+        paid_at=invoice.paid_at,
+        payment_reference=invoice.payment_reference,
+        overdue=invoice.overdue,
+        payment_failed=invoice.id in invoices.failed_among([invoice]),
+        next_payment_attempt_at=invoice.next_payment_attempt_at if invoice.status == "open" else None,
+        attempts=[
+            schemas.PaymentAttemptOut(
+                number=attempt.number,
+                attempted_at=attempt.created_at,
+                amount=attempt.amount,
+                currency=attempt.currency,
+                outcome=attempt.status,
+                automatic=attempt.off_session,
+                failure_reason=attempt.failure_message if attempt.status == "failed" else None,
+            )
+            for attempt in attempts
+        ],
     )
 
 
@@ -594,10 +563,9 @@ def invoice_payment_status(principal, tenant: Tenant, invoice_id: str):
     "POST",
     "/tenants/<tenant_id>/invoices/<invoice_id>/mark-paid",
     auth=OPERATOR,
-    body=schemas.MarkPaidIn,
     response=schemas.InvoiceOut,
     tags=["operator"],
-    errors=[400, 401, 403, 404, 409, 415],
+    errors=[409],
     summary="Record a payment made outside Stripe (a bank transfer) on an open invoice",
     description="`paid_at` defaults to now and cannot be in the future. Like any payment, it ends the dunning "
     "the invoice caused: a past-due or unpaid subscription is active again, and a suspension for "
@@ -613,17 +581,16 @@ def mark_invoice_paid(principal, tenant: Tenant, invoice_id: str, body: schemas.
         )
     invoices.mark_paid(principal.actor(), invoice, body.reference, subscriptions.to_second(body.paid_at or now))
     commit()
-    return dump(invoice_out(invoice))
+    return invoice_out(invoice)
 
 
 @operation(
     "POST",
     "/tenants/<tenant_id>/invoices/<invoice_id>/mark-uncollectible",
     auth=OPERATOR,
-    body=schemas.MarkUncollectibleIn,
     response=schemas.InvoiceOut,
     tags=["operator"],
-    errors=[400, 401, 403, 404, 409, 415],
+    errors=[409],
     summary="Write an open invoice off as bad debt (uncollectible), with the reason",
     description="It is no longer charged or retried, and the dunning it caused ends as when it is paid. A payment "
     "that arrives later still marks it paid. 409 unless the invoice is open.",
@@ -632,4 +599,4 @@ def mark_invoice_uncollectible(principal, tenant: Tenant, invoice_id: str, body:
     invoice = invoices.get_for_tenant(tenant, invoice_id)
     invoices.mark_uncollectible(principal.actor(), invoice, body.reason, subscriptions.to_second(utcnow()))
     commit()
-    return dump(invoice_out(invoice))
+    return invoice_out(invoice)

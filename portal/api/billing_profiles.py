@@ -1,6 +1,6 @@
 """``GET|PUT /tenants/{id}/billing-profile``: who the tenant's invoices are made out and sent to."""
 
-from portal.api.billing import READ_SCOPE, dump
+from portal.api.billing import READ_SCOPE
 from portal.api.registry import operation
 from portal.api.schemas import billing_profiles as schemas
 from portal.billing import profile as profiles
@@ -41,24 +41,21 @@ def profile_out(tenant: Tenant) -> schemas.BillingProfileOut:
     response=schemas.BillingProfileOut,
     tags=TAGS,
     allowed_when_suspended=True,
-    errors=[401, 403, 404],
     summary="The billing profile: legal name, address, tax IDs, PO number and invoice recipients",
     description="A tenant that never set one gets the empty profile (`updated_at: null`). Invoices copy the "
     "profile when they are issued.",
 )
 def get_billing_profile(principal, tenant: Tenant):
-    return dump(profile_out(tenant))
+    return profile_out(tenant)
 
 
 @operation(
     "PUT",
     "/tenants/<tenant_id>/billing-profile",
     scope=ADMIN_SCOPE,
-    body=schemas.BillingProfileIn,
     response=schemas.BillingProfileOut,
     tags=TAGS,
     allowed_when_suspended=True,
-    errors=[400, 401, 403, 404, 415],
     summary="Replace the billing profile (tax IDs checked by format and check digit)",
     description="The whole profile: a field left out is cleared. A tax ID with a wrong check digit, of "
     "another country than its type, or tax IDs without `country`, are a 400 naming the problem. Invoices "
@@ -74,4 +71,4 @@ def put_billing_profile(principal, tenant: Tenant, body: schemas.BillingProfileI
     )
     profiles.update(principal.actor(), tenant, data)
     commit()
-    return dump(profile_out(tenant))
+    return profile_out(tenant)

@@ -52,10 +52,8 @@ def credential_out(credential: Credential) -> schemas.CredentialOut:
     "POST",
     "/tenants/<tenant_id>/credentials",
     scope="credentials:write",
-    body=schemas.CredentialCreateIn,
     response=schemas.CredentialCreateOut,
     tags=TAGS,
-    errors=[400, 401, 403, 404, 413, 415],
     summary="Add a cloud credential (validated offline, stored encrypted, never shown again)",
     description="A secret that fails validation gets 400 `INVALID_CREDENTIALS` with `errors` per field "
     "(`credentials.private_key`, ...); nothing is stored. `scopes` is accepted but not stored.",
@@ -76,17 +74,15 @@ def add_credential(principal, tenant: Tenant, body: schemas.CredentialCreateIn):
         **credential_out(credential).model_dump(),
         tenant_id=tenant.tenant_id,
         message="Credentials added and validated successfully",
-    ).model_dump(mode="json")
+    )
 
 
 @operation(
     "GET",
     "/tenants/<tenant_id>/credentials",
     scope="credentials:read",
-    query=schemas.CredentialListQuery,
     response=schemas.CredentialListOut,
     tags=TAGS,
-    errors=[400, 401, 403, 404],
     summary="List the tenant's cloud credentials (identity and fingerprint only, never the secret)",
 )
 def list_credentials(principal, tenant: Tenant, query: schemas.CredentialListQuery):
@@ -94,7 +90,7 @@ def list_credentials(principal, tenant: Tenant, query: schemas.CredentialListQue
     return schemas.CredentialListOut(
         credentials=[credential_out(credential) for credential in page],
         pagination=pagination,
-    ).model_dump(mode="json")
+    )
 
 
 @operation(
@@ -103,7 +99,6 @@ def list_credentials(principal, tenant: Tenant, query: schemas.CredentialListQue
     scope="credentials:write",
     response=schemas.CredentialDeletedOut,
     tags=TAGS,
-    errors=[401, 403, 404],
     summary="Delete a cloud credential (it is never listed or used again)",
 )
 def delete_credential(principal, tenant: Tenant, credential_id: str):
@@ -113,7 +108,7 @@ def delete_credential(principal, tenant: Tenant, credential_id: str):
     return schemas.CredentialDeletedOut(
         credential_id=credential.id,
         message="Credentials deleted successfully",
-    ).model_dump(mode="json")
+    )
 
 
 @operation(
@@ -122,7 +117,7 @@ def delete_credential(principal, tenant: Tenant, credential_id: str):
     scope="credentials:write",
     response=schemas.CredentialValidateOut,
     tags=TAGS,
-    errors=[401, 403, 404, 409],
+    errors=[409],
     summary="Re-validate a stored cloud credential",
     description="200 either way: `valid` false with `errors` per field marks the credential inactive. "
     "409 when the stored secret cannot be decrypted (its key was removed, or the row is damaged).",
@@ -142,4 +137,4 @@ def validate_credential(principal, tenant: Tenant, credential_id: str):
         last_validated_at=credential.last_validated_at,
         errors=[schemas.CredentialFieldError(**error) for error in api_field_errors(errors)],
         message="Credentials are valid" if not errors else "Credential validation failed",
-    ).model_dump(mode="json")
+    )

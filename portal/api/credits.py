@@ -4,7 +4,7 @@ own keys. The rules are the ledger's (``portal.billing.credits``)."""
 
 from sqlalchemy import or_, select
 
-from portal.api.billing import READ_SCOPE, dump
+from portal.api.billing import READ_SCOPE
 from portal.api.registry import OPERATOR, ApiError, operation
 from portal.api.schemas import common
 from portal.api.schemas import credits as schemas
@@ -50,10 +50,9 @@ def _customer(reference: str) -> Tenant:
     "POST",
     "/credits/grant",
     auth=OPERATOR,
-    body=schemas.CreditGrantIn,
     response=schemas.CreditGrantOut,
     tags=TAGS,
-    errors=[400, 401, 403, 404, 415],
+    errors=[404],
     summary="Grant credit to a tenant (optionally expiring); billing runs apply it to invoices",
     description="Name the tenant with `tenant_id` (or seed 003's `customerId`, seed 002's "
     "`customerReferenceId`: a tenant id or external id). Give `amount` in minor units or "
@@ -73,18 +72,16 @@ def grant_credits(principal, body: schemas.CreditGrantIn):
         select(CreditEntry).where(CreditEntry.grant_id == credit.id, CreditEntry.kind == "grant")
     ).scalar_one()
     commit()
-    return dump(
-        schemas.CreditGrantOut(
-            grant_id=credit.id,
-            tenant_id=tenant.tenant_id,
-            currency=credit.currency,
-            amount=credit.amount,
-            remaining=credit.remaining,
-            expires_at=credit.expires_at,
-            reason=credit.reason,
-            balance=entry.balance_after,
-            entry=entry_out(entry, credit),
-        )
+    return schemas.CreditGrantOut(
+        grant_id=credit.id,
+        tenant_id=tenant.tenant_id,
+        currency=credit.currency,
+        amount=credit.amount,
+        remaining=credit.remaining,
+        expires_at=credit.expires_at,
+        reason=credit.reason,
+        balance=entry.balance_after,
+        entry=entry_out(entry, credit),
     )
 
 
@@ -92,10 +89,9 @@ def grant_credits(principal, body: schemas.CreditGrantIn):
     "POST",
     "/credits/deduct",
     auth=OPERATOR,
-    body=schemas.CreditChangeIn,
     response=schemas.CreditDeductOut,
     tags=TAGS,
-    errors=[400, 401, 403, 404, 409, 415],
+    errors=[404, 409],
     summary="Deduct credit from a tenant; refused (409 INSUFFICIENT_CREDIT) beyond the balance",
     description="Same tenant and amount fields as the grant. Credit is taken oldest-expiring first; a "
     "deduction larger than the balance changes nothing.",
@@ -104,14 +100,12 @@ def deduct_credits(principal, body: schemas.CreditChangeIn):
     tenant = _customer(body.customer)
     entry = credits.deduct(principal.actor(), tenant, body.minor_units, currency=body.currency, reason=body.reason)
     commit()
-    return dump(
-        schemas.CreditDeductOut(
-            tenant_id=tenant.tenant_id,
-            currency=entry.currency,
-            amount=-entry.amount,
-            balance=entry.balance_after,
-            entry=entry_out(entry),
-        )
+    return schemas.CreditDeductOut(
+        tenant_id=tenant.tenant_id,
+        currency=entry.currency,
+        amount=-entry.amount,
+        balance=entry.balance_after,
+        entry=entry_out(entry),
     )
 
 
@@ -119,11 +113,9 @@ def deduct_credits(principal, body: schemas.CreditChangeIn):
     "GET",
     "/tenants/<tenant_id>/credits",
     scope=READ_SCOPE,
-    query=schemas.CreditsQuery,
     response=schemas.CreditsOut,
     tags=TAGS,
     allowed_when_suspended=True,
-    errors=[400, 401, 403, 404],
     summary="The tenant's credit: balance, totals granted / used / expired, and the ledger (paginated)",
     description="Minor units, in the tenant's billing currency unless `currency` is given. Credit past its "
     "expiry counts as expired at once, even before a billing run writes it off.",
@@ -139,16 +131,14 @@ def get_credits(principal, tenant: Tenant, query: schemas.CreditsQuery):
         if grant_ids
         else {}
     )
-    return dump(
-        schemas.CreditsOut(
-            tenant_id=tenant.tenant_id,
-            currency=summary.currency,
-            balance=summary.balance,
-            total_granted=summary.total_granted,
-            total_used=summary.total_used,
-            total_expired=summary.total_expired,
-            balance_major=to_major(summary.balance),
-            entries=[entry_out(entry, grants.get(entry.grant_id)) for entry in rows],
-            pagination=pagination,
-        )
+    return schemas.CreditsOut(
+        tenant_id=tenant.tenant_id,
+        currency=summary.currency,
+        balance=summary.balance,
+        total_granted=summary.total_granted,
+        total_used=summary.total_used,
+        total_expired=summary.total_expired,
+        balance_major=to_major(summary.balance),
+        entries=[entry_out(entry, grants.get(entry.grant_id)) for entry in rows],
+        pagination=pagination,
     )

@@ -27,10 +27,8 @@ def _membership(tenant: Tenant, user_id: str) -> Membership:
 @operation(
     "GET",
     "/tenants/<tenant_id>/members",
-    query=common.PageQuery,
     response=schemas.MemberListOut,
     tags=["team"],
-    errors=[400, 401, 403, 404],
     summary="List the tenant's members and their roles",
     links={
         target: {"user_id": "$response.body#/members/0/user_id"} for target in ("change_member_role", "remove_member")
@@ -41,23 +39,22 @@ def list_members(principal, tenant: Tenant, query: common.PageQuery):
     return schemas.MemberListOut(
         members=[member_out(m) for m in page],
         pagination=pagination,
-    ).model_dump(mode="json")
+    )
 
 
 @operation(
     "PATCH",
     "/tenants/<tenant_id>/members/<user_id>",
     scope=ADMIN_SCOPE,
-    body=schemas.MemberPatchIn,
     response=schemas.MemberOut,
     tags=["team"],
-    errors=[400, 401, 403, 404, 409, 415],
+    errors=[409],
     summary="Change a member's role (not the owner's: transfer ownership in the portal)",
 )
 def change_member_role(principal, tenant: Tenant, user_id: str, body: schemas.MemberPatchIn):
     membership = team.change_role(principal.actor(), tenant, _membership(tenant, user_id), body.role)
     commit()
-    return member_out(membership).model_dump(mode="json")
+    return member_out(membership)
 
 
 @operation(
@@ -66,7 +63,7 @@ def change_member_role(principal, tenant: Tenant, user_id: str, body: schemas.Me
     scope=ADMIN_SCOPE,
     response=schemas.MemberRemovedOut,
     tags=["team"],
-    errors=[401, 403, 404, 409],
+    errors=[409],
     summary="Remove a member (not the owner); their portal sessions end at once",
 )
 def remove_member(principal, tenant: Tenant, user_id: str):
@@ -74,5 +71,4 @@ def remove_member(principal, tenant: Tenant, user_id: str):
     email = membership.user.email
     team.remove_member(principal.actor(), tenant, membership)
     commit()
-    removed = schemas.MemberRemovedOut(user_id=user_id, message=f"{email} was removed from {tenant.company_name}.")
-    return removed.model_dump(mode="json")
+    return schemas.MemberRemovedOut(user_id=user_id, message=f"{email} was removed from {tenant.company_name}.")

@@ -62,26 +62,23 @@ def _meter_or_404(key: str) -> Meter:
     "GET",
     "/meters",
     auth=OPERATOR,
-    query=schemas.MeterListQuery,
     response=schemas.MeterListOut,
     tags=TAGS,
-    errors=[400, 401, 403],
     summary="List the meters, by key (paginated)",
 )
 def list_meters(principal, query: schemas.MeterListQuery):
     rows, pagination = common.page_of(meters.meters_statement(), query)
-    return schemas.MeterListOut(meters=[meter_out(m) for m in rows], pagination=pagination).model_dump(mode="json")
+    return schemas.MeterListOut(meters=[meter_out(m) for m in rows], pagination=pagination)
 
 
 @operation(
     "POST",
     "/meters",
     auth=OPERATOR,
-    body=schemas.MeterIn,
     response=schemas.MeterOut,
     status=201,
     tags=TAGS,
-    errors=[400, 401, 403, 409, 415],
+    errors=[409],
     summary="Create a meter: how a plan feature (key) is measured from events",
     description="409 when a meter with that key exists. A meter of the catalog file is written back "
     "by its next `catalog sync`.",
@@ -91,7 +88,7 @@ def create_meter(principal, body: schemas.MeterIn):
     spec = _spec(body.model_dump(exclude_none=True))
     meter = meters.create_meter(principal.actor(), spec)
     commit()
-    return meter_out(meter).model_dump(mode="json")
+    return meter_out(meter)
 
 
 @operation(
@@ -100,21 +97,19 @@ def create_meter(principal, body: schemas.MeterIn):
     auth=OPERATOR,
     response=schemas.MeterOut,
     tags=TAGS,
-    errors=[401, 403, 404],
     summary="Get one meter by its key",
 )
 def get_meter(principal, key: str):
-    return meter_out(_meter_or_404(key)).model_dump(mode="json")
+    return meter_out(_meter_or_404(key))
 
 
 @operation(
     "PATCH",
     "/meters/<key>",
     auth=OPERATOR,
-    body=schemas.MeterPatchIn,
     response=schemas.MeterOut,
     tags=TAGS,
-    errors=[400, 401, 403, 404, 409, 415],
+    errors=[409],
     summary="Change a meter's name, event, aggregation, property or filter (the key stays)",
     description="Usage is read through the changed meter from then on, the current period included "
     "(events are kept, not re-read into invoices already issued).",
@@ -137,7 +132,7 @@ def update_meter(principal, key: str, body: schemas.MeterPatchIn):
         raise
     meters.update_meter(principal.actor(), meter, spec)
     commit()
-    return meter_out(meter).model_dump(mode="json")
+    return meter_out(meter)
 
 
 @operation(
@@ -146,7 +141,7 @@ def update_meter(principal, key: str, body: schemas.MeterPatchIn):
     auth=OPERATOR,
     response=schemas.MeterDeletedOut,
     tags=TAGS,
-    errors=[401, 403, 404, 409],
+    errors=[409],
     summary="Delete a meter no plan measures a feature by",
     description="409 while a plan's current version, or the version a subscription is on, has a feature "
     "with this key: its usage (and what is billed or limited by it) would silently read as none. Take "
@@ -158,6 +153,4 @@ def delete_meter(principal, key: str):
     deleted = meter_out(meter)
     meters.delete_meter(principal.actor(), meter)
     commit()
-    return schemas.MeterDeletedOut(
-        meter=deleted, deleted_at=utcnow(), message=f"Meter {deleted.key} deleted."
-    ).model_dump(mode="json")
+    return schemas.MeterDeletedOut(meter=deleted, deleted_at=utcnow(), message=f"Meter {deleted.key} deleted.")

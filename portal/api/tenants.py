@@ -14,7 +14,7 @@ from portal.models import ADMIN_SCOPE, Tenant, utcnow
 from portal.tenants import services as tenants
 
 
-def tenant_out(tenant: Tenant) -> dict:
+def tenant_out(tenant: Tenant) -> schemas.TenantOut:
     return schemas.TenantOut(
         tenant_id=tenant.tenant_id,
         company_name=tenant.company_name,
@@ -27,7 +27,7 @@ def tenant_out(tenant: Tenant) -> dict:
         updated_at=tenant.updated_at,
         metadata=tenant.metadata_json or {},
         external_id=tenant.external_id,
-    ).model_dump(mode="json")
+    )
 
 
 def _operator_only_external_id(principal) -> None:
@@ -41,10 +41,9 @@ def _operator_only_external_id(principal) -> None:
     "POST",
     "/tenants/onboard",
     auth=PUBLIC,
-    body=schemas.OnboardIn,
     response=schemas.OnboardOut,
     tags=["tenants"],
-    errors=[400, 401, 403, 409],
+    errors=[403, 409],
     summary="Onboard a tenant: its first API key, and an owner invitation to the contact",
     description="Operator token, or public when API_PUBLIC_ONBOARDING is on. A tenant_id that is taken "
     "(in any letter case) is 409 `DUPLICATE_TENANT_ID`. Without `contact_email` no owner invitation is "
@@ -101,7 +100,7 @@ def onboard(principal, body: schemas.OnboardIn):
         api_key=plaintext,
         owner_invitation=owner_invitation,
         message=message,
-    ).model_dump(mode="json")
+    )
 
 
 @operation(
@@ -110,7 +109,6 @@ def onboard(principal, body: schemas.OnboardIn):
     response=schemas.TenantOut,
     tags=["tenants"],
     allowed_when_suspended=True,
-    errors=[401, 403, 404],
     summary="Get a tenant",
 )
 def get_tenant(principal, tenant: Tenant):
@@ -120,11 +118,10 @@ def get_tenant(principal, tenant: Tenant):
 @operation(
     "PATCH",
     "/tenants/<except('onboard', 'by-external-id'):tenant_id>",
-    body=schemas.TenantPatchIn,
     response=schemas.TenantOut,
     scope="admin:*",
     tags=["tenants"],
-    errors=[400, 401, 403, 404, 409, 415],
+    errors=[409],
     summary="Update company name, contact email, metadata or (operator) external_id",
     description="`external_id` is set by operator tokens only (a tenant key sending it: 403); another "
     "tenant's external id or tenant_id: 409.",
@@ -151,7 +148,7 @@ def update_tenant(principal, tenant: Tenant, body: schemas.TenantPatchIn):
     response=schemas.TenantDeletedOut,
     tags=["tenants"],
     allowed_when_suspended=True,
-    errors=[401, 403, 404, 409],
+    errors=[409],
     summary="Delete the tenant, as its owner does on the settings page: members lose access, records are kept",
     description="An operator token, or a tenant key with `admin:*` that the tenant's owner created (seed "
     "004: only the owner deletes). The subscription ends at once; the tenant's keys stop working "
@@ -172,7 +169,7 @@ def delete_tenant(principal, tenant: Tenant):
         status=tenant.status,
         cancelled_at=tenant.cancelled_at,
         message=f"{tenant.company_name} was deleted. Its members no longer have access.",
-    ).model_dump(mode="json")
+    )
 
 
 @operation(
@@ -181,7 +178,6 @@ def delete_tenant(principal, tenant: Tenant):
     auth=OPERATOR,
     response=schemas.TenantOut,
     tags=["operator"],
-    errors=[401, 403, 404],
     summary="Find a tenant by the operator's own id for it (seed 003's look-up by external id)",
 )
 def get_tenant_by_external_id(principal, external_id: str):
@@ -195,10 +191,8 @@ def get_tenant_by_external_id(principal, external_id: str):
     "GET",
     "/admin/tenants",
     auth=OPERATOR,
-    query=schemas.TenantListQuery,
     response=schemas.TenantListOut,
     tags=["operator"],
-    errors=[400, 401, 403],
     summary="List tenants (search, filter, paginate)",
 )
 def list_tenants(principal, query: schemas.TenantListQuery):
@@ -211,17 +205,16 @@ def list_tenants(principal, query: schemas.TenantListQuery):
     return schemas.TenantListOut(
         tenants=[schemas.TenantListItem.model_validate(t) for t in rows],
         pagination=pagination,
-    ).model_dump(mode="json")
+    )
 
 
 @operation(
     "POST",
     "/tenants/<tenant_id>/suspend",
     auth=OPERATOR,
-    body=schemas.SuspendIn,
     response=schemas.SuspendOut,
     tags=["operator"],
-    errors=[400, 401, 403, 404, 409],
+    errors=[409],
     summary="Suspend a tenant",
 )
 def suspend_tenant(principal, tenant: Tenant, body: schemas.SuspendIn):
@@ -233,17 +226,16 @@ def suspend_tenant(principal, tenant: Tenant, body: schemas.SuspendIn):
         suspended_at=tenant.suspended_at,
         suspension_reason=tenant.suspension_reason,
         message="Customer suspended successfully.",
-    ).model_dump(mode="json")
+    )
 
 
 @operation(
     "POST",
     "/tenants/<tenant_id>/activate",
     auth=OPERATOR,
-    body=schemas.ActivateIn,
     response=schemas.ActivateOut,
     tags=["operator"],
-    errors=[400, 401, 403, 404, 409],
+    errors=[409],
     summary="Reactivate a suspended tenant",
 )
 def activate_tenant(principal, tenant: Tenant, body: schemas.ActivateIn):
@@ -254,4 +246,4 @@ def activate_tenant(principal, tenant: Tenant, body: schemas.ActivateIn):
         status=tenant.status,
         activated_at=utcnow(),
         message="Customer activated successfully.",
-    ).model_dump(mode="json")
+    )

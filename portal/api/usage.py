@@ -35,10 +35,6 @@ USAGE_SCOPE = "usage:read"
 MAX_HISTORY_MONTHS = 36
 
 
-def dump(model, status: int = 200):
-    return model.model_dump(mode="json"), status
-
-
 def event_out(event: UsageEvent) -> schemas.EventOut:
     return schemas.EventOut(
         event_id=event.id,
@@ -122,11 +118,10 @@ def _quota_exceeded(error: limits.LimitExceeded):
     "POST",
     "/events",
     auth=OPERATOR,
-    body=schemas.EventIn,
     response=schemas.EventIngestOut,
     status=201,
     tags=EVENT_TAGS,
-    errors=[400, 401, 403, 404, 415],
+    errors=[404],
     cached_auth=True,
     summary="Record one usage event for a tenant (idempotent per tenant and key)",
     description="201 when stored. A repeat of an idempotency key already stored for the tenant answers 200 "
@@ -164,7 +159,7 @@ def post_event(principal, body: schemas.EventIn):
     _defer_quota_checks([outcome])
     commit()
     notice = schemas.LimitNoticeOut(usageLimitExceeded=bool(reached), message=_limit_message(reached))
-    return dump(
+    return (
         schemas.EventIngestOut(
             success=True,
             event_id=outcome.event_id,
@@ -184,10 +179,8 @@ def post_event(principal, body: schemas.EventIn):
     "POST",
     "/events/batch",
     auth=OPERATOR,
-    body=schemas.EventBatchIn,
     response=schemas.EventBatchOut,
     tags=EVENT_TAGS,
-    errors=[400, 401, 403, 415],
     cached_auth=True,
     summary="Record up to 1,000 usage events; valid ones are stored even when others are rejected",
     description="Each event gets a result: `accepted`, `duplicate` (with the stored event's id) or "
@@ -228,10 +221,8 @@ def post_event_batch(principal, body: schemas.EventBatchIn):
     "POST",
     "/events/dry-run",
     auth=OPERATOR,
-    body=schemas.EventBatchIn,
     response=schemas.EventDryRunOut,
     tags=EVENT_TAGS,
-    errors=[400, 401, 403, 415],
     summary="Validate up to 1,000 events and show the meters they feed, without storing anything",
 )
 def post_event_dry_run(principal, body: schemas.EventBatchIn):
@@ -257,7 +248,7 @@ def post_event_dry_run(principal, body: schemas.EventBatchIn):
                     matched.append(schemas.MeterValueOut(key=meter.key, value=value))
         results.append(schemas.DryRunResultOut(**_result(outcome).model_dump(), meters=matched))
     valid = sum(o.status == "valid" for o in outcomes)
-    return dump(schemas.EventDryRunOut(valid=valid, rejected=len(outcomes) - valid, results=results))
+    return schemas.EventDryRunOut(valid=valid, rejected=len(outcomes) - valid, results=results)
 
 
 # --- queries -------------------------------------------------------------------------------
@@ -278,10 +269,9 @@ def _tenant_id_of(ref: str | None) -> str | None:
     "GET",
     "/events",
     auth=OPERATOR,
-    query=schemas.EventListQuery,
     response=schemas.EventListOut,
     tags=EVENT_TAGS,
-    errors=[400, 401, 403, 404],
+    errors=[404],
     summary="Query events by time range, name and tenant, oldest first (paginated)",
 )
 def list_events(principal, query: schemas.EventListQuery):
@@ -297,7 +287,7 @@ def list_events(principal, query: schemas.EventListQuery):
     if end is not None:
         statement = statement.where(UsageEvent.occurred_at < end)
     rows, pagination = common.page_of(statement.order_by(UsageEvent.occurred_at, UsageEvent.id), query)
-    return dump(schemas.EventListOut(events=[event_out(e) for e in rows], pagination=pagination))
+    return schemas.EventListOut(events=[event_out(e) for e in rows], pagination=pagination)
 
 
 def _events_tenant(principal, tenant_ref: str | None) -> str | None:
@@ -316,10 +306,9 @@ def _events_tenant(principal, tenant_ref: str | None) -> str | None:
     "/events/<except('batch', 'dry-run', 'delete-by-refs'):ref>",
     auth=TENANT,
     scope=USAGE_SCOPE,
-    query=schemas.EventRefQuery,
     response=schemas.EventOut,
     tags=EVENT_TAGS,
-    errors=[400, 401, 403, 404, 409],
+    errors=[409],
     summary="Get one event by its ref: its event id or its idempotency key",
     description="An operator token finds any tenant's event; a tenant key only its own (another "
     "tenant's ref: 404). Idempotency keys are unique per tenant: when an operator's ref is the key "
@@ -329,17 +318,16 @@ def get_event(principal, ref: str, query: schemas.EventRefQuery):
     event = ingest.find(ref, _events_tenant(principal, query.tenant_id))
     if event is None:
         not_found("Event")
-    return dump(event_out(event))
+    return event_out(event)
 
 
 @operation(
     "DELETE",
     "/events/<except('batch', 'dry-run', 'delete-by-refs'):ref>",
     auth=OPERATOR,
-    query=schemas.EventRefQuery,
     response=schemas.EventDeletedOut,
     tags=EVENT_TAGS,
-    errors=[400, 401, 403, 404, 409],
+    errors=[409],
     summary="Delete one event by its ref (event id or idempotency key) unless it is invoiced",
     description="An invoiced event is kept: 409. Refs are found as by GET /events/{ref} (409 "
     "`AMBIGUOUS_REF` when a key names events of several tenants: give `tenant_id`).",
@@ -354,17 +342,16 @@ def delete_event(principal, ref: str, query: schemas.EventRefQuery):
         not_found("Event")
     deleted = event_out(result.deleted[0])
     commit()
-    return dump(schemas.EventDeletedOut(event=deleted, message=f"Event {deleted.event_id} deleted."))
+    return schemas.EventDeletedOut(event=deleted, message=f"Event {deleted.event_id} deleted.")
 
 
 @operation(
     "POST",
     "/events/delete-by-refs",
     auth=OPERATOR,
-    body=schemas.DeleteByRefsIn,
     response=schemas.DeleteByRefsOut,
     tags=EVENT_TAGS,
-    errors=[400, 401, 403, 404, 415],
+    errors=[404],
     summary="Delete events that are not invoiced yet; invoiced and unknown ones are reported",
     description="Each ref is an event id or an idempotency key, of any tenant unless `tenant_id` is given. "
     "A key that names events of several tenants is reported in `ambiguous` and kept.",
@@ -373,10 +360,8 @@ def delete_events(principal, body: schemas.DeleteByRefsIn):
     result = ingest.delete_by_refs(body.refs, _tenant_id_of(body.tenant_id))
     deleted = [event_out(event) for event in result.deleted]
     commit()
-    return dump(
-        schemas.DeleteByRefsOut(
-            deleted=deleted, invoiced=result.invoiced, not_found=result.not_found, ambiguous=result.ambiguous
-        )
+    return schemas.DeleteByRefsOut(
+        deleted=deleted, invoiced=result.invoiced, not_found=result.not_found, ambiguous=result.ambiguous
     )
 
 
@@ -409,11 +394,9 @@ def _month_usage(tenant_id: str, version, start: datetime, meters=None, known: d
     "GET",
     "/tenants/<tenant_id>/usage",
     scope=USAGE_SCOPE,
-    query=schemas.UsageQuery,
     response=schemas.UsageOut,
     tags=USAGE_TAGS,
     allowed_when_suspended=True,
-    errors=[400, 401, 403, 404],
     summary="Usage of one calendar month with the plan's quotas and how much of them is used",
 )
 def get_usage(principal, tenant: Tenant, query: schemas.UsageQuery):
@@ -430,40 +413,38 @@ def get_usage(principal, tenant: Tenant, query: schemas.UsageQuery):
     values = _month_usage(tenant_id, version, start, meters, {f.key: f.used for f in features})
     run_meter = meters.get("pipeline_runs")
     last_run = last_event_at(tenant_id, run_meter.event_name, start, end) if run_meter else None
-    return dump(
-        schemas.UsageOut(
-            tenant_id=tenant_id,
-            usage_month=f"{start:%Y-%m}",
-            pipelines_run_count=int(values["pipeline_runs"]),
-            pipelines_running_count=int(values["concurrent_pipelines"]),
-            storage_used_gb=values["storage_gb"],
-            compute_hours=values["compute_hours"],
-            api_requests_count=int(values["api_requests"]),
-            last_pipeline_run_at=last_run,
-            quota_reset_at=end,
-            quotas=common.QuotasOut(
-                monthly_pipeline_quota=quotas.get("monthly_pipeline_quota", 0),
-                concurrent_pipeline_quota=quotas.get("concurrent_pipeline_quota", 0),
-                storage_quota_gb=quotas.get("storage_quota_gb", 0),
-            ),
-            usage_percentages=schemas.UsagePercentagesOut(
-                pipelines=_percent(values["pipeline_runs"], quotas.get("monthly_pipeline_quota")),
-                concurrent=_percent(values["concurrent_pipelines"], quotas.get("concurrent_pipeline_quota")),
-                storage=_percent(values["storage_gb"], quotas.get("storage_quota_gb")),
-            ),
-            features=[
-                schemas.FeatureUsageOut(
-                    key=f.key,
-                    name=f.name,
-                    unit_label=f.unit_label,
-                    used=f.used,
-                    quota=f.quota,
-                    percent=f.percent,
-                    hard_limit=f.hard_limit,
-                )
-                for f in features
-            ],
-        )
+    return schemas.UsageOut(
+        tenant_id=tenant_id,
+        usage_month=f"{start:%Y-%m}",
+        pipelines_run_count=int(values["pipeline_runs"]),
+        pipelines_running_count=int(values["concurrent_pipelines"]),
+        storage_used_gb=values["storage_gb"],
+        compute_hours=values["compute_hours"],
+        api_requests_count=int(values["api_requests"]),
+        last_pipeline_run_at=last_run,
+        quota_reset_at=end,
+        quotas=common.QuotasOut(
+            monthly_pipeline_quota=quotas.get("monthly_pipeline_quota", 0),
+            concurrent_pipeline_quota=quotas.get("concurrent_pipeline_quota", 0),
+            storage_quota_gb=quotas.get("storage_quota_gb", 0),
+        ),
+        usage_percentages=schemas.UsagePercentagesOut(
+            pipelines=_percent(values["pipeline_runs"], quotas.get("monthly_pipeline_quota")),
+            concurrent=_percent(values["concurrent_pipelines"], quotas.get("concurrent_pipeline_quota")),
+            storage=_percent(values["storage_gb"], quotas.get("storage_quota_gb")),
+        ),
+        features=[
+            schemas.FeatureUsageOut(
+                key=f.key,
+                name=f.name,
+                unit_label=f.unit_label,
+                used=f.used,
+                quota=f.quota,
+                percent=f.percent,
+                hard_limit=f.hard_limit,
+            )
+            for f in features
+        ],
     )
 
 
@@ -471,11 +452,9 @@ def get_usage(principal, tenant: Tenant, query: schemas.UsageQuery):
     "GET",
     "/tenants/<tenant_id>/usage/history",
     scope=USAGE_SCOPE,
-    query=schemas.UsageHistoryQuery,
     response=schemas.UsageHistoryOut,
     tags=USAGE_TAGS,
     allowed_when_suspended=True,
-    errors=[400, 401, 403, 404],
     summary="Usage per calendar month, newest first (default: the last six months)",
     description=f"At most {MAX_HISTORY_MONTHS} months: the newest of a longer range. A start_month after "
     "end_month is an empty history.",
@@ -502,7 +481,7 @@ def get_usage_history(principal, tenant: Tenant, query: schemas.UsageHistoryQuer
                 api_requests=int(values["api_requests"]),
             )
         )
-    return dump(schemas.UsageHistoryOut(tenant_id=tenant.tenant_id, history=history))
+    return schemas.UsageHistoryOut(tenant_id=tenant.tenant_id, history=history)
 
 
 # --- entitlements (seed 002) ---------------------------------------------------------------
@@ -542,7 +521,7 @@ def _entitlement(principal, ref: str, feature_key: str, requested: Decimal | Non
                 projectedRemaining=projected_remaining,
                 wouldExceedLimit=decision.would_exceed,
             )
-    return dump(schemas.EntitlementEnvelopeOut(success=True, data=data))
+    return schemas.EntitlementEnvelopeOut(success=True, data=data)
 
 
 @operation(
@@ -551,7 +530,6 @@ def _entitlement(principal, ref: str, feature_key: str, requested: Decimal | Non
     auth=TENANT,
     response=schemas.EntitlementEnvelopeOut,
     tags=ENTITLEMENT_TAGS,
-    errors=[401, 403, 404],
     summary="May the tenant use this feature now? isAllowed, the reason when not, and its usage",
     description="`customer_ref` is a tenant_id or external id. An operator token checks any tenant; a "
     "tenant key only its own (another tenant: 404). Denied reasons (`meta.reason.code`): "
@@ -566,10 +544,9 @@ def check_entitlement(principal, customer_ref: str, feature_key: str):
     "POST",
     "/entitlements",
     auth=TENANT,
-    body=schemas.EntitlementIn,
     response=schemas.EntitlementEnvelopeOut,
     tags=ENTITLEMENT_TAGS,
-    errors=[400, 401, 403, 404, 415],
+    errors=[404],
     cached_auth=True,
     summary="Evaluate an entitlement, optionally simulating track.usageUnits more (nothing is recorded)",
     description="With `track`, `simulation` says whether `usageUnits` (default 1) more would still fit the "
