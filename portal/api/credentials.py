@@ -6,6 +6,7 @@ error per field; fields of the secret are named as in the request body (``creden
 """
 
 import logging
+from functools import partial
 
 from portal.api.registry import ApiError, operation
 from portal.api.schemas import common
@@ -19,6 +20,7 @@ from portal.models import Credential, Tenant
 log = logging.getLogger(__name__)
 
 TAGS = ["credentials"]
+credentials_operation = partial(operation, tags=TAGS)
 # Fields of the request body itself; every other field the vault names is inside "credentials".
 TOP_LEVEL_FIELDS = {"provider", "credential_type", "credential_name", "credentials"}
 
@@ -35,34 +37,24 @@ def api_field_errors(errors: list[dict[str, str]]) -> list[dict[str, str]]:
 
 
 def credential_out(credential: Credential) -> schemas.CredentialOut:
-    return schemas.CredentialOut(
-        credential_id=credential.id,
-        provider=credential.provider,
-        credential_type=credential.credential_type,
-        credential_name=credential.name,
-        identity=credential.identity,
-        fingerprint=credential.fingerprint,
-        is_active=credential.is_active,
-        created_at=credential.created_at,
-        last_validated_at=credential.last_validated_at,
-    )
+    return common.out(schemas.CredentialOut, credential, credential_id=credential.id, credential_name=credential.name)
 
 
-@operation(
+@credentials_operation(
     "POST",
     "/tenants/<tenant_id>/credentials",
     scope="credentials:write",
-    response=schemas.CredentialCreateOut,
-    tags=TAGS,
-    summary="Add a cloud credential (validated offline, stored encrypted, never shown again)",
-    description="A secret that fails validation gets 400 `INVALID_CREDENTIALS` with `errors` per field "
-    "(`credentials.private_key`, ...); nothing is stored. `scopes` is accepted but not stored.",
     links={
         target: {"credential_id": "$response.body#/credential_id"}
         for target in ("delete_credential", "validate_credential")
     },
 )
-def add_credential(principal, tenant: Tenant, body: schemas.CredentialCreateIn):
+def add_credential(principal, tenant: Tenant, body: schemas.CredentialCreateIn) -> schemas.CredentialCreateOut:
+    """Add a cloud credential (validated offline, stored encrypted, never shown again)
+
+    A secret that fails validation gets 400 `INVALID_CREDENTIALS` with `errors` per field
+    (`credentials.private_key`, ...); nothing is stored. `scopes` is accepted but not stored.
+    """
     try:
         credential = vault.add_credential(
             principal.actor(), tenant, body.provider, body.credential_type, body.credential_name, body.credentials
@@ -77,15 +69,9 @@ def add_credential(principal, tenant: Tenant, body: schemas.CredentialCreateIn):
     )
 
 
-@operation(
-    "GET",
-    "/tenants/<tenant_id>/credentials",
-    scope="credentials:read",
-    response=schemas.CredentialListOut,
-    tags=TAGS,
-    summary="List the tenant's cloud credentials (identity and fingerprint only, never the secret)",
-)
-def list_credentials(principal, tenant: Tenant, query: schemas.CredentialListQuery):
+@credentials_operation("GET", "/tenants/<tenant_id>/credentials", scope="credentials:read")
+def list_credentials(principal, tenant: Tenant, query: schemas.CredentialListQuery) -> schemas.CredentialListOut:
+    """List the tenant's cloud credentials (identity and fingerprint only, never the secret)"""
     page, pagination = common.page_of(vault.credentials_query(tenant, query.provider), query)
     return schemas.CredentialListOut(
         credentials=[credential_out(credential) for credential in page],
@@ -93,15 +79,9 @@ def list_credentials(principal, tenant: Tenant, query: schemas.CredentialListQue
     )
 
 
-@operation(
-    "DELETE",
-    "/tenants/<tenant_id>/credentials/<credential_id>",
-    scope="credentials:write",
-    response=schemas.CredentialDeletedOut,
-    tags=TAGS,
-    summary="Delete a cloud credential (it is never listed or used again)",
-)
-def delete_credential(principal, tenant: Tenant, credential_id: str):
+@credentials_operation("DELETE", "/tenants/<tenant_id>/credentials/<credential_id>", scope="credentials:write")
+def delete_credential(principal, tenant: Tenant, credential_id: str) -> schemas.CredentialDeletedOut:
+    """Delete a cloud credential (it is never listed or used again)"""
     credential = vault.get_credential(tenant, credential_id)
     vault.delete_credential(principal.actor(), tenant, credential)
     commit()
@@ -111,18 +91,15 @@ def delete_credential(principal, tenant: Tenant, credential_id: str):
     )
 
 
-@operation(
-    "POST",
-    "/tenants/<tenant_id>/credentials/<credential_id>/validate",
-    scope="credentials:write",
-    response=schemas.CredentialValidateOut,
-    tags=TAGS,
-    errors=[409],
-    summary="Re-validate a stored cloud credential",
-    description="200 either way: `valid` false with `errors` per field marks the credential inactive. "
-    "409 when the stored secret cannot be decrypted (its key was removed, or the row is damaged).",
+@credentials_operation(
+    "POST", "/tenants/<tenant_id>/credentials/<credential_id>/validate", scope="credentials:write", errors=[409]
 )
-def validate_credential(principal, tenant: Tenant, credential_id: str):
+def validate_credential(principal, tenant: Tenant, credential_id: str) -> schemas.CredentialValidateOut:
+    """Re-validate a stored cloud credential
+
+    200 either way: `valid` false with `errors` per field marks the credential inactive. 409 when
+    the stored secret cannot be decrypted (its key was removed, or the row is damaged).
+    """
     credential = vault.get_credential(tenant, credential_id)
     try:
         errors = vault.revalidate_credential(principal.actor(), tenant, credential)

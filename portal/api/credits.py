@@ -2,6 +2,8 @@
 its field names accepted too); the tenant's ledger is readable by operators and the tenant's
 own keys. The rules are the ledger's (``portal.billing.credits``)."""
 
+from functools import partial
+
 from sqlalchemy import or_, select
 
 from portal.api.billing import READ_SCOPE
@@ -15,6 +17,7 @@ from portal.infra.transactions import commit
 from portal.models import CreditEntry, CreditGrant, Tenant
 
 TAGS = ["credits"]
+operator_credits = partial(operation, auth=OPERATOR, tags=TAGS)
 
 
 def entry_out(entry: CreditEntry, grant: CreditGrant | None = None) -> schemas.CreditEntryOut:
@@ -46,19 +49,14 @@ def _customer(reference: str) -> Tenant:
     return tenant
 
 
-@operation(
-    "POST",
-    "/credits/grant",
-    auth=OPERATOR,
-    response=schemas.CreditGrantOut,
-    tags=TAGS,
-    errors=[404],
-    summary="Grant credit to a tenant (optionally expiring); billing runs apply it to invoices",
-    description="Name the tenant with `tenant_id` (or seed 003's `customerId`, seed 002's "
-    "`customerReferenceId`: a tenant id or external id). Give `amount` in minor units or "
-    "`creditAmount` in major units. Credit is applied to invoices oldest-expiring first.",
-)
-def grant_credits(principal, body: schemas.CreditGrantIn):
+@operator_credits("POST", "/credits/grant", errors=[404])
+def grant_credits(principal, body: schemas.CreditGrantIn) -> schemas.CreditGrantOut:
+    """Grant credit to a tenant (optionally expiring); billing runs apply it to invoices
+
+    Name the tenant with `tenant_id` (or seed 003's `customerId`, seed 002's `customerReferenceId`:
+    a tenant id or external id). Give `amount` in minor units or `creditAmount` in major units.
+    Credit is applied to invoices oldest-expiring first.
+    """
     tenant = _customer(body.customer)
     credit = credits.grant(
         principal.actor(),
@@ -85,18 +83,13 @@ def grant_credits(principal, body: schemas.CreditGrantIn):
     )
 
 
-@operation(
-    "POST",
-    "/credits/deduct",
-    auth=OPERATOR,
-    response=schemas.CreditDeductOut,
-    tags=TAGS,
-    errors=[404, 409],
-    summary="Deduct credit from a tenant; refused (409 INSUFFICIENT_CREDIT) beyond the balance",
-    description="Same tenant and amount fields as the grant. Credit is taken oldest-expiring first; a "
-    "deduction larger than the balance changes nothing.",
-)
-def deduct_credits(principal, body: schemas.CreditChangeIn):
+@operator_credits("POST", "/credits/deduct", errors=[404, 409])
+def deduct_credits(principal, body: schemas.CreditChangeIn) -> schemas.CreditDeductOut:
+    """Deduct credit from a tenant; refused (409 INSUFFICIENT_CREDIT) beyond the balance
+
+    Same tenant and amount fields as the grant. Credit is taken oldest-expiring first; a deduction
+    larger than the balance changes nothing.
+    """
     tenant = _customer(body.customer)
     entry = credits.deduct(principal.actor(), tenant, body.minor_units, currency=body.currency, reason=body.reason)
     commit()
@@ -109,19 +102,14 @@ def deduct_credits(principal, body: schemas.CreditChangeIn):
     )
 
 
-@operation(
-    "GET",
-    "/tenants/<tenant_id>/credits",
-    scope=READ_SCOPE,
-    response=schemas.CreditsOut,
-    tags=TAGS,
-    allowed_when_suspended=True,
-    summary="The tenant's credit: balance, totals granted / used / expired, and the ledger (paginated)",
-    description="Minor units, in the tenant's billing currency unless `currency` is given. Credit past its "
-    "expiry counts as expired at once, even before a billing run writes it off.",
-)
-def get_credits(principal, tenant: Tenant, query: schemas.CreditsQuery):
+@operation("GET", "/tenants/<tenant_id>/credits", scope=READ_SCOPE, tags=TAGS, allowed_when_suspended=True)
+def get_credits(principal, tenant: Tenant, query: schemas.CreditsQuery) -> schemas.CreditsOut:
     # By tenant_id only: on a warm key cache the tenant is detached (no relationships to load).
+    """The tenant's credit: balance, totals granted / used / expired, and the ledger (paginated)
+
+    Minor units, in the tenant's billing currency unless `currency` is given. Credit past its expiry
+    counts as expired at once, even before a billing run writes it off.
+    """
     summary = credits.summary(tenant.tenant_id, query.currency)
     statement = credits.entries(tenant.tenant_id, summary.currency)
     rows, pagination = common.page_of(statement, query)

@@ -7,7 +7,7 @@ from the same declarations (``portal.api.openapi``), so the two cannot drift apa
 import inspect
 import re
 from dataclasses import dataclass, field
-from functools import wraps
+from functools import partial, wraps
 
 from flask import Blueprint, request
 from pydantic import BaseModel, ValidationError
@@ -235,7 +235,7 @@ def operation(
     method: str,
     rule: str,
     *,
-    summary: str,
+    summary: str | None = None,
     auth: str = TENANT,
     scope: str | None = None,
     response: type[BaseModel] | None = None,
@@ -252,8 +252,10 @@ def operation(
     """Register an API endpoint. The view gets ``principal``, ``tenant`` (when the rule has
     ``<tenant_id>``), ``body`` and ``query`` as keyword arguments: the request's body and query
     string parsed into the models those parameters are annotated with (``body: schemas.CancelIn``).
-    It returns a response model (dumped as JSON with ``status``), a model and another status, a
-    dict, or a Response.
+    It returns the response model its return annotation names (dumped as JSON with ``status``);
+    a view that returns something else (a model and another status, a dict, a Response) names
+    its model with ``response``. The first line of its docstring is the summary, the rest
+    (its lines joined) the description, unless ``summary`` or ``description`` says otherwise.
     ``errors``: the error statuses the document cannot tell from the rest (409, a 404 of an
     object the path does not name); every operation lists 400 and 401, a non-public one 403,
     one with a path parameter 404, one with a body 413 and 415.
@@ -267,9 +269,12 @@ def operation(
     ``media_type``: the success is a file of that type (``application/pdf``), not a JSON body."""
 
     def decorator(view):
-        parameters = inspect.signature(view).parameters
+        signature = inspect.signature(view)
+        parameters = signature.parameters
         body = parameters["body"].annotation if "body" in parameters else None
         query = parameters["query"].annotation if "query" in parameters else None
+        returns = signature.return_annotation
+        first, _, rest = (inspect.getdoc(view) or "").partition("\n")
 
         @wraps(view)
         def wrapper(**path):
@@ -302,15 +307,16 @@ def operation(
                 method=method,
                 rule=rule,
                 endpoint=endpoint,
-                summary=summary,
+                summary=summary or first,
                 auth=auth,
                 scope=scope,
                 body=body,
                 query=query,
-                response=response,
+                response=response
+                or (returns if isinstance(returns, type) and issubclass(returns, BaseModel) else None),
                 status=status,
                 tags=tags or [],
-                description=description,
+                description=description or " ".join(line.strip() for line in rest.strip().splitlines()),
                 allowed_when_suspended=allowed_when_suspended,
                 errors=errors or [],
                 links=links or {},
@@ -321,6 +327,10 @@ def operation(
         return wrapper
 
     return decorator
+
+
+# The operator's own endpoints, listed together under "operator".
+operator_operation = partial(operation, auth=OPERATOR, tags=["operator"])
 
 
 def require_admin_scope(principal: Principal | None) -> None:

@@ -3,6 +3,7 @@ operator's pipeline events; the event catalog. Also where the API tells the outb
 kind of object looks in an event's ``data`` (the same shape the API returns)."""
 
 import json
+from functools import partial
 
 from sqlalchemy import select
 
@@ -36,6 +37,7 @@ from portal.webhooks import services as webhooks
 from portal.webhooks.catalog import EVENT_TYPES
 
 TAGS = ["webhooks"]
+webhook_operation = partial(operation, scope=ADMIN_SCOPE, tags=TAGS)
 PIPELINE_DATA_LIMIT = 16 * 1024
 
 
@@ -82,49 +84,18 @@ EVENT_PAYLOADS.update(
 
 
 def webhook_out(endpoint: WebhookEndpoint) -> schemas.WebhookOut:
-    return schemas.WebhookOut(
-        webhook_id=endpoint.id,
-        url=endpoint.url,
-        description=endpoint.description,
-        event_types=endpoint.event_types,
-        enabled=endpoint.enabled,
-        disabled_reason=endpoint.disabled_reason,
-        secret_hint=endpoint.secret_hint,
-        last_delivery_at=endpoint.last_delivery_at,
-        last_status_code=endpoint.last_status_code,
-        failing_since=endpoint.failing_since,
-        created_at=endpoint.created_at,
-        updated_at=endpoint.updated_at,
-    )
+    return common.out(schemas.WebhookOut, endpoint, webhook_id=endpoint.id)
 
 
 def delivery_out(delivery: WebhookDelivery) -> schemas.DeliveryOut:
-    return schemas.DeliveryOut(
+    return common.out(
+        schemas.DeliveryOut,
+        delivery,
         delivery_id=delivery.id,
         webhook_id=delivery.endpoint_id,
-        event_id=delivery.event_id,
-        event_type=delivery.event_type,
-        state=delivery.state,
-        attempt_count=delivery.attempt_count,
-        last_status_code=delivery.last_status_code,
-        last_latency_ms=delivery.last_latency_ms,
-        last_error=delivery.last_error,
         next_attempt_at=delivery.next_attempt_at if delivery.state == "pending" else None,
-        created_at=delivery.created_at,
-        finished_at=delivery.finished_at,
         payload=json.loads(delivery.event.body),
-        attempts=[
-            schemas.AttemptOut(
-                number=attempt.number,
-                attempted_at=attempt.attempted_at,
-                status_code=attempt.status_code,
-                latency_ms=attempt.latency_ms,
-                response_excerpt=attempt.response_excerpt,
-                error=attempt.error,
-                trigger=attempt.trigger,
-            )
-            for attempt in delivery.attempts
-        ],
+        attempts=[common.out(schemas.AttemptOut, attempt) for attempt in delivery.attempts],
     )
 
 
@@ -140,15 +111,11 @@ def _endpoint(tenant: Tenant, webhook_id: str) -> WebhookEndpoint:
     return get_for_tenant(WebhookEndpoint, webhook_id, tenant, "Webhook")
 
 
-@operation(
+@webhook_operation(
     "POST",
     "/tenants/<tenant_id>/webhooks",
-    scope=ADMIN_SCOPE,
-    response=schemas.WebhookCreatedOut,
     status=201,
-    tags=TAGS,
     errors=[409],
-    summary="Add a webhook endpoint (its signing secret is in this response only)",
     links={
         name: {"webhook_id": "$response.body#/webhook_id"}
         for name in (
@@ -160,11 +127,14 @@ def _endpoint(tenant: Tenant, webhook_id: str) -> WebhookEndpoint:
             "list_webhook_deliveries",
         )
     },
-    description="Deliveries are signed per the Standard Webhooks specification (headers webhook-id, "
-    "webhook-timestamp, webhook-signature). At most 10 endpoints per tenant (409). In production the URL "
-    "must be https:// and resolve to public addresses only.",
 )
-def create_webhook(principal, tenant: Tenant, body: schemas.WebhookCreateIn):
+def create_webhook(principal, tenant: Tenant, body: schemas.WebhookCreateIn) -> schemas.WebhookCreatedOut:
+    """Add a webhook endpoint (its signing secret is in this response only)
+
+    Deliveries are signed per the Standard Webhooks specification (headers webhook-id,
+    webhook-timestamp, webhook-signature). At most 10 endpoints per tenant (409). In production the
+    URL must be https:// and resolve to public addresses only.
+    """
     endpoint, secret = webhooks.create_endpoint(
         principal.actor(), tenant, body.url, list(body.event_types), body.description
     )
@@ -176,40 +146,22 @@ def create_webhook(principal, tenant: Tenant, body: schemas.WebhookCreateIn):
     )
 
 
-@operation(
-    "GET",
-    "/tenants/<tenant_id>/webhooks",
-    scope=ADMIN_SCOPE,
-    response=schemas.WebhookListOut,
-    tags=TAGS,
-    summary="List the tenant's webhook endpoints (never their secrets)",
-)
-def list_webhooks(principal, tenant: Tenant, query: common.PageQuery):
+@webhook_operation("GET", "/tenants/<tenant_id>/webhooks")
+def list_webhooks(principal, tenant: Tenant, query: common.PageQuery) -> schemas.WebhookListOut:
+    """List the tenant's webhook endpoints (never their secrets)"""
     page, pagination = common.page_of(webhooks.endpoints_query(tenant), query)
     return schemas.WebhookListOut(webhooks=[webhook_out(e) for e in page], pagination=pagination)
 
 
-@operation(
-    "GET",
-    "/tenants/<tenant_id>/webhooks/<webhook_id>",
-    scope=ADMIN_SCOPE,
-    response=schemas.WebhookOut,
-    tags=TAGS,
-    summary="Get one webhook endpoint",
-)
-def get_webhook(principal, tenant: Tenant, webhook_id: str):
+@webhook_operation("GET", "/tenants/<tenant_id>/webhooks/<webhook_id>")
+def get_webhook(principal, tenant: Tenant, webhook_id: str) -> schemas.WebhookOut:
+    """Get one webhook endpoint"""
     return webhook_out(_endpoint(tenant, webhook_id))
 
 
-@operation(
-    "PATCH",
-    "/tenants/<tenant_id>/webhooks/<webhook_id>",
-    scope=ADMIN_SCOPE,
-    response=schemas.WebhookOut,
-    tags=TAGS,
-    summary="Change an endpoint's URL, events, description, or enable/disable it",
-)
-def update_webhook(principal, tenant: Tenant, webhook_id: str, body: schemas.WebhookPatchIn):
+@webhook_operation("PATCH", "/tenants/<tenant_id>/webhooks/<webhook_id>")
+def update_webhook(principal, tenant: Tenant, webhook_id: str, body: schemas.WebhookPatchIn) -> schemas.WebhookOut:
+    """Change an endpoint's URL, events, description, or enable/disable it"""
     endpoint = _endpoint(tenant, webhook_id)
     webhooks.update_endpoint(
         principal.actor(),
@@ -224,15 +176,9 @@ def update_webhook(principal, tenant: Tenant, webhook_id: str, body: schemas.Web
     return webhook_out(endpoint)
 
 
-@operation(
-    "DELETE",
-    "/tenants/<tenant_id>/webhooks/<webhook_id>",
-    scope=ADMIN_SCOPE,
-    response=schemas.WebhookDeletedOut,
-    tags=TAGS,
-    summary="Delete a webhook endpoint and its delivery log",
-)
-def delete_webhook(principal, tenant: Tenant, webhook_id: str):
+@webhook_operation("DELETE", "/tenants/<tenant_id>/webhooks/<webhook_id>")
+def delete_webhook(principal, tenant: Tenant, webhook_id: str) -> schemas.WebhookDeletedOut:
+    """Delete a webhook endpoint and its delivery log"""
     endpoint = _endpoint(tenant, webhook_id)
     webhooks.delete_endpoint(principal.actor(), tenant, endpoint)
     commit()
@@ -241,15 +187,9 @@ def delete_webhook(principal, tenant: Tenant, webhook_id: str):
     )
 
 
-@operation(
-    "POST",
-    "/tenants/<tenant_id>/webhooks/<webhook_id>/rotate-secret",
-    scope=ADMIN_SCOPE,
-    response=schemas.WebhookSecretOut,
-    tags=TAGS,
-    summary="Replace the signing secret (the old one keeps signing alongside for 24 hours)",
-)
-def rotate_webhook_secret(principal, tenant: Tenant, webhook_id: str):
+@webhook_operation("POST", "/tenants/<tenant_id>/webhooks/<webhook_id>/rotate-secret")
+def rotate_webhook_secret(principal, tenant: Tenant, webhook_id: str) -> schemas.WebhookSecretOut:
+    """Replace the signing secret (the old one keeps signing alongside for 24 hours)"""
     endpoint = _endpoint(tenant, webhook_id)
     secret = webhooks.rotate_secret(principal.actor(), tenant, endpoint)
     commit()
@@ -261,14 +201,10 @@ def rotate_webhook_secret(principal, tenant: Tenant, webhook_id: str):
     )
 
 
-@operation(
+@webhook_operation(
     "POST",
     "/tenants/<tenant_id>/webhooks/<webhook_id>/test",
-    scope=ADMIN_SCOPE,
-    response=schemas.DeliveryOut,
     status=202,
-    tags=TAGS,
-    summary="Send a webhook.test event to this endpoint now",
     links={
         "resend_webhook_delivery": {
             "webhook_id": "$response.body#/webhook_id",
@@ -276,35 +212,25 @@ def rotate_webhook_secret(principal, tenant: Tenant, webhook_id: str):
         }
     },
 )
-def test_webhook(principal, tenant: Tenant, webhook_id: str):
+def test_webhook(principal, tenant: Tenant, webhook_id: str) -> schemas.DeliveryOut:
+    """Send a webhook.test event to this endpoint now"""
     endpoint = _endpoint(tenant, webhook_id)
     return _delivery_after_commit(webhooks.send_test(principal.actor(), tenant, endpoint).id)
 
 
-@operation(
-    "GET",
-    "/tenants/<tenant_id>/webhooks/<webhook_id>/deliveries",
-    scope=ADMIN_SCOPE,
-    response=schemas.DeliveryListOut,
-    tags=TAGS,
-    summary="The endpoint's deliveries, newest first, with every attempt",
-)
-def list_webhook_deliveries(principal, tenant: Tenant, webhook_id: str, query: schemas.DeliveryQuery):
+@webhook_operation("GET", "/tenants/<tenant_id>/webhooks/<webhook_id>/deliveries")
+def list_webhook_deliveries(
+    principal, tenant: Tenant, webhook_id: str, query: schemas.DeliveryQuery
+) -> schemas.DeliveryListOut:
+    """The endpoint's deliveries, newest first, with every attempt"""
     endpoint = _endpoint(tenant, webhook_id)
     page, pagination = common.page_of(webhooks.deliveries_query(endpoint, query.state), query)
     return schemas.DeliveryListOut(deliveries=[delivery_out(d) for d in page], pagination=pagination)
 
 
-@operation(
-    "POST",
-    "/tenants/<tenant_id>/webhooks/<webhook_id>/deliveries/<delivery_id>/resend",
-    scope=ADMIN_SCOPE,
-    response=schemas.DeliveryOut,
-    status=202,
-    tags=TAGS,
-    summary="Attempt a delivery once more, now (same event id and body)",
-)
-def resend_webhook_delivery(principal, tenant: Tenant, webhook_id: str, delivery_id: str):
+@webhook_operation("POST", "/tenants/<tenant_id>/webhooks/<webhook_id>/deliveries/<delivery_id>/resend", status=202)
+def resend_webhook_delivery(principal, tenant: Tenant, webhook_id: str, delivery_id: str) -> schemas.DeliveryOut:
+    """Attempt a delivery once more, now (same event id and body)"""
     endpoint = _endpoint(tenant, webhook_id)
     delivery = webhooks.get_delivery(endpoint, delivery_id)
     webhooks.resend(principal.actor(), tenant, delivery)
@@ -312,16 +238,10 @@ def resend_webhook_delivery(principal, tenant: Tenant, webhook_id: str, delivery
 
 
 @operation(
-    "POST",
-    "/tenants/<tenant_id>/events/pipeline",
-    auth=OPERATOR,
-    response=schemas.PipelineEventOut,
-    status=202,
-    tags=TAGS,
-    allowed_when_suspended=True,
-    summary="Report a pipeline run's end; the tenant's endpoints get pipeline.completed or pipeline.failed",
+    "POST", "/tenants/<tenant_id>/events/pipeline", auth=OPERATOR, status=202, tags=TAGS, allowed_when_suspended=True
 )
-def report_pipeline_event(principal, tenant: Tenant, body: schemas.PipelineEventIn):
+def report_pipeline_event(principal, tenant: Tenant, body: schemas.PipelineEventIn) -> schemas.PipelineEventOut:
+    """Report a pipeline run's end; the tenant's endpoints get pipeline.completed or pipeline.failed"""
     extra = body.data or {}
     if len(json.dumps(extra, default=str)) > PIPELINE_DATA_LIMIT:
         raise ApiError(
@@ -336,15 +256,9 @@ def report_pipeline_event(principal, tenant: Tenant, body: schemas.PipelineEvent
     )
 
 
-@operation(
-    "GET",
-    "/webhook-event-types",
-    auth=PUBLIC,
-    response=schemas.EventTypeListOut,
-    tags=TAGS,
-    summary="The events a webhook endpoint can subscribe to",
-)
-def list_webhook_event_types(principal):
+@operation("GET", "/webhook-event-types", auth=PUBLIC, tags=TAGS)
+def list_webhook_event_types(principal) -> schemas.EventTypeListOut:
+    """The events a webhook endpoint can subscribe to"""
     return schemas.EventTypeListOut(
         event_types=[schemas.EventTypeOut(event_type=name, description=about) for name, about in EVENT_TYPES.items()]
     )
