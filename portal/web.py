@@ -1,13 +1,17 @@
 """Page-or-fragment rendering, htmx-aware redirects and the security headers."""
 
 from collections.abc import Callable
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 from flask import current_app, flash, make_response, redirect, render_template, request, url_for
 
 from portal.errors import ServiceError, request_id
 from portal.extensions import htmx
+from portal.forms import apply_service_error
 from portal.infra.transactions import commit, rollback
+
+T = TypeVar("T")
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -57,6 +61,32 @@ def act(action: Callable[[], str], endpoint: str, **values):
         flash(error.message, "error")
     else:
         flash(message, "success")
+    return redirect_to(endpoint, **values)
+
+
+def save_form(form, action: Callable[[], T]) -> T | None:
+    """A form's work as a unit: when ``form`` validates, run ``action`` and commit; a service's
+    complaint is rolled back and shown on the form, beside the field it names. What ``action``
+    returned (it returns something: a message, what it made), or None to show the form again."""
+    if not form.validate_on_submit():
+        return None
+    try:
+        result = action()
+        commit()
+    except ServiceError as error:
+        rollback()
+        apply_service_error(form, error)
+        return None
+    return result
+
+
+def submit(form, action: Callable[[], str], endpoint: str, **values):
+    """``act`` for a form: ``save_form``, then flash the message ``action`` returned and redirect
+    (PRG). None when the form is to be shown again, with its errors."""
+    message = save_form(form, action)
+    if message is None:
+        return None
+    flash(message, "success")
     return redirect_to(endpoint, **values)
 
 

@@ -16,7 +16,7 @@ from portal.extensions import db
 from portal.forms import apply_service_error
 from portal.infra.pagination import paginate
 from portal.infra.transactions import commit, rollback
-from portal.web import act, form_errors_status, redirect_to, render
+from portal.web import act, form_errors_status, redirect_to, render, save_form
 
 COUPONS_PER_PAGE = 20
 REDEMPTIONS_PER_PAGE = 20
@@ -52,10 +52,9 @@ def coupons():
 def create_coupon():
     """Create a coupon; a refused rule is shown beside its field, with what was typed."""
     form = _coupon_form(formdata=True)
-    if not form.validate_on_submit():
-        return _coupons_page(form, form_errors_status())
-    try:
-        coupon = discounts.create_coupon(
+    coupon = save_form(
+        form,
+        lambda: discounts.create_coupon(
             current_actor(),
             form.name.data,
             percent_off=form.percent_off.data,
@@ -66,11 +65,9 @@ def create_coupon():
             plan_keys=form.plan_keys.data,
             redeem_by=form.redeem_by.data,
             max_redemptions=form.max_redemptions.data,
-        )
-        commit()
-    except ServiceError as error:
-        rollback()
-        apply_service_error(form, error)
+        ),
+    )
+    if coupon is None:
         return _coupons_page(form, form_errors_status())
     flash(
         f"Coupon {coupon.name} created: {discounts.terms(coupon)}. Add a promotion code for customers to type.",
@@ -126,20 +123,17 @@ def create_promotion_code(coupon_id: str):
     """Add a code customers type for this coupon."""
     coupon = _coupon_or_404(coupon_id)
     form = PromotionCodeForm()
-    if not form.validate_on_submit():
-        return _coupon_page(coupon, form, form_errors_status())
-    try:
-        code = discounts.create_promotion_code(
+    code = save_form(
+        form,
+        lambda: discounts.create_promotion_code(
             current_actor(),
             coupon,
             form.code.data,
             expires_at=form.expires_at.data,
             max_redemptions=form.max_redemptions.data,
-        )
-        commit()
-    except ServiceError as error:
-        rollback()
-        apply_service_error(form, error)
+        ),
+    )
+    if code is None:
         return _coupon_page(coupon, form, form_errors_status())
     flash(f"Promotion code {code.code} created.", "success")
     return redirect_to("admin.coupon", coupon_id=coupon.id)

@@ -4,12 +4,9 @@ from portal.access import current_actor, operator_required
 from portal.admin.blueprint import bp
 from portal.admin.forms import OperatorTokenForm
 from portal.api_keys import services as api_key_services
-from portal.errors import ServiceError
 from portal.extensions import db
-from portal.forms import apply_service_error
-from portal.infra.transactions import commit, rollback
 from portal.models import OperatorToken
-from portal.web import act, form_errors_status, render
+from portal.web import act, form_errors_status, render, save_form
 
 
 @bp.get("/tokens")
@@ -35,15 +32,10 @@ def _tokens_page(form: OperatorTokenForm | None = None, created=None, status: in
 def create_token():
     """Issue an operator token and show it once, in this response only."""
     form = OperatorTokenForm()
-    if form.validate_on_submit():
-        try:
-            token, plaintext = api_key_services.create_operator_token(current_actor(), form.name.data)
-            commit()
-        except ServiceError as error:
-            rollback()
-            apply_service_error(form, error)
-        else:
-            return _tokens_page(created={"token": token, "plaintext": plaintext}, fragment="admin/_token_created.html")
+    created = save_form(form, lambda: api_key_services.create_operator_token(current_actor(), form.name.data))
+    if created is not None:
+        token, plaintext = created
+        return _tokens_page(created={"token": token, "plaintext": plaintext}, fragment="admin/_token_created.html")
     return _tokens_page(form=form, status=form_errors_status(), fragment="admin/_token_form.html")
 
 

@@ -1,17 +1,14 @@
 """Console: a person's two-factor status, and the support reset for a lost device (audited and emailed)."""
 
-from flask import abort, flash
+from flask import abort
 
 from portal.access import current_actor, operator_required
 from portal.admin.blueprint import bp
 from portal.auth.two_factor import services as two_factor
 from portal.auth.two_factor.forms import OperatorResetForm
-from portal.errors import ServiceError
 from portal.extensions import db
-from portal.forms import apply_service_error
-from portal.infra.transactions import commit, rollback
 from portal.models import User
-from portal.web import form_errors_status, redirect_to, render
+from portal.web import form_errors_status, render, submit
 
 
 def _load_user(user_id: str) -> User:
@@ -44,18 +41,14 @@ def reset_user_two_factor(user_id: str):
     """Switch off every second factor of a person who lost them; they are told by email."""
     person = _load_user(user_id)
     form = OperatorResetForm()
-    if form.validate_on_submit():
-        try:
-            two_factor.reset_by_operator(current_actor(), person, form.reason.data)
-            commit()
-        except ServiceError as error:
-            rollback()
-            apply_service_error(form, error)
-        else:
-            flash(
-                f"Two-factor authentication of {person.email} is off. They were emailed, and the reset is in "
-                "the activity log of each of their accounts.",
-                "success",
-            )
-            return redirect_to("admin.user_two_factor", user_id=person.id)
-    return _page(person, form, status=form_errors_status())
+
+    def reset() -> str:
+        two_factor.reset_by_operator(current_actor(), person, form.reason.data)
+        return (
+            f"Two-factor authentication of {person.email} is off. They were emailed, and the reset is in "
+            "the activity log of each of their accounts."
+        )
+
+    return submit(form, reset, "admin.user_two_factor", user_id=person.id) or _page(
+        person, form, status=form_errors_status()
+    )

@@ -5,14 +5,12 @@ from flask import abort, flash, request
 
 from portal.access import current_actor, operator_required
 from portal.admin.blueprint import bp
-from portal.errors import ServiceError
 from portal.extensions import db
-from portal.forms import apply_service_error
 from portal.infra.pagination import paginate
-from portal.infra.transactions import commit, rollback
+from portal.infra.transactions import commit
 from portal.models import DELIVERY_STATES, WebhookDelivery, WebhookEndpoint
 from portal.tenants.scoped import could_be_an_id
-from portal.web import act, form_errors_status, redirect_to, render
+from portal.web import act, form_errors_status, redirect_to, render, save_form
 from portal.webhooks import services
 from portal.webhooks.catalog import EVENT_TYPES
 from portal.webhooks.forms import ActionForm, EndpointForm
@@ -53,17 +51,15 @@ def webhooks():
 @operator_required
 def add_operator_endpoint():
     form = EndpointForm()
-    if form.validate_on_submit():
-        try:
-            endpoint, secret = services.create_endpoint(
-                current_actor(), None, form.url.data, form.chosen_events, form.description.data
-            )
-            commit()
-        except ServiceError as error:
-            rollback()
-            apply_service_error(form, error)
-        else:
-            return _page(created={"endpoint": endpoint, "secret": secret})
+    created = save_form(
+        form,
+        lambda: services.create_endpoint(
+            current_actor(), None, form.url.data, form.chosen_events, form.description.data
+        ),
+    )
+    if created is not None:
+        endpoint, secret = created
+        return _page(created={"endpoint": endpoint, "secret": secret})
     return _page(form=form, status=form_errors_status())
 
 

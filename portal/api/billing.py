@@ -9,12 +9,12 @@ numbers (``monthly_cost_usd``, ``prorated_charge``) are computed as exact decima
 
 from datetime import UTC, date, datetime, time, timedelta
 from fractions import Fraction
+from functools import partial
 
 from flask import url_for
-from pydantic import BaseModel
 from sqlalchemy.orm import selectinload
 
-from portal.api.registry import OPERATOR, ApiError, not_found, operation
+from portal.api.registry import ApiError, not_found, operation, operator_operation
 from portal.api.schemas import billing as schemas
 from portal.api.schemas import common
 from portal.billing import invoices, plans, subscriptions
@@ -29,15 +29,13 @@ from portal.models import ADMIN_SCOPE, API_SCOPES, Invoice, Subscription, Tenant
 from portal.tenants import services as tenants
 
 TAGS = ["billing"]
+# A tenant's billing: open while the tenant is suspended (paying is how a suspension for non-payment ends).
+tenant_billing = partial(operation, tags=TAGS, allowed_when_suspended=True)
 # Reading billing needs billing:read where that scope exists; otherwise any key of the tenant
 # reads it, as it reads the tenant itself.
 READ_SCOPE = "billing:read" if "billing:read" in API_SCOPES else None
 # Clocks differ a little; a payment recorded "now" by a machine slightly ahead is still now.
 CLOCK_SKEW = timedelta(minutes=5)
-
-
-def dump(model: BaseModel, status: int = 200):
-    return model.model_dump(mode="json"), status
 
 
 def _subscription_or_404(tenant: Tenant) -> Subscription:
@@ -171,18 +169,10 @@ def _as_new_plan_error(error: ServiceError) -> ApiError:
 # --- subscription --------------------------------------------------------------------------
 
 
-@operation(
-    "GET",
-    "/tenants/<tenant_id>/subscription",
-    scope=READ_SCOPE,
-    response=schemas.SubscriptionOut,
-    tags=TAGS,
-    allowed_when_suspended=True,
-    errors=[401, 403, 404],
-    summary="Get the tenant's subscription (plan, quotas, price, billing cycle)",
-)
-def get_subscription(principal, tenant: Tenant):
-    return dump(subscription_out(_subscription_or_404(tenant)))
+@tenant_billing("GET", "/tenants/<tenant_id>/subscription", scope=READ_SCOPE)
+def get_subscription(principal, tenant: Tenant) -> schemas.SubscriptionOut:
+    """Get the tenant's subscription (plan, quotas, price, billing cycle)"""
+    return subscription_out(_subscription_or_404(tenant))
 
 
 def _subscribable_version(principal, plan_key: str):
@@ -195,22 +185,14 @@ def _subscribable_version(principal, plan_key: str):
     return version
 
 
-@operation(
-    "POST",
-    "/tenants/<tenant_id>/subscription",
-    scope=ADMIN_SCOPE,
-    body=schemas.SubscribeIn,
-    response=schemas.SubscriptionStartedOut,
-    status=201,
-    tags=TAGS,
-    allowed_when_suspended=True,
-    errors=[400, 401, 403, 404, 409, 415],
-    summary="Subscribe to a plan when no subscription is live (a first one, or again after a cancellation)",
-    description="Seeds 001/002: a trial when the plan has trial days (`trial_days` overrides them), else "
-    "the first period is invoiced at once (`invoice`). 409 while a subscription is live: change its plan "
-    "with `/subscription/upgrade` instead. An operator may give a private plan or a longer trial.",
-)
-def start_subscription(principal, tenant: Tenant, body: schemas.SubscribeIn):
+@tenant_billing("POST", "/tenants/<tenant_id>/subscription", scope=ADMIN_SCOPE, status=201, errors=[409])
+def start_subscription(principal, tenant: Tenant, body: schemas.SubscribeIn) -> schemas.SubscriptionStartedOut:
+    """Subscribe to a plan when no subscription is live (a first one, or again after a cancellation)
+
+    Seeds 001/002: a trial when the plan has trial days (`trial_days` overrides them), else the
+    first period is invoiced at once (`invoice`). 409 while a subscription is live: change its plan
+    with `/subscription/upgrade` instead. An operator may give a private plan or a longer trial.
+    """
     current = subscriptions.subscription_of(tenant)
     if current is not None and current.status != "canceled":
         hint = (
@@ -245,31 +227,21 @@ def start_subscription(principal, tenant: Tenant, body: schemas.SubscribeIn):
         message = f"Subscribed to {version.name}, on trial until {subscription.trial_end:%Y-%m-%d}; the first invoice comes then."
     else:
         message = f"Subscribed to {version.name}."
-    return dump(
-        schemas.SubscriptionStartedOut(
-            **subscription_out(subscription).model_dump(),
-            invoice=invoice_out(invoice) if invoice is not None else None,
-            message=message,
-        ),
-        201,
+    return schemas.SubscriptionStartedOut(
+        **subscription_out(subscription).model_dump(),
+        invoice=invoice_out(invoice) if invoice is not None else None,
+        message=message,
     )
 
 
-@operation(
-    "POST",
-    "/tenants/<tenant_id>/subscription/upgrade",
-    scope=ADMIN_SCOPE,
-    body=schemas.UpgradeIn,
-    response=schemas.UpgradeOut,
-    tags=TAGS,
-    allowed_when_suspended=True,
-    errors=[400, 401, 403, 404, 409, 415],
-    summary="Change plan: upgrade now (prorated, invoiced at once) or on effective_date; downgrade at period end",
-    description="`prorated_charge` is what is invoiced now, in major units; `invoice_id` names that "
-    "invoice. A plan that costs less per month is a downgrade, scheduled for the end of the "
-    "current period (`scheduled` true). The current plan or an unknown one: 400 on `new_plan`.",
-)
-def upgrade_subscription(principal, tenant: Tenant, body: schemas.UpgradeIn):
+@tenant_billing("POST", "/tenants/<tenant_id>/subscription/upgrade", scope=ADMIN_SCOPE, errors=[409])
+def upgrade_subscription(principal, tenant: Tenant, body: schemas.UpgradeIn) -> schemas.UpgradeOut:
+    """Change plan: upgrade now (prorated, invoiced at once) or on effective_date; downgrade at period end
+
+    `prorated_charge` is what is invoiced now, in major units; `invoice_id` names that invoice. A
+    plan that costs less per month is a downgrade, scheduled for the end of the current period
+    (`scheduled` true). The current plan or an unknown one: 400 on `new_plan`.
+    """
     subscription = _subscription_or_404(tenant)
     try:
         target = plans.current_version(body.new_plan)
@@ -299,37 +271,28 @@ def upgrade_subscription(principal, tenant: Tenant, body: schemas.UpgradeIn):
         )
     else:
         message = f"Upgrade to {preview.new.name} scheduled for {when}."
-    return dump(
-        schemas.UpgradeOut(
-            subscription_id=subscription.id,
-            previous_plan=previous.key,
-            new_plan=preview.new.key,
-            effective_date=preview.effective_at.date(),
-            prorated_charge=to_major(preview.total),
-            message=message,
-            direction=preview.direction,
-            scheduled=not preview.immediate,
-            currency=preview.new.currency,
-            invoice_id=invoice.id if invoice else None,
-            invoice_number=invoice.number if invoice else None,
-        )
+    return schemas.UpgradeOut(
+        subscription_id=subscription.id,
+        previous_plan=previous.key,
+        new_plan=preview.new.key,
+        effective_date=preview.effective_at.date(),
+        prorated_charge=to_major(preview.total),
+        message=message,
+        direction=preview.direction,
+        scheduled=not preview.immediate,
+        currency=preview.new.currency,
+        invoice_id=invoice.id if invoice else None,
+        invoice_number=invoice.number if invoice else None,
     )
 
 
-@operation(
-    "POST",
-    "/tenants/<tenant_id>/subscription/cancel",
-    scope=ADMIN_SCOPE,
-    body=schemas.CancelIn,
-    response=schemas.CancelOut,
-    tags=TAGS,
-    allowed_when_suspended=True,
-    errors=[400, 401, 403, 404, 409, 415],
-    summary="Cancel the subscription at the end of the period (default) or at once",
-    description="At period end it can be resumed until then (`/subscription/resume`). 409 when it has "
-    "already ended or is already set to end.",
-)
-def cancel_subscription(principal, tenant: Tenant, body: schemas.CancelIn):
+@tenant_billing("POST", "/tenants/<tenant_id>/subscription/cancel", scope=ADMIN_SCOPE, errors=[409])
+def cancel_subscription(principal, tenant: Tenant, body: schemas.CancelIn) -> schemas.CancelOut:
+    """Cancel the subscription at the end of the period (default) or at once
+
+    At period end it can be resumed until then (`/subscription/resume`). 409 when it has already
+    ended or is already set to end.
+    """
     subscription = _subscription_or_404(tenant)
     subscriptions.cancel(
         principal.actor(),
@@ -345,51 +308,37 @@ def cancel_subscription(principal, tenant: Tenant, body: schemas.CancelIn):
     else:
         ends_at = subscription.ended_at
         message = "Subscription cancelled immediately"
-    return dump(
-        schemas.CancelOut(
-            subscription_id=subscription.id,
-            status="cancelled",
-            cancelled_at=subscription.cancel_requested_at,
-            billing_cycle_end=_last_day(ends_at) if body.cancel_at_period_end else ends_at.date(),
-            message=message,
-            cancel_at_period_end=body.cancel_at_period_end,
-            ends_at=ends_at,
-        )
+    return schemas.CancelOut(
+        subscription_id=subscription.id,
+        status="cancelled",
+        cancelled_at=subscription.cancel_requested_at,
+        billing_cycle_end=_last_day(ends_at) if body.cancel_at_period_end else ends_at.date(),
+        message=message,
+        cancel_at_period_end=body.cancel_at_period_end,
+        ends_at=ends_at,
     )
 
 
-@operation(
-    "POST",
-    "/tenants/<tenant_id>/subscription/resume",
-    scope=ADMIN_SCOPE,
-    response=schemas.SubscriptionOut,
-    tags=TAGS,
-    allowed_when_suspended=True,
-    errors=[401, 403, 404, 409],
-    summary="Resume a subscription set to cancel at period end",
-    description="409 when it is not set to cancel, or has already ended.",
-)
-def resume_subscription(principal, tenant: Tenant):
+@tenant_billing("POST", "/tenants/<tenant_id>/subscription/resume", scope=ADMIN_SCOPE, errors=[409])
+def resume_subscription(principal, tenant: Tenant) -> schemas.SubscriptionOut:
+    """Resume a subscription set to cancel at period end
+
+    409 when it is not set to cancel, or has already ended.
+    """
     subscription = subscriptions.resume(principal.actor(), _subscription_or_404(tenant))
     commit()
-    return dump(subscription_out(subscription))
+    return subscription_out(subscription)
 
 
-@operation(
-    "DELETE",
-    "/tenants/<tenant_id>/subscription/scheduled-change",
-    scope=ADMIN_SCOPE,
-    response=schemas.SubscriptionOut,
-    tags=TAGS,
-    allowed_when_suspended=True,
-    errors=[401, 403, 404, 409],
-    summary="Cancel the scheduled plan change (a pending downgrade or dated upgrade)",
-    description="409 when no change is scheduled.",
-)
-def cancel_scheduled_change(principal, tenant: Tenant):
+@tenant_billing("DELETE", "/tenants/<tenant_id>/subscription/scheduled-change", scope=ADMIN_SCOPE, errors=[409])
+def cancel_scheduled_change(principal, tenant: Tenant) -> schemas.SubscriptionOut:
+    """Cancel the scheduled plan change (a pending downgrade or dated upgrade)
+
+    409 when no change is scheduled.
+    """
     subscription = subscriptions.cancel_scheduled_change(principal.actor(), _subscription_or_404(tenant))
     commit()
-    return dump(subscription_out(subscription))
+    return subscription_out(subscription)
 
 
 # --- plans ---------------------------------------------------------------------------------
@@ -414,39 +363,25 @@ def plan_out(plan) -> schemas.PlanOut:
     )
 
 
-@operation(
-    "GET",
-    "/plans",
-    response=schemas.PlanListOut,
-    tags=TAGS,
-    errors=[401],
-    summary="The public plan catalog: prices, quotas, rate limits, features and their pricing",
-    description="Any tenant key or operator token. Prices are in minor units (`price`, `unit_price`, "
-    "`package_price`, `flat_fee`) with `price_amount` in major units.",
-)
-def list_plans(principal):
-    return dump(
-        schemas.PlanListOut(
-            plans=[plan_out(plan) for plan in plans.list_plans(public_only=True) if plan.versions],
-        )
+@operation("GET", "/plans", tags=TAGS)
+def list_plans(principal) -> schemas.PlanListOut:
+    """The public plan catalog: prices, quotas, rate limits, features and their pricing
+
+    Any tenant key or operator token. Prices are in minor units (`price`, `unit_price`,
+    `package_price`, `flat_fee`) with `price_amount` in major units.
+    """
+    return schemas.PlanListOut(
+        plans=[plan_out(plan) for plan in plans.list_plans(public_only=True) if plan.versions],
     )
 
 
 # --- invoices ------------------------------------------------------------------------------
 
 
-@operation(
+@tenant_billing(
     "GET",
     "/tenants/<tenant_id>/invoices",
     scope=READ_SCOPE,
-    query=schemas.InvoiceListQuery,
-    response=schemas.InvoiceListOut,
-    tags=TAGS,
-    allowed_when_suspended=True,
-    errors=[400, 401, 403, 404],
-    summary="List the tenant's invoices, newest first (filter by status, paginate)",
-    description="`status`: `open`, `paid`, `void` or `uncollectible`; or `overdue` (open and past its due "
-    "date) or `failed` (open, and its last payment attempt failed), which are open invoices too.",
     links={
         target: {"invoice_id": "$response.body#/invoices/0/invoice_id"}
         for target in (
@@ -458,30 +393,28 @@ def list_plans(principal):
         )
     },
 )
-def list_invoices(principal, tenant: Tenant, query: schemas.InvoiceListQuery):
+def list_invoices(principal, tenant: Tenant, query: schemas.InvoiceListQuery) -> schemas.InvoiceListOut:
+    """List the tenant's invoices, newest first (filter by status, paginate)
+
+    `status`: `open`, `paid`, `void` or `uncollectible`; or `overdue` (open and past its due date)
+    or `failed` (open, and its last payment attempt failed), which are open invoices too.
+    """
     statement = invoices.for_tenant(tenant, None if query.status == "all" else query.status)
     rows, pagination = common.page_of(statement.options(selectinload(Invoice.lines)), query)
     failed = invoices.failed_among(rows)
-    return dump(
-        schemas.InvoiceListOut(
-            invoices=[invoice_out(invoice, invoice.id in failed) for invoice in rows], pagination=pagination
-        )
+    return schemas.InvoiceListOut(
+        invoices=[invoice_out(invoice, invoice.id in failed) for invoice in rows], pagination=pagination
     )
 
 
-@operation(
-    "GET",
-    "/invoices",
-    auth=OPERATOR,
-    query=schemas.AccountInvoiceListQuery,
-    response=schemas.AccountInvoiceListOut,
-    tags=["operator"],
-    errors=[400, 401, 403, 404],
-    summary="List the invoices of every tenant, newest first (filter by tenant, status and period; paginate)",
-    description="Seed 003's account-wide list. `period_start`/`period_end` keep the invoices whose period "
-    "lies within those days (a period ends on the day holding its last second). An unknown `tenant_id`: 404.",
-)
-def list_account_invoices(principal, query: schemas.AccountInvoiceListQuery):
+@operator_operation("GET", "/invoices", errors=[404])
+def list_account_invoices(principal, query: schemas.AccountInvoiceListQuery) -> schemas.AccountInvoiceListOut:
+    """List the invoices of every tenant, newest first (filter by tenant, status and period; paginate)
+
+    Seed 003's account-wide list. `period_start`/`period_end` keep the invoices whose period lies
+    within those days (a period ends on the day holding its last second). An unknown `tenant_id`:
+    404.
+    """
     tenant_id = None
     if query.tenant_id is not None:
         tenant = tenants.find_by_reference(query.tenant_id)
@@ -495,14 +428,12 @@ def list_account_invoices(principal, query: schemas.AccountInvoiceListQuery):
         _day_after(query.period_end),
     )
     rows, pagination = common.page_of(statement.options(selectinload(Invoice.lines)), query)
-    return dump(
-        schemas.AccountInvoiceListOut(
-            invoices=[
-                schemas.AccountInvoiceOut(**invoice_out(invoice).model_dump(), tenant_id=invoice.tenant_id)
-                for invoice in rows
-            ],
-            pagination=pagination,
-        )
+    return schemas.AccountInvoiceListOut(
+        invoices=[
+            schemas.AccountInvoiceOut(**invoice_out(invoice).model_dump(), tenant_id=invoice.tenant_id)
+            for invoice in rows
+        ],
+        pagination=pagination,
     )
 
 
@@ -515,96 +446,68 @@ def _day_after(day: date | None) -> datetime | None:
     return _day_start(day + timedelta(days=1)) if day is not None and day < date.max else None
 
 
-@operation(
-    "GET",
-    "/tenants/<tenant_id>/invoices/<invoice_id>",
-    scope=READ_SCOPE,
-    response=schemas.InvoiceOut,
-    tags=TAGS,
-    allowed_when_suspended=True,
-    errors=[401, 403, 404],
-    summary="Get one invoice with its lines",
-)
-def get_invoice(principal, tenant: Tenant, invoice_id: str):
-    return dump(invoice_out(invoices.get_for_tenant(tenant, invoice_id)))
+@tenant_billing("GET", "/tenants/<tenant_id>/invoices/<invoice_id>", scope=READ_SCOPE)
+def get_invoice(principal, tenant: Tenant, invoice_id: str) -> schemas.InvoiceOut:
+    """Get one invoice with its lines"""
+    return invoice_out(invoices.get_for_tenant(tenant, invoice_id))
 
 
-@operation(
-    "GET",
-    "/tenants/<tenant_id>/invoices/<invoice_id>/pdf",
-    scope=READ_SCOPE,
-    media_type="application/pdf",
-    tags=TAGS,
-    allowed_when_suspended=True,
-    errors=[401, 403, 404],
-    summary="The invoice as a PDF (the same document as the portal's download)",
-    description="`pdf_url` of an invoice points here. The file is named after the invoice number.",
-)
+@tenant_billing("GET", "/tenants/<tenant_id>/invoices/<invoice_id>/pdf", scope=READ_SCOPE, media_type="application/pdf")
 def get_invoice_pdf(principal, tenant: Tenant, invoice_id: str):
+    """The invoice as a PDF (the same document as the portal's download)
+
+    `pdf_url` of an invoice points here. The file is named after the invoice number.
+    """
     return pdf_download(invoices.get_for_tenant(tenant, invoice_id))
 
 
-@operation(
-    "GET",
-    "/tenants/<tenant_id>/invoices/<invoice_id>/payment-status",
-    scope=READ_SCOPE,
-    response=schemas.PaymentStatusOut,
-    tags=TAGS,
-    allowed_when_suspended=True,
-    errors=[401, 403, 404],
-    summary="Whether an invoice is paid: amounts due and paid, when, and the payment attempts",
-    description="`attempts`: every card payment tried, oldest first, with its outcome and, when it failed, "
-    "why. `overdue` and `payment_failed` are the states of an open invoice that the list filters by.",
-)
-def invoice_payment_status(principal, tenant: Tenant, invoice_id: str):
+@tenant_billing("GET", "/tenants/<tenant_id>/invoices/<invoice_id>/payment-status", scope=READ_SCOPE)
+def invoice_payment_status(principal, tenant: Tenant, invoice_id: str) -> schemas.PaymentStatusOut:
+    """Whether an invoice is paid: amounts due and paid, when, and the payment attempts
+
+    `attempts`: every card payment tried, oldest first, with its outcome and, when it failed, why.
+    `overdue` and `payment_failed` are the states of an open invoice that the list filters by.
+    """
     invoice = invoices.get_for_tenant(tenant, invoice_id)
     attempts = invoices.attempts_of(invoice)
-    return dump(
-        schemas.PaymentStatusOut(
-            invoice_id=invoice.id,
-            number=invoice.number,
-            status=invoice.status,
-            currency=invoice.currency,
-            total=invoice.total,
-            amount_due=invoice.amount_due,
-            amount_paid=invoice.amount_paid,
-            due_at=invoice.due_at,
-            paid_at=invoice.paid_at,
-            payment_reference=invoice.payment_reference,
-            overdue=invoice.overdue,
-            payment_failed=invoice.id in invoices.failed_among([invoice]),
-            next_payment_attempt_at=invoice.next_payment_attempt_at if invoice.status == "open" else None,
-            attempts=[
-                schemas.PaymentAttemptOut(
-                    number=attempt.number,
-                    attempted_at=attempt.created_at,
-                    amount=attempt.amount,
-                    currency=attempt.currency,
-                    outcome=attempt.status,
-                    automatic=attempt.off_session,
-                    failure_reason=attempt.failure_message if attempt.status == "failed" else None,
-                )
-                for attempt in attempts
-            ],
-        )
+    return schemas.PaymentStatusOut(
+        invoice_id=invoice.id,
+        number=invoice.number,
+        status=invoice.status,
+        currency=invoice.currency,
+        total=invoice.total,
+        amount_due=invoice.amount_due,
+        amount_paid=invoice.amount_paid,
+        due_at=invoice.due_at,
+        paid_at=invoice.paid_at,
+        payment_reference=invoice.payment_reference,
+        overdue=invoice.overdue,
+        payment_failed=invoice.id in invoices.failed_among([invoice]),
+        next_payment_attempt_at=invoice.next_payment_attempt_at if invoice.status == "open" else None,
+        attempts=[
+            schemas.PaymentAttemptOut(
+                number=attempt.number,
+                attempted_at=attempt.created_at,
+                amount=attempt.amount,
+                currency=attempt.currency,
+                outcome=attempt.status,
+                automatic=attempt.off_session,
+                failure_reason=attempt.failure_message if attempt.status == "failed" else None,
+            )
+            for attempt in attempts
+        ],
     )
 
 
-@operation(
-    "POST",
-    "/tenants/<tenant_id>/invoices/<invoice_id>/mark-paid",
-    auth=OPERATOR,
-    body=schemas.MarkPaidIn,
-    response=schemas.InvoiceOut,
-    tags=["operator"],
-    errors=[400, 401, 403, 404, 409, 415],
-    summary="Record a payment made outside Stripe (a bank transfer) on an open invoice",
-    description="`paid_at` defaults to now and cannot be in the future. Like any payment, it ends the dunning "
-    "the invoice caused: a past-due or unpaid subscription is active again, and a suspension for "
-    "`payment_failed` is lifted, once no other invoice is failing. An uncollectible invoice can be marked "
-    "paid too. 409 when the invoice is already paid, or void.",
-)
-def mark_invoice_paid(principal, tenant: Tenant, invoice_id: str, body: schemas.MarkPaidIn):
+@operator_operation("POST", "/tenants/<tenant_id>/invoices/<invoice_id>/mark-paid", errors=[409])
+def mark_invoice_paid(principal, tenant: Tenant, invoice_id: str, body: schemas.MarkPaidIn) -> schemas.InvoiceOut:
+    """Record a payment made outside Stripe (a bank transfer) on an open invoice
+
+    `paid_at` defaults to now and cannot be in the future. Like any payment, it ends the dunning the
+    invoice caused: a past-due or unpaid subscription is active again, and a suspension for
+    `payment_failed` is lifted, once no other invoice is failing. An uncollectible invoice can be
+    marked paid too. 409 when the invoice is already paid, or void.
+    """
     invoice = invoices.get_for_tenant(tenant, invoice_id)
     now = utcnow()
     if body.paid_at is not None and body.paid_at > now + CLOCK_SKEW:
@@ -613,23 +516,19 @@ def mark_invoice_paid(principal, tenant: Tenant, invoice_id: str, body: schemas.
         )
     invoices.mark_paid(principal.actor(), invoice, body.reference, subscriptions.to_second(body.paid_at or now))
     commit()
-    return dump(invoice_out(invoice))
+    return invoice_out(invoice)
 
 
-@operation(
-    "POST",
-    "/tenants/<tenant_id>/invoices/<invoice_id>/mark-uncollectible",
-    auth=OPERATOR,
-    body=schemas.MarkUncollectibleIn,
-    response=schemas.InvoiceOut,
-    tags=["operator"],
-    errors=[400, 401, 403, 404, 409, 415],
-    summary="Write an open invoice off as bad debt (uncollectible), with the reason",
-    description="It is no longer charged or retried, and the dunning it caused ends as when it is paid. A payment "
-    "that arrives later still marks it paid. 409 unless the invoice is open.",
-)
-def mark_invoice_uncollectible(principal, tenant: Tenant, invoice_id: str, body: schemas.MarkUncollectibleIn):
+@operator_operation("POST", "/tenants/<tenant_id>/invoices/<invoice_id>/mark-uncollectible", errors=[409])
+def mark_invoice_uncollectible(
+    principal, tenant: Tenant, invoice_id: str, body: schemas.MarkUncollectibleIn
+) -> schemas.InvoiceOut:
+    """Write an open invoice off as bad debt (uncollectible), with the reason
+
+    It is no longer charged or retried, and the dunning it caused ends as when it is paid. A payment
+    that arrives later still marks it paid. 409 unless the invoice is open.
+    """
     invoice = invoices.get_for_tenant(tenant, invoice_id)
     invoices.mark_uncollectible(principal.actor(), invoice, body.reason, subscriptions.to_second(utcnow()))
     commit()
-    return dump(invoice_out(invoice))
+    return invoice_out(invoice)

@@ -1,7 +1,6 @@
 """``GET|PUT /tenants/{id}/billing-profile``: who the tenant's invoices are made out and sent to."""
 
-from portal.api.billing import READ_SCOPE, dump
-from portal.api.registry import operation
+from portal.api.billing import READ_SCOPE, tenant_billing
 from portal.api.schemas import billing_profiles as schemas
 from portal.billing import profile as profiles
 from portal.billing import tax_ids
@@ -34,37 +33,24 @@ def profile_out(tenant: Tenant) -> schemas.BillingProfileOut:
     )
 
 
-@operation(
-    "GET",
-    "/tenants/<tenant_id>/billing-profile",
-    scope=READ_SCOPE,
-    response=schemas.BillingProfileOut,
-    tags=TAGS,
-    allowed_when_suspended=True,
-    errors=[401, 403, 404],
-    summary="The billing profile: legal name, address, tax IDs, PO number and invoice recipients",
-    description="A tenant that never set one gets the empty profile (`updated_at: null`). Invoices copy the "
-    "profile when they are issued.",
-)
-def get_billing_profile(principal, tenant: Tenant):
-    return dump(profile_out(tenant))
+@tenant_billing("GET", "/tenants/<tenant_id>/billing-profile", scope=READ_SCOPE)
+def get_billing_profile(principal, tenant: Tenant) -> schemas.BillingProfileOut:
+    """The billing profile: legal name, address, tax IDs, PO number and invoice recipients
+
+    A tenant that never set one gets the empty profile (`updated_at: null`). Invoices copy the
+    profile when they are issued.
+    """
+    return profile_out(tenant)
 
 
-@operation(
-    "PUT",
-    "/tenants/<tenant_id>/billing-profile",
-    scope=ADMIN_SCOPE,
-    body=schemas.BillingProfileIn,
-    response=schemas.BillingProfileOut,
-    tags=TAGS,
-    allowed_when_suspended=True,
-    errors=[400, 401, 403, 404, 415],
-    summary="Replace the billing profile (tax IDs checked by format and check digit)",
-    description="The whole profile: a field left out is cleared. A tax ID with a wrong check digit, of "
-    "another country than its type, or tax IDs without `country`, are a 400 naming the problem. Invoices "
-    "issued from now on carry the new profile; issued ones keep theirs.",
-)
-def put_billing_profile(principal, tenant: Tenant, body: schemas.BillingProfileIn):
+@tenant_billing("PUT", "/tenants/<tenant_id>/billing-profile", scope=ADMIN_SCOPE)
+def put_billing_profile(principal, tenant: Tenant, body: schemas.BillingProfileIn) -> schemas.BillingProfileOut:
+    """Replace the billing profile (tax IDs checked by format and check digit)
+
+    The whole profile: a field left out is cleared. A tax ID with a wrong check digit, of another
+    country than its type, or tax IDs without `country`, are a 400 naming the problem. Invoices
+    issued from now on carry the new profile; issued ones keep theirs.
+    """
     data = profiles.ProfileData(
         **{name: getattr(body, name) for name in profiles.LIMITS},
         country=body.country or "",
@@ -74,4 +60,4 @@ def put_billing_profile(principal, tenant: Tenant, body: schemas.BillingProfileI
     )
     profiles.update(principal.actor(), tenant, data)
     commit()
-    return dump(profile_out(tenant))
+    return profile_out(tenant)

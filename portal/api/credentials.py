@@ -6,6 +6,7 @@ error per field; fields of the secret are named as in the request body (``creden
 """
 
 import logging
+from functools import partial
 
 from portal.api.registry import ApiError, operation
 from portal.api.schemas import common
@@ -19,6 +20,7 @@ from portal.models import Credential, Tenant
 log = logging.getLogger(__name__)
 
 TAGS = ["credentials"]
+credentials_operation = partial(operation, tags=TAGS)
 # Fields of the request body itself; every other field the vault names is inside "credentials".
 TOP_LEVEL_FIELDS = {"provider", "credential_type", "credential_name", "credentials"}
 
@@ -35,36 +37,24 @@ def api_field_errors(errors: list[dict[str, str]]) -> list[dict[str, str]]:
 
 
 def credential_out(credential: Credential) -> schemas.CredentialOut:
-    return schemas.CredentialOut(
-        credential_id=credential.id,
-        provider=credential.provider,
-        credential_type=credential.credential_type,
-        credential_name=credential.name,
-        identity=credential.identity,
-        fingerprint=credential.fingerprint,
-        is_active=credential.is_active,
-        created_at=credential.created_at,
-        last_validated_at=credential.last_validated_at,
-    )
+    return common.out(schemas.CredentialOut, credential, credential_id=credential.id, credential_name=credential.name)
 
 
-@operation(
+@credentials_operation(
     "POST",
     "/tenants/<tenant_id>/credentials",
     scope="credentials:write",
-    body=schemas.CredentialCreateIn,
-    response=schemas.CredentialCreateOut,
-    tags=TAGS,
-    errors=[400, 401, 403, 404, 413, 415],
-    summary="Add a cloud credential (validated offline, stored encrypted, never shown again)",
-    description="A secret that fails validation gets 400 `INVALID_CREDENTIALS` with `errors` per field "
-    "(`credentials.private_key`, ...); nothing is stored. `scopes` is accepted but not stored.",
     links={
         target: {"credential_id": "$response.body#/credential_id"}
         for target in ("delete_credential", "validate_credential")
     },
 )
-def add_credential(principal, tenant: Tenant, body: schemas.CredentialCreateIn):
+def add_credential(principal, tenant: Tenant, body: schemas.CredentialCreateIn) -> schemas.CredentialCreateOut:
+    """Add a cloud credential (validated offline, stored encrypted, never shown again)
+
+    A secret that fails validation gets 400 `INVALID_CREDENTIALS` with `errors` per field
+    (`credentials.private_key`, ...); nothing is stored. `scopes` is accepted but not stored.
+    """
     try:
         credential = vault.add_credential(
             principal.actor(), tenant, body.provider, body.credential_type, body.credential_name, body.credentials
@@ -76,58 +66,40 @@ def add_credential(principal, tenant: Tenant, body: schemas.CredentialCreateIn):
         **credential_out(credential).model_dump(),
         tenant_id=tenant.tenant_id,
         message="Credentials added and validated successfully",
-    ).model_dump(mode="json")
+    )
 
 
-@operation(
-    "GET",
-    "/tenants/<tenant_id>/credentials",
-    scope="credentials:read",
-    query=schemas.CredentialListQuery,
-    response=schemas.CredentialListOut,
-    tags=TAGS,
-    errors=[400, 401, 403, 404],
-    summary="List the tenant's cloud credentials (identity and fingerprint only, never the secret)",
-)
-def list_credentials(principal, tenant: Tenant, query: schemas.CredentialListQuery):
+@credentials_operation("GET", "/tenants/<tenant_id>/credentials", scope="credentials:read")
+def list_credentials(principal, tenant: Tenant, query: schemas.CredentialListQuery) -> schemas.CredentialListOut:
+    """List the tenant's cloud credentials (identity and fingerprint only, never the secret)"""
     page, pagination = common.page_of(vault.credentials_query(tenant, query.provider), query)
     return schemas.CredentialListOut(
         credentials=[credential_out(credential) for credential in page],
         pagination=pagination,
-    ).model_dump(mode="json")
+    )
 
 
-@operation(
-    "DELETE",
-    "/tenants/<tenant_id>/credentials/<credential_id>",
-    scope="credentials:write",
-    response=schemas.CredentialDeletedOut,
-    tags=TAGS,
-    errors=[401, 403, 404],
-    summary="Delete a cloud credential (it is never listed or used again)",
-)
-def delete_credential(principal, tenant: Tenant, credential_id: str):
+@credentials_operation("DELETE", "/tenants/<tenant_id>/credentials/<credential_id>", scope="credentials:write")
+def delete_credential(principal, tenant: Tenant, credential_id: str) -> schemas.CredentialDeletedOut:
+    """Delete a cloud credential (it is never listed or used again)"""
     credential = vault.get_credential(tenant, credential_id)
     vault.delete_credential(principal.actor(), tenant, credential)
     commit()
     return schemas.CredentialDeletedOut(
         credential_id=credential.id,
         message="Credentials deleted successfully",
-    ).model_dump(mode="json")
+    )
 
 
-@operation(
-    "POST",
-    "/tenants/<tenant_id>/credentials/<credential_id>/validate",
-    scope="credentials:write",
-    response=schemas.CredentialValidateOut,
-    tags=TAGS,
-    errors=[401, 403, 404, 409],
-    summary="Re-validate a stored cloud credential",
-    description="200 either way: `valid` false with `errors` per field marks the credential inactive. "
-    "409 when the stored secret cannot be decrypted (its key was removed, or the row is damaged).",
+@credentials_operation(
+    "POST", "/tenants/<tenant_id>/credentials/<credential_id>/validate", scope="credentials:write", errors=[409]
 )
-def validate_credential(principal, tenant: Tenant, credential_id: str):
+def validate_credential(principal, tenant: Tenant, credential_id: str) -> schemas.CredentialValidateOut:
+    """Re-validate a stored cloud credential
+
+    200 either way: `valid` false with `errors` per field marks the credential inactive. 409 when
+    the stored secret cannot be decrypted (its key was removed, or the row is damaged).
+    """
     credential = vault.get_credential(tenant, credential_id)
     try:
         errors = vault.revalidate_credential(principal.actor(), tenant, credential)
@@ -142,4 +114,4 @@ def validate_credential(principal, tenant: Tenant, credential_id: str):
         last_validated_at=credential.last_validated_at,
         errors=[schemas.CredentialFieldError(**error) for error in api_field_errors(errors)],
         message="Credentials are valid" if not errors else "Credential validation failed",
-    ).model_dump(mode="json")
+    )

@@ -2,9 +2,11 @@
 its field names accepted too); the tenant's ledger is readable by operators and the tenant's
 own keys. The rules are the ledger's (``portal.billing.credits``)."""
 
+from functools import partial
+
 from sqlalchemy import or_, select
 
-from portal.api.billing import READ_SCOPE, dump
+from portal.api.billing import READ_SCOPE
 from portal.api.registry import OPERATOR, ApiError, operation
 from portal.api.schemas import common
 from portal.api.schemas import credits as schemas
@@ -15,6 +17,7 @@ from portal.infra.transactions import commit
 from portal.models import CreditEntry, CreditGrant, Tenant
 
 TAGS = ["credits"]
+operator_credits = partial(operation, auth=OPERATOR, tags=TAGS)
 
 
 def entry_out(entry: CreditEntry, grant: CreditGrant | None = None) -> schemas.CreditEntryOut:
@@ -46,20 +49,14 @@ def _customer(reference: str) -> Tenant:
     return tenant
 
 
-@operation(
-    "POST",
-    "/credits/grant",
-    auth=OPERATOR,
-    body=schemas.CreditGrantIn,
-    response=schemas.CreditGrantOut,
-    tags=TAGS,
-    errors=[400, 401, 403, 404, 415],
-    summary="Grant credit to a tenant (optionally expiring); billing runs apply it to invoices",
-    description="Name the tenant with `tenant_id` (or seed 003's `customerId`, seed 002's "
-    "`customerReferenceId`: a tenant id or external id). Give `amount` in minor units or "
-    "`creditAmount` in major units. Credit is applied to invoices oldest-expiring first.",
-)
-def grant_credits(principal, body: schemas.CreditGrantIn):
+@operator_credits("POST", "/credits/grant", errors=[404])
+def grant_credits(principal, body: schemas.CreditGrantIn) -> schemas.CreditGrantOut:
+    """Grant credit to a tenant (optionally expiring); billing runs apply it to invoices
+
+    Name the tenant with `tenant_id` (or seed 003's `customerId`, seed 002's `customerReferenceId`:
+    a tenant id or external id). Give `amount` in minor units or `creditAmount` in major units.
+    Credit is applied to invoices oldest-expiring first.
+    """
     tenant = _customer(body.customer)
     credit = credits.grant(
         principal.actor(),
@@ -73,63 +70,46 @@ def grant_credits(principal, body: schemas.CreditGrantIn):
         select(CreditEntry).where(CreditEntry.grant_id == credit.id, CreditEntry.kind == "grant")
     ).scalar_one()
     commit()
-    return dump(
-        schemas.CreditGrantOut(
-            grant_id=credit.id,
-            tenant_id=tenant.tenant_id,
-            currency=credit.currency,
-            amount=credit.amount,
-            remaining=credit.remaining,
-            expires_at=credit.expires_at,
-            reason=credit.reason,
-            balance=entry.balance_after,
-            entry=entry_out(entry, credit),
-        )
+    return schemas.CreditGrantOut(
+        grant_id=credit.id,
+        tenant_id=tenant.tenant_id,
+        currency=credit.currency,
+        amount=credit.amount,
+        remaining=credit.remaining,
+        expires_at=credit.expires_at,
+        reason=credit.reason,
+        balance=entry.balance_after,
+        entry=entry_out(entry, credit),
     )
 
 
-@operation(
-    "POST",
-    "/credits/deduct",
-    auth=OPERATOR,
-    body=schemas.CreditChangeIn,
-    response=schemas.CreditDeductOut,
-    tags=TAGS,
-    errors=[400, 401, 403, 404, 409, 415],
-    summary="Deduct credit from a tenant; refused (409 INSUFFICIENT_CREDIT) beyond the balance",
-    description="Same tenant and amount fields as the grant. Credit is taken oldest-expiring first; a "
-    "deduction larger than the balance changes nothing.",
-)
-def deduct_credits(principal, body: schemas.CreditChangeIn):
+@operator_credits("POST", "/credits/deduct", errors=[404, 409])
+def deduct_credits(principal, body: schemas.CreditChangeIn) -> schemas.CreditDeductOut:
+    """Deduct credit from a tenant; refused (409 INSUFFICIENT_CREDIT) beyond the balance
+
+    Same tenant and amount fields as the grant. Credit is taken oldest-expiring first; a deduction
+    larger than the balance changes nothing.
+    """
     tenant = _customer(body.customer)
     entry = credits.deduct(principal.actor(), tenant, body.minor_units, currency=body.currency, reason=body.reason)
     commit()
-    return dump(
-        schemas.CreditDeductOut(
-            tenant_id=tenant.tenant_id,
-            currency=entry.currency,
-            amount=-entry.amount,
-            balance=entry.balance_after,
-            entry=entry_out(entry),
-        )
+    return schemas.CreditDeductOut(
+        tenant_id=tenant.tenant_id,
+        currency=entry.currency,
+        amount=-entry.amount,
+        balance=entry.balance_after,
+        entry=entry_out(entry),
     )
 
 
-@operation(
-    "GET",
-    "/tenants/<tenant_id>/credits",
-    scope=READ_SCOPE,
-    query=schemas.CreditsQuery,
-    response=schemas.CreditsOut,
-    tags=TAGS,
-    allowed_when_suspended=True,
-    errors=[400, 401, 403, 404],
-    summary="The tenant's credit: balance, totals granted / used / expired, and the ledger (paginated)",
-    description="Minor units, in the tenant's billing currency unless `currency` is given. Credit past its "
-    "expiry counts as expired at once, even before a billing run writes it off.",
-)
-def get_credits(principal, tenant: Tenant, query: schemas.CreditsQuery):
+@operation("GET", "/tenants/<tenant_id>/credits", scope=READ_SCOPE, tags=TAGS, allowed_when_suspended=True)
+def get_credits(principal, tenant: Tenant, query: schemas.CreditsQuery) -> schemas.CreditsOut:
     # By tenant_id only: on a warm key cache the tenant is detached (no relationships to load).
+    """The tenant's credit: balance, totals granted / used / expired, and the ledger (paginated)
+
+    Minor units, in the tenant's billing currency unless `currency` is given. Credit past its expiry
+    counts as expired at once, even before a billing run writes it off.
+    """
     summary = credits.summary(tenant.tenant_id, query.currency)
     statement = credits.entries(tenant.tenant_id, summary.currency)
     rows, pagination = common.page_of(statement, query)
@@ -139,16 +119,14 @@ def get_credits(principal, tenant: Tenant, query: schemas.CreditsQuery):
         if grant_ids
         else {}
     )
-    return dump(
-        schemas.CreditsOut(
-            tenant_id=tenant.tenant_id,
-            currency=summary.currency,
-            balance=summary.balance,
-            total_granted=summary.total_granted,
-            total_used=summary.total_used,
-            total_expired=summary.total_expired,
-            balance_major=to_major(summary.balance),
-            entries=[entry_out(entry, grants.get(entry.grant_id)) for entry in rows],
-            pagination=pagination,
-        )
+    return schemas.CreditsOut(
+        tenant_id=tenant.tenant_id,
+        currency=summary.currency,
+        balance=summary.balance,
+        total_granted=summary.total_granted,
+        total_used=summary.total_used,
+        total_expired=summary.total_expired,
+        balance_major=to_major(summary.balance),
+        entries=[entry_out(entry, grants.get(entry.grant_id)) for entry in rows],
+        pagination=pagination,
     )

@@ -2,7 +2,8 @@
 (the operator applies a coupon or a code; a tenant's own key applies a promotion code). The
 rules are ``portal.billing.discounts``."""
 
-from portal.api.billing import dump
+from functools import partial
+
 from portal.api.registry import OPERATOR, operation
 from portal.api.schemas import common
 from portal.api.schemas import discounts as schemas
@@ -12,57 +13,34 @@ from portal.infra.transactions import commit
 from portal.models import ADMIN_SCOPE, Coupon, Discount, PromotionCode, Tenant
 
 TAGS = ["discounts"]
+operator_discounts = partial(operation, auth=OPERATOR, tags=TAGS)
 
 
 def coupon_out(coupon: Coupon) -> schemas.CouponOut:
-    return schemas.CouponOut(
+    return common.out(
+        schemas.CouponOut,
+        coupon,
         coupon_id=coupon.id,
-        name=coupon.name,
         percent_off=coupon.percent_off.normalize() if coupon.percent_off is not None else None,
-        amount_off=coupon.amount_off,
-        currency=coupon.currency,
-        duration=coupon.duration,
-        duration_periods=coupon.duration_periods,
         plan_keys=list(coupon.plan_keys or []),
-        redeem_by=coupon.redeem_by,
-        max_redemptions=coupon.max_redemptions,
-        times_redeemed=coupon.times_redeemed,
-        active=coupon.active,
         terms=discounts.terms(coupon),
-        created_at=coupon.created_at,
     )
 
 
 def promotion_code_out(code: PromotionCode) -> schemas.PromotionCodeOut:
-    return schemas.PromotionCodeOut(
-        promotion_code_id=code.id,
-        code=code.code,
-        coupon_id=code.coupon_id,
-        active=code.active,
-        expires_at=code.expires_at,
-        max_redemptions=code.max_redemptions,
-        times_redeemed=code.times_redeemed,
-        created_at=code.created_at,
-    )
+    return common.out(schemas.PromotionCodeOut, code, promotion_code_id=code.id)
 
 
 def discount_out(discount: Discount) -> schemas.DiscountOut:
-    return schemas.DiscountOut(
+    return common.out(
+        schemas.DiscountOut,
+        discount,
         discount_id=discount.id,
-        tenant_id=discount.tenant_id,
-        subscription_id=discount.subscription_id,
-        status=discount.status,
         coupon=coupon_out(discount.coupon),
         promotion_code=discount.promotion_code.code if discount.promotion_code else None,
-        periods_remaining=discount.periods_remaining,
         ends_at=discounts.ends_on(discount, discount.subscription)
         if discount.status == "active"
         else discount.ended_at,
-        invoices_discounted=discount.invoices_discounted,
-        amount_discounted=discount.amount_discounted,
-        currency=discount.currency,
-        redeemed_at=discount.redeemed_at,
-        ended_at=discount.ended_at,
     )
 
 
@@ -73,41 +51,32 @@ def _coupon(coupon_id: str) -> Coupon:
         raise NotFound("Coupon not found") from None
 
 
-@operation(
-    "GET",
-    "/coupons",
-    auth=OPERATOR,
-    query=schemas.ListQuery,
-    response=schemas.CouponListOut,
-    tags=TAGS,
-    errors=[400, 401, 403],
-    summary="Every coupon, newest first (paginated)",
-    links={"list_promotion_codes": {"coupon_id": "$response.body#/coupons/0/coupon_id"}},
+@operator_discounts(
+    "GET", "/coupons", links={"list_promotion_codes": {"coupon_id": "$response.body#/coupons/0/coupon_id"}}
 )
-def list_coupons(principal, query: schemas.ListQuery):
+def list_coupons(principal, query: schemas.ListQuery) -> schemas.CouponListOut:
+    """Every coupon, newest first (paginated)"""
     rows, pagination = common.page_of(discounts.coupons(), query)
-    return dump(schemas.CouponListOut(coupons=[coupon_out(coupon) for coupon in rows], pagination=pagination))
+    return schemas.CouponListOut(coupons=[coupon_out(coupon) for coupon in rows], pagination=pagination)
 
 
-@operation(
+@operator_discounts(
     "POST",
     "/coupons",
-    auth=OPERATOR,
-    body=schemas.CouponIn,
-    response=schemas.CouponOut,
     status=201,
-    tags=TAGS,
-    errors=[400, 401, 403, 404, 415],
-    summary="Create a coupon: a percentage or an amount off, once, for N periods or for ever",
-    description="Exactly one of `percent_off` or `amount_off` (minor units, with `currency`). "
-    "`duration_periods` only for `repeating`. `redeem_by` in the future. A rule broken: 400 "
-    "VALIDATION_ERROR naming the field; a plan key that names no plan: 404 RESOURCE_NOT_FOUND.",
+    errors=[404],
     links={
         "create_promotion_code": {"coupon_id": "$response.body#/coupon_id"},
         "list_promotion_codes": {"coupon_id": "$response.body#/coupon_id"},
     },
 )
-def create_coupon(principal, body: schemas.CouponIn):
+def create_coupon(principal, body: schemas.CouponIn) -> schemas.CouponOut:
+    """Create a coupon: a percentage or an amount off, once, for N periods or for ever
+
+    Exactly one of `percent_off` or `amount_off` (minor units, with `currency`). `duration_periods`
+    only for `repeating`. `redeem_by` in the future. A rule broken: 400 VALIDATION_ERROR naming the
+    field; a plan key that names no plan: 404 RESOURCE_NOT_FOUND.
+    """
     coupon = discounts.create_coupon(
         principal.actor(),
         body.name,
@@ -121,40 +90,25 @@ def create_coupon(principal, body: schemas.CouponIn):
         max_redemptions=body.max_redemptions,
     )
     commit()
-    return dump(coupon_out(coupon), 201)
+    return coupon_out(coupon)
 
 
-@operation(
-    "GET",
-    "/coupons/<coupon_id>/promotion-codes",
-    auth=OPERATOR,
-    query=schemas.ListQuery,
-    response=schemas.PromotionCodeListOut,
-    tags=TAGS,
-    errors=[400, 401, 403, 404],
-    summary="The coupon's promotion codes, newest first (paginated)",
-)
-def list_promotion_codes(principal, coupon_id: str, query: schemas.ListQuery):
+@operator_discounts("GET", "/coupons/<coupon_id>/promotion-codes")
+def list_promotion_codes(principal, coupon_id: str, query: schemas.ListQuery) -> schemas.PromotionCodeListOut:
+    """The coupon's promotion codes, newest first (paginated)"""
     coupon = _coupon(coupon_id)
     rows, pagination = common.page_of(discounts.codes_of(coupon), query)
-    return dump(
-        schemas.PromotionCodeListOut(promotion_codes=[promotion_code_out(code) for code in rows], pagination=pagination)
+    return schemas.PromotionCodeListOut(
+        promotion_codes=[promotion_code_out(code) for code in rows], pagination=pagination
     )
 
 
-@operation(
-    "POST",
-    "/coupons/<coupon_id>/promotion-codes",
-    auth=OPERATOR,
-    body=schemas.PromotionCodeIn,
-    response=schemas.PromotionCodeOut,
-    status=201,
-    tags=TAGS,
-    errors=[400, 401, 403, 404, 409, 415],
-    summary="Add a code customers type for the coupon",
-    description="409 when the code exists already (whatever its case) or the coupon is deactivated.",
-)
-def create_promotion_code(principal, coupon_id: str, body: schemas.PromotionCodeIn):
+@operator_discounts("POST", "/coupons/<coupon_id>/promotion-codes", status=201, errors=[409])
+def create_promotion_code(principal, coupon_id: str, body: schemas.PromotionCodeIn) -> schemas.PromotionCodeOut:
+    """Add a code customers type for the coupon
+
+    409 when the code exists already (whatever its case) or the coupon is deactivated.
+    """
     code = discounts.create_promotion_code(
         principal.actor(),
         _coupon(coupon_id),
@@ -163,25 +117,25 @@ def create_promotion_code(principal, coupon_id: str, body: schemas.PromotionCode
         max_redemptions=body.max_redemptions,
     )
     commit()
-    return dump(promotion_code_out(code), 201)
+    return promotion_code_out(code)
 
 
 @operation(
     "POST",
     "/tenants/<tenant_id>/discount",
     scope=ADMIN_SCOPE,
-    body=schemas.DiscountIn,
-    response=schemas.DiscountOut,
     status=201,
     tags=TAGS,
     allowed_when_suspended=True,
-    errors=[400, 401, 403, 404, 409, 415],
-    summary="Apply a promotion code (or, for the operator, a coupon) to the tenant's subscription",
-    description="Unknown code or coupon: 404 RESOURCE_NOT_FOUND. Expired, used up, deactivated, not for the "
-    "tenant's plan or currency, already used by the tenant, or a discount already active without "
-    "`replace: true`: 409 with the reason in words. A tenant key applies promotion codes only.",
+    errors=[409],
 )
-def apply_discount(principal, tenant: Tenant, body: schemas.DiscountIn):
+def apply_discount(principal, tenant: Tenant, body: schemas.DiscountIn) -> schemas.DiscountOut:
+    """Apply a promotion code (or, for the operator, a coupon) to the tenant's subscription
+
+    Unknown code or coupon: 404 RESOURCE_NOT_FOUND. Expired, used up, deactivated, not for the
+    tenant's plan or currency, already used by the tenant, or a discount already active without
+    `replace: true`: 409 with the reason in words. A tenant key applies promotion codes only.
+    """
     subscription = subscriptions.subscription_of(tenant)
     if body.coupon_id is not None:
         if not principal.is_operator:
@@ -196,21 +150,15 @@ def apply_discount(principal, tenant: Tenant, body: schemas.DiscountIn):
         principal.actor(), subscription, coupon, code, replace=body.replace, by_operator=principal.is_operator
     )
     commit()
-    return dump(discount_out(discount), 201)
+    return discount_out(discount)
 
 
-@operation(
-    "DELETE",
-    "/tenants/<tenant_id>/discount",
-    auth=OPERATOR,
-    response=schemas.DiscountOut,
-    tags=TAGS,
-    allowed_when_suspended=True,
-    errors=[401, 403, 404],
-    summary="Remove the tenant's active discount: its next invoices are at full price",
-    description="404 when the tenant has no active discount.",
-)
-def remove_discount(principal, tenant: Tenant):
+@operator_discounts("DELETE", "/tenants/<tenant_id>/discount", allowed_when_suspended=True)
+def remove_discount(principal, tenant: Tenant) -> schemas.DiscountOut:
+    """Remove the tenant's active discount: its next invoices are at full price
+
+    404 when the tenant has no active discount.
+    """
     discount = discounts.remove(principal.actor(), subscriptions.subscription_of(tenant))
     commit()
-    return dump(discount_out(discount))
+    return discount_out(discount)

@@ -1,5 +1,7 @@
 """Seed 000's team invitations: invite (token shown once), list, accept (public)."""
 
+from functools import partial
+
 from flask import request
 
 from portal.api.registry import PUBLIC, operation
@@ -9,30 +11,28 @@ from portal.infra.transactions import commit
 from portal.invitations import services as invitations
 from portal.models import ADMIN_SCOPE, Invitation, Tenant
 
+team_operation = partial(operation, tags=["team"])
+
 
 def invitation_out(invitation: Invitation) -> schemas.InvitationOut:
-    return schemas.InvitationOut(
+    return common.out(
+        schemas.InvitationOut,
+        invitation,
         invitation_id=invitation.id,
         invited_email=invitation.email,
-        role=invitation.role,
         status=invitation.effective_status,
-        expires_at=invitation.expires_at,
-        created_at=invitation.created_at,
     )
 
 
-@operation(
+@team_operation(
     "POST",
     "/tenants/<tenant_id>/invitations",
     scope=ADMIN_SCOPE,
-    body=schemas.InvitationCreateIn,
-    response=schemas.InvitationCreateOut,
-    tags=["team"],
-    errors=[400, 401, 403, 404, 409, 413, 415],
-    summary="Invite someone by email (the token is in this response only)",
+    errors=[409],
     links={"accept_invitation": {"token": "$response.body#/invitation_token"}},
 )
-def create_invitation(principal, tenant: Tenant, body: schemas.InvitationCreateIn):
+def create_invitation(principal, tenant: Tenant, body: schemas.InvitationCreateIn) -> schemas.InvitationCreateOut:
+    """Invite someone by email (the token is in this response only)"""
     invitation, token = invitations.create_invitation(
         principal.actor(), tenant, body.invited_email, body.role, body.expires_in_days
     )
@@ -45,37 +45,22 @@ def create_invitation(principal, tenant: Tenant, body: schemas.InvitationCreateI
         invitation_url=invitations.invitation_url(token),
         expires_at=invitation.expires_at,
         status=invitation.effective_status,
-    ).model_dump(mode="json")
+    )
 
 
-@operation(
-    "GET",
-    "/tenants/<tenant_id>/invitations",
-    query=common.PageQuery,
-    response=schemas.InvitationListOut,
-    tags=["team"],
-    errors=[400, 401, 403, 404],
-    summary="List pending invitations (expired ones included until resent; never tokens)",
-)
-def list_invitations(principal, tenant: Tenant, query: common.PageQuery):
+@team_operation("GET", "/tenants/<tenant_id>/invitations")
+def list_invitations(principal, tenant: Tenant, query: common.PageQuery) -> schemas.InvitationListOut:
+    """List pending invitations (expired ones included until resent; never tokens)"""
     page, pagination = common.page_of(invitations.pending_query(tenant), query)
     return schemas.InvitationListOut(
         invitations=[invitation_out(i) for i in page],
         pagination=pagination,
-    ).model_dump(mode="json")
+    )
 
 
-@operation(
-    "POST",
-    "/invitations/<token>/accept",
-    auth=PUBLIC,
-    body=schemas.InvitationAcceptIn,
-    response=schemas.InvitationAcceptOut,
-    tags=["team"],
-    errors=[400, 409, 413, 415],
-    summary="Accept an invitation as a new person (existing users accept in the portal)",
-)
-def accept_invitation(principal, token: str, body: schemas.InvitationAcceptIn):
+@team_operation("POST", "/invitations/<token>/accept", auth=PUBLIC, errors=[409])
+def accept_invitation(principal, token: str, body: schemas.InvitationAcceptIn) -> schemas.InvitationAcceptOut:
+    """Accept an invitation as a new person (existing users accept in the portal)"""
     invitation, user = invitations.accept(token, name=body.user_name, password=body.password, ip=request.remote_addr)
     commit()
     return schemas.InvitationAcceptOut(
@@ -84,4 +69,4 @@ def accept_invitation(principal, token: str, body: schemas.InvitationAcceptIn):
         user_email=user.email,
         role=invitation.role,
         message="Invitation accepted successfully. You can now log in.",
-    ).model_dump(mode="json")
+    )

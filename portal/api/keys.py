@@ -1,5 +1,7 @@
 """Seed 000's API key endpoints: create (shown once), list, revoke."""
 
+from functools import partial
+
 from portal.api.registry import operation
 from portal.api.schemas import common
 from portal.api.schemas import keys as schemas
@@ -8,34 +10,21 @@ from portal.infra.transactions import commit
 from portal.models import ADMIN_SCOPE, ApiKey, Tenant
 from portal.tenants.scoped import get_for_tenant
 
+keys_operation = partial(operation, tags=["api keys"])
+
 
 def api_key_out(key: ApiKey) -> schemas.ApiKeyOut:
-    return schemas.ApiKeyOut(
-        api_key_id=key.id,
-        key_name=key.name,
-        prefix=key.prefix,
-        scopes=key.scopes,
-        is_active=key.is_active,
-        status=key.status,
-        expires_at=key.expires_at,
-        last_used_at=key.last_used_at,
-        created_at=key.created_at,
-        revoked_at=key.revoked_at,
-    )
+    return common.out(schemas.ApiKeyOut, key, api_key_id=key.id, key_name=key.name)
 
 
-@operation(
+@keys_operation(
     "POST",
     "/tenants/<tenant_id>/api-keys",
     scope=ADMIN_SCOPE,
-    body=schemas.ApiKeyCreateIn,
-    response=schemas.ApiKeyCreateOut,
-    tags=["api keys"],
-    errors=[400, 401, 403, 404, 413, 415],
-    summary="Create an API key (the key is in this response only)",
     links={"revoke_api_key": {"key_id": "$response.body#/api_key_id"}},
 )
-def create_api_key(principal, tenant: Tenant, body: schemas.ApiKeyCreateIn):
+def create_api_key(principal, tenant: Tenant, body: schemas.ApiKeyCreateIn) -> schemas.ApiKeyCreateOut:
+    """Create an API key (the key is in this response only)"""
     key, plaintext = keys.create_key(
         principal.actor(), tenant, body.key_name or "", scopes=body.scopes, expires_in_days=body.expires_in_days
     )
@@ -49,37 +38,22 @@ def create_api_key(principal, tenant: Tenant, body: schemas.ApiKeyCreateIn):
         expires_at=key.expires_at,
         created_at=key.created_at,
         message="API key created successfully. Save this key - it will only be shown once!",
-    ).model_dump(mode="json")
+    )
 
 
-@operation(
-    "GET",
-    "/tenants/<tenant_id>/api-keys",
-    query=common.PageQuery,
-    response=schemas.ApiKeyListOut,
-    tags=["api keys"],
-    errors=[400, 401, 403, 404],
-    summary="List the tenant's API keys (prefixes only, never the keys)",
-)
-def list_api_keys(principal, tenant: Tenant, query: common.PageQuery):
+@keys_operation("GET", "/tenants/<tenant_id>/api-keys")
+def list_api_keys(principal, tenant: Tenant, query: common.PageQuery) -> schemas.ApiKeyListOut:
+    """List the tenant's API keys (prefixes only, never the keys)"""
     page, pagination = common.page_of(keys.keys_query(tenant), query)
     return schemas.ApiKeyListOut(
         api_keys=[api_key_out(key) for key in page],
         pagination=pagination,
-    ).model_dump(mode="json")
+    )
 
 
-@operation(
-    "POST",
-    "/tenants/<tenant_id>/api-keys/<key_id>/revoke",
-    scope=ADMIN_SCOPE,
-    body=schemas.ApiKeyRevokeIn,
-    response=schemas.ApiKeyRevokeOut,
-    tags=["api keys"],
-    errors=[400, 401, 403, 404, 409, 415],
-    summary="Revoke an API key",
-)
-def revoke_api_key(principal, tenant: Tenant, key_id: str, body: schemas.ApiKeyRevokeIn):
+@keys_operation("POST", "/tenants/<tenant_id>/api-keys/<key_id>/revoke", scope=ADMIN_SCOPE, errors=[409])
+def revoke_api_key(principal, tenant: Tenant, key_id: str, body: schemas.ApiKeyRevokeIn) -> schemas.ApiKeyRevokeOut:
+    """Revoke an API key"""
     key = get_for_tenant(ApiKey, key_id, tenant, "API key")
     keys.revoke_key(principal.actor(), tenant, key, body.revocation_reason or "")
     commit()
@@ -88,4 +62,4 @@ def revoke_api_key(principal, tenant: Tenant, key_id: str, body: schemas.ApiKeyR
         is_active=key.is_active,
         revoked_at=key.revoked_at,
         message="API key revoked successfully",
-    ).model_dump(mode="json")
+    )

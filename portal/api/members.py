@@ -1,5 +1,7 @@
 """Members of a tenant over the API: list, change role, remove (DESIGN §5, from seed 004)."""
 
+from functools import partial
+
 from portal.api.registry import operation
 from portal.api.schemas import common
 from portal.api.schemas import members as schemas
@@ -7,6 +9,8 @@ from portal.infra.transactions import commit
 from portal.models import ADMIN_SCOPE, Membership, Tenant
 from portal.team import services as team
 from portal.tenants.scoped import get_for_tenant
+
+team_operation = partial(operation, tags=["team"])
 
 
 def member_out(membership: Membership) -> schemas.MemberOut:
@@ -24,55 +28,35 @@ def _membership(tenant: Tenant, user_id: str) -> Membership:
     return get_for_tenant(Membership, user_id, tenant, "Member", by=Membership.user_id)
 
 
-@operation(
+@team_operation(
     "GET",
     "/tenants/<tenant_id>/members",
-    query=common.PageQuery,
-    response=schemas.MemberListOut,
-    tags=["team"],
-    errors=[400, 401, 403, 404],
-    summary="List the tenant's members and their roles",
     links={
         target: {"user_id": "$response.body#/members/0/user_id"} for target in ("change_member_role", "remove_member")
     },
 )
-def list_members(principal, tenant: Tenant, query: common.PageQuery):
+def list_members(principal, tenant: Tenant, query: common.PageQuery) -> schemas.MemberListOut:
+    """List the tenant's members and their roles"""
     page, pagination = common.page_of(team.members_query(tenant), query)
     return schemas.MemberListOut(
         members=[member_out(m) for m in page],
         pagination=pagination,
-    ).model_dump(mode="json")
+    )
 
 
-@operation(
-    "PATCH",
-    "/tenants/<tenant_id>/members/<user_id>",
-    scope=ADMIN_SCOPE,
-    body=schemas.MemberPatchIn,
-    response=schemas.MemberOut,
-    tags=["team"],
-    errors=[400, 401, 403, 404, 409, 415],
-    summary="Change a member's role (not the owner's: transfer ownership in the portal)",
-)
-def change_member_role(principal, tenant: Tenant, user_id: str, body: schemas.MemberPatchIn):
+@team_operation("PATCH", "/tenants/<tenant_id>/members/<user_id>", scope=ADMIN_SCOPE, errors=[409])
+def change_member_role(principal, tenant: Tenant, user_id: str, body: schemas.MemberPatchIn) -> schemas.MemberOut:
+    """Change a member's role (not the owner's: transfer ownership in the portal)"""
     membership = team.change_role(principal.actor(), tenant, _membership(tenant, user_id), body.role)
     commit()
-    return member_out(membership).model_dump(mode="json")
+    return member_out(membership)
 
 
-@operation(
-    "DELETE",
-    "/tenants/<tenant_id>/members/<user_id>",
-    scope=ADMIN_SCOPE,
-    response=schemas.MemberRemovedOut,
-    tags=["team"],
-    errors=[401, 403, 404, 409],
-    summary="Remove a member (not the owner); their portal sessions end at once",
-)
-def remove_member(principal, tenant: Tenant, user_id: str):
+@team_operation("DELETE", "/tenants/<tenant_id>/members/<user_id>", scope=ADMIN_SCOPE, errors=[409])
+def remove_member(principal, tenant: Tenant, user_id: str) -> schemas.MemberRemovedOut:
+    """Remove a member (not the owner); their portal sessions end at once"""
     membership = _membership(tenant, user_id)
     email = membership.user.email
     team.remove_member(principal.actor(), tenant, membership)
     commit()
-    removed = schemas.MemberRemovedOut(user_id=user_id, message=f"{email} was removed from {tenant.company_name}.")
-    return removed.model_dump(mode="json")
+    return schemas.MemberRemovedOut(user_id=user_id, message=f"{email} was removed from {tenant.company_name}.")

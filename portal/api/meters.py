@@ -1,6 +1,8 @@
 """Meters over the API (seed 003; operator tokens): list, create, read, change and delete the
 meters that turn usage events into plan features' quantities, as the console does."""
 
+from functools import partial
+
 from pydantic import ValidationError
 
 from portal.api.registry import OPERATOR, ApiError, not_found, operation
@@ -12,20 +14,12 @@ from portal.models import Meter, utcnow
 from portal.usage import meters
 
 TAGS = ["meters"]
+meter_operation = partial(operation, auth=OPERATOR, tags=TAGS)
 KEY_RULE = "key must be a lowercase letter, then 1-63 lowercase letters, digits or underscores (e.g. pipeline_runs)"
 
 
 def meter_out(meter: Meter) -> schemas.MeterOut:
-    return schemas.MeterOut(
-        key=meter.key,
-        name=meter.name,
-        event_name=meter.event_name,
-        aggregation=meter.aggregation,
-        property=meter.property,
-        filter=meter.filter or {},
-        created_at=meter.created_at,
-        updated_at=meter.updated_at,
-    )
+    return common.out(schemas.MeterOut, meter, filter=meter.filter or {})
 
 
 def _spec(values: dict) -> MeterSpec:
@@ -58,68 +52,45 @@ def _meter_or_404(key: str) -> Meter:
     return meter
 
 
-@operation(
-    "GET",
-    "/meters",
-    auth=OPERATOR,
-    query=schemas.MeterListQuery,
-    response=schemas.MeterListOut,
-    tags=TAGS,
-    errors=[400, 401, 403],
-    summary="List the meters, by key (paginated)",
-)
-def list_meters(principal, query: schemas.MeterListQuery):
+@meter_operation("GET", "/meters")
+def list_meters(principal, query: schemas.MeterListQuery) -> schemas.MeterListOut:
+    """List the meters, by key (paginated)"""
     rows, pagination = common.page_of(meters.meters_statement(), query)
-    return schemas.MeterListOut(meters=[meter_out(m) for m in rows], pagination=pagination).model_dump(mode="json")
+    return schemas.MeterListOut(meters=[meter_out(m) for m in rows], pagination=pagination)
 
 
-@operation(
+@meter_operation(
     "POST",
     "/meters",
-    auth=OPERATOR,
-    body=schemas.MeterIn,
-    response=schemas.MeterOut,
     status=201,
-    tags=TAGS,
-    errors=[400, 401, 403, 409, 415],
-    summary="Create a meter: how a plan feature (key) is measured from events",
-    description="409 when a meter with that key exists. A meter of the catalog file is written back "
-    "by its next `catalog sync`.",
+    errors=[409],
     links={target: {"key": "$response.body#/key"} for target in ("get_meter", "update_meter", "delete_meter")},
 )
-def create_meter(principal, body: schemas.MeterIn):
+def create_meter(principal, body: schemas.MeterIn) -> schemas.MeterOut:
+    """Create a meter: how a plan feature (key) is measured from events
+
+    409 when a meter with that key exists. A meter of the catalog file is written back by its next
+    `catalog sync`.
+    """
     spec = _spec(body.model_dump(exclude_none=True))
     meter = meters.create_meter(principal.actor(), spec)
     commit()
-    return meter_out(meter).model_dump(mode="json")
+    return meter_out(meter)
 
 
-@operation(
-    "GET",
-    "/meters/<key>",
-    auth=OPERATOR,
-    response=schemas.MeterOut,
-    tags=TAGS,
-    errors=[401, 403, 404],
-    summary="Get one meter by its key",
-)
-def get_meter(principal, key: str):
-    return meter_out(_meter_or_404(key)).model_dump(mode="json")
+@meter_operation("GET", "/meters/<key>")
+def get_meter(principal, key: str) -> schemas.MeterOut:
+    """Get one meter by its key"""
+    return meter_out(_meter_or_404(key))
 
 
-@operation(
-    "PATCH",
-    "/meters/<key>",
-    auth=OPERATOR,
-    body=schemas.MeterPatchIn,
-    response=schemas.MeterOut,
-    tags=TAGS,
-    errors=[400, 401, 403, 404, 409, 415],
-    summary="Change a meter's name, event, aggregation, property or filter (the key stays)",
-    description="Usage is read through the changed meter from then on, the current period included "
-    "(events are kept, not re-read into invoices already issued).",
-)
-def update_meter(principal, key: str, body: schemas.MeterPatchIn):
+@meter_operation("PATCH", "/meters/<key>", errors=[409])
+def update_meter(principal, key: str, body: schemas.MeterPatchIn) -> schemas.MeterOut:
+    """Change a meter's name, event, aggregation, property or filter (the key stays)
+
+    Usage is read through the changed meter from then on, the current period included (events are
+    kept, not re-read into invoices already issued).
+    """
     meter = _meter_or_404(key)
     values = meters.spec_of(meter).model_dump()
     for field in body.model_fields_set:
@@ -137,27 +108,20 @@ def update_meter(principal, key: str, body: schemas.MeterPatchIn):
         raise
     meters.update_meter(principal.actor(), meter, spec)
     commit()
-    return meter_out(meter).model_dump(mode="json")
+    return meter_out(meter)
 
 
-@operation(
-    "DELETE",
-    "/meters/<key>",
-    auth=OPERATOR,
-    response=schemas.MeterDeletedOut,
-    tags=TAGS,
-    errors=[401, 403, 404, 409],
-    summary="Delete a meter no plan measures a feature by",
-    description="409 while a plan's current version, or the version a subscription is on, has a feature "
-    "with this key: its usage (and what is billed or limited by it) would silently read as none. Take "
-    "the feature out of the plans first. The events are kept. A meter that is in the catalog file "
-    "comes back with the next `catalog sync`.",
-)
-def delete_meter(principal, key: str):
+@meter_operation("DELETE", "/meters/<key>", errors=[409])
+def delete_meter(principal, key: str) -> schemas.MeterDeletedOut:
+    """Delete a meter no plan measures a feature by
+
+    409 while a plan's current version, or the version a subscription is on, has a feature with this
+    key: its usage (and what is billed or limited by it) would silently read as none. Take the
+    feature out of the plans first. The events are kept. A meter that is in the catalog file comes
+    back with the next `catalog sync`.
+    """
     meter = _meter_or_404(key)
     deleted = meter_out(meter)
     meters.delete_meter(principal.actor(), meter)
     commit()
-    return schemas.MeterDeletedOut(
-        meter=deleted, deleted_at=utcnow(), message=f"Meter {deleted.key} deleted."
-    ).model_dump(mode="json")
+    return schemas.MeterDeletedOut(meter=deleted, deleted_at=utcnow(), message=f"Meter {deleted.key} deleted.")

@@ -4,9 +4,10 @@ Every route of the API is declared with ``operation(...)``; the OpenAPI document
 from the same declarations (``portal.api.openapi``), so the two cannot drift apart.
 """
 
+import inspect
 import re
 from dataclasses import dataclass, field
-from functools import wraps
+from functools import partial, wraps
 
 from flask import Blueprint, request
 from pydantic import BaseModel, ValidationError
@@ -234,11 +235,9 @@ def operation(
     method: str,
     rule: str,
     *,
-    summary: str,
+    summary: str | None = None,
     auth: str = TENANT,
     scope: str | None = None,
-    body: type[BaseModel] | None = None,
-    query: type[Query] | None = None,
     response: type[BaseModel] | None = None,
     status: int = 200,
     tags: list[str] | None = None,
@@ -251,7 +250,15 @@ def operation(
     media_type: str | None = None,
 ):
     """Register an API endpoint. The view gets ``principal``, ``tenant`` (when the rule has
-    ``<tenant_id>``), ``body`` and ``query`` (parsed models) as keyword arguments.
+    ``<tenant_id>``), ``body`` and ``query`` as keyword arguments: the request's body and query
+    string parsed into the models those parameters are annotated with (``body: schemas.CancelIn``).
+    It returns the response model its return annotation names (dumped as JSON with ``status``);
+    a view that returns something else (a model and another status, a dict, a Response) names
+    its model with ``response``. The first line of its docstring is the summary, the rest
+    (its lines joined) the description, unless ``summary`` or ``description`` says otherwise.
+    ``errors``: the error statuses the document cannot tell from the rest (409, a 404 of an
+    object the path does not name); every operation lists 400 and 401, a non-public one 403,
+    one with a path parameter 404, one with a body 413 and 415.
     ``cached_auth``: a write that may authenticate from the per-process credential cache, as
     reads do (see ``portal.api.principal.CACHED_AUTH_ENDPOINTS``).
     ``links``: OpenAPI links from this operation's success to others, by operationId (the
@@ -262,6 +269,13 @@ def operation(
     ``media_type``: the success is a file of that type (``application/pdf``), not a JSON body."""
 
     def decorator(view):
+        signature = inspect.signature(view)
+        parameters = signature.parameters
+        body = parameters["body"].annotation if "body" in parameters else None
+        query = parameters["query"].annotation if "query" in parameters else None
+        returns = signature.return_annotation
+        first, _, rest = (inspect.getdoc(view) or "").partition("\n")
+
         @wraps(view)
         def wrapper(**path):
             principal = _authenticate(auth)
@@ -278,6 +292,10 @@ def operation(
             if body is not None:
                 kwargs["body"] = _parse_body(body)
             result = view(**kwargs)
+            if isinstance(result, tuple) and isinstance(result[0], BaseModel):
+                return result[0].model_dump(mode="json"), result[1]
+            if isinstance(result, BaseModel):
+                result = result.model_dump(mode="json")
             return result if not isinstance(result, dict) else (result, status)
 
         endpoint = view.__name__
@@ -289,15 +307,16 @@ def operation(
                 method=method,
                 rule=rule,
                 endpoint=endpoint,
-                summary=summary,
+                summary=summary or first,
                 auth=auth,
                 scope=scope,
                 body=body,
                 query=query,
-                response=response,
+                response=response
+                or (returns if isinstance(returns, type) and issubclass(returns, BaseModel) else None),
                 status=status,
                 tags=tags or [],
-                description=description,
+                description=description or " ".join(line.strip() for line in rest.strip().splitlines()),
                 allowed_when_suspended=allowed_when_suspended,
                 errors=errors or [],
                 links=links or {},
@@ -308,6 +327,10 @@ def operation(
         return wrapper
 
     return decorator
+
+
+# The operator's own endpoints, listed together under "operator".
+operator_operation = partial(operation, auth=OPERATOR, tags=["operator"])
 
 
 def require_admin_scope(principal: Principal | None) -> None:

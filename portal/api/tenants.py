@@ -1,9 +1,11 @@
 """Seed 000's customer endpoints: onboard, read, update, list, suspend, activate."""
 
+from functools import partial
+
 from flask import current_app, request
 
 from portal.access import Actor
-from portal.api.registry import OPERATOR, PUBLIC, ApiError, operation
+from portal.api.registry import PUBLIC, ApiError, operation, operator_operation
 from portal.api.schemas import common
 from portal.api.schemas import tenants as schemas
 from portal.api_keys import services as keys
@@ -13,21 +15,11 @@ from portal.invitations.services import invite_first_owner
 from portal.models import ADMIN_SCOPE, Tenant, utcnow
 from portal.tenants import services as tenants
 
+tenant_operation = partial(operation, tags=["tenants"])
 
-def tenant_out(tenant: Tenant) -> dict:
-    return schemas.TenantOut(
-        tenant_id=tenant.tenant_id,
-        company_name=tenant.company_name,
-        contact_email=tenant.contact_email,
-        subscription_plan=tenant.subscription_plan,
-        status=tenant.status,
-        suspension_reason=tenant.suspension_reason,
-        suspended_at=tenant.suspended_at,
-        created_at=tenant.created_at,
-        updated_at=tenant.updated_at,
-        metadata=tenant.metadata_json or {},
-        external_id=tenant.external_id,
-    ).model_dump(mode="json")
+
+def tenant_out(tenant: Tenant) -> schemas.TenantOut:
+    return common.out(schemas.TenantOut, tenant, metadata=tenant.metadata_json or {})
 
 
 def _operator_only_external_id(principal) -> None:
@@ -37,25 +29,24 @@ def _operator_only_external_id(principal) -> None:
         )
 
 
-@operation(
+@tenant_operation(
     "POST",
     "/tenants/onboard",
     auth=PUBLIC,
-    body=schemas.OnboardIn,
-    response=schemas.OnboardOut,
-    tags=["tenants"],
-    errors=[400, 401, 403, 409],
-    summary="Onboard a tenant: its first API key, and an owner invitation to the contact",
-    description="Operator token, or public when API_PUBLIC_ONBOARDING is on. A tenant_id that is taken "
-    "(in any letter case) is 409 `DUPLICATE_TENANT_ID`. Without `contact_email` no owner invitation is "
-    "sent (`owner_invitation: null`), and notices meant for the contact (suspension, activation) are not "
-    "sent until one is set with PATCH.",
+    errors=[403, 409],
     links={
         target: {"tenant_id": "$response.body#/tenant_id"}
         for target in ("get_tenant", "create_api_key", "add_credential", "create_invitation", "list_invoices")
     },
 )
-def onboard(principal, body: schemas.OnboardIn):
+def onboard(principal, body: schemas.OnboardIn) -> schemas.OnboardOut:
+    """Onboard a tenant: its first API key, and an owner invitation to the contact
+
+    Operator token, or public when API_PUBLIC_ONBOARDING is on. A tenant_id that is taken (in any
+    letter case) is 409 `DUPLICATE_TENANT_ID`. Without `contact_email` no owner invitation is sent
+    (`owner_invitation: null`), and notices meant for the contact (suspension, activation) are not
+    sent until one is set with PATCH.
+    """
     if principal is None or not principal.is_operator:
         if not current_app.config["API_PUBLIC_ONBOARDING"]:
             raise PermissionDenied("Onboarding needs an operator token.")
@@ -101,35 +92,22 @@ def onboard(principal, body: schemas.OnboardIn):
         api_key=plaintext,
         owner_invitation=owner_invitation,
         message=message,
-    ).model_dump(mode="json")
+    )
 
 
-@operation(
-    "GET",
-    "/tenants/<except('onboard', 'by-external-id'):tenant_id>",
-    response=schemas.TenantOut,
-    tags=["tenants"],
-    allowed_when_suspended=True,
-    errors=[401, 403, 404],
-    summary="Get a tenant",
-)
-def get_tenant(principal, tenant: Tenant):
+@tenant_operation("GET", "/tenants/<except('onboard', 'by-external-id'):tenant_id>", allowed_when_suspended=True)
+def get_tenant(principal, tenant: Tenant) -> schemas.TenantOut:
+    """Get a tenant"""
     return tenant_out(tenant)
 
 
-@operation(
-    "PATCH",
-    "/tenants/<except('onboard', 'by-external-id'):tenant_id>",
-    body=schemas.TenantPatchIn,
-    response=schemas.TenantOut,
-    scope="admin:*",
-    tags=["tenants"],
-    errors=[400, 401, 403, 404, 409, 415],
-    summary="Update company name, contact email, metadata or (operator) external_id",
-    description="`external_id` is set by operator tokens only (a tenant key sending it: 403); another "
-    "tenant's external id or tenant_id: 409.",
-)
-def update_tenant(principal, tenant: Tenant, body: schemas.TenantPatchIn):
+@tenant_operation("PATCH", "/tenants/<except('onboard', 'by-external-id'):tenant_id>", scope="admin:*", errors=[409])
+def update_tenant(principal, tenant: Tenant, body: schemas.TenantPatchIn) -> schemas.TenantOut:
+    """Update company name, contact email, metadata or (operator) external_id
+
+    `external_id` is set by operator tokens only (a tenant key sending it: 403); another tenant's
+    external id or tenant_id: 409.
+    """
     if "external_id" in body.model_fields_set:
         _operator_only_external_id(principal)
         tenants.set_external_id(principal.actor(), tenant, body.external_id)
@@ -144,20 +122,20 @@ def update_tenant(principal, tenant: Tenant, body: schemas.TenantPatchIn):
     return tenant_out(tenant)
 
 
-@operation(
+@tenant_operation(
     "DELETE",
     "/tenants/<except('onboard', 'by-external-id'):tenant_id>",
     scope=ADMIN_SCOPE,
-    response=schemas.TenantDeletedOut,
-    tags=["tenants"],
     allowed_when_suspended=True,
-    errors=[401, 403, 404, 409],
-    summary="Delete the tenant, as its owner does on the settings page: members lose access, records are kept",
-    description="An operator token, or a tenant key with `admin:*` that the tenant's owner created (seed "
-    "004: only the owner deletes). The subscription ends at once; the tenant's keys stop working "
-    "(404). 409 when it is already deleted.",
+    errors=[409],
 )
-def delete_tenant(principal, tenant: Tenant):
+def delete_tenant(principal, tenant: Tenant) -> schemas.TenantDeletedOut:
+    """Delete the tenant, as its owner does on the settings page: members lose access, records are kept
+
+    An operator token, or a tenant key with `admin:*` that the tenant's owner created (seed 004:
+    only the owner deletes). The subscription ends at once; the tenant's keys stop working (404).
+    409 when it is already deleted.
+    """
     if not principal.is_operator:
         owner = tenants.owner_of(tenant)
         if owner is None or principal.api_key.created_by_id != owner.id:
@@ -172,36 +150,21 @@ def delete_tenant(principal, tenant: Tenant):
         status=tenant.status,
         cancelled_at=tenant.cancelled_at,
         message=f"{tenant.company_name} was deleted. Its members no longer have access.",
-    ).model_dump(mode="json")
+    )
 
 
-@operation(
-    "GET",
-    "/tenants/by-external-id/<external_id>",
-    auth=OPERATOR,
-    response=schemas.TenantOut,
-    tags=["operator"],
-    errors=[401, 403, 404],
-    summary="Find a tenant by the operator's own id for it (seed 003's look-up by external id)",
-)
-def get_tenant_by_external_id(principal, external_id: str):
+@operator_operation("GET", "/tenants/by-external-id/<external_id>")
+def get_tenant_by_external_id(principal, external_id: str) -> schemas.TenantOut:
+    """Find a tenant by the operator's own id for it (seed 003's look-up by external id)"""
     tenant = tenants.find_by_external_id(external_id)
     if tenant is None:
         raise ApiError(404, "RESOURCE_NOT_FOUND", "Customer not found")
     return tenant_out(tenant)
 
 
-@operation(
-    "GET",
-    "/admin/tenants",
-    auth=OPERATOR,
-    query=schemas.TenantListQuery,
-    response=schemas.TenantListOut,
-    tags=["operator"],
-    errors=[400, 401, 403],
-    summary="List tenants (search, filter, paginate)",
-)
-def list_tenants(principal, query: schemas.TenantListQuery):
+@operator_operation("GET", "/admin/tenants")
+def list_tenants(principal, query: schemas.TenantListQuery) -> schemas.TenantListOut:
+    """List tenants (search, filter, paginate)"""
     statement = tenants.search(
         query.search,
         status=None if query.status == "all" else query.status,
@@ -211,20 +174,12 @@ def list_tenants(principal, query: schemas.TenantListQuery):
     return schemas.TenantListOut(
         tenants=[schemas.TenantListItem.model_validate(t) for t in rows],
         pagination=pagination,
-    ).model_dump(mode="json")
+    )
 
 
-@operation(
-    "POST",
-    "/tenants/<tenant_id>/suspend",
-    auth=OPERATOR,
-    body=schemas.SuspendIn,
-    response=schemas.SuspendOut,
-    tags=["operator"],
-    errors=[400, 401, 403, 404, 409],
-    summary="Suspend a tenant",
-)
-def suspend_tenant(principal, tenant: Tenant, body: schemas.SuspendIn):
+@operator_operation("POST", "/tenants/<tenant_id>/suspend", errors=[409])
+def suspend_tenant(principal, tenant: Tenant, body: schemas.SuspendIn) -> schemas.SuspendOut:
+    """Suspend a tenant"""
     tenants.suspend(principal.actor(), tenant, body.reason, body.suspension_note or "", body.notify_customer)
     commit()
     return schemas.SuspendOut(
@@ -233,20 +188,12 @@ def suspend_tenant(principal, tenant: Tenant, body: schemas.SuspendIn):
         suspended_at=tenant.suspended_at,
         suspension_reason=tenant.suspension_reason,
         message="Customer suspended successfully.",
-    ).model_dump(mode="json")
+    )
 
 
-@operation(
-    "POST",
-    "/tenants/<tenant_id>/activate",
-    auth=OPERATOR,
-    body=schemas.ActivateIn,
-    response=schemas.ActivateOut,
-    tags=["operator"],
-    errors=[400, 401, 403, 404, 409],
-    summary="Reactivate a suspended tenant",
-)
-def activate_tenant(principal, tenant: Tenant, body: schemas.ActivateIn):
+@operator_operation("POST", "/tenants/<tenant_id>/activate", errors=[409])
+def activate_tenant(principal, tenant: Tenant, body: schemas.ActivateIn) -> schemas.ActivateOut:
+    """Reactivate a suspended tenant"""
     tenants.activate(principal.actor(), tenant, notify=body.notify_customer, note=body.activation_note or "")
     commit()
     return schemas.ActivateOut(
@@ -254,4 +201,4 @@ def activate_tenant(principal, tenant: Tenant, body: schemas.ActivateIn):
         status=tenant.status,
         activated_at=utcnow(),
         message="Customer activated successfully.",
-    ).model_dump(mode="json")
+    )

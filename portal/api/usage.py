@@ -3,6 +3,7 @@ usage and usage history, and seed 002's entitlement checks."""
 
 from datetime import datetime
 from decimal import Decimal
+from functools import partial
 
 from flask import request
 from sqlalchemy import or_, select
@@ -34,9 +35,10 @@ ENTITLEMENT_TAGS = ["entitlements"]
 USAGE_SCOPE = "usage:read"
 MAX_HISTORY_MONTHS = 36
 
-
-def dump(model, status: int = 200):
-    return model.model_dump(mode="json"), status
+event_operation = partial(operation, auth=OPERATOR, tags=EVENT_TAGS)
+# A tenant's own usage: open while the tenant is suspended.
+usage_operation = partial(operation, scope=USAGE_SCOPE, tags=USAGE_TAGS, allowed_when_suspended=True)
+entitlement_operation = partial(operation, auth=TENANT, tags=ENTITLEMENT_TAGS)
 
 
 def event_out(event: UsageEvent) -> schemas.EventOut:
@@ -118,28 +120,27 @@ def _quota_exceeded(error: limits.LimitExceeded):
     return response
 
 
-@operation(
+@event_operation(
     "POST",
     "/events",
-    auth=OPERATOR,
-    body=schemas.EventIn,
     response=schemas.EventIngestOut,
     status=201,
-    tags=EVENT_TAGS,
-    errors=[400, 401, 403, 404, 415],
+    errors=[404],
     cached_auth=True,
-    summary="Record one usage event for a tenant (idempotent per tenant and key)",
-    description="201 when stored. A repeat of an idempotency key already stored for the tenant answers 200 "
-    "with `duplicate: true` and the original `event_id` (concurrent repeats store one event). "
-    "`X-Idempotency-Key` overrides the body's key. Unknown tenant: 404. An event of a suspended "
-    "tenant is still recorded. `usageLimitExceeded` (seed 002) says the event took a feature with a "
-    "hard limit in the tenant's plan to that limit or past it. With `enforce: true` an event that "
-    "would take such a feature past its limit is refused: 429 `QUOTA_EXCEEDED` (seed 000), nothing "
-    "stored, `Retry-After` until the billing period renews.",
     links={target: {"ref": "$response.body#/ref"} for target in ("get_event", "delete_event")},
     also_succeeds={200: "a repeat of an idempotency key already stored (`duplicate: true`)"},
 )
 def post_event(principal, body: schemas.EventIn):
+    """Record one usage event for a tenant (idempotent per tenant and key)
+
+    201 when stored. A repeat of an idempotency key already stored for the tenant answers 200 with
+    `duplicate: true` and the original `event_id` (concurrent repeats store one event).
+    `X-Idempotency-Key` overrides the body's key. Unknown tenant: 404. An event of a suspended
+    tenant is still recorded. `usageLimitExceeded` (seed 002) says the event took a feature with a
+    hard limit in the tenant's plan to that limit or past it. With `enforce: true` an event that
+    would take such a feature past its limit is refused: 429 `QUOTA_EXCEEDED` (seed 000), nothing
+    stored, `Retry-After` until the billing period renews.
+    """
     raw = body.model_dump(exclude_unset=True)
     enforce = raw.pop("enforce", False)
     header_key = request.headers.get("X-Idempotency-Key", "").strip() or None
@@ -164,7 +165,7 @@ def post_event(principal, body: schemas.EventIn):
     _defer_quota_checks([outcome])
     commit()
     notice = schemas.LimitNoticeOut(usageLimitExceeded=bool(reached), message=_limit_message(reached))
-    return dump(
+    return (
         schemas.EventIngestOut(
             success=True,
             event_id=outcome.event_id,
@@ -180,22 +181,15 @@ def post_event(principal, body: schemas.EventIn):
     )
 
 
-@operation(
-    "POST",
-    "/events/batch",
-    auth=OPERATOR,
-    body=schemas.EventBatchIn,
-    response=schemas.EventBatchOut,
-    tags=EVENT_TAGS,
-    errors=[400, 401, 403, 415],
-    cached_auth=True,
-    summary="Record up to 1,000 usage events; valid ones are stored even when others are rejected",
-    description="Each event gets a result: `accepted`, `duplicate` (with the stored event's id) or "
-    "`rejected` with the reason. One INSERT for the whole batch. An accepted event that feeds a "
-    "feature with a hard limit that is, after the batch, reached or exceeded has "
-    "`usageLimitExceeded: true` and a `message` (seed 002); it is recorded all the same.",
-)
+@event_operation("POST", "/events/batch", response=schemas.EventBatchOut, cached_auth=True)
 def post_event_batch(principal, body: schemas.EventBatchIn):
+    """Record up to 1,000 usage events; valid ones are stored even when others are rejected
+
+    Each event gets a result: `accepted`, `duplicate` (with the stored event's id) or `rejected`
+    with the reason. One INSERT for the whole batch. An accepted event that feeds a feature with a
+    hard limit that is, after the batch, reached or exceeded has `usageLimitExceeded: true` and a
+    `message` (seed 002); it is recorded all the same.
+    """
     _one_statement_writes()
     outcomes = ingest.ingest(body.events)
     reached = limits.reached(outcomes)
@@ -224,17 +218,9 @@ def post_event_batch(principal, body: schemas.EventBatchIn):
     }, 200
 
 
-@operation(
-    "POST",
-    "/events/dry-run",
-    auth=OPERATOR,
-    body=schemas.EventBatchIn,
-    response=schemas.EventDryRunOut,
-    tags=EVENT_TAGS,
-    errors=[400, 401, 403, 415],
-    summary="Validate up to 1,000 events and show the meters they feed, without storing anything",
-)
-def post_event_dry_run(principal, body: schemas.EventBatchIn):
+@event_operation("POST", "/events/dry-run")
+def post_event_dry_run(principal, body: schemas.EventBatchIn) -> schemas.EventDryRunOut:
+    """Validate up to 1,000 events and show the meters they feed, without storing anything"""
     outcomes = ingest.validate(body.events)
     meters = list(meters_by_key().values())
     results = []
@@ -257,7 +243,7 @@ def post_event_dry_run(principal, body: schemas.EventBatchIn):
                     matched.append(schemas.MeterValueOut(key=meter.key, value=value))
         results.append(schemas.DryRunResultOut(**_result(outcome).model_dump(), meters=matched))
     valid = sum(o.status == "valid" for o in outcomes)
-    return dump(schemas.EventDryRunOut(valid=valid, rejected=len(outcomes) - valid, results=results))
+    return schemas.EventDryRunOut(valid=valid, rejected=len(outcomes) - valid, results=results)
 
 
 # --- queries -------------------------------------------------------------------------------
@@ -274,18 +260,10 @@ def _tenant_id_of(ref: str | None) -> str | None:
     return tenant_id
 
 
-@operation(
-    "GET",
-    "/events",
-    auth=OPERATOR,
-    query=schemas.EventListQuery,
-    response=schemas.EventListOut,
-    tags=EVENT_TAGS,
-    errors=[400, 401, 403, 404],
-    summary="Query events by time range, name and tenant, oldest first (paginated)",
-)
-def list_events(principal, query: schemas.EventListQuery):
+@event_operation("GET", "/events", errors=[404])
+def list_events(principal, query: schemas.EventListQuery) -> schemas.EventListOut:
     # An end not after the start matches no event (the filters below say so on their own).
+    """Query events by time range, name and tenant, oldest first (paginated)"""
     start, end = query.start_time, query.end_time
     statement = select(UsageEvent)
     if (tenant_id := _tenant_id_of(query.tenant_id)) is not None:
@@ -297,7 +275,7 @@ def list_events(principal, query: schemas.EventListQuery):
     if end is not None:
         statement = statement.where(UsageEvent.occurred_at < end)
     rows, pagination = common.page_of(statement.order_by(UsageEvent.occurred_at, UsageEvent.id), query)
-    return dump(schemas.EventListOut(events=[event_out(e) for e in rows], pagination=pagination))
+    return schemas.EventListOut(events=[event_out(e) for e in rows], pagination=pagination)
 
 
 def _events_tenant(principal, tenant_ref: str | None) -> str | None:
@@ -316,35 +294,29 @@ def _events_tenant(principal, tenant_ref: str | None) -> str | None:
     "/events/<except('batch', 'dry-run', 'delete-by-refs'):ref>",
     auth=TENANT,
     scope=USAGE_SCOPE,
-    query=schemas.EventRefQuery,
-    response=schemas.EventOut,
     tags=EVENT_TAGS,
-    errors=[400, 401, 403, 404, 409],
-    summary="Get one event by its ref: its event id or its idempotency key",
-    description="An operator token finds any tenant's event; a tenant key only its own (another "
-    "tenant's ref: 404). Idempotency keys are unique per tenant: when an operator's ref is the key "
-    "of events of several tenants, 409 `AMBIGUOUS_REF` asks for `tenant_id`.",
+    errors=[409],
 )
-def get_event(principal, ref: str, query: schemas.EventRefQuery):
+def get_event(principal, ref: str, query: schemas.EventRefQuery) -> schemas.EventOut:
+    """Get one event by its ref: its event id or its idempotency key
+
+    An operator token finds any tenant's event; a tenant key only its own (another tenant's ref:
+    404). Idempotency keys are unique per tenant: when an operator's ref is the key of events of
+    several tenants, 409 `AMBIGUOUS_REF` asks for `tenant_id`.
+    """
     event = ingest.find(ref, _events_tenant(principal, query.tenant_id))
     if event is None:
         not_found("Event")
-    return dump(event_out(event))
+    return event_out(event)
 
 
-@operation(
-    "DELETE",
-    "/events/<except('batch', 'dry-run', 'delete-by-refs'):ref>",
-    auth=OPERATOR,
-    query=schemas.EventRefQuery,
-    response=schemas.EventDeletedOut,
-    tags=EVENT_TAGS,
-    errors=[400, 401, 403, 404, 409],
-    summary="Delete one event by its ref (event id or idempotency key) unless it is invoiced",
-    description="An invoiced event is kept: 409. Refs are found as by GET /events/{ref} (409 "
-    "`AMBIGUOUS_REF` when a key names events of several tenants: give `tenant_id`).",
-)
-def delete_event(principal, ref: str, query: schemas.EventRefQuery):
+@event_operation("DELETE", "/events/<except('batch', 'dry-run', 'delete-by-refs'):ref>", errors=[409])
+def delete_event(principal, ref: str, query: schemas.EventRefQuery) -> schemas.EventDeletedOut:
+    """Delete one event by its ref (event id or idempotency key) unless it is invoiced
+
+    An invoiced event is kept: 409. Refs are found as by GET /events/{ref} (409 `AMBIGUOUS_REF` when
+    a key names events of several tenants: give `tenant_id`).
+    """
     result = ingest.delete_by_refs([ref], _tenant_id_of(query.tenant_id))
     if result.ambiguous:
         raise ingest.AmbiguousRef(ref)
@@ -354,29 +326,21 @@ def delete_event(principal, ref: str, query: schemas.EventRefQuery):
         not_found("Event")
     deleted = event_out(result.deleted[0])
     commit()
-    return dump(schemas.EventDeletedOut(event=deleted, message=f"Event {deleted.event_id} deleted."))
+    return schemas.EventDeletedOut(event=deleted, message=f"Event {deleted.event_id} deleted.")
 
 
-@operation(
-    "POST",
-    "/events/delete-by-refs",
-    auth=OPERATOR,
-    body=schemas.DeleteByRefsIn,
-    response=schemas.DeleteByRefsOut,
-    tags=EVENT_TAGS,
-    errors=[400, 401, 403, 404, 415],
-    summary="Delete events that are not invoiced yet; invoiced and unknown ones are reported",
-    description="Each ref is an event id or an idempotency key, of any tenant unless `tenant_id` is given. "
-    "A key that names events of several tenants is reported in `ambiguous` and kept.",
-)
-def delete_events(principal, body: schemas.DeleteByRefsIn):
+@event_operation("POST", "/events/delete-by-refs", errors=[404])
+def delete_events(principal, body: schemas.DeleteByRefsIn) -> schemas.DeleteByRefsOut:
+    """Delete events that are not invoiced yet; invoiced and unknown ones are reported
+
+    Each ref is an event id or an idempotency key, of any tenant unless `tenant_id` is given. A key
+    that names events of several tenants is reported in `ambiguous` and kept.
+    """
     result = ingest.delete_by_refs(body.refs, _tenant_id_of(body.tenant_id))
     deleted = [event_out(event) for event in result.deleted]
     commit()
-    return dump(
-        schemas.DeleteByRefsOut(
-            deleted=deleted, invoiced=result.invoiced, not_found=result.not_found, ambiguous=result.ambiguous
-        )
+    return schemas.DeleteByRefsOut(
+        deleted=deleted, invoiced=result.invoiced, not_found=result.not_found, ambiguous=result.ambiguous
     )
 
 
@@ -405,18 +369,9 @@ def _month_usage(tenant_id: str, version, start: datetime, meters=None, known: d
     return values
 
 
-@operation(
-    "GET",
-    "/tenants/<tenant_id>/usage",
-    scope=USAGE_SCOPE,
-    query=schemas.UsageQuery,
-    response=schemas.UsageOut,
-    tags=USAGE_TAGS,
-    allowed_when_suspended=True,
-    errors=[400, 401, 403, 404],
-    summary="Usage of one calendar month with the plan's quotas and how much of them is used",
-)
-def get_usage(principal, tenant: Tenant, query: schemas.UsageQuery):
+@usage_operation("GET", "/tenants/<tenant_id>/usage")
+def get_usage(principal, tenant: Tenant, query: schemas.UsageQuery) -> schemas.UsageOut:
+    """Usage of one calendar month with the plan's quotas and how much of them is used"""
     autocommit_statements()  # reads only
     start = month_start(query.month) if query.month else this_month()
     end = next_month(start)
@@ -430,57 +385,49 @@ def get_usage(principal, tenant: Tenant, query: schemas.UsageQuery):
     values = _month_usage(tenant_id, version, start, meters, {f.key: f.used for f in features})
     run_meter = meters.get("pipeline_runs")
     last_run = last_event_at(tenant_id, run_meter.event_name, start, end) if run_meter else None
-    return dump(
-        schemas.UsageOut(
-            tenant_id=tenant_id,
-            usage_month=f"{start:%Y-%m}",
-            pipelines_run_count=int(values["pipeline_runs"]),
-            pipelines_running_count=int(values["concurrent_pipelines"]),
-            storage_used_gb=values["storage_gb"],
-            compute_hours=values["compute_hours"],
-            api_requests_count=int(values["api_requests"]),
-            last_pipeline_run_at=last_run,
-            quota_reset_at=end,
-            quotas=common.QuotasOut(
-                monthly_pipeline_quota=quotas.get("monthly_pipeline_quota", 0),
-                concurrent_pipeline_quota=quotas.get("concurrent_pipeline_quota", 0),
-                storage_quota_gb=quotas.get("storage_quota_gb", 0),
-            ),
-            usage_percentages=schemas.UsagePercentagesOut(
-                pipelines=_percent(values["pipeline_runs"], quotas.get("monthly_pipeline_quota")),
-                concurrent=_percent(values["concurrent_pipelines"], quotas.get("concurrent_pipeline_quota")),
-                storage=_percent(values["storage_gb"], quotas.get("storage_quota_gb")),
-            ),
-            features=[
-                schemas.FeatureUsageOut(
-                    key=f.key,
-                    name=f.name,
-                    unit_label=f.unit_label,
-                    used=f.used,
-                    quota=f.quota,
-                    percent=f.percent,
-                    hard_limit=f.hard_limit,
-                )
-                for f in features
-            ],
-        )
+    return schemas.UsageOut(
+        tenant_id=tenant_id,
+        usage_month=f"{start:%Y-%m}",
+        pipelines_run_count=int(values["pipeline_runs"]),
+        pipelines_running_count=int(values["concurrent_pipelines"]),
+        storage_used_gb=values["storage_gb"],
+        compute_hours=values["compute_hours"],
+        api_requests_count=int(values["api_requests"]),
+        last_pipeline_run_at=last_run,
+        quota_reset_at=end,
+        quotas=common.QuotasOut(
+            monthly_pipeline_quota=quotas.get("monthly_pipeline_quota", 0),
+            concurrent_pipeline_quota=quotas.get("concurrent_pipeline_quota", 0),
+            storage_quota_gb=quotas.get("storage_quota_gb", 0),
+        ),
+        usage_percentages=schemas.UsagePercentagesOut(
+            pipelines=_percent(values["pipeline_runs"], quotas.get("monthly_pipeline_quota")),
+            concurrent=_percent(values["concurrent_pipelines"], quotas.get("concurrent_pipeline_quota")),
+            storage=_percent(values["storage_gb"], quotas.get("storage_quota_gb")),
+        ),
+        features=[
+            schemas.FeatureUsageOut(
+                key=f.key,
+                name=f.name,
+                unit_label=f.unit_label,
+                used=f.used,
+                quota=f.quota,
+                percent=f.percent,
+                hard_limit=f.hard_limit,
+            )
+            for f in features
+        ],
     )
 
 
-@operation(
+@usage_operation(
     "GET",
     "/tenants/<tenant_id>/usage/history",
-    scope=USAGE_SCOPE,
-    query=schemas.UsageHistoryQuery,
-    response=schemas.UsageHistoryOut,
-    tags=USAGE_TAGS,
-    allowed_when_suspended=True,
-    errors=[400, 401, 403, 404],
-    summary="Usage per calendar month, newest first (default: the last six months)",
     description=f"At most {MAX_HISTORY_MONTHS} months: the newest of a longer range. A start_month after "
     "end_month is an empty history.",
 )
-def get_usage_history(principal, tenant: Tenant, query: schemas.UsageHistoryQuery):
+def get_usage_history(principal, tenant: Tenant, query: schemas.UsageHistoryQuery) -> schemas.UsageHistoryOut:
+    """Usage per calendar month, newest first (default: the last six months)"""
     end = month_start(query.end_month, "end_month") if query.end_month else this_month()
     start = month_start(query.start_month, "start_month") if query.start_month else next_month(end, -5)
     # A range is answered as far as it goes: none of its months when it ends before it starts,
@@ -502,7 +449,7 @@ def get_usage_history(principal, tenant: Tenant, query: schemas.UsageHistoryQuer
                 api_requests=int(values["api_requests"]),
             )
         )
-    return dump(schemas.UsageHistoryOut(tenant_id=tenant.tenant_id, history=history))
+    return schemas.UsageHistoryOut(tenant_id=tenant.tenant_id, history=history)
 
 
 # --- entitlements (seed 002) ---------------------------------------------------------------
@@ -542,40 +489,28 @@ def _entitlement(principal, ref: str, feature_key: str, requested: Decimal | Non
                 projectedRemaining=projected_remaining,
                 wouldExceedLimit=decision.would_exceed,
             )
-    return dump(schemas.EntitlementEnvelopeOut(success=True, data=data))
+    return schemas.EntitlementEnvelopeOut(success=True, data=data)
 
 
-@operation(
-    "GET",
-    "/entitlements/<customer_ref>/<feature_key>",
-    auth=TENANT,
-    response=schemas.EntitlementEnvelopeOut,
-    tags=ENTITLEMENT_TAGS,
-    errors=[401, 403, 404],
-    summary="May the tenant use this feature now? isAllowed, the reason when not, and its usage",
-    description="`customer_ref` is a tenant_id or external id. An operator token checks any tenant; a "
-    "tenant key only its own (another tenant: 404). Denied reasons (`meta.reason.code`): "
-    "TENANT_SUSPENDED, NO_SUBSCRIPTION, SUBSCRIPTION_CANCELED, SUBSCRIPTION_UNPAID, "
-    "FEATURE_NOT_IN_PLAN, QUOTA_EXCEEDED, CONCURRENT_LIMIT_REACHED, LIMIT_REACHED.",
-)
-def check_entitlement(principal, customer_ref: str, feature_key: str):
+@entitlement_operation("GET", "/entitlements/<customer_ref>/<feature_key>")
+def check_entitlement(principal, customer_ref: str, feature_key: str) -> schemas.EntitlementEnvelopeOut:
+    """May the tenant use this feature now? isAllowed, the reason when not, and its usage
+
+    `customer_ref` is a tenant_id or external id. An operator token checks any tenant; a tenant key
+    only its own (another tenant: 404). Denied reasons (`meta.reason.code`): TENANT_SUSPENDED,
+    NO_SUBSCRIPTION, SUBSCRIPTION_CANCELED, SUBSCRIPTION_UNPAID, FEATURE_NOT_IN_PLAN,
+    QUOTA_EXCEEDED, CONCURRENT_LIMIT_REACHED, LIMIT_REACHED.
+    """
     return _entitlement(principal, customer_ref, feature_key, None)
 
 
-@operation(
-    "POST",
-    "/entitlements",
-    auth=TENANT,
-    body=schemas.EntitlementIn,
-    response=schemas.EntitlementEnvelopeOut,
-    tags=ENTITLEMENT_TAGS,
-    errors=[400, 401, 403, 404, 415],
-    cached_auth=True,
-    summary="Evaluate an entitlement, optionally simulating track.usageUnits more (nothing is recorded)",
-    description="With `track`, `simulation` says whether `usageUnits` (default 1) more would still fit the "
-    "limit, and `isAllowed` answers for that amount. Same auth and reasons as the GET check.",
-)
-def evaluate_entitlement(principal, body: schemas.EntitlementIn):
+@entitlement_operation("POST", "/entitlements", errors=[404], cached_auth=True)
+def evaluate_entitlement(principal, body: schemas.EntitlementIn) -> schemas.EntitlementEnvelopeOut:
+    """Evaluate an entitlement, optionally simulating track.usageUnits more (nothing is recorded)
+
+    With `track`, `simulation` says whether `usageUnits` (default 1) more would still fit the limit,
+    and `isAllowed` answers for that amount. Same auth and reasons as the GET check.
+    """
     requested = Decimal(str(body.track.usageUnits)).normalize() if body.track is not None else None
     return _entitlement(
         principal, body.customerReferenceId, body.featureKey, requested, body.context.flowId if body.context else None

@@ -3,6 +3,7 @@ operator's pipeline events; the event catalog. Also where the API tells the outb
 kind of object looks in an event's ``data`` (the same shape the API returns)."""
 
 import json
+from functools import partial
 
 from sqlalchemy import select
 
@@ -36,6 +37,7 @@ from portal.webhooks import services as webhooks
 from portal.webhooks.catalog import EVENT_TYPES
 
 TAGS = ["webhooks"]
+webhook_operation = partial(operation, scope=ADMIN_SCOPE, tags=TAGS)
 PIPELINE_DATA_LIMIT = 16 * 1024
 
 
@@ -58,7 +60,7 @@ def _credit(grant: CreditGrant, tenant_id: str | None, details: dict) -> dict:
     }
 
 
-outbox.register("tenant", Tenant, lambda tenant, tenant_id, details: tenant_out(tenant))
+outbox.register("tenant", Tenant, lambda tenant, tenant_id, details: tenant_out(tenant).model_dump(mode="json"))
 outbox.register("api_key", ApiKey, lambda key, tenant_id, details: api_key_out(key).model_dump(mode="json"))
 outbox.register("invoice", Invoice, lambda invoice, tenant_id, details: invoice_out(invoice).model_dump(mode="json"))
 outbox.register(
@@ -82,74 +84,38 @@ EVENT_PAYLOADS.update(
 
 
 def webhook_out(endpoint: WebhookEndpoint) -> schemas.WebhookOut:
-    return schemas.WebhookOut(
-        webhook_id=endpoint.id,
-        url=endpoint.url,
-        description=endpoint.description,
-        event_types=endpoint.event_types,
-        enabled=endpoint.enabled,
-        disabled_reason=endpoint.disabled_reason,
-        secret_hint=endpoint.secret_hint,
-        last_delivery_at=endpoint.last_delivery_at,
-        last_status_code=endpoint.last_status_code,
-        failing_since=endpoint.failing_since,
-        created_at=endpoint.created_at,
-        updated_at=endpoint.updated_at,
-    )
+    return common.out(schemas.WebhookOut, endpoint, webhook_id=endpoint.id)
 
 
 def delivery_out(delivery: WebhookDelivery) -> schemas.DeliveryOut:
-    return schemas.DeliveryOut(
+    return common.out(
+        schemas.DeliveryOut,
+        delivery,
         delivery_id=delivery.id,
         webhook_id=delivery.endpoint_id,
-        event_id=delivery.event_id,
-        event_type=delivery.event_type,
-        state=delivery.state,
-        attempt_count=delivery.attempt_count,
-        last_status_code=delivery.last_status_code,
-        last_latency_ms=delivery.last_latency_ms,
-        last_error=delivery.last_error,
         next_attempt_at=delivery.next_attempt_at if delivery.state == "pending" else None,
-        created_at=delivery.created_at,
-        finished_at=delivery.finished_at,
         payload=json.loads(delivery.event.body),
-        attempts=[
-            schemas.AttemptOut(
-                number=attempt.number,
-                attempted_at=attempt.attempted_at,
-                status_code=attempt.status_code,
-                latency_ms=attempt.latency_ms,
-                response_excerpt=attempt.response_excerpt,
-                error=attempt.error,
-                trigger=attempt.trigger,
-            )
-            for attempt in delivery.attempts
-        ],
+        attempts=[common.out(schemas.AttemptOut, attempt) for attempt in delivery.attempts],
     )
 
 
-def _delivery_after_commit(delivery_id: str) -> dict:
+def _delivery_after_commit(delivery_id: str) -> schemas.DeliveryOut:
     """Commit, then the delivery as it stands: inline (embedded) the attempt has happened by
     then; with a worker it is queued."""
     commit()
     db.session.expire_all()
-    return delivery_out(db.session.get(WebhookDelivery, delivery_id)).model_dump(mode="json")
+    return delivery_out(db.session.get(WebhookDelivery, delivery_id))
 
 
 def _endpoint(tenant: Tenant, webhook_id: str) -> WebhookEndpoint:
     return get_for_tenant(WebhookEndpoint, webhook_id, tenant, "Webhook")
 
 
-@operation(
+@webhook_operation(
     "POST",
     "/tenants/<tenant_id>/webhooks",
-    scope=ADMIN_SCOPE,
-    body=schemas.WebhookCreateIn,
-    response=schemas.WebhookCreatedOut,
     status=201,
-    tags=TAGS,
-    errors=[400, 401, 403, 404, 409, 413, 415],
-    summary="Add a webhook endpoint (its signing secret is in this response only)",
+    errors=[409],
     links={
         name: {"webhook_id": "$response.body#/webhook_id"}
         for name in (
@@ -161,11 +127,14 @@ def _endpoint(tenant: Tenant, webhook_id: str) -> WebhookEndpoint:
             "list_webhook_deliveries",
         )
     },
-    description="Deliveries are signed per the Standard Webhooks specification (headers webhook-id, "
-    "webhook-timestamp, webhook-signature). At most 10 endpoints per tenant (409). In production the URL "
-    "must be https:// and resolve to public addresses only.",
 )
-def create_webhook(principal, tenant: Tenant, body: schemas.WebhookCreateIn):
+def create_webhook(principal, tenant: Tenant, body: schemas.WebhookCreateIn) -> schemas.WebhookCreatedOut:
+    """Add a webhook endpoint (its signing secret is in this response only)
+
+    Deliveries are signed per the Standard Webhooks specification (headers webhook-id,
+    webhook-timestamp, webhook-signature). At most 10 endpoints per tenant (409). In production the
+    URL must be https:// and resolve to public addresses only.
+    """
     endpoint, secret = webhooks.create_endpoint(
         principal.actor(), tenant, body.url, list(body.event_types), body.description
     )
@@ -174,50 +143,25 @@ def create_webhook(principal, tenant: Tenant, body: schemas.WebhookCreateIn):
         **webhook_out(endpoint).model_dump(),
         secret=secret,
         message="Webhook endpoint created. Save the signing secret - it will only be shown once!",
-    ).model_dump(mode="json")
-
-
-@operation(
-    "GET",
-    "/tenants/<tenant_id>/webhooks",
-    scope=ADMIN_SCOPE,
-    query=common.PageQuery,
-    response=schemas.WebhookListOut,
-    tags=TAGS,
-    errors=[400, 401, 403, 404],
-    summary="List the tenant's webhook endpoints (never their secrets)",
-)
-def list_webhooks(principal, tenant: Tenant, query: common.PageQuery):
-    page, pagination = common.page_of(webhooks.endpoints_query(tenant), query)
-    return schemas.WebhookListOut(webhooks=[webhook_out(e) for e in page], pagination=pagination).model_dump(
-        mode="json"
     )
 
 
-@operation(
-    "GET",
-    "/tenants/<tenant_id>/webhooks/<webhook_id>",
-    scope=ADMIN_SCOPE,
-    response=schemas.WebhookOut,
-    tags=TAGS,
-    errors=[401, 403, 404],
-    summary="Get one webhook endpoint",
-)
-def get_webhook(principal, tenant: Tenant, webhook_id: str):
-    return webhook_out(_endpoint(tenant, webhook_id)).model_dump(mode="json")
+@webhook_operation("GET", "/tenants/<tenant_id>/webhooks")
+def list_webhooks(principal, tenant: Tenant, query: common.PageQuery) -> schemas.WebhookListOut:
+    """List the tenant's webhook endpoints (never their secrets)"""
+    page, pagination = common.page_of(webhooks.endpoints_query(tenant), query)
+    return schemas.WebhookListOut(webhooks=[webhook_out(e) for e in page], pagination=pagination)
 
 
-@operation(
-    "PATCH",
-    "/tenants/<tenant_id>/webhooks/<webhook_id>",
-    scope=ADMIN_SCOPE,
-    body=schemas.WebhookPatchIn,
-    response=schemas.WebhookOut,
-    tags=TAGS,
-    errors=[400, 401, 403, 404, 413, 415],
-    summary="Change an endpoint's URL, events, description, or enable/disable it",
-)
-def update_webhook(principal, tenant: Tenant, webhook_id: str, body: schemas.WebhookPatchIn):
+@webhook_operation("GET", "/tenants/<tenant_id>/webhooks/<webhook_id>")
+def get_webhook(principal, tenant: Tenant, webhook_id: str) -> schemas.WebhookOut:
+    """Get one webhook endpoint"""
+    return webhook_out(_endpoint(tenant, webhook_id))
+
+
+@webhook_operation("PATCH", "/tenants/<tenant_id>/webhooks/<webhook_id>")
+def update_webhook(principal, tenant: Tenant, webhook_id: str, body: schemas.WebhookPatchIn) -> schemas.WebhookOut:
+    """Change an endpoint's URL, events, description, or enable/disable it"""
     endpoint = _endpoint(tenant, webhook_id)
     webhooks.update_endpoint(
         principal.actor(),
@@ -229,37 +173,23 @@ def update_webhook(principal, tenant: Tenant, webhook_id: str, body: schemas.Web
         enabled=body.enabled,
     )
     commit()
-    return webhook_out(endpoint).model_dump(mode="json")
+    return webhook_out(endpoint)
 
 
-@operation(
-    "DELETE",
-    "/tenants/<tenant_id>/webhooks/<webhook_id>",
-    scope=ADMIN_SCOPE,
-    response=schemas.WebhookDeletedOut,
-    tags=TAGS,
-    errors=[401, 403, 404],
-    summary="Delete a webhook endpoint and its delivery log",
-)
-def delete_webhook(principal, tenant: Tenant, webhook_id: str):
+@webhook_operation("DELETE", "/tenants/<tenant_id>/webhooks/<webhook_id>")
+def delete_webhook(principal, tenant: Tenant, webhook_id: str) -> schemas.WebhookDeletedOut:
+    """Delete a webhook endpoint and its delivery log"""
     endpoint = _endpoint(tenant, webhook_id)
     webhooks.delete_endpoint(principal.actor(), tenant, endpoint)
     commit()
     return schemas.WebhookDeletedOut(
         webhook_id=webhook_id, deleted=True, message="Webhook endpoint deleted; no more events go to it."
-    ).model_dump(mode="json")
+    )
 
 
-@operation(
-    "POST",
-    "/tenants/<tenant_id>/webhooks/<webhook_id>/rotate-secret",
-    scope=ADMIN_SCOPE,
-    response=schemas.WebhookSecretOut,
-    tags=TAGS,
-    errors=[401, 403, 404],
-    summary="Replace the signing secret (the old one keeps signing alongside for 24 hours)",
-)
-def rotate_webhook_secret(principal, tenant: Tenant, webhook_id: str):
+@webhook_operation("POST", "/tenants/<tenant_id>/webhooks/<webhook_id>/rotate-secret")
+def rotate_webhook_secret(principal, tenant: Tenant, webhook_id: str) -> schemas.WebhookSecretOut:
+    """Replace the signing secret (the old one keeps signing alongside for 24 hours)"""
     endpoint = _endpoint(tenant, webhook_id)
     secret = webhooks.rotate_secret(principal.actor(), tenant, endpoint)
     commit()
@@ -268,18 +198,13 @@ def rotate_webhook_secret(principal, tenant: Tenant, webhook_id: str):
         secret=secret,
         previous_secret_expires_at=endpoint.previous_secret_expires_at,
         message="New signing secret created. Save it - it will only be shown once!",
-    ).model_dump(mode="json")
+    )
 
 
-@operation(
+@webhook_operation(
     "POST",
     "/tenants/<tenant_id>/webhooks/<webhook_id>/test",
-    scope=ADMIN_SCOPE,
-    response=schemas.DeliveryOut,
     status=202,
-    tags=TAGS,
-    errors=[401, 403, 404],
-    summary="Send a webhook.test event to this endpoint now",
     links={
         "resend_webhook_delivery": {
             "webhook_id": "$response.body#/webhook_id",
@@ -287,40 +212,25 @@ def rotate_webhook_secret(principal, tenant: Tenant, webhook_id: str):
         }
     },
 )
-def test_webhook(principal, tenant: Tenant, webhook_id: str):
+def test_webhook(principal, tenant: Tenant, webhook_id: str) -> schemas.DeliveryOut:
+    """Send a webhook.test event to this endpoint now"""
     endpoint = _endpoint(tenant, webhook_id)
     return _delivery_after_commit(webhooks.send_test(principal.actor(), tenant, endpoint).id)
 
 
-@operation(
-    "GET",
-    "/tenants/<tenant_id>/webhooks/<webhook_id>/deliveries",
-    scope=ADMIN_SCOPE,
-    query=schemas.DeliveryQuery,
-    response=schemas.DeliveryListOut,
-    tags=TAGS,
-    errors=[400, 401, 403, 404],
-    summary="The endpoint's deliveries, newest first, with every attempt",
-)
-def list_webhook_deliveries(principal, tenant: Tenant, webhook_id: str, query: schemas.DeliveryQuery):
+@webhook_operation("GET", "/tenants/<tenant_id>/webhooks/<webhook_id>/deliveries")
+def list_webhook_deliveries(
+    principal, tenant: Tenant, webhook_id: str, query: schemas.DeliveryQuery
+) -> schemas.DeliveryListOut:
+    """The endpoint's deliveries, newest first, with every attempt"""
     endpoint = _endpoint(tenant, webhook_id)
     page, pagination = common.page_of(webhooks.deliveries_query(endpoint, query.state), query)
-    return schemas.DeliveryListOut(deliveries=[delivery_out(d) for d in page], pagination=pagination).model_dump(
-        mode="json"
-    )
+    return schemas.DeliveryListOut(deliveries=[delivery_out(d) for d in page], pagination=pagination)
 
 
-@operation(
-    "POST",
-    "/tenants/<tenant_id>/webhooks/<webhook_id>/deliveries/<delivery_id>/resend",
-    scope=ADMIN_SCOPE,
-    response=schemas.DeliveryOut,
-    status=202,
-    tags=TAGS,
-    errors=[401, 403, 404],
-    summary="Attempt a delivery once more, now (same event id and body)",
-)
-def resend_webhook_delivery(principal, tenant: Tenant, webhook_id: str, delivery_id: str):
+@webhook_operation("POST", "/tenants/<tenant_id>/webhooks/<webhook_id>/deliveries/<delivery_id>/resend", status=202)
+def resend_webhook_delivery(principal, tenant: Tenant, webhook_id: str, delivery_id: str) -> schemas.DeliveryOut:
+    """Attempt a delivery once more, now (same event id and body)"""
     endpoint = _endpoint(tenant, webhook_id)
     delivery = webhooks.get_delivery(endpoint, delivery_id)
     webhooks.resend(principal.actor(), tenant, delivery)
@@ -328,18 +238,10 @@ def resend_webhook_delivery(principal, tenant: Tenant, webhook_id: str, delivery
 
 
 @operation(
-    "POST",
-    "/tenants/<tenant_id>/events/pipeline",
-    auth=OPERATOR,
-    body=schemas.PipelineEventIn,
-    response=schemas.PipelineEventOut,
-    status=202,
-    tags=TAGS,
-    allowed_when_suspended=True,
-    errors=[400, 401, 403, 404, 413, 415],
-    summary="Report a pipeline run's end; the tenant's endpoints get pipeline.completed or pipeline.failed",
+    "POST", "/tenants/<tenant_id>/events/pipeline", auth=OPERATOR, status=202, tags=TAGS, allowed_when_suspended=True
 )
-def report_pipeline_event(principal, tenant: Tenant, body: schemas.PipelineEventIn):
+def report_pipeline_event(principal, tenant: Tenant, body: schemas.PipelineEventIn) -> schemas.PipelineEventOut:
+    """Report a pipeline run's end; the tenant's endpoints get pipeline.completed or pipeline.failed"""
     extra = body.data or {}
     if len(json.dumps(extra, default=str)) > PIPELINE_DATA_LIMIT:
         raise ApiError(
@@ -351,18 +253,12 @@ def report_pipeline_event(principal, tenant: Tenant, body: schemas.PipelineEvent
     commit()
     return schemas.PipelineEventOut(
         event_id=event_id, event_type=body.event_type, tenant_id=tenant.tenant_id, delivered_to=count
-    ).model_dump(mode="json")
+    )
 
 
-@operation(
-    "GET",
-    "/webhook-event-types",
-    auth=PUBLIC,
-    response=schemas.EventTypeListOut,
-    tags=TAGS,
-    summary="The events a webhook endpoint can subscribe to",
-)
-def list_webhook_event_types(principal):
+@operation("GET", "/webhook-event-types", auth=PUBLIC, tags=TAGS)
+def list_webhook_event_types(principal) -> schemas.EventTypeListOut:
+    """The events a webhook endpoint can subscribe to"""
     return schemas.EventTypeListOut(
         event_types=[schemas.EventTypeOut(event_type=name, description=about) for name, about in EVENT_TYPES.items()]
-    ).model_dump(mode="json")
+    )

@@ -5,12 +5,9 @@ from flask import Blueprint, abort, flash, g
 from portal.access import current_actor, tenant_required
 from portal.api_keys import services
 from portal.api_keys.forms import CreateKeyForm, RevokeKeyForm
-from portal.errors import ServiceError
-from portal.forms import apply_service_error
-from portal.infra.transactions import commit, rollback
 from portal.models import ApiKey
 from portal.tenants.scoped import get_for_tenant
-from portal.web import act, form_errors_status, redirect_to, render
+from portal.web import act, form_errors_status, redirect_to, render, save_form
 
 bp = Blueprint("api_keys", __name__, url_prefix="/api-keys")
 
@@ -39,18 +36,13 @@ def index():
 def create():
     """Issue a key and show it once: it lives only in this response, never in the session."""
     form = CreateKeyForm()
-    if form.validate_on_submit():
-        try:
-            key, plaintext = services.create_key(
-                current_actor(), g.tenant, form.key_name.data, form.scopes.data, form.expiry
-            )
-            commit()
-        except ServiceError as error:
-            rollback()
-            apply_service_error(form, error)
-        else:
-            # No redirect: after one, the key could only be shown again by storing it somewhere.
-            return _keys_page(created={"key": key, "plaintext": plaintext}, fragment="api_keys/_created.html")
+    created = save_form(
+        form, lambda: services.create_key(current_actor(), g.tenant, form.key_name.data, form.scopes.data, form.expiry)
+    )
+    if created is not None:
+        # No redirect: after one, the key could only be shown again by storing it somewhere.
+        key, plaintext = created
+        return _keys_page(created={"key": key, "plaintext": plaintext}, fragment="api_keys/_created.html")
     return _keys_page(create_form=form, status=form_errors_status(), fragment="api_keys/_create.html")
 
 

@@ -23,7 +23,7 @@ from portal.forms import apply_service_error
 from portal.infra.transactions import commit, rollback
 from portal.models import has_second_factor, utcnow
 from portal.tenants import services as tenants
-from portal.web import act, form_errors_status, redirect_to, render
+from portal.web import act, form_errors_status, redirect_to, render, save_form, submit
 
 bp = Blueprint("auth", __name__)
 
@@ -190,18 +190,17 @@ def account():
 def change_password():
     """Change the password after confirming the current one; every other session ends."""
     form = ChangePasswordForm()
-    if form.validate_on_submit():
-        user = current_user._get_current_object()
-        try:
-            services.change_password(current_actor(), user, form.current_password.data, form.new_password.data)
-            commit()
-        except ServiceError as error:
-            rollback()
-            apply_service_error(form, error)
-        else:
-            login_user(user)  # this browser's renewed session token, into its cookie
-            flash("Your password is changed. Every other browser and device is signed out.", "success")
-            return redirect_to("auth.account")
+    user = current_user._get_current_object()
+
+    def change() -> str:
+        services.change_password(current_actor(), user, form.current_password.data, form.new_password.data)
+        return "Your password is changed. Every other browser and device is signed out."
+
+    message = save_form(form, change)
+    if message is not None:
+        login_user(user)  # this browser's renewed session token, into its cookie
+        flash(message, "success")
+        return redirect_to("auth.account")
     return _account_page(password_form=form, status=form_errors_status(), fragment="auth/_password_form.html")
 
 
@@ -211,19 +210,16 @@ def change_password():
 def request_email_change():
     """Ask to change the sign-in email: a link goes to the new address, a notice to the current one."""
     form = ChangeEmailForm()
-    if form.validate_on_submit():
-        try:
-            change = services.request_email_change(
-                current_actor(), current_user._get_current_object(), form.new_email.data, form.password.data
-            )
-            commit()
-        except ServiceError as error:
-            rollback()
-            apply_service_error(form, error)
-        else:
-            flash(f"We sent a link to {change.new_email}. Your sign-in email changes when you open it.", "success")
-            return redirect_to("auth.account")
-    return _account_page(email_form=form, status=form_errors_status(), fragment="auth/_email_form.html")
+
+    def ask() -> str:
+        change = services.request_email_change(
+            current_actor(), current_user._get_current_object(), form.new_email.data, form.password.data
+        )
+        return f"We sent a link to {change.new_email}. Your sign-in email changes when you open it."
+
+    return submit(form, ask, "auth.account") or _account_page(
+        email_form=form, status=form_errors_status(), fragment="auth/_email_form.html"
+    )
 
 
 @bp.route("/account/email/confirm/<token>", methods=["GET", "POST"])
@@ -297,17 +293,16 @@ def reset_password(token: str):
     if services.find_password_reset(token) is None:
         return render("auth/reset_invalid.html", status=400)
     form = ResetPasswordForm()
-    if form.validate_on_submit():
-        try:
-            services.reset_password(token, form.password.data, request.remote_addr)
-            commit()
-        except ServiceError as error:
-            rollback()
-            apply_service_error(form, error)
-        else:
-            logout_user()
-            session.clear()
-            flash("Your password is changed. Sign in with the new one.", "success")
-            return redirect(url_for("auth.sign_in"), code=303)
+
+    def reset() -> str:
+        services.reset_password(token, form.password.data, request.remote_addr)
+        return "Your password is changed. Sign in with the new one."
+
+    message = save_form(form, reset)
+    if message is not None:
+        logout_user()
+        session.clear()
+        flash(message, "success")
+        return redirect(url_for("auth.sign_in"), code=303)
     status = form_errors_status() if form.errors or form.form_errors else 200
     return render("auth/reset_password.html", form=form, token=token, status=status)

@@ -30,11 +30,10 @@ from portal.billing.money import format_amount, format_money
 from portal.billing.pdf import pdf_download, seller_from_config
 from portal.errors import ServiceError
 from portal.extensions import db
-from portal.forms import apply_service_error
 from portal.infra.pagination import paginate
 from portal.infra.transactions import commit, rollback
 from portal.models import OPTIONAL_BILLING_EMAILS, Plan, Subscription, utcnow
-from portal.web import act, form_errors_status, redirect_to, render
+from portal.web import act, form_errors_status, redirect_to, render, submit
 
 bp = Blueprint("billing", __name__, url_prefix="/billing")
 
@@ -501,17 +500,14 @@ def details():
 def update_details():
     """Save the billing profile; later invoices carry it (issued ones keep theirs)."""
     form = BillingDetailsForm()
-    if form.validate_on_submit():
-        try:
-            profile_service.update(current_actor(), g.tenant, form.profile_data())
-            commit()
-        except ServiceError as error:
-            rollback()
-            apply_service_error(form, error)
-        else:
-            flash("Billing details saved. Invoices from now on carry them.", "success")
-            return redirect_to("billing.details")
-    elif "csrf_token" in form.errors:
+
+    def save() -> str:
+        profile_service.update(current_actor(), g.tenant, form.profile_data())
+        return "Billing details saved. Invoices from now on carry them."
+
+    if response := submit(form, save, "billing.details"):
+        return response
+    if "csrf_token" in form.errors:
         abort(400, "Your form expired. Reload the page and try again.")
     if not form.tax_ids.entries:
         _with_blank_tax_id(form)

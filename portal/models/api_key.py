@@ -4,7 +4,7 @@ from sqlalchemy import JSON, ForeignKey, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.extensions import db
-from portal.models.base import UTCDateTime, new_id, utcnow
+from portal.models.base import UTCDateTime, id_column, utcnow
 
 # Seed 000's scopes, each with what it grants here. admin:* covers every other scope and the
 # admin-only endpoints.
@@ -27,7 +27,7 @@ class ApiKey(db.Model):
 
     __tablename__ = "api_keys"
 
-    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("key"))
+    id: Mapped[str] = id_column("key")
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.tenant_id"), index=True)
     name: Mapped[str] = mapped_column(String(100))
     prefix: Mapped[str] = mapped_column(String(80))
@@ -66,7 +66,7 @@ class OperatorToken(db.Model):
 
     __tablename__ = "operator_tokens"
 
-    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("opt"))
+    id: Mapped[str] = id_column("opt")
     name: Mapped[str] = mapped_column(String(100))
     prefix: Mapped[str] = mapped_column(String(40))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)

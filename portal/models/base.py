@@ -3,7 +3,8 @@
 import secrets
 from datetime import UTC, datetime
 
-from sqlalchemy import DateTime, TypeDecorator
+from sqlalchemy import DateTime, String, TypeDecorator
+from sqlalchemy.orm import mapped_column
 
 
 def utcnow() -> datetime:
@@ -13,6 +14,11 @@ def utcnow() -> datetime:
 def new_id(prefix: str) -> str:
     """A public, unguessable identifier such as ``inv_3kq9...`` (seed 000 style)."""
     return f"{prefix}_{secrets.token_hex(8)}"
+
+
+def id_column(prefix: str):
+    """A table's primary key: a ``new_id`` with the table's prefix, made when the row is."""
+    return mapped_column(String(32), primary_key=True, default=lambda: new_id(prefix))
 
 
 class UTCDateTime(TypeDecorator):

@@ -13,7 +13,7 @@ from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, Numeric, Strin
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.extensions import db
-from portal.models.base import UTCDateTime, new_id, utcnow
+from portal.models.base import UTCDateTime, id_column, utcnow
 
 SUBSCRIPTION_STATUSES = ("trialing", "active", "past_due", "unpaid", "paused", "canceled", "incomplete")
 # A subscription in one of these still renews and is billed by the billing run.
@@ -41,7 +41,7 @@ class Plan(db.Model):
 
     __tablename__ = "plans"
 
-    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("plan"))
+    id: Mapped[str] = id_column("plan")
     key: Mapped[str] = mapped_column(String(64), unique=True)
     name: Mapped[str] = mapped_column(String(100))
     description: Mapped[str] = mapped_column(Text, default="")
@@ -68,7 +68,7 @@ class PlanVersion(db.Model):
     __tablename__ = "plan_versions"
     __table_args__ = (UniqueConstraint("plan_id", "version"),)
 
-    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("planv"))
+    id: Mapped[str] = id_column("planv")
     plan_id: Mapped[str] = mapped_column(ForeignKey("plans.id"), index=True)
     version: Mapped[int] = mapped_column(Integer)
     price: Mapped[int] = mapped_column(Integer)
@@ -109,7 +109,7 @@ class Subscription(db.Model):
 
     __tablename__ = "subscriptions"
 
-    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("sub"))
+    id: Mapped[str] = id_column("sub")
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.tenant_id"), unique=True)
     plan_version_id: Mapped[str] = mapped_column(ForeignKey("plan_versions.id"), index=True)
     status: Mapped[str] = mapped_column(String(20), default="active", index=True)
@@ -151,7 +151,7 @@ class Invoice(db.Model):
         Index("ix_invoices_issued_at_number", "issued_at", "number"),
     )
 
-    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("inv"))
+    id: Mapped[str] = id_column("inv")
     number: Mapped[str] = mapped_column(String(20), unique=True)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.tenant_id"), index=True)
     subscription_id: Mapped[str] = mapped_column(ForeignKey("subscriptions.id"), index=True)
@@ -231,7 +231,7 @@ class Invoice(db.Model):
 class InvoiceLine(db.Model):
     __tablename__ = "invoice_lines"
 
-    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("il"))
+    id: Mapped[str] = id_column("il")
     invoice_id: Mapped[str] = mapped_column(ForeignKey("invoices.id"), index=True)
     position: Mapped[int] = mapped_column(Integer, default=0)
     type: Mapped[str] = mapped_column(String(20))
@@ -278,7 +278,7 @@ class TaxRate(db.Model):
 
     __tablename__ = "tax_rates"
 
-    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("txr"))
+    id: Mapped[str] = id_column("txr")
     key: Mapped[str] = mapped_column(String(64), unique=True)
     name: Mapped[str] = mapped_column(String(100))
     percentage: Mapped[Decimal] = mapped_column(Numeric(7, 4))
@@ -327,7 +327,7 @@ class InvoiceCounter(db.Model):
 class BillingRun(db.Model):
     __tablename__ = "billing_runs"
 
-    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("run"))
+    id: Mapped[str] = id_column("run")
     as_of: Mapped[datetime] = mapped_column(UTCDateTime)
     status: Mapped[str] = mapped_column(String(20), default="queued")  # queued|running|completed|failed
     # As of a future instant (without BILLING_TEST_CLOCK): what would be billed, nothing billed.
@@ -362,7 +362,7 @@ class BillingRunShard(db.Model):
     __tablename__ = "billing_run_shards"
     __table_args__ = (UniqueConstraint("run_id", "position"),)
 
-    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("shd"))
+    id: Mapped[str] = id_column("shd")
     run_id: Mapped[str] = mapped_column(ForeignKey("billing_runs.id"), index=True)
     position: Mapped[int] = mapped_column(Integer)
     subscription_ids: Mapped[list] = mapped_column(JSON, default=list)

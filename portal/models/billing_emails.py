@@ -6,7 +6,7 @@ from sqlalchemy import Boolean, ForeignKey, LargeBinary, String, true
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.extensions import db
-from portal.models.base import UTCDateTime, new_id, utcnow
+from portal.models.base import UTCDateTime, id_column, utcnow
 from portal.models.email import EmailMessage
 
 # Every billing email; all but the receipt (proof of a payment) can be switched off per tenant.
@@ -45,7 +45,7 @@ class BillingNotice(db.Model):
 
     __tablename__ = "billing_notices"
 
-    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("bn"))
+    id: Mapped[str] = id_column("bn")
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.tenant_id"), index=True)
     kind: Mapped[str] = mapped_column(String(40))
     key: Mapped[str] = mapped_column(String(200), unique=True)
@@ -59,7 +59,7 @@ class EmailAttachment(db.Model):
 
     __tablename__ = "email_attachments"
 
-    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("att"))
+    id: Mapped[str] = id_column("att")
     message_id: Mapped[str] = mapped_column(ForeignKey("email_messages.id"), index=True)
     filename: Mapped[str] = mapped_column(String(200))
     content_type: Mapped[str] = mapped_column(String(100))

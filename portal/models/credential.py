@@ -4,7 +4,7 @@ from sqlalchemy import Boolean, ForeignKey, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.extensions import db
-from portal.models.base import UTCDateTime, new_id, utcnow
+from portal.models.base import UTCDateTime, id_column, utcnow
 
 PROVIDERS = ("gcp", "aws", "azure")
 # The one credential type each provider accepts today (seed 000's names).
@@ -16,7 +16,7 @@ class Credential(db.Model):
 
     __tablename__ = "credentials"
 
-    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("cred"))
+    id: Mapped[str] = id_column("cred")
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.tenant_id"), index=True)
     provider: Mapped[str] = mapped_column(String(10))
     credential_type: Mapped[str] = mapped_column(String(40))

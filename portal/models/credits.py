@@ -13,7 +13,7 @@ from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, String, U
 from sqlalchemy.orm import Mapped, mapped_column
 
 from portal.extensions import db
-from portal.models.base import UTCDateTime, new_id, utcnow
+from portal.models.base import UTCDateTime, id_column, utcnow
 
 CREDIT_ENTRY_KINDS = ("grant", "deduction", "application", "expiry")
 
@@ -26,7 +26,7 @@ class CreditGrant(db.Model):
         Index("ix_credit_grants_tenant_currency", "tenant_id", "currency"),
     )
 
-    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("cg"))
+    id: Mapped[str] = id_column("cg")
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.tenant_id"))
     currency: Mapped[str] = mapped_column(String(3))
     amount: Mapped[int] = mapped_column(BigInteger)
@@ -51,7 +51,7 @@ class CreditEntry(db.Model):
         Index("ix_credit_entries_tenant_currency_created", "tenant_id", "currency", "created_at"),
     )
 
-    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("ce"))
+    id: Mapped[str] = id_column("ce")
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.tenant_id"))
     currency: Mapped[str] = mapped_column(String(3))
     kind: Mapped[str] = mapped_column(String(20))

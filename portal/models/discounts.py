@@ -14,7 +14,7 @@ from sqlalchemy import JSON, BigInteger, Boolean, CheckConstraint, ForeignKey, I
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.extensions import db
-from portal.models.base import UTCDateTime, new_id, utcnow
+from portal.models.base import UTCDateTime, id_column, utcnow
 
 COUPON_DURATIONS = ("once", "repeating", "forever")
 # active: discounts invoices; ended: its periods are used up; removed: the operator took it off;
@@ -29,7 +29,7 @@ class Coupon(db.Model):
         CheckConstraint("times_redeemed >= 0", name="times_redeemed_not_negative"),
     )
 
-    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("cpn"))
+    id: Mapped[str] = id_column("cpn")
     name: Mapped[str] = mapped_column(String(100))
     percent_off: Mapped[Decimal | None] = mapped_column(Numeric(5, 2))
     amount_off: Mapped[int | None] = mapped_column(Integer)
@@ -57,7 +57,7 @@ class PromotionCode(db.Model):
     __tablename__ = "promotion_codes"
     __table_args__ = (CheckConstraint("times_redeemed >= 0", name="times_redeemed_not_negative"),)
 
-    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("promo"))
+    id: Mapped[str] = id_column("promo")
     code: Mapped[str] = mapped_column(String(40), unique=True)
     coupon_id: Mapped[str] = mapped_column(ForeignKey("coupons.id"), index=True)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
@@ -81,7 +81,7 @@ class Discount(db.Model):
 
     __tablename__ = "discounts"
 
-    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("disc"))
+    id: Mapped[str] = id_column("disc")
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.tenant_id"), index=True)
     subscription_id: Mapped[str] = mapped_column(ForeignKey("subscriptions.id"), index=True)
     active_subscription_id: Mapped[str | None] = mapped_column(String(32), unique=True)

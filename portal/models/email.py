@@ -4,7 +4,7 @@ from sqlalchemy import ForeignKey, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from portal.extensions import db
-from portal.models.base import UTCDateTime, new_id, utcnow
+from portal.models.base import UTCDateTime, id_column, utcnow
 
 
 class EmailMessage(db.Model):
@@ -12,7 +12,7 @@ class EmailMessage(db.Model):
 
     __tablename__ = "email_messages"
 
-    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("msg"))
+    id: Mapped[str] = id_column("msg")
     tenant_id: Mapped[str | None] = mapped_column(ForeignKey("tenants.tenant_id"), index=True)
     to: Mapped[str] = mapped_column(String(254), index=True)
     subject: Mapped[str] = mapped_column(String(255))

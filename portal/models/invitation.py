@@ -4,7 +4,7 @@ from sqlalchemy import ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.extensions import db
-from portal.models.base import UTCDateTime, new_id, utcnow
+from portal.models.base import UTCDateTime, id_column, utcnow
 
 INVITATION_STATUSES = ("pending", "accepted", "revoked", "expired")
 
@@ -14,7 +14,7 @@ class Invitation(db.Model):
 
     __tablename__ = "invitations"
 
-    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("inv"))
+    id: Mapped[str] = id_column("inv")
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.tenant_id"), index=True)
     email: Mapped[str] = mapped_column(String(254))
     role: Mapped[str] = mapped_column(String(20))

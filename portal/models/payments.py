@@ -6,7 +6,7 @@ from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, UniqueCon
 from sqlalchemy.orm import Mapped, mapped_column
 
 from portal.extensions import db
-from portal.models.base import UTCDateTime, new_id, utcnow
+from portal.models.base import UTCDateTime, id_column, utcnow
 
 # received: stored, not processed yet; processed / ignored: done; failed: the last try raised.
 # A failed event is tried again at next_attempt_at (backoff, a few times); when that is empty
@@ -54,7 +54,7 @@ class PaymentAttempt(db.Model):
     __tablename__ = "payment_attempts"
     __table_args__ = (UniqueConstraint("invoice_id", "number"),)
 
-    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("pay"))
+    id: Mapped[str] = id_column("pay")
     invoice_id: Mapped[str] = mapped_column(ForeignKey("invoices.id"), index=True)
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.tenant_id"), index=True)
     number: Mapped[int] = mapped_column(Integer)

@@ -11,7 +11,7 @@ from sqlalchemy import JSON, BigInteger, ForeignKey, Integer, LargeBinary, Strin
 from sqlalchemy.orm import Mapped, mapped_column
 
 from portal.extensions import db
-from portal.models.base import UTCDateTime, new_id, utcnow
+from portal.models.base import UTCDateTime, id_column, utcnow
 
 
 class UserTwoFactor(db.Model):
@@ -45,7 +45,7 @@ class Passkey(db.Model):
 
     __tablename__ = "passkeys"
 
-    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("pk"))
+    id: Mapped[str] = id_column("pk")
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
     # base64url of the authenticator's credential id (at most 1,023 bytes by the spec).
     credential_id: Mapped[str] = mapped_column(String(1400), unique=True)
@@ -66,7 +66,7 @@ class RecoveryCode(db.Model):
     __tablename__ = "recovery_codes"
     __table_args__ = (UniqueConstraint("user_id", "code_hash", name="uq_recovery_codes_user_code"),)
 
-    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("rc"))
+    id: Mapped[str] = id_column("rc")
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
     code_hash: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

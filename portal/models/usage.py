@@ -19,7 +19,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from portal.extensions import db
-from portal.models.base import UTCDateTime, new_id, utcnow
+from portal.models.base import UTCDateTime, id_column, new_id, utcnow
 
 AGGREGATIONS = ("count", "sum", "unique_count", "max", "min", "avg", "first", "last")
 
@@ -102,7 +102,7 @@ class Meter(db.Model):
 
     __tablename__ = "meters"
 
-    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("meter"))
+    id: Mapped[str] = id_column("meter")
     key: Mapped[str] = mapped_column(String(64), unique=True)
     name: Mapped[str] = mapped_column(String(100))
     event_name: Mapped[str] = mapped_column(String(128))
@@ -125,7 +125,7 @@ class QuotaNotice(db.Model):
     __tablename__ = "quota_notices"
     __table_args__ = (UniqueConstraint("tenant_id", "feature_key", "period_start", "threshold"),)
 
-    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("qn"))
+    id: Mapped[str] = id_column("qn")
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.tenant_id"), index=True)
     feature_key: Mapped[str] = mapped_column(String(64))
     period_start: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -4,7 +4,7 @@ from sqlalchemy import Boolean, ForeignKey, Index, String, UniqueConstraint, tex
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column, relationship
 
 from portal.extensions import db
-from portal.models.base import UTCDateTime, new_id, utcnow
+from portal.models.base import UTCDateTime, id_column, utcnow
 
 # Highest first. Owner: everything; admin: team, keys, credentials, billing;
 # developer: keys and credentials, usage read; viewer: read-only (DESIGN §3).
@@ -17,7 +17,7 @@ class User(db.Model):
 
     __tablename__ = "users"
 
-    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("usr"))
+    id: Mapped[str] = id_column("usr")
     email: Mapped[str] = mapped_column(String(254), unique=True)
     name: Mapped[str] = mapped_column(String(120), default="")
     password_hash: Mapped[str] = mapped_column(String(255))
@@ -63,7 +63,7 @@ class Membership(db.Model):
         ),
     )
 
-    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("mem"))
+    id: Mapped[str] = id_column("mem")
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.tenant_id"), index=True)
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
     role: Mapped[str] = mapped_column(String(20))
@@ -82,7 +82,7 @@ class UserSession(db.Model):
 
     __tablename__ = "user_sessions"
 
-    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("ses"))
+    id: Mapped[str] = id_column("ses")
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -113,7 +113,7 @@ class PasswordReset(_EmailedLink, db.Model):
 
     __tablename__ = "password_resets"
 
-    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("pwr"))
+    id: Mapped[str] = id_column("pwr")
 
 
 class EmailChange(_EmailedLink, db.Model):
@@ -122,5 +122,5 @@ class EmailChange(_EmailedLink, db.Model):
 
     __tablename__ = "email_changes"
 
-    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("emc"))
+    id: Mapped[str] = id_column("emc")
     new_email: Mapped[str] = mapped_column(String(254))

@@ -8,7 +8,7 @@ from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, LargeBinary, S
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.extensions import db
-from portal.models.base import UTCDateTime, new_id, utcnow
+from portal.models.base import UTCDateTime, id_column, utcnow
 
 DELIVERY_STATES = ("pending", "succeeded", "failed")
 
@@ -23,7 +23,7 @@ class WebhookEndpoint(db.Model):
 
     __tablename__ = "webhook_endpoints"
 
-    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("we"))
+    id: Mapped[str] = id_column("we")
     tenant_id: Mapped[str | None] = mapped_column(ForeignKey("tenants.tenant_id", ondelete="CASCADE"), index=True)
     url: Mapped[str] = mapped_column(String(2048))
     description: Mapped[str] = mapped_column(String(200), default="")
@@ -54,7 +54,7 @@ class WebhookEvent(db.Model):
 
     __tablename__ = "webhook_events"
 
-    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("evt"))
+    id: Mapped[str] = id_column("evt")
     tenant_id: Mapped[str | None] = mapped_column(String(64), index=True)
     event_type: Mapped[str] = mapped_column(String(64))
     body: Mapped[str] = mapped_column(Text)
@@ -71,7 +71,7 @@ class WebhookDelivery(db.Model):
         Index("ix_webhook_deliveries_due", "state", "next_attempt_at"),
     )
 
-    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("whd"))
+    id: Mapped[str] = id_column("whd")
     endpoint_id: Mapped[str] = mapped_column(ForeignKey("webhook_endpoints.id", ondelete="CASCADE"))
     event_id: Mapped[str] = mapped_column(ForeignKey("webhook_events.id", ondelete="CASCADE"), index=True)
     tenant_id: Mapped[str | None] = mapped_column(String(64), index=True)

@@ -3,11 +3,10 @@ from flask_login import logout_user
 
 from portal.access import current_actor, tenant_required
 from portal.errors import ServiceError
-from portal.forms import apply_service_error
 from portal.infra.transactions import commit, rollback
 from portal.settings.forms import BLANK_METADATA_ROWS, DeleteTenantForm, ProfileForm, TwoFactorPolicyForm
 from portal.tenants import services as tenants
-from portal.web import form_errors_status, redirect_to, render
+from portal.web import form_errors_status, redirect_to, render, submit
 
 bp = Blueprint("settings", __name__, url_prefix="/settings")
 
@@ -49,19 +48,16 @@ def index():
 def update():
     """Save the company profile and metadata."""
     form = ProfileForm()
-    if form.validate_on_submit():
-        try:
-            tenants.update_profile(
-                current_actor(), g.tenant, form.company_name.data, form.contact_email.data, form.metadata_dict()
-            )
-            commit()
-        except ServiceError as error:
-            rollback()
-            apply_service_error(form, error)
-        else:
-            flash("Settings saved.", "success")
-            return redirect_to("settings.index")
-    return _page(profile_form=form, status=form_errors_status(), fragment="settings/_profile_form.html")
+
+    def save() -> str:
+        tenants.update_profile(
+            current_actor(), g.tenant, form.company_name.data, form.contact_email.data, form.metadata_dict()
+        )
+        return "Settings saved."
+
+    return submit(form, save, "settings.index") or _page(
+        profile_form=form, status=form_errors_status(), fragment="settings/_profile_form.html"
+    )
 
 
 @bp.post("/two-factor")
@@ -69,20 +65,16 @@ def update():
 def two_factor_policy():
     """The owner requires (or stops requiring) two-factor authentication of every member."""
     form = TwoFactorPolicyForm()
-    if form.validate_on_submit():
-        try:
-            tenants.set_two_factor_required(current_actor(), g.tenant, form.require_two_factor.data)
-            commit()
-        except ServiceError as error:
-            rollback()
-            apply_service_error(form, error)
-        else:
-            if g.tenant.require_two_factor:
-                flash("Every member now needs two-factor authentication to use this account.", "success")
-            else:
-                flash("Two-factor authentication is no longer required of members.", "success")
-            return redirect_to("settings.index")
-    return _page(status=form_errors_status(), two_factor_form=form, fragment="settings/_two_factor_form.html")
+
+    def save() -> str:
+        tenants.set_two_factor_required(current_actor(), g.tenant, form.require_two_factor.data)
+        if g.tenant.require_two_factor:
+            return "Every member now needs two-factor authentication to use this account."
+        return "Two-factor authentication is no longer required of members."
+
+    return submit(form, save, "settings.index") or _page(
+        status=form_errors_status(), two_factor_form=form, fragment="settings/_two_factor_form.html"
+    )
 
 
 @bp.post("/delete")

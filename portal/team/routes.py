@@ -9,7 +9,7 @@ from portal.models import Invitation, Membership
 from portal.team import services
 from portal.team.forms import ConfirmForm, InviteForm, RoleForm, TransferOwnershipForm
 from portal.tenants.scoped import get_for_tenant
-from portal.web import act, form_errors_status, redirect_to, render
+from portal.web import act, form_errors_status, redirect_to, render, submit
 
 bp = Blueprint("team", __name__, url_prefix="/team")
 
@@ -48,19 +48,16 @@ def index():
 def invite():
     """Invite someone by email with a role."""
     form = InviteForm()
-    if form.validate_on_submit():
-        try:
-            invitation, _ = invitations.create_invitation(
-                current_actor(), g.tenant, form.email.data, form.role.data, form.expires_in_days.data
-            )
-            commit()
-        except ServiceError as error:
-            rollback()
-            apply_service_error(form, error)
-        else:
-            flash(f"Invitation sent to {invitation.email}.", "success")
-            return redirect_to("team.index")
-    return _team_page(invite_form=form, status=form_errors_status(), fragment="team/_invite_form.html")
+
+    def send() -> str:
+        invitation, _ = invitations.create_invitation(
+            current_actor(), g.tenant, form.email.data, form.role.data, form.expires_in_days.data
+        )
+        return f"Invitation sent to {invitation.email}."
+
+    return submit(form, send, "team.index") or _team_page(
+        invite_form=form, status=form_errors_status(), fragment="team/_invite_form.html"
+    )
 
 
 def _invitation_action(invitation_id: str, action) -> object:

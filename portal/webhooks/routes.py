@@ -4,17 +4,16 @@ test events, each endpoint's delivery log with Resend. URLs live under /integrat
 
 import json
 
-from flask import Blueprint, abort, flash, g, request
+from flask import Blueprint, abort, g, request
 
 from portal.access import current_actor, tenant_required
 from portal.errors import ServiceError
 from portal.extensions import db
-from portal.forms import apply_service_error
 from portal.infra.pagination import paginate
 from portal.infra.transactions import commit, rollback
 from portal.models import WebhookEndpoint
 from portal.tenants.scoped import get_for_tenant
-from portal.web import act, form_errors_status, redirect_to, render
+from portal.web import act, form_errors_status, render, save_form, submit
 from portal.webhooks import services
 from portal.webhooks.catalog import EVENT_TYPES
 from portal.webhooks.forms import ActionForm, EndpointForm
@@ -78,17 +77,15 @@ def index():
 def create():
     """Add an endpoint and show its secret once, in this response (never after a redirect)."""
     form = EndpointForm()
-    if form.validate_on_submit():
-        try:
-            endpoint, secret = services.create_endpoint(
-                current_actor(), g.tenant, form.url.data, form.chosen_events, form.description.data
-            )
-            commit()
-        except ServiceError as error:
-            rollback()
-            apply_service_error(form, error)
-        else:
-            return _index(created={"endpoint": endpoint, "secret": secret})
+    created = save_form(
+        form,
+        lambda: services.create_endpoint(
+            current_actor(), g.tenant, form.url.data, form.chosen_events, form.description.data
+        ),
+    )
+    if created is not None:
+        endpoint, secret = created
+        return _index(created={"endpoint": endpoint, "secret": secret})
     return _index(form=form, status=form_errors_status())
 
 
@@ -103,25 +100,22 @@ def detail(webhook_id: str):
 def update(webhook_id: str):
     endpoint = _endpoint(webhook_id)
     form = EndpointForm()
-    if form.validate_on_submit():
-        try:
-            services.update_endpoint(
-                current_actor(),
-                g.tenant,
-                endpoint,
-                url=form.url.data,
-                event_types=form.chosen_events,
-                description=form.description.data or "",
-                enabled=form.enabled.data,
-            )
-            commit()
-        except ServiceError as error:
-            rollback()
-            apply_service_error(form, error)
-        else:
-            flash("Endpoint saved.", "success")
-            return redirect_to("outbound_webhooks.detail", webhook_id=webhook_id)
-    return _detail(endpoint, form=form, status=form_errors_status())
+
+    def save() -> str:
+        services.update_endpoint(
+            current_actor(),
+            g.tenant,
+            endpoint,
+            url=form.url.data,
+            event_types=form.chosen_events,
+            description=form.description.data or "",
+            enabled=form.enabled.data,
+        )
+        return "Endpoint saved."
+
+    return submit(form, save, "outbound_webhooks.detail", webhook_id=webhook_id) or _detail(
+        endpoint, form=form, status=form_errors_status()
+    )
 
 
 @bp.post("/<webhook_id>/test")

@@ -3,7 +3,7 @@ pagination block and ``page_of``, and the field types more than one resource use
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import (
     AliasChoices,
@@ -90,6 +90,15 @@ def names(field: str, *aliases: str) -> AliasChoices:
 
 class Out(BaseModel):
     model_config = ConfigDict(from_attributes=True)
+
+
+OutT = TypeVar("OutT", bound=Out)
+
+
+def out(model: type[OutT], source, **values) -> OutT:
+    """``model`` filled from ``source``'s attributes of the same names; ``values`` give the
+    fields it names otherwise, or computes."""
+    return model(**{name: values[name] if name in values else getattr(source, name) for name in model.model_fields})
 
 
 class Pagination(Out):
