@@ -20,7 +20,9 @@ Timed: from the run's job being queued (as the console queues it) to the run's r
 (``BILLING_RUN_SHARD_SIZE``, 500), the workers bill them, the last shard closes the run. As of
 one period later, when all N subscriptions are due. Checked: no errors, N invoices of $49.00 for
 the new period, gap-free numbers, every worker took shards. Printed per case: seconds,
-subscriptions/s, the workers' CPU seconds (and per subscription), each worker's shards and peak
+subscriptions/s, the workers' CPU seconds (and per subscription), PostgreSQL's CPU seconds and
+the share of the machine's CPU time the two used over the run ("busy": near 100 %, the run
+is as fast as this machine's cores allow), each worker's shards and peak
 RSS (VmHWM), and the machine's load; the median time of a shard early and late in the run;
 then the speed-up of 2 workers over 1 and the growth from 10,000 to 100,000. ``BENCH_PROFILE=0``
 with ``--profile``: the same in-process run, timed without the profiler. Scratch databases and
@@ -244,6 +246,24 @@ def _proc(pid: int) -> tuple[float, int]:
     return cpu, peak
 
 
+def postgres_cpu() -> float:
+    """CPU seconds used so far by this machine's PostgreSQL processes (the workers' backends
+    live through a run, so the difference over a run is what billing cost the database)."""
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                head, tail = stat.read().rsplit(")", 1)
+        except OSError:
+            continue  # it ended meanwhile
+        if head.split("(", 1)[1] == "postgres":
+            fields = tail.split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def start_workers(database_url: str, redis_url: str, prefix: str, count: int, log) -> list[subprocess.Popen]:
     env = {
         **os.environ,
@@ -290,15 +310,16 @@ def wait_for_workers(app, prefix: str, count: int) -> None:
     time.sleep(1.0)  # let their start-up work (the webhook sweep, scheduling) settle
 
 
-def timed_run(app, workers: list[subprocess.Popen]) -> tuple[float, float, list[tuple[float, int]], tuple]:
+def timed_run(app, workers: list[subprocess.Popen]) -> tuple[float, float, float, list[tuple[float, int]], tuple]:
     """Queue a run as the console does, wait for its row to say it ended. -> (seconds, workers'
-    CPU seconds, per worker (CPU, peak RSS), the run's figures)."""
+    CPU seconds, PostgreSQL's CPU seconds, per worker (CPU, peak RSS), the run's figures)."""
     from portal.billing.runs import request_run
     from portal.extensions import db
     from portal.infra.transactions import commit
     from portal.models import BillingRun
 
     before = [_proc(worker.pid)[0] for worker in workers]
+    database_before = postgres_cpu()
     with app.app_context():
         started = time.perf_counter()
         run = request_run("bench", AS_OF)
@@ -315,8 +336,10 @@ def timed_run(app, workers: list[subprocess.Popen]) -> tuple[float, float, list[
         elapsed = time.perf_counter() - started
         summary = (run.status, run.subscriptions_due, run.invoices_created, dict(run.totals), list(run.errors))
     after = [_proc(worker.pid) for worker in workers]
+    database = postgres_cpu() - database_before
     cpu = sum(cpu for cpu, _ in after) - sum(before)
-    return elapsed, cpu, [(cpu - start, peak) for (cpu, peak), start in zip(after, before, strict=True)], summary
+    per_worker = [(cpu - start, peak) for (cpu, peak), start in zip(after, before, strict=True)]
+    return elapsed, cpu, database, per_worker, summary
 
 
 def shards_per_worker(app) -> tuple[dict[str, int], list[float]]:
@@ -412,7 +435,7 @@ def measure(base_url: str, redis_url: str, count: int, workers: int) -> dict:
             wait_for_workers(app, prefix, workers)
             print(f"  N={count:,}, {workers} worker(s): setup {time.perf_counter() - setup_started:.1f} s (not timed)")
             load = os.getloadavg()[0]
-            elapsed, cpu, per_worker, summary = timed_run(app, processes)
+            elapsed, cpu, database, per_worker, summary = timed_run(app, processes)
             shards, spans = shards_per_worker(app)
         finally:
             for process in processes:
@@ -437,6 +460,7 @@ def measure(base_url: str, redis_url: str, count: int, workers: int) -> dict:
         "workers": workers,
         "seconds": elapsed,
         "cpu": cpu,
+        "database": database,
         "per_worker": per_worker,
         "shards": sorted(shards.values(), reverse=True),
         "spans": spans,
@@ -522,13 +546,16 @@ def main() -> None:
         f"{f'; medians of {args.repeat} runs' if args.repeat > 1 else ''}"
     )
     print(
-        f"{'N':>9}{'workers':>8}{'seconds':>9}{'subs/s':>8}{'CPU s':>8}{'CPU ms/sub':>11}"
+        f"{'N':>9}{'workers':>8}{'seconds':>9}{'subs/s':>8}{'CPU s':>8}{'CPU ms/sub':>11}{'PG CPU s':>9}{'busy':>6}"
         f"  {'shards per worker':<18}{'peak RSS per worker (MB)':<26}load before/after"
     )
     medians = {}
     for (count, workers), runs in results.items():
         seconds = statistics.median(r["seconds"] for r in runs)
         cpu = statistics.median(r["cpu"] for r in runs)
+        database = statistics.median(r["database"] for r in runs)
+        # Of the machine's CPU time over the run, the share the workers and PostgreSQL used.
+        busy = (cpu + database) / (seconds * (os.cpu_count() or 1))
         medians[(count, workers)] = seconds
         last = runs[-1]
         rss = ", ".join(f"{peak / 2**20:.0f}" for _, peak in last["per_worker"])
@@ -536,7 +563,7 @@ def main() -> None:
         load = ", ".join(f"{r['load'][0]:.1f}/{r['load'][1]:.1f}" for r in runs)
         print(
             f"{count:>9,}{workers:>8}{seconds:>9.2f}{count / seconds:>8.0f}{cpu:>8.2f}{1000 * cpu / count:>11.2f}"
-            f"  {shards:<18}{rss:<26}{load}"
+            f"{database:>9.2f}{busy:>6.0%}  {shards:<18}{rss:<26}{load}"
         )
     for (count, workers), runs in results.items():
         spans = runs[-1]["spans"]

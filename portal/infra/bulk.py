@@ -8,7 +8,7 @@ Outside it, ``add`` returns False and the caller writes the row at once."""
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import Table, bindparam, insert, text, update
+from sqlalchemy import Table, insert, text
 from sqlalchemy.dialects import postgresql, sqlite
 
 from portal.extensions import db
@@ -69,39 +69,6 @@ def insert_rows(table: Table, rows: list[dict]) -> None:
     params = {}
     for n, (key, process) in enumerate(zip(keys, processors, strict=True)):
         values = [row[key] for row in rows]
-        params[f"c{n}"] = [process(value) for value in values] if process is not None else values
-    connection.execute(statement, params)
-
-
-def update_rows(table: Table, key: str, rows: list[dict]) -> None:
-    """Set each row's other columns where ``key`` matches, in one statement (PostgreSQL: the
-    values as arrays joined with ``unnest``; elsewhere: executemany)."""
-    connection = db.session.connection()
-    columns = [name for name in rows[0] if name != key]
-    if connection.dialect.name != "postgresql" or len(rows) < 2:
-        statement = (
-            update(table)
-            .where(table.c[key] == bindparam(f"b_{key}"))
-            .values({name: bindparam(f"b_{name}") for name in columns})
-        )
-        connection.execute(statement, [{f"b_{name}": value for name, value in row.items()} for row in rows])
-        return
-    cached = _STATEMENTS.get((table, key, tuple(columns)))
-    if cached is None:
-        names = [key, *columns]
-        arrays = ", ".join(
-            f"CAST(:c{n} AS {table.c[name].type.compile(dialect=connection.dialect)}[])" for n, name in enumerate(names)
-        )
-        statement = text(
-            f"UPDATE {table.name} AS t SET {', '.join(f'{name} = v.{name}' for name in columns)} "  # noqa: S608
-            f"FROM unnest({arrays}) AS v ({', '.join(names)}) WHERE t.{key} = v.{key}"
-        )
-        processors = [table.c[name].type.bind_processor(connection.dialect) for name in names]
-        cached = _STATEMENTS[(table, key, tuple(columns))] = (statement, names, processors)
-    statement, names, processors = cached
-    params = {}
-    for n, (name, process) in enumerate(zip(names, processors, strict=True)):
-        values = [row[name] for row in rows]
         params[f"c{n}"] = [process(value) for value in values] if process is not None else values
     connection.execute(statement, params)
 
