@@ -30,6 +30,30 @@ RUN_ID = uuid.uuid4().hex[:8]
 security._hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
 
 
+# Started first under pytest-xdist (`--dist worksteal`, pyproject.toml): the modules that take a
+# worker a minute or more, longest first (measured with --durations). A worker that runs out of
+# tests steals the other's last ones, which are then short: no worker is left alone at the end
+# with a long test. The other modules keep their order.
+LONGEST_FIRST = (
+    "tests/test_api_live_conformance.py",
+    "tests/test_billing_runs.py",
+    "tests/browser/test_every_page_fits.py",
+    "tests/test_billing_run_resume.py",
+    "tests/test_billing_run_workers.py",
+    "tests/test_page_queries.py",
+    "tests/test_billing_properties.py",
+    "tests/test_api_key_cache.py",
+    "tests/test_webhooks_worker.py",
+    "tests/test_credits_properties.py",
+    "tests/test_migrations.py",
+)
+
+
+def pytest_collection_modifyitems(items):
+    rank = {path: n for n, path in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))  # stable: modules stay whole
+
+
 def need_service(what: str, reason: str) -> None:
     """Skip locally; under CI a missing service is a failure, never a skip."""
     if IN_CI:

@@ -104,7 +104,7 @@ def workers(database_url: str, redis_url: str, count: int, command: list[str], *
             except subprocess.TimeoutExpired:
                 process.kill()
         log.close()
-        keys = list(connection.scan_iter(match=f"*{prefix}*"))
+        keys = list(connection.scan_iter(match=f"*{prefix}*", count=1000))
         if keys:
             connection.delete(*keys)
 

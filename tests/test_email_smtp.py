@@ -88,7 +88,7 @@ def forget_failed_jobs(smtp_down_app):
         for job in Job.fetch_many(registry.get_job_ids(), connection=connection):
             if job is not None and job.args and job.args[0] in message_ids:
                 registry.remove(job, delete_job=True)
-                results = list(connection.scan_iter(match=f"rq:results:{job.id}*"))
+                results = list(connection.scan_iter(match=f"rq:results:{job.id}*", count=1000))
                 if results:
                     connection.delete(*results)
 

@@ -76,9 +76,14 @@ def own_queues(app, monkeypatch):
             ):
                 job_ids.update(registry.get_job_ids())
             connection.srem(Queue.redis_queues_keys, queue.key)
-        keys = set(connection.scan_iter(match=f"*{prefix}*"))
-        for job_id in job_ids:
-            keys.update(connection.scan_iter(match=f"rq:*{job_id}*"))
+        # One pass over the keyspace, many keys a call: a SCAN per job id, 10 keys a call (the
+        # default), was thousands of round trips once the Redis held a suite's worth of jobs.
+        job_ids = {job_id.encode() for job_id in job_ids}
+        keys = {
+            key
+            for key in connection.scan_iter(count=1000)
+            if prefix.encode() in key or (key.startswith(b"rq:") and any(job_id in key for job_id in job_ids))
+        }
         if keys:
             connection.delete(*keys)
 

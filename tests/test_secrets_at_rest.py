@@ -60,7 +60,16 @@ def database_dump(url: str) -> bytes:
 
 def redis_dump(connection) -> bytes:
     # DUMP serialises each value exactly as RDB stores it: a dump of every key is the RDB's content.
-    return b"".join(key + (connection.dump(key) or b"") for key in connection.scan_iter(count=1000))
+    # Pipelined a thousand keys at a time: a round trip per key took seconds on a shared Redis.
+    keys = list(connection.scan_iter(count=1000))
+    chunks = []
+    for start in range(0, len(keys), 1000):
+        pipe = connection.pipeline(transaction=False)
+        for key in keys[start : start + 1000]:
+            pipe.dump(key)
+        values = pipe.execute()
+        chunks += [key + (value or b"") for key, value in zip(keys[start : start + 1000], values, strict=True)]
+    return b"".join(chunks)
 
 
 def test_a_dump_before_or_after_delivery_holds_no_usable_link_or_key(

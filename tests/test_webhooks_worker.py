@@ -74,8 +74,9 @@ def worker_env(own_database, redis_url):
             from portal.infra.queues import redis_connection
 
             connection = redis_connection()
-            for key in connection.scan_iter(f"*{prefix}*"):
-                connection.delete(key)
+            keys = list(connection.scan_iter(match=f"*{prefix}*", count=1000))
+            if keys:
+                connection.delete(*keys)
             db.session.remove()
             db.engine.dispose()
 

@@ -51,7 +51,9 @@ def flush() -> int:
     redis = redis_connection()
     flushed = 0
     # Left over by a flush that died after renaming: redone under the same token.
-    for key in redis.scan_iter(match=_flushing_key("*", "*")):
+    # Many keys a call: the default (10) is a round trip per 10 keys of the whole Redis, RQ's
+    # jobs and results included, and a billing run flushes first.
+    for key in redis.scan_iter(match=_flushing_key("*", "*"), count=1000):
         flushed += _flush_key(key)
     for member in redis.smembers(_tenants_key()):
         tenant_id = member.decode() if isinstance(member, bytes) else member
