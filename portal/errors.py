@@ -18,8 +18,18 @@ log = logging.getLogger(__name__)
 
 
 class ServiceError(Exception):
+    """A refusal; the API answers it with ``status_code`` and ``error_code``, which a subclass
+    names in its class line: ``class NotFound(ServiceError, status=404, code="RESOURCE_NOT_FOUND")``."""
+
     status_code = 400
     error_code = "BAD_REQUEST"
+
+    def __init_subclass__(cls, status: int | None = None, code: str | None = None, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if status is not None:
+            cls.status_code = status
+        if code is not None:
+            cls.error_code = code
 
     def __init__(self, message: str, field: str | None = None):
         super().__init__(message)
@@ -27,35 +37,23 @@ class ServiceError(Exception):
         self.field = field
 
 
-class ValidationFailed(ServiceError):
-    status_code = 400
-    error_code = "VALIDATION_ERROR"
+class ValidationFailed(ServiceError, status=400, code="VALIDATION_ERROR"): ...
 
 
-class PermissionDenied(ServiceError):
-    status_code = 403
-    error_code = "FORBIDDEN"
+class PermissionDenied(ServiceError, status=403, code="FORBIDDEN"): ...
 
 
-class NotFound(ServiceError):
-    status_code = 404
-    error_code = "RESOURCE_NOT_FOUND"
+class NotFound(ServiceError, status=404, code="RESOURCE_NOT_FOUND"): ...
 
 
-class Conflict(ServiceError):
-    status_code = 409
-    error_code = "CONFLICT"
+class Conflict(ServiceError, status=409, code="CONFLICT"): ...
 
 
-class DuplicateTenantId(Conflict):
+class DuplicateTenantId(Conflict, code="DUPLICATE_TENANT_ID"):
     """Seed 000's own code for onboarding a tenant_id that is taken."""
 
-    error_code = "DUPLICATE_TENANT_ID"
 
-
-class TenantSuspended(ServiceError):
-    status_code = 403
-    error_code = "CUSTOMER_SUSPENDED"
+class TenantSuspended(ServiceError, status=403, code="CUSTOMER_SUSPENDED"): ...
 
 
 HTTP_ERROR_CODES = {

@@ -20,6 +20,26 @@ def new_password_field(label: str = "Password") -> PasswordField:
     )
 
 
+def required_text(
+    label: str, missing: str, max_length: int, description: str = "", field=StringField, too_long: str | None = None
+):
+    """A text field that must be filled in, up to ``max_length`` characters, each refusal in
+    words (``missing``; ``too_long``, by default "Use at most N characters.")."""
+    return field(
+        label,
+        validators=[
+            DataRequired(missing),
+            Length(max=max_length, message=too_long or f"Use at most {max_length} characters."),
+        ],
+        description=description,
+    )
+
+
+def optional_text(label: str, max_length: int, description: str, field=StringField):
+    """A text field that may stay empty, up to ``max_length`` characters."""
+    return field(label, validators=[Optional(), Length(max=max_length)], description=description)
+
+
 def apply_service_error(form, error) -> None:
     """Show a service's complaint beside the field it names (or at the top of the form)."""
     field = getattr(form, error.field, None) if error.field else None

@@ -4,7 +4,7 @@ from collections.abc import Callable
 from typing import TypeVar
 from urllib.parse import urlsplit
 
-from flask import current_app, flash, make_response, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, flash, make_response, redirect, render_template, request, url_for
 
 from portal.errors import ServiceError, request_id
 from portal.extensions import htmx
@@ -50,9 +50,10 @@ def redirect_to(endpoint: str, **values):
     return redirect(url, code=303)
 
 
-def act(action: Callable[[], str], endpoint: str, **values):
+def act(action: Callable[[], str], endpoint: str, done: str | None = None, **values):
     """One button's work as a unit: run ``action`` (it returns the success message), commit,
-    flash the outcome (the service's complaint after a rollback), and redirect (PRG)."""
+    flash the outcome (the service's complaint after a rollback), and redirect (PRG) to
+    ``endpoint``, or once it is done to ``done`` when given (the work took the page away)."""
     try:
         message = action()
         commit()
@@ -61,6 +62,7 @@ def act(action: Callable[[], str], endpoint: str, **values):
         flash(error.message, "error")
     else:
         flash(message, "success")
+        endpoint = done or endpoint
     return redirect_to(endpoint, **values)
 
 
@@ -88,6 +90,21 @@ def submit(form, action: Callable[[], str], endpoint: str, **values):
         return None
     flash(message, "success")
     return redirect_to(endpoint, **values)
+
+
+def page_view(bp: Blueprint, rule: str, endpoint: str, *guards: Callable):
+    """Make a page function also the GET view of ``rule``, behind ``guards`` (access decorators,
+    outermost first); its docstring is the view's. Every argument of the function has a default
+    (the forms it shows again, a status), and the POST views that show the page again call it."""
+
+    def register(show):
+        view = show
+        for guard in reversed(guards):
+            view = guard(view)
+        bp.add_url_rule(rule, endpoint, view, methods=["GET"])
+        return show
+
+    return register
 
 
 def form_errors_status() -> int:

@@ -14,20 +14,15 @@ from portal.errors import ServiceError
 from portal.extensions import db
 from portal.infra.transactions import commit, rollback
 from portal.models import BillingRun, Subscription
-from portal.web import form_errors_status, redirect_to, render, wants_fragment
+from portal.web import act, form_errors_status, page_view, redirect_to, render, wants_fragment
 
 # htmx stops polling an element whose response has this status (the finished run's block).
 HTMX_STOP_POLLING = 286
 
 
-@bp.get("/billing")
-@operator_required
-def billing():
-    """Start a billing run by hand and see the recent ones."""
-    return _billing_page()
-
-
+@page_view(bp, "/billing", "billing", operator_required)
 def _billing_page(form: BillingRunForm | None = None, status: int = 200):
+    """Start a billing run by hand and see the recent ones."""
     return render(
         "admin/billing.html",
         status=status,
@@ -63,15 +58,12 @@ def run_billing():
 @operator_required
 def resume_billing_run(run_id: str):
     """Resume a stalled run: what is still due as of its instant is billed, nothing twice."""
-    try:
-        billing_runs.request_resume(run_id)
-        commit()  # in the embedded mode the rest of the run executes right here, inline
-    except ServiceError as error:
-        rollback()
-        flash(error.message, "error")
-    else:
-        flash("Billing run resumed: the subscriptions still due are being billed.", "success")
-    return redirect_to("admin.billing_run", run_id=run_id)
+
+    def resume() -> str:
+        billing_runs.request_resume(run_id)  # in the embedded mode the rest runs inline, on commit
+        return "Billing run resumed: the subscriptions still due are being billed."
+
+    return act(resume, "admin.billing_run", run_id=run_id)
 
 
 @bp.get("/billing/runs/<run_id>")

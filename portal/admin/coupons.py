@@ -76,11 +76,26 @@ def create_coupon():
     return redirect_to("admin.coupon", coupon_id=coupon.id)
 
 
-def _coupon_or_404(coupon_id: str):
+def _or_404(load, item_id: str):
+    """``load(item_id)``, or the 404 page where it finds nothing."""
     try:
-        return discounts.get_coupon(coupon_id)
+        return load(item_id)
     except NotFound:
         abort(404)
+
+
+def _coupon_or_404(coupon_id: str):
+    return _or_404(discounts.get_coupon, coupon_id)
+
+
+def _deactivate(service, item, done: str, coupon_id: str):
+    """``service(actor, item)``, then back to the coupon's page saying ``done``."""
+
+    def run() -> str:
+        service(current_actor(), item)
+        return done
+
+    return act(run, "admin.coupon", coupon_id=coupon_id)
 
 
 def _coupon_page(coupon, code_form: PromotionCodeForm | None = None, status: int = 200):
@@ -109,12 +124,8 @@ def coupon(coupon_id: str):
 def deactivate_coupon(coupon_id: str):
     """No new redemptions; discounts already applied run their course."""
     coupon = _coupon_or_404(coupon_id)
-
-    def deactivate() -> str:
-        discounts.deactivate_coupon(current_actor(), coupon)
-        return f"Coupon {coupon.name} deactivated: it and its codes can no longer be redeemed."
-
-    return act(deactivate, "admin.coupon", coupon_id=coupon.id)
+    done = f"Coupon {coupon.name} deactivated: it and its codes can no longer be redeemed."
+    return _deactivate(discounts.deactivate_coupon, coupon, done, coupon.id)
 
 
 @bp.post("/coupons/<coupon_id>/codes")
@@ -143,16 +154,9 @@ def create_promotion_code(coupon_id: str):
 @operator_required
 def deactivate_promotion_code(promotion_code_id: str):
     """Customers can no longer type this code; discounts it gave stay."""
-    try:
-        code = discounts.get_promotion_code(promotion_code_id)
-    except NotFound:
-        abort(404)
-
-    def deactivate() -> str:
-        discounts.deactivate_promotion_code(current_actor(), code)
-        return f"Promotion code {code.code} deactivated."
-
-    return act(deactivate, "admin.coupon", coupon_id=code.coupon_id)
+    code = _or_404(discounts.get_promotion_code, promotion_code_id)
+    done = f"Promotion code {code.code} deactivated."
+    return _deactivate(discounts.deactivate_promotion_code, code, done, code.coupon_id)
 
 
 # --- a tenant's discount (on the tenant's page) -----------------------------------------------

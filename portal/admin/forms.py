@@ -19,7 +19,7 @@ from portal.billing.credits import MAX_AMOUNT
 from portal.billing.credits import REASON_MAX as CREDIT_REASON_MAX
 from portal.billing.invoices import PAYMENT_REFERENCE_MAX
 from portal.billing.invoices import REASON_MAX as INVOICE_REASON_MAX
-from portal.forms import utc_instant_field
+from portal.forms import optional_text, required_text, utc_instant_field
 from portal.models import SUSPENSION_REASONS, utcnow
 
 # A run far in the future would issue years of invoices at once; more than this is a typo.
@@ -40,20 +40,16 @@ class ActivateForm(FlaskForm):
 
 
 class ExternalIdForm(FlaskForm):
-    external_id = StringField(
+    external_id = optional_text(
         "External id",
-        validators=[Optional(), Length(max=100)],
-        description="Your own id for this customer (e.g. cust_12345); events, entitlement checks and "
+        100,
+        "Your own id for this customer (e.g. cust_12345); events, entitlement checks and "
         "credits accept it in place of the tenant id. Empty: none.",
     )
 
 
 class OperatorTokenForm(FlaskForm):
-    name = StringField(
-        "Name",
-        validators=[DataRequired("Give the token a name."), Length(max=100, message="Use at most 100 characters.")],
-        description="The program that will use it, e.g. “billing sync”.",
-    )
+    name = required_text("Name", "Give the token a name.", 100, "The program that will use it, e.g. “billing sync”.")
 
 
 class RevokeTokenForm(FlaskForm):
@@ -75,36 +71,26 @@ class BillingRunForm(FlaskForm):
 
 
 class MarkPaidForm(FlaskForm):
-    reference = StringField(
+    reference = required_text(
         "Payment reference",
-        validators=[
-            DataRequired("Give the payment reference, e.g. the bank transfer id."),
-            Length(max=PAYMENT_REFERENCE_MAX, message=f"Use at most {PAYMENT_REFERENCE_MAX} characters."),
-        ],
-        description="The bank transfer id or whatever identifies the payment.",
+        "Give the payment reference, e.g. the bank transfer id.",
+        PAYMENT_REFERENCE_MAX,
+        "The bank transfer id or whatever identifies the payment.",
+    )
+
+
+def _invoice_reason(missing: str, max_length: int) -> TextAreaField:
+    return required_text(
+        "Reason", missing, max_length, "Kept with the invoice and in the tenant's activity log.", TextAreaField
     )
 
 
 class VoidInvoiceForm(FlaskForm):
-    reason = TextAreaField(
-        "Reason",
-        validators=[
-            DataRequired("Say why the invoice is voided."),
-            Length(max=VOID_REASON_MAX, message=f"Use at most {VOID_REASON_MAX} characters."),
-        ],
-        description="Kept with the invoice and in the tenant's activity log.",
-    )
+    reason = _invoice_reason("Say why the invoice is voided.", VOID_REASON_MAX)
 
 
 class UncollectibleInvoiceForm(FlaskForm):
-    reason = TextAreaField(
-        "Reason",
-        validators=[
-            DataRequired("Say why the invoice cannot be collected."),
-            Length(max=INVOICE_REASON_MAX, message=f"Use at most {INVOICE_REASON_MAX} characters."),
-        ],
-        description="Kept with the invoice and in the tenant's activity log.",
-    )
+    reason = _invoice_reason("Say why the invoice cannot be collected.", INVOICE_REASON_MAX)
 
 
 def _positive_cents(form, field):
@@ -167,16 +153,13 @@ class MeterForm(FlaskForm):
     aggregation = SelectField(
         "Aggregation", choices=[(a, a) for a in ("count", "sum", "unique_count", "max", "min", "avg", "first", "last")]
     )
-    property = StringField(
-        "Property",
-        validators=[Optional(), Length(max=128)],
-        description="A key of the event's properties; empty: the event's quantity.",
-    )
-    filter = TextAreaField(
+    property = optional_text("Property", 128, "A key of the event's properties; empty: the event's quantity.")
+    filter = optional_text(
         "Filter (JSON)",
-        validators=[Optional(), Length(max=20_000)],
-        description='{"conditions": [{"criteria": [{"field": "status", "operator": "equals", '
+        20_000,
+        '{"conditions": [{"criteria": [{"field": "status", "operator": "equals", '
         '"value": "ok"}]}]} — conditions OR\'ed, criteria AND\'ed. Empty: every event.',
+        TextAreaField,
     )
 
 
@@ -184,10 +167,8 @@ class CouponForm(FlaskForm):
     """A coupon; the rules (one of percent or amount, a repeating coupon's periods...) are the
     service's, shown beside the field they concern."""
 
-    name = StringField(
-        "Name",
-        validators=[DataRequired("Give the coupon a name."), Length(max=100, message="Use at most 100 characters.")],
-        description="Printed on the invoice's discount line, e.g. “Spring offer”.",
+    name = required_text(
+        "Name", "Give the coupon a name.", 100, "Printed on the invoice's discount line, e.g. “Spring offer”."
     )
     percent_off = DecimalField(
         "Percentage off",
@@ -233,13 +214,11 @@ class CouponForm(FlaskForm):
 
 
 class PromotionCodeForm(FlaskForm):
-    code = StringField(
+    code = required_text(
         "Code",
-        validators=[
-            DataRequired("Give the code customers will type."),
-            Length(max=40, message="Use at most 40 characters."),
-        ],
-        description="3 to 40 letters, digits, - or _; customers may type it in any case.",
+        "Give the code customers will type.",
+        40,
+        "3 to 40 letters, digits, - or _; customers may type it in any case.",
     )
     expires_at = utc_instant_field("Expires", "2027-12-31T23:59", "Blank: the coupon's own expiry only.")
     max_redemptions = IntegerField(
@@ -252,12 +231,6 @@ class ApplyDiscountForm(FlaskForm):
 
     # Typed, not chosen from a list: the tenant's page stays within its statement budget, and the
     # Coupons page lists every coupon with its ID.
-    coupon_id = StringField(
-        "Coupon ID",
-        validators=[Optional(), Length(max=40)],
-        description="As listed on the Coupons page (coup_…).",
-    )
-    code = StringField(
-        "or a promotion code", validators=[Optional(), Length(max=40)], description="Instead of choosing a coupon."
-    )
+    coupon_id = optional_text("Coupon ID", 40, "As listed on the Coupons page (coup_…).")
+    code = optional_text("or a promotion code", 40, "Instead of choosing a coupon.")
     replace = BooleanField("Replace the tenant's current discount")

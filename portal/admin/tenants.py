@@ -146,17 +146,14 @@ def suspend(tenant_id: str):
     """Suspend with a reason, an optional note, and optionally tell the customer."""
     tenant = load_tenant(tenant_id)
     form = SuspendForm()
-    if form.validate_on_submit():
-        try:
-            tenant_services.suspend(current_actor(), tenant, form.reason.data, form.note.data or "", form.notify.data)
-            commit()
-        except ServiceError as error:
-            rollback()
-            flash(error.message, "error")
-        else:
-            flash(f"{tenant.company_name} is suspended.", "success")
-        return redirect_to("admin.tenant_detail", tenant_id=tenant.tenant_id)
-    return detail_page(tenant, suspend_form=form, status=form_errors_status())
+    if not form.validate_on_submit():
+        return detail_page(tenant, suspend_form=form, status=form_errors_status())
+
+    def suspend_tenant() -> str:
+        tenant_services.suspend(current_actor(), tenant, form.reason.data, form.note.data or "", form.notify.data)
+        return f"{tenant.company_name} is suspended."
+
+    return act(suspend_tenant, "admin.tenant_detail", tenant_id=tenant.tenant_id)
 
 
 @bp.post("/tenants/<tenant_id>/activate")

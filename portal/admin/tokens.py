@@ -6,17 +6,12 @@ from portal.admin.forms import OperatorTokenForm
 from portal.api_keys import services as api_key_services
 from portal.extensions import db
 from portal.models import OperatorToken
-from portal.web import act, form_errors_status, render, save_form
+from portal.web import act, form_errors_status, page_view, render, save_form
 
 
-@bp.get("/tokens")
-@operator_required
-def tokens():
-    """Operator API tokens for the company's own programs."""
-    return _tokens_page()
-
-
+@page_view(bp, "/tokens", "tokens", operator_required)
 def _tokens_page(form: OperatorTokenForm | None = None, created=None, status: int = 200, fragment=None):
+    """Operator API tokens for the company's own programs."""
     return render(
         "admin/tokens.html",
         fragment,

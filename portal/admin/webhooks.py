@@ -10,13 +10,15 @@ from portal.infra.pagination import paginate
 from portal.infra.transactions import commit
 from portal.models import DELIVERY_STATES, WebhookDelivery, WebhookEndpoint
 from portal.tenants.scoped import could_be_an_id
-from portal.web import act, form_errors_status, redirect_to, render, save_form
+from portal.web import act, form_errors_status, page_view, redirect_to, render, save_form
 from portal.webhooks import services
 from portal.webhooks.catalog import EVENT_TYPES
 from portal.webhooks.forms import ActionForm, EndpointForm
 
 
+@page_view(bp, "/webhooks", "webhooks", operator_required)
 def _page(form=None, created=None, status=200):
+    """Every tenant's deliveries, newest first; the operator's own endpoints below."""
     state = request.args.get("state", "").strip()
     state = state if state in DELIVERY_STATES else ""
     tenant_id = request.args.get("tenant", "").strip()
@@ -38,13 +40,6 @@ def _page(form=None, created=None, status=200):
         created=created,
         event_types=EVENT_TYPES,
     )
-
-
-@bp.get("/webhooks")
-@operator_required
-def webhooks():
-    """Every tenant's deliveries, newest first; the operator's own endpoints below."""
-    return _page()
 
 
 @bp.post("/webhooks/endpoints")
@@ -70,29 +65,30 @@ def _operator_endpoint(endpoint_id: str) -> WebhookEndpoint:
     return endpoint
 
 
-@bp.post("/webhooks/endpoints/<endpoint_id>/delete")
-@operator_required
-def delete_operator_endpoint(endpoint_id: str):
+def _endpoint_action(endpoint_id: str, service, done: str):
+    """Run ``service`` on one of the operator's endpoints; ``done`` names its ``{url}``."""
     endpoint = _operator_endpoint(endpoint_id)
     url = endpoint.url
 
-    def delete_it():
-        services.delete_endpoint(current_actor(), None, endpoint)
-        return f"The endpoint {url} was deleted."
+    def run() -> str:
+        service(current_actor(), None, endpoint)
+        return done.format(url=url)
 
-    return act(delete_it, "admin.webhooks")
+    return act(run, "admin.webhooks")
+
+
+@bp.post("/webhooks/endpoints/<endpoint_id>/delete")
+@operator_required
+def delete_operator_endpoint(endpoint_id: str):
+    return _endpoint_action(endpoint_id, services.delete_endpoint, "The endpoint {url} was deleted.")
 
 
 @bp.post("/webhooks/endpoints/<endpoint_id>/test")
 @operator_required
 def test_operator_endpoint(endpoint_id: str):
-    endpoint = _operator_endpoint(endpoint_id)
-
-    def test_it():
-        services.send_test(current_actor(), None, endpoint)
-        return f"A test event was sent to {endpoint.url}; its outcome is in the list."
-
-    return act(test_it, "admin.webhooks")
+    return _endpoint_action(
+        endpoint_id, services.send_test, "A test event was sent to {url}; its outcome is in the list."
+    )
 
 
 @bp.post("/webhooks/deliveries/<delivery_id>/resend")

@@ -427,13 +427,11 @@ def list_account_invoices(principal, query: schemas.AccountInvoiceListQuery) -> 
         _day_start(query.period_start),
         _day_after(query.period_end),
     )
-    rows, pagination = common.page_of(statement.options(selectinload(Invoice.lines)), query)
-    return schemas.AccountInvoiceListOut(
-        invoices=[
-            schemas.AccountInvoiceOut(**invoice_out(invoice).model_dump(), tenant_id=invoice.tenant_id)
-            for invoice in rows
-        ],
-        pagination=pagination,
+    return common.page_out(
+        schemas.AccountInvoiceListOut,
+        statement.options(selectinload(Invoice.lines)),
+        query,
+        lambda invoice: schemas.AccountInvoiceOut(**invoice_out(invoice).model_dump(), tenant_id=invoice.tenant_id),
     )
 
 

@@ -72,11 +72,8 @@ def add_credential(principal, tenant: Tenant, body: schemas.CredentialCreateIn) 
 @credentials_operation("GET", "/tenants/<tenant_id>/credentials", scope="credentials:read")
 def list_credentials(principal, tenant: Tenant, query: schemas.CredentialListQuery) -> schemas.CredentialListOut:
     """List the tenant's cloud credentials (identity and fingerprint only, never the secret)"""
-    page, pagination = common.page_of(vault.credentials_query(tenant, query.provider), query)
-    return schemas.CredentialListOut(
-        credentials=[credential_out(credential) for credential in page],
-        pagination=pagination,
-    )
+    statement = vault.credentials_query(tenant, query.provider)
+    return common.page_out(schemas.CredentialListOut, statement, query, credential_out)
 
 
 @credentials_operation("DELETE", "/tenants/<tenant_id>/credentials/<credential_id>", scope="credentials:write")

@@ -21,18 +21,12 @@ operator_credits = partial(operation, auth=OPERATOR, tags=TAGS)
 
 
 def entry_out(entry: CreditEntry, grant: CreditGrant | None = None) -> schemas.CreditEntryOut:
-    return schemas.CreditEntryOut(
+    return common.out(
+        schemas.CreditEntryOut,
+        entry,
         entry_id=entry.id,
         type=entry.kind,
-        amount=entry.amount,
-        balance_after=entry.balance_after,
-        currency=entry.currency,
-        description=entry.description,
-        invoice_id=entry.invoice_id,
-        grant_id=entry.grant_id,
         expires_at=grant.expires_at if grant is not None and entry.kind == "grant" else None,
-        created_by=entry.created_by,
-        occurred_at=entry.occurred_at,
     )
 
 
@@ -70,16 +64,8 @@ def grant_credits(principal, body: schemas.CreditGrantIn) -> schemas.CreditGrant
         select(CreditEntry).where(CreditEntry.grant_id == credit.id, CreditEntry.kind == "grant")
     ).scalar_one()
     commit()
-    return schemas.CreditGrantOut(
-        grant_id=credit.id,
-        tenant_id=tenant.tenant_id,
-        currency=credit.currency,
-        amount=credit.amount,
-        remaining=credit.remaining,
-        expires_at=credit.expires_at,
-        reason=credit.reason,
-        balance=entry.balance_after,
-        entry=entry_out(entry, credit),
+    return common.out(
+        schemas.CreditGrantOut, credit, grant_id=credit.id, balance=entry.balance_after, entry=entry_out(entry, credit)
     )
 
 
@@ -93,12 +79,8 @@ def deduct_credits(principal, body: schemas.CreditChangeIn) -> schemas.CreditDed
     tenant = _customer(body.customer)
     entry = credits.deduct(principal.actor(), tenant, body.minor_units, currency=body.currency, reason=body.reason)
     commit()
-    return schemas.CreditDeductOut(
-        tenant_id=tenant.tenant_id,
-        currency=entry.currency,
-        amount=-entry.amount,
-        balance=entry.balance_after,
-        entry=entry_out(entry),
+    return common.out(
+        schemas.CreditDeductOut, entry, amount=-entry.amount, balance=entry.balance_after, entry=entry_out(entry)
     )
 
 
@@ -119,13 +101,10 @@ def get_credits(principal, tenant: Tenant, query: schemas.CreditsQuery) -> schem
         if grant_ids
         else {}
     )
-    return schemas.CreditsOut(
+    return common.out(
+        schemas.CreditsOut,
+        summary,
         tenant_id=tenant.tenant_id,
-        currency=summary.currency,
-        balance=summary.balance,
-        total_granted=summary.total_granted,
-        total_used=summary.total_used,
-        total_expired=summary.total_expired,
         balance_major=to_major(summary.balance),
         entries=[entry_out(entry, grants.get(entry.grant_id)) for entry in rows],
         pagination=pagination,

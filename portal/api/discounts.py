@@ -56,8 +56,7 @@ def _coupon(coupon_id: str) -> Coupon:
 )
 def list_coupons(principal, query: schemas.ListQuery) -> schemas.CouponListOut:
     """Every coupon, newest first (paginated)"""
-    rows, pagination = common.page_of(discounts.coupons(), query)
-    return schemas.CouponListOut(coupons=[coupon_out(coupon) for coupon in rows], pagination=pagination)
+    return common.page_out(schemas.CouponListOut, discounts.coupons(), query, coupon_out)
 
 
 @operator_discounts(
@@ -97,10 +96,7 @@ def create_coupon(principal, body: schemas.CouponIn) -> schemas.CouponOut:
 def list_promotion_codes(principal, coupon_id: str, query: schemas.ListQuery) -> schemas.PromotionCodeListOut:
     """The coupon's promotion codes, newest first (paginated)"""
     coupon = _coupon(coupon_id)
-    rows, pagination = common.page_of(discounts.codes_of(coupon), query)
-    return schemas.PromotionCodeListOut(
-        promotion_codes=[promotion_code_out(code) for code in rows], pagination=pagination
-    )
+    return common.page_out(schemas.PromotionCodeListOut, discounts.codes_of(coupon), query, promotion_code_out)
 
 
 @operator_discounts("POST", "/coupons/<coupon_id>/promotion-codes", status=201, errors=[409])

@@ -51,11 +51,7 @@ def create_invitation(principal, tenant: Tenant, body: schemas.InvitationCreateI
 @team_operation("GET", "/tenants/<tenant_id>/invitations")
 def list_invitations(principal, tenant: Tenant, query: common.PageQuery) -> schemas.InvitationListOut:
     """List pending invitations (expired ones included until resent; never tokens)"""
-    page, pagination = common.page_of(invitations.pending_query(tenant), query)
-    return schemas.InvitationListOut(
-        invitations=[invitation_out(i) for i in page],
-        pagination=pagination,
-    )
+    return common.page_out(schemas.InvitationListOut, invitations.pending_query(tenant), query, invitation_out)
 
 
 @team_operation("POST", "/invitations/<token>/accept", auth=PUBLIC, errors=[409])
@@ -63,10 +59,10 @@ def accept_invitation(principal, token: str, body: schemas.InvitationAcceptIn) -
     """Accept an invitation as a new person (existing users accept in the portal)"""
     invitation, user = invitations.accept(token, name=body.user_name, password=body.password, ip=request.remote_addr)
     commit()
-    return schemas.InvitationAcceptOut(
+    return common.out(
+        schemas.InvitationAcceptOut,
+        invitation,
         invitation_id=invitation.id,
-        tenant_id=invitation.tenant_id,
         user_email=user.email,
-        role=invitation.role,
         message="Invitation accepted successfully. You can now log in.",
     )

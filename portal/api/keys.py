@@ -44,11 +44,7 @@ def create_api_key(principal, tenant: Tenant, body: schemas.ApiKeyCreateIn) -> s
 @keys_operation("GET", "/tenants/<tenant_id>/api-keys")
 def list_api_keys(principal, tenant: Tenant, query: common.PageQuery) -> schemas.ApiKeyListOut:
     """List the tenant's API keys (prefixes only, never the keys)"""
-    page, pagination = common.page_of(keys.keys_query(tenant), query)
-    return schemas.ApiKeyListOut(
-        api_keys=[api_key_out(key) for key in page],
-        pagination=pagination,
-    )
+    return common.page_out(schemas.ApiKeyListOut, keys.keys_query(tenant), query, api_key_out)
 
 
 @keys_operation("POST", "/tenants/<tenant_id>/api-keys/<key_id>/revoke", scope=ADMIN_SCOPE, errors=[409])

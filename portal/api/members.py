@@ -37,11 +37,7 @@ def _membership(tenant: Tenant, user_id: str) -> Membership:
 )
 def list_members(principal, tenant: Tenant, query: common.PageQuery) -> schemas.MemberListOut:
     """List the tenant's members and their roles"""
-    page, pagination = common.page_of(team.members_query(tenant), query)
-    return schemas.MemberListOut(
-        members=[member_out(m) for m in page],
-        pagination=pagination,
-    )
+    return common.page_out(schemas.MemberListOut, team.members_query(tenant), query, member_out)
 
 
 @team_operation("PATCH", "/tenants/<tenant_id>/members/<user_id>", scope=ADMIN_SCOPE, errors=[409])

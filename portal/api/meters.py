@@ -55,8 +55,7 @@ def _meter_or_404(key: str) -> Meter:
 @meter_operation("GET", "/meters")
 def list_meters(principal, query: schemas.MeterListQuery) -> schemas.MeterListOut:
     """List the meters, by key (paginated)"""
-    rows, pagination = common.page_of(meters.meters_statement(), query)
-    return schemas.MeterListOut(meters=[meter_out(m) for m in rows], pagination=pagination)
+    return common.page_out(schemas.MeterListOut, meters.meters_statement(), query, meter_out)
 
 
 @meter_operation(

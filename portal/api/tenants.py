@@ -76,18 +76,13 @@ def onboard(principal, body: schemas.OnboardIn) -> schemas.OnboardOut:
         message += " No owner invitation was sent: no contact_email was given."
     else:
         invitation, _ = invite_first_owner(actor, tenant, body.contact_email)
-        owner_invitation = schemas.InvitationSummary(
-            invitation_id=invitation.id,
-            invited_email=invitation.email,
-            role=invitation.role,
-            expires_at=invitation.expires_at,
-            status=invitation.status,
+        owner_invitation = common.out(
+            schemas.InvitationSummary, invitation, invitation_id=invitation.id, invited_email=invitation.email
         )
     commit()
-    return schemas.OnboardOut(
-        tenant_id=tenant.tenant_id,
-        company_name=tenant.company_name,
-        subscription_plan=tenant.subscription_plan,
+    return common.out(
+        schemas.OnboardOut,
+        tenant,
         api_key_id=key.id,
         api_key=plaintext,
         owner_invitation=owner_invitation,
@@ -170,11 +165,7 @@ def list_tenants(principal, query: schemas.TenantListQuery) -> schemas.TenantLis
         status=None if query.status == "all" else query.status,
         plan=None if query.subscription_plan == "all" else query.subscription_plan,
     )
-    rows, pagination = common.page_of(statement, query)
-    return schemas.TenantListOut(
-        tenants=[schemas.TenantListItem.model_validate(t) for t in rows],
-        pagination=pagination,
-    )
+    return common.page_out(schemas.TenantListOut, statement, query, schemas.TenantListItem.model_validate)
 
 
 @operator_operation("POST", "/tenants/<tenant_id>/suspend", errors=[409])
@@ -182,13 +173,7 @@ def suspend_tenant(principal, tenant: Tenant, body: schemas.SuspendIn) -> schema
     """Suspend a tenant"""
     tenants.suspend(principal.actor(), tenant, body.reason, body.suspension_note or "", body.notify_customer)
     commit()
-    return schemas.SuspendOut(
-        tenant_id=tenant.tenant_id,
-        status=tenant.status,
-        suspended_at=tenant.suspended_at,
-        suspension_reason=tenant.suspension_reason,
-        message="Customer suspended successfully.",
-    )
+    return common.out(schemas.SuspendOut, tenant, message="Customer suspended successfully.")
 
 
 @operator_operation("POST", "/tenants/<tenant_id>/activate", errors=[409])

@@ -42,17 +42,15 @@ entitlement_operation = partial(operation, auth=TENANT, tags=ENTITLEMENT_TAGS)
 
 
 def event_out(event: UsageEvent) -> schemas.EventOut:
-    return schemas.EventOut(
+    return common.out(
+        schemas.EventOut,
+        event,
         event_id=event.id,
         ref=event.idempotency_key,
-        tenant_id=event.tenant_id,
         event_name=event.name,
-        occurred_at=event.occurred_at,
-        received_at=event.received_at,
         quantity=event.quantity.normalize(),
         properties=event.properties or {},
         invoiced=event.invoice_id is not None,
-        invoice_id=event.invoice_id,
     )
 
 
@@ -87,15 +85,7 @@ def _one_statement_writes() -> None:
 
 
 def _result(outcome) -> schemas.EventResultOut:
-    return schemas.EventResultOut(
-        index=outcome.index,
-        status=outcome.status,
-        event_id=outcome.event_id,
-        tenant_id=outcome.tenant_id,
-        ref=outcome.key,
-        reason=outcome.reason,
-        field=outcome.field,
-    )
+    return common.out(schemas.EventResultOut, outcome, ref=outcome.key)
 
 
 # --- ingestion -----------------------------------------------------------------------------
@@ -274,8 +264,8 @@ def list_events(principal, query: schemas.EventListQuery) -> schemas.EventListOu
         statement = statement.where(UsageEvent.occurred_at >= start)
     if end is not None:
         statement = statement.where(UsageEvent.occurred_at < end)
-    rows, pagination = common.page_of(statement.order_by(UsageEvent.occurred_at, UsageEvent.id), query)
-    return schemas.EventListOut(events=[event_out(e) for e in rows], pagination=pagination)
+    statement = statement.order_by(UsageEvent.occurred_at, UsageEvent.id)
+    return common.page_out(schemas.EventListOut, statement, query, event_out)
 
 
 def _events_tenant(principal, tenant_ref: str | None) -> str | None:

@@ -149,8 +149,7 @@ def create_webhook(principal, tenant: Tenant, body: schemas.WebhookCreateIn) -> 
 @webhook_operation("GET", "/tenants/<tenant_id>/webhooks")
 def list_webhooks(principal, tenant: Tenant, query: common.PageQuery) -> schemas.WebhookListOut:
     """List the tenant's webhook endpoints (never their secrets)"""
-    page, pagination = common.page_of(webhooks.endpoints_query(tenant), query)
-    return schemas.WebhookListOut(webhooks=[webhook_out(e) for e in page], pagination=pagination)
+    return common.page_out(schemas.WebhookListOut, webhooks.endpoints_query(tenant), query, webhook_out)
 
 
 @webhook_operation("GET", "/tenants/<tenant_id>/webhooks/<webhook_id>")
@@ -224,8 +223,8 @@ def list_webhook_deliveries(
 ) -> schemas.DeliveryListOut:
     """The endpoint's deliveries, newest first, with every attempt"""
     endpoint = _endpoint(tenant, webhook_id)
-    page, pagination = common.page_of(webhooks.deliveries_query(endpoint, query.state), query)
-    return schemas.DeliveryListOut(deliveries=[delivery_out(d) for d in page], pagination=pagination)
+    statement = webhooks.deliveries_query(endpoint, query.state)
+    return common.page_out(schemas.DeliveryListOut, statement, query, delivery_out)
 
 
 @webhook_operation("POST", "/tenants/<tenant_id>/webhooks/<webhook_id>/deliveries/<delivery_id>/resend", status=202)

@@ -1,9 +1,10 @@
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, IntegerField, SelectMultipleField, StringField
+from wtforms import BooleanField, IntegerField, SelectMultipleField
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import DataRequired, Length, StopValidation
+from wtforms.validators import StopValidation
 
 from portal.api_keys.services import DEFAULT_EXPIRY_DAYS, MAX_EXPIRY_DAYS
+from portal.forms import required_text
 from portal.models import API_SCOPES, INERT_SCOPES
 
 NAME_MAX_LENGTH = 100
@@ -31,13 +32,11 @@ def _expiry(form, field) -> None:
 
 class CreateKeyForm(FlaskForm):
     # Field names match the service's ValidationFailed.field, so its messages land beside them.
-    key_name = StringField(
+    key_name = required_text(
         "Name",
-        validators=[
-            DataRequired("Give the key a name you will recognise later."),
-            Length(max=NAME_MAX_LENGTH, message=f"Use at most {NAME_MAX_LENGTH} characters."),
-        ],
-        description="Where the key is used, e.g. “CI pipeline”.",
+        "Give the key a name you will recognise later.",
+        NAME_MAX_LENGTH,
+        "Where the key is used, e.g. “CI pipeline”.",
     )
     # Which scopes exist is the service's rule (check_scopes): no choice validation here.
     scopes = SelectMultipleField(
@@ -60,10 +59,4 @@ class CreateKeyForm(FlaskForm):
 
 
 class RevokeKeyForm(FlaskForm):
-    reason = StringField(
-        "Reason",
-        validators=[
-            DataRequired("Say why the key is revoked."),
-            Length(max=REASON_MAX_LENGTH, message=f"Use at most {REASON_MAX_LENGTH} characters."),
-        ],
-    )
+    reason = required_text("Reason", "Say why the key is revoked.", REASON_MAX_LENGTH)

@@ -7,12 +7,14 @@ from portal.api_keys import services
 from portal.api_keys.forms import CreateKeyForm, RevokeKeyForm
 from portal.models import ApiKey
 from portal.tenants.scoped import get_for_tenant
-from portal.web import act, form_errors_status, redirect_to, render, save_form
+from portal.web import act, form_errors_status, page_view, redirect_to, render, save_form
 
 bp = Blueprint("api_keys", __name__, url_prefix="/api-keys")
 
 
+@page_view(bp, "", "index", tenant_required())
 def _keys_page(create_form=None, created=None, status=200, fragment=None):
+    """The tenant's keys; members who manage keys also get the create form."""
     return render(
         "api_keys/index.html",
         fragment,
@@ -22,13 +24,6 @@ def _keys_page(create_form=None, created=None, status=200, fragment=None):
         revoke_form=RevokeKeyForm(formdata=None),
         created=created,
     )
-
-
-@bp.get("")
-@tenant_required()
-def index():
-    """The tenant's keys; members who manage keys also get the create form."""
-    return _keys_page()
 
 
 @bp.post("")

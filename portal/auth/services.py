@@ -195,10 +195,7 @@ def request_password_reset(email: str) -> None:
     send_email(user.email, "Reset your password", "password_reset", url=url, user=user, minutes=minutes, secrets=[url])
 
 
-class SignInHeld(ServiceError):
-    status_code = 429
-    error_code = "RATE_LIMIT_EXCEEDED"
-
+class SignInHeld(ServiceError, status=429, code="RATE_LIMIT_EXCEEDED"):
     def __init__(self, until: datetime):
         minutes = max(int((until - utcnow()).total_seconds() + 59) // 60, 1)
         super().__init__(

@@ -6,7 +6,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from portal.billing.countries import COUNTRIES
 from portal.billing.pricing import FeatureSpec
@@ -69,8 +69,7 @@ class PlanSpec(BaseModel):
     @field_validator("features")
     @classmethod
     def _unique_feature_keys(cls, features: list[FeatureSpec]) -> list[FeatureSpec]:
-        if duplicates := _duplicates(feature.key for feature in features):
-            raise ValueError(f"feature keys must be unique within a plan; repeated: {', '.join(duplicates)}")
+        _refuse_repeats((feature.key for feature in features), "feature keys must be unique within a plan")
         return features
 
 
@@ -187,34 +186,29 @@ class CatalogFile(BaseModel):
     @field_validator("tax_rates")
     @classmethod
     def _one_rate_per_place(cls, rates: list[TaxRateSpec]) -> list[TaxRateSpec]:
-        if duplicates := _duplicates(rate.key for rate in rates):
-            raise ValueError(f"tax rate keys must be unique; repeated: {', '.join(duplicates)}")
-        if places := _duplicates(f"{rate.country}/{rate.region.casefold()}" for rate in rates):
-            raise ValueError(f"one tax rate per country and region; repeated: {', '.join(places)}")
+        _refuse_repeats((rate.key for rate in rates), "tax rate keys must be unique")
+        _refuse_repeats(
+            (f"{rate.country}/{rate.region.casefold()}" for rate in rates), "one tax rate per country and region"
+        )
         return rates
 
-    @field_validator("meters")
+    @field_validator("plans", "meters")
     @classmethod
-    def _unique_meter_keys(cls, meters: list[MeterSpec]) -> list[MeterSpec]:
-        if duplicates := _duplicates(meter.key for meter in meters):
-            raise ValueError(f"meter keys must be unique; repeated: {', '.join(duplicates)}")
-        return meters
-
-    @field_validator("plans")
-    @classmethod
-    def _unique_plan_keys(cls, plans: list[PlanSpec]) -> list[PlanSpec]:
-        if duplicates := _duplicates(plan.key for plan in plans):
-            raise ValueError(f"plan keys must be unique; repeated: {', '.join(duplicates)}")
-        return plans
+    def _unique_keys(cls, specs: list, info: ValidationInfo) -> list:
+        # "plans" -> "plan keys must be unique", "meters" -> "meter keys ..."
+        _refuse_repeats((spec.key for spec in specs), f"{info.field_name.removesuffix('s')} keys must be unique")
+        return specs
 
 
-def _duplicates(keys) -> list[str]:
+def _refuse_repeats(keys, rule: str) -> None:
+    """``ValueError("<rule>; repeated: a, b")`` when a key comes more than once (each named once)."""
     seen, repeated = set(), []
     for key in keys:
         if key in seen and key not in repeated:
             repeated.append(key)
         seen.add(key)
-    return repeated
+    if repeated:
+        raise ValueError(f"{rule}; repeated: {', '.join(repeated)}")
 
 
 def _field_path(loc: tuple) -> str:

@@ -26,10 +26,8 @@ REASON_MAX = 500
 DEFAULT_CURRENCY = "USD"
 
 
-class InsufficientCredit(ValidationFailed):
-    # A well-formed request the balance cannot meet: a conflict with the ledger's state.
-    status_code = 409
-    error_code = "INSUFFICIENT_CREDIT"
+# A well-formed request the balance cannot meet: a conflict with the ledger's state.
+class InsufficientCredit(ValidationFailed, status=409, code="INSUFFICIENT_CREDIT"): ...
 
 
 @dataclass(frozen=True)

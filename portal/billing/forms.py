@@ -16,11 +16,12 @@ from wtforms import (
     TextAreaField,
 )
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import DataRequired, Length, ValidationError
+from wtforms.validators import Length, ValidationError
 
 from portal.billing.countries import COUNTRIES
 from portal.billing.profile import LABELS, LIMITS, ProfileData
 from portal.billing.tax_ids import KINDS
+from portal.forms import required_text
 from portal.models import CANCELLATION_REASONS
 
 BLANK_TAX_ID_ROWS = 1
@@ -83,13 +84,12 @@ class BillingEmailsForm(FlaskForm):
 
 
 class PromotionCodeForm(FlaskForm):
-    code = StringField(
+    code = required_text(
         "Promotion code",
-        validators=[
-            DataRequired("Type the promotion code."),
-            Length(max=40, message="A promotion code has at most 40 characters."),
-        ],
-        description="As you received it; upper or lower case does not matter.",
+        "Type the promotion code.",
+        40,
+        "As you received it; upper or lower case does not matter.",
+        too_long="A promotion code has at most 40 characters.",
     )
     # Set by the preview step: the customer has seen the new price and confirms.
     confirmed = HiddenField(default="")

@@ -235,31 +235,24 @@ def trial_ending(subscription: Subscription) -> bool:
 def send_reminders(at: datetime) -> int:
     """The periodic pass (each billing run makes it): yearly renewals within 7 days and trials
     ending within 3 days of ``at``. Running it again sends nothing new. Returns emails' causes sent."""
-    sent = 0
-    renewals = db.session.scalars(
+    yearly = (
         select(Subscription)
         .join(PlanVersion, PlanVersion.id == Subscription.plan_version_id)
-        .where(
-            Subscription.status.in_(("active", "past_due")),
-            Subscription.cancel_at_period_end.is_(False),
-            PlanVersion.interval == "year",
-            Subscription.current_period_end > at,
-            Subscription.current_period_end <= at + RENEWAL_NOTICE,
-        )
-        .order_by(Subscription.current_period_end)
+        .where(Subscription.status.in_(("active", "past_due")), PlanVersion.interval == "year")
+    )
+    sent = sum(
+        renewal_upcoming(subscription)
+        for subscription in _ending(yearly, Subscription.current_period_end, at, RENEWAL_NOTICE)
+    )
+    trialing = select(Subscription).where(Subscription.status == "trialing")
+    return sent + sum(
+        trial_ending(subscription) for subscription in _ending(trialing, Subscription.trial_end, at, TRIAL_NOTICE)
+    )
+
+
+def _ending(statement, end, at: datetime, notice: timedelta) -> list[Subscription]:
+    """``statement``'s subscriptions, not set to cancel, whose ``end`` falls within ``notice``
+    after ``at``, soonest first."""
+    return db.session.scalars(
+        statement.where(Subscription.cancel_at_period_end.is_(False), end > at, end <= at + notice).order_by(end)
     ).all()
-    for subscription in renewals:
-        sent += renewal_upcoming(subscription)
-    trials = db.session.scalars(
-        select(Subscription)
-        .where(
-            Subscription.status == "trialing",
-            Subscription.cancel_at_period_end.is_(False),
-            Subscription.trial_end > at,
-            Subscription.trial_end <= at + TRIAL_NOTICE,
-        )
-        .order_by(Subscription.trial_end)
-    ).all()
-    for subscription in trials:
-        sent += trial_ending(subscription)
-    return sent

@@ -33,7 +33,7 @@ from portal.extensions import db
 from portal.infra.pagination import paginate
 from portal.infra.transactions import commit, rollback
 from portal.models import OPTIONAL_BILLING_EMAILS, Plan, Subscription, utcnow
-from portal.web import act, form_errors_status, redirect_to, render, submit
+from portal.web import act, form_errors_status, page_view, redirect_to, render, submit
 
 bp = Blueprint("billing", __name__, url_prefix="/billing")
 
@@ -98,7 +98,9 @@ def _plan_cards(subscription: Subscription | None, interval: str) -> list[Plan]:
     return cards
 
 
+@page_view(bp, "", "index", tenant_required())
 def _index_page(cancel_form: CancelForm | None = None, status: int = 200):
+    """The plan, its period and next invoice, the plan cards, cancel/resume, recent invoices."""
     subscription = _subscription()
     live = subscription is not None and subscription.is_live
     interval = _card_interval(subscription)
@@ -132,13 +134,6 @@ def _index_page(cancel_form: CancelForm | None = None, status: int = 200):
         failed_invoices=invoice_service.failed_among(recent),
         billing_profile=profile_service.profile_of(g.tenant),
     )
-
-
-@bp.get("")
-@tenant_required()
-def index():
-    """The plan, its period and next invoice, the plan cards, cancel/resume, recent invoices."""
-    return _index_page()
 
 
 @bp.get("/credits")
@@ -478,7 +473,9 @@ def _with_blank_tax_id(form: BillingDetailsForm) -> BillingDetailsForm:
     return form
 
 
+@page_view(bp, "/details", "details", tenant_required())
 def _details_page(form: BillingDetailsForm | None = None, status: int = 200, fragment: str | None = None):
+    """Billing details: who invoices are made out to and sent to, and the tax IDs."""
     return render(
         "billing/details.html",
         fragment,
@@ -486,13 +483,6 @@ def _details_page(form: BillingDetailsForm | None = None, status: int = 200, fra
         form=form or _with_blank_tax_id(_details_form()),
         recipients=profile_service.billing_recipients(g.tenant),
     )
-
-
-@bp.get("/details")
-@tenant_required()
-def details():
-    """Billing details: who invoices are made out to and sent to, and the tax IDs."""
-    return _details_page()
 
 
 @bp.post("/details")

@@ -17,15 +17,23 @@ from portal.credentials.validation import AWS_REGIONS, MAX_PAYLOAD_CHARS
 NAME_DESCRIPTION = "How you will recognise it later, e.g. “Billing export”."
 
 
-def _name_field() -> StringField:
-    return StringField(
+class _ProviderForm(FlaskForm):
+    """A provider's form: the name, then the provider's own fields under its prefix."""
+
+    provider: str
+    SECRET_FIELDS: tuple[str, ...]
+
+    credential_name = StringField(
         "Name",
         validators=[Length(max=MAX_NAME, message=f"Use at most {MAX_NAME} characters.")],
         description=NAME_DESCRIPTION,
     )
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, prefix=self.provider, **kwargs)
 
-class GcpCredentialForm(FlaskForm):
+
+class GcpCredentialForm(_ProviderForm):
     provider = "gcp"
     # Every GCP complaint is about the key file's contents: shown beside the JSON input used.
     JSON_FIELDS = ("credentials", "type", "project_id", "client_email", "private_key", "token_uri")
@@ -39,16 +47,12 @@ class GcpCredentialForm(FlaskForm):
         "token_uri": "The key file's token URI",
     }
 
-    credential_name = _name_field()
     key_json = TextAreaField(
         "Service account key (JSON)",
         validators=[Optional(), Length(max=MAX_PAYLOAD_CHARS, message="The key file is too large.")],
         description="Paste the key file's contents, or upload the file below.",
     )
     key_file = FileField("…or upload the key file (.json)")
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, prefix="gcp", **kwargs)
 
     def validate(self, extra_validators=None) -> bool:
         valid = super().validate(extra_validators)
@@ -77,11 +81,10 @@ class GcpCredentialForm(FlaskForm):
         return text, {field: source for field in self.JSON_FIELDS}
 
 
-class AwsCredentialForm(FlaskForm):
+class AwsCredentialForm(_ProviderForm):
     provider = "aws"
     SECRET_FIELDS = ("aws_secret_access_key",)
 
-    credential_name = _name_field()
     aws_access_key_id = StringField("Access key ID", description="AKIA… or ASIA…, 20 characters.")
     aws_secret_access_key = PasswordField("Secret access key", description="40 characters. It is never shown again.")
     region = SelectField(
@@ -92,9 +95,6 @@ class AwsCredentialForm(FlaskForm):
     role_arn = StringField(
         "Role ARN (optional)", description="arn:aws:iam::123456789012:role/RoleName, to assume a role."
     )
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, prefix="aws", **kwargs)
 
     def payload(self) -> tuple[dict, dict[str, str]]:
         values = {
@@ -107,18 +107,14 @@ class AwsCredentialForm(FlaskForm):
         return values, {}
 
 
-class AzureCredentialForm(FlaskForm):
+class AzureCredentialForm(_ProviderForm):
     provider = "azure"
     SECRET_FIELDS = ("client_secret",)
 
-    credential_name = _name_field()
     tenant_id = StringField("Tenant (directory) ID", description="A GUID.")
     client_id = StringField("Client (application) ID", description="A GUID.")
     subscription_id = StringField("Subscription ID", description="A GUID.")
     client_secret = PasswordField("Client secret", description="It is never shown again.")
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, prefix="azure", **kwargs)
 
     def payload(self) -> tuple[dict, dict[str, str]]:
         values = {

@@ -19,7 +19,7 @@ from portal.errors import ServiceError
 from portal.forms import apply_service_error
 from portal.infra.transactions import commit, rollback
 from portal.models import PROVIDERS
-from portal.web import act, form_errors_status, redirect_to, render
+from portal.web import act, form_errors_status, page_view, redirect_to, render
 
 bp = Blueprint("credentials", __name__, url_prefix="/credentials")
 
@@ -37,7 +37,9 @@ def _provider_filter() -> str | None:
     return provider if provider in PROVIDERS else None
 
 
+@page_view(bp, "", "index", tenant_required())
 def _page(add_forms=None, open_provider=None, status=200):
+    """The tenant's credentials (optionally one provider's); managers also get the add forms."""
     forms = {provider: form_class(formdata=None) for provider, form_class in ADD_FORMS.items()}
     forms.update(add_forms or {})
     provider = _provider_filter()
@@ -52,13 +54,6 @@ def _page(add_forms=None, open_provider=None, status=200):
         add_forms=forms,
         open_provider=open_provider,
     )
-
-
-@bp.get("")
-@tenant_required()
-def index():
-    """The tenant's credentials (optionally one provider's); managers also get the add forms."""
-    return _page()
 
 
 @bp.post("/add/<provider>")

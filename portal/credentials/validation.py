@@ -66,10 +66,8 @@ AWS_REGIONS = frozenset(
 )
 
 
-class CredentialInvalid(ValidationFailed):
+class CredentialInvalid(ValidationFailed, code="INVALID_CREDENTIALS"):
     """The submitted credential has the wrong shape; ``errors`` lists [{field, message}]."""
-
-    error_code = "INVALID_CREDENTIALS"
 
     def __init__(self, errors: list[dict[str, str]]):
         fields = ", ".join(error["field"] for error in errors)

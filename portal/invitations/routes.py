@@ -4,11 +4,10 @@ from flask_login import current_user, login_user
 from portal.access import TENANT_SESSION_KEY
 from portal.auth.services import find_user_by_email, start_session
 from portal.errors import ServiceError
-from portal.forms import apply_service_error
-from portal.infra.transactions import commit, rollback
 from portal.invitations import services
 from portal.invitations.forms import AcceptAsMemberForm, AcceptAsNewUserForm
-from portal.web import form_errors_status, render
+from portal.models import Invitation
+from portal.web import form_errors_status, render, save_form
 
 bp = Blueprint("invitations", __name__)
 
@@ -39,25 +38,22 @@ def accept(token: str):
             sign_in_url=url_for("auth.sign_in", next=request.path),
         )
 
-    if form.validate_on_submit():
-        try:
-            if signed_in is not None:
-                invitation, user = services.accept(token, user=signed_in, ip=request.remote_addr)
-            else:
-                invitation, user = services.accept(
-                    token, name=form.name.data or "", password=form.password.data, ip=request.remote_addr
-                )
-                session.clear()
-                start_session(user, request.remote_addr, request.headers.get("User-Agent"))
-                login_user(user)
-            session[TENANT_SESSION_KEY] = invitation.tenant_id
-            commit()
-        except ServiceError as error:
-            rollback()
-            apply_service_error(form, error)
+    def join() -> Invitation:
+        if signed_in is not None:
+            accepted, _ = services.accept(token, user=signed_in, ip=request.remote_addr)
         else:
-            flash(f"Welcome to {invitation.tenant.company_name}.", "success")
-            return redirect(url_for("main.overview"), code=303)
+            accepted, user = services.accept(
+                token, name=form.name.data or "", password=form.password.data, ip=request.remote_addr
+            )
+            session.clear()
+            start_session(user, request.remote_addr, request.headers.get("User-Agent"))
+            login_user(user)
+        session[TENANT_SESSION_KEY] = accepted.tenant_id
+        return accepted
+
+    if (joined := save_form(form, join)) is not None:
+        flash(f"Welcome to {joined.tenant.company_name}.", "success")
+        return redirect(url_for("main.overview"), code=303)
     status = form_errors_status() if form.errors or form.form_errors else 200
     return render(
         "invitations/accept.html",

@@ -6,7 +6,7 @@ from portal.errors import ServiceError
 from portal.infra.transactions import commit, rollback
 from portal.settings.forms import BLANK_METADATA_ROWS, DeleteTenantForm, ProfileForm, TwoFactorPolicyForm
 from portal.tenants import services as tenants
-from portal.web import form_errors_status, redirect_to, render, submit
+from portal.web import form_errors_status, page_view, redirect_to, render, submit
 
 bp = Blueprint("settings", __name__, url_prefix="/settings")
 
@@ -24,7 +24,9 @@ def _with_blank_rows(form: ProfileForm) -> ProfileForm:
     return form
 
 
+@page_view(bp, "", "index", tenant_required())
 def _page(profile_form=None, delete_form=None, status=200, fragment=None, two_factor_form=None):
+    """Company profile and metadata; the danger zone for the owner."""
     return render(
         "settings/index.html",
         fragment,
@@ -34,13 +36,6 @@ def _page(profile_form=None, delete_form=None, status=200, fragment=None, two_fa
         two_factor_form=two_factor_form
         or TwoFactorPolicyForm(formdata=None, require_two_factor=g.tenant.require_two_factor),
     )
-
-
-@bp.get("")
-@tenant_required()
-def index():
-    """Company profile and metadata; the danger zone for the owner."""
-    return _page()
 
 
 @bp.post("")

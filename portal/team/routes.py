@@ -9,7 +9,7 @@ from portal.models import Invitation, Membership
 from portal.team import services
 from portal.team.forms import ConfirmForm, InviteForm, RoleForm, TransferOwnershipForm
 from portal.tenants.scoped import get_for_tenant
-from portal.web import act, form_errors_status, redirect_to, render, submit
+from portal.web import act, form_errors_status, page_view, redirect_to, render, submit
 
 bp = Blueprint("team", __name__, url_prefix="/team")
 
@@ -22,7 +22,9 @@ def _transfer_form() -> TransferOwnershipForm:
     return form
 
 
+@page_view(bp, "", "index", tenant_required())
 def _team_page(invite_form=None, transfer_form=None, status=200, fragment=None):
+    """Members and pending invitations."""
     return render(
         "team/index.html",
         fragment,
@@ -34,13 +36,6 @@ def _team_page(invite_form=None, transfer_form=None, status=200, fragment=None):
         role_form=RoleForm(formdata=None),
         confirm_form=ConfirmForm(formdata=None),
     )
-
-
-@bp.get("")
-@tenant_required()
-def index():
-    """Members and pending invitations."""
-    return _team_page()
 
 
 @bp.post("/invitations")
@@ -60,33 +55,29 @@ def invite():
     )
 
 
-def _invitation_action(invitation_id: str, action) -> object:
+def _invitation_action(invitation_id: str, service, done: str):
+    """Run ``service`` on one of the tenant's invitations; ``done`` names its ``{email}``."""
     invitation = get_for_tenant(Invitation, invitation_id, g.tenant, "Invitation")
-    return act(lambda: action(invitation), "team.index")
+
+    def run() -> str:
+        service(current_actor(), invitation)
+        return done.format(email=invitation.email)
+
+    return act(run, "team.index")
 
 
 @bp.post("/invitations/<invitation_id>/resend")
 @tenant_required("team.manage")
 def resend_invitation(invitation_id: str):
     """Send a fresh link; the old one stops working."""
-
-    def action(invitation):
-        invitations.resend(current_actor(), invitation)
-        return f"A new invitation link was sent to {invitation.email}."
-
-    return _invitation_action(invitation_id, action)
+    return _invitation_action(invitation_id, invitations.resend, "A new invitation link was sent to {email}.")
 
 
 @bp.post("/invitations/<invitation_id>/revoke")
 @tenant_required("team.manage")
 def revoke_invitation(invitation_id: str):
     """Withdraw a pending invitation."""
-
-    def action(invitation):
-        invitations.revoke(current_actor(), invitation)
-        return f"The invitation to {invitation.email} was revoked."
-
-    return _invitation_action(invitation_id, action)
+    return _invitation_action(invitation_id, invitations.revoke, "The invitation to {email} was revoked.")
 
 
 @bp.post("/members/<membership_id>/role")
@@ -125,15 +116,12 @@ def remove_member(membership_id: str):
 def leave():
     """Leave this account (the owner must transfer ownership first)."""
     company = g.tenant.company_name
-    try:
+
+    def leave_account() -> str:
         services.leave(current_actor(), g.tenant, g.membership)
-        commit()
-    except ServiceError as error:
-        rollback()
-        flash(error.message, "error")
-        return redirect_to("team.index")
-    flash(f"You left {company}.", "success")
-    return redirect_to("main.overview")
+        return f"You left {company}."
+
+    return act(leave_account, "team.index", done="main.overview")
 
 
 @bp.post("/transfer")

@@ -395,10 +395,8 @@ def ingest(raw_events: list, header_key: str | None = None) -> list[Outcome]:
     return store(validate(raw_events, now, header_key), now)
 
 
-class AmbiguousRef(Conflict):
+class AmbiguousRef(Conflict, code="AMBIGUOUS_REF"):
     """An idempotency key that names events of more than one tenant (keys are unique per tenant)."""
-
-    error_code = "AMBIGUOUS_REF"
 
     def __init__(self, ref: str):
         super().__init__(

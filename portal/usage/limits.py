@@ -56,11 +56,8 @@ class LimitState:
         )
 
 
-class LimitExceeded(ServiceError):
+class LimitExceeded(ServiceError, status=429, code="QUOTA_EXCEEDED"):
     """An event that would take a hard-limited feature past its limit; nothing was stored."""
-
-    status_code = 429
-    error_code = "QUOTA_EXCEEDED"
 
     def __init__(self, state: LimitState):
         units = f" {state.unit_label}" if state.unit_label else ""

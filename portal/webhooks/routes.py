@@ -13,7 +13,7 @@ from portal.infra.pagination import paginate
 from portal.infra.transactions import commit, rollback
 from portal.models import WebhookEndpoint
 from portal.tenants.scoped import get_for_tenant
-from portal.web import act, form_errors_status, render, save_form, submit
+from portal.web import act, form_errors_status, page_view, render, save_form, submit
 from portal.webhooks import services
 from portal.webhooks.catalog import EVENT_TYPES
 from portal.webhooks.forms import ActionForm, EndpointForm
@@ -32,6 +32,7 @@ def _check_csrf() -> None:
         abort(400, "Your form expired. Reload the page and try again.")
 
 
+@page_view(bp, "", "index", tenant_required("webhooks.manage"))
 def _index(form=None, created=None, status=200):
     endpoints = list(db.session.execute(services.endpoints_query(g.tenant)).scalars())
     return render(
@@ -64,12 +65,6 @@ def _detail(endpoint: WebhookEndpoint, form=None, secret=None, status=200, fragm
         secret=secret,
         event_types=EVENT_TYPES,
     )
-
-
-@bp.get("")
-@tenant_required("webhooks.manage")
-def index():
-    return _index()
 
 
 @bp.post("")

@@ -1,9 +1,10 @@
 """What the API's schemas share: the base classes of bodies, queries and responses, the
 pagination block and ``page_of``, and the field types more than one resource uses."""
 
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     AliasChoices,
@@ -140,3 +141,11 @@ def page_of(statement, query: PageQuery) -> tuple[list, Pagination]:
         has_next=page.has_next,
         has_previous=page.has_prev,
     )
+
+
+def page_out(model: type[OutT], statement, query: PageQuery, item: Callable[[Any], Out]) -> OutT:
+    """A list response: one page of ``statement``, each row as ``item(row)`` in ``model``'s one
+    field besides ``pagination``, and the pagination block."""
+    rows, pagination = page_of(statement, query)
+    (field,) = model.model_fields.keys() - {"pagination"}
+    return model(**{field: [item(row) for row in rows]}, pagination=pagination)

@@ -31,7 +31,7 @@ from portal.errors import ServiceError
 from portal.extensions import limiter
 from portal.forms import apply_service_error
 from portal.infra.transactions import commit, rollback
-from portal.web import form_errors_status, redirect_to, render
+from portal.web import form_errors_status, page_view, redirect_to, render
 
 CHALLENGE_KEY = "webauthn_challenge"
 CHALLENGE_SECONDS = 5 * 60
@@ -107,7 +107,9 @@ def _options_response(purpose: str, build):
 # --- the account's two-factor page ------------------------------------------------------------
 
 
+@page_view(bp, "/account/two-factor", "two_factor_settings", login_required)
 def _page(status: int = 200, **forms):
+    """The person's second factors: authenticator app, passkeys, recovery codes."""
     return render(
         "auth/two_factor/index.html",
         status=status,
@@ -126,13 +128,6 @@ def _codes_page(codes: list[str], reason: str):
 
 def _me():
     return current_user._get_current_object()
-
-
-@bp.get("/account/two-factor")
-@login_required
-def two_factor_settings():
-    """The person's second factors: authenticator app, passkeys, recovery codes."""
-    return _page()
 
 
 def _setup_page(secret: str, form: ConfirmTotpForm | None = None, status: int = 200):

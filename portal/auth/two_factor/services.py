@@ -64,16 +64,11 @@ class CodeRefused(ServiceError):
     that count instead of rolling it back; nothing else has changed when this is raised."""
 
 
-class WrongCode(CodeRefused):
-    status_code = 400
-    error_code = "VALIDATION_ERROR"
+class WrongCode(CodeRefused, status=400, code="VALIDATION_ERROR"): ...
 
 
-class CodesHeld(CodeRefused):
+class CodesHeld(CodeRefused, status=429, code="TOO_MANY_CODES"):
     """Too many wrong codes: codes for this account are refused until the hold ends."""
-
-    status_code = 429
-    error_code = "TOO_MANY_CODES"
 
 
 @dataclass(frozen=True)
