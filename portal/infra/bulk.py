@@ -63,7 +63,11 @@ def insert_rows(table: Table, rows: list[dict]) -> None:
             f"INSERT INTO {table.name} ({', '.join(column.name for column in columns)}) "  # noqa: S608 - our own names
             f"SELECT * FROM unnest({arrays})"
         )
-        processors = [column.type.bind_processor(connection.dialect) for column in columns]
+        # The dialect's own type, as SQLAlchemy's compiler uses it: the generic Numeric's
+        # processor turns a Decimal into a float (9876543210.123456 was stored as ...123460).
+        processors = [
+            column.type.dialect_impl(connection.dialect).bind_processor(connection.dialect) for column in columns
+        ]
         cached = _STATEMENTS[(table, keys)] = (statement, processors)
     statement, processors = cached
     params = {}
