@@ -7,6 +7,11 @@ from flask import Flask, g
 from portal.config import BASE_DIR, INSTANCE_DIR, check_production, load_config
 from portal.extensions import init_extensions
 
+# The project imports inside the functions below are the only function-level ones, on purpose:
+# this module runs first for every import of any ``portal.*`` module (a job importing a model,
+# the CLI, a test), and importing the blueprints, the API and the CLI here at the top would load
+# the whole web layer each time, and make every route module that imports ``portal.*`` a cycle.
+
 
 def create_app(overrides: dict | None = None) -> Flask:
     app = Flask(
