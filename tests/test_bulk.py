@@ -6,6 +6,7 @@ from decimal import Decimal
 
 import pytest
 from sqlalchemy import Boolean, Column, DateTime, Integer, MetaData, Numeric, String, Table, insert, select
+from sqlalchemy.exc import IntegrityError
 
 from portal.extensions import db
 from portal.infra import bulk
@@ -63,3 +64,11 @@ def test_rows_inserted_together_keep_every_digit_and_character_a_row_inserted_al
     # SQLite, the embedded default for trying the portal, keeps any NUMERIC as a float itself.
     if db.session.connection().dialect.name == "postgresql":
         assert [row[2] for row in read([1, 2])] == [Decimal("9876543210.123456"), Decimal("0.000001")]
+
+
+def test_a_row_breaking_a_constraint_fails_the_whole_insert_with_the_error_an_insert_raises():
+    LINES.create(db.session.connection())
+    bulk.insert_rows(LINES, rows_of(1))
+    with pytest.raises(IntegrityError):
+        bulk.insert_rows(LINES, rows_of(2))  # id 2 is taken
+    db.session.rollback()

@@ -1,4 +1,4 @@
-"""Rows gathered for one multi-row INSERT per table: a billing run's batch writes the audit
+"""Rows gathered and written in one statement per table: a billing run's batch writes the audit
 rows of its invoices in one statement instead of one per invoice.
 
 Inside ``gathered()``, ``add(table, row)`` keeps the row and returns True; the rows are written
@@ -8,8 +8,9 @@ Outside it, ``add`` returns False and the caller writes the row at once."""
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import Table, insert, text
+from sqlalchemy import Table, insert
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 
 from portal.extensions import db
 
@@ -29,7 +30,7 @@ def gathered() -> Iterator[None]:
         insert_rows(table, table_rows)
 
 
-_STATEMENTS: dict[tuple, tuple] = {}
+_STATEMENTS: dict[tuple, tuple] = {}  # (table, keys) -> the COPY and each key's processor
 
 
 def dialect_insert(table: Table):
@@ -43,10 +44,12 @@ def dialect_insert(table: Table):
 def insert_rows(table: Table, rows: list[dict]) -> None:
     """Insert the rows (all with the same keys) in one statement.
 
-    On PostgreSQL each column goes as one array and ``unnest`` turns them back into rows: the
-    statement's text never changes, so it is parsed once, where a plain executemany is a
-    statement per row and a multi-row VALUES list a new text of thousands of placeholders to
-    parse every time (each was most of a billing run's cost of writing). Elsewhere: executemany.
+    On PostgreSQL with ``COPY … FROM STDIN``: psycopg formats the rows in C, where a multi-row
+    VALUES list was a new text of thousands of placeholders to parse every time, a plain
+    executemany a statement per row, and one array per column to ``unnest`` (the previous way)
+    dumped and escaped every element in Python: 34 µs of client CPU per invoice line there,
+    12 µs here, and a third of the database's time. Values go through the columns' own bind
+    processors (JSON, the UTC datetime), as an INSERT's do. Elsewhere: executemany.
     """
     connection = db.session.connection()
     if connection.dialect.name != "postgresql" or len(rows) < 2:
@@ -56,25 +59,23 @@ def insert_rows(table: Table, rows: list[dict]) -> None:
     cached = _STATEMENTS.get((table, keys))
     if cached is None:
         columns = [table.c[key] for key in keys]
-        arrays = ", ".join(
-            f"CAST(:c{n} AS {column.type.compile(dialect=connection.dialect)}[])" for n, column in enumerate(columns)
-        )
-        statement = text(
-            f"INSERT INTO {table.name} ({', '.join(column.name for column in columns)}) "  # noqa: S608 - our own names
-            f"SELECT * FROM unnest({arrays})"
-        )
+        statement = f"COPY {table.name} ({', '.join(column.name for column in columns)}) FROM STDIN"
         # The dialect's own type, as SQLAlchemy's compiler uses it: the generic Numeric's
         # processor turns a Decimal into a float (9876543210.123456 was stored as ...123460).
         processors = [
             column.type.dialect_impl(connection.dialect).bind_processor(connection.dialect) for column in columns
         ]
-        cached = _STATEMENTS[(table, keys)] = (statement, processors)
+        cached = _STATEMENTS[(table, keys)] = (statement, tuple(zip(keys, processors, strict=True)))
     statement, processors = cached
-    params = {}
-    for n, (key, process) in enumerate(zip(keys, processors, strict=True)):
-        values = [row[key] for row in rows]
-        params[f"c{n}"] = [process(value) for value in values] if process is not None else values
-    connection.execute(statement, params)
+    dbapi = connection.dialect.loaded_dbapi
+    try:
+        with connection.connection.cursor() as cursor, cursor.copy(statement) as copy:
+            for row in rows:
+                copy.write_row([row[key] if process is None else process(row[key]) for key, process in processors])
+    except dbapi.Error as error:
+        # As SQLAlchemy raises for a statement it runs (IntegrityError and so on), so callers
+        # catch the same errors whichever way the rows went.
+        raise DBAPIError.instance(statement, None, error, dbapi.Error) from error
 
 
 def add(table: Table, row: dict) -> bool:
