@@ -48,7 +48,7 @@ def insert_rows(table: Table, rows: list[dict]) -> None:
     VALUES list was a new text of thousands of placeholders to parse every time, a plain
     executemany a statement per row, and one array per column to ``unnest`` (the previous way)
     dumped and escaped every element in Python: 34 µs of client CPU per invoice line there,
-    12 µs here, and a third of the database's time. Values go through the columns' own bind
+    12 µs here, and a third of the wall time. Values go through the columns' own bind
     processors (JSON, the UTC datetime), as an INSERT's do. Elsewhere: executemany.
     """
     connection = db.session.connection()
