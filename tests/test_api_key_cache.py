@@ -688,3 +688,36 @@ def test_events_and_a_suspension_in_one_process_are_seen_by_checks_in_another(po
         assert eventually(lambda d: not d["isAllowed"])["meta"]["reason"]["code"] == "TENANT_SUSPENDED"
     finally:
         other.close()
+
+
+def test_a_period_renewed_by_the_billing_run_is_seen_by_the_next_check(cache_app, cache_client, tenant_and_key):
+    """The run writes the periods it moves on behind the unit of work (``bulk.write_changes``):
+    the snapshot cached before must still go, or the check goes on counting the old period."""
+    from portal.billing.periods import add_interval, period_bounds
+    from portal.billing.runs import create_run, execute
+    from portal.billing.subscriptions import to_second
+    from portal.infra.transactions import commit
+    from portal.usage.services import subscription_for
+    from tests.usage_support import record
+
+    tenant, _, _ = tenant_and_key
+    plaintext = operator_token(cache_app)
+    with cache_app.app_context():
+        # A monthly period that ended within the last few days (an hour ago but for month
+        # lengths), not yet billed.
+        subscription = subscription_for(tenant.tenant_id)
+        anchor = add_interval(to_second(utcnow() - timedelta(hours=1)), "month", -1)
+        subscription.billing_anchor, subscription.period_index = anchor, 0
+        subscription.current_period_start, subscription.current_period_end = period_bounds(anchor, "month", 0)
+        commit()
+        record(tenant.tenant_id, "pipeline_run", at=subscription.current_period_end - timedelta(minutes=1))
+    used = _check(cache_client, tenant.tenant_id, plaintext)["usage"]["used"]
+    assert used >= 1
+    assert _check(cache_client, tenant.tenant_id, plaintext)["usage"]["used"] == used  # warm
+
+    with cache_app.app_context():
+        run = create_run("test", utcnow())
+        commit()
+        assert execute(run, inline=True).invoices_created == 1
+
+    assert _check(cache_client, tenant.tenant_id, plaintext)["usage"]["used"] == 0  # the new period's

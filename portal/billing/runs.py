@@ -40,6 +40,7 @@ from portal.billing.payments.services import charge_after_issue
 from portal.billing.subscriptions import prefetch_usage, renew, to_second
 from portal.errors import Conflict, NotFound
 from portal.extensions import db
+from portal.infra import bulk
 from portal.infra.queues import runs_inline
 from portal.infra.transactions import commit, defer, rollback
 from portal.models import BILLABLE_STATUSES, BillingRun, BillingRunShard, Invoice, PlanVersion, Subscription, utcnow
@@ -574,6 +575,7 @@ def _renew_batch(run_id: str, at: datetime, ids: list[str], shard_id: str | None
             # Everything else first: from the numbers block on, the year's counter is locked
             # until commit, and every worker billing the run queues on it.
             _beat_shard(shard_id)
+            bulk.write_changes(db.session.dirty)  # the periods moved on, the discounts' counts
             db.session.flush()
             invoices.store_batch()
         for invoice in issued_all:

@@ -584,20 +584,18 @@ def note_usage_changed(session, tenant_ids) -> None:
     session.info.setdefault(_PENDING_USAGE, set()).update(tenant_ids)
 
 
-def _changed_usage_tenant_ids(session) -> set[str]:
+def _changed_usage_tenant_ids(objects) -> set[str]:
     return {
-        obj.tenant_id
-        for obj in (*session.new, *session.dirty, *session.deleted)
-        if isinstance(obj, UsageEvent | UsageRollup) and isinstance(obj.tenant_id, str)
+        obj.tenant_id for obj in objects if isinstance(obj, UsageEvent | UsageRollup) and isinstance(obj.tenant_id, str)
     }
 
 
-def _changed_tenant_ids(session) -> set[str]:
+def _changed_tenant_ids(new, changed) -> set[str]:
     ids: set[str] = set()
-    for obj in session.new:
+    for obj in new:
         if isinstance(obj, Subscription) and isinstance(obj.tenant_id, str):
             ids.add(obj.tenant_id)  # a first subscription changes what the tenant is entitled to
-    for obj in list(session.dirty) + list(session.deleted):
+    for obj in changed:
         if isinstance(obj, Subscription):
             state = inspect(obj)
             found = {
@@ -619,10 +617,22 @@ def _changed_tenant_ids(session) -> set[str]:
 
 
 def _after_flush(session, _flush_context) -> None:
-    ids = _changed_tenant_ids(session)
+    ids = _changed_tenant_ids(session.new, [*session.dirty, *session.deleted])
     if ids:
         session.info.setdefault(_PENDING, set()).update(ids)
-    usage_ids = _changed_usage_tenant_ids(session)
+    usage_ids = _changed_usage_tenant_ids((*session.new, *session.dirty, *session.deleted))
+    if usage_ids:
+        note_usage_changed(session, usage_ids)
+
+
+def note_written(session, objects) -> None:
+    """These loaded objects' changes were written behind the unit of work (``bulk.write_changes``):
+    what they change is evicted when the transaction commits, as if a flush had written them.
+    Called before the objects are marked clean (their previous values tell what changed)."""
+    ids = _changed_tenant_ids((), objects)
+    if ids:
+        session.info.setdefault(_PENDING, set()).update(ids)
+    usage_ids = _changed_usage_tenant_ids(objects)
     if usage_ids:
         note_usage_changed(session, usage_ids)
 
