@@ -5,10 +5,15 @@ redemption per request even when two race for the last one (PostgreSQL).
 Expected amounts are worked out here, with the test's own arithmetic.
 """
 
+import math
 import threading
 from datetime import timedelta
+from decimal import Decimal
+from fractions import Fraction
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import select
 
 from portal.access import SYSTEM, Actor
@@ -371,3 +376,13 @@ def test_one_tenant_submitting_twice_at_once_redeems_once(committed_app):
     assert sorted(outcomes) == ["The code DOUBLE-SUBMIT is already applied to this subscription.", "ok"]
     with committed_app.test_request_context():
         assert db.session.get(Coupon, coupon_id).times_redeemed == 1
+
+
+@given(
+    st.integers(min_value=-5, max_value=10**12),
+    st.decimals(min_value=Decimal("0.01"), max_value=100, places=2, allow_nan=False, allow_infinity=False),
+)
+def test_a_percentage_off_is_the_exact_share_rounded_half_up_never_more_than_the_base(base, percent):
+    off = discounts.amount_off(Coupon(percent_off=percent), base)
+    exact = Fraction(base) * Fraction(percent) / 100
+    assert off == (min(math.floor(exact + Fraction(1, 2)), base) if base > 0 else 0)

@@ -1,5 +1,6 @@
 """Money helpers: one half-up rounding to whole cents, and amounts people can read."""
 
+import math
 from decimal import Decimal
 from fractions import Fraction
 
@@ -7,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from portal.billing.money import format_amount, format_money, round_half_up, to_major
+from portal.billing.money import format_amount, format_money, round_half_up, round_ratio, to_major
 
 
 @pytest.mark.parametrize(
@@ -132,3 +133,15 @@ def test_to_major_and_format_money_agree_with_the_cents(cents):
     assert major * 100 == cents
     shown = format_money(cents, "USD")
     assert Decimal(shown.replace("$", "").replace(",", "")) == major
+
+
+@given(st.integers(min_value=-(10**30), max_value=10**30), st.integers(min_value=1, max_value=10**12))
+def test_round_ratio_is_the_nearest_integer_with_ties_away_from_zero(numerator, denominator):
+    exact = Fraction(numerator, denominator)
+    nearest = math.floor(abs(exact) + Fraction(1, 2))
+    assert round_ratio(numerator, denominator) == (-nearest if exact < 0 else nearest)
+
+
+def test_round_ratio_refuses_a_denominator_that_is_not_positive():
+    with pytest.raises(ValueError):
+        round_ratio(1, 0)

@@ -314,3 +314,20 @@ def test_the_plan_change_preview_adds_the_tax_and_equals_the_invoice_issued(app,
     billing = client.get("/billing").get_data(as_text=True)
     invoice_id = re.search(r'href="/billing/invoices/(inv_[^"]+)"', billing).group(1)
     assert shown(client.get(f"/billing/invoices/{invoice_id}").get_data(as_text=True), "total") == promised
+
+
+def _nearest(value: Fraction) -> int:
+    """Halves away from zero, by the test's own rounding: a credit's tax mirrors the charge's."""
+    return half_up(value) if value >= 0 else -half_up(-value)
+
+
+@given(
+    st.integers(min_value=-(10**12), max_value=10**12),
+    st.decimals(min_value=0, max_value=100, places=4, allow_nan=False, allow_infinity=False),
+    st.booleans(),
+)
+def test_a_lines_tax_is_its_exact_share_rounded_once(net, percentage, inclusive):
+    treatment = taxes.Treatment("VAT", percentage, inclusive)
+    rate = Fraction(percentage) / 100
+    expected = net - _nearest(net / (1 + rate)) if inclusive else _nearest(net * rate)
+    assert taxes.line_tax(net, treatment) == (expected if percentage else 0)

@@ -180,3 +180,28 @@ def test_a_row_deleted_meanwhile_fails_the_write_as_a_flush_fails():
     with pytest.raises(StaleDataError):
         bulk.write_changes([tenant])
     db.session.rollback()
+
+
+def test_every_kind_of_value_reads_back_exactly_whatever_order_the_columns_were_set_in():
+    first, second = (subscribe("starter", utc(2027, 1, 10, 8)) for _ in range(2))
+    instant = datetime(2027, 2, 28, 23, 59, 59, 999999, tzinfo=UTC)
+    # The same columns set in opposite orders: one UPDATE for both, each value in its place.
+    first.ended_at, first.cancel_feedback = instant, "Compute — O'Brien's \\ \"west\" {1,2} 🚀\n"
+    first.cancel_at_period_end, first.cancel_reason = True, None
+    second.cancel_reason, second.cancel_at_period_end = "too_expensive", False
+    second.cancel_feedback, second.ended_at = "", utc(2027, 3, 1)
+    second.period_index = 7  # a shape of its own
+
+    bulk.write_changes([first, second])
+    commit()
+    columns = (
+        Subscription.ended_at,
+        Subscription.cancel_feedback,
+        Subscription.cancel_at_period_end,
+        Subscription.cancel_reason,
+        Subscription.period_index,
+    )
+    for subscription in (first, second):
+        row = db.session.connection().execute(select(*columns).where(Subscription.id == subscription.id)).one()
+        assert tuple(row) == tuple(getattr(subscription, column.key) for column in columns)
+    assert (second.period_index, first.ended_at) == (7, instant)

@@ -28,14 +28,13 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from fractions import Fraction
 
 from sqlalchemy import exists, select, update
 from sqlalchemy.exc import IntegrityError
 
 from portal import audit
 from portal.access import Actor
-from portal.billing.money import format_money, round_half_up
+from portal.billing.money import format_money, round_ratio
 from portal.billing.periods import period_bounds
 from portal.errors import Conflict, NotFound, ValidationFailed
 from portal.extensions import db
@@ -348,7 +347,8 @@ def amount_off(coupon: Coupon, base: int) -> int:
     if base <= 0:
         return 0
     if coupon.percent_off is not None:
-        return min(round_half_up(Fraction(base) * Fraction(coupon.percent_off) / 100), base)
+        top, bottom = coupon.percent_off.as_integer_ratio()  # exact: a Decimal is a ratio of integers
+        return min(round_ratio(base * top, 100 * bottom), base)
     return min(coupon.amount_off, base)
 
 

@@ -23,11 +23,18 @@ def round_half_up(value: Decimal | Fraction | int) -> int:
     if isinstance(value, Decimal) and not value.is_finite():
         raise ValueError(f"cannot round {value} to minor units")
     # Exact rational arithmetic: Decimal.quantize would fail beyond 28 digits of context precision.
-    exact = Fraction(value)
-    whole, rest = divmod(abs(exact.numerator), exact.denominator)
-    if 2 * rest >= exact.denominator:
+    return round_ratio(*value.as_integer_ratio())
+
+
+def round_ratio(numerator: int, denominator: int) -> int:
+    """``round_half_up(Fraction(numerator, denominator))`` in integers alone: a tax or a discount
+    worked out for every line of a billing run without building a Fraction for each step."""
+    if denominator <= 0:
+        raise ValueError("the denominator must be positive")
+    whole, rest = divmod(abs(numerator), denominator)
+    if 2 * rest >= denominator:
         whole += 1
-    return -whole if exact < 0 else whole
+    return -whole if numerator < 0 else whole
 
 
 def to_major(cents: int) -> Decimal:

@@ -12,14 +12,13 @@ The rules, for a seller registered in ``BILLING_SELLER_COUNTRY``:
 
 from dataclasses import dataclass
 from decimal import Decimal
-from fractions import Fraction
 
 from flask import current_app
 from sqlalchemy import select
 
 from portal.billing.catalog import TaxRateSpec
 from portal.billing.countries import EU_COUNTRIES
-from portal.billing.money import allocate, round_half_up
+from portal.billing.money import allocate, round_ratio
 from portal.billing.tax_ids import country_of
 from portal.extensions import db
 from portal.models import TaxRate
@@ -157,10 +156,12 @@ def line_tax(net: int, treatment: Treatment) -> int:
     from zero, so a credit line's tax is exactly the negative of the matching charge's)."""
     if treatment.name is None or not treatment.percentage or not net:
         return 0
-    percentage = Fraction(treatment.percentage)
+    # percentage = top / bottom exactly: the tax is net × top / (100 × bottom), or for a
+    # price that includes it, net less net × 100 × bottom / (100 × bottom + top).
+    top, bottom = treatment.percentage.as_integer_ratio()
     if treatment.inclusive:
-        return net - round_half_up(Fraction(net) * 100 / (100 + percentage))
-    return round_half_up(Fraction(net) * percentage / 100)
+        return net - round_ratio(net * 100 * bottom, 100 * bottom + top)
+    return round_ratio(net * top, 100 * bottom)
 
 
 def tax_lines(amounts: list[int], credits: int, treatment: Treatment) -> list[LineTax]:

@@ -5,10 +5,28 @@ Inside ``gathered()``, ``add(table, row)`` keeps the row and returns True; the r
 when the block ends, table by table in the order first seen (a row's references first).
 Outside it, ``add`` returns False and the caller writes the row at once."""
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import date, datetime
+from decimal import Decimal
 
-from sqlalchemy import Table, bindparam, insert, inspect, update
+from sqlalchemy import (
+    Boolean,
+    Date,
+    DateTime,
+    Integer,
+    Numeric,
+    String,
+    Table,
+    bindparam,
+    cast,
+    func,
+    insert,
+    inspect,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import ColumnProperty
@@ -91,7 +109,7 @@ def add(table: Table, row: dict) -> bool:
     return True
 
 
-_UPDATES: dict[tuple, object] = {}  # (table, changed columns, stamped columns) -> the UPDATE
+_UPDATES: dict[tuple, tuple] = {}  # (table, columns, dialect) -> the UPDATE, its form, the bind processors
 
 
 _WRITABLE: dict = {}  # mapper -> _writable(mapper)
@@ -118,7 +136,7 @@ def _writable(mapper) -> bool:
 
 def write_changes(objects) -> None:
     """Write the column changes of loaded objects with one UPDATE per table and set of changed
-    columns (an executemany), and mark the objects clean, as a flush would leave them.
+    columns (``_update_rows``), and mark the objects clean, as a flush would leave them.
 
     A billing run's batch changes the same few columns of each of its subscriptions and
     discounts: the unit of work's bookkeeping for those UPDATEs (every attribute's history,
@@ -160,27 +178,93 @@ def write_changes(objects) -> None:
     connection = session.connection()
     for (table, columns), entries in shapes.items():
         stamped = tuple(column for column in table.columns if column.onupdate is not None and column not in columns)
-        statement = _UPDATES.get((table, columns, stamped))
-        if statement is None:
-            (key_column,) = table.primary_key.columns
-            statement = _UPDATES[(table, columns, stamped)] = (
-                update(table)
-                .where(key_column == bindparam("b__identity"))
-                .values({column: bindparam(f"b_{column.key}") for column in (*columns, *stamped)})
-            )
         entries.sort(key=lambda entry: entry[0].identity)  # in key order, as a flush: no deadlocks
         rows, stamps = [], []
         for state, changed in entries:
             stamp = {column: column.onupdate.arg(None) for column in stamped}
-            row = {f"b_{column.key}": value for column, value in (*changed.items(), *stamp.items())}
-            row["b__identity"] = state.identity[0]
-            rows.append(row)
+            rows.append((state.identity[0], *(changed[column] for column in columns), *stamp.values()))
             stamps.append(stamp)
-        result = connection.execute(statement, rows)
-        if result.rowcount != len(rows):
-            raise StaleDataError(f"UPDATE of {table.name} expected {len(rows)} rows, matched {result.rowcount}")
+        matched = _update_rows(connection, table, (*columns, *stamped), rows)
+        if matched != len(rows):
+            raise StaleDataError(f"UPDATE of {table.name} expected {len(rows)} rows, matched {matched}")
         for (state, _), stamp in zip(entries, stamps, strict=True):
             for column, value in stamp.items():
                 state.dict[state.mapper.get_property_by_column(column).key] = value
             # What a flush does once it has written an object: nothing of it is pending now.
             state._commit_all(state.dict, session.identity_map)
+
+
+# Column types whose values, once through their bind processor, JSON carries as text that
+# PostgreSQL reads back exactly (a timestamp as ISO 8601, a Decimal as its digits).
+_JSON_SAFE = (String, Integer, Boolean, DateTime, Date, Numeric)
+
+
+def _as_json(value):
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    return value
+
+
+def _update_rows(connection, table: Table, columns: tuple, rows: list[tuple]) -> int:
+    """UPDATE ``table`` by primary key with ``rows`` (the key, then one value per column);
+    returns how many rows matched.
+
+    On PostgreSQL, one statement for them all: the rows go as one JSON array, unpacked by
+    ``json_array_elements`` and joined to the table by key. ``executemany`` sends a statement
+    per row, and psycopg's and SQLAlchemy's work per row (31 µs of client CPU for five
+    columns) was most of the cost; here it is 8 µs. Elsewhere, or for a column JSON cannot
+    carry exactly, executemany.
+    """
+    dialect = connection.dialect
+    (key_column,) = table.primary_key.columns
+    every = (key_column, *columns)
+    cached = _UPDATES.get((table, columns, dialect.name))
+    if cached is None:
+        types = [getattr(column.type, "impl_instance", column.type) for column in every]
+        if dialect.name == "postgresql" and all(isinstance(type_, _JSON_SAFE) for type_ in types):
+            elements = func.json_array_elements(cast(bindparam("rows", type_=String), postgresql.JSON)).table_valued(
+                "value"
+            )
+            values = (
+                select(
+                    *(
+                        cast(elements.c.value.op("->>")(position), column.type).label(f"v{position}")
+                        for position, column in enumerate(every)
+                    )
+                )
+                .select_from(elements)
+                .subquery("v")
+            )
+            statement = (
+                update(table)
+                .where(key_column == values.c.v0)
+                .values({column: values.c[f"v{position}"] for position, column in enumerate(every) if position})
+            )
+            json_rows = True
+        else:
+            statement = (
+                update(table)
+                .where(key_column == bindparam("b__identity"))
+                .values({column: bindparam(f"b_{position}") for position, column in enumerate(columns)})
+            )
+            json_rows = False
+        processors = tuple(column.type.dialect_impl(dialect).bind_processor(dialect) for column in every)
+        cached = _UPDATES[(table, columns, dialect.name)] = (statement, json_rows, processors)
+    statement, json_rows, processors = cached
+    if json_rows:
+        payload = json.dumps(
+            [
+                [
+                    _as_json(value if process is None else process(value))
+                    for value, process in zip(row, processors, strict=True)
+                ]
+                for row in rows
+            ]
+        )
+        return connection.execute(statement, {"rows": payload}).rowcount
+    return connection.execute(
+        statement,
+        [{"b__identity": row[0], **{f"b_{position}": value for position, value in enumerate(row[1:])}} for row in rows],
+    ).rowcount
