@@ -2,6 +2,7 @@
 subscription failing among many, the CLI's summary and exit code, and invoice numbering.
 """
 
+import re
 import threading
 from datetime import timedelta
 from decimal import Decimal
@@ -31,6 +32,7 @@ from tests.billing_engine_support import (
     subscribe,
     utc,
 )
+from tests.conftest import unique
 from tests.usage_support import record
 
 T0 = utc(2027, 1, 10, 8)
@@ -474,6 +476,8 @@ def b2b_book() -> list[Subscription]:
         SYSTEM, "Two months", percent_off=25, duration="repeating", duration_periods=2
     )
     for_ever = discounts.create_coupon(SYSTEM, "Partner", amount_off=500, currency="USD", duration="forever")
+    # Redeemed through a code by some: the code is named on each discount line.
+    code = discounts.create_promotion_code(SYSTEM, for_ever, unique("PARTNER").upper(), at=T0)
     book = []
     for i in range(12):
         tenant = bare_tenant(f"B2B {i}")
@@ -481,7 +485,9 @@ def b2b_book() -> list[Subscription]:
             update_profile(SYSTEM, tenant, profiles[i % 4])
         subscription = subscribe(("starter", "professional")[i % 2], T0 + timedelta(hours=i), tenant)
         if i % 3 != 2:
-            discounts.apply(SYSTEM, subscription, (two_periods, for_ever)[i % 3], at=T0 + timedelta(days=1))
+            coupon = (two_periods, for_ever)[i % 3]
+            through = code if coupon is for_ever and i % 2 else None
+            discounts.apply(SYSTEM, subscription, coupon, through, at=T0 + timedelta(days=1))
         commit()
         book.append(subscription)
     return book
@@ -494,7 +500,12 @@ def b2b_snapshot(book: list[Subscription]) -> list[tuple]:
         subscription = reload(subscription)
         invoices = [
             (invoice.subtotal, invoice.discount, invoice.tax, invoice.total, invoice.tax_note)
-            + tuple((line.type, line.amount, line.tax_name, line.tax_amount) for line in invoice.lines)
+            + tuple(
+                # Each book has a code of its own: the line names it, the rest must match.
+                (line.type, re.sub(r", code [A-Z0-9_-]+\)", ", code X)", line.description), line.amount)
+                + (line.tax_name, line.tax_amount)
+                for line in invoice.lines
+            )
             for invoice in invoices_of(subscription)
         ]
         applied = db.session.execute(discounts.redemptions(tenant_id=subscription.tenant_id)).scalars()
@@ -541,6 +552,9 @@ def test_a_batch_taxes_and_discounts_each_subscription_as_one_at_a_time_does(app
     # renewal for ever.
     assert {(invoice[2], invoice[4]) for invoice in french[0]} == {(0, taxes.REVERSE_CHARGE_NOTE)}
     assert [invoice[1] for invoice in french[0]] == [500, 500, 500]
+    assert {line[1] for invoice in french[0] for line in invoice[5:] if line[0] == "discount"} == {
+        "Discount: Partner ($5.00 off, code X)"
+    }
     # Tenant 2 (Ontario): 13 % HST on $49, no discount; tenant 3: no profile, no tax.
     assert [invoice[2:4] for invoice in canadian[0]] == [(637, 5537)] * 4
     assert {invoice[2] for invoice in no_profile[0]} == {0}
