@@ -17,6 +17,7 @@ partial hours at either edge (a billing period starting at 14:23 reads 14:23-15:
 """
 
 import functools
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -375,26 +376,18 @@ def value(aggregation: str, tenant_id: str, event_name: str, start: datetime | N
 def values_many(aggregation: str, windows: list[tuple[str, str, datetime | None, datetime]]) -> list[Decimal] | None:
     """``value`` for many (tenant_id, event_name, start, end) windows in one statement, in their
     order (a billing run's batch reads its subscriptions' closed periods so). PostgreSQL only
-    (the windows go as arrays, joined to the tables); None elsewhere, for the caller to ask one
+    (the windows go as JSON, joined to the tables); None elsewhere, for the caller to ask one
     by one."""
     if not windows or db.engine.dialect.name != "postgresql":
         return None
-    rolled: dict[str, list] = {"k": [], "t": [], "n": [], "lo": [], "hi": []}
-    edges: dict[str, list] = {"k": [], "t": [], "n": [], "lo": [], "hi": []}
+    rolled: list[dict] = []
+    edges: list[dict] = []
     for k, (tenant_id, event_name, start, end) in enumerate(windows):
         low, high, partial = _edges(start, end)
         if low is not None or start is None:
-            for column, value in zip(
-                rolled, (k, tenant_id, event_name, _naive(low or _EPOCH), _naive(high)), strict=True
-            ):
-                rolled[column].append(value)
-        for edge_start, edge_end in partial:
-            for column, value in zip(
-                edges, (k, tenant_id, event_name, _naive(edge_start), _naive(edge_end)), strict=True
-            ):
-                edges[column].append(value)
-    params = {f"r{column}": values for column, values in rolled.items()}
-    params.update({f"e{column}": values for column, values in edges.items()})
+            rolled.append(_window_row(k, tenant_id, event_name, low or _EPOCH, high))
+        edges += [_window_row(k, tenant_id, event_name, edge_start, edge_end) for edge_start, edge_end in partial]
+    params = {"rolled": json.dumps(rolled), "edges": json.dumps(edges)}
     found = {
         k: Bucket(int(count), Decimal(total), Decimal(high), Decimal(low))
         for k, count, total, high, low in db.session.connection().execute(_VALUES_MANY, params)
@@ -403,19 +396,30 @@ def values_many(aggregation: str, windows: list[tuple[str, str, datetime | None,
     return [found[k].value(aggregation) if k in found else ZERO for k in range(len(windows))]
 
 
-# One text whatever the number of windows (they are arrays), so it is parsed and prepared once.
+def _window_row(k: int, tenant_id: str, event_name: str, low: datetime, high: datetime) -> dict:
+    return {
+        "k": k,
+        "tenant_id": tenant_id,
+        "name": event_name,
+        "low": _naive(low).isoformat(),
+        "high": _naive(high).isoformat(),
+    }
+
+
+# One text whatever the number of windows, so it is parsed and prepared once. The windows go
+# as one JSON array each: as arrays to ``unnest`` (the previous way) psycopg dumped and escaped
+# every element in Python, 31 µs of client CPU per five-value row against 8 µs as JSON.
 _WINDOWS = (
-    "unnest(CAST(:{p}k AS integer[]), CAST(:{p}t AS text[]), CAST(:{p}n AS text[]), "
-    "CAST(:{p}lo AS timestamp[]), CAST(:{p}hi AS timestamp[])) AS w (k, tenant_id, name, low, high)"
+    "json_to_recordset(CAST(:{p} AS json)) AS w (k integer, tenant_id text, name text, low timestamp, high timestamp)"
 )
 _VALUES_MANY = text(
     "SELECT k, sum(c), sum(t), max(hi), min(lo) FROM ("  # noqa: S608 - constant text, values bound
     "SELECT w.k, r.count AS c, r.total AS t, r.max AS hi, r.min AS lo "
-    f"FROM {_WINDOWS.format(p='r')} JOIN usage_rollups r ON r.tenant_id = w.tenant_id AND r.name = w.name "
+    f"FROM {_WINDOWS.format(p='rolled')} JOIN usage_rollups r ON r.tenant_id = w.tenant_id AND r.name = w.name "
     "AND r.hour >= w.low AND r.hour < w.high "
     "UNION ALL "
     "SELECT w.k, 1, e.quantity, e.quantity, e.quantity "
-    f"FROM {_WINDOWS.format(p='e')} JOIN usage_events e ON e.tenant_id = w.tenant_id AND e.name = w.name "
+    f"FROM {_WINDOWS.format(p='edges')} JOIN usage_events e ON e.tenant_id = w.tenant_id AND e.name = w.name "
     "AND e.occurred_at >= w.low AND e.occurred_at < w.high"
     ") AS x GROUP BY k"
 )
