@@ -13,7 +13,7 @@ for reads only); a commit that changes or deletes one evicts every operator toke
 Correctness rests on invalidation, not on the TTL:
 
 - Every commit of ``db.session`` that changed or deleted a tenant or an API key (ORM unit of
-  work or a bulk UPDATE/DELETE on those tables) evicts that tenant's entries in this process
+  work, ``bulk.write_changes``, or a bulk UPDATE/DELETE on those tables) evicts that tenant's entries in this process
   at once and PUBLISHes the tenant ids on the database's channel (``channel_for``).
 - Each process runs one listener thread subscribed to that channel. A message evicts; every
   (re)subscription clears the whole cache, since messages sent while unsubscribed are lost.
