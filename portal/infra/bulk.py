@@ -1,9 +1,11 @@
-"""Rows gathered and written in one statement per table: a billing run's batch writes the audit
-rows of its invoices in one statement instead of one per invoice.
+"""Many rows of one table in one statement: a billing run's batch inserts its invoices, lines
+and audit rows, and updates its subscriptions and discounts, a statement per table.
 
 Inside ``gathered()``, ``add(table, row)`` keeps the row and returns True; the rows are written
 when the block ends, table by table in the order first seen (a row's references first).
-Outside it, ``add`` returns False and the caller writes the row at once."""
+Outside it, ``add`` returns False and the caller writes the row at once. ``insert_rows`` inserts
+rows of one table; ``write_changes`` writes the column changes of loaded objects as a flush
+would, one UPDATE per table and set of changed columns."""
 
 import json
 from collections.abc import Iterator
@@ -15,6 +17,7 @@ from sqlalchemy import (
     Boolean,
     Date,
     DateTime,
+    Float,
     Integer,
     Numeric,
     String,
@@ -117,7 +120,8 @@ _WRITABLE: dict = {}  # mapper -> _writable(mapper)
 
 def _writable(mapper) -> bool:
     """A mapper whose UPDATEs ``write_changes`` writes as a flush would: one table, no version
-    counter, no values the database makes on update."""
+    counter, no values the database makes on update. (An ``onupdate`` callable is called with
+    no execution context: ``utcnow`` and the like, not one that reads the statement's values.)"""
     known = _WRITABLE.get(mapper)
     if known is not None:
         return known
@@ -163,7 +167,9 @@ def write_changes(objects) -> None:
             if not isinstance(prop, ColumnProperty) or len(prop.columns) != 1:
                 break
             column, value = prop.columns[0], dict_.get(key)
-            if column.primary_key or column.table is not mapper.local_table or isinstance(value, ClauseElement):
+            # A column_property of a SQL expression has no table: never written, by a flush either.
+            table = getattr(column, "table", None)
+            if column.primary_key or table is not mapper.local_table or isinstance(value, ClauseElement):
                 break
             if old is not NO_VALUE and old == value and type(old) is type(value):
                 continue  # set to what it was: the flush writes nothing for it either
@@ -195,7 +201,8 @@ def write_changes(objects) -> None:
 
 
 # Column types whose values, once through their bind processor, JSON carries as text that
-# PostgreSQL reads back exactly (a timestamp as ISO 8601, a Decimal as its digits).
+# PostgreSQL reads back exactly (a timestamp as ISO 8601, a Decimal as its digits). Not Float
+# (a Numeric): JSON has no NaN or infinity.
 _JSON_SAFE = (String, Integer, Boolean, DateTime, Date, Numeric)
 
 
@@ -223,7 +230,9 @@ def _update_rows(connection, table: Table, columns: tuple, rows: list[tuple]) ->
     cached = _UPDATES.get((table, columns, dialect.name))
     if cached is None:
         types = [getattr(column.type, "impl_instance", column.type) for column in every]
-        if dialect.name == "postgresql" and all(isinstance(type_, _JSON_SAFE) for type_ in types):
+        if dialect.name == "postgresql" and all(
+            isinstance(type_, _JSON_SAFE) and not isinstance(type_, Float) for type_ in types
+        ):
             elements = func.json_array_elements(cast(bindparam("rows", type_=String), postgresql.JSON)).table_valued(
                 "value"
             )
