@@ -13,12 +13,11 @@ from dataclasses import dataclass
 
 import pytest
 from argon2 import PasswordHasher
-from flask_sqlalchemy.session import Session as FlaskSQLAlchemySession
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
 from portal import create_app, security
-from portal.extensions import db
+from portal.extensions import PortalSession, db
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 PASSWORD = "correct horse battery staple"
@@ -150,7 +149,7 @@ def make_app(database_url: str, sqlite_begin: str = "BEGIN", **overrides):
     return app
 
 
-class _ConnectionBoundSession(FlaskSQLAlchemySession):
+class _ConnectionBoundSession(PortalSession):
     """Flask-SQLAlchemy's get_bind ignores the session's own bind and picks the app's engine,
     which would commit past the test's transaction; the test's connection must win."""
 
@@ -379,7 +378,7 @@ def committed_app(request, tmp_path_factory):
     if not os.environ.get("DATABASE_URL"):
         need_service("postgres", "races are tested on PostgreSQL (set DATABASE_URL)")
     test_session = db.session
-    db.session = db._make_scoped_session({})  # real sessions, one per app context
+    db.session = db._make_scoped_session({"class_": PortalSession})  # real sessions, one per app context
     try:
         with database(request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_")[:20], tmp_path_factory) as url:
             yield make_app(url)

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select, text
 
 from portal.billing.catalog import MeterSpec
-from portal.extensions import db
+from portal.extensions import PortalSession, db
 from portal.infra.transactions import commit
 from portal.models import UsageEvent, UsageRollup
 from portal.usage import ingest, rollups
@@ -198,7 +198,7 @@ def committed_app(tmp_path_factory):
     if not os.environ.get("DATABASE_URL"):
         pytest.skip("concurrent roll-ups are tested on PostgreSQL (set DATABASE_URL)")
     test_session = db.session
-    db.session = db._make_scoped_session({})
+    db.session = db._make_scoped_session({"class_": PortalSession})
     try:
         with database("usage_rollup_race", tmp_path_factory) as url:
             yield make_app(url)

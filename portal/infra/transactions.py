@@ -7,11 +7,13 @@ which commits and then enqueues what was deferred. A rollback drops them.
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy.engine import Engine
+from flask_sqlalchemy.session import Session as FlaskSession
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from portal.errors import Conflict
-from portal.extensions import db
+from portal.extensions import AUTOCOMMIT, autocommit_engine, db
 from portal.infra import queues
 
 _PENDING_KEY = "portal_deferred_jobs"
@@ -65,14 +67,42 @@ def rollback() -> None:
 
 
 def autocommit_statements() -> None:
-    """Run the rest of this request without a transaction: for reads that need no common
+    """Run the rest of this unit of work without a transaction: for reads that need no common
     snapshot, and writes that are each one statement, atomic on its own. Saves the BEGIN and
     COMMIT (or ROLLBACK) round trips, and a write's row locks end with its statement;
     ``commit()`` still runs the after-commit work. Only before anything was read, and only on
-    an Engine (tests bind the session to a connection)."""
+    an Engine (tests bind the session to a connection).
+
+    On PostgreSQL the session's statements go to the autocommit pool (``autocommit_engine``)
+    until its transaction ends; elsewhere (SQLite) its connection is switched to autocommit."""
     session = db.session()
-    if not session.in_transaction() and isinstance(session.get_bind(), Engine):
+    if AUTOCOMMIT in session.info or session.in_transaction() or not isinstance(bind := session.get_bind(), Engine):
+        return
+    if bind.dialect.name == "postgresql":
+        session.info[AUTOCOMMIT] = autocommit_engine(bind)
+    else:
         session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+
+
+@contextmanager
+def statement_connection() -> Iterator[Connection]:
+    """The connection for Core statements of the unit of work: the session's, or, in
+    autocommit mode before the session has begun anything, one of the autocommit pool's for
+    these statements only (each is its own transaction). Ingestion's one statement then costs
+    no session transaction to begin, commit and close around it."""
+    session = db.session()
+    engine = session.info.get(AUTOCOMMIT)
+    if engine is not None and not session.in_transaction():
+        with engine.connect() as connection:
+            yield connection
+    else:
+        yield session.connection()
+
+
+@event.listens_for(FlaskSession, "after_transaction_end")
+def _end_autocommit(session, transaction) -> None:
+    if transaction.parent is None:
+        session.info.pop(AUTOCOMMIT, None)  # the next unit of work is a transaction again
 
 
 @contextmanager

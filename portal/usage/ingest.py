@@ -16,6 +16,7 @@ from portal.errors import Conflict
 from portal.extensions import db
 from portal.infra import cache as key_cache
 from portal.infra.bulk import dialect_insert
+from portal.infra.transactions import statement_connection
 from portal.models import Tenant, UsageEvent, UsageEventKey, utcnow
 from portal.models.base import new_id
 from portal.timezones import parse_instant
@@ -357,13 +358,13 @@ def store(outcomes: list[Outcome], now: datetime | None = None) -> list[Outcome]
         )
     inserted: set[str] = set()
     if rows:
-        connection = db.session.connection()
-        if connection.dialect.name == "postgresql":
-            inserted = _insert_postgresql(
-                connection, rows, [first_of[(r["tenant_id"], r["idempotency_key"])].draft for r in rows]
-            )
-        else:
-            inserted = _insert_other(connection, rows)
+        with statement_connection() as connection:
+            if connection.dialect.name == "postgresql":
+                inserted = _insert_postgresql(
+                    connection, rows, [first_of[(r["tenant_id"], r["idempotency_key"])].draft for r in rows]
+                )
+            else:
+                inserted = _insert_other(connection, rows)
         if inserted:
             # Entitlement checks elsewhere may hold these tenants' usage: evicted at the commit.
             key_cache.note_usage_changed(db.session, {row["tenant_id"] for row in rows if row["id"] in inserted})
