@@ -529,7 +529,7 @@ def _send(redis_url: str, channel: str, tenant_ids: set[str], usage_only: bool) 
         )
 
 
-USAGE_GATHER_SECONDS = 0.005
+USAGE_GATHER_SECONDS = 0.02
 
 
 class _UsageOutbox:
@@ -546,7 +546,8 @@ class _UsageOutbox:
     def add(self, tenant_ids) -> None:
         with self._lock:
             self._pending.update(tenant_ids)
-        self._wake.set()
+        if not self._wake.is_set():  # set already: the thread is gathering (saves a lock round)
+            self._wake.set()
 
     def flush(self) -> None:
         with self._lock:
@@ -558,8 +559,10 @@ class _UsageOutbox:
     def _run(self) -> None:
         while True:
             self._wake.wait()
-            time.sleep(USAGE_GATHER_SECONDS)
+            # The first change after a quiet spell goes at once; those that follow it within
+            # the interval go together after it: one message per interval at most.
             self.flush()
+            time.sleep(USAGE_GATHER_SECONDS)
 
 
 _outboxes: dict[tuple[str, str], _UsageOutbox] = {}
