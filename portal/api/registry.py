@@ -176,6 +176,8 @@ def _shown(name: str) -> str:
 def _parse_query(model: type[Query] | None) -> Query | None:
     """The query string, on every endpoint: a parameter the endpoint does not know, or one sent
     twice or under two of its names, is a 400 naming it, never silently ignored."""
+    if not request.args:  # most calls: nothing to check, the model's defaults
+        return _validate(model, {}) if model is not None else None
     accepted = model.parameter_names() if model is not None else {}
     field_of = {name: field for field, names in accepted.items() for name in names}
     unknown = [name for name in request.args if name not in field_of]
