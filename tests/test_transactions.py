@@ -84,6 +84,25 @@ def test_a_single_event_takes_one_autocommit_connection_and_none_of_the_transact
     assert (repeat.status_code, repeat.get_json()["event_id"]) == (200, response.get_json()["event_id"])
 
 
+def test_an_event_stored_without_a_transaction_is_counted_by_the_next_check(cached_app, tenant_id):
+    """Its commit has no session transaction to end: the cached usage is evicted as the
+    statement returns, not by a commit hook."""
+    token = operator_token(cached_app)
+    client = cached_app.test_client()
+
+    def used() -> int:
+        response = client.get(f"/api/v1/entitlements/{tenant_id}/pipeline_runs", headers=bearer(token))
+        assert response.status_code == 200, response.get_data(as_text=True)
+        return response.get_json()["data"]["usage"]["used"]
+
+    before = used()
+    assert used() == before  # warm: served from the cache
+    for ref in ("a", "b", "c"):
+        body = {"tenant_id": tenant_id, "eventName": "pipeline_run", "eventIdempotencyKey": ref}
+        assert send_json(client, "post", "/api/v1/events", body, bearer(token)).status_code == 201
+        assert used() == before + "abc".index(ref) + 1
+
+
 def test_the_unit_of_work_after_an_autocommitted_one_is_a_transaction_again(committed_app, tenant_id):
     with committed_app.test_request_context():
         autocommit_statements()

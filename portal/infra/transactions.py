@@ -34,7 +34,17 @@ def defer(
 
 def commit() -> None:
     """Commit the unit of work, then hand its deferred jobs to the queue."""
-    pending = db.session.info.pop(_PENDING_KEY, [])
+    session = db.session()
+    pending = session.info.pop(_PENDING_KEY, [])
+    if session.info.keys() <= {AUTOCOMMIT} and not (
+        session.in_transaction() or session.new or session.dirty or session.deleted
+    ):
+        # Nothing begun, nothing to flush, nothing noted for after the commit (an autocommit
+        # unit of work whose statements committed themselves): no session transaction to
+        # begin and close just to fire hooks with nothing to do.
+        session.info.pop(AUTOCOMMIT, None)
+        _enqueue(pending)
+        return
     try:
         db.session.commit()
     except IntegrityError:
@@ -44,6 +54,10 @@ def commit() -> None:
     except Exception:
         db.session.rollback()
         raise
+    _enqueue(pending)
+
+
+def _enqueue(pending: list[tuple]) -> None:
     plain: list[tuple] = []  # jobs in a row with no ``once``: one Redis round trip for them all
     for job, args, queue, retries, timeout, once in pending:
         if once is None:

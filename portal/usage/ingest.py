@@ -367,7 +367,7 @@ def store(outcomes: list[Outcome], now: datetime | None = None) -> list[Outcome]
                 inserted = _insert_other(connection, rows)
         if inserted:
             # Entitlement checks elsewhere may hold these tenants' usage: evicted at the commit.
-            key_cache.note_usage_changed(db.session, {row["tenant_id"] for row in rows if row["id"] in inserted})
+            key_cache.note_usage_changed(db.session(), {row["tenant_id"] for row in rows if row["id"] in inserted})
     missing = [pair for pair, outcome in first_of.items() if outcome.event_id not in inserted]
     existing = {}
     if missing:
