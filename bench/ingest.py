@@ -41,6 +41,7 @@ batches. The clients share the machine's cores with the server, so the figures a
 """
 
 import argparse
+import hashlib
 import itertools
 import json
 import os
@@ -540,7 +541,12 @@ def main() -> None:
         with psycopg.connect(admin_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         client = redis.Redis.from_url(redis_url)
-        stale = list(client.scan_iter(match="rq:*")) + list(client.scan_iter(match="usage:*"))
+        # The portal's keys of the scratch database: "portal:<digest of its SQLAlchemy URL>:..."
+        # (portal.infra.queues.database_key; the URL as portal.config normalises it).
+        digest = hashlib.sha256(scratch_url.replace("postgresql://", "postgresql+psycopg://", 1).encode())
+        stale = list(client.scan_iter(match="rq:*")) + list(
+            client.scan_iter(match=f"portal:{digest.hexdigest()[:12]}:*")
+        )
         if stale:
             client.delete(*stale)
 
