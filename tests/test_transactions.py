@@ -103,6 +103,23 @@ def test_an_event_stored_without_a_transaction_is_counted_by_the_next_check(cach
         assert used() == before + "abc".index(ref) + 1
 
 
+def test_a_usage_change_noted_before_its_write_waits_for_the_commit(cached_app, tenant_id):
+    """Noted with no transaction open yet (a rebuild notes before it writes): a rollback must
+    leave the cached usage alone, so the next check is still answered from the cache."""
+    token = operator_token(cached_app)
+    client = cached_app.test_client()
+    path = f"/api/v1/entitlements/{tenant_id}/pipeline_runs"
+    for _ in range(2):
+        assert client.get(path, headers=bearer(token)).status_code == 200
+    with cached_app.test_request_context():
+        key_cache.note_usage_changed(db.session(), {tenant_id})
+        rollback()
+        main, twin = db.engine, autocommit_engine(db.engine)
+    with Checkouts(main.pool) as transactional, Checkouts(twin.pool) as autocommitted:
+        assert client.get(path, headers=bearer(token)).status_code == 200
+    assert (transactional.count, autocommitted.count) == (0, 0)
+
+
 def test_the_unit_of_work_after_an_autocommitted_one_is_a_transaction_again(committed_app, tenant_id):
     with committed_app.test_request_context():
         autocommit_statements()

@@ -583,12 +583,15 @@ def _outbox(redis_url: str, channel: str) -> _UsageOutbox:
 
 def note_usage_changed(session, tenant_ids) -> None:
     """Events of these tenants were stored or deleted behind the unit of work (Core): their
-    entitlement snapshots are evicted when the transaction commits; at once when the session
-    has none (the statement ran without a transaction, ``transactions.statement_connection``,
-    so the change is committed already)."""
-    if session.in_transaction():
-        session.info.setdefault(_PENDING_USAGE, set()).update(tenant_ids)
-    elif has_app_context() and current_app.config.get("REDIS_URL"):
+    entitlement snapshots are evicted when the transaction commits."""
+    session.info.setdefault(_PENDING_USAGE, set()).update(tenant_ids)
+
+
+def usage_committed(tenant_ids) -> None:
+    """Events of these tenants were stored by a statement that committed on its own (no
+    transaction, ``transactions.statement_connection``): evicted now, there is no commit to
+    wait for."""
+    if has_app_context() and current_app.config.get("REDIS_URL"):
         publish(current_app.config["REDIS_URL"], _channel(current_app), set(tenant_ids), usage_only=True)
 
 

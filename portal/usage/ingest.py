@@ -366,8 +366,14 @@ def store(outcomes: list[Outcome], now: datetime | None = None) -> list[Outcome]
             else:
                 inserted = _insert_other(connection, rows)
         if inserted:
-            # Entitlement checks elsewhere may hold these tenants' usage: evicted at the commit.
-            key_cache.note_usage_changed(db.session(), {row["tenant_id"] for row in rows if row["id"] in inserted})
+            # Entitlement checks elsewhere may hold these tenants' usage: evicted at the commit,
+            # or now if the statement ran outside the session's transaction (it has none yet).
+            changed = {row["tenant_id"] for row in rows if row["id"] in inserted}
+            session = db.session()
+            if session.in_transaction():
+                key_cache.note_usage_changed(session, changed)
+            else:
+                key_cache.usage_committed(changed)
     missing = [pair for pair, outcome in first_of.items() if outcome.event_id not in inserted]
     existing = {}
     if missing:

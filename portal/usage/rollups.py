@@ -192,7 +192,7 @@ def rebuild(connection=None) -> int:
         else func.strftime("%Y-%m-%d %H:00:00.000000", events.c.occurred_at)
     )
 
-    key_cache.note_usage_changed(db.session(), {key_cache.ALL})  # every tenant's usage may read differently now
+    key_cache.note_usage_changed(db.session, {key_cache.ALL})  # every tenant's usage may read differently now
     # Months whose events retention retired keep their roll-ups: they are all that is left.
     floor = partitions.retained_from(connection)
     rollups, source = (
