@@ -84,6 +84,53 @@ def test_a_single_event_takes_one_autocommit_connection_and_none_of_the_transact
     assert (repeat.status_code, repeat.get_json()["event_id"]) == (200, response.get_json()["event_id"])
 
 
+def test_a_connection_the_database_dropped_under_a_single_event_is_not_served_again(
+    committed_app, redis_url, tenant_id
+):
+    """The single-event INSERT runs on the driver's own cursor: a connection that broke under it
+    must be discarded as SQLAlchemy would, or every event given it after would fail too. (No
+    ping here: the connection was used a moment ago.)"""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    app = make_app(
+        committed_app.config["SQLALCHEMY_DATABASE_URI"],
+        REDIS_URL=redis_url,
+        API_KEY_CACHE_SECONDS=30,
+        DATABASE_PING_IDLE_SECONDS=3600,
+    )
+    assert key_cache.active_cache(app).wait_until_subscribed(10), "the cache never subscribed to Redis"
+    token = operator_token(app)
+    client = app.test_client()
+
+    def post(ref: str):
+        body = {"tenant_id": tenant_id, "eventName": "unmetered", "eventIdempotencyKey": ref}
+        return send_json(client, "post", "/api/v1/events", body, bearer(token))
+
+    assert post("warm").status_code == 201  # the credential cached: the next runs outside a transaction
+    assert post("before").status_code == 201
+    with app.app_context():
+        twin = autocommit_engine(db.engine)
+    assert twin.pool.checkedin() == 1  # the connection the event used, and the next will
+    with twin.connect() as connection:
+        pid = connection.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+    plain = make_url(app.config["SQLALCHEMY_DATABASE_URI"]).set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(plain, autocommit=True) as admin:
+        assert admin.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone()[0]
+
+    assert post("during").status_code == 500  # the statement that met the dropped connection
+    after = post("after")
+    assert after.status_code == 201, after.get_data(as_text=True)
+    with twin.connect() as connection:
+        assert connection.exec_driver_sql("SELECT pg_backend_pid()").scalar() != pid
+        stored = connection.execute(
+            select(UsageEvent.idempotency_key).where(UsageEvent.tenant_id == tenant_id)
+        ).scalars()
+        assert sorted(stored) == ["after", "before", "warm"]
+    with app.app_context():
+        db.engine.dispose()
+
+
 def test_an_event_stored_without_a_transaction_is_counted_by_the_next_check(cached_app, tenant_id):
     """Its commit has no session transaction to end: the cached usage is evicted as the
     statement returns, not by a commit hook."""

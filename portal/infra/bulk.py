@@ -93,15 +93,27 @@ def insert_rows(table: Table, rows: list[dict]) -> None:
         ]
         cached = _STATEMENTS[(table, keys)] = (statement, tuple(zip(keys, processors, strict=True)))
     statement, processors = cached
+    with driver_cursor(connection, statement) as cursor, cursor.copy(statement) as copy:
+        for row in rows:
+            copy.write_row([row[key] if process is None else process(row[key]) for key, process in processors])
+
+
+@contextmanager
+def driver_cursor(connection, statement: str) -> Iterator:
+    """A cursor of the driver's own connection under SQLAlchemy ``connection``, for a statement
+    SQLAlchemy's execution path would cost too much around. Its errors are raised as SQLAlchemy
+    raises a statement's (IntegrityError and so on), so callers catch the same errors whichever
+    way it ran; one that broke the connection invalidates it, as SQLAlchemy would, so the pool
+    does not hand it out again."""
     dbapi = connection.dialect.loaded_dbapi
     try:
-        with connection.connection.cursor() as cursor, cursor.copy(statement) as copy:
-            for row in rows:
-                copy.write_row([row[key] if process is None else process(row[key]) for key, process in processors])
+        with connection.connection.cursor() as cursor:
+            yield cursor
     except dbapi.Error as error:
-        # As SQLAlchemy raises for a statement it runs (IntegrityError and so on), so callers
-        # catch the same errors whichever way the rows went.
-        raise DBAPIError.instance(statement, None, error, dbapi.Error) from error
+        invalidated = connection.dialect.is_disconnect(error, connection.connection.dbapi_connection, None)
+        if invalidated:
+            connection.invalidate(error)
+        raise DBAPIError.instance(statement, None, error, dbapi.Error, connection_invalidated=invalidated) from error
 
 
 def add(table: Table, row: dict) -> bool:
