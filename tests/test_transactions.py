@@ -114,7 +114,11 @@ def test_a_connection_the_database_dropped_under_a_single_event_is_not_served_ag
     assert twin.pool.checkedin() == 1  # the connection the event used, and the next will
     with twin.connect() as connection:
         pid = connection.exec_driver_sql("SELECT pg_backend_pid()").scalar()
-    plain = make_url(app.config["SQLALCHEMY_DATABASE_URI"]).set(drivername="postgresql").render_as_string(hide_password=False)
+    plain = (
+        make_url(app.config["SQLALCHEMY_DATABASE_URI"])
+        .set(drivername="postgresql")
+        .render_as_string(hide_password=False)
+    )
     with psycopg.connect(plain, autocommit=True) as admin:
         assert admin.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone()[0]
 
