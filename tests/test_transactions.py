@@ -35,18 +35,20 @@ class Checkouts:
         self.count += 1
 
 
+def app_with_cache(committed_app, redis_url: str, **overrides):
+    """``committed_app``'s database with the key and tenant cache on as deployed, subscribed."""
+    app = make_app(
+        committed_app.config["SQLALCHEMY_DATABASE_URI"], REDIS_URL=redis_url, API_KEY_CACHE_SECONDS=30, **overrides
+    )
+    assert key_cache.active_cache(app).wait_until_subscribed(10), "the cache never subscribed to Redis"
+    return app
+
+
 @pytest.fixture
 def cached_app(committed_app, redis_url):
     """Real commits, and the key and tenant cache on as deployed: ingestion reads nothing before
     its statement, so it runs without a transaction."""
-    app = make_app(
-        committed_app.config["SQLALCHEMY_DATABASE_URI"],
-        REDIS_URL=redis_url,
-        API_KEY_CACHE_SECONDS=30,
-        METER_CACHE_SECONDS=5,
-    )
-    assert key_cache.active_cache(app).wait_until_subscribed(10), "the cache never subscribed to Redis"
-    return app
+    return app_with_cache(committed_app, redis_url, METER_CACHE_SECONDS=5)
 
 
 @pytest.fixture
@@ -93,13 +95,7 @@ def test_a_connection_the_database_dropped_under_a_single_event_is_not_served_ag
     import psycopg
     from sqlalchemy.engine import make_url
 
-    app = make_app(
-        committed_app.config["SQLALCHEMY_DATABASE_URI"],
-        REDIS_URL=redis_url,
-        API_KEY_CACHE_SECONDS=30,
-        DATABASE_PING_IDLE_SECONDS=3600,
-    )
-    assert key_cache.active_cache(app).wait_until_subscribed(10), "the cache never subscribed to Redis"
+    app = app_with_cache(committed_app, redis_url, DATABASE_PING_IDLE_SECONDS=3600)
     token = operator_token(app)
     client = app.test_client()
 
