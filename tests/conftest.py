@@ -60,6 +60,16 @@ def need_service(what: str, reason: str) -> None:
     pytest.skip(f"{what} not available: {reason}")
 
 
+def terminate_backend(database_url: str, pid: int) -> None:
+    """Have PostgreSQL drop the connection served by backend ``pid``, as a restart or a network
+    fault would, behind the pool's back."""
+    import psycopg
+
+    plain = make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(plain, autocommit=True) as admin:
+        assert admin.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone()[0]
+
+
 def _worker_suffix() -> str:
     return os.environ.get("PYTEST_XDIST_WORKER", "main")
 

@@ -367,11 +367,8 @@ def test_jobs_run_inline_unless_redis_is_configured(monkeypatch):
 def test_a_pooled_connection_that_died_while_idle_is_replaced_not_served(database_url):
     """An idle connection is pinged before use (here at once: DATABASE_PING_IDLE_SECONDS=0);
     the database having dropped it costs the request nothing."""
-    import psycopg
-    from sqlalchemy.engine import make_url
-
     from portal.extensions import db
-    from tests.conftest import need_service
+    from tests.conftest import need_service, terminate_backend
 
     if not database_url.startswith("postgresql"):
         need_service("postgres", "connections are killed with pg_terminate_backend")
@@ -379,9 +376,7 @@ def test_a_pooled_connection_that_died_while_idle_is_replaced_not_served(databas
     with app.app_context():
         with db.engine.connect() as connection:
             pid = connection.exec_driver_sql("SELECT pg_backend_pid()").scalar()
-        plain = make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
-        with psycopg.connect(plain, autocommit=True) as admin:
-            assert admin.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone()[0]
+        terminate_backend(database_url, pid)
         with db.engine.connect() as connection:
             assert connection.exec_driver_sql("SELECT pg_backend_pid()").scalar() != pid
         db.engine.dispose()

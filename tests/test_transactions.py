@@ -17,7 +17,7 @@ from portal.infra.transactions import autocommit_statements, commit, rollback
 from portal.models import Tenant, UsageEvent
 from portal.tenants.services import create_tenant
 from tests.api_support import bearer, operator_token, send_json
-from tests.conftest import make_app, unique
+from tests.conftest import make_app, terminate_backend, unique
 
 
 class Checkouts:
@@ -92,9 +92,6 @@ def test_a_connection_the_database_dropped_under_a_single_event_is_not_served_ag
     """The single-event INSERT runs on the driver's own cursor: a connection that broke under it
     must be discarded as SQLAlchemy would, or every event given it after would fail too. (No
     ping here: the connection was used a moment ago.)"""
-    import psycopg
-    from sqlalchemy.engine import make_url
-
     app = app_with_cache(committed_app, redis_url, DATABASE_PING_IDLE_SECONDS=3600)
     token = operator_token(app)
     client = app.test_client()
@@ -110,13 +107,7 @@ def test_a_connection_the_database_dropped_under_a_single_event_is_not_served_ag
     assert twin.pool.checkedin() == 1  # the connection the event used, and the next will
     with twin.connect() as connection:
         pid = connection.exec_driver_sql("SELECT pg_backend_pid()").scalar()
-    plain = (
-        make_url(app.config["SQLALCHEMY_DATABASE_URI"])
-        .set(drivername="postgresql")
-        .render_as_string(hide_password=False)
-    )
-    with psycopg.connect(plain, autocommit=True) as admin:
-        assert admin.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone()[0]
+    terminate_backend(app.config["SQLALCHEMY_DATABASE_URI"], pid)
 
     assert post("during").status_code == 500  # the statement that met the dropped connection
     after = post("after")
