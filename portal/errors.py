@@ -9,6 +9,7 @@ import secrets
 import time
 
 from flask import g, jsonify, make_response, render_template, request
+from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 from portal.extensions import db, limiter
@@ -123,6 +124,44 @@ def _rate_limited():
     return response
 
 
+# SQLSTATE classes of database failures that pass: a connection lost (08), a transaction rolled
+# back by a deadlock or a serialization failure (40), too many connections (53), a shutdown or a
+# statement timeout (57); and a lock not obtained in time (55P03).
+PASSING_SQLSTATES = ("08", "40", "53", "57", "55P03")
+UNAVAILABLE_RETRY_SECONDS = 5
+
+
+def database_unavailable(error: Exception) -> bool:
+    """The database could not serve this request but may serve the next: a pooled connection
+    dropped under a statement (a restart, a failover, a network fault), no server to connect to,
+    a deadlock, a busy SQLite file. The transaction was rolled back, or was the one statement,
+    so the client may retry; anything else (a bad statement, a constraint) is a bug."""
+    if not isinstance(error, DBAPIError):
+        return False
+    if error.connection_invalidated:
+        return True
+    original = error.orig
+    if hasattr(original, "sqlite_errorname"):
+        return original.sqlite_errorname.startswith(("SQLITE_BUSY", "SQLITE_LOCKED"))
+    sqlstate = getattr(original, "sqlstate", None)
+    if sqlstate is None:
+        # The driver raised it without the server's word: it could not connect, or lost the server.
+        return isinstance(error, OperationalError)
+    return sqlstate.startswith(PASSING_SQLSTATES)
+
+
+def _unavailable():
+    """Seed 000's 503, with how long to wait. Retrying is safe: a transaction that met the
+    failure was rolled back, and an event's one statement is idempotent by its key."""
+    message = f"The service is briefly unavailable. Please try again in {UNAVAILABLE_RETRY_SECONDS} seconds."
+    if _wants_json():
+        response = json_error(503, message, retry_after_seconds=UNAVAILABLE_RETRY_SECONDS)
+    else:
+        response = error_page(503, message)
+    response.headers["Retry-After"] = str(UNAVAILABLE_RETRY_SECONDS)
+    return response
+
+
 def register_error_handlers(app) -> None:
     @app.errorhandler(ServiceError)
     def handle_service_error(error: ServiceError):
@@ -157,6 +196,18 @@ def register_error_handlers(app) -> None:
     def handle_unexpected(error: Exception):
         if isinstance(error, HTTPException):
             return handle_http_error(error)
+        if database_unavailable(error):
+            # Not a bug: logged without the statement and its parameters, which carry user data.
+            log.warning(
+                "Database unavailable on %s %s (request %s): %s %s",
+                request.method,
+                request.path,
+                request_id(),
+                type(error.orig).__name__,
+                getattr(error.orig, "sqlstate", None) or "",
+            )
+            db.session.rollback()
+            return _unavailable()
         log.exception("Unhandled error on %s %s (request %s)", request.method, request.path, request_id())
 
         db.session.rollback()

@@ -101,11 +101,13 @@ def test_every_operation_states_its_auth_errors_and_success(document):
         for code, response in op["responses"].items():
             if code.startswith(("4", "5")):
                 schema = response["content"]["application/json"]["schema"]["$ref"]
-                assert schema.endswith("/RateLimitedEnvelope" if code == "429" else "/ErrorEnvelope"), where
+                # A 429 and a 503 say how long to wait, in the body and in Retry-After.
+                assert schema.endswith("/RateLimitedEnvelope" if code in ("429", "503") else "/ErrorEnvelope"), where
                 assert "X-Request-ID" in response["headers"], where
         assert {"Retry-After", "X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"} <= set(
             op["responses"]["429"]["headers"]
         ), where
+        assert set(op["responses"]["503"]["headers"]) == {"Retry-After", "X-Request-ID"}, where
         for name in (p["name"] for p in op.get("parameters", []) if p["in"] == "path"):
             assert "{" + name + "}" in path, where
 

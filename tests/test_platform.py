@@ -38,6 +38,14 @@ def boom_app(database_url):
     def api_boom():
         raise RuntimeError("secret internals: password=hunter2")
 
+    @app.get("/api/v1/bad-statement")
+    def bad_statement():
+        from sqlalchemy import text
+
+        from portal.extensions import db
+
+        db.session.execute(text("SELECT * FROM no_such_table"))
+
     return app
 
 
@@ -237,6 +245,66 @@ def test_the_app_keeps_working_after_an_unexpected_error(boom_app):
     client = boom_app.test_client()
     assert client.get("/boom").status_code == 500
     assert client.get("/healthz").get_json()["checks"]["database"] == "ok"
+
+
+def test_a_statement_the_database_refuses_is_a_bug_not_an_outage(boom_app):
+    """Only failures that pass answer 503: a statement that can never work is still a 500."""
+    response = boom_app.test_client().get("/api/v1/bad-statement")
+    assert response.status_code == 500
+    assert response.get_json()["error_code"] == "INTERNAL_ERROR"
+    assert "Retry-After" not in response.headers and "no_such_table" not in response.get_data(as_text=True)
+
+
+@pytest.fixture
+def unreachable_app():
+    """The app with its database gone: nothing listens on the port (a restart, a failover). Its
+    sessions are its own, not bound to the test's transaction on the test database."""
+    from portal.extensions import PortalSession, db
+
+    test_session = db.session
+    db.session = db._make_scoped_session({"class_": PortalSession})
+    yield create_app(
+        {
+            "TESTING": True,
+            "SECRET_KEY": STRONG_KEY,
+            "SQLALCHEMY_DATABASE_URI": "postgresql+psycopg://postgres@127.0.0.1:1/portal?connect_timeout=2",
+            "WTF_CSRF_ENABLED": False,
+            "RATELIMIT_ENABLED": False,
+            "JOBS_INLINE": True,
+            "REDIS_URL": "",
+        }
+    )
+    db.session = test_session
+
+
+def test_the_api_answers_503_with_retry_after_while_the_database_is_unreachable(unreachable_app, caplog):
+    with caplog.at_level(logging.WARNING):
+        response = unreachable_app.test_client().get(
+            "/api/v1/tenants/acme", headers={"Authorization": "Bearer opt_x", "X-Request-ID": "down-1"}
+        )
+    assert response.status_code == 503
+    body = response.get_json()
+    assert body["error_code"] == "SERVICE_UNAVAILABLE"
+    assert body["detail"] == "The service is briefly unavailable. Please try again in 5 seconds."
+    assert response.headers["Retry-After"] == "5" and body["retry_after_seconds"] == 5
+    assert body["request_id"] == "down-1"
+    # Logged as an outage, by request id, without a traceback or the connection string.
+    [record] = [r for r in caplog.records if "down-1" in r.getMessage()]
+    assert record.levelno == logging.WARNING and not record.exc_info
+    assert "127.0.0.1:1" not in record.getMessage()
+
+
+def test_signing_in_while_the_database_is_unreachable_shows_a_page_that_says_to_wait(unreachable_app):
+    response = unreachable_app.test_client().post(
+        "/signin", data={"email": "owner@example.com", "password": "correct horse battery staple"}
+    )
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "5"
+    page = response.get_data(as_text=True)
+    assert "<h1>Briefly unavailable</h1>" in page
+    assert "Please try again in 5 seconds." in page
+    assert "OperationalError" not in page and "Traceback" not in page
+    assert response.headers["Content-Security-Policy"]
 
 
 # --- htmx ------------------------------------------------------------------------------

@@ -48,7 +48,7 @@ class ErrorEnvelope(BaseModel):
 
 
 class RateLimitedEnvelope(ErrorEnvelope):
-    """The error body of a 429, with the wait in seconds (also in ``Retry-After``)."""
+    """The error body of a 429 or a 503, with the wait in seconds (also in ``Retry-After``)."""
 
     retry_after_seconds: int
 
@@ -71,6 +71,9 @@ _ERROR_DESCRIPTIONS = {
     415: "The body is not JSON (`UNSUPPORTED_MEDIA_TYPE`): send `Content-Type: application/json`.",
     429: "Rate limit of the key exceeded (`RATE_LIMIT_EXCEEDED`); wait `Retry-After` seconds.",
     500: "Unexpected server error (`INTERNAL_ERROR`); quote the `request_id` to support.",
+    503: "The database is briefly unavailable (`SERVICE_UNAVAILABLE`): a dropped connection, a failover, a "
+    "deadlock; wait `Retry-After` seconds and retry (a rolled-back request changed nothing, an event is "
+    "idempotent by its key).",
 }
 
 _RATE_LIMIT_HEADERS = {
@@ -173,7 +176,7 @@ def _error_statuses(op: Operation) -> list[int]:
         statuses.add(405)
     if op.body is not None:
         statuses.update({413, 415})
-    statuses.update({429, 500})
+    statuses.update({429, 500, 503})
     statuses.difference_update({op.status, *op.also_succeeds})
     return sorted(statuses)
 
@@ -219,7 +222,7 @@ def _responses(op: Operation) -> dict:
     for status, when in op.also_succeeds.items():
         responses[str(status)] = {**success, "description": f"Success: {when}."}
     for status in _error_statuses(op):
-        envelope = RateLimitedEnvelope if status == 429 else ErrorEnvelope
+        envelope = RateLimitedEnvelope if status in (429, 503) else ErrorEnvelope
         headers = dict(_REQUEST_ID_HEADER)
         if status == 405:
             headers["Allow"] = {
@@ -227,12 +230,13 @@ def _responses(op: Operation) -> dict:
                 "schema": {"type": "string"},
                 "required": True,
             }
-        if status == 429:
+        if status in (429, 503):
             headers["Retry-After"] = {
                 "description": "Seconds to wait before retrying.",
                 "schema": {"type": "integer"},
                 "required": True,
             }
+        if status == 429:
             headers.update(_RATE_LIMIT_HEADERS)
         responses[str(status)] = {
             "description": _ERROR_DESCRIPTIONS.get(status, HTTP_ERROR_CODES.get(status, "Error")),
