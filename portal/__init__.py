@@ -13,8 +13,27 @@ from portal.extensions import init_extensions
 # the whole web layer each time, and make every route module that imports ``portal.*`` a cycle.
 
 
+class PortalFlask(Flask):
+    """Flask asks ``inspect`` whether a hook or view is a coroutine function each time it calls
+    one (eight times a request here, a twentieth of a cached API read); a function's answer
+    never changes, so it is kept."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._synced: dict = {}
+
+    def ensure_sync(self, func):
+        try:
+            return self._synced[func]
+        except KeyError:
+            synced = self._synced[func] = super().ensure_sync(func)
+            return synced
+        except TypeError:  # an unhashable callable: asked each time, as Flask does
+            return super().ensure_sync(func)
+
+
 def create_app(overrides: dict | None = None) -> Flask:
-    app = Flask(
+    app = PortalFlask(
         __name__,
         template_folder=str(BASE_DIR / "templates"),
         static_folder=str(BASE_DIR / "static"),

@@ -76,12 +76,15 @@ SESSIONLESS_ENDPOINTS = frozenset({"static", "webhooks.stripe_webhook"})
 
 def load_tenant_context() -> None:
     """Resolve ``g.tenant`` and ``g.membership`` from the session's chosen tenant."""
-    g.tenant = None
-    g.membership = None
-    g.memberships = []
+    # The objects behind the proxies, looked up once: each proxy access is a context-variable
+    # lookup, and this runs on every request (a cached API read is a few hundred µs in all).
+    context, endpoint = g._get_current_object(), request.endpoint
+    context.tenant = None
+    context.membership = None
+    context.memberships = []
     # The API authenticates with keys, never with the browser session; Stripe's webhook signs
     # its body. Neither needs (nor pays for) a user lookup.
-    if request.endpoint in SESSIONLESS_ENDPOINTS or request.blueprint == "api" or not current_user.is_authenticated:
+    if endpoint in SESSIONLESS_ENDPOINTS or (endpoint or "").startswith("api.") or not current_user.is_authenticated:
         return
     memberships = (
         db.session.execute(

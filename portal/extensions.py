@@ -71,7 +71,10 @@ def _retry_after_only_when_waiting(response):
     reset; the header tells a client to wait before retrying (RFC 9110), so only a 429 or a 503
     keeps it."""
     if response.status_code not in RETRY_AFTER_STATUSES:
-        response.headers.pop("Retry-After", None)
+        headers = response.headers
+        # Looked for first: Headers.pop raises and catches an exception when it is absent.
+        if any(name.lower() == "retry-after" for name in headers.keys()):
+            del headers["Retry-After"]
     return response
 
 

@@ -41,20 +41,26 @@ class Principal:
 def _presented_credentials() -> list[tuple[str, str]]:
     """("header name", value) of each credential the request carries: X-API-Key, Bearer, both or none."""
     presented = []
-    api_key = request.headers.get("X-API-Key", "").strip()
+    # From the environ: request.headers raises and catches a KeyError for the header not sent.
+    environ = request.environ
+    api_key = environ.get("HTTP_X_API_KEY", "").strip()
     if api_key:
         presented.append(("X-API-Key", api_key))
-    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    scheme, _, value = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         presented.append(("Bearer", value.strip()))
     return presented
 
 
+_UNRESOLVED = object()
+
+
 def current_principal() -> Principal | None:
-    if "api_principal" in g:
-        return g.api_principal
-    g.api_principal = _resolve()
-    return g.api_principal
+    context = g._get_current_object()  # asked several times a request: one proxy look-up each
+    principal = context.get("api_principal", _UNRESOLVED)
+    if principal is _UNRESOLVED:
+        principal = context.api_principal = _resolve()
+    return principal
 
 
 def credentials_presented() -> int:

@@ -133,7 +133,8 @@ def post_event(principal, body: schemas.EventIn):
     """
     raw = body.model_dump(exclude_unset=True)
     enforce = raw.pop("enforce", False)
-    header_key = request.headers.get("X-Idempotency-Key", "").strip() or None
+    # From the environ: request.headers raises and catches a KeyError when it is not sent (most events).
+    header_key = request.environ.get("HTTP_X_IDEMPOTENCY_KEY", "").strip() or None
     if header_key is not None and len(header_key) > ingest.MAX_KEY:
         raise ValidationFailed(
             f"X-Idempotency-Key is longer than {ingest.MAX_KEY} characters.", field="X-Idempotency-Key"

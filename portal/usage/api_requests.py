@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 
 from flask import current_app
@@ -100,14 +100,15 @@ def _send(connection, prefix: str, counts: Counter) -> None:
 
 def record(tenant_id: str, at: datetime | None = None) -> None:
     """Count one request (see the module's docstring for when it reaches Redis)."""
-    minute = int((at or datetime.now(UTC)).timestamp()) // 60 * 60
-    seconds = current_app.config.get("API_REQUEST_COUNT_SECONDS", 0)
+    minute = int(at.timestamp() if at is not None else time.time()) // 60 * 60
+    app = current_app._get_current_object()  # one proxy look-up: this runs on every tenant request
+    seconds = app.config.get("API_REQUEST_COUNT_SECONDS", 0)
     if not seconds:
         _send(redis_connection(), _prefix(), Counter({(tenant_id, minute): 1}))
         return
-    tally = current_app.extensions.get("portal_api_request_tally")
+    tally = app.extensions.get("portal_api_request_tally")
     if tally is None:
-        tally = current_app.extensions["portal_api_request_tally"] = _Tally(redis_connection(), _prefix(), seconds)
+        tally = app.extensions["portal_api_request_tally"] = _Tally(redis_connection(), _prefix(), seconds)
     tally.add(tenant_id, minute)
 
 
