@@ -8,7 +8,7 @@ import logging
 import secrets
 import time
 
-from flask import g, jsonify, make_response, render_template, request
+from flask import jsonify, make_response, render_template, request
 from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException
 
@@ -72,19 +72,26 @@ HTTP_ERROR_CODES = {
 }
 
 
-def request_id() -> str:
-    context = g._get_current_object()  # one proxy look-up, not four: this runs on every request
-    found = context.get("request_id")
+REQUEST_ID_KEY = "portal.request_id"
+
+
+def request_id_of(environ: dict) -> str:
+    """The request's id, kept in its WSGI environ (where the response's headers find it, see
+    ``portal.web``): the client's X-Request-ID when it is short and printable, never junk
+    reflected; otherwise a new one."""
+    found = environ.get(REQUEST_ID_KEY)
     if found is None:
-        # From the environ: request.headers raises and catches a KeyError for an absent header.
-        incoming = request.environ.get("HTTP_X_REQUEST_ID", "")
-        # Echo a client's id only when it is short and printable; never reflect junk.
+        incoming = environ.get("HTTP_X_REQUEST_ID", "")
         if incoming and len(incoming) <= 100 and incoming.isprintable():
             found = incoming
         else:
             found = f"req_{secrets.token_hex(8)}"
-        context.request_id = found
+        environ[REQUEST_ID_KEY] = found
     return found
+
+
+def request_id() -> str:
+    return request_id_of(request.environ)
 
 
 def json_error(status: int, detail: str, error_code: str | None = None, errors=None, **extra):

@@ -63,19 +63,6 @@ class PortalLimiter(Limiter):
 
 
 limiter = PortalLimiter(key_func=get_remote_address, default_limits=[])
-RETRY_AFTER_STATUSES = (429, 503)
-
-
-def _retry_after_only_when_waiting(response):
-    """Flask-Limiter puts Retry-After on every response it counts, as the time to its window's
-    reset; the header tells a client to wait before retrying (RFC 9110), so only a 429 or a 503
-    keeps it."""
-    if response.status_code not in RETRY_AFTER_STATUSES:
-        headers = response.headers
-        # Looked for first: Headers.pop raises and catches an exception when it is absent.
-        if any(name.lower() == "retry-after" for name in headers.keys()):
-            del headers["Retry-After"]
-    return response
 
 
 def ping_when_idle(engine, idle_seconds: float) -> None:
@@ -152,8 +139,7 @@ def init_extensions(app) -> None:
     # off gets none of its per-request hooks, which would only find every limit exempt.
     app.config["PORTAL_RATELIMIT_ENABLED"] = app.config.get("RATELIMIT_ENABLED", True)
     app.config["RATELIMIT_ENABLED"] = True
-    # Flask runs after-request hooks last registered first: registered before the limiter's,
-    # this one sees the headers the limiter adds.
-    app.after_request(_retry_after_only_when_waiting)
+    # Flask-Limiter puts Retry-After on every response it counts; portal.web's response
+    # headers keep it on a 429 or a 503 only.
     if app.config["PORTAL_RATELIMIT_ENABLED"]:
         limiter.init_app(app)

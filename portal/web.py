@@ -6,7 +6,7 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, current_app, flash, make_response, redirect, render_template, request, url_for
 
-from portal.errors import ServiceError, request_id
+from portal.errors import ServiceError, request_id_of
 from portal.extensions import htmx
 from portal.forms import apply_service_error
 from portal.infra.transactions import commit, rollback
@@ -119,15 +119,18 @@ SECURITY_HEADERS = (
     ("X-Frame-Options", "DENY"),
     ("Referrer-Policy", "no-referrer"),
 )
+RETRY_AFTER_STATUSES = ("429", "503")
 HSTS = ("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
 NO_STORE = ("Cache-Control", "no-store")
 
 
 def register_security_headers(app) -> None:
-    """The security headers on every response that did not set its own, added as the response
-    starts (a WSGI middleware: a list of tuples extended, where Werkzeug's Headers validated
-    and scanned each one, a tenth of a cached API read), and the request's id and htmx's
-    pushed URL, which need the request, in an after-request hook."""
+    """Headers every response carries, added as it starts by a WSGI middleware (a list of
+    tuples, where Werkzeug's Headers validated and scanned each one, and an after-request hook
+    each cost a twentieth of a cached API read): the security headers unless the view set its
+    own, the request's id, and Retry-After on a 429 or a 503 only (Flask-Limiter puts it on
+    every response it counts, as its window's reset; RFC 9110 has it tell a client to wait
+    before retrying). htmx's pushed URL needs the request: an after-request hook."""
 
     # Which defaults apply, by (HTTPS-only cookies, static file): worked out once, not per response.
     defaults = {
@@ -142,24 +145,31 @@ def register_security_headers(app) -> None:
     config = app.config
     wsgi_app = app.wsgi_app
 
-    def with_security_headers(environ, start_response):
+    def with_response_headers(environ, start_response):
         def start(status, headers, exc_info=None):
-            present = {name.lower() for name, _ in headers}
+            waiting = status.startswith(RETRY_AFTER_STATUSES)
+            kept, present = [], set()
+            for header in headers:
+                lower = header[0].lower()
+                if lower == "x-request-id" or (lower == "retry-after" and not waiting):
+                    continue
+                kept.append(header)
+                present.add(lower)
             static = environ.get("PATH_INFO", "").startswith(static_prefix)
-            headers.extend(
+            kept.extend(
                 header
                 for lower, header in defaults[bool(config["SESSION_COOKIE_SECURE"]), static]
                 if lower not in present
             )
-            return start_response(status, headers, exc_info)
+            kept.append(("X-Request-ID", request_id_of(environ)))
+            return start_response(status, kept, exc_info)
 
         return wsgi_app(environ, start)
 
-    app.wsgi_app = with_security_headers
+    app.wsgi_app = with_response_headers
 
     @app.after_request
-    def set_request_headers(response):
-        response.headers["X-Request-ID"] = request_id()
+    def push_boosted_url(response):
         # A boosted form that redirects (Post/Redirect/Get) ends on another page than it posted to:
         # name the page shown, so the address bar, a reload and Back all show this page.
         if (
