@@ -74,11 +74,11 @@ def _register_request_hooks(app: Flask) -> None:
     from portal import auth  # noqa: F401  (registers the Flask-Login loader)
     from portal.access import PERMISSIONS, can, load_tenant_context, offer
     from portal.errors import register_error_handlers
-    from portal.web import register_security_headers
+    from portal.web import register_response_headers
 
     app.before_request(load_tenant_context)
     register_error_handlers(app)
-    register_security_headers(app)
+    register_response_headers(app)
 
     @app.context_processor
     def portal_context():

@@ -94,7 +94,11 @@ def request_id() -> str:
     return request_id_of(request.environ)
 
 
-def json_error(status: int, detail: str, error_code: str | None = None, errors=None, **extra):
+def json_error(
+    status: int, detail: str, error_code: str | None = None, errors=None, retry_after: int | None = None, **extra
+):
+    """Seed 000's error envelope. ``retry_after``: the seconds to wait, in the body
+    (``retry_after_seconds``) and in ``Retry-After``, which only a 429 or a 503 keeps."""
     body = {
         "detail": detail,
         "error_code": error_code or HTTP_ERROR_CODES.get(status, "ERROR"),
@@ -103,9 +107,13 @@ def json_error(status: int, detail: str, error_code: str | None = None, errors=N
     }
     if errors:
         body["errors"] = errors
+    if retry_after is not None:
+        body["retry_after_seconds"] = retry_after
     body.update(extra)
     response = jsonify(body)
     response.status_code = status
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
     return response
 
 
@@ -128,11 +136,9 @@ def _rate_limited():
     # Flask-Limiter rewrites Retry-After as int(reset_at - now); compute it the same way so
     # the header and retry_after_seconds agree.
     retry = max(int(current.reset_at - time.time()), 1) if current else 60
-    response = json_error(
-        429, f"Rate limit exceeded. Try again in {retry} seconds.", "RATE_LIMIT_EXCEEDED", retry_after_seconds=retry
+    return json_error(
+        429, f"Rate limit exceeded. Try again in {retry} seconds.", "RATE_LIMIT_EXCEEDED", retry_after=retry
     )
-    response.headers["Retry-After"] = str(retry)
-    return response
 
 
 # SQLSTATE classes of database failures that pass: a connection lost (08), a transaction rolled
@@ -166,11 +172,16 @@ def _unavailable():
     failure was rolled back, and an event's one statement is idempotent by its key."""
     message = f"The service is briefly unavailable. Please try again in {UNAVAILABLE_RETRY_SECONDS} seconds."
     if _wants_json():
-        response = json_error(503, message, retry_after_seconds=UNAVAILABLE_RETRY_SECONDS)
-    else:
-        response = error_page(503, message)
+        return json_error(503, message, retry_after=UNAVAILABLE_RETRY_SECONDS)
+    response = error_page(503, message)
     response.headers["Retry-After"] = str(UNAVAILABLE_RETRY_SECONDS)
     return response
+
+
+def _logged_path() -> str:
+    """The route's rule, not the path: a reset, invitation or email confirmation link carries
+    its live token in the path, and logs must hold nothing usable."""
+    return request.url_rule.rule if request.url_rule is not None else request.path
 
 
 def register_error_handlers(app) -> None:
@@ -212,14 +223,14 @@ def register_error_handlers(app) -> None:
             log.warning(
                 "Database unavailable on %s %s (request %s): %s %s",
                 request.method,
-                request.path,
+                _logged_path(),
                 request_id(),
                 type(error.orig).__name__,
                 getattr(error.orig, "sqlstate", None) or "",
             )
             db.session.rollback()
             return _unavailable()
-        log.exception("Unhandled error on %s %s (request %s)", request.method, request.path, request_id())
+        log.exception("Unhandled error on %s %s (request %s)", request.method, _logged_path(), request_id())
 
         db.session.rollback()
         if _wants_json():

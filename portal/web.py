@@ -124,7 +124,7 @@ HSTS = ("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
 NO_STORE = ("Cache-Control", "no-store")
 
 
-def register_security_headers(app) -> None:
+def register_response_headers(app) -> None:
     """Headers every response carries, added as it starts by a WSGI middleware (a list of
     tuples, where Werkzeug's Headers validated and scanned each one, and an after-request hook
     each cost a twentieth of a cached API read): the security headers unless the view set its

@@ -387,11 +387,19 @@ def committed_app(request, tmp_path_factory):
     context (so per thread): for races that need PostgreSQL's row locks and constraints."""
     if not os.environ.get("DATABASE_URL"):
         need_service("postgres", "races are tested on PostgreSQL (set DATABASE_URL)")
-    test_session = db.session
-    db.session = db._make_scoped_session({"class_": PortalSession})  # real sessions, one per app context
-    try:
+    with real_sessions():
         with database(request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_")[:20], tmp_path_factory) as url:
             yield make_app(url)
+
+
+@contextmanager
+def real_sessions():
+    """Real sessions, one per app context, in place of the one bound to the test's transaction
+    on the test database: for an app on a database of its own."""
+    test_session = db.session
+    db.session = db._make_scoped_session({"class_": PortalSession})
+    try:
+        yield
     finally:
         # Each app context removed its own session when it was popped.
         db.session = test_session

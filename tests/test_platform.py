@@ -259,22 +259,19 @@ def test_a_statement_the_database_refuses_is_a_bug_not_an_outage(boom_app):
 def unreachable_app():
     """The app with its database gone: nothing listens on the port (a restart, a failover). Its
     sessions are its own, not bound to the test's transaction on the test database."""
-    from portal.extensions import PortalSession, db
+    from tests.conftest import real_sessions
 
-    test_session = db.session
-    db.session = db._make_scoped_session({"class_": PortalSession})
-    yield create_app(
-        {
-            "TESTING": True,
-            "SECRET_KEY": STRONG_KEY,
-            "SQLALCHEMY_DATABASE_URI": "postgresql+psycopg://postgres@127.0.0.1:1/portal?connect_timeout=2",
-            "WTF_CSRF_ENABLED": False,
-            "RATELIMIT_ENABLED": False,
-            "JOBS_INLINE": True,
-            "REDIS_URL": "",
-        }
-    )
-    db.session = test_session
+    config = {
+        "TESTING": True,
+        "SECRET_KEY": STRONG_KEY,
+        "SQLALCHEMY_DATABASE_URI": "postgresql+psycopg://postgres@127.0.0.1:1/portal?connect_timeout=2",
+        "WTF_CSRF_ENABLED": False,
+        "RATELIMIT_ENABLED": False,
+        "JOBS_INLINE": True,
+        "REDIS_URL": "",
+    }
+    with real_sessions():
+        yield create_app(config)
 
 
 def test_the_api_answers_503_with_retry_after_while_the_database_is_unreachable(unreachable_app, caplog):
@@ -292,6 +289,15 @@ def test_the_api_answers_503_with_retry_after_while_the_database_is_unreachable(
     [record] = [r for r in caplog.records if "down-1" in r.getMessage()]
     assert record.levelno == logging.WARNING and not record.exc_info
     assert "127.0.0.1:1" not in record.getMessage()
+
+
+def test_a_link_opened_while_the_database_is_unreachable_keeps_its_token_out_of_the_log(unreachable_app, caplog):
+    with caplog.at_level(logging.WARNING):
+        response = unreachable_app.test_client().get("/reset-password/live-reset-token-0123456789")
+    assert response.status_code == 503
+    logged = [record.getMessage() for record in caplog.records if record.name == "portal.errors"]
+    assert logged and all("/reset-password/<token>" in line for line in logged)
+    assert not any("live-reset-token" in line for line in logged)
 
 
 def test_signing_in_while_the_database_is_unreachable_shows_a_page_that_says_to_wait(unreachable_app):

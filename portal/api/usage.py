@@ -98,16 +98,14 @@ def _limit_message(states) -> str | None:
 def _quota_exceeded(error: limits.LimitExceeded):
     """Seed 000's 429 QUOTA_EXCEEDED; the wait is until the billing period (and the limit) renews."""
     retry = max(int((error.state.period_end - utcnow()).total_seconds()), 1)
-    response = json_error(
+    return json_error(
         429,
         error.message,
         error.error_code,
-        retry_after_seconds=retry,
+        retry_after=retry,
         feature=error.state.feature_key,
         limit=float(error.state.limit),
     )
-    response.headers["Retry-After"] = str(retry)
-    return response
 
 
 @event_operation(

@@ -364,12 +364,12 @@ def _rebuild(model, values: dict, mutable: tuple):
     key and its tenant against 6 here: a twentieth of a cached API read.)"""
     mapper = model.__mapper__
     obj = mapper.class_manager.new_instance()
-    loaded = instance_state(obj).dict
-    loaded.update(values)
+    state = instance_state(obj)
+    state.dict.update(values)
     # A handler mutating a JSON value in place must not change what the next request sees.
     for name in mutable:
-        loaded[name] = _json_copy(values[name])
-    instance_state(obj).key = mapper.identity_key_from_instance(obj)
+        state.dict[name] = _json_copy(values[name])
+    state.key = mapper.identity_key_from_instance(obj)  # persistent, with no session: detached
     return obj
 
 
